@@ -1,0 +1,145 @@
+//! Command line: typed values that parse, so a bad value is refused before anything starts.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "homeward", version, about = "Fail virtual machines back from the cloud to your own datacenter.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the vault portal and its API.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the chosen URL is printed on stdout).
+    #[arg(long, env = "HOMEWARD_LISTEN", default_value = "127.0.0.1:3000", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Folder for the database and the local estate; created if missing.
+    #[arg(long, env = "HOMEWARD_DATA_DIR", default_value = "homeward-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Database URL; defaults to the SQLite file <data-dir>/homeward.db.
+    #[arg(long, env = "HOMEWARD_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<DatabaseUrl>,
+    /// Folder holding the built site (pkg/homeward.js, pkg/homeward_bg.wasm, pkg/homeward.css); defaults to the
+    /// `site` folder beside the binary's target directory, then ./target/site.
+    #[arg(long, env = "HOMEWARD_SITE_ROOT", value_name = "DIR")]
+    pub site_root: Option<PathBuf>,
+    /// Name given to the vault when the database is created (an existing vault keeps its name).
+    #[arg(long, env = "HOMEWARD_VAULT_NAME", default_value = "homeward-vault", value_name = "NAME")]
+    pub vault_name: VaultName,
+}
+
+/// A database URL this build can open.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.starts_with("sqlite:") {
+            Ok(Self(s.to_owned()))
+        } else if s.starts_with("postgres:") || s.starts_with("postgresql:") {
+            Err("PostgreSQL is not supported by this build yet; use a sqlite: URL or leave --database-url out".into())
+        } else {
+            Err("expected a URL starting with sqlite:".into())
+        }
+    }
+}
+
+/// A vault name: 1 to 80 characters, no control characters (it is shown in every page header).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VaultName(String);
+
+impl VaultName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for VaultName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        match s.chars().count() {
+            0 => Err("the vault name is empty".into()),
+            n if n > 80 => Err(format!("the vault name has {n} characters; at most 80 are allowed")),
+            _ if s.chars().any(char::is_control) => Err("the vault name contains control characters".into()),
+            _ => Ok(Self(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for VaultName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Help and version go to stdout with exit 0; every other usage error is one line on stderr and exit 2.
+pub fn report_usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("error: invalid command line");
+            eprintln!("{first} (see `homeward --help`)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_url_accepts_sqlite_and_refuses_others_with_a_reason() {
+        assert_eq!(DatabaseUrl::from_str("sqlite:///tmp/x.db").unwrap().as_str(), "sqlite:///tmp/x.db");
+        assert!(DatabaseUrl::from_str("postgres://h/db").unwrap_err().contains("PostgreSQL"));
+        assert!(DatabaseUrl::from_str("mysql://h/db").unwrap_err().contains("sqlite:"));
+    }
+
+    #[test]
+    fn vault_name_is_trimmed_and_bounded() {
+        assert_eq!(VaultName::from_str("  contoso-dr ").unwrap().as_str(), "contoso-dr");
+        assert!(VaultName::from_str("   ").is_err());
+        assert!(VaultName::from_str(&"v".repeat(81)).unwrap_err().contains("81"));
+        assert!(VaultName::from_str(&"v".repeat(80)).is_ok());
+        assert!(VaultName::from_str("a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn bad_listen_value_is_a_usage_error() {
+        let e = Cli::try_parse_from(["homeward", "serve", "--listen", "nope"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        let ok = Cli::try_parse_from(["homeward", "serve", "--listen", "127.0.0.1:0"]).unwrap();
+        let Command::Serve(args) = ok.command;
+        assert_eq!(args.listen.port(), 0);
+    }
+}

@@ -1,0 +1,165 @@
+//! `homeward serve`: the portal (server-rendered Leptos routes and their server functions), the site's static
+//! files, and `/healthz`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use app::{shell, App, ServerContext, OUTPUT_NAME};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use leptos::config::LeptosOptions;
+use leptos::prelude::provide_context;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use sqlx::SqlitePool;
+use tower_http::compression::CompressionLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::cli::ServeArgs;
+use crate::db::{self, DbError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("data directory {path} is not usable: {source}")]
+    DataDir { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error("the server stopped: {0}")]
+    Serve(io::Error),
+}
+
+impl ServeError {
+    /// 2 for anything the operator can fix in the command line or the environment, 1 for a failure while running.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServeError::Serve(_) => 1,
+            _ => 2,
+        }
+    }
+}
+
+pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+    prepare_data_dir(&args.data_dir)?;
+    let pool = db::open(args.database_url.as_ref(), &args.data_dir).await?;
+    db::ensure_vault(&pool, &args.vault_name, &now_rfc3339()).await?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ServeError::Listen { addr: args.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen { addr: args.listen, source })?;
+    let site_root = args.site_root.clone().unwrap_or_else(default_site_root);
+    if !site_root.join("pkg").join(format!("{OUTPUT_NAME}.js")).is_file() {
+        tracing::warn!(
+            site_root = %site_root.display(),
+            "the site is not built there: pages render but will not become interactive; run `./x site` or pass --site-root"
+        );
+    }
+
+    let router = router(pool, &site_root, addr);
+
+    // The one line on stdout: scripts and tests read the URL from it (port 0 picks a free port).
+    println!("Homeward portal: http://{addr}/");
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), site_root = %site_root.display(), "serving");
+    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.map_err(ServeError::Serve)
+}
+
+pub fn router(pool: SqlitePool, site_root: &Path, addr: SocketAddr) -> Router {
+    let options = LeptosOptions::builder()
+        .output_name(OUTPUT_NAME)
+        .site_root(site_root.to_string_lossy().into_owned())
+        .site_pkg_dir("pkg")
+        .site_addr(addr)
+        .build();
+    let context = ServerContext { pool: pool.clone() };
+    let provide = move || provide_context(context.clone());
+    let routes = generate_route_list(App);
+    Router::new()
+        .route("/healthz", get(move || healthz(pool.clone())))
+        .leptos_routes_with_context(&options, routes, provide.clone(), {
+            let options = options.clone();
+            move || shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler_with_context(provide, shell))
+        .with_state(options)
+        .layer(CompressionLayer::new())
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn healthz(pool: SqlitePool) -> impl IntoResponse {
+    match app::vault::schema_version(&pool).await {
+        Ok(v) => {
+            (StatusCode::OK, Json(serde_json::json!({ "status": "ok", "schema_version": v, "database": "sqlite" })))
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "unavailable", "error": e.to_string() })),
+        ),
+    }
+}
+
+/// Creates the data directory and proves it is writable now, rather than failing on the first job.
+fn prepare_data_dir(dir: &Path) -> Result<(), ServeError> {
+    let err = |source| ServeError::DataDir { path: dir.to_path_buf(), source };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let probe = dir.join(".homeward-write-probe");
+    std::fs::write(&probe, b"ok").map_err(err)?;
+    std::fs::remove_file(&probe).map_err(err)
+}
+
+/// `target/<profile>/homeward` → `target/site`, where scripts/build-site.sh writes; else `./target/site`.
+fn default_site_root() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(|target| target.join("site")))
+        .filter(|site| site.join("pkg").is_dir())
+        .unwrap_or_else(|| PathBuf::from("target/site"))
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_dir_under_a_file_is_refused_with_the_path() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let bad = f.path().join("sub");
+        let e = prepare_data_dir(&bad).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains(&bad.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn now_is_rfc3339_utc_without_fraction() {
+        let s = now_rfc3339();
+        assert!(s.ends_with('Z') && !s.contains('.'), "{s}");
+        assert!(time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339).is_ok());
+    }
+}

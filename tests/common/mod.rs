@@ -1,0 +1,98 @@
+//! Shared by the end-to-end tests: start the real `homeward` binary on a free port with a fresh data dir.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_homeward");
+
+/// The workspace's `target` folder, found from the binary under test (`target/<profile>/homeward`).
+pub fn target_dir() -> PathBuf {
+    Path::new(BIN).parent().and_then(Path::parent).expect("binary lives in target/<profile>").to_path_buf()
+}
+
+/// A `homeward serve` process on 127.0.0.1 with a port the OS picked; killed on drop.
+pub struct Portal {
+    child: Child,
+    /// Base URL with a trailing slash, as printed by the server.
+    pub url: String,
+    pub data_dir: PathBuf,
+    _owned_dir: Option<tempfile::TempDir>,
+}
+
+impl Portal {
+    /// Starts on a fresh temporary data dir, removed when the portal is dropped.
+    pub fn start(extra_args: &[&str]) -> Portal {
+        let dir = tempfile::tempdir().expect("temp data dir");
+        let mut portal = Portal::start_in(dir.path(), extra_args);
+        portal._owned_dir = Some(dir);
+        portal
+    }
+
+    /// Starts on `data_dir`, which the caller keeps (for restart tests).
+    pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> Portal {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra_args)
+            .env_remove("HOMEWARD_DATABASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start homeward serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {} // keep draining so the server never blocks on a full pipe
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("homeward serve printed no URL within 60 s (status: {:?})", child.try_wait());
+            }
+        };
+        let url = line.strip_prefix("Homeward portal: ").unwrap_or_else(|| panic!("unexpected first line: {line}"));
+        assert!(url.starts_with("http://127.0.0.1:") && url.ends_with('/'), "{url}");
+        Portal { child, url: url.to_owned(), data_dir: data_dir.to_owned(), _owned_dir: None }
+    }
+}
+
+impl Drop for Portal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `homeward` to completion with a deadline, for the exit-code tests.
+pub fn run_homeward(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("HOMEWARD_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start homeward");
+    for _ in 0..300 {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("homeward {args:?} did not exit within 30 s");
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
