@@ -3,7 +3,8 @@
 //! The file `<image>.homeward/cbt` holds a header (block size, disk size, the generation of the last committed
 //! cycle, a *clean* flag) and one bit per block. A writer clears *clean* durably before its first write and sets it
 //! again only after the bitmap is on disk, so after an unclean stop the bitmap is untrusted and the next cycle falls
-//! back to delta. Whoever holds the tracker holds an exclusive lock on the file: a sync cycle and the guest's writer
+//! back to delta. Writes that bypass the tracker are caught by the data file's modification time, recorded at
+//! every flush: a different one makes the bitmap untrusted too. Whoever holds the tracker holds an exclusive lock on the file: a sync cycle and the guest's writer
 //! never run at the same moment, so a cycle reads a point-in-time image.
 
 use std::fs::OpenOptions;
@@ -15,15 +16,24 @@ use crate::image::DiskImage;
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"HWCBT001";
-const HEADER: usize = 32;
+const HEADER: usize = 40;
 
 pub struct ChangeTracker {
     lock: FileLock,
     path: PathBuf,
+    data_path: PathBuf,
     geom: Geometry,
     clean: bool,
     base_generation: u64,
+    /// The data file's mtime (ns) when the bitmap was last flushed.
+    data_mtime: u64,
     bits: Vec<u8>,
+}
+
+fn mtime_ns(path: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    Ok((m.mtime() as u64).wrapping_mul(1_000_000_000).wrapping_add(m.mtime_nsec() as u64))
 }
 
 impl ChangeTracker {
@@ -48,13 +58,27 @@ impl ChangeTracker {
             let clean = raw[12] == 1;
             let base = u64::from_le_bytes(raw[16..24].try_into().unwrap());
             let size = u64::from_le_bytes(raw[24..32].try_into().unwrap());
-            (block_size, clean, base, size)
+            let mtime = u64::from_le_bytes(raw[32..40].try_into().unwrap());
+            (block_size, clean, base, size, mtime)
         });
-        let mut t = ChangeTracker { lock, path, geom, clean: true, base_generation: 0, bits: vec![0; nbytes] };
+        let data_path = image.data_path.clone();
+        let now_mtime = mtime_ns(&data_path)?;
+        let mut t = ChangeTracker {
+            lock,
+            path,
+            data_path,
+            geom,
+            clean: true,
+            base_generation: 0,
+            data_mtime: now_mtime,
+            bits: vec![0; nbytes],
+        };
         match parsed {
-            Some((bs, clean, base, size)) if bs == geom.block_size && size == geom.size => {
-                t.clean = clean;
+            Some((bs, clean, base, size, mtime)) if bs == geom.block_size && size == geom.size => {
+                // Someone wrote the disk without going through the tracker: its bitmap misses those writes.
+                t.clean = clean && mtime == now_mtime;
                 t.base_generation = base;
+                t.data_mtime = mtime;
                 t.bits.copy_from_slice(&raw[HEADER..]);
             }
             _ => t.write_all()?,
@@ -86,9 +110,10 @@ impl ChangeTracker {
         }
     }
 
-    /// Persists the bitmap, then declares it clean.
+    /// Persists the bitmap, then declares it clean. Call after the data writes are durable.
     pub fn flush(&mut self) -> Result<()> {
         self.clean = true;
+        self.data_mtime = mtime_ns(&self.data_path)?;
         self.write_all()
     }
 
@@ -101,6 +126,7 @@ impl ChangeTracker {
         self.bits.fill(0);
         self.base_generation = generation;
         self.clean = true;
+        self.data_mtime = mtime_ns(&self.data_path)?;
         self.write_all()
     }
 
@@ -111,6 +137,7 @@ impl ChangeTracker {
         h[12] = self.clean as u8;
         h[16..24].copy_from_slice(&self.base_generation.to_le_bytes());
         h[24..32].copy_from_slice(&self.geom.size.to_le_bytes());
+        h[32..40].copy_from_slice(&self.data_mtime.to_le_bytes());
         h
     }
 
@@ -167,5 +194,13 @@ mod tests {
         drop(t);
         let t = ChangeTracker::open(&img, Geometry::new(img.size, 8192).unwrap()).unwrap();
         assert_eq!(t.trusted_generation(), None, "another block size starts over");
+        drop(t);
+        let mut t = ChangeTracker::open(&img, g).unwrap();
+        t.reset(43).unwrap();
+        drop(t);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fileio::write_at(&img.open_data_rw().unwrap(), b"behind its back", 0).unwrap();
+        let t = ChangeTracker::open(&img, g).unwrap();
+        assert_eq!(t.trusted_generation(), None, "a write that bypassed the tracker makes it untrusted");
     }
 }

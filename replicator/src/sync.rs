@@ -107,6 +107,9 @@ pub struct SyncOptions {
     pub token: String,
     pub progress: Option<ProgressFn>,
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Use and advance the source's change tracking. Off for a one-off copy to a second target, so the tracking
+    /// stays tied to the disk's replication target.
+    pub track: bool,
 }
 
 impl Default for SyncOptions {
@@ -122,6 +125,7 @@ impl Default for SyncOptions {
             token: String::new(),
             progress: None,
             cancel: None,
+            track: true,
         }
     }
 }
@@ -321,9 +325,11 @@ fn source_inner(src: &DiskImage, tx: &mut Tx, rx: &mut wire::Rx, opts: &SyncOpti
     // Holding the tracker pauses the guest's writer: the cycle reads one instant of the disk.
     let mut tracker = ChangeTracker::open(src, geom)?;
     let table_path = src.state_dir().join("source.hashes");
-    let table = tracker
-        .trusted_generation()
-        .and_then(|g| HashTable::load(&table_path, geom).filter(|t| t.generation == g));
+    let table = if opts.track {
+        tracker.trusted_generation().and_then(|g| HashTable::load(&table_path, geom).filter(|t| t.generation == g))
+    } else {
+        None
+    };
     let source_generation = table.as_ref().map_or(0, |t| t.generation);
 
     tx.send(&Frame::Hello(Hello {
@@ -348,7 +354,9 @@ fn source_inner(src: &DiskImage, tx: &mut Tx, rx: &mut wire::Rx, opts: &SyncOpti
         Mode::Incremental if incremental_ok => (Mode::Incremental, None),
         Mode::Incremental => (
             Mode::Delta,
-            Some(if source_generation == 0 {
+            Some(if !opts.track {
+                "change tracking is off for this sync".to_owned()
+            } else if source_generation == 0 {
                 "the source's change tracking is untrusted (first cycle, or the writer stopped uncleanly)".to_owned()
             } else {
                 "the target's last cycle came from another source state".to_owned()
@@ -465,9 +473,15 @@ fn source_inner(src: &DiskImage, tx: &mut Tx, rx: &mut wire::Rx, opts: &SyncOpti
     }
     // The source's tracking restarts from this verified state; the target records the same generation on Commit.
     // A crash in between leaves the two generations different, which only costs the next cycle a delta.
-    let generation = fresh_u64();
-    HashTable { geom, generation, hashes: ours }.save(&table_path)?;
-    tracker.reset(generation)?;
+    let generation = if opts.track {
+        let generation = fresh_u64();
+        HashTable { geom, generation, hashes: ours }.save(&table_path)?;
+        tracker.reset(generation)?;
+        generation
+    } else {
+        0
+    };
+    drop(tracker); // the guest may write again
     tx.send(&Frame::Commit { generation })?;
     let point: PointInfo = match rx.recv()? {
         Frame::Committed { point_json } => serde_json::from_str(&point_json)
@@ -486,7 +500,7 @@ fn source_inner(src: &DiskImage, tx: &mut Tx, rx: &mut wire::Rx, opts: &SyncOpti
         data_bytes,
         bytes_read,
         bytes_sent: tx.sent.get(),
-        bytes_received: 0,
+        bytes_received: rx.received.get(),
         elapsed_ms: started.elapsed().as_millis() as u64,
         digest: hashes::hex(&digest),
         point,
@@ -679,10 +693,16 @@ fn target_inner(dst: &Path, tx: &Arc<Mutex<Tx>>, rx: &mut wire::Rx, opts: &Targe
     };
     let mode: Mode = start.mode.parse().map_err(Error::Protocol)?;
     let consistency: Consistency = start.consistency.parse().map_err(Error::Protocol)?;
-    // From here on the bytes change: the table no longer describes them until the commit writes a new one.
+    // From here on the bytes change: the table no longer describes them until the commit writes a new one, and an
+    // interrupted cycle must be findable (a full copy resumes as a full copy even before its first checkpoint).
     if table.is_some() {
         std::fs::remove_file(&table_path).map_err(|e| Error::io(&table_path, e))?;
     }
+    let write_cursor = |next_block: u64| -> Result<()> {
+        let c = Cursor { mode, next_block, source_generation: start.source_generation, point_id: start.point_id.clone() };
+        fileio::write_atomic(&cursor_path, &serde_json::to_vec(&c).unwrap()).map_err(|e| Error::io(&cursor_path, e))
+    };
+    write_cursor(start.from_block)?;
 
     // The hashes of the target's bytes that this cycle does not overwrite.
     let hasher = {
@@ -752,14 +772,7 @@ fn target_inner(dst: &Path, tx: &Arc<Mutex<Tx>>, rx: &mut wire::Rx, opts: &Targe
                 Frame::Zero { first_block, count } => ap.zero(first_block, count)?,
                 Frame::Mark { next_block } => {
                     ap.sync()?;
-                    let c = Cursor {
-                        mode,
-                        next_block,
-                        source_generation: start.source_generation,
-                        point_id: start.point_id.clone(),
-                    };
-                    fileio::write_atomic(&cursor_path, &serde_json::to_vec(&c).unwrap())
-                        .map_err(|e| Error::io(&cursor_path, e))?;
+                    write_cursor(next_block)?;
                 }
                 Frame::Done { digest: theirs } => {
                     ap.sync()?;
@@ -827,4 +840,21 @@ pub fn sync_vm(pairs: &[(&Path, &Path)], opts: &SyncOptions) -> Result<Vec<SyncR
     let mut opts = opts.clone();
     opts.point_id.get_or_insert_with(|| format!("rp-{}", now_ms()));
     pairs.iter().map(|(s, d)| sync(s, d, &opts)).collect()
+}
+
+/// Receives one cycle over TCP on `listener` into `dst` (the target half in its own process).
+pub fn receive_tcp(listener: &std::net::TcpListener, dst: &Path, opts: &TargetOptions) -> Result<()> {
+    if opts.token.is_empty() {
+        return Err(Error::Invalid("a TCP target needs a non-empty shared token".into()));
+    }
+    let (stream, _) = listener.accept().map_err(|e| Error::Protocol(format!("accept: {e}")))?;
+    run_target(dst, wire::tcp(stream)?, opts)
+}
+
+/// Sends one cycle of `src` to a target half listening at `addr`.
+pub fn send_tcp(src: &Path, addr: &str, opts: &SyncOptions) -> Result<SyncReport> {
+    let image = DiskImage::open(src)?;
+    let stream = std::net::TcpStream::connect(addr)
+        .map_err(|e| Error::Protocol(format!("cannot connect to the target at {addr}: {e}")))?;
+    run_source(&image, wire::tcp(stream)?, opts)
 }

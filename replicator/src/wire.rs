@@ -243,6 +243,7 @@ enum TxInner {
 /// The receiving half of one direction.
 pub struct Rx {
     inner: RxInner,
+    pub received: Counter,
 }
 enum RxInner {
     Chan(Receiver<Vec<u8>>),
@@ -281,6 +282,7 @@ impl Rx {
                 buf
             }
         };
+        self.received.add(buf.len());
         match Frame::decode(buf)? {
             Frame::Error { message } => Err(Error::Peer(message)),
             f => Ok(f),
@@ -299,8 +301,8 @@ pub fn in_process(depth: usize) -> (End, End) {
     let (a_tx, b_rx) = sync_channel(depth);
     let (b_tx, a_rx) = sync_channel(depth);
     (
-        End { tx: Tx { inner: TxInner::Chan(a_tx), sent: Counter::default() }, rx: Rx { inner: RxInner::Chan(a_rx) } },
-        End { tx: Tx { inner: TxInner::Chan(b_tx), sent: Counter::default() }, rx: Rx { inner: RxInner::Chan(b_rx) } },
+        End { tx: Tx { inner: TxInner::Chan(a_tx), sent: Counter::default() }, rx: Rx { inner: RxInner::Chan(a_rx), received: Counter::default() } },
+        End { tx: Tx { inner: TxInner::Chan(b_tx), sent: Counter::default() }, rx: Rx { inner: RxInner::Chan(b_rx), received: Counter::default() } },
     )
 }
 
@@ -308,7 +310,7 @@ pub fn in_process(depth: usize) -> (End, End) {
 pub fn tcp(stream: TcpStream) -> Result<End> {
     let _ = stream.set_nodelay(true);
     let rx = stream.try_clone().map_err(|e| Error::Protocol(format!("socket: {e}")))?;
-    Ok(End { tx: Tx { inner: TxInner::Tcp(stream), sent: Counter::default() }, rx: Rx { inner: RxInner::Tcp(rx) } })
+    Ok(End { tx: Tx { inner: TxInner::Tcp(stream), sent: Counter::default() }, rx: Rx { inner: RxInner::Tcp(rx), received: Counter::default() } })
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the vault portal and its API.
     Serve(ServeArgs),
+    /// Disk images, replication cycles, recovery points and the data-plane benchmark.
+    #[command(subcommand)]
+    Disk(crate::disk::DiskCommand),
 }
 
 #[derive(Debug, Args)]
@@ -139,7 +142,7 @@ mod tests {
         let e = Cli::try_parse_from(["homeward", "serve", "--listen", "nope"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
         let ok = Cli::try_parse_from(["homeward", "serve", "--listen", "127.0.0.1:0"]).unwrap();
-        let Command::Serve(args) = ok.command;
+        let Command::Serve(args) = ok.command else { panic!("serve expected") };
         assert_eq!(args.listen.port(), 0);
     }
 }

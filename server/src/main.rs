@@ -3,6 +3,7 @@
 
 mod cli;
 mod db;
+mod disk;
 mod serve;
 
 use std::process::ExitCode;
@@ -15,6 +16,18 @@ fn main() -> ExitCode {
         Err(e) => return cli::report_usage_error(e),
     };
     init_tracing();
+    let args = match cli.command {
+        cli::Command::Disk(cmd) => {
+            return match disk::run(cmd) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(disk::exit_code(&e))
+                }
+            }
+        }
+        cli::Command::Serve(args) => args,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -22,11 +35,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            cli::Command::Serve(args) => serve::run(args).await,
-        }
-    });
+    let result = runtime.block_on(serve::run(args));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
