@@ -154,7 +154,10 @@ fn points_and_restore_on_the_command_line() {
     let out = dir.path().join("r.img");
     hw(&["disk", "restore", p(&d), "--point", "before", "--to", p(&out)]);
     assert!(std::fs::read(&out).unwrap() == before);
-    assert_refused(&["disk", "restore", p(&d), "--point", "9", "--to", p(&dir.path().join("n.img"))], "no recovery point 9");
+    assert_refused(
+        &["disk", "restore", p(&d), "--point", "9", "--to", p(&dir.path().join("n.img"))],
+        "no recovery point 9",
+    );
 }
 
 #[test]
@@ -282,4 +285,33 @@ fn a_sync_killed_at_any_point_resumes_to_identical_bytes_sending_at_most_one_chu
             assert!(r["resumed_from_block"].as_u64().is_some(), "seed {seed}: a full copy resumes from its cursor");
         }
     }
+}
+
+/// The benchmark runs end to end on a small image and reports every figure it promises (slow suite).
+#[test]
+fn the_benchmark_reports_its_figures_as_one_json_line() {
+    if std::env::var_os("HOMEWARD_E2E").is_none() {
+        eprintln!("benchmark smoke test skipped: set HOMEWARD_E2E=1 (./x test and CI do)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = hw(&["disk", "bench", "--size", "32M", "--rounds", "1", "--json", "--dir", p(dir.path())]);
+    let line = out.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    for key in [
+        "delta_vs_rsync",
+        "delta_vs_floor",
+        "full_vs_cp",
+        "incremental_vs_delta",
+        "wire_overhead",
+        "hash_bytes",
+        "peak_rss_mib",
+    ] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} missing or not positive: {line}");
+    }
+    // Figures that do not depend on the machine's speed.
+    assert_eq!(v["changed_bytes"], (32u64 << 20) / 100 / 65536 * 65536);
+    assert!(v["wire_overhead"].as_f64().unwrap() <= 1.02, "{line}");
+    assert!(v["peak_rss_mib"].as_f64().unwrap() <= 64.0, "{line}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the benchmark cleans up after itself");
 }

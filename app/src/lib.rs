@@ -12,7 +12,9 @@ mod pages;
 pub mod vault;
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags};
+use leptos_meta::provide_meta_context;
+#[cfg(feature = "ssr")]
+use leptos_meta::MetaTags;
 use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::path;
 

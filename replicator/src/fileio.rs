@@ -27,6 +27,20 @@ pub fn write_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
     file.write_all_at(buf, offset)
 }
 
+/// Asks the kernel to start writing `[offset, offset + len)` back without waiting; durability still comes from a
+/// later fdatasync. A hint: errors are ignored (they resurface at the fdatasync).
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    // SAFETY: plain syscall on a valid fd.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+}
+
 /// Deallocates `[offset, offset + len)`; reads of it return zeros afterwards. The file size is unchanged.
 pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
     if len == 0 {

@@ -9,6 +9,10 @@ use crate::{Error, Result};
 
 pub type BlockHash = [u8; 32];
 
+/// Bytes read per call while scanning: small enough that the hash reads them back from L2, large enough that
+/// syscalls do not matter.
+const SCAN_WINDOW: u64 = 16 << 20;
+
 /// How a disk of `size` bytes is cut into blocks of `block_size` (the last one may be shorter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
@@ -18,7 +22,7 @@ pub struct Geometry {
 
 impl Geometry {
     pub fn new(size: u64, block_size: u32) -> Result<Geometry> {
-        if block_size == 0 || block_size % 512 != 0 || block_size > 16 << 20 {
+        if block_size == 0 || !block_size.is_multiple_of(512) || block_size > 16 << 20 {
             return Err(Error::Invalid(format!(
                 "block size {block_size} must be a multiple of 512 between 512 bytes and 16 MiB"
             )));
@@ -91,7 +95,8 @@ pub fn scan(
     mut each: impl FnMut(u64, Option<&[u8]>) -> Result<()>,
 ) -> Result<u64> {
     let ranges = fileio::data_ranges(file, geom.size).map_err(|e| Error::io(path, e))?;
-    let window_blocks = ((4u64 << 20) / geom.block_size as u64).max(1);
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let window_blocks = (SCAN_WINDOW / geom.block_size as u64).max(1);
     let mut buf = vec![0u8; (window_blocks * geom.block_size as u64) as usize];
     let mut ri = 0;
     let mut bytes_read = 0;
@@ -109,8 +114,15 @@ pub fn scan(
                 each(b, None)?;
             }
         } else {
-            let win = &mut buf[..(end - start) as usize];
-            fileio::read_at(file, win, start).map_err(|e| Error::io(path, e))?;
+            let mapped = if end <= file_len { Mapping::new(file, start, end - start) } else { None };
+            let win: &[u8] = match &mapped {
+                Some(m) => m.bytes(),
+                None => {
+                    let win = &mut buf[..(end - start) as usize];
+                    fileio::read_at(file, win, start).map_err(|e| Error::io(path, e))?;
+                    win
+                }
+            };
             bytes_read += end - start;
             let mut rj = ri;
             for b in block..block + n {
@@ -126,6 +138,49 @@ pub fn scan(
         block += n;
     }
     Ok(bytes_read)
+}
+
+/// A read-only window of a file mapped straight from the page cache: hashing it costs no copy into a buffer.
+/// Windows are unmapped as the scan moves on, so the resident size stays that of one window.
+struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+    skip: usize,
+    want: usize,
+}
+
+impl Mapping {
+    fn new(file: &File, offset: u64, len: u64) -> Option<Mapping> {
+        use std::os::unix::io::AsRawFd;
+        let aligned = offset & !4095;
+        let skip = (offset - aligned) as usize;
+        let map_len = skip + len as usize;
+        // SAFETY: a private read-only mapping of a range inside the file (checked by the caller against its
+        // length); unmapped in Drop and only read through `bytes()` while alive.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                aligned as libc::off_t,
+            )
+        };
+        (ptr != libc::MAP_FAILED).then_some(Mapping { ptr, len: map_len, skip, want: len as usize })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is live and covers skip + want bytes.
+        unsafe { std::slice::from_raw_parts((self.ptr as *const u8).add(self.skip), self.want) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what mmap returned.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
 }
 
 /// A persisted table of block hashes for one side of a replication pair, tagged with the change-tracking

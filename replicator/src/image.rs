@@ -86,10 +86,10 @@ impl DiskImage {
     /// Creates a new, sparse, zero-filled image. Refuses to overwrite an existing file.
     pub fn create(path: &Path, format: Format, size: u64) -> Result<DiskImage, Error> {
         let bad = |problem: String| Error::Image { path: path.to_path_buf(), problem };
-        if size == 0 || size % SECTOR != 0 {
+        if size == 0 || !size.is_multiple_of(SECTOR) {
             return Err(bad(format!("size {size} is not a positive multiple of 512 bytes")));
         }
-        if format == Format::Vhd && size % VHD_ALIGN != 0 {
+        if format == Format::Vhd && !size.is_multiple_of(VHD_ALIGN) {
             return Err(bad(format!("a fixed VHD must be a whole number of MiB (Azure's rule); {size} bytes is not")));
         }
         let new_file = |p: &Path| -> Result<File, Error> {
@@ -344,7 +344,9 @@ fn parse_vhd_footer(f: &[u8; 512]) -> Result<u64, String> {
     let stored = be32(64..68);
     let computed = vhd_checksum(f);
     if stored != computed {
-        return Err(format!("bad VHD footer checksum (stored {stored:#010x}, computed {computed:#010x}): corrupt footer"));
+        return Err(format!(
+            "bad VHD footer checksum (stored {stored:#010x}, computed {computed:#010x}): corrupt footer"
+        ));
     }
     let disk_type = be32(60..64);
     match disk_type {
@@ -372,7 +374,7 @@ mod tests {
             let created = DiskImage::create(&p, fmt, 4 << 20).unwrap();
             let opened = DiskImage::open(&p).unwrap();
             assert_eq!((opened.format, opened.size, &opened.data_path), (fmt, 4 << 20, &created.data_path));
-            assert_eq!(opened.allocated_bytes().unwrap() < 64 << 10, true, "{name} is sparse");
+            assert!(opened.allocated_bytes().unwrap() < 64 << 10, "{name} is sparse");
         }
         assert!(dir.path().join("b-flat.vmdk").is_file());
     }

@@ -115,12 +115,8 @@ impl Journal {
     pub fn begin_cycle(&self) -> Result<Option<UndoLog>> {
         let Some(latest) = self.latest() else { return Ok(None) };
         let path = self.undo_path(latest.seq);
-        let mut f = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let mut f =
+            OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(|e| Error::io(&path, e))?;
         // Keep the valid records, cut a torn tail left by a crash.
         let mut logged = HashSet::new();
         let valid_len = read_records(&mut f, &path, |block, _| {
@@ -208,7 +204,10 @@ impl Journal {
                 let mut seen = HashSet::new();
                 read_records(&mut f, &path, |block, data| {
                     if block >= geom.blocks() {
-                        return Err(Error::Image { path: path.clone(), problem: format!("undo record for block {block} is outside the disk") });
+                        return Err(Error::Image {
+                            path: path.clone(),
+                            problem: format!("undo record for block {block} is outside the disk"),
+                        });
                     }
                     if seen.insert(block) {
                         // An empty record means the block was all zeros.

@@ -48,8 +48,10 @@ pub enum Error {
     DigestMismatch { source_digest: String, target_digest: String },
     #[error("{0}")]
     Invalid(String),
-    #[error("{path}: no space left on the target file system; free space and run the sync again (nothing already \
-             committed was lost)")]
+    #[error(
+        "{path}: no space left on the target file system; free space and run the sync again (nothing already \
+             committed was lost)"
+    )]
     NoSpace { path: PathBuf },
     #[error("the sync was cancelled")]
     Cancelled,

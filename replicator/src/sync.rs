@@ -181,6 +181,9 @@ struct Cursor {
     point_id: String,
 }
 
+/// Hashes per frame from the target: small, so the source starts comparing early and never waits long.
+const HASH_BATCH: usize = 128;
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -427,7 +430,9 @@ fn source_inner(src: &DiskImage, tx: &mut Tx, rx: &mut wire::Rx, opts: &SyncOpti
                             next_theirs += hashes.len() as u64;
                             theirs.extend(hashes);
                         }
-                        f => return Err(Error::Protocol(format!("expected hashes from block {next_theirs}, got {f:?}"))),
+                        f => {
+                            return Err(Error::Protocol(format!("expected hashes from block {next_theirs}, got {f:?}")))
+                        }
                     }
                 }
                 if theirs.pop_front() != Some(h) {
@@ -467,7 +472,10 @@ fn source_inner(src: &DiskImage, tx: &mut Tx, rx: &mut wire::Rx, opts: &SyncOpti
     match rx.recv()? {
         Frame::Verified { digest: theirs } if theirs == digest => {}
         Frame::Verified { digest: theirs } => {
-            return Err(Error::DigestMismatch { source_digest: hashes::hex(&digest), target_digest: hashes::hex(&theirs) })
+            return Err(Error::DigestMismatch {
+                source_digest: hashes::hex(&digest),
+                target_digest: hashes::hex(&theirs),
+            })
         }
         f => return Err(Error::Protocol(format!("expected Verified, got {f:?}"))),
     }
@@ -589,6 +597,13 @@ impl Applier<'_> {
             self.changed_bytes += bytes.len() as u64;
             self.applied(bytes.len() as u64);
         }
+        // Start writing the batch back now, so the checkpoint's fdatasync finds little left to do and the disk
+        // works while we receive the next batch.
+        if let (Some((first, _)), Some((last, _))) = (batch.first(), batch.last()) {
+            let (lo, hi) =
+                (self.geom.offset(*first.min(last)), self.geom.offset(*first.max(last) + 1).min(self.geom.size));
+            fileio::start_writeback(self.file, lo, hi - lo);
+        }
         self.unsynced = true;
         Ok(())
     }
@@ -598,10 +613,12 @@ impl Applier<'_> {
         self.flush()?;
         let (start, end) = (self.geom.offset(first), self.geom.offset(first + count).min(self.geom.size));
         if let Some(undo) = &mut self.undo {
-            let ranges = fileio::data_ranges(self.file, self.geom.size).map_err(|e| Error::io(&self.image.data_path, e))?;
+            let ranges =
+                fileio::data_ranges(self.file, self.geom.size).map_err(|e| Error::io(&self.image.data_path, e))?;
             let mut old = vec![0u8; self.geom.block_size as usize];
             for (rs, re) in ranges.into_iter().filter(|(rs, re)| *re > start && *rs < end) {
-                let (lo, hi) = (rs.max(start) / self.geom.block_size as u64, (re.min(end) - 1) / self.geom.block_size as u64);
+                let (lo, hi) =
+                    (rs.max(start) / self.geom.block_size as u64, (re.min(end) - 1) / self.geom.block_size as u64);
                 for b in lo..=hi {
                     let old = &mut old[..self.geom.len(b)];
                     fileio::read_at(self.file, old, self.geom.offset(b))
@@ -647,7 +664,10 @@ fn target_inner(dst: &Path, tx: &Arc<Mutex<Tx>>, rx: &mut wire::Rx, opts: &Targe
         f => return Err(Error::Protocol(format!("expected Hello, got {f:?}"))),
     };
     if hello.version != PROTOCOL_VERSION {
-        return Err(Error::Protocol(format!("the source speaks version {}, we speak {PROTOCOL_VERSION}", hello.version)));
+        return Err(Error::Protocol(format!(
+            "the source speaks version {}, we speak {PROTOCOL_VERSION}",
+            hello.version
+        )));
     }
     if !opts.token.is_empty() && !constant_time_eq(hello.token.as_bytes(), opts.token.as_bytes()) {
         return Err(Error::Invalid("the source presented a wrong token".into()));
@@ -699,7 +719,8 @@ fn target_inner(dst: &Path, tx: &Arc<Mutex<Tx>>, rx: &mut wire::Rx, opts: &Targe
         std::fs::remove_file(&table_path).map_err(|e| Error::io(&table_path, e))?;
     }
     let write_cursor = |next_block: u64| -> Result<()> {
-        let c = Cursor { mode, next_block, source_generation: start.source_generation, point_id: start.point_id.clone() };
+        let c =
+            Cursor { mode, next_block, source_generation: start.source_generation, point_id: start.point_id.clone() };
         fileio::write_atomic(&cursor_path, &serde_json::to_vec(&c).unwrap()).map_err(|e| Error::io(&cursor_path, e))
     };
     write_cursor(start.from_block)?;
@@ -720,15 +741,18 @@ fn target_inner(dst: &Path, tx: &Arc<Mutex<Tx>>, rx: &mut wire::Rx, opts: &Targe
                         let file = image.open_data_read()?;
                         let end = if mode == Mode::Delta { geom.blocks() } else { from_block.min(geom.blocks()) };
                         let mut out = Vec::with_capacity(end as usize);
-                        let mut batch = Vec::with_capacity(1024);
+                        let mut batch = Vec::with_capacity(HASH_BATCH);
                         let mut first = 0;
                         hashes::scan(&file, &image.data_path, geom, 0, end, |b, bytes| {
                             let h = bytes.map_or_else(|| geom.zero_hash(b), hash_block);
                             out.push(h);
                             if mode == Mode::Delta {
                                 batch.push(h);
-                                if batch.len() == 1024 {
-                                    send(&tx, &Frame::Hashes { first_block: first, hashes: std::mem::take(&mut batch) })?;
+                                if batch.len() == HASH_BATCH {
+                                    send(
+                                        &tx,
+                                        &Frame::Hashes { first_block: first, hashes: std::mem::take(&mut batch) },
+                                    )?;
                                     first = b + 1;
                                 }
                             }

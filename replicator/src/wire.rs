@@ -148,7 +148,7 @@ impl Frame {
             K_START => Frame::Start(json(p)?),
             K_HASHES => {
                 need(8)?;
-                if (p.len() - 8) % 32 != 0 {
+                if !(p.len() - 8).is_multiple_of(32) {
                     return Err(Error::Protocol("hash batch is not a whole number of hashes".into()));
                 }
                 Frame::Hashes {
@@ -301,8 +301,14 @@ pub fn in_process(depth: usize) -> (End, End) {
     let (a_tx, b_rx) = sync_channel(depth);
     let (b_tx, a_rx) = sync_channel(depth);
     (
-        End { tx: Tx { inner: TxInner::Chan(a_tx), sent: Counter::default() }, rx: Rx { inner: RxInner::Chan(a_rx), received: Counter::default() } },
-        End { tx: Tx { inner: TxInner::Chan(b_tx), sent: Counter::default() }, rx: Rx { inner: RxInner::Chan(b_rx), received: Counter::default() } },
+        End {
+            tx: Tx { inner: TxInner::Chan(a_tx), sent: Counter::default() },
+            rx: Rx { inner: RxInner::Chan(a_rx), received: Counter::default() },
+        },
+        End {
+            tx: Tx { inner: TxInner::Chan(b_tx), sent: Counter::default() },
+            rx: Rx { inner: RxInner::Chan(b_rx), received: Counter::default() },
+        },
     )
 }
 
@@ -310,7 +316,10 @@ pub fn in_process(depth: usize) -> (End, End) {
 pub fn tcp(stream: TcpStream) -> Result<End> {
     let _ = stream.set_nodelay(true);
     let rx = stream.try_clone().map_err(|e| Error::Protocol(format!("socket: {e}")))?;
-    Ok(End { tx: Tx { inner: TxInner::Tcp(stream), sent: Counter::default() }, rx: Rx { inner: RxInner::Tcp(rx), received: Counter::default() } })
+    Ok(End {
+        tx: Tx { inner: TxInner::Tcp(stream), sent: Counter::default() },
+        rx: Rx { inner: RxInner::Tcp(rx), received: Counter::default() },
+    })
 }
 
 #[cfg(test)]
@@ -320,7 +329,13 @@ mod tests {
     #[test]
     fn every_frame_round_trips() {
         let frames = vec![
-            Frame::Hello(Hello { version: 1, token: "t".into(), size: 1 << 20, block_size: 4096, source_generation: 3 }),
+            Frame::Hello(Hello {
+                version: 1,
+                token: "t".into(),
+                size: 1 << 20,
+                block_size: 4096,
+                source_generation: 3,
+            }),
             Frame::Welcome(Welcome {
                 version: 1,
                 target_generation: 3,

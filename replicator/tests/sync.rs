@@ -183,7 +183,8 @@ fn all_disks_of_a_vm_share_each_point() {
         scribble(&src, &mut Rng::new(i), 3);
         pairs.push((s, dir.path().join(format!("d{i}.vhd"))));
     }
-    let refs: Vec<(&std::path::Path, &std::path::Path)> = pairs.iter().map(|(a, b)| (a.as_path(), b.as_path())).collect();
+    let refs: Vec<(&std::path::Path, &std::path::Path)> =
+        pairs.iter().map(|(a, b)| (a.as_path(), b.as_path())).collect();
     let reports = replicator::sync::sync_vm(&refs, &opts(Mode::Auto, 65536)).unwrap();
     let ids: std::collections::HashSet<_> = reports.iter().map(|r| r.point.id.clone()).collect();
     assert_eq!(ids.len(), 1, "one point id across the VM's disks");

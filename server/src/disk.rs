@@ -57,7 +57,7 @@ pub enum DiskCommand {
     Bench {
         #[arg(long, value_parser = parse_size, default_value = "1G")]
         size: u64,
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 5)]
         rounds: usize,
         /// Folder for the benchmark's images (default: the system temp folder).
         #[arg(long)]
@@ -205,7 +205,9 @@ pub fn run(cmd: DiskCommand) -> Result<(), replicator::Error> {
             let seq = match point.parse::<u64>() {
                 Ok(n) => n,
                 Err(_) => j.points().iter().find(|p| p.id == point).map(|p| p.seq).ok_or_else(|| {
-                    replicator::Error::Invalid(format!("no recovery point with id {point:?}; see `homeward disk points`"))
+                    replicator::Error::Invalid(format!(
+                        "no recovery point with id {point:?}; see `homeward disk points`"
+                    ))
                 })?,
             };
             let p = j.restore(&img, seq, &to)?;
@@ -308,13 +310,7 @@ fn sync(a: SyncArgs) -> Result<(), replicator::Error> {
         human_bytes(r.bytes_received)
     );
     println!("  time {secs:.2} s, {}/s over the disk", human_bytes((r.size as f64 / secs.max(1e-3)) as u64));
-    println!(
-        "  recovery point {} ({}), {}, digest {}",
-        r.point.seq,
-        r.point.id,
-        r.point.consistency,
-        &r.digest[..16]
-    );
+    println!("  recovery point {} ({}), {}, digest {}", r.point.seq, r.point.id, r.point.consistency, &r.digest[..16]);
     Ok(())
 }
 
