@@ -1,19 +1,20 @@
 //! # orchestrator — the decision-making core of Homeward
 //!
-//! This crate will own (see ARCHITECTURE.md and the orchestration-core issue):
+//! * [`domain`]: the estate in the product's own words — configuration server, vCenter servers, ESXi hosts,
+//!   datastores, master targets, process servers on the primary site; cloud VMs on the recovery site; replicated
+//!   items with their recovery points and replication groups; recovery plans.
+//! * [`rules`]: every rule of `../shared/mission/requirements.md` (R-W1 … R-I1) as a named check that answers
+//!   *passed* or *refused: rule ID, a plain sentence, the recommended action*.
+//! * [`lifecycle`]: the replicated item's state machine (reprotect → failover → commit → re-protect), the allowed
+//!   operations with the reason for each refused one, and the dry run of an operation (checks, original or
+//!   alternate location, bytes to move, ETA, the tasks the job will run).
+//! * [`points`]: which recovery point a failover uses (R-RP1 … R-RP4), for one item or a recovery plan.
 //!
-//! * the **domain** in the product's own words: vault, primary site (configuration server, vCenter servers, ESXi
-//!   hosts, datastores, master targets, process servers), recovery site (cloud VMs and their disks), replicated
-//!   items, recovery points, replication groups and recovery plans;
-//! * the **seed rules** of `../shared/mission/requirements.md` (R-W1 … R-I1), each a named check that answers
-//!   *allowed* or *refused, why, and what to do next*;
-//! * the **lifecycle state machine** of a replicated item (reprotect → failover → commit → re-protect);
-//! * the **durable job engine**: jobs with ordered tasks, leases with heartbeat and fencing tokens, compare-and-set
-//!   transitions.
-//!
-//! Architecture Invariant: the rules and the state machine do no IO. The clock, identifiers and the inventory are
-//! inputs, so every rule is a fast table-driven test. Only the job runtime around them touches the database, the
-//! estate and the replicator.
-//!
-//! Nothing is implemented yet: the crate exists so that the workspace, its dependency direction and its build are
-//! in place before the core lands.
+//! Architecture Invariant: nothing here does IO. The clock ([`domain::Millis`]), identifiers and the inventory are
+//! inputs; the job runtime around this crate reads the estate, calls the replicator and persists jobs. Every rule is
+//! therefore a fast table-driven test.
+
+pub mod domain;
+pub mod lifecycle;
+pub mod points;
+pub mod rules;

@@ -1,0 +1,225 @@
+//! The estate as the rules see it: a snapshot handed in by the runtime, never read from disk here.
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch: the clock is an input.
+pub type Millis = u64;
+
+pub const MINUTE: Millis = 60_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OsFamily {
+    Windows,
+    Linux,
+}
+
+/// A guest or server operating system, e.g. Windows "Windows Server 2008 R2 SP1" or Linux "Ubuntu 22.04".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Os {
+    pub family: OsFamily,
+    pub name: String,
+}
+
+impl Os {
+    /// Windows Server 2008 R2 with Service Pack 1, however the inventory spells it.
+    pub fn is_windows_2008_r2_sp1(&self) -> bool {
+        let n = self.name.to_ascii_lowercase().replace(' ', "");
+        self.family == OsFamily::Windows && n.contains("2008r2") && n.contains("sp1")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MachineType {
+    VmwareVm,
+    PhysicalServer,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Site {
+    /// On-premises: vCenter, ESXi hosts, configuration server, master targets.
+    Primary,
+    /// The cloud.
+    Recovery,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hypervisor {
+    Esxi,
+    HyperV,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatastoreKind {
+    Vmfs,
+    Vsan,
+    Rdm,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Health {
+    Normal,
+    Warning,
+    Critical,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigurationServer {
+    pub id: String,
+    pub ip_address: String,
+    /// VMs registered in the configuration server's database.
+    pub registered_vms: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VCenter {
+    pub id: String,
+    pub connected: bool,
+    /// The configuration server the vCenter was added to.
+    pub configuration_server: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    pub id: String,
+    /// `None` for a standalone ESXi host.
+    pub vcenter: Option<String>,
+    pub hypervisor: Hypervisor,
+    /// Discovery by the configuration server is complete.
+    pub discovered: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Datastore {
+    pub id: String,
+    pub kind: DatastoreKind,
+    /// Hosts that can reach the datastore.
+    pub hosts: Vec<String>,
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MasterTarget {
+    pub id: String,
+    pub os: OsFamily,
+    /// The ESXi host the master target runs on.
+    pub host: String,
+    pub snapshots: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessServer {
+    pub id: String,
+    pub site: Site,
+    /// Replication rate the dry run's ETA assumes.
+    pub bandwidth_bytes_per_s: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudVm {
+    pub id: String,
+    pub resource_group: String,
+    /// The resource group the VM was failed over into.
+    pub original_resource_group: String,
+    pub deleted: bool,
+    pub migration_completed: bool,
+    pub running: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnPremDisk {
+    pub id: String,
+    pub datastore: String,
+    pub size_bytes: u64,
+    /// Attached to the on-premises VM (matters for vSAN and RDM disks, R-L7).
+    pub attached: bool,
+}
+
+/// The VM on the primary site the item came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnPremVm {
+    pub id: String,
+    pub host: String,
+    /// Whether the VM still exists on-premises (decides original vs alternate location).
+    pub exists: bool,
+    pub disks: Vec<OnPremDisk>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PointKind {
+    CrashConsistent,
+    AppConsistent,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryPoint {
+    /// Shared by every VM of a replication group for multi-VM consistent points.
+    pub id: String,
+    pub time: Millis,
+    pub kind: PointKind,
+}
+
+/// A machine protected by the vault.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicatedItem {
+    pub id: String,
+    pub name: String,
+    pub machine: MachineType,
+    pub os: Os,
+    pub state: crate::lifecycle::State,
+    pub health: Health,
+    /// Percentage of the initial sync done while protected recovery → primary.
+    pub initial_sync_percent: u8,
+    pub onprem: Option<OnPremVm>,
+    /// The vCenter and configuration server the item was protected from (R-L3).
+    pub original_vcenter: Option<String>,
+    pub original_configuration_server: String,
+    pub cloud_vm: Option<CloudVm>,
+    /// Oldest first.
+    pub recovery_points: Vec<RecoveryPoint>,
+    pub replication_group: Option<String>,
+    /// Chosen at reprotect: the master target and process server the item replicates through.
+    pub master_target: Option<String>,
+    pub process_server: Option<String>,
+    /// When the on-premises VM last booted, and whether its agent has registered since (R-A1).
+    pub booted_at: Option<Millis>,
+    pub agent_registered: bool,
+    /// Bytes of the item's disks, for estimates.
+    pub disk_bytes: u64,
+}
+
+/// The estate around the items.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub configuration_server: Option<ConfigurationServer>,
+    pub vcenters: Vec<VCenter>,
+    pub hosts: Vec<Host>,
+    pub datastores: Vec<Datastore>,
+    pub master_targets: Vec<MasterTarget>,
+    pub process_servers: Vec<ProcessServer>,
+}
+
+impl Inventory {
+    pub fn host(&self, id: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.id == id)
+    }
+    pub fn vcenter(&self, id: &str) -> Option<&VCenter> {
+        self.vcenters.iter().find(|v| v.id == id)
+    }
+    pub fn datastore(&self, id: &str) -> Option<&Datastore> {
+        self.datastores.iter().find(|d| d.id == id)
+    }
+    pub fn master_target(&self, id: &str) -> Option<&MasterTarget> {
+        self.master_targets.iter().find(|m| m.id == id)
+    }
+    pub fn process_server(&self, id: &str) -> Option<&ProcessServer> {
+        self.process_servers.iter().find(|p| p.id == id)
+    }
+}

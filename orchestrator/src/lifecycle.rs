@@ -1,0 +1,601 @@
+//! The replicated item's lifecycle, the operations it allows (and why not), and the dry run of an operation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::*;
+use crate::points::{self, PointChoice};
+use crate::rules::{self, Check, CheckOutcome, Refusal};
+
+/// Protection state of a replicated item. The article starts at `CommittedInCloud`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    ProtectedToCloud,
+    FailoverToCloudInProgress,
+    FailedOverToCloud,
+    CommittedInCloud,
+    ReprotectInProgress,
+    /// Replicating recovery → primary (see `initial_sync_percent` and `health`).
+    ProtectedToPrimary,
+    FailbackInProgress,
+    FailedBackCommitPending,
+    CommitInProgress,
+    /// Back on-premises, unprotected.
+    CommittedOnPrimary,
+    ReprotectToCloudInProgress,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Operation {
+    FailoverToCloud,
+    CommitInCloud,
+    /// Recovery → primary replication (R-W1).
+    Reprotect,
+    /// Failback: recovery → primary failover (R-W2).
+    Failover,
+    /// Delete the cloud copy after failback (R-W3).
+    Commit,
+    CancelFailover,
+    ChangeRecoveryPoint,
+    /// Primary → recovery replication after commit (R-W4).
+    ReprotectToCloud,
+}
+
+pub const OPERATIONS: [Operation; 8] = [
+    Operation::FailoverToCloud,
+    Operation::CommitInCloud,
+    Operation::Reprotect,
+    Operation::Failover,
+    Operation::Commit,
+    Operation::CancelFailover,
+    Operation::ChangeRecoveryPoint,
+    Operation::ReprotectToCloud,
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Event {
+    Started(Operation),
+    Succeeded(Operation),
+    Failed(Operation),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidTransition {
+    pub state: State,
+    pub event: Event,
+}
+
+/// The state machine. Every job moves its item with `Started`, then `Succeeded` or `Failed`.
+pub fn next(state: State, event: Event) -> Result<State, InvalidTransition> {
+    use Event::*;
+    use Operation as O;
+    use State as S;
+    let to = match (state, event) {
+        (S::ProtectedToCloud, Started(O::FailoverToCloud)) => S::FailoverToCloudInProgress,
+        (S::FailoverToCloudInProgress, Succeeded(O::FailoverToCloud)) => S::FailedOverToCloud,
+        (S::FailoverToCloudInProgress, Failed(O::FailoverToCloud)) => S::ProtectedToCloud,
+        (S::FailedOverToCloud, Started(O::CommitInCloud)) => S::FailedOverToCloud,
+        (S::FailedOverToCloud, Succeeded(O::CommitInCloud)) => S::CommittedInCloud,
+        (S::FailedOverToCloud, Failed(O::CommitInCloud)) => S::FailedOverToCloud,
+        (S::CommittedInCloud, Started(O::Reprotect)) => S::ReprotectInProgress,
+        (S::ReprotectInProgress, Succeeded(O::Reprotect)) => S::ProtectedToPrimary,
+        (S::ReprotectInProgress, Failed(O::Reprotect)) => S::CommittedInCloud,
+        (S::ProtectedToPrimary, Started(O::Failover)) => S::FailbackInProgress,
+        (S::FailbackInProgress, Succeeded(O::Failover)) => S::FailedBackCommitPending,
+        (S::FailbackInProgress, Failed(O::Failover)) => S::ProtectedToPrimary,
+        (S::FailedBackCommitPending, Started(O::ChangeRecoveryPoint | O::CancelFailover)) => S::FailbackInProgress,
+        (S::FailbackInProgress, Succeeded(O::ChangeRecoveryPoint)) => S::FailedBackCommitPending,
+        (S::FailbackInProgress, Failed(O::ChangeRecoveryPoint | O::CancelFailover)) => S::FailedBackCommitPending,
+        (S::FailbackInProgress, Succeeded(O::CancelFailover)) => S::ProtectedToPrimary,
+        (S::FailedBackCommitPending, Started(O::Commit)) => S::CommitInProgress,
+        (S::CommitInProgress, Succeeded(O::Commit)) => S::CommittedOnPrimary,
+        (S::CommitInProgress, Failed(O::Commit)) => S::FailedBackCommitPending,
+        (S::CommittedOnPrimary, Started(O::ReprotectToCloud)) => S::ReprotectToCloudInProgress,
+        (S::ReprotectToCloudInProgress, Succeeded(O::ReprotectToCloud)) => S::ProtectedToCloud,
+        (S::ReprotectToCloudInProgress, Failed(O::ReprotectToCloud)) => S::CommittedOnPrimary,
+        _ => return Err(InvalidTransition { state, event }),
+    };
+    Ok(to)
+}
+
+/// The state an operation starts from.
+pub fn required_state(op: Operation) -> State {
+    match op {
+        Operation::FailoverToCloud => State::ProtectedToCloud,
+        Operation::CommitInCloud => State::FailedOverToCloud,
+        Operation::Reprotect => State::CommittedInCloud,
+        Operation::Failover => State::ProtectedToPrimary,
+        Operation::Commit | Operation::CancelFailover | Operation::ChangeRecoveryPoint => {
+            State::FailedBackCommitPending
+        }
+        Operation::ReprotectToCloud => State::CommittedOnPrimary,
+    }
+}
+
+/// The rule that names each operation's lifecycle precondition.
+fn lifecycle_rule(op: Operation) -> &'static str {
+    match op {
+        Operation::Reprotect => "R-W1",
+        Operation::Failover => "R-W2",
+        Operation::Commit | Operation::CancelFailover | Operation::ChangeRecoveryPoint => "R-W3",
+        Operation::ReprotectToCloud => "R-W4",
+        Operation::FailoverToCloud | Operation::CommitInCloud => "R-W5",
+    }
+}
+
+fn state_words(s: State) -> &'static str {
+    match s {
+        State::ProtectedToCloud => "protected to the cloud",
+        State::FailoverToCloudInProgress => "failing over to the cloud",
+        State::FailedOverToCloud => "failed over to the cloud, not committed",
+        State::CommittedInCloud => "running in the cloud (failover committed)",
+        State::ReprotectInProgress => "being reprotected to on-premises",
+        State::ProtectedToPrimary => "protected from the cloud to on-premises",
+        State::FailbackInProgress => "failing back",
+        State::FailedBackCommitPending => "failed back, waiting for commit",
+        State::CommitInProgress => "committing",
+        State::CommittedOnPrimary => "back on-premises, unprotected",
+        State::ReprotectToCloudInProgress => "being re-protected to the cloud",
+    }
+}
+
+fn state_check(item: &ReplicatedItem, op: Operation) -> Check {
+    let want = required_state(op);
+    if item.state == want {
+        return Ok(());
+    }
+    let action = match op {
+        Operation::Reprotect => "Reprotect starts once the VM runs in the cloud with its failover committed.",
+        Operation::Failover => "Reprotect the item to on-premises first and wait until it is protected and healthy.",
+        Operation::Commit | Operation::CancelFailover | Operation::ChangeRecoveryPoint => {
+            "These apply after a failback has completed and before it is committed."
+        }
+        Operation::ReprotectToCloud => "Re-protect to the cloud after the failback has been committed.",
+        Operation::FailoverToCloud | Operation::CommitInCloud => "Wait for the item's current operation to finish.",
+    };
+    Err(Refusal::new(
+        lifecycle_rule(op),
+        format!("{} is {}; {op:?} needs it {}.", item.name, state_words(item.state), state_words(want)),
+        action,
+    ))
+}
+
+/// The parameters of a request; unused ones are ignored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub master_target: Option<String>,
+    pub process_server: Option<String>,
+    pub datastore: Option<String>,
+    pub point: Option<PointChoice>,
+}
+
+/// What the runtime knows around a decision: the clock and the job in flight.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    pub now: Millis,
+    pub active_job: Option<String>,
+}
+
+/// Bytes a transfer would move, measured by the runtime (the replicator's hashes, or the allocated size).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataEstimate {
+    /// Changed bytes between the cloud disks and an existing on-premises VM, when known.
+    pub changed_bytes: Option<u64>,
+    /// Allocated bytes of the cloud disks (a full transfer).
+    pub allocated_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Location {
+    /// R-L1: to the existing on-premises VM; only changes move.
+    Original,
+    /// R-L2: a new VM on the master target's host; a full download first.
+    Alternate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transfer {
+    Delta,
+    Full,
+}
+
+/// The dry run of an operation: every check, and what the job would do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub item: String,
+    pub operation: Operation,
+    pub allowed: bool,
+    pub checks: Vec<CheckOutcome>,
+    pub location: Option<Location>,
+    /// Plain words about the location decision, shown before the job starts (R-L1/R-L2).
+    pub location_note: Option<String>,
+    pub target_host: Option<String>,
+    pub target_datastore: Option<String>,
+    pub transfer: Option<Transfer>,
+    pub bytes_to_move: u64,
+    pub eta_seconds: Option<u64>,
+    pub point: Option<RecoveryPoint>,
+    /// Writes lost by the chosen point against the newest one (R-RP4).
+    pub data_loss_ms: Option<Millis>,
+    /// The job's tasks, in order.
+    pub tasks: Vec<String>,
+}
+
+impl Plan {
+    pub fn refusals(&self) -> Vec<Refusal> {
+        self.checks.iter().filter_map(|c| c.refusal.clone()).collect()
+    }
+}
+
+struct Checks(Vec<CheckOutcome>);
+
+impl Checks {
+    fn add(&mut self, name: &str, rule: &str, c: Check) {
+        let passed = c.is_ok();
+        let refusal = c.err();
+        let rule = refusal.as_ref().map_or(rule.to_owned(), |r| r.rule.clone());
+        self.0.push(CheckOutcome { rule, check: name.into(), passed, refusal });
+    }
+}
+
+/// Original location when the on-premises VM of a VMware item still exists (R-L1); else alternate (R-L2), always
+/// for physical servers (R-P1).
+pub fn location_for(item: &ReplicatedItem) -> Location {
+    match (&item.machine, &item.onprem) {
+        (MachineType::VmwareVm, Some(vm)) if vm.exists => Location::Original,
+        _ => Location::Alternate,
+    }
+}
+
+/// Dry run: evaluates every rule for `op` on `item` with `req` and describes the job. Pure.
+pub fn dry_run(
+    item: &ReplicatedItem,
+    inv: &Inventory,
+    op: Operation,
+    req: &Request,
+    ctx: &Context,
+    est: &DataEstimate,
+) -> Plan {
+    let mut c = Checks(Vec::new());
+    let mut plan = Plan {
+        item: item.id.clone(),
+        operation: op,
+        allowed: false,
+        checks: Vec::new(),
+        location: None,
+        location_note: None,
+        target_host: None,
+        target_datastore: None,
+        transfer: None,
+        bytes_to_move: 0,
+        eta_seconds: None,
+        point: None,
+        data_loss_ms: None,
+        tasks: Vec::new(),
+    };
+    c.add("no other job runs on the item", "R-W5", rules::r_w5_no_active_job(item, ctx.active_job.as_deref()));
+    c.add("lifecycle state", lifecycle_rule(op), state_check(item, op));
+    match op {
+        Operation::Reprotect => reprotect(item, inv, req, est, &mut c, &mut plan),
+        Operation::Failover | Operation::ChangeRecoveryPoint => failover(item, inv, req, &mut c, &mut plan, op),
+        Operation::Commit => {
+            let vm = item.cloud_vm.as_ref().map_or("the cloud VM".to_owned(), |v| format!("cloud VM {}", v.id));
+            plan.tasks = vec![format!("Delete {vm} and its disks"), "Mark the item committed on-premises".into()];
+        }
+        Operation::CancelFailover => {
+            plan.tasks = vec![
+                "Shut down the on-premises VM".into(),
+                "Restart the cloud VM".into(),
+                "Resume replication to on-premises".into(),
+            ];
+        }
+        Operation::ReprotectToCloud => {
+            let ps = req.process_server.as_deref().and_then(|id| inv.process_server(id));
+            match (req.process_server.as_deref(), ps) {
+                (None, _) => c.add(
+                    "process server chosen",
+                    "R-W4",
+                    Err(Refusal::new(
+                        "R-W4",
+                        "Re-protect needs the process server that will send data to the cloud.",
+                        "Choose the on-premises process server.",
+                    )),
+                ),
+                (Some(id), None) => c.add("process server exists", "R-W4", Err(unknown("process server", id))),
+                (Some(_), Some(ps)) => {
+                    c.add("process server on-premises", "R-W4", rules::r_w4_process_server_on_premises(ps));
+                    plan.eta_seconds = eta(est.allocated_bytes, ps);
+                }
+            }
+            c.add("agent registered", "R-A1", rules::r_a1_agent_registered(item, ctx.now));
+            plan.transfer = Some(Transfer::Full);
+            plan.bytes_to_move = est.allocated_bytes;
+            plan.tasks = vec![
+                "Check the agent's registration".into(),
+                "Initial replication to the cloud".into(),
+                "Start continuous replication".into(),
+            ];
+        }
+        Operation::FailoverToCloud => {
+            plan.tasks = vec![
+                "Shut down the on-premises VM".into(),
+                tools_task_to_cloud(item).into(),
+                "Create the cloud VM from the chosen point".into(),
+            ];
+        }
+        Operation::CommitInCloud => plan.tasks = vec!["Commit the failover in the cloud".into()],
+    }
+    plan.checks = c.0;
+    plan.allowed = plan.checks.iter().all(|c| c.passed);
+    plan
+}
+
+fn unknown(what: &str, id: &str) -> Refusal {
+    Refusal::new(
+        "R-W1",
+        format!("There is no {what} {id}."),
+        format!("Choose a {what} from Site Recovery infrastructure."),
+    )
+}
+
+fn eta(bytes: u64, ps: &ProcessServer) -> Option<u64> {
+    (ps.bandwidth_bytes_per_s > 0).then(|| bytes.div_ceil(ps.bandwidth_bytes_per_s))
+}
+
+fn reprotect(
+    item: &ReplicatedItem,
+    inv: &Inventory,
+    req: &Request,
+    est: &DataEstimate,
+    c: &mut Checks,
+    plan: &mut Plan,
+) {
+    c.add("not a Windows Server 2008 R2 SP1 physical server", "R-P2", rules::r_p2_no_2008_r2_sp1_physical(item));
+    c.add("cloud VM present, not moved, not migrated", "R-B1", rules::r_b1_cloud_vm_usable(item));
+    c.add("registered in the configuration server", "R-C1", rules::r_c1_registered_in_configuration_server(item, inv));
+    let mt = match req.master_target.as_deref() {
+        None => {
+            c.add(
+                "master target chosen",
+                "R-W1",
+                Err(Refusal::new(
+                    "R-W1",
+                    "Reprotect needs a master target.",
+                    "Choose a master target of the VM's operating system family.",
+                )),
+            );
+            None
+        }
+        Some(id) => match inv.master_target(id) {
+            None => {
+                let none_at_all =
+                    rules::r_p3_master_target_discovered(inv, None).err().filter(|_| inv.master_targets.is_empty());
+                c.add("master target exists", "R-P3", Err(none_at_all.unwrap_or_else(|| unknown("master target", id))));
+                None
+            }
+            Some(mt) => Some(mt),
+        },
+    };
+    let mt_host = mt.and_then(|m| inv.host(&m.host));
+    if let Some(mt) = mt {
+        c.add("master target matches the OS", "R-W1", rules::r_w1_master_target_matches_os(item, mt));
+        c.add("master target and its host discovered", "R-P3", rules::r_p3_master_target_discovered(inv, mt_host));
+    }
+    match req.process_server.as_deref() {
+        None => c.add(
+            "process server chosen",
+            "R-W1",
+            Err(Refusal::new(
+                "R-W1",
+                "Reprotect needs a process server in the cloud.",
+                "Choose the process server deployed in the cloud.",
+            )),
+        ),
+        Some(id) => match inv.process_server(id) {
+            None => c.add("process server exists", "R-W1", Err(unknown("process server", id))),
+            Some(ps) => {
+                c.add("process server in the cloud", "R-W1", rules::r_w1_process_server_in_recovery(ps));
+                let location = location_for(item);
+                let bytes = match location {
+                    Location::Original => est.changed_bytes.unwrap_or(est.allocated_bytes),
+                    Location::Alternate => est.allocated_bytes,
+                };
+                plan.bytes_to_move = bytes;
+                plan.eta_seconds = eta(bytes, ps);
+            }
+        },
+    }
+    let ds = req.datastore.as_deref().and_then(|id| inv.datastore(id));
+    if let Some(host) = mt_host {
+        c.add("ESXi, not Hyper-V", "R-B2", rules::r_b2_no_hyper_v(host));
+        c.add(
+            "original vCenter and configuration server",
+            "R-L3",
+            rules::r_l3_original_vcenter_and_configuration_server(item, inv, host),
+        );
+        c.add("host discovery complete", "R-L6", rules::r_l6_standalone_needs_discovery(item, inv, host));
+    }
+    let location = location_for(item);
+    plan.location = Some(location);
+    match location {
+        Location::Original => {
+            let vm = item.onprem.as_ref().expect("original location implies an on-premises VM");
+            plan.transfer = Some(Transfer::Delta);
+            plan.target_host = Some(vm.host.clone());
+            plan.target_datastore = vm.disks.first().map(|d| d.datastore.clone());
+            plan.location_note = Some(format!(
+                "Original location recovery (R-L1): {} still exists on-premises, so only the changes are replicated back.",
+                vm.id
+            ));
+            if let Some(host) = mt_host {
+                let managed = inv.host(&vm.host).is_some_and(|h| h.vcenter.is_some());
+                c.add(
+                    "master target's host reaches the VM's datastores",
+                    if managed { "R-L4" } else { "R-L5" },
+                    rules::r_l4_l5_host_reaches_vm_datastores(vm, inv, host),
+                );
+            }
+            c.add("vSAN/RDM disks exist and are attached", "R-L7", rules::r_l7_vsan_rdm_disks_attached(vm, inv));
+            plan.tasks = vec![
+                format!("Power off on-premises VM {}", vm.id),
+                "Initial replication: changed blocks only (delta)".into(),
+                "Start continuous replication (crash-consistent and app-consistent points)".into(),
+            ];
+        }
+        Location::Alternate => {
+            plan.transfer = Some(Transfer::Full);
+            plan.target_host = mt_host.map(|h| h.id.clone());
+            plan.target_datastore = req.datastore.clone();
+            let why = if item.machine == MachineType::PhysicalServer {
+                "a physical server fails back only as a VMware VM (P2A2V, R-P1)".to_owned()
+            } else {
+                "the on-premises VM no longer exists".to_owned()
+            };
+            plan.location_note = Some(format!(
+                "Alternate location recovery (R-L2): {why}; a new VM is created on the master target's host and all \
+                 data is downloaded first (R-L10), which takes longer than original location recovery."
+            ));
+            match (req.datastore.as_deref(), ds) {
+                (None, _) => c.add(
+                    "datastore chosen",
+                    "R-L8",
+                    Err(Refusal::new(
+                        "R-L8",
+                        "Alternate location recovery needs a datastore for the new VM's disks.",
+                        "Choose a VMFS datastore the master target's host can access.",
+                    )),
+                ),
+                (Some(id), None) => c.add("datastore exists", "R-L8", Err(unknown("datastore", id))),
+                (Some(_), Some(ds)) => {
+                    c.add("VMFS datastore", "R-L9", rules::r_l9_alternate_location_needs_vmfs(ds));
+                    if let Some(host) = mt_host {
+                        c.add(
+                            "datastore reachable from the master target's host",
+                            "R-L8",
+                            rules::r_l8_datastore_reachable_from_master_target(ds, host),
+                        );
+                    }
+                    c.add("room on the datastore", "R-L8", rules::datastore_has_room(ds, item.disk_bytes));
+                }
+            }
+            plan.tasks = vec![
+                format!(
+                    "Create VM {} on host {} with new VMDKs on datastore {}",
+                    item.name,
+                    plan.target_host.as_deref().unwrap_or("?"),
+                    plan.target_datastore.as_deref().unwrap_or("?")
+                ),
+                "Initial replication: full copy".into(),
+                "Start continuous replication (crash-consistent and app-consistent points)".into(),
+            ];
+        }
+    }
+}
+
+fn tools_task_to_cloud(item: &ReplicatedItem) -> &'static str {
+    match item.os.family {
+        OsFamily::Windows => "Disable VMware Tools (R-T1)",
+        OsFamily::Linux => "Uninstall VMware Tools (R-T1)",
+    }
+}
+
+fn tools_task_back(item: &ReplicatedItem) -> &'static str {
+    match item.os.family {
+        OsFamily::Windows => "Re-enable VMware Tools (R-T1)",
+        OsFamily::Linux => "Reinstall VMware Tools (R-T1)",
+    }
+}
+
+fn failover(item: &ReplicatedItem, inv: &Inventory, req: &Request, c: &mut Checks, plan: &mut Plan, op: Operation) {
+    if op == Operation::Failover {
+        c.add("reprotect complete and healthy", "R-C3", rules::r_c3_reprotect_complete_and_healthy(item));
+        c.add("not a Windows Server 2008 R2 SP1 physical server", "R-P2", rules::r_p2_no_2008_r2_sp1_physical(item));
+        c.add("cloud VM present, not moved, not migrated", "R-B1", rules::r_b1_cloud_vm_usable(item));
+        c.add(
+            "registered in the configuration server",
+            "R-C1",
+            rules::r_c1_registered_in_configuration_server(item, inv),
+        );
+        let mt = item.master_target.as_deref().and_then(|id| inv.master_target(id));
+        let host = mt.and_then(|m| inv.host(&m.host));
+        c.add("master target and its host discovered", "R-P3", rules::r_p3_master_target_discovered(inv, host));
+        if let Some(mt) = mt {
+            c.add("master target has no snapshots", "R-C2", rules::r_c2_master_target_has_no_snapshots(mt));
+        }
+        // The VM's host after failback: the original VM's host (original location) or the master target's.
+        let target_host = match location_for(item) {
+            Location::Original => item.onprem.as_ref().and_then(|vm| inv.host(&vm.host)),
+            Location::Alternate => host,
+        };
+        if let Some(h) = target_host {
+            c.add("vCenter connected", "R-C4", rules::r_c4_vcenter_connected(inv, h));
+            plan.target_host = Some(h.id.clone());
+        }
+        plan.location = Some(location_for(item));
+    }
+    let choice = req.point.clone().unwrap_or(PointChoice::LatestProcessed);
+    match points::choose(item, &choice) {
+        Ok(p) => {
+            let latest = item.recovery_points.iter().map(|p| p.time).max().unwrap_or(p.time);
+            plan.data_loss_ms = Some(latest.saturating_sub(p.time));
+            plan.point = Some(p);
+            c.add("recovery point available", "R-RP3", Ok(()));
+        }
+        Err(r) => c.add("recovery point available", "R-RP3", Err(r)),
+    }
+    let mut tasks = Vec::new();
+    if op == Operation::Failover {
+        tasks.push("Shut down the cloud VM".to_owned());
+        if choice == PointChoice::Latest {
+            tasks.push("Replicate the pending changes (one more cycle)".into());
+        }
+    }
+    tasks.push(format!(
+        "Materialise the disks at recovery point {}",
+        plan.point.as_ref().map_or("?".to_owned(), |p| p.id.clone())
+    ));
+    tasks.push("Detach and re-attach the disks (vCenter)".into());
+    tasks.push(tools_task_back(item).into());
+    tasks.push("Power on the on-premises VM".into());
+    plan.tasks = tasks;
+}
+
+/// Every operation with its verdict for the item (for the toolbar and the API). Parameter checks (which master
+/// target, which datastore) are the dry run's; here only what the item itself allows.
+pub fn allowed_operations(item: &ReplicatedItem, inv: &Inventory, ctx: &Context) -> Vec<(Operation, Vec<Refusal>)> {
+    OPERATIONS
+        .iter()
+        .map(|&op| {
+            let mut refusals = Vec::new();
+            let mut push = |c: Check| {
+                if let Err(r) = c {
+                    refusals.push(r);
+                }
+            };
+            push(state_check(item, op));
+            push(rules::r_w5_no_active_job(item, ctx.active_job.as_deref()));
+            match op {
+                Operation::Reprotect => {
+                    push(rules::r_p2_no_2008_r2_sp1_physical(item));
+                    push(rules::r_b1_cloud_vm_usable(item));
+                    push(rules::r_c1_registered_in_configuration_server(item, inv));
+                    if inv.master_targets.is_empty() {
+                        push(rules::r_p3_master_target_discovered(inv, None));
+                    }
+                }
+                Operation::Failover => {
+                    let plan = dry_run(item, inv, op, &Request::default(), ctx, &DataEstimate::default());
+                    refusals = plan.refusals();
+                }
+                Operation::ReprotectToCloud => push(rules::r_a1_agent_registered(item, ctx.now)),
+                _ => {}
+            }
+            refusals.dedup();
+            (op, refusals)
+        })
+        .collect()
+}
