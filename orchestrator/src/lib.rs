@@ -15,6 +15,7 @@
 //! therefore a fast table-driven test.
 
 pub mod domain;
+pub mod jobs;
 pub mod lifecycle;
 pub mod points;
 pub mod rules;

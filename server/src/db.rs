@@ -10,7 +10,7 @@ use sqlx::SqlitePool;
 use crate::cli::{DatabaseUrl, VaultName};
 
 /// Migrations are compiled into the binary so a deployed `homeward` needs no source tree.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+pub use orchestrator::jobs::MIGRATOR;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
