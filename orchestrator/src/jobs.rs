@@ -55,6 +55,8 @@ impl JobState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     pub seq: i64,
+    /// What the workflow runs (a stable code); `name` is what the job page shows.
+    pub step: String,
     pub name: String,
     pub state: JobState,
     pub attempts: i64,
@@ -110,7 +112,8 @@ pub struct NewJob {
     pub plan_id: Option<String>,
     pub request: String,
     pub idempotency_key: String,
-    pub tasks: Vec<String>,
+    /// (step code, display name), in order.
+    pub tasks: Vec<(String, String)>,
 }
 
 /// A claim on a job: valid while the fencing token is the job's current one.
@@ -175,10 +178,11 @@ impl JobStore {
             drop(tx);
             return Err(self.explain_insert_error(e, &new).await);
         }
-        for (seq, name) in new.tasks.iter().enumerate() {
-            sqlx::query("insert into tasks (job_id, seq, name, state) values (?, ?, ?, 'not-started')")
+        for (seq, (step, name)) in new.tasks.iter().enumerate() {
+            sqlx::query("insert into tasks (job_id, seq, step, name, state) values (?, ?, ?, ?, 'not-started')")
                 .bind(&new.id)
                 .bind(seq as i64)
+                .bind(step)
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;
@@ -232,8 +236,8 @@ impl JobStore {
         .await?
         .ok_or_else(|| JobError::NotFound(id.to_owned()))?;
         let tasks = sqlx::query(
-            "select seq, name, state, attempts, started_at, finished_at, bytes, result, error, recommended_action \
-             from tasks where job_id = ? order by seq",
+            "select seq, name, state, attempts, started_at, finished_at, bytes, result, error, recommended_action, \
+             step from tasks where job_id = ? order by seq",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -241,6 +245,7 @@ impl JobStore {
         .into_iter()
         .map(|t| Task {
             seq: t.get(0),
+            step: t.get(10),
             name: t.get(1),
             state: JobState::parse(t.get::<&str, _>(2)).unwrap_or(JobState::Failed),
             attempts: t.get(3),

@@ -203,6 +203,52 @@ pub enum Transfer {
     Full,
 }
 
+/// One step a job runs, as the workflow knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    PowerOffOnPrem,
+    CreateOnPremVm,
+    InitialReplication,
+    StartReplication,
+    ShutDownCloudVm,
+    FinalCycle,
+    MaterialiseDisks,
+    ReattachDisks,
+    VmwareTools,
+    PowerOnOnPrem,
+    DeleteCloudVm,
+    MarkCommitted,
+    ShutDownOnPrem,
+    RestartCloudVm,
+    ResumeReplication,
+    CheckAgent,
+    InitialReplicationToCloud,
+    StartReplicationToCloud,
+    ShutDownOnPremForCloud,
+    CreateCloudVm,
+    CommitInCloud,
+}
+
+impl Step {
+    pub fn code(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    }
+    pub fn parse(code: &str) -> Option<Step> {
+        serde_json::from_value(serde_json::Value::String(code.to_owned())).ok()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedTask {
+    pub step: Step,
+    pub name: String,
+}
+
+fn t(step: Step, name: impl Into<String>) -> PlannedTask {
+    PlannedTask { step, name: name.into() }
+}
+
 /// The dry run of an operation: every check, and what the job would do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
@@ -222,7 +268,7 @@ pub struct Plan {
     /// Writes lost by the chosen point against the newest one (R-RP4).
     pub data_loss_ms: Option<Millis>,
     /// The job's tasks, in order.
-    pub tasks: Vec<String>,
+    pub tasks: Vec<PlannedTask>,
 }
 
 impl Plan {
@@ -284,13 +330,16 @@ pub fn dry_run(
         Operation::Failover | Operation::ChangeRecoveryPoint => failover(item, inv, req, &mut c, &mut plan, op),
         Operation::Commit => {
             let vm = item.cloud_vm.as_ref().map_or("the cloud VM".to_owned(), |v| format!("cloud VM {}", v.id));
-            plan.tasks = vec![format!("Delete {vm} and its disks"), "Mark the item committed on-premises".into()];
+            plan.tasks = vec![
+                t(Step::DeleteCloudVm, format!("Delete {vm} and its disks")),
+                t(Step::MarkCommitted, "Mark the item committed on-premises"),
+            ];
         }
         Operation::CancelFailover => {
             plan.tasks = vec![
-                "Shut down the on-premises VM".into(),
-                "Restart the cloud VM".into(),
-                "Resume replication to on-premises".into(),
+                t(Step::ShutDownOnPrem, "Shut down the on-premises VM"),
+                t(Step::RestartCloudVm, "Restart the cloud VM"),
+                t(Step::ResumeReplication, "Resume replication to on-premises"),
             ];
         }
         Operation::ReprotectToCloud => {
@@ -315,19 +364,19 @@ pub fn dry_run(
             plan.transfer = Some(Transfer::Full);
             plan.bytes_to_move = est.allocated_bytes;
             plan.tasks = vec![
-                "Check the agent's registration".into(),
-                "Initial replication to the cloud".into(),
-                "Start continuous replication".into(),
+                t(Step::CheckAgent, "Check the agent's registration"),
+                t(Step::InitialReplicationToCloud, "Initial replication to the cloud"),
+                t(Step::StartReplicationToCloud, "Start continuous replication to the cloud"),
             ];
         }
         Operation::FailoverToCloud => {
             plan.tasks = vec![
-                "Shut down the on-premises VM".into(),
-                tools_task_to_cloud(item).into(),
-                "Create the cloud VM from the chosen point".into(),
+                t(Step::ShutDownOnPremForCloud, "Shut down the on-premises VM"),
+                t(Step::VmwareTools, tools_task_to_cloud(item)),
+                t(Step::CreateCloudVm, "Create the cloud VM from the chosen point"),
             ];
         }
-        Operation::CommitInCloud => plan.tasks = vec!["Commit the failover in the cloud".into()],
+        Operation::CommitInCloud => plan.tasks = vec![t(Step::CommitInCloud, "Commit the failover in the cloud")],
     }
     plan.checks = c.0;
     plan.allowed = plan.checks.iter().all(|c| c.passed);
@@ -441,9 +490,9 @@ fn reprotect(
             }
             c.add("vSAN/RDM disks exist and are attached", "R-L7", rules::r_l7_vsan_rdm_disks_attached(vm, inv));
             plan.tasks = vec![
-                format!("Power off on-premises VM {}", vm.id),
-                "Initial replication: changed blocks only (delta)".into(),
-                "Start continuous replication (crash-consistent and app-consistent points)".into(),
+                t(Step::PowerOffOnPrem, format!("Power off on-premises VM {}", vm.id)),
+                t(Step::InitialReplication, "Initial replication: changed blocks only (delta)"),
+                t(Step::StartReplication, "Start continuous replication (crash-consistent and app-consistent points)"),
             ];
         }
         Location::Alternate => {
@@ -483,14 +532,17 @@ fn reprotect(
                 }
             }
             plan.tasks = vec![
-                format!(
-                    "Create VM {} on host {} with new VMDKs on datastore {}",
-                    item.name,
-                    plan.target_host.as_deref().unwrap_or("?"),
-                    plan.target_datastore.as_deref().unwrap_or("?")
+                t(
+                    Step::CreateOnPremVm,
+                    format!(
+                        "Create VM {} on host {} with new VMDKs on datastore {}",
+                        item.name,
+                        plan.target_host.as_deref().unwrap_or("?"),
+                        plan.target_datastore.as_deref().unwrap_or("?")
+                    ),
                 ),
-                "Initial replication: full copy".into(),
-                "Start continuous replication (crash-consistent and app-consistent points)".into(),
+                t(Step::InitialReplication, "Initial replication: full copy"),
+                t(Step::StartReplication, "Start continuous replication (crash-consistent and app-consistent points)"),
             ];
         }
     }
@@ -549,18 +601,21 @@ fn failover(item: &ReplicatedItem, inv: &Inventory, req: &Request, c: &mut Check
     }
     let mut tasks = Vec::new();
     if op == Operation::Failover {
-        tasks.push("Shut down the cloud VM".to_owned());
+        tasks.push(t(Step::ShutDownCloudVm, "Shut down the cloud VM"));
         if choice == PointChoice::Latest {
-            tasks.push("Replicate the pending changes (one more cycle)".into());
+            tasks.push(t(Step::FinalCycle, "Replicate the pending changes (one more cycle)"));
         }
     }
-    tasks.push(format!(
-        "Materialise the disks at recovery point {}",
-        plan.point.as_ref().map_or("?".to_owned(), |p| p.id.clone())
+    tasks.push(t(
+        Step::MaterialiseDisks,
+        format!(
+            "Materialise the disks at recovery point {}",
+            plan.point.as_ref().map_or("?".to_owned(), |p| p.id.clone())
+        ),
     ));
-    tasks.push("Detach and re-attach the disks (vCenter)".into());
-    tasks.push(tools_task_back(item).into());
-    tasks.push("Power on the on-premises VM".into());
+    tasks.push(t(Step::ReattachDisks, "Detach and re-attach the disks (vCenter)"));
+    tasks.push(t(Step::VmwareTools, tools_task_back(item)));
+    tasks.push(t(Step::PowerOnOnPrem, "Power on the on-premises VM"));
     plan.tasks = tasks;
 }
 

@@ -27,7 +27,7 @@ fn new_job(id: &str, item: &str, key: &str, tasks: &[&str]) -> NewJob {
         plan_id: None,
         request: format!("{{\"item\":\"{item}\"}}"),
         idempotency_key: key.into(),
-        tasks: tasks.iter().map(|t| t.to_string()).collect(),
+        tasks: tasks.iter().map(|t| (t.replace(' ', "-"), t.to_string())).collect(),
     }
 }
 

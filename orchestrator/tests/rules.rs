@@ -153,8 +153,8 @@ fn r_w1_reprotect_needs_a_committed_cloud_vm_a_matching_master_target_and_a_clou
     let inv = inventory();
     let p = plan(&web01(), &inv, Operation::Reprotect, &reprotect_ok());
     assert!(p.allowed, "{:?}", p.refusals());
-    assert!(p.tasks[0].contains("Power off on-premises VM vm-web01"), "{:?}", p.tasks);
-    assert!(p.tasks.iter().any(|t| t.contains("continuous replication")));
+    assert!(p.tasks[0].name.contains("Power off on-premises VM vm-web01"), "{:?}", p.tasks);
+    assert!(p.tasks.iter().any(|t| t.name.contains("continuous replication")));
     let cases: Vec<(ReplicatedItem, Request)> = vec![
         (in_state(web01(), State::ProtectedToPrimary), reprotect_ok()),
         (web01(), req("mt-lin", "ps-cloud", None)),
@@ -179,7 +179,7 @@ fn r_w2_failover_only_when_protected_to_primary() {
     let ok = in_state(web01(), State::ProtectedToPrimary);
     let p = plan(&ok, &inv, Operation::Failover, &Request::default());
     assert!(p.allowed, "{:?}", p.refusals());
-    assert_eq!(p.tasks[0], "Shut down the cloud VM");
+    assert_eq!(p.tasks[0].name, "Shut down the cloud VM");
     for s in [State::CommittedInCloud, State::ReprotectInProgress, State::FailedBackCommitPending] {
         assert_refused_by(&plan(&in_state(web01(), s), &inv, Operation::Failover, &Request::default()), "R-W2");
     }
@@ -190,7 +190,7 @@ fn r_w3_commit_only_after_failback_and_it_deletes_the_cloud_vm() {
     let inv = inventory();
     let p = plan(&in_state(web01(), State::FailedBackCommitPending), &inv, Operation::Commit, &Request::default());
     assert!(p.allowed);
-    assert!(p.tasks[0].contains("Delete cloud VM az-web01"), "{:?}", p.tasks);
+    assert!(p.tasks[0].name.contains("Delete cloud VM az-web01"), "{:?}", p.tasks);
     assert_refused_by(
         &plan(&in_state(web01(), State::ProtectedToPrimary), &inv, Operation::Commit, &Request::default()),
         "R-W3",
@@ -265,7 +265,7 @@ fn r_l2_alternate_location_when_the_original_vm_is_gone_and_it_says_so_before_st
     assert_eq!(p.bytes_to_move, 800 << 20);
     let note = p.location_note.unwrap();
     assert!(note.contains("R-L2") && note.contains("takes longer"), "{note}");
-    assert!(p.tasks[0].starts_with("Create VM web01"), "{:?}", p.tasks);
+    assert!(p.tasks[0].name.starts_with("Create VM web01"), "{:?}", p.tasks);
 }
 
 #[test]
@@ -356,8 +356,8 @@ fn r_l10_alternate_location_reprotect_is_one_full_transfer_then_changes() {
     item.onprem = None;
     let p = plan(&item, &inventory(), Operation::Reprotect, &req("mt-win", "ps-cloud", Some("vmfs1")));
     assert_eq!(p.transfer, Some(Transfer::Full));
-    assert_eq!(p.tasks[1], "Initial replication: full copy");
-    assert!(p.tasks[2].contains("continuous replication"));
+    assert_eq!(p.tasks[1].name, "Initial replication: full copy");
+    assert!(p.tasks[2].name.contains("continuous replication"));
     assert_eq!(p.eta_seconds, Some(8), "800 MiB at 100 MiB/s");
 }
 
@@ -545,15 +545,15 @@ fn r_rp4_latest_is_crash_consistent_and_app_consistent_shows_the_time_lost() {
 fn r_t1_vmware_tools_are_re_enabled_on_windows_and_reinstalled_on_linux_at_failback() {
     let win =
         plan(&in_state(web01(), State::ProtectedToPrimary), &inventory(), Operation::Failover, &Request::default());
-    assert!(win.tasks.iter().any(|t| t == "Re-enable VMware Tools (R-T1)"), "{:?}", win.tasks);
+    assert!(win.tasks.iter().any(|t| t.name == "Re-enable VMware Tools (R-T1)"), "{:?}", win.tasks);
     let mut lin = in_state(web01(), State::ProtectedToPrimary);
     lin.os = Os { family: OsFamily::Linux, name: "RHEL 9".into() };
     lin.master_target = Some("mt-lin".into());
     let p = plan(&lin, &inventory(), Operation::Failover, &Request::default());
-    assert!(p.tasks.iter().any(|t| t == "Reinstall VMware Tools (R-T1)"), "{:?}", p.tasks);
+    assert!(p.tasks.iter().any(|t| t.name == "Reinstall VMware Tools (R-T1)"), "{:?}", p.tasks);
     let to_cloud =
         plan(&in_state(lin, State::ProtectedToCloud), &inventory(), Operation::FailoverToCloud, &Request::default());
-    assert!(to_cloud.tasks.iter().any(|t| t == "Uninstall VMware Tools (R-T1)"));
+    assert!(to_cloud.tasks.iter().any(|t| t.name == "Uninstall VMware Tools (R-T1)"));
 }
 
 #[test]
