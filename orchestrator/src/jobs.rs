@@ -217,7 +217,7 @@ impl JobStore {
         Ok(row.map(|r| r.get::<String, _>(0)))
     }
 
-    async fn by_idempotency_key(&self, key: &str) -> Result<Option<Job>, JobError> {
+    pub async fn by_idempotency_key(&self, key: &str) -> Result<Option<Job>, JobError> {
         let row =
             sqlx::query("select id from jobs where idempotency_key = ?").bind(key).fetch_optional(&self.pool).await?;
         match row {

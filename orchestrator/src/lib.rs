@@ -14,8 +14,11 @@
 //! inputs; the job runtime around this crate reads the estate, calls the replicator and persists jobs. Every rule is
 //! therefore a fast table-driven test.
 
+pub mod demo;
 pub mod domain;
+pub mod estate;
 pub mod jobs;
 pub mod lifecycle;
 pub mod points;
 pub mod rules;
+pub mod service;

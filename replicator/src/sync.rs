@@ -882,3 +882,25 @@ pub fn send_tcp(src: &Path, addr: &str, opts: &SyncOptions) -> Result<SyncReport
         .map_err(|e| Error::Protocol(format!("cannot connect to the target at {addr}: {e}")))?;
     run_source(&image, wire::tcp(stream)?, opts)
 }
+
+/// Bytes a delta from `src` to `dst` would send, found by hashing both (for a dry run's estimate). A missing or
+/// differently sized target means a full copy of the source's allocated data.
+pub fn estimate_changes(src: &Path, dst: &Path, block_size: u32) -> Result<u64> {
+    let s = DiskImage::open(src)?;
+    let geom = Geometry::new(s.size, block_size)?;
+    let Ok(d) = DiskImage::open(dst) else { return s.allocated_bytes() };
+    if d.size != s.size {
+        return s.allocated_bytes();
+    }
+    let hashes_of = |img: &DiskImage| -> Result<Vec<BlockHash>> {
+        let f = img.open_data_read()?;
+        let mut out = Vec::with_capacity(geom.blocks() as usize);
+        hashes::scan(&f, &img.data_path, geom, 0, geom.blocks(), |b, bytes| {
+            out.push(bytes.map_or_else(|| geom.zero_hash(b), hash_block));
+            Ok(())
+        })?;
+        Ok(out)
+    };
+    let (a, b) = (hashes_of(&s)?, hashes_of(&d)?);
+    Ok(a.iter().zip(&b).enumerate().filter(|(_, (x, y))| x != y).map(|(i, _)| geom.len(i as u64) as u64).sum())
+}

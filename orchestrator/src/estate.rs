@@ -1,0 +1,158 @@
+//! The local estate (embedded default): both sites as folders under the data dir, with real disk images — VMDK on
+//! the primary site, fixed VHD in the cloud — and an inventory document. The runtime reads it to build the
+//! snapshot the rules decide on, and the workflows change it.
+//!
+//! Recovery points are not stored here: they are read from the replicator's journal on the replica disks, so the
+//! estate never disagrees with the bytes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::*;
+use crate::lifecycle::State;
+
+/// One replicated item with what the estate knows beyond the domain: where its disks are and what is powered on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ItemRecord {
+    pub item: ReplicatedItem,
+    /// Cloud disks (fixed VHD), relative to the estate root.
+    pub cloud_disks: Vec<String>,
+    /// The on-premises VM's disks as attached now (VMDK), relative to the estate root.
+    pub onprem_disks: Vec<String>,
+    /// The replica disks that reprotect keeps in sync (VMDK), relative to the estate root.
+    pub replica_disks: Vec<String>,
+    pub cloud_power: bool,
+    pub onprem_power: bool,
+    /// "enabled"/"disabled" (Windows) or "installed"/"uninstalled" (Linux) (R-T1).
+    pub vmware_tools: String,
+    /// The recovery point the last failback materialised.
+    pub failed_back_point: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryPlan {
+    pub id: String,
+    pub name: String,
+    /// Ordered groups of item ids: a group starts when the previous one has finished.
+    pub groups: Vec<Vec<String>>,
+}
+
+/// Fault knobs for tests and demos.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Faults {
+    /// Minutes an agent takes to register after the VM boots (R-A1).
+    pub agent_registration_delay_min: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EstateDoc {
+    pub inventory: Inventory,
+    pub items: Vec<ItemRecord>,
+    pub plans: Vec<RecoveryPlan>,
+    pub faults: Faults,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EstateError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: the estate inventory is unreadable: {problem}")]
+    Corrupt { path: PathBuf, problem: String },
+    #[error("no replicated item {0}")]
+    UnknownItem(String),
+    #[error(transparent)]
+    Replicator(#[from] replicator::Error),
+}
+
+/// The estate on disk. Read-modify-write goes through `update`, serialised by one lock per process.
+#[derive(Clone, Debug)]
+pub struct Estate {
+    pub root: PathBuf,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Estate {
+    pub fn new(root: &Path) -> Estate {
+        Estate { root: root.to_path_buf(), lock: Arc::new(tokio::sync::Mutex::new(())) }
+    }
+
+    fn doc_path(&self) -> PathBuf {
+        self.root.join("estate.json")
+    }
+
+    pub fn exists(&self) -> bool {
+        self.doc_path().is_file()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    pub fn load(&self) -> Result<EstateDoc, EstateError> {
+        let p = self.doc_path();
+        let bytes = std::fs::read(&p).map_err(|source| EstateError::Io { path: p.clone(), source })?;
+        serde_json::from_slice(&bytes).map_err(|e| EstateError::Corrupt { path: p, problem: e.to_string() })
+    }
+
+    pub fn save(&self, doc: &EstateDoc) -> Result<(), EstateError> {
+        std::fs::create_dir_all(&self.root).map_err(|source| EstateError::Io { path: self.root.clone(), source })?;
+        let p = self.doc_path();
+        let body = serde_json::to_vec_pretty(doc).expect("the estate serialises");
+        replicator::fileio::write_atomic(&p, &body).map_err(|source| EstateError::Io { path: p, source })
+    }
+
+    /// Applies `f` to the document and saves it, under the estate's lock.
+    pub async fn update<T>(&self, f: impl FnOnce(&mut EstateDoc) -> Result<T, EstateError>) -> Result<T, EstateError> {
+        let _guard = self.lock.lock().await;
+        let mut doc = self.load()?;
+        let out = f(&mut doc)?;
+        self.save(&doc)?;
+        Ok(out)
+    }
+
+    /// The item as the rules see it, with its recovery points read from the replica's journal.
+    pub fn view(&self, doc: &EstateDoc, id: &str) -> Result<ReplicatedItem, EstateError> {
+        let rec = doc.items.iter().find(|r| r.item.id == id).ok_or_else(|| EstateError::UnknownItem(id.to_owned()))?;
+        let mut item = rec.item.clone();
+        item.recovery_points = self.points(rec)?;
+        Ok(item)
+    }
+
+    /// Points common to all disks of the item (multi-disk consistency: each point id exists on every disk).
+    pub fn points(&self, rec: &ItemRecord) -> Result<Vec<RecoveryPoint>, EstateError> {
+        let disks = match rec.item.state {
+            State::ProtectedToCloud | State::FailoverToCloudInProgress | State::ReprotectToCloudInProgress => {
+                &rec.cloud_disks
+            }
+            _ => &rec.replica_disks,
+        };
+        let mut common: Option<Vec<RecoveryPoint>> = None;
+        for d in disks {
+            let path = self.path(d);
+            if !path.exists() {
+                return Ok(Vec::new());
+            }
+            let img = replicator::DiskImage::open(&path)?;
+            let journal = replicator::journal::Journal::open(&img.state_dir().join("points"))?;
+            let pts: Vec<RecoveryPoint> = journal
+                .points()
+                .iter()
+                .map(|p| RecoveryPoint {
+                    id: p.id.clone(),
+                    time: p.created_at_ms,
+                    kind: match p.consistency {
+                        replicator::Consistency::AppConsistent => PointKind::AppConsistent,
+                        replicator::Consistency::CrashConsistent => PointKind::CrashConsistent,
+                    },
+                })
+                .collect();
+            common = Some(match common {
+                None => pts,
+                Some(prev) => prev.into_iter().filter(|p| pts.iter().any(|q| q.id == p.id)).collect(),
+            });
+        }
+        Ok(common.unwrap_or_default())
+    }
+}

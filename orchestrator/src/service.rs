@@ -1,0 +1,548 @@
+//! The runtime around the pure core: it reads the estate, asks the rules, creates jobs, runs their tasks through
+//! the estate and the replicator, and moves items through the lifecycle. Server functions and the REST API call
+//! this, never the rules directly.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::*;
+use crate::estate::{Estate, EstateDoc, EstateError, ItemRecord};
+use crate::jobs::{self, Job, JobError, JobState, JobStore, NewJob, Task, TaskExecutor, TaskFailure, TaskOutcome};
+use crate::lifecycle::{self, Context, DataEstimate, Event, Operation, Plan, Request, Step};
+use crate::points::PointChoice;
+use crate::rules::Refusal;
+
+pub const BLOCK_SIZE: u32 = 64 << 10;
+const LEASE_MS: Millis = 30_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("refused: {}", .0.iter().map(|r| format!("{} ({})", r.message, r.rule)).collect::<Vec<_>>().join("; "))]
+    Refused(Vec<Refusal>),
+    #[error(transparent)]
+    Estate(#[from] EstateError),
+    #[error(transparent)]
+    Job(#[from] JobError),
+}
+
+/// What a job's request carries, so a worker in another process can run it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRequest {
+    pub item: String,
+    pub operation: Operation,
+    pub request: Request,
+    /// The dry run's decisions the tasks act on.
+    pub plan: Plan,
+}
+
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub estate: Estate,
+    pub jobs: JobStore,
+    pub clock: fn() -> Millis,
+}
+
+pub fn system_clock() -> Millis {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
+}
+
+impl Service {
+    pub fn doc(&self) -> Result<EstateDoc, ServiceError> {
+        Ok(self.estate.load()?)
+    }
+
+    pub async fn context(&self, item: &str) -> Result<Context, ServiceError> {
+        Ok(Context { now: (self.clock)(), active_job: self.jobs.active_job_for_item(item).await? })
+    }
+
+    /// The item with its allowed operations and, for the others, why not.
+    pub async fn item(&self, id: &str) -> Result<(ReplicatedItem, Vec<(Operation, Vec<Refusal>)>), ServiceError> {
+        let doc = self.doc()?;
+        let item = self.estate.view(&doc, id)?;
+        let ctx = self.context(id).await?;
+        let ops = lifecycle::allowed_operations(&item, &doc.inventory, &ctx);
+        Ok((item, ops))
+    }
+
+    fn estimate(&self, rec: &ItemRecord) -> DataEstimate {
+        let mut est = DataEstimate::default();
+        let mut changed = 0u64;
+        let mut known = true;
+        for (i, c) in rec.cloud_disks.iter().enumerate() {
+            let cloud = self.estate.path(c);
+            if let Ok(img) = replicator::DiskImage::open(&cloud) {
+                est.allocated_bytes += img.allocated_bytes().unwrap_or(img.size);
+            }
+            match rec.onprem_disks.get(i).map(|d| self.estate.path(d)) {
+                Some(onprem) if onprem.exists() => {
+                    changed += replicator::sync::estimate_changes(&cloud, &onprem, BLOCK_SIZE).unwrap_or(0)
+                }
+                _ => known = false,
+            }
+        }
+        est.changed_bytes = known.then_some(changed);
+        est
+    }
+
+    pub async fn dry_run(&self, id: &str, op: Operation, req: &Request) -> Result<Plan, ServiceError> {
+        let doc = self.doc()?;
+        let item = self.estate.view(&doc, id)?;
+        let rec = doc.items.iter().find(|r| r.item.id == id).expect("view found it");
+        let ctx = self.context(id).await?;
+        Ok(lifecycle::dry_run(&item, &doc.inventory, op, req, &ctx, &self.estimate(rec)))
+    }
+
+    /// Starts `op` on the item as a job, or refuses with every rule that blocks it. Idempotent per key.
+    pub async fn start(&self, id: &str, op: Operation, req: &Request, key: &str) -> Result<Job, ServiceError> {
+        if matches!(op, Operation::FailoverToCloud | Operation::CommitInCloud) {
+            return Err(ServiceError::Refused(vec![Refusal::new(
+                "R-W4",
+                "The local estate runs failback; the forward failover to the cloud is not one of its operations.",
+                "After re-protect (R-W4), fail over to the cloud from the cloud provider's tooling.",
+            )]));
+        }
+        // A retried request (same key) gets the job it already started, whatever happened since.
+        if let Some(job) = self.jobs.by_idempotency_key(key).await? {
+            let same = serde_json::from_str::<JobRequest>(&job.request)
+                .is_ok_and(|r| r.item == id && r.operation == op && &r.request == req);
+            if same {
+                return Ok(job);
+            }
+            return Err(JobError::IdempotencyConflict { key: key.to_owned(), job: job.id }.into());
+        }
+        let plan = self.dry_run(id, op, req).await?;
+        if !plan.allowed {
+            return Err(ServiceError::Refused(plan.refusals()));
+        }
+        let now = (self.clock)();
+        let tasks = plan.tasks.iter().map(|t| (t.step.code(), t.name.clone())).collect();
+        let request = JobRequest { item: id.to_owned(), operation: op, request: req.clone(), plan };
+        let new = NewJob {
+            id: format!("job-{now}-{}", &key.chars().filter(char::is_ascii_alphanumeric).take(12).collect::<String>()),
+            kind: serde_json::to_value(op).unwrap().as_str().unwrap_or_default().to_owned(),
+            item_id: Some(id.to_owned()),
+            plan_id: None,
+            request: serde_json::to_string(&request).unwrap(),
+            idempotency_key: key.to_owned(),
+            tasks,
+        };
+        let (job, created) = self.jobs.create(new, now).await?;
+        if created {
+            self.transition(id, Event::Started(op)).await?;
+        }
+        Ok(job)
+    }
+
+    async fn transition(&self, id: &str, event: Event) -> Result<(), ServiceError> {
+        self.estate
+            .update(|doc| {
+                let rec = doc
+                    .items
+                    .iter_mut()
+                    .find(|r| r.item.id == id)
+                    .ok_or_else(|| EstateError::UnknownItem(id.into()))?;
+                if let Ok(next) = lifecycle::next(rec.item.state, event) {
+                    rec.item.state = next;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Claims and runs one job, then moves its item on. Returns whether there was one.
+    pub async fn work_once(&self, worker: &str) -> Result<bool, ServiceError> {
+        let Some(lease) = self.jobs.claim(worker, (self.clock)(), LEASE_MS).await? else { return Ok(false) };
+        let job = self.jobs.get(&lease.job_id).await?;
+        let exec = Workflows { service: self };
+        let end = jobs::run_job(&self.jobs, &lease, &exec, &self.clock, LEASE_MS).await?;
+        self.settle(&job, end).await?;
+        Ok(true)
+    }
+
+    async fn settle(&self, job: &Job, end: JobState) -> Result<(), ServiceError> {
+        let Ok(req) = serde_json::from_str::<JobRequest>(&job.request) else { return Ok(()) };
+        let event = match end {
+            JobState::Succeeded => Event::Succeeded(req.operation),
+            JobState::Failed | JobState::Cancelled => Event::Failed(req.operation),
+            _ => return Ok(()),
+        };
+        self.transition(&req.item, event).await
+    }
+
+    /// After a restart: an item left "in progress" by a job that has ended takes that job's outcome.
+    pub async fn reconcile(&self) -> Result<(), ServiceError> {
+        for job in self.jobs.list(1000).await? {
+            if job.state.is_terminal() {
+                if let Ok(req) = serde_json::from_str::<JobRequest>(&job.request) {
+                    let doc = self.doc()?;
+                    let Some(rec) = doc.items.iter().find(|r| r.item.id == req.item) else { continue };
+                    let in_progress = lifecycle::next(rec.item.state, Event::Succeeded(req.operation)).is_ok();
+                    let newer_active = self.jobs.active_job_for_item(&req.item).await?.is_some();
+                    if in_progress && !newer_active {
+                        self.settle(&job, job.state).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fail(error: impl Into<String>, action: impl Into<String>) -> TaskFailure {
+    TaskFailure { error: error.into(), recommended_action: action.into() }
+}
+
+fn outcome(bytes: u64, result: serde_json::Value) -> TaskOutcome {
+    TaskOutcome { bytes: bytes as i64, result: result.to_string() }
+}
+
+struct Workflows<'a> {
+    service: &'a Service,
+}
+
+impl Workflows<'_> {
+    async fn update(
+        &self,
+        item: &str,
+        f: impl FnOnce(&mut ItemRecord, &Inventory) -> Result<(), TaskFailure>,
+    ) -> Result<(), TaskFailure> {
+        let mut failure = None;
+        self.service
+            .estate
+            .update(|doc| {
+                let inv = doc.inventory.clone();
+                let rec = doc
+                    .items
+                    .iter_mut()
+                    .find(|r| r.item.id == item)
+                    .ok_or_else(|| EstateError::UnknownItem(item.into()))?;
+                if let Err(e) = f(rec, &inv) {
+                    failure = Some(e);
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| fail(e.to_string(), "Check the estate folder and the server log."))?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn record(&self, item: &str) -> Result<(ItemRecord, Inventory), TaskFailure> {
+        let doc = self.service.doc().map_err(|e| fail(e.to_string(), "Check the estate folder."))?;
+        let rec = doc
+            .items
+            .iter()
+            .find(|r| r.item.id == item)
+            .cloned()
+            .ok_or_else(|| fail(format!("no item {item}"), "Refresh the item list."))?;
+        Ok((rec, doc.inventory))
+    }
+
+    /// One replication cycle over every disk pair, sharing one point id.
+    fn cycle(
+        &self,
+        pairs: &[(String, String)],
+        mode: replicator::Mode,
+        consistency: replicator::Consistency,
+    ) -> Result<(u64, String), TaskFailure> {
+        let paths: Vec<(std::path::PathBuf, std::path::PathBuf)> =
+            pairs.iter().map(|(s, d)| (self.service.estate.path(s), self.service.estate.path(d))).collect();
+        let refs: Vec<(&Path, &Path)> = paths.iter().map(|(s, d)| (s.as_path(), d.as_path())).collect();
+        let opts = replicator::SyncOptions { mode, block_size: BLOCK_SIZE, consistency, ..Default::default() };
+        let reports = replicator::sync::sync_vm(&refs, &opts).map_err(|e| {
+            fail(
+                format!("replication failed: {e}"),
+                "Fix the cause named above, then restart the job; the sync resumes where it stopped.",
+            )
+        })?;
+        let bytes = reports.iter().map(|r| r.data_bytes).sum();
+        let point = reports.first().map(|r| r.point.id.clone()).unwrap_or_default();
+        Ok((bytes, point))
+    }
+}
+
+fn vcenter_check(inv: &Inventory, host: &str) -> Result<(), TaskFailure> {
+    if let Some(h) = inv.host(host) {
+        if let Err(r) = crate::rules::r_c4_vcenter_connected(inv, h) {
+            return Err(fail(format!("{} ({})", r.message, r.rule), r.recommended_action));
+        }
+    }
+    Ok(())
+}
+
+impl TaskExecutor for Workflows<'_> {
+    async fn run(&self, job: &Job, task: &Task) -> Result<TaskOutcome, TaskFailure> {
+        let req: JobRequest = serde_json::from_str(&job.request)
+            .map_err(|e| fail(format!("unreadable job request: {e}"), "Start the action again."))?;
+        let step = Step::parse(&task.step)
+            .ok_or_else(|| fail(format!("unknown step {}", task.step), "Start the action again."))?;
+        let id = req.item.as_str();
+        let plan = &req.plan;
+        match step {
+            Step::PowerOffOnPrem | Step::ShutDownOnPrem | Step::ShutDownOnPremForCloud => {
+                self.update(id, |r, _| {
+                    r.onprem_power = false;
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(0, serde_json::json!({"onprem_power": false})))
+            }
+            Step::CreateOnPremVm => {
+                let (rec, _) = self.record(id)?;
+                let ds = plan.target_datastore.clone().unwrap_or_default();
+                let mut disks = Vec::new();
+                for (i, c) in rec.cloud_disks.iter().enumerate() {
+                    let rel = format!("primary/{ds}/{id}/disk{i}.vmdk");
+                    let path = self.service.estate.path(&rel);
+                    if !path.exists() {
+                        let size = replicator::DiskImage::open(&self.service.estate.path(c))
+                            .map_err(|e| fail(e.to_string(), "Check the cloud disk."))?
+                            .size;
+                        std::fs::create_dir_all(path.parent().unwrap())
+                            .map_err(|e| fail(e.to_string(), "Check the datastore folder."))?;
+                        replicator::DiskImage::create(&path, replicator::Format::Vmdk, size)
+                            .map_err(|e| fail(e.to_string(), "Free space on the datastore."))?;
+                    }
+                    disks.push(rel);
+                }
+                let host = plan.target_host.clone().unwrap_or_default();
+                self.update(id, |r, _| {
+                    r.replica_disks = disks.clone();
+                    r.onprem_disks = disks.clone();
+                    r.item.onprem = Some(OnPremVm {
+                        id: format!("vm-{id}"),
+                        host,
+                        exists: true,
+                        disks: disks
+                            .iter()
+                            .enumerate()
+                            .map(|(i, _)| OnPremDisk {
+                                id: format!("disk{i}"),
+                                datastore: ds.clone(),
+                                size_bytes: 0,
+                                attached: true,
+                            })
+                            .collect(),
+                    });
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(0, serde_json::json!({"created": disks})))
+            }
+            Step::InitialReplication | Step::ResumeReplication => {
+                let (rec, _) = self.record(id)?;
+                if rec.replica_disks.is_empty() {
+                    // Original location: the on-premises VM's own disks become the replica.
+                    self.update(id, |r, _| {
+                        r.replica_disks = r.onprem_disks.clone();
+                        Ok(())
+                    })
+                    .await?;
+                }
+                let (rec, _) = self.record(id)?;
+                let pairs: Vec<(String, String)> =
+                    rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect();
+                let mode = if plan.transfer == Some(lifecycle::Transfer::Full) {
+                    replicator::Mode::Full
+                } else {
+                    replicator::Mode::Delta
+                };
+                let (bytes, point) = self.cycle(&pairs, mode, replicator::Consistency::CrashConsistent)?;
+                self.update(id, |r, _| {
+                    r.item.initial_sync_percent = 100;
+                    r.item.master_target = req.request.master_target.clone().or(r.item.master_target.take());
+                    r.item.process_server = req.request.process_server.clone().or(r.item.process_server.take());
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(bytes, serde_json::json!({"mode": format!("{mode}"), "bytes_sent": bytes, "point": point})))
+            }
+            Step::StartReplication | Step::StartReplicationToCloud => {
+                // The first app-consistent point of the new direction, with the guest quiesced.
+                let (rec, _) = self.record(id)?;
+                let pairs: Vec<(String, String)> = if step == Step::StartReplication {
+                    rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect()
+                } else {
+                    rec.onprem_disks.iter().cloned().zip(rec.cloud_disks.iter().cloned()).collect()
+                };
+                let (bytes, point) =
+                    self.cycle(&pairs, replicator::Mode::Auto, replicator::Consistency::AppConsistent)?;
+                Ok(outcome(bytes, serde_json::json!({"point": point, "consistency": "app-consistent"})))
+            }
+            Step::ShutDownCloudVm => {
+                self.update(id, |r, _| {
+                    r.cloud_power = false;
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(0, serde_json::json!({"cloud_power": false})))
+            }
+            Step::FinalCycle => {
+                let (rec, _) = self.record(id)?;
+                let pairs: Vec<(String, String)> =
+                    rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect();
+                let (bytes, point) =
+                    self.cycle(&pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent)?;
+                Ok(outcome(bytes, serde_json::json!({"point": point})))
+            }
+            Step::MaterialiseDisks => {
+                let (rec, _) = self.record(id)?;
+                let point_id = match (&req.request.point, &plan.point) {
+                    (Some(PointChoice::Latest), _) => self
+                        .service
+                        .estate
+                        .points(&rec)
+                        .map_err(|e| fail(e.to_string(), "Check the replica disks."))?
+                        .last()
+                        .map(|p| p.id.clone()),
+                    (_, Some(p)) => Some(p.id.clone()),
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    fail("no recovery point to fail back to (R-RP3)", "Wait for the first recovery point.")
+                })?;
+                let mut out = Vec::new();
+                let mut bytes = 0;
+                for r in &rec.replica_disks {
+                    let replica = replicator::DiskImage::open(&self.service.estate.path(r))
+                        .map_err(|e| fail(e.to_string(), "Check the replica disk."))?;
+                    let journal = replicator::journal::Journal::open(&replica.state_dir().join("points"))
+                        .map_err(|e| fail(e.to_string(), "Check the replica's journal."))?;
+                    let seq = journal.points().iter().find(|p| p.id == point_id).map(|p| p.seq).ok_or_else(|| {
+                        fail(format!("point {point_id} is gone from {r}"), "Choose another recovery point.")
+                    })?;
+                    let rel = r.replace(".vmdk", "-failback.vmdk");
+                    let target = self.service.estate.path(&rel);
+                    // Idempotent: a rerun after a crash materialises again from scratch.
+                    let _ = std::fs::remove_file(&target);
+                    let _ = std::fs::remove_file(
+                        target.with_file_name(format!("{}-flat.vmdk", target.file_stem().unwrap().to_string_lossy())),
+                    );
+                    journal
+                        .restore(&replica, seq, &target)
+                        .map_err(|e| fail(e.to_string(), "Free space on the datastore, then restart the job."))?;
+                    bytes += replica.size;
+                    out.push(rel);
+                }
+                self.update(id, |r, _| {
+                    r.failed_back_point = Some(point_id.clone());
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(bytes, serde_json::json!({"point": point_id, "disks": out})))
+            }
+            Step::ReattachDisks => {
+                let (rec, inv) = self.record(id)?;
+                let host = rec.item.onprem.as_ref().map(|v| v.host.clone()).unwrap_or_default();
+                vcenter_check(&inv, &host)?;
+                self.update(id, |r, _| {
+                    r.onprem_disks = r.replica_disks.iter().map(|d| d.replace(".vmdk", "-failback.vmdk")).collect();
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(0, serde_json::json!({"attached": true})))
+            }
+            Step::VmwareTools => {
+                let (rec, _) = self.record(id)?;
+                let (state, to_cloud) = (rec.item.os.family, req.operation == Operation::FailoverToCloud);
+                let tools = match (state, to_cloud) {
+                    (OsFamily::Windows, false) => "enabled",
+                    (OsFamily::Linux, false) => "installed",
+                    (OsFamily::Windows, true) => "disabled",
+                    (OsFamily::Linux, true) => "uninstalled",
+                };
+                self.update(id, |r, _| {
+                    r.vmware_tools = tools.into();
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(0, serde_json::json!({"vmware_tools": tools})))
+            }
+            Step::PowerOnOnPrem => {
+                let now = (self.service.clock)();
+                self.update(id, |r, _| {
+                    r.onprem_power = true;
+                    r.item.booted_at = Some(now);
+                    r.item.agent_registered = false;
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(0, serde_json::json!({"onprem_power": true})))
+            }
+            Step::DeleteCloudVm => {
+                let (rec, _) = self.record(id)?;
+                for c in &rec.cloud_disks {
+                    let p = self.service.estate.path(c);
+                    if let Ok(img) = replicator::DiskImage::open(&p) {
+                        let _ = std::fs::remove_dir_all(img.state_dir());
+                    }
+                    match std::fs::remove_file(&p) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(fail(
+                                format!("cannot delete {c}: {e}"),
+                                "Check the cloud folder's permissions.",
+                            ))
+                        }
+                    }
+                }
+                self.update(id, |r, _| {
+                    if let Some(vm) = &mut r.item.cloud_vm {
+                        vm.deleted = true;
+                        vm.running = false;
+                    }
+                    r.cloud_power = false;
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(0, serde_json::json!({"deleted": rec.cloud_disks})))
+            }
+            Step::MarkCommitted | Step::CommitInCloud => Ok(outcome(0, serde_json::json!({}))),
+            Step::RestartCloudVm => {
+                self.update(id, |r, _| {
+                    r.cloud_power = true;
+                    r.onprem_disks = r.replica_disks.clone();
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(0, serde_json::json!({"cloud_power": true})))
+            }
+            Step::CheckAgent => {
+                let (rec, _) = self.record(id)?;
+                crate::rules::r_a1_agent_registered(&rec.item, (self.service.clock)())
+                    .map_err(|r| fail(format!("{} ({})", r.message, r.rule), r.recommended_action))?;
+                Ok(outcome(0, serde_json::json!({"agent_registered": true})))
+            }
+            Step::InitialReplicationToCloud => {
+                let (rec, _) = self.record(id)?;
+                let mut cloud = Vec::new();
+                for (i, _) in rec.onprem_disks.iter().enumerate() {
+                    cloud.push(format!("recovery/{id}/reprotected-disk{i}.vhd"));
+                }
+                let pairs: Vec<(String, String)> =
+                    rec.onprem_disks.iter().cloned().zip(cloud.iter().cloned()).collect();
+                for (_, c) in &pairs {
+                    let _ = std::fs::create_dir_all(self.service.estate.path(c).parent().unwrap());
+                }
+                let (bytes, point) =
+                    self.cycle(&pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent)?;
+                self.update(id, |r, _| {
+                    r.cloud_disks = cloud.clone();
+                    if let Some(vm) = &mut r.item.cloud_vm {
+                        vm.deleted = false;
+                        vm.running = false;
+                    }
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(bytes, serde_json::json!({"point": point, "disks": cloud})))
+            }
+            Step::CreateCloudVm => Err(fail(
+                "failover to the cloud is not available in the local estate yet",
+                "Use the cloud provider's console for the forward failover.",
+            )),
+        }
+    }
+}
