@@ -22,6 +22,18 @@ pub enum Command {
     /// Disk images, replication cycles, recovery points and the data-plane benchmark.
     #[command(subcommand)]
     Disk(crate::disk::DiskCommand),
+    /// The demo estate.
+    #[command(subcommand)]
+    Demo(DemoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// Seed a vault with every scenario of the article under <data-dir>/estate (small real disks).
+    Init {
+        #[arg(long, env = "HOMEWARD_DATA_DIR", default_value = "homeward-data", value_name = "DIR")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

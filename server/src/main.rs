@@ -1,6 +1,7 @@
 //! The `homeward` binary. Only this crate knows axum, the listener and the process: it parses the command line,
 //! opens the database, and mounts the portal (`app`) and the health endpoint.
 
+mod api;
 mod cli;
 mod db;
 mod disk;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        cli::Command::Demo(cli::DemoCommand::Init { data_dir }) => return demo_init(&data_dir),
         cli::Command::Serve(args) => args,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -41,6 +43,29 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn demo_init(data_dir: &std::path::Path) -> ExitCode {
+    let estate = orchestrator::estate::Estate::new(&data_dir.join("estate"));
+    if estate.exists() {
+        eprintln!("error: {} already holds an estate; remove that folder to start over", estate.root.display());
+        return ExitCode::from(2);
+    }
+    match orchestrator::demo::seed(&estate) {
+        Ok(doc) => {
+            println!(
+                "seeded the demo estate in {}: {} replicated items, {} recovery plan(s)",
+                estate.root.display(),
+                doc.items.len(),
+                doc.plans.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }

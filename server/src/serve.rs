@@ -4,6 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use app::{shell, App, ServerContext, OUTPUT_NAME};
 use axum::http::StatusCode;
@@ -13,6 +14,9 @@ use axum::{Json, Router};
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
+use orchestrator::estate::Estate;
+use orchestrator::jobs::JobStore;
+use orchestrator::service::{system_clock, Service};
 use sqlx::SqlitePool;
 use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
@@ -30,6 +34,8 @@ pub enum ServeError {
     Listen { addr: SocketAddr, source: io::Error },
     #[error("the server stopped: {0}")]
     Serve(io::Error),
+    #[error("the local estate: {0}")]
+    Estate(#[from] orchestrator::estate::EstateError),
 }
 
 impl ServeError {
@@ -59,7 +65,15 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         );
     }
 
-    let router = router(pool, &site_root, addr);
+    let estate = Estate::new(&args.data_dir.join("estate"));
+    if !estate.exists() {
+        // First start on an empty data dir: a vault with every scenario of the article, in seconds.
+        orchestrator::demo::seed(&estate)?;
+        tracing::info!(estate = %estate.root.display(), "seeded the demo estate");
+    }
+    let service = Arc::new(Service { estate, jobs: JobStore::new(pool.clone()), clock: system_clock });
+    spawn_worker(service.clone());
+    let router = router(pool, &site_root, addr, service);
 
     // The one line on stdout: scripts and tests read the URL from it (port 0 picks a free port).
     println!("Homeward portal: http://{addr}/");
@@ -67,7 +81,36 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.map_err(ServeError::Serve)
 }
 
-pub fn router(pool: SqlitePool, site_root: &Path, addr: SocketAddr) -> Router {
+/// Runs jobs on their own thread: workflow steps do blocking disk IO, which must not stall the web server.
+fn spawn_worker(service: Arc<Service>) {
+    let worker = format!("worker-{}", std::process::id());
+    let spawned = std::thread::Builder::new().name("job-worker".into()).spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            tracing::error!("the job worker could not start its runtime");
+            return;
+        };
+        rt.block_on(async {
+            if let Err(e) = service.reconcile().await {
+                tracing::error!(error = %e, "reconciling items with finished jobs failed");
+            }
+            loop {
+                match service.work_once(&worker).await {
+                    Ok(true) => {}
+                    Ok(false) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                    Err(e) => {
+                        tracing::error!(error = %e, "a job run failed");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the job worker");
+    }
+}
+
+pub fn router(pool: SqlitePool, site_root: &Path, addr: SocketAddr, service: Arc<Service>) -> Router {
     let options = LeptosOptions::builder()
         .output_name(OUTPUT_NAME)
         .site_root(site_root.to_string_lossy().into_owned())
@@ -79,6 +122,7 @@ pub fn router(pool: SqlitePool, site_root: &Path, addr: SocketAddr) -> Router {
     let routes = generate_route_list(App);
     Router::new()
         .route("/healthz", get(move || healthz(pool.clone())))
+        .nest_service("/api/v1", crate::api::router(service))
         .leptos_routes_with_context(&options, routes, provide.clone(), {
             let options = options.clone();
             move || shell(options.clone())

@@ -1,0 +1,334 @@
+//! The REST API `/api/v1`: thin handlers over `orchestrator::service`. Errors are JSON with a stable code, the rule
+//! ID where one applies, the message and the recommended action: a refused action is 409, an unknown id 404,
+//! malformed input 400 or 422.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use orchestrator::estate::EstateError;
+use orchestrator::jobs::JobError;
+use orchestrator::lifecycle::{Operation, Request};
+use orchestrator::service::{Service, ServiceError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+type Svc = Arc<Service>;
+
+/// One error enum for the API layer, each with its status.
+#[derive(Debug)]
+pub enum ApiError {
+    NotFound(String),
+    BadRequest(String),
+    Unprocessable(String),
+    Refused(Vec<orchestrator::rules::Refusal>),
+    Conflict { code: &'static str, message: String, action: String },
+    Internal(String),
+}
+
+impl ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Refused(_) | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> ApiError {
+        match e {
+            ServiceError::Refused(r) => ApiError::Refused(r),
+            ServiceError::Estate(EstateError::UnknownItem(id)) => {
+                ApiError::NotFound(format!("no replicated item {id}"))
+            }
+            ServiceError::Job(j) => j.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> ApiError {
+        match e {
+            JobError::NotFound(id) => ApiError::NotFound(format!("no job {id}")),
+            JobError::ItemBusy { active_job } => ApiError::Conflict {
+                code: "item-busy",
+                message: format!("job {active_job} is still running on this item (R-W5)"),
+                action: format!("Wait for job {active_job} or cancel it."),
+            },
+            e @ JobError::IdempotencyConflict { .. } => ApiError::Conflict {
+                code: "idempotency-conflict",
+                message: e.to_string(),
+                action: "Use a new Idempotency-Key for a different request.".into(),
+            },
+            e @ JobError::NotAllowed { .. } => ApiError::Conflict {
+                code: "not-allowed",
+                message: e.to_string(),
+                action: "See the job's allowed actions.".into(),
+            },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let body = match self {
+            ApiError::Refused(refusals) => {
+                let first = refusals.first().cloned();
+                json!({
+                    "code": "refused",
+                    "rule": first.as_ref().map(|r| r.rule.clone()),
+                    "message": first.as_ref().map(|r| r.message.clone()),
+                    "recommended_action": first.as_ref().map(|r| r.recommended_action.clone()),
+                    "refusals": refusals,
+                })
+            }
+            ApiError::Conflict { code, message, action } => {
+                json!({"code": code, "message": message, "recommended_action": action})
+            }
+            ApiError::NotFound(m) => json!({"code": "not-found", "message": m, "recommended_action": "Check the id."}),
+            ApiError::BadRequest(m) => {
+                json!({"code": "bad-request", "message": m, "recommended_action": "Fix the request."})
+            }
+            ApiError::Unprocessable(m) => {
+                json!({"code": "invalid-input", "message": m, "recommended_action": "Fix the request body."})
+            }
+            ApiError::Internal(m) => {
+                tracing::error!(error = %m, "API request failed");
+                json!({"code": "internal", "message": m, "recommended_action": "Check the server log and retry."})
+            }
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+pub fn router(service: Svc) -> Router {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/items", get(list_items))
+        .route("/items/{id}", get(get_item))
+        .route("/items/{id}/points", get(item_points))
+        .route("/items/{id}/{action}", post(item_action))
+        .route("/jobs", get(list_jobs))
+        .route("/jobs/{id}", get(get_job))
+        .route("/jobs/{id}/{action}", post(job_action))
+        .route("/infrastructure", get(infrastructure))
+        .route("/infrastructure/faults", post(faults))
+        .with_state(service)
+}
+
+fn item_json(
+    item: &orchestrator::domain::ReplicatedItem,
+    ops: &[(Operation, Vec<orchestrator::rules::Refusal>)],
+) -> Value {
+    let latest = item.recovery_points.iter().max_by_key(|p| p.time);
+    json!({
+        "item": item,
+        "latest_recovery_point": latest,
+        "allowed_operations": ops.iter().filter(|(_, r)| r.is_empty()).map(|(op, _)| op).collect::<Vec<_>>(),
+        "refused_operations": ops.iter().filter(|(_, r)| !r.is_empty()).map(|(op, r)| json!({"operation": op, "refusals": r})).collect::<Vec<_>>(),
+    })
+}
+
+async fn list_items(State(s): State<Svc>) -> Result<Json<Value>, ApiError> {
+    let doc = s.doc()?;
+    let mut out = Vec::new();
+    for rec in &doc.items {
+        let (item, ops) = s.item(&rec.item.id).await?;
+        out.push(item_json(&item, &ops));
+    }
+    Ok(Json(json!({ "items": out })))
+}
+
+async fn get_item(State(s): State<Svc>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let (item, ops) = s.item(&id).await?;
+    Ok(Json(item_json(&item, &ops)))
+}
+
+async fn item_points(State(s): State<Svc>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let (item, _) = s.item(&id).await?;
+    Ok(Json(json!({ "points": item.recovery_points, "choices": orchestrator::points::options(&item) })))
+}
+
+#[derive(Deserialize)]
+struct ActionQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+fn parse_operation(action: &str) -> Result<Operation, ApiError> {
+    Ok(match action {
+        "reprotect" => Operation::Reprotect,
+        "failover" => Operation::Failover,
+        "commit" => Operation::Commit,
+        "cancel-failover" => Operation::CancelFailover,
+        "change-recovery-point" => Operation::ChangeRecoveryPoint,
+        "reprotect-to-cloud" => Operation::ReprotectToCloud,
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no action {other:?}; use reprotect, failover, commit, cancel-failover, change-recovery-point or \
+                 reprotect-to-cloud"
+            )))
+        }
+    })
+}
+
+async fn item_action(
+    State(s): State<Svc>,
+    Path((id, action)): Path<(String, String)>,
+    Query(q): Query<ActionQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let op = parse_operation(&action)?;
+    let req: Request = if body.iter().all(u8::is_ascii_whitespace) {
+        Request::default()
+    } else {
+        let v: Value =
+            serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+        serde_json::from_value(v).map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))?
+    };
+    if q.dry_run {
+        let plan = s.dry_run(&id, op, &req).await?;
+        return Ok(Json(plan).into_response());
+    }
+    // Without a key every POST is a new request; with one, a retry returns the same job.
+    let key = match headers.get("idempotency-key") {
+        Some(v) => v.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be text".into()))?.to_owned(),
+        None => format!("auto-{}-{}", (s.clock)(), std::process::id()) + &format!("-{id}-{action}"),
+    };
+    let job = s.start(&id, op, &req, &key).await?;
+    let location = format!("/api/v1/jobs/{}", job.id);
+    Ok((StatusCode::ACCEPTED, [("location", location.clone())], Json(json!({"job_id": job.id, "location": location})))
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct JobQuery {
+    item: Option<String>,
+    state: Option<String>,
+    kind: Option<String>,
+}
+
+async fn list_jobs(State(s): State<Svc>, Query(q): Query<JobQuery>) -> Result<Json<Value>, ApiError> {
+    let jobs: Vec<_> = s
+        .jobs
+        .list(500)
+        .await?
+        .into_iter()
+        .filter(|j| q.item.as_ref().is_none_or(|i| j.item_id.as_ref() == Some(i)))
+        .filter(|j| q.state.as_ref().is_none_or(|st| j.state.as_str() == st))
+        .filter(|j| q.kind.as_ref().is_none_or(|k| &j.kind == k))
+        .map(|j| json!({"job": j, "allowed_actions": j.allowed_actions()}))
+        .collect();
+    Ok(Json(json!({ "jobs": jobs })))
+}
+
+async fn get_job(State(s): State<Svc>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let j = s.jobs.get(&id).await?;
+    let actions = j.allowed_actions();
+    Ok(Json(json!({"job": j, "allowed_actions": actions})))
+}
+
+async fn job_action(State(s): State<Svc>, Path((id, action)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    match action.as_str() {
+        "cancel" => {
+            let st = s.jobs.cancel(&id, (s.clock)()).await?;
+            Ok(Json(json!({"job_id": id, "state": st})))
+        }
+        "restart" => {
+            s.jobs.restart(&id).await?;
+            Ok(Json(json!({"job_id": id, "state": "not-started"})))
+        }
+        other => Err(ApiError::NotFound(format!("no job action {other:?}; use cancel or restart"))),
+    }
+}
+
+async fn infrastructure(State(s): State<Svc>) -> Result<Json<Value>, ApiError> {
+    let doc = s.doc()?;
+    Ok(Json(json!({"inventory": doc.inventory, "plans": doc.plans, "faults": doc.faults})))
+}
+
+/// Fault knobs of the local estate, for tests and demos.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Faults {
+    vcenter_connected: Option<bool>,
+    master_target_snapshots: Option<u32>,
+    /// Marks the agent of this item registered with the configuration server.
+    register_agent: Option<String>,
+    delete_original_vm: Option<String>,
+}
+
+async fn faults(State(s): State<Svc>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let f: Faults =
+        serde_json::from_slice(&body).map_err(|e| ApiError::Unprocessable(format!("invalid fault knobs: {e}")))?;
+    let mut unknown = None;
+    s.estate
+        .update(|doc| {
+            if let Some(c) = f.vcenter_connected {
+                doc.inventory.vcenters.iter_mut().for_each(|v| v.connected = c);
+            }
+            if let Some(n) = f.master_target_snapshots {
+                doc.inventory.master_targets.iter_mut().for_each(|m| m.snapshots = n);
+            }
+            for (id, what) in [(&f.register_agent, 0), (&f.delete_original_vm, 1)] {
+                if let Some(id) = id {
+                    match doc.items.iter_mut().find(|r| &r.item.id == id) {
+                        Some(r) if what == 0 => r.item.agent_registered = true,
+                        Some(r) => {
+                            if let Some(vm) = &mut r.item.onprem {
+                                vm.exists = false;
+                            }
+                            r.onprem_disks.clear();
+                        }
+                        None => unknown = Some(id.clone()),
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(id) = unknown {
+        return Err(ApiError::NotFound(format!("no replicated item {id}")));
+    }
+    infrastructure(State(s)).await
+}
+
+async fn openapi() -> Json<Value> {
+    let err = json!({"$ref": "#/components/schemas/Error"});
+    let path = |summary: &str, method: &str| json!({ method: {"summary": summary, "responses": {"200": {"description": "OK"}, "404": {"description": "Unknown id", "content": {"application/json": {"schema": err}}}}}});
+    Json(json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Homeward API", "version": "1"},
+        "paths": {
+            "/api/v1/items": path("List replicated items with their allowed operations and the reasons for refused ones", "get"),
+            "/api/v1/items/{id}": path("One replicated item", "get"),
+            "/api/v1/items/{id}/points": path("Recovery points and the failover choices with their data-loss windows", "get"),
+            "/api/v1/items/{id}/{action}": {"post": {
+                "summary": "reprotect | failover | commit | cancel-failover | change-recovery-point | reprotect-to-cloud; ?dry_run=true returns the plan",
+                "parameters": [{"name": "dry_run", "in": "query", "schema": {"type": "boolean"}}, {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
+                "responses": {"202": {"description": "Job started; Location names it"}, "200": {"description": "Dry-run plan"}, "409": {"description": "Refused, with the rule ID", "content": {"application/json": {"schema": err}}}, "400": {"description": "Malformed"}, "422": {"description": "Invalid"}}
+            }},
+            "/api/v1/jobs": path("List jobs (filters: item, state, kind)", "get"),
+            "/api/v1/jobs/{id}": path("A job with its tasks and allowed actions", "get"),
+            "/api/v1/jobs/{id}/{action}": path("cancel | restart", "post"),
+            "/api/v1/infrastructure": path("Configuration server, vCenters, hosts, datastores, master targets, process servers", "get"),
+            "/api/v1/infrastructure/faults": path("Fault knobs of the local estate", "post"),
+        },
+        "components": {"schemas": {"Error": {"type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string"}, "rule": {"type": "string"}, "message": {"type": "string"}, "recommended_action": {"type": "string"}
+        }}}}
+    }))
+}

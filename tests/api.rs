@@ -1,0 +1,123 @@
+//! The REST API end to end on the demo estate that the first start seeds: the article's failback driven over HTTP,
+//! refusals with their rule IDs (409), unknown ids (404), malformed input (400/422).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Portal;
+use serde_json::{json, Value};
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: &str, key: Option<&str>) -> (u16, Value, Option<String>) {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let location = r.headers().get("location").map(|v| v.to_str().unwrap().to_owned());
+        (status, serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null), location)
+    }
+
+    /// Starts an action and waits for its job to end; returns the job.
+    async fn act(&self, item: &str, action: &str, body: Value, key: &str) -> Value {
+        let (status, v, location) = self.post(&format!("items/{item}/{action}"), &body.to_string(), Some(key)).await;
+        assert_eq!(status, 202, "{action} on {item}: {v}");
+        let location = location.expect("a Location header");
+        assert_eq!(location, format!("/api/v1/jobs/{}", v["job_id"].as_str().unwrap()));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, j) = self.get(&format!("jobs/{}", v["job_id"].as_str().unwrap())).await;
+            match j["job"]["state"].as_str().unwrap() {
+                "succeeded" => return j,
+                "failed" | "cancelled" => panic!("{action} on {item} ended {}", j),
+                _ if Instant::now() > deadline => panic!("{action} on {item} did not finish: {j}"),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_article_over_the_rest_api_with_refusals_explained() {
+    let portal = Portal::start(&[]);
+    let api = Api { base: format!("{}api/v1/", portal.url), http: reqwest::Client::new() };
+
+    let (status, items) = api.get("items").await;
+    assert_eq!(status, 200);
+    let items = items["items"].as_array().unwrap();
+    assert!(items.len() >= 10, "the demo estate is seeded on first start");
+    let web01 = items.iter().find(|i| i["item"]["id"] == "web01").unwrap();
+    assert_eq!(web01["allowed_operations"], json!(["reprotect"]));
+
+    // Dry run: original location, bytes to move, ETA, the checks.
+    let body = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"});
+    let (status, plan, _) = api.post("items/web01/reprotect?dry_run=true", &body.to_string(), None).await;
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["location"], "original");
+    assert!(plan["bytes_to_move"].as_u64().unwrap() > 0);
+    assert!(plan["checks"].as_array().unwrap().iter().all(|c| c["passed"] == true), "{plan}");
+
+    let job = api.act("web01", "reprotect", body.clone(), "t-reprotect").await;
+    let sent = job["job"]["tasks"].as_array().unwrap().iter().find(|t| t["step"] == "initial-replication").unwrap()
+        ["bytes"]
+        .clone();
+    assert_eq!(sent, plan["bytes_to_move"], "bytes sent = the dry run's delta estimate");
+    // A retry with the same key returns the same job.
+    let (status, again, _) = api.post("items/web01/reprotect", &body.to_string(), Some("t-reprotect")).await;
+    assert_eq!((status, &again["job_id"]), (202, &job["job"]["id"]));
+
+    let (_, points) = api.get("items/web01/points").await;
+    let choices = points["choices"].as_array().unwrap();
+    assert!(choices.iter().any(|c| c["choice"]["type"] == "latest-app-consistent"), "{points}");
+
+    // vCenter disconnected: failover refused with R-C4, then allowed once reconnected.
+    api.post("infrastructure/faults", r#"{"vcenter_connected": false}"#, None).await;
+    let fo = json!({"point": {"type": "latest-app-consistent"}});
+    let (status, err, _) = api.post("items/web01/failover", &fo.to_string(), Some("t-fo-1")).await;
+    assert_eq!(status, 409, "{err}");
+    assert_eq!(err["rule"], "R-C4");
+    assert!(err["recommended_action"].as_str().unwrap().contains("Reconnect"));
+    api.post("infrastructure/faults", r#"{"vcenter_connected": true}"#, None).await;
+    api.act("web01", "failover", fo, "t-fo-2").await;
+    api.act("web01", "commit", json!({}), "t-commit").await;
+    let (_, item) = api.get("items/web01").await;
+    assert_eq!(item["item"]["state"], "committed-on-primary");
+
+    // Refused scenarios say why, with their rule IDs.
+    let alt = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "vmfs-01"});
+    for (item, rule) in [("phys08", "R-P2"), ("mig01", "R-B1")] {
+        let (status, err, _) = api.post(&format!("items/{item}/reprotect"), &alt.to_string(), None).await;
+        assert_eq!(status, 409, "{item}: {err}");
+        assert_eq!(err["rule"], rule, "{item}: {err}");
+        assert!(!err["recommended_action"].as_str().unwrap().is_empty());
+    }
+    let (status, err, _) = api.post("items/web01/failover", "{}", None).await;
+    assert_eq!((status, err["code"].as_str()), (409, Some("refused")));
+
+    // Unknown ids and malformed input are client errors, never 500.
+    assert_eq!(api.get("items/nope").await.0, 404);
+    assert_eq!(api.get("jobs/nope").await.0, 404);
+    assert_eq!(api.post("items/web01/explode", "{}", None).await.0, 404);
+    assert_eq!(api.post("items/lin01/reprotect", "{not json", None).await.0, 400);
+    assert_eq!(api.post("items/lin01/reprotect", r#"{"master_target": 7}"#, None).await.0, 422);
+    let (status, doc) = api.get("openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["paths"]["/api/v1/items/{id}/{action}"]["post"].is_object());
+}
