@@ -58,6 +58,9 @@ impl Api {
 async fn the_article_over_the_rest_api_with_refusals_explained() {
     let portal = Portal::start(&[]);
     let api = Api { base: format!("{}api/v1/", portal.url), http: reqwest::Client::new() };
+    // Quiet guests, so the dry run's estimate is exactly what the job then sends.
+    let (status, _, _) = api.post("infrastructure/faults", r#"{"guest_bytes_per_tick": 0}"#, None).await;
+    assert_eq!(status, 200);
 
     let (status, items) = api.get("items").await;
     assert_eq!(status, 200);
@@ -92,13 +95,38 @@ async fn the_article_over_the_rest_api_with_refusals_explained() {
     let fo = json!({"point": {"type": "latest-app-consistent"}});
     let (status, err, _) = api.post("items/web01/failover", &fo.to_string(), Some("t-fo-1")).await;
     assert_eq!(status, 409, "{err}");
-    assert_eq!(err["rule"], "R-C4");
+    assert_eq!(err["rule"], "R-C4", "{err}");
     assert!(err["recommended_action"].as_str().unwrap().contains("Reconnect"));
     api.post("infrastructure/faults", r#"{"vcenter_connected": true}"#, None).await;
     api.act("web01", "failover", fo, "t-fo-2").await;
     api.act("web01", "commit", json!({}), "t-commit").await;
     let (_, item) = api.get("items/web01").await;
     assert_eq!(item["item"]["state"], "committed-on-primary");
+    // The agent registers a few minutes after boot (R-A1): until then re-protect says when to retry.
+    let rtc = json!({"process_server": "cs-01"});
+    let (status, err, _) = api.post("items/web01/reprotect-to-cloud", &rtc.to_string(), None).await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("R-A1")), "{err}");
+    assert!(err["recommended_action"].as_str().unwrap().contains("Retry in"));
+    api.post("infrastructure/faults", r#"{"register_agent": "web01"}"#, None).await;
+    api.act("web01", "reprotect-to-cloud", rtc, "t-rtc").await;
+
+    // Continuous replication: with short intervals a protected item gains points while its guest writes.
+    api.post(
+        "infrastructure/faults",
+        r#"{"guest_bytes_per_tick": 65536, "crash_consistent_every_ms": 100, "app_consistent_every_ms": 100}"#,
+        None,
+    )
+    .await;
+    let before = api.get("items/web01/points").await.1["points"].as_array().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = api.get("items/web01/points").await.1["points"].as_array().unwrap().len();
+        if now >= before + 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no new recovery points from continuous replication ({before} → {now})");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Refused scenarios say why, with their rule IDs.
     let alt = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "vmfs-01"});

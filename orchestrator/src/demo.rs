@@ -3,7 +3,7 @@
 //! cloud and writing to its disk since.
 
 use crate::domain::*;
-use crate::estate::{Estate, EstateDoc, EstateError, Faults, ItemRecord, RecoveryPlan};
+use crate::estate::{Estate, EstateDoc, EstateError, Faults, ItemRecord, RecoveryPlan, ReplicationPolicy};
 use crate::lifecycle::State;
 
 /// Size of each demo disk.
@@ -192,6 +192,7 @@ pub fn seed(estate: &Estate) -> Result<EstateDoc, EstateError> {
             os: Os { family: s.os.0, name: s.os.1.into() },
             state: State::CommittedInCloud,
             health: Health::Normal,
+            health_errors: Vec::new(),
             initial_sync_percent: 0,
             onprem: s.original_on.map(|ds| OnPremVm {
                 id: format!("vm-{}", s.id),
@@ -234,6 +235,8 @@ pub fn seed(estate: &Estate) -> Result<EstateDoc, EstateError> {
                 OsFamily::Linux => "uninstalled".into(),
             },
             failed_back_point: None,
+            last_cycle_at: 0,
+            last_app_cycle_at: 0,
         });
     }
     let doc = EstateDoc {
@@ -244,7 +247,9 @@ pub fn seed(estate: &Estate) -> Result<EstateDoc, EstateError> {
             name: "ERP failback".into(),
             groups: vec![vec!["erp-db".into()], vec!["erp-app".into(), "erp-web".into()]],
         }],
-        faults: Faults::default(),
+        // Agents take a few minutes to register after a failback boots the VM (R-A1).
+        faults: Faults { agent_registration_delay_min: 5 },
+        replication: ReplicationPolicy::default(),
     };
     estate.save(&doc)?;
     Ok(doc)

@@ -175,6 +175,9 @@ pub struct ReplicatedItem {
     pub os: Os,
     pub state: crate::lifecycle::State,
     pub health: Health,
+    /// What made the health worse than normal, newest first.
+    #[serde(default)]
+    pub health_errors: Vec<String>,
     /// Percentage of the initial sync done while protected recovery → primary.
     pub initial_sync_percent: u8,
     pub onprem: Option<OnPremVm>,

@@ -29,6 +29,11 @@ pub struct ItemRecord {
     pub vmware_tools: String,
     /// The recovery point the last failback materialised.
     pub failed_back_point: Option<String>,
+    /// When continuous replication last ran a cycle, and an app-consistent one.
+    #[serde(default)]
+    pub last_cycle_at: Millis,
+    #[serde(default)]
+    pub last_app_cycle_at: Millis,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,12 +51,35 @@ pub struct Faults {
     pub agent_registration_delay_min: u64,
 }
 
+/// Continuous replication of protected items, and the simulated guests' writes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationPolicy {
+    /// A crash-consistent point this often.
+    pub crash_consistent_every_ms: Millis,
+    /// An app-consistent point (guest quiesced) this often.
+    pub app_consistent_every_ms: Millis,
+    /// Bytes each running VM writes per worker tick (about a second), so there are real changes to replicate.
+    pub guest_bytes_per_tick: u64,
+}
+
+impl Default for ReplicationPolicy {
+    fn default() -> Self {
+        ReplicationPolicy {
+            crash_consistent_every_ms: 30_000,
+            app_consistent_every_ms: 5 * MINUTE,
+            guest_bytes_per_tick: 64 << 10,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EstateDoc {
     pub inventory: Inventory,
     pub items: Vec<ItemRecord>,
     pub plans: Vec<RecoveryPlan>,
     pub faults: Faults,
+    #[serde(default)]
+    pub replication: ReplicationPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,11 +140,14 @@ impl Estate {
         Ok(out)
     }
 
-    /// The item as the rules see it, with its recovery points read from the replica's journal.
-    pub fn view(&self, doc: &EstateDoc, id: &str) -> Result<ReplicatedItem, EstateError> {
+    /// The item as the rules see it at `now`, with its recovery points read from the replica's journal and its
+    /// agent registered once the registration delay after boot has passed (R-A1).
+    pub fn view(&self, doc: &EstateDoc, id: &str, now: Millis) -> Result<ReplicatedItem, EstateError> {
         let rec = doc.items.iter().find(|r| r.item.id == id).ok_or_else(|| EstateError::UnknownItem(id.to_owned()))?;
         let mut item = rec.item.clone();
         item.recovery_points = self.points(rec)?;
+        let delay = doc.faults.agent_registration_delay_min * MINUTE;
+        item.agent_registered |= item.booted_at.is_some_and(|b| now >= b + delay);
         Ok(item)
     }
 

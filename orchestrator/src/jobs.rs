@@ -140,6 +140,20 @@ pub enum JobError {
     Db(#[from] sqlx::Error),
 }
 
+/// The state a job ends in, from its tasks: one failed → failed (with that task's error); all succeeded →
+/// succeeded; cancel requested → cancelled; otherwise it has not ended.
+pub fn derived_end(job: &Job) -> Option<(JobState, Option<String>, Option<String>)> {
+    if let Some(t) = job.tasks.iter().find(|t| t.state == JobState::Failed) {
+        Some((JobState::Failed, t.error.clone(), t.recommended_action.clone()))
+    } else if job.tasks.iter().all(|t| t.state == JobState::Succeeded) {
+        Some((JobState::Succeeded, None, None))
+    } else if job.cancel_requested {
+        Some((JobState::Cancelled, Some("Cancelled by an operator.".to_owned()), None))
+    } else {
+        None
+    }
+}
+
 const ACTIVE: &str = "('not-started', 'in-progress', 'suspended')";
 
 #[derive(Clone, Debug)]
@@ -274,14 +288,17 @@ impl JobStore {
         })
     }
 
-    /// Claims one runnable job: not started, or in progress with an expired lease (its worker died).
+    /// Claims one runnable job: not started, or in progress with an expired lease (its worker died), or held by
+    /// this same worker identity before a restart (a restarted worker takes its own jobs back at once).
     pub async fn claim(&self, owner: &str, now: Millis, lease_ms: Millis) -> Result<Option<Lease>, JobError> {
         loop {
             let candidate = sqlx::query(
                 "select id, epoch from jobs where (state = 'not-started' or (state = 'in-progress' and \
-                 (lease_expires_at is null or lease_expires_at < ?))) order by created_at, id limit 1",
+                 (lease_expires_at is null or lease_expires_at < ? or lease_owner = ?))) \
+                 order by created_at, id limit 1",
             )
             .bind(now as i64)
+            .bind(owner)
             .fetch_optional(&self.pool)
             .await?;
             let Some(c) = candidate else { return Ok(None) };
@@ -408,14 +425,7 @@ impl JobStore {
             return Err(JobError::Fenced(lease.job_id.clone()));
         }
         let job = self.get(&lease.job_id).await?;
-        let failed = job.tasks.iter().find(|t| t.state == JobState::Failed);
-        let (state, error, action) = if let Some(t) = failed {
-            (JobState::Failed, t.error.clone(), t.recommended_action.clone())
-        } else if job.tasks.iter().all(|t| t.state == JobState::Succeeded) {
-            (JobState::Succeeded, None, None)
-        } else if job.cancel_requested {
-            (JobState::Cancelled, Some("Cancelled by an operator.".to_owned()), None)
-        } else {
+        let Some((state, error, action)) = derived_end(&job) else {
             return Err(JobError::NotAllowed { job: job.id, state: "unfinished", action: "finish" });
         };
         let mut tx = self.pool.begin().await?;
@@ -553,6 +563,25 @@ pub struct TaskFailure {
 #[allow(async_fn_in_trait)]
 pub trait TaskExecutor {
     async fn run(&self, job: &Job, task: &Task) -> Result<TaskOutcome, TaskFailure>;
+
+    /// Called with the job's end state just before it is recorded, so what the job changed (the item's lifecycle
+    /// state) is in place when anyone sees the job ended. Must be idempotent: a crash may repeat it.
+    async fn before_finish(&self, _job: &Job, _end: JobState) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+async fn end_job(
+    store: &JobStore,
+    lease: &Lease,
+    exec: &impl TaskExecutor,
+    clock: &impl Fn() -> Millis,
+) -> Result<JobState, JobError> {
+    let job = store.get(&lease.job_id).await?;
+    if let Some((end, _, _)) = derived_end(&job) {
+        exec.before_finish(&job, end).await?;
+    }
+    store.finish(lease, clock()).await
 }
 
 /// Runs one claimed job to its end: each task not yet succeeded, in order; stops before the next task when a
@@ -567,13 +596,13 @@ pub async fn run_job(
     loop {
         let job = store.get(&lease.job_id).await?;
         if job.cancel_requested {
-            return store.finish(lease, clock()).await;
+            return end_job(store, lease, exec, clock).await;
         }
         let Some(task) = job.tasks.iter().find(|t| t.state != JobState::Succeeded).cloned() else {
-            return store.finish(lease, clock()).await;
+            return end_job(store, lease, exec, clock).await;
         };
         if task.state == JobState::Failed {
-            return store.finish(lease, clock()).await;
+            return end_job(store, lease, exec, clock).await;
         }
         store.heartbeat(lease, clock(), lease_ms).await?;
         store.start_task(lease, task.seq, clock()).await?;
@@ -581,7 +610,7 @@ pub async fn run_job(
             Ok(o) => store.complete_task(lease, task.seq, o.bytes, &o.result, clock()).await?,
             Err(f) => {
                 store.fail_task(lease, task.seq, &f.error, &f.recommended_action, clock()).await?;
-                return store.finish(lease, clock()).await;
+                return end_job(store, lease, exec, clock).await;
             }
         }
     }

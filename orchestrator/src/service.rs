@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::*;
 use crate::estate::{Estate, EstateDoc, EstateError, ItemRecord};
 use crate::jobs::{self, Job, JobError, JobState, JobStore, NewJob, Task, TaskExecutor, TaskFailure, TaskOutcome};
-use crate::lifecycle::{self, Context, DataEstimate, Event, Operation, Plan, Request, Step};
+use crate::lifecycle::{self, Context, DataEstimate, Event, Operation, Plan, Request, State, Step};
 use crate::points::PointChoice;
 use crate::rules::Refusal;
 
@@ -24,6 +24,8 @@ pub enum ServiceError {
     Estate(#[from] EstateError),
     #[error(transparent)]
     Job(#[from] JobError),
+    #[error(transparent)]
+    Replicator(#[from] replicator::Error),
 }
 
 /// What a job's request carries, so a worker in another process can run it.
@@ -59,7 +61,7 @@ impl Service {
     /// The item with its allowed operations and, for the others, why not.
     pub async fn item(&self, id: &str) -> Result<(ReplicatedItem, Vec<(Operation, Vec<Refusal>)>), ServiceError> {
         let doc = self.doc()?;
-        let item = self.estate.view(&doc, id)?;
+        let item = self.estate.view(&doc, id, (self.clock)())?;
         let ctx = self.context(id).await?;
         let ops = lifecycle::allowed_operations(&item, &doc.inventory, &ctx);
         Ok((item, ops))
@@ -87,7 +89,7 @@ impl Service {
 
     pub async fn dry_run(&self, id: &str, op: Operation, req: &Request) -> Result<Plan, ServiceError> {
         let doc = self.doc()?;
-        let item = self.estate.view(&doc, id)?;
+        let item = self.estate.view(&doc, id, (self.clock)())?;
         let rec = doc.items.iter().find(|r| r.item.id == id).expect("view found it");
         let ctx = self.context(id).await?;
         Ok(lifecycle::dry_run(&item, &doc.inventory, op, req, &ctx, &self.estimate(rec)))
@@ -154,10 +156,12 @@ impl Service {
     /// Claims and runs one job, then moves its item on. Returns whether there was one.
     pub async fn work_once(&self, worker: &str) -> Result<bool, ServiceError> {
         let Some(lease) = self.jobs.claim(worker, (self.clock)(), LEASE_MS).await? else { return Ok(false) };
-        let job = self.jobs.get(&lease.job_id).await?;
         let exec = Workflows { service: self };
-        let end = jobs::run_job(&self.jobs, &lease, &exec, &self.clock, LEASE_MS).await?;
-        self.settle(&job, end).await?;
+        // Tasks do blocking disk IO; the lease is renewed from a thread of its own meanwhile.
+        let beat = Heartbeat::start(self.jobs.clone(), lease.clone(), self.clock);
+        let end = jobs::run_job(&self.jobs, &lease, &exec, &self.clock, LEASE_MS).await;
+        beat.stop();
+        end?;
         Ok(true)
     }
 
@@ -168,7 +172,94 @@ impl Service {
             JobState::Failed | JobState::Cancelled => Event::Failed(req.operation),
             _ => return Ok(()),
         };
-        self.transition(&req.item, event).await
+        // A crash between creating the job and moving the item may have skipped `Started`: apply it first.
+        let id = req.item.clone();
+        self.estate
+            .update(|doc| {
+                let rec = doc
+                    .items
+                    .iter_mut()
+                    .find(|r| r.item.id == id)
+                    .ok_or_else(|| EstateError::UnknownItem(id.clone()))?;
+                let started = lifecycle::next(rec.item.state, Event::Started(req.operation)).unwrap_or(rec.item.state);
+                if let Ok(next) = lifecycle::next(started, event) {
+                    rec.item.state = next;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// One round of continuous replication: running VMs write (the guest workload), and every protected item
+    /// whose interval has passed gets a cycle — app-consistent when that interval has passed too. Items with a job
+    /// are left to the job.
+    pub async fn tick(&self) -> Result<(), ServiceError> {
+        let doc = self.doc()?;
+        let now = (self.clock)();
+        let policy = doc.replication.clone();
+        for rec in &doc.items {
+            if self.jobs.active_job_for_item(&rec.item.id).await?.is_some() {
+                continue;
+            }
+            let running = if rec.cloud_power && !rec.item.cloud_vm.as_ref().is_some_and(|v| v.deleted) {
+                &rec.cloud_disks
+            } else if rec.onprem_power {
+                &rec.onprem_disks
+            } else {
+                &Vec::new()
+            };
+            if policy.guest_bytes_per_tick > 0 {
+                for d in running {
+                    let Ok(img) = replicator::DiskImage::open(&self.estate.path(d)) else { continue };
+                    let pattern = replicator::workload::Pattern::HotSpot { hot_fraction: 0.05, hot_share: 0.9 };
+                    let mut w = replicator::workload::GuestWriter::open(&img, BLOCK_SIZE, pattern, now)?;
+                    w.step(policy.guest_bytes_per_tick)?;
+                    w.quiesce()?;
+                }
+            }
+            let pairs: Vec<(String, String)> = match rec.item.state {
+                State::ProtectedToPrimary => {
+                    rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect()
+                }
+                State::ProtectedToCloud => {
+                    rec.onprem_disks.iter().cloned().zip(rec.cloud_disks.iter().cloned()).collect()
+                }
+                _ => continue,
+            };
+            if pairs.is_empty() || now.saturating_sub(rec.last_cycle_at) < policy.crash_consistent_every_ms {
+                continue;
+            }
+            let app = now.saturating_sub(rec.last_app_cycle_at) >= policy.app_consistent_every_ms;
+            let consistency =
+                if app { replicator::Consistency::AppConsistent } else { replicator::Consistency::CrashConsistent };
+            let exec = Workflows { service: self };
+            let result = exec.cycle(&pairs, replicator::Mode::Auto, consistency);
+            let id = rec.item.id.clone();
+            self.estate
+                .update(|doc| {
+                    if let Some(r) = doc.items.iter_mut().find(|r| r.item.id == id) {
+                        r.last_cycle_at = now;
+                        match &result {
+                            Ok(_) => {
+                                if app {
+                                    r.last_app_cycle_at = now;
+                                }
+                                r.item.health = Health::Normal;
+                                r.item.health_errors.clear();
+                            }
+                            // A failed cycle shows on the item (and blocks failover by R-C3) until one succeeds.
+                            Err(f) => {
+                                r.item.health = Health::Warning;
+                                r.item.health_errors = vec![format!("{} — {}", f.error, f.recommended_action)];
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     /// After a restart: an item left "in progress" by a job that has ended takes that job's outcome.
@@ -187,6 +278,45 @@ impl Service {
             }
         }
         Ok(())
+    }
+}
+
+struct Heartbeat {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(store: JobStore, lease: jobs::Lease, clock: fn() -> Millis) -> Heartbeat {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("lease-heartbeat".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                rt.block_on(async {
+                    while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                        if store.heartbeat(&lease, clock(), LEASE_MS).await.is_err() {
+                            return; // fenced or finished: the runner finds out at its next write
+                        }
+                        for _ in 0..(LEASE_MS / 3 / 100) {
+                            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                                return;
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                    }
+                });
+            })
+            .ok();
+        Heartbeat { stop, thread }
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -272,6 +402,13 @@ fn vcenter_check(inv: &Inventory, host: &str) -> Result<(), TaskFailure> {
 }
 
 impl TaskExecutor for Workflows<'_> {
+    async fn before_finish(&self, job: &Job, end: JobState) -> Result<(), JobError> {
+        self.service.settle(job, end).await.map_err(|e| match e {
+            ServiceError::Job(j) => j,
+            other => JobError::NotAllowed { job: format!("{} ({other})", job.id), state: "ending", action: "settle" },
+        })
+    }
+
     async fn run(&self, job: &Job, task: &Task) -> Result<TaskOutcome, TaskFailure> {
         let req: JobRequest = serde_json::from_str(&job.request)
             .map_err(|e| fail(format!("unreadable job request: {e}"), "Start the action again."))?;
@@ -510,8 +647,14 @@ impl TaskExecutor for Workflows<'_> {
                 Ok(outcome(0, serde_json::json!({"cloud_power": true})))
             }
             Step::CheckAgent => {
-                let (rec, _) = self.record(id)?;
-                crate::rules::r_a1_agent_registered(&rec.item, (self.service.clock)())
+                let now = (self.service.clock)();
+                let doc = self.service.doc().map_err(|e| fail(e.to_string(), "Check the estate folder."))?;
+                let item = self
+                    .service
+                    .estate
+                    .view(&doc, id, now)
+                    .map_err(|e| fail(e.to_string(), "Check the estate folder."))?;
+                crate::rules::r_a1_agent_registered(&item, now)
                     .map_err(|r| fail(format!("{} ({})", r.message, r.rule), r.recommended_action))?;
                 Ok(outcome(0, serde_json::json!({"agent_registered": true})))
             }

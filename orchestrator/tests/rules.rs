@@ -75,6 +75,7 @@ fn web01() -> ReplicatedItem {
         os: Os { family: OsFamily::Windows, name: "Windows Server 2016".into() },
         state: State::CommittedInCloud,
         health: Health::Normal,
+        health_errors: Vec::new(),
         initial_sync_percent: 100,
         onprem: Some(OnPremVm {
             id: "vm-web01".into(),

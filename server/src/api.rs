@@ -268,6 +268,12 @@ struct Faults {
     /// Marks the agent of this item registered with the configuration server.
     register_agent: Option<String>,
     delete_original_vm: Option<String>,
+    agent_registration_delay_min: Option<u64>,
+    /// Leaves no free space on this datastore.
+    fill_datastore: Option<String>,
+    guest_bytes_per_tick: Option<u64>,
+    crash_consistent_every_ms: Option<u64>,
+    app_consistent_every_ms: Option<u64>,
 }
 
 async fn faults(State(s): State<Svc>, body: Bytes) -> Result<Json<Value>, ApiError> {
@@ -281,6 +287,24 @@ async fn faults(State(s): State<Svc>, body: Bytes) -> Result<Json<Value>, ApiErr
             }
             if let Some(n) = f.master_target_snapshots {
                 doc.inventory.master_targets.iter_mut().for_each(|m| m.snapshots = n);
+            }
+            if let Some(d) = f.agent_registration_delay_min {
+                doc.faults.agent_registration_delay_min = d;
+            }
+            if let Some(ds) = &f.fill_datastore {
+                match doc.inventory.datastores.iter_mut().find(|d| &d.id == ds) {
+                    Some(d) => d.free_bytes = 0,
+                    None => unknown = Some(ds.clone()),
+                }
+            }
+            if let Some(b) = f.guest_bytes_per_tick {
+                doc.replication.guest_bytes_per_tick = b;
+            }
+            if let Some(ms) = f.crash_consistent_every_ms {
+                doc.replication.crash_consistent_every_ms = ms;
+            }
+            if let Some(ms) = f.app_consistent_every_ms {
+                doc.replication.app_consistent_every_ms = ms;
             }
             for (id, what) in [(&f.register_agent, 0), (&f.delete_original_vm, 1)] {
                 if let Some(id) = id {
@@ -301,7 +325,7 @@ async fn faults(State(s): State<Svc>, body: Bytes) -> Result<Json<Value>, ApiErr
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     if let Some(id) = unknown {
-        return Err(ApiError::NotFound(format!("no replicated item {id}")));
+        return Err(ApiError::NotFound(format!("no replicated item or datastore {id}")));
     }
     infrastructure(State(s)).await
 }

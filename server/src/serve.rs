@@ -83,7 +83,8 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
 
 /// Runs jobs on their own thread: workflow steps do blocking disk IO, which must not stall the web server.
 fn spawn_worker(service: Arc<Service>) {
-    let worker = format!("worker-{}", std::process::id());
+    // A stable identity: after a restart this worker takes its own interrupted jobs back at once.
+    let worker = std::env::var("HOMEWARD_WORKER_ID").unwrap_or_else(|_| "worker-embedded".into());
     let spawned = std::thread::Builder::new().name("job-worker".into()).spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
             tracing::error!("the job worker could not start its runtime");
@@ -93,10 +94,20 @@ fn spawn_worker(service: Arc<Service>) {
             if let Err(e) = service.reconcile().await {
                 tracing::error!(error = %e, "reconciling items with finished jobs failed");
             }
+            let mut last_tick = std::time::Instant::now();
             loop {
                 match service.work_once(&worker).await {
                     Ok(true) => {}
-                    Ok(false) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                    Ok(false) => {
+                        // Idle: continuous replication and the guests' writes, about once a second.
+                        if last_tick.elapsed() >= std::time::Duration::from_secs(1) {
+                            last_tick = std::time::Instant::now();
+                            if let Err(e) = service.tick().await {
+                                tracing::error!(error = %e, "continuous replication round failed");
+                            }
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "a job run failed");
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
