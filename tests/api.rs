@@ -128,6 +128,56 @@ async fn the_article_over_the_rest_api_with_refusals_explained() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // A recovery plan with a replication group (R-RP2, R-RP3): refused before its items have points, then failed
+    // over group by group to the group's common app-consistent point once continuous replication made one.
+    let (status, plans) = api.get("plans").await;
+    assert_eq!(status, 200);
+    let plan = &plans["plans"][0];
+    assert_eq!(plan["id"], "plan-erp");
+    let app = json!({"point": {"type": "latest-app-consistent"}});
+    let (status, err, _) = api.post("plans/plan-erp/failover", &app.to_string(), None).await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("R-RP3")), "{err}");
+    for (n, item) in ["erp-db", "erp-app", "erp-web"].iter().enumerate() {
+        let mt = if *item == "erp-web" { "mt-linux-01" } else { "mt-win-01" };
+        api.act(
+            item,
+            "reprotect",
+            json!({"master_target": mt, "process_server": "ps-azure-01"}),
+            &format!("t-erp-{n}"),
+        )
+        .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let plan_job = loop {
+        let (status, v, _) = api.post("plans/plan-erp/failover", &app.to_string(), Some("t-plan")).await;
+        if status == 202 {
+            break v["job_id"].as_str().unwrap().to_owned();
+        }
+        assert_eq!(v["rule"], "R-RP2", "only a missing common point may hold the plan back: {v}");
+        assert!(Instant::now() < deadline, "no common app-consistent point for the group: {v}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        let (_, j) = api.get(&format!("jobs/{plan_job}")).await;
+        match j["job"]["state"].as_str().unwrap() {
+            "succeeded" => break j,
+            "failed" | "cancelled" => panic!("plan failover ended {j}"),
+            _ => {
+                assert!(Instant::now() < deadline, "plan failover did not finish: {j}");
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+        }
+    };
+    let names: Vec<&str> =
+        job["job"]["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(names[0].starts_with("Group 1: fail over erp-db") && names[1].starts_with("Group 2:"), "{names:?}");
+    let points: Vec<String> = names.iter().map(|n| n.rsplit(' ').next().unwrap().to_owned()).collect();
+    assert!(points.windows(2).all(|w| w[0] == w[1]), "one common point for the replication group: {names:?}");
+    for item in ["erp-db", "erp-app", "erp-web"] {
+        assert_eq!(api.get(&format!("items/{item}")).await.1["item"]["state"], "failed-back-commit-pending");
+    }
+
     // Refused scenarios say why, with their rule IDs.
     let alt = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "vmfs-01"});
     for (item, rule) in [("phys08", "R-P2"), ("mig01", "R-B1")] {

@@ -28,6 +28,17 @@ pub enum ServiceError {
     Replicator(#[from] replicator::Error),
 }
 
+/// Task step prefix of a recovery plan's per-item failover tasks.
+const PLAN_ITEM_FAILOVER: &str = "plan-item-failover/";
+
+/// A recovery plan's failover job: the plan and the point chosen for each item (R-RP1/R-RP2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanJobRequest {
+    pub plan: String,
+    pub choice: PointChoice,
+    pub points: Vec<(String, String)>,
+}
+
 /// What a job's request carries, so a worker in another process can run it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobRequest {
@@ -136,6 +147,65 @@ impl Service {
         Ok(job)
     }
 
+    /// Fails a recovery plan over, group after group, each item to the point R-RP1/R-RP2 choose; refused as a
+    /// whole (R-RP3: every item needs a point) when any item may not fail over.
+    pub async fn start_plan_failover(
+        &self,
+        plan_id: &str,
+        choice: PointChoice,
+        key: &str,
+    ) -> Result<Job, ServiceError> {
+        if let Some(job) = self.jobs.by_idempotency_key(key).await? {
+            if job.plan_id.as_deref() == Some(plan_id) {
+                return Ok(job);
+            }
+            return Err(JobError::IdempotencyConflict { key: key.to_owned(), job: job.id }.into());
+        }
+        let doc = self.doc()?;
+        let plan = doc
+            .plans
+            .iter()
+            .find(|p| p.id == plan_id)
+            .ok_or_else(|| EstateError::UnknownItem(format!("recovery plan {plan_id}")))?;
+        let now = (self.clock)();
+        let ids: Vec<&String> = plan.groups.iter().flatten().collect();
+        let items = ids.iter().map(|id| self.estate.view(&doc, id, now)).collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&ReplicatedItem> = items.iter().collect();
+        let chosen = crate::points::plan_points(&refs, &choice).map_err(|r| ServiceError::Refused(vec![r]))?;
+        let mut refusals = Vec::new();
+        for (item, (_, point)) in items.iter().zip(&chosen) {
+            let req = Request { point: Some(PointChoice::Specific(point.id.clone())), ..Request::default() };
+            let ctx = self.context(&item.id).await?;
+            let p = lifecycle::dry_run(item, &doc.inventory, Operation::Failover, &req, &ctx, &DataEstimate::default());
+            refusals.extend(p.refusals());
+        }
+        if !refusals.is_empty() {
+            return Err(ServiceError::Refused(refusals));
+        }
+        let mut tasks = Vec::new();
+        for (g, group) in plan.groups.iter().enumerate() {
+            for id in group {
+                let pid = chosen.iter().find(|(i, _)| i == id).map(|(_, p)| p.id.clone()).unwrap_or_default();
+                tasks.push((
+                    format!("{PLAN_ITEM_FAILOVER}{id}"),
+                    format!("Group {}: fail over {id} to point {pid}", g + 1),
+                ));
+            }
+        }
+        let points = chosen.into_iter().map(|(i, p)| (i, p.id)).collect();
+        let request = PlanJobRequest { plan: plan_id.to_owned(), choice, points };
+        let new = NewJob {
+            id: format!("job-{now}-{}", &key.chars().filter(char::is_ascii_alphanumeric).take(12).collect::<String>()),
+            kind: "plan-failover".into(),
+            item_id: None,
+            plan_id: Some(plan_id.to_owned()),
+            request: serde_json::to_string(&request).unwrap(),
+            idempotency_key: key.to_owned(),
+            tasks,
+        };
+        Ok(self.jobs.create(new, now).await?.0)
+    }
+
     async fn transition(&self, id: &str, event: Event) -> Result<(), ServiceError> {
         self.estate
             .update(|doc| {
@@ -198,6 +268,9 @@ impl Service {
         let doc = self.doc()?;
         let now = (self.clock)();
         let policy = doc.replication.clone();
+        // Units of one cycle: an item, or all due members of a replication group (one shared point id, so the
+        // group has common points for R-RP2).
+        let mut units: Vec<(String, State, Vec<String>, Vec<(String, String)>)> = Vec::new();
         for rec in &doc.items {
             if self.jobs.active_job_for_item(&rec.item.id).await?.is_some() {
                 continue;
@@ -230,15 +303,29 @@ impl Service {
             if pairs.is_empty() || now.saturating_sub(rec.last_cycle_at) < policy.crash_consistent_every_ms {
                 continue;
             }
-            let app = now.saturating_sub(rec.last_app_cycle_at) >= policy.app_consistent_every_ms;
+            let key = rec.item.replication_group.clone().unwrap_or_else(|| format!("item:{}", rec.item.id));
+            match units.iter_mut().find(|u| u.0 == key && u.1 == rec.item.state) {
+                Some(u) => {
+                    u.2.push(rec.item.id.clone());
+                    u.3.extend(pairs);
+                }
+                None => units.push((key, rec.item.state, vec![rec.item.id.clone()], pairs)),
+            }
+        }
+        for (_, _, ids, pairs) in units {
+            let app = ids.iter().all(|id| {
+                doc.items
+                    .iter()
+                    .find(|r| &r.item.id == id)
+                    .is_some_and(|r| now.saturating_sub(r.last_app_cycle_at) >= policy.app_consistent_every_ms)
+            });
             let consistency =
                 if app { replicator::Consistency::AppConsistent } else { replicator::Consistency::CrashConsistent };
             let exec = Workflows { service: self };
             let result = exec.cycle(&pairs, replicator::Mode::Auto, consistency);
-            let id = rec.item.id.clone();
             self.estate
                 .update(|doc| {
-                    if let Some(r) = doc.items.iter_mut().find(|r| r.item.id == id) {
+                    for r in doc.items.iter_mut().filter(|r| ids.contains(&r.item.id)) {
                         r.last_cycle_at = now;
                         match &result {
                             Ok(_) => {
@@ -410,10 +497,80 @@ impl TaskExecutor for Workflows<'_> {
     }
 
     async fn run(&self, job: &Job, task: &Task) -> Result<TaskOutcome, TaskFailure> {
+        if let Some(item) = task.step.strip_prefix(PLAN_ITEM_FAILOVER) {
+            return self.plan_item_failover(job, item).await;
+        }
         let req: JobRequest = serde_json::from_str(&job.request)
             .map_err(|e| fail(format!("unreadable job request: {e}"), "Start the action again."))?;
         let step = Step::parse(&task.step)
             .ok_or_else(|| fail(format!("unknown step {}", task.step), "Start the action again."))?;
+        self.exec_step(&req, step).await
+    }
+}
+
+impl Workflows<'_> {
+    /// One item of a recovery plan's failover: the item's own failover steps, at the point the plan chose for it.
+    async fn plan_item_failover(&self, job: &Job, id: &str) -> Result<TaskOutcome, TaskFailure> {
+        let estate_err = |e: ServiceError| fail(e.to_string(), "Check the estate folder.");
+        let preq: PlanJobRequest = serde_json::from_str(&job.request)
+            .map_err(|e| fail(format!("unreadable plan job: {e}"), "Start the plan failover again."))?;
+        let point = preq
+            .points
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, p)| p.clone())
+            .ok_or_else(|| fail(format!("{id} has no point in this plan job"), "Start the plan failover again."))?;
+        let (rec, _) = self.record(id)?;
+        // Idempotent after a crash: an item already failed back to this point is done.
+        if rec.item.state == State::FailedBackCommitPending && rec.failed_back_point.as_deref() == Some(point.as_str())
+        {
+            return Ok(outcome(0, serde_json::json!({"item": id, "point": point, "already": true})));
+        }
+        let resumed = match rec.item.state {
+            State::ProtectedToPrimary => false,
+            // Interrupted half-way by a crash: the steps are idempotent, run them again from the top.
+            State::FailbackInProgress => true,
+            _ => {
+                return Err(fail(
+                    format!("{id} is no longer protected to on-premises"),
+                    "Check the item's state and fail it over on its own.",
+                ))
+            }
+        };
+        let request = Request { point: Some(PointChoice::Specific(point.clone())), ..Request::default() };
+        let now = (self.service.clock)();
+        let doc = self.service.doc().map_err(estate_err)?;
+        let mut item = self.service.estate.view(&doc, id, now).map_err(|e| estate_err(e.into()))?;
+        item.state = State::ProtectedToPrimary;
+        let ctx = Context { now, active_job: None };
+        let plan =
+            lifecycle::dry_run(&item, &doc.inventory, Operation::Failover, &request, &ctx, &DataEstimate::default());
+        if !plan.allowed && !resumed {
+            let r = plan.refusals();
+            return Err(fail(
+                r.iter().map(|r| format!("{} ({})", r.message, r.rule)).collect::<Vec<_>>().join("; "),
+                r.first().map(|r| r.recommended_action.clone()).unwrap_or_default(),
+            ));
+        }
+        if !resumed {
+            self.service.transition(id, Event::Started(Operation::Failover)).await.map_err(estate_err)?;
+        }
+        let sub = JobRequest { item: id.to_owned(), operation: Operation::Failover, request, plan };
+        let mut bytes = 0u64;
+        for t in sub.plan.tasks.clone() {
+            match self.exec_step(&sub, t.step).await {
+                Ok(o) => bytes += o.bytes as u64,
+                Err(f) => {
+                    let _ = self.service.transition(id, Event::Failed(Operation::Failover)).await;
+                    return Err(f);
+                }
+            }
+        }
+        self.service.transition(id, Event::Succeeded(Operation::Failover)).await.map_err(estate_err)?;
+        Ok(outcome(bytes, serde_json::json!({"item": id, "point": point})))
+    }
+
+    async fn exec_step(&self, req: &JobRequest, step: Step) -> Result<TaskOutcome, TaskFailure> {
         let id = req.item.as_str();
         let plan = &req.plan;
         match step {

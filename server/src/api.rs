@@ -119,6 +119,8 @@ pub fn router(service: Svc) -> Router {
         .route("/items/{id}", get(get_item))
         .route("/items/{id}/points", get(item_points))
         .route("/items/{id}/{action}", post(item_action))
+        .route("/plans", get(list_plans))
+        .route("/plans/{id}/failover", post(plan_failover))
         .route("/jobs", get(list_jobs))
         .route("/jobs/{id}", get(get_job))
         .route("/jobs/{id}/{action}", post(job_action))
@@ -205,9 +207,39 @@ async fn item_action(
     // Without a key every POST is a new request; with one, a retry returns the same job.
     let key = match headers.get("idempotency-key") {
         Some(v) => v.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be text".into()))?.to_owned(),
-        None => format!("auto-{}-{}", (s.clock)(), std::process::id()) + &format!("-{id}-{action}"),
+        None => format!("auto-{}-{}-{id}-{action}", (s.clock)(), std::process::id()),
     };
     let job = s.start(&id, op, &req, &key).await?;
+    let location = format!("/api/v1/jobs/{}", job.id);
+    Ok((StatusCode::ACCEPTED, [("location", location.clone())], Json(json!({"job_id": job.id, "location": location})))
+        .into_response())
+}
+
+async fn list_plans(State(s): State<Svc>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "plans": s.doc()?.plans })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFailover {
+    point: orchestrator::points::PointChoice,
+}
+
+async fn plan_failover(
+    State(s): State<Svc>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let v: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let req: PlanFailover =
+        serde_json::from_value(v).map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))?;
+    let key = match headers.get("idempotency-key") {
+        Some(v) => v.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be text".into()))?.to_owned(),
+        None => format!("auto-{}-{}-plan-{id}", (s.clock)(), std::process::id()),
+    };
+    let job = s.start_plan_failover(&id, req.point, &key).await?;
     let location = format!("/api/v1/jobs/{}", job.id);
     Ok((StatusCode::ACCEPTED, [("location", location.clone())], Json(json!({"job_id": job.id, "location": location})))
         .into_response())
@@ -345,6 +377,8 @@ async fn openapi() -> Json<Value> {
                 "parameters": [{"name": "dry_run", "in": "query", "schema": {"type": "boolean"}}, {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
                 "responses": {"202": {"description": "Job started; Location names it"}, "200": {"description": "Dry-run plan"}, "409": {"description": "Refused, with the rule ID", "content": {"application/json": {"schema": err}}}, "400": {"description": "Malformed"}, "422": {"description": "Invalid"}}
             }},
+            "/api/v1/plans": path("Recovery plans with their ordered groups", "get"),
+            "/api/v1/plans/{id}/failover": path("Fail a recovery plan over, group by group (body: {point: {type: latest-processed | latest-app-consistent}})", "post"),
             "/api/v1/jobs": path("List jobs (filters: item, state, kind)", "get"),
             "/api/v1/jobs/{id}": path("A job with its tasks and allowed actions", "get"),
             "/api/v1/jobs/{id}/{action}": path("cancel | restart", "post"),
