@@ -28,6 +28,9 @@ pub enum ServiceError {
     Replicator(#[from] replicator::Error),
 }
 
+/// Items replicated in one cycle: (group key, state, item ids, disk pairs source → target).
+type CycleUnit = (String, State, Vec<String>, Vec<(String, String)>);
+
 /// Task step prefix of a recovery plan's per-item failover tasks.
 const PLAN_ITEM_FAILOVER: &str = "plan-item-failover/";
 
@@ -270,7 +273,7 @@ impl Service {
         let policy = doc.replication.clone();
         // Units of one cycle: an item, or all due members of a replication group (one shared point id, so the
         // group has common points for R-RP2).
-        let mut units: Vec<(String, State, Vec<String>, Vec<(String, String)>)> = Vec::new();
+        let mut units: Vec<CycleUnit> = Vec::new();
         for rec in &doc.items {
             if self.jobs.active_job_for_item(&rec.item.id).await?.is_some() {
                 continue;
