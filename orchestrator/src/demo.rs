@@ -144,6 +144,15 @@ fn inventory() -> Inventory {
     }
 }
 
+/// The guest writes `bytes`, mostly within the first `hot_fraction` of the disk.
+fn guest_writes(img: &replicator::DiskImage, hot_fraction: f64, seed: u64, bytes: u64) -> Result<(), EstateError> {
+    let pattern = replicator::workload::Pattern::HotSpot { hot_fraction, hot_share: 0.9 };
+    let mut w = replicator::workload::GuestWriter::open(img, 65536, pattern, seed)?;
+    w.step(bytes)?;
+    w.pause()?;
+    Ok(())
+}
+
 /// Creates the demo estate under `estate.root` (which must not hold one yet).
 pub fn seed(estate: &Estate) -> Result<EstateDoc, EstateError> {
     let io = |path: &std::path::Path, source| EstateError::Io { path: path.to_path_buf(), source };
@@ -154,15 +163,7 @@ pub fn seed(estate: &Estate) -> Result<EstateDoc, EstateError> {
         std::fs::create_dir_all(cloud.parent().unwrap()).map_err(|e| io(&cloud, e))?;
         let img = replicator::DiskImage::create(&cloud, replicator::Format::Vhd, DISK_BYTES)?;
         // The guest's data as it was when it failed over…
-        let mut w = replicator::workload::GuestWriter::open(
-            &img,
-            65536,
-            replicator::workload::Pattern::HotSpot { hot_fraction: 1.0, hot_share: 1.0 },
-            n as u64 + 1,
-        )?;
-        w.step(DISK_BYTES / 2)?;
-        w.pause()?;
-        drop(w);
+        guest_writes(&img, 1.0, n as u64 + 1, DISK_BYTES / 2)?;
         let mut onprem_disks = Vec::new();
         if let Some(ds) = s.original_on {
             let rel = format!("primary/{ds}/{}/disk0.vmdk", s.id);
@@ -175,15 +176,7 @@ pub fn seed(estate: &Estate) -> Result<EstateDoc, EstateError> {
             onprem_disks.push(rel);
         }
         // …and what the VM wrote in the cloud since: a few percent of the disk.
-        let mut w = replicator::workload::GuestWriter::open(
-            &img,
-            65536,
-            replicator::workload::Pattern::HotSpot { hot_fraction: 0.1, hot_share: 0.9 },
-            100 + n as u64,
-        )?;
-        w.step(DISK_BYTES / 32)?;
-        w.pause()?;
-        drop(w);
+        guest_writes(&img, 0.1, 100 + n as u64, DISK_BYTES / 32)?;
         let _ = std::fs::remove_dir_all(img.state_dir());
         let item = ReplicatedItem {
             id: s.id.into(),

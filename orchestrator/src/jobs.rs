@@ -154,6 +154,19 @@ pub fn derived_end(job: &Job) -> Option<(JobState, Option<String>, Option<String
     }
 }
 
+/// An update of one task (`job_id`, `seq`) that applies only while the caller's fencing token is current.
+macro_rules! fenced_task_sql {
+    ($set:literal, $from:literal) => {
+        concat!(
+            "update tasks set ",
+            $set,
+            " where job_id = ? and seq = ? and state in ",
+            $from,
+            " and exists (select 1 from jobs where id = ? and fencing_token = ? and state = 'in-progress')"
+        )
+    };
+}
+
 const ACTIVE: &str = "('not-started', 'in-progress', 'suspended')";
 
 #[derive(Clone, Debug)]
@@ -346,20 +359,32 @@ impl JobStore {
         self.fenced(lease, r).await
     }
 
-    pub async fn start_task(&self, lease: &Lease, seq: i64, now: Millis) -> Result<(), JobError> {
-        let r = sqlx::query(
-            "update tasks set state = 'in-progress', attempts = attempts + 1, started_at = ? \
-             where job_id = ? and seq = ? and state in ('not-started', 'in-progress') \
-             and exists (select 1 from jobs where id = ? and fencing_token = ? and state = 'in-progress')",
-        )
-        .bind(now as i64)
-        .bind(&lease.job_id)
-        .bind(seq)
-        .bind(&lease.job_id)
-        .bind(lease.token)
-        .execute(&self.pool)
-        .await?;
+    /// Runs one `fenced_task_sql!` update: the task changes only while the lease's token is the job's current one.
+    async fn fenced_task_update<'q>(
+        &self,
+        lease: &'q Lease,
+        seq: i64,
+        sql: &'static str,
+        bind: impl FnOnce(
+            sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+        ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> Result<(), JobError> {
+        let r = bind(sqlx::query(sql))
+            .bind(&lease.job_id)
+            .bind(seq)
+            .bind(&lease.job_id)
+            .bind(lease.token)
+            .execute(&self.pool)
+            .await?;
         self.fenced(lease, r).await
+    }
+
+    pub async fn start_task(&self, lease: &Lease, seq: i64, now: Millis) -> Result<(), JobError> {
+        let sql = fenced_task_sql!(
+            "state = 'in-progress', attempts = attempts + 1, started_at = ?",
+            "('not-started', 'in-progress')"
+        );
+        self.fenced_task_update(lease, seq, sql, |q| q.bind(now as i64)).await
     }
 
     /// Records a task's verified result.
@@ -371,21 +396,12 @@ impl JobStore {
         result: &str,
         now: Millis,
     ) -> Result<(), JobError> {
-        let r = sqlx::query(
-            "update tasks set state = 'succeeded', finished_at = ?, bytes = ?, result = ?, error = null \
-             where job_id = ? and seq = ? and state = 'in-progress' \
-             and exists (select 1 from jobs where id = ? and fencing_token = ? and state = 'in-progress')",
-        )
-        .bind(now as i64)
-        .bind(bytes)
-        .bind(result)
-        .bind(&lease.job_id)
-        .bind(seq)
-        .bind(&lease.job_id)
-        .bind(lease.token)
-        .execute(&self.pool)
-        .await?;
-        self.fenced(lease, r).await
+        let sql = fenced_task_sql!(
+            "state = 'succeeded', finished_at = ?, bytes = ?, result = ?, error = null",
+            "('in-progress')"
+        );
+        let result = result.to_owned();
+        self.fenced_task_update(lease, seq, sql, |q| q.bind(now as i64).bind(bytes).bind(result)).await
     }
 
     pub async fn fail_task(
@@ -396,21 +412,10 @@ impl JobStore {
         action: &str,
         now: Millis,
     ) -> Result<(), JobError> {
-        let r = sqlx::query(
-            "update tasks set state = 'failed', finished_at = ?, error = ?, recommended_action = ? \
-             where job_id = ? and seq = ? and state = 'in-progress' \
-             and exists (select 1 from jobs where id = ? and fencing_token = ? and state = 'in-progress')",
-        )
-        .bind(now as i64)
-        .bind(error)
-        .bind(action)
-        .bind(&lease.job_id)
-        .bind(seq)
-        .bind(&lease.job_id)
-        .bind(lease.token)
-        .execute(&self.pool)
-        .await?;
-        self.fenced(lease, r).await
+        let sql =
+            fenced_task_sql!("state = 'failed', finished_at = ?, error = ?, recommended_action = ?", "('in-progress')");
+        let (error, action) = (error.to_owned(), action.to_owned());
+        self.fenced_task_update(lease, seq, sql, |q| q.bind(now as i64).bind(error).bind(action)).await
     }
 
     /// Ends the job in the state its tasks imply: all succeeded → succeeded; one failed → failed with that task's
