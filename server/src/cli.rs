@@ -25,6 +25,30 @@ pub enum Command {
     /// The demo estate.
     #[command(subcommand)]
     Demo(DemoCommand),
+    /// List replicated items (or show one) with their allowed operations, through the API.
+    Items {
+        id: Option<String>,
+        #[command(flatten)]
+        server: crate::client::Server,
+    },
+    /// Reprotect an item from the cloud to on-premises (R-W1).
+    Reprotect(crate::client::ActionArgs),
+    /// Fail an item back from the cloud (R-W2); --point chooses the recovery point.
+    Failover(crate::client::ActionArgs),
+    /// Commit a failback: deletes the cloud VM (R-W3).
+    Commit(crate::client::ActionArgs),
+    /// Cancel a failback before commit.
+    CancelFailover(crate::client::ActionArgs),
+    /// Re-protect an item from on-premises to the cloud (R-W4).
+    ReprotectToCloud(crate::client::ActionArgs),
+    /// List jobs, or show (and --wait for) one.
+    Jobs {
+        id: Option<String>,
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        server: crate::client::Server,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod client;
 mod db;
 mod disk;
 mod serve;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         }
         cli::Command::Demo(cli::DemoCommand::Init { data_dir }) => return demo_init(&data_dir),
         cli::Command::Serve(args) => args,
+        other => return run_client(other),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -43,6 +45,32 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run_client(cmd: cli::Command) -> ExitCode {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        eprintln!("error: cannot start the async runtime");
+        return ExitCode::from(1);
+    };
+    let result = rt.block_on(async {
+        match &cmd {
+            cli::Command::Items { id, server } => client::items(server, id.as_deref()).await,
+            cli::Command::Reprotect(a) => client::action("reprotect", a).await,
+            cli::Command::Failover(a) => client::action("failover", a).await,
+            cli::Command::Commit(a) => client::action("commit", a).await,
+            cli::Command::CancelFailover(a) => client::action("cancel-failover", a).await,
+            cli::Command::ReprotectToCloud(a) => client::action("reprotect-to-cloud", a).await,
+            cli::Command::Jobs { id, wait, server } => client::jobs(server, id.as_deref(), *wait).await,
+            _ => Err(client::Failure { code: 2, message: "not a client command".into() }),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("{}", if f.code == 3 { f.message } else { format!("error: {}", f.message) });
+            ExitCode::from(f.code)
         }
     }
 }

@@ -1,0 +1,284 @@
+//! Command-line clients of the REST API: `homeward items`, `homeward reprotect|failover|commit|cancel-failover|
+//! reprotect-to-cloud`, `homeward jobs`. They only call `/api/v1`; every decision stays on the server.
+
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::{json, Value};
+
+#[derive(Debug, Args)]
+pub struct Server {
+    /// The Homeward server.
+    #[arg(long, env = "HOMEWARD_SERVER", default_value = "http://127.0.0.1:3000", value_name = "URL")]
+    pub server: String,
+    /// Print the API's JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    pub item: String,
+    #[command(flatten)]
+    pub server: Server,
+    /// Show the checks, the location and the estimate; start nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Wait for the job to end and print its tasks.
+    #[arg(long)]
+    pub wait: bool,
+    /// Makes a retried command return the job it already started.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    #[arg(long)]
+    pub master_target: Option<String>,
+    #[arg(long)]
+    pub process_server: Option<String>,
+    #[arg(long)]
+    pub datastore: Option<String>,
+    /// latest-processed, latest, latest-app-consistent, or a recovery point id.
+    #[arg(long)]
+    pub point: Option<String>,
+}
+
+/// Exit codes: 0 done, 1 server or network failure, 2 bad input or unknown id, 3 refused by a rule.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+fn failure(code: u8, message: impl Into<String>) -> Failure {
+    Failure { code, message: message.into() }
+}
+
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+    key: Option<&str>,
+) -> Result<(u16, Value), Failure> {
+    let client =
+        reqwest::Client::builder().timeout(Duration::from_secs(600)).build().map_err(|e| failure(1, e.to_string()))?;
+    let mut req = client.request(method, url);
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b.to_string());
+    }
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    let resp = req.send().await.map_err(|e| failure(1, format!("cannot reach the server at {url}: {e}")))?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.map_err(|e| failure(1, e.to_string()))?;
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    match status {
+        200..=299 => Ok((status, v)),
+        409 if v["code"] == "refused" => {
+            let mut msg = String::new();
+            for r in v["refusals"].as_array().into_iter().flatten() {
+                msg.push_str(&format!(
+                    "refused ({}): {}\n  what to do: {}\n",
+                    r["rule"].as_str().unwrap_or("?"),
+                    r["message"].as_str().unwrap_or(""),
+                    r["recommended_action"].as_str().unwrap_or("")
+                ));
+            }
+            Err(failure(3, msg.trim_end().to_owned()))
+        }
+        400..=499 => Err(failure(
+            2,
+            format!(
+                "{} — {}",
+                v["message"].as_str().unwrap_or("request refused"),
+                v["recommended_action"].as_str().unwrap_or("")
+            ),
+        )),
+        _ => Err(failure(1, format!("the server answered {status}: {}", v["message"].as_str().unwrap_or("")))),
+    }
+}
+
+fn base(s: &Server) -> String {
+    format!("{}/api/v1", s.server.trim_end_matches('/'))
+}
+
+pub async fn items(s: &Server, id: Option<&str>) -> Result<(), Failure> {
+    let url = match id {
+        Some(id) => format!("{}/items/{id}", base(s)),
+        None => format!("{}/items", base(s)),
+    };
+    let (_, v) = call(reqwest::Method::GET, &url, None, None).await?;
+    if s.json {
+        println!("{v}");
+        return Ok(());
+    }
+    let list: Vec<Value> = match id {
+        Some(_) => vec![v],
+        None => v["items"].as_array().cloned().unwrap_or_default(),
+    };
+    println!("{:<10} {:<16} {:<28} {:<28} {:<8} {}", "item", "machine", "os", "state", "health", "allowed");
+    for e in &list {
+        let i = &e["item"];
+        let allowed: Vec<&str> =
+            e["allowed_operations"].as_array().into_iter().flatten().filter_map(|x| x.as_str()).collect();
+        println!(
+            "{:<10} {:<16} {:<28} {:<28} {:<8} {}",
+            i["id"].as_str().unwrap_or(""),
+            i["machine"].as_str().unwrap_or(""),
+            i["os"]["name"].as_str().unwrap_or(""),
+            i["state"].as_str().unwrap_or(""),
+            i["health"].as_str().unwrap_or(""),
+            if allowed.is_empty() { "-".to_owned() } else { allowed.join(", ") }
+        );
+        if id.is_some() {
+            for r in e["refused_operations"].as_array().into_iter().flatten() {
+                for why in r["refusals"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {} not allowed ({}): {}",
+                        r["operation"].as_str().unwrap_or(""),
+                        why["rule"].as_str().unwrap_or(""),
+                        why["message"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn action(action: &str, a: &ActionArgs) -> Result<(), Failure> {
+    let point = a.point.as_deref().map(|p| match p {
+        "latest-processed" | "latest" | "latest-app-consistent" => json!({"type": p}),
+        id => json!({"type": "specific", "id": id}),
+    });
+    let mut body = json!({});
+    for (k, v) in
+        [("master_target", &a.master_target), ("process_server", &a.process_server), ("datastore", &a.datastore)]
+    {
+        if let Some(v) = v {
+            body[k] = json!(v);
+        }
+    }
+    if let Some(p) = point {
+        body["point"] = p;
+    }
+    let mut url = format!("{}/items/{}/{action}", base(&a.server), a.item);
+    if a.dry_run {
+        url.push_str("?dry_run=true");
+    }
+    let (_, v) = call(reqwest::Method::POST, &url, Some(body), a.idempotency_key.as_deref()).await?;
+    if a.dry_run {
+        if a.server.json {
+            println!("{v}");
+        } else {
+            print_plan(&v);
+        }
+        return if v["allowed"] == true { Ok(()) } else { Err(failure(3, "the dry run found refusals (see above)")) };
+    }
+    let job = v["job_id"].as_str().unwrap_or_default().to_owned();
+    println!("job {job} started: {}", v["location"].as_str().unwrap_or(""));
+    if a.wait {
+        return wait_job(&a.server, &job).await;
+    }
+    Ok(())
+}
+
+fn print_plan(v: &Value) {
+    println!(
+        "{} of {}: {}",
+        v["operation"].as_str().unwrap_or(""),
+        v["item"].as_str().unwrap_or(""),
+        if v["allowed"] == true { "allowed" } else { "REFUSED" }
+    );
+    if let Some(note) = v["location_note"].as_str() {
+        println!("  {note}");
+    }
+    if let Some(b) = v["bytes_to_move"].as_u64() {
+        println!(
+            "  bytes to move: {} ({} s at the process server's rate)",
+            replicator::human_bytes(b),
+            v["eta_seconds"]
+        );
+    }
+    for c in v["checks"].as_array().into_iter().flatten() {
+        let mark = if c["passed"] == true { "ok  " } else { "FAIL" };
+        println!("  [{mark}] {} {}", c["rule"].as_str().unwrap_or(""), c["check"].as_str().unwrap_or(""));
+        if let Some(r) = c["refusal"].as_object() {
+            println!(
+                "         {} — {}",
+                r["message"].as_str().unwrap_or(""),
+                r["recommended_action"].as_str().unwrap_or("")
+            );
+        }
+    }
+    for (n, t) in v["tasks"].as_array().into_iter().flatten().enumerate() {
+        println!("  {}. {}", n + 1, t["name"].as_str().unwrap_or(""));
+    }
+}
+
+pub async fn jobs(s: &Server, id: Option<&str>, wait: bool) -> Result<(), Failure> {
+    if let (Some(id), true) = (id, wait) {
+        return wait_job(s, id).await;
+    }
+    let url = match id {
+        Some(id) => format!("{}/jobs/{id}", base(s)),
+        None => format!("{}/jobs", base(s)),
+    };
+    let (_, v) = call(reqwest::Method::GET, &url, None, None).await?;
+    if s.json {
+        println!("{v}");
+        return Ok(());
+    }
+    match id {
+        Some(_) => print_job(&v),
+        None => {
+            for j in v["jobs"].as_array().into_iter().flatten() {
+                let j = &j["job"];
+                println!(
+                    "{:<34} {:<22} {:<10} {}",
+                    j["id"].as_str().unwrap_or(""),
+                    j["kind"].as_str().unwrap_or(""),
+                    j["item_id"].as_str().or(j["plan_id"].as_str()).unwrap_or(""),
+                    j["state"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_job(v: &Value) {
+    let j = &v["job"];
+    println!(
+        "job {} ({}): {}",
+        j["id"].as_str().unwrap_or(""),
+        j["kind"].as_str().unwrap_or(""),
+        j["state"].as_str().unwrap_or("")
+    );
+    for t in j["tasks"].as_array().into_iter().flatten() {
+        println!(
+            "  [{:<11}] {} ({} bytes)",
+            t["state"].as_str().unwrap_or(""),
+            t["name"].as_str().unwrap_or(""),
+            t["bytes"]
+        );
+        if let Some(e) = t["error"].as_str() {
+            println!("      error: {e}\n      what to do: {}", t["recommended_action"].as_str().unwrap_or(""));
+        }
+    }
+}
+
+async fn wait_job(s: &Server, id: &str) -> Result<(), Failure> {
+    let url = format!("{}/jobs/{id}", base(s));
+    loop {
+        let (_, v) = call(reqwest::Method::GET, &url, None, None).await?;
+        let state = v["job"]["state"].as_str().unwrap_or("").to_owned();
+        if matches!(state.as_str(), "succeeded" | "failed" | "cancelled") {
+            if s.json {
+                println!("{v}");
+            } else {
+                print_job(&v);
+            }
+            return if state == "succeeded" { Ok(()) } else { Err(failure(1, format!("job {id} {state}"))) };
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
