@@ -114,7 +114,7 @@ pub async fn items(s: &Server, id: Option<&str>) -> Result<(), Failure> {
         Some(_) => vec![v],
         None => v["items"].as_array().cloned().unwrap_or_default(),
     };
-    println!("{:<10} {:<16} {:<28} {:<28} {:<8} {}", "item", "machine", "os", "state", "health", "allowed");
+    println!("{:<10} {:<16} {:<28} {:<28} {:<8} allowed", "item", "machine", "os", "state", "health");
     for e in &list {
         let i = &e["item"];
         let allowed: Vec<&str> =
