@@ -110,6 +110,50 @@ async fn the_article_over_the_rest_api_with_refusals_explained() {
     api.post("infrastructure/faults", r#"{"register_agent": "web01"}"#, None).await;
     api.act("web01", "reprotect-to-cloud", rtc, "t-rtc").await;
 
+    // Failover with "latest" on a Linux VM (Linux master target, R-T1 reinstall): one more cycle first, then the
+    // on-premises disk equals the cloud disk exactly.
+    api.act("lin01", "reprotect", json!({"master_target": "mt-linux-01", "process_server": "ps-azure-01"}), "t-lin-r")
+        .await;
+    let job = api.act("lin01", "failover", json!({"point": {"type": "latest"}}), "t-lin-f").await;
+    let names: Vec<&str> =
+        job["job"]["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(
+        names.contains(&"Replicate the pending changes (one more cycle)")
+            && names.contains(&"Reinstall VMware Tools (R-T1)"),
+        "{names:?}"
+    );
+    // Alternate location (R-L2, R-L10) over the API: a new VM on the master target's host, a full copy.
+    let alt_body = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "vmfs-01"});
+    let (_, plan, _) = api.post("items/app02/reprotect?dry_run=true", &alt_body.to_string(), None).await;
+    assert_eq!((plan["location"].as_str(), plan["transfer"].as_str()), (Some("alternate"), Some("full")), "{plan}");
+    assert!(plan["location_note"].as_str().unwrap().contains("takes longer"));
+    let job = api.act("app02", "reprotect", alt_body, "t-app02").await;
+    let full = job["job"]["tasks"].as_array().unwrap().iter().find(|t| t["step"] == "initial-replication").unwrap()
+        ["bytes"]
+        .as_u64()
+        .unwrap();
+    let estimate = plan["bytes_to_move"].as_u64().unwrap();
+    assert!(
+        full <= estimate && full >= estimate * 9 / 10,
+        "the full copy sends the allocated blocks: {full} vs {estimate}"
+    );
+    let estate: Value =
+        serde_json::from_slice(&std::fs::read(portal.data_dir.join("estate/estate.json")).unwrap()).unwrap();
+    let root = portal.data_dir.join("estate");
+    let disk = |item: &str, field: &str| {
+        let rec = estate["items"].as_array().unwrap().iter().find(|r| r["item"]["id"] == item).unwrap().clone();
+        root.join(rec[field][0].as_str().unwrap())
+    };
+    for (item, onprem) in [("lin01", "onprem_disks"), ("app02", "replica_disks")] {
+        let out = std::process::Command::new("qemu-img")
+            .args(["compare", "-q", "-f", "vmdk", "-F", "vpc"])
+            .arg(disk(item, onprem))
+            .arg(disk(item, "cloud_disks"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{item}: the on-premises disk differs from the cloud disk");
+    }
+
     // Continuous replication: with short intervals a protected item gains points while its guest writes.
     api.post(
         "infrastructure/faults",

@@ -538,6 +538,21 @@ impl JobStore {
         }
     }
 
+    /// Resume a suspended job: it is claimed again and continues at its first task not yet succeeded.
+    pub async fn resume(&self, id: &str) -> Result<(), JobError> {
+        let r = sqlx::query(
+            "update jobs set state = 'not-started', epoch = epoch + 1 where id = ? and state = 'suspended'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 1 {
+            return Ok(());
+        }
+        let job = self.get(id).await?;
+        Err(JobError::NotAllowed { job: id.to_owned(), state: job.state.as_str(), action: "resume" })
+    }
+
     pub async fn list(&self, limit: i64) -> Result<Vec<Job>, JobError> {
         let ids: Vec<String> = sqlx::query_scalar("select id from jobs order by created_at desc, id limit ?")
             .bind(limit)

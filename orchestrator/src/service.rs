@@ -87,8 +87,9 @@ impl Service {
         let mut known = true;
         for (i, c) in rec.cloud_disks.iter().enumerate() {
             let cloud = self.estate.path(c);
-            if let Ok(img) = replicator::DiskImage::open(&cloud) {
-                est.allocated_bytes += img.allocated_bytes().unwrap_or(img.size);
+            // A full copy sends every block holding allocated data.
+            if let Ok(bytes) = replicator::sync::estimate_full(&cloud, BLOCK_SIZE) {
+                est.allocated_bytes += bytes;
             }
             match rec.onprem_disks.get(i).map(|d| self.estate.path(d)) {
                 Some(onprem) if onprem.exists() => {

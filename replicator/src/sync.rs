@@ -904,3 +904,17 @@ pub fn estimate_changes(src: &Path, dst: &Path, block_size: u32) -> Result<u64> 
     let (a, b) = (hashes_of(&s)?, hashes_of(&d)?);
     Ok(a.iter().zip(&b).enumerate().filter(|(_, (x, y))| x != y).map(|(i, _)| geom.len(i as u64) as u64).sum())
 }
+
+/// Bytes a full copy of `src` would send: the blocks that hold allocated data (holes are never sent). Reads no data.
+pub fn estimate_full(src: &Path, block_size: u32) -> Result<u64> {
+    let s = DiskImage::open(src)?;
+    let geom = Geometry::new(s.size, block_size)?;
+    let f = s.open_data_read()?;
+    let ranges = fileio::data_ranges(&f, s.size).map_err(|e| Error::io(&s.data_path, e))?;
+    let bs = block_size as u64;
+    let mut blocks = std::collections::BTreeSet::new();
+    for (start, end) in ranges {
+        blocks.extend(start / bs..end.div_ceil(bs));
+    }
+    Ok(blocks.into_iter().filter(|b| *b < geom.blocks()).map(|b| geom.len(b) as u64).sum())
+}

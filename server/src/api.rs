@@ -282,7 +282,11 @@ async fn job_action(State(s): State<Svc>, Path((id, action)): Path<(String, Stri
             s.jobs.restart(&id).await?;
             Ok(Json(json!({"job_id": id, "state": "not-started"})))
         }
-        other => Err(ApiError::NotFound(format!("no job action {other:?}; use cancel or restart"))),
+        "resume" => {
+            s.jobs.resume(&id).await?;
+            Ok(Json(json!({"job_id": id, "state": "not-started"})))
+        }
+        other => Err(ApiError::NotFound(format!("no job action {other:?}; use cancel, restart or resume"))),
     }
 }
 
@@ -381,7 +385,7 @@ async fn openapi() -> Json<Value> {
             "/api/v1/plans/{id}/failover": path("Fail a recovery plan over, group by group (body: {point: {type: latest-processed | latest-app-consistent}})", "post"),
             "/api/v1/jobs": path("List jobs (filters: item, state, kind)", "get"),
             "/api/v1/jobs/{id}": path("A job with its tasks and allowed actions", "get"),
-            "/api/v1/jobs/{id}/{action}": path("cancel | restart", "post"),
+            "/api/v1/jobs/{id}/{action}": path("cancel | restart | resume", "post"),
             "/api/v1/infrastructure": path("Configuration server, vCenters, hosts, datastores, master targets, process servers", "get"),
             "/api/v1/infrastructure/faults": path("Fault knobs of the local estate", "post"),
         },
