@@ -147,6 +147,21 @@ async fn portal_hydrates_and_navigates_without_a_full_reload() {
         .expect("back returned to the overview");
     let kept = c.execute("return window.__homewardMarker === 42;", vec![]).await.unwrap();
     assert_eq!(kept, serde_json::Value::Bool(true));
+
+    // Replicated items, fetched by a server function after client-side navigation: the demo estate's items, and
+    // for a refused one the rule that refuses it.
+    c.find(Locator::LinkText("Replicated items")).await.unwrap().click().await.unwrap();
+    let row = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(r#"table[data-testid="items"] tr[data-item="phys08"]"#))
+        .await
+        .expect("the items table lists the demo estate");
+    let text = row.html(false).await.unwrap();
+    assert!(text.contains("R-P2") && text.contains("2008 R2 SP1"), "{text}");
+    let kept = c.execute("return window.__homewardMarker === 42;", vec![]).await.unwrap();
+    assert_eq!(kept, serde_json::Value::Bool(true));
+    std::fs::write(screenshots_dir().join("items-light.png"), c.screenshot().await.unwrap()).unwrap();
     c.close().await.unwrap();
 
     // The same portal in dark mode and at phone width, for the screenshots folder.

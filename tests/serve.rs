@@ -45,6 +45,12 @@ async fn pages_are_server_rendered_with_the_vault_name_and_the_hydration_script(
             "/{path} lacks the hydration script"
         );
     }
+    // The items page is rendered with the demo estate's data, refusals explained.
+    let (_, _, html) = get(&format!("{}replicated-items", portal.url)).await;
+    assert!(html.contains("web01") && html.contains("phys08") && html.contains("R-P2"), "items page without data");
+    let (status, _, html) = get(&format!("{}jobs/no-such-job", portal.url)).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Job not found"));
     let (status, _, html) = get(&format!("{}no-such-page", portal.url)).await;
     assert_eq!(status, 404);
     assert!(html.contains("Page not found"));

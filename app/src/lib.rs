@@ -8,6 +8,7 @@
 //! Architecture Invariant: `app` never depends on `server` or on axum; the server hands it what it needs
 //! ([`ServerContext`]) through Leptos context.
 
+pub mod data;
 mod pages;
 pub mod vault;
 
@@ -89,6 +90,7 @@ pub fn App() -> impl IntoView {
                             <Route path=path!("/replicated-items") view=pages::ReplicatedItems/>
                             <Route path=path!("/recovery-plans") view=pages::RecoveryPlans/>
                             <Route path=path!("/jobs") view=pages::Jobs/>
+                            <Route path=path!("/jobs/:id") view=pages::JobPage/>
                             <Route path=path!("/infrastructure") view=pages::Infrastructure/>
                         </Routes>
                     </ErrorBoundary>

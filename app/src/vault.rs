@@ -21,6 +21,8 @@ pub struct VaultSummary {
 #[derive(Clone, Debug)]
 pub struct ServerContext {
     pub pool: sqlx::SqlitePool,
+    /// The orchestration runtime: items, jobs, the estate.
+    pub service: std::sync::Arc<orchestrator::service::Service>,
 }
 
 // A read: GET, so the URL can be opened or scripted directly.

@@ -128,7 +128,7 @@ pub fn router(pool: SqlitePool, site_root: &Path, addr: SocketAddr, service: Arc
         .site_pkg_dir("pkg")
         .site_addr(addr)
         .build();
-    let context = ServerContext { pool: pool.clone() };
+    let context = ServerContext { pool: pool.clone(), service: service.clone() };
     let provide = move || provide_context(context.clone());
     let routes = generate_route_list(App);
     Router::new()
