@@ -102,6 +102,10 @@ async fn the_article_over_the_rest_api_with_refusals_explained() {
     api.act("web01", "commit", json!({}), "t-commit").await;
     let (_, item) = api.get("items/web01").await;
     assert_eq!(item["item"]["state"], "committed-on-primary");
+    let (_, only) = api.get("items?state=committed-on-primary").await;
+    assert_eq!(only["items"].as_array().unwrap().len(), 1, "{only}");
+    let (_, ready) = api.get("items?allows=reprotect&q=erp").await;
+    assert_eq!(ready["items"].as_array().unwrap().len(), 3, "{ready}");
     // The agent registers a few minutes after boot (R-A1): until then re-protect says when to retry.
     let rtc = json!({"process_server": "cs-01"});
     let (status, err, _) = api.post("items/web01/reprotect-to-cloud", &rtc.to_string(), None).await;
@@ -122,6 +126,21 @@ async fn the_article_over_the_rest_api_with_refusals_explained() {
             && names.contains(&"Reinstall VMware Tools (R-T1)"),
         "{names:?}"
     );
+    // Before commit: change the recovery point, then cancel the failback (the cloud VM runs again and
+    // replication to on-premises resumes).
+    api.act("sql01", "reprotect", json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"}), "t-sql-r")
+        .await;
+    api.act("sql01", "failover", json!({"point": {"type": "latest-processed"}}), "t-sql-f").await;
+    let (_, pts) = api.get("items/sql01/points").await;
+    let first = pts["points"][0]["id"].as_str().unwrap().to_owned();
+    let job =
+        api.act("sql01", "change-recovery-point", json!({"point": {"type": "specific", "id": first}}), "t-sql-c").await;
+    assert!(job["job"]["tasks"][0]["name"].as_str().unwrap().contains(&first), "{job}");
+    api.act("sql01", "cancel-failover", json!({}), "t-sql-x").await;
+    let (_, it) = api.get("items/sql01").await;
+    assert_eq!(it["item"]["state"], "protected-to-primary", "{it}");
+    assert!(it["allowed_operations"].as_array().unwrap().iter().any(|o| o == "failover"));
+
     // Alternate location (R-L2, R-L10) over the API: a new VM on the master target's host, a full copy.
     let alt_body = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "vmfs-01"});
     let (_, plan, _) = api.post("items/app02/reprotect?dry_run=true", &alt_body.to_string(), None).await;

@@ -142,12 +142,32 @@ fn item_json(
     })
 }
 
-async fn list_items(State(s): State<Svc>) -> Result<Json<Value>, ApiError> {
+#[derive(Deserialize)]
+struct ItemQuery {
+    /// Protection state, e.g. `protected-to-primary`.
+    state: Option<String>,
+    health: Option<String>,
+    /// Items that allow this operation now, e.g. `failover`.
+    allows: Option<String>,
+    /// Substring of the item's name.
+    q: Option<String>,
+}
+
+async fn list_items(State(s): State<Svc>, Query(f): Query<ItemQuery>) -> Result<Json<Value>, ApiError> {
     let doc = s.doc()?;
     let mut out = Vec::new();
     for rec in &doc.items {
         let (item, ops) = s.item(&rec.item.id).await?;
-        out.push(item_json(&item, &ops));
+        let v = item_json(&item, &ops);
+        let keep = f.state.as_ref().is_none_or(|x| v["item"]["state"] == x.as_str())
+            && f.health.as_ref().is_none_or(|x| v["item"]["health"] == x.as_str())
+            && f.allows
+                .as_ref()
+                .is_none_or(|x| v["allowed_operations"].as_array().is_some_and(|a| a.iter().any(|o| o == x.as_str())))
+            && f.q.as_ref().is_none_or(|x| item.name.contains(x.as_str()));
+        if keep {
+            out.push(v);
+        }
     }
     Ok(Json(json!({ "items": out })))
 }
@@ -373,7 +393,7 @@ async fn openapi() -> Json<Value> {
         "openapi": "3.0.3",
         "info": {"title": "Homeward API", "version": "1"},
         "paths": {
-            "/api/v1/items": path("List replicated items with their allowed operations and the reasons for refused ones", "get"),
+            "/api/v1/items": path("List replicated items with their allowed operations and the reasons for refused ones (filters: state, health, allows, q)", "get"),
             "/api/v1/items/{id}": path("One replicated item", "get"),
             "/api/v1/items/{id}/points": path("Recovery points and the failover choices with their data-loss windows", "get"),
             "/api/v1/items/{id}/{action}": {"post": {
