@@ -574,17 +574,26 @@ impl Workflows<'_> {
         Ok(outcome(bytes, serde_json::json!({"item": id, "point": point})))
     }
 
+    /// Powers the item's VM on one site on or off.
+    async fn power(&self, id: &str, site: Site, on: bool) -> Result<TaskOutcome, TaskFailure> {
+        self.update(id, |r, _| {
+            match site {
+                Site::Primary => r.onprem_power = on,
+                Site::Recovery => r.cloud_power = on,
+            }
+            Ok(())
+        })
+        .await?;
+        let key = if site == Site::Primary { "onprem_power" } else { "cloud_power" };
+        Ok(outcome(0, serde_json::json!({ key: on })))
+    }
+
     async fn exec_step(&self, req: &JobRequest, step: Step) -> Result<TaskOutcome, TaskFailure> {
         let id = req.item.as_str();
         let plan = &req.plan;
         match step {
             Step::PowerOffOnPrem | Step::ShutDownOnPrem | Step::ShutDownOnPremForCloud => {
-                self.update(id, |r, _| {
-                    r.onprem_power = false;
-                    Ok(())
-                })
-                .await?;
-                Ok(outcome(0, serde_json::json!({"onprem_power": false})))
+                self.power(id, Site::Primary, false).await
             }
             Step::CreateOnPremVm => {
                 let (rec, _) = self.record(id)?;
@@ -668,14 +677,7 @@ impl Workflows<'_> {
                     self.cycle(&pairs, replicator::Mode::Auto, replicator::Consistency::AppConsistent)?;
                 Ok(outcome(bytes, serde_json::json!({"point": point, "consistency": "app-consistent"})))
             }
-            Step::ShutDownCloudVm => {
-                self.update(id, |r, _| {
-                    r.cloud_power = false;
-                    Ok(())
-                })
-                .await?;
-                Ok(outcome(0, serde_json::json!({"cloud_power": false})))
-            }
+            Step::ShutDownCloudVm => self.power(id, Site::Recovery, false).await,
             Step::FinalCycle => {
                 let (rec, _) = self.record(id)?;
                 let pairs: Vec<(String, String)> =
@@ -799,13 +801,13 @@ impl Workflows<'_> {
             }
             Step::MarkCommitted | Step::CommitInCloud => Ok(outcome(0, serde_json::json!({}))),
             Step::RestartCloudVm => {
+                // The on-premises VM goes back to its replica disks; the cloud VM runs again.
                 self.update(id, |r, _| {
-                    r.cloud_power = true;
                     r.onprem_disks = r.replica_disks.clone();
                     Ok(())
                 })
                 .await?;
-                Ok(outcome(0, serde_json::json!({"cloud_power": true})))
+                self.power(id, Site::Recovery, true).await
             }
             Step::CheckAgent => {
                 let now = (self.service.clock)();
