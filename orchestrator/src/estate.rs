@@ -82,6 +82,13 @@ pub struct EstateDoc {
     pub replication: ReplicationPolicy,
 }
 
+impl EstateDoc {
+    /// The record of item `id`, to change it.
+    pub fn item_mut(&mut self, id: &str) -> Result<&mut ItemRecord, EstateError> {
+        self.items.iter_mut().find(|r| r.item.id == id).ok_or_else(|| EstateError::UnknownItem(id.to_owned()))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EstateError {
     #[error("{path}: {source}")]

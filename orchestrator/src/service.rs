@@ -136,7 +136,7 @@ impl Service {
         let tasks = plan.tasks.iter().map(|t| (t.step.code(), t.name.clone())).collect();
         let request = JobRequest { item: id.to_owned(), operation: op, request: req.clone(), plan };
         let new = NewJob {
-            id: format!("job-{now}-{}", &key.chars().filter(char::is_ascii_alphanumeric).take(12).collect::<String>()),
+            id: job_id(now, key),
             kind: serde_json::to_value(op).unwrap().as_str().unwrap_or_default().to_owned(),
             item_id: Some(id.to_owned()),
             plan_id: None,
@@ -199,7 +199,7 @@ impl Service {
         let points = chosen.into_iter().map(|(i, p)| (i, p.id)).collect();
         let request = PlanJobRequest { plan: plan_id.to_owned(), choice, points };
         let new = NewJob {
-            id: format!("job-{now}-{}", &key.chars().filter(char::is_ascii_alphanumeric).take(12).collect::<String>()),
+            id: job_id(now, key),
             kind: "plan-failover".into(),
             item_id: None,
             plan_id: Some(plan_id.to_owned()),
@@ -213,11 +213,7 @@ impl Service {
     async fn transition(&self, id: &str, event: Event) -> Result<(), ServiceError> {
         self.estate
             .update(|doc| {
-                let rec = doc
-                    .items
-                    .iter_mut()
-                    .find(|r| r.item.id == id)
-                    .ok_or_else(|| EstateError::UnknownItem(id.into()))?;
+                let rec = doc.item_mut(id)?;
                 if let Ok(next) = lifecycle::next(rec.item.state, event) {
                     rec.item.state = next;
                 }
@@ -250,11 +246,7 @@ impl Service {
         let id = req.item.clone();
         self.estate
             .update(|doc| {
-                let rec = doc
-                    .items
-                    .iter_mut()
-                    .find(|r| r.item.id == id)
-                    .ok_or_else(|| EstateError::UnknownItem(id.clone()))?;
+                let rec = doc.item_mut(&id)?;
                 let started = lifecycle::next(rec.item.state, Event::Started(req.operation)).unwrap_or(rec.item.state);
                 if let Ok(next) = lifecycle::next(started, event) {
                     rec.item.state = next;
@@ -411,6 +403,11 @@ impl Heartbeat {
     }
 }
 
+/// A readable, unique job id: creation time plus the start of the idempotency key.
+fn job_id(now: Millis, key: &str) -> String {
+    format!("job-{now}-{}", key.chars().filter(char::is_ascii_alphanumeric).take(12).collect::<String>())
+}
+
 fn fail(error: impl Into<String>, action: impl Into<String>) -> TaskFailure {
     TaskFailure { error: error.into(), recommended_action: action.into() }
 }
@@ -434,11 +431,7 @@ impl Workflows<'_> {
             .estate
             .update(|doc| {
                 let inv = doc.inventory.clone();
-                let rec = doc
-                    .items
-                    .iter_mut()
-                    .find(|r| r.item.id == item)
-                    .ok_or_else(|| EstateError::UnknownItem(item.into()))?;
+                let rec = doc.item_mut(item)?;
                 if let Err(e) = f(rec, &inv) {
                     failure = Some(e);
                 }
