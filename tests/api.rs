@@ -57,7 +57,7 @@ impl Api {
 #[tokio::test]
 async fn the_article_over_the_rest_api_with_refusals_explained() {
     let portal = Portal::start(&[]);
-    let api = Api { base: format!("{}api/v1/", portal.url), http: reqwest::Client::new() };
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
     // Quiet guests, so the dry run's estimate is exactly what the job then sends.
     let (status, _, _) = api.post("infrastructure/faults", r#"{"guest_bytes_per_tick": 0}"#, None).await;
     assert_eq!(status, 200);

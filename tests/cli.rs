@@ -5,9 +5,10 @@ mod common;
 
 use common::{run_homeward, Portal};
 
-fn hw(server: &str, args: &[&str]) -> (i32, String, String) {
+fn hw(portal: &Portal, args: &[&str]) -> (i32, String, String) {
     let mut all = args.to_vec();
-    all.extend(["--server", server]);
+    let server = portal.url.trim_end_matches('/');
+    all.extend(["--server", server, "--token", &portal.token]);
     let out = run_homeward(&all);
     (
         out.status.code().unwrap_or(-1),
@@ -19,9 +20,8 @@ fn hw(server: &str, args: &[&str]) -> (i32, String, String) {
 #[test]
 fn the_cli_drives_the_api_and_explains_refusals() {
     let portal = Portal::start(&[]);
-    let server = portal.url.trim_end_matches('/').to_owned();
 
-    let (code, out, _) = hw(&server, &["items"]);
+    let (code, out, _) = hw(&portal, &["items"]);
     assert_eq!(code, 0);
     assert!(out.contains("web01") && out.contains("committed-in-cloud") && out.contains("reprotect"), "{out}");
 
@@ -29,38 +29,53 @@ fn the_cli_drives_the_api_and_explains_refusals() {
     for (item, rule) in [("phys08", "R-P2"), ("mig01", "R-B1")] {
         let mut args = vec!["reprotect", item];
         args.extend(alt);
-        let (code, _, err) = hw(&server, &args);
+        let (code, _, err) = hw(&portal, &args);
         assert_eq!(code, 3, "{item}: {err}");
         assert!(err.contains(&format!("refused ({rule})")) && err.contains("what to do:"), "{item}: {err}");
     }
-    let (code, out, _) = hw(&server, &["items", "phys08"]);
+    let (code, out, _) = hw(&portal, &["items", "phys08"]);
     assert_eq!(code, 0);
     assert!(out.contains("reprotect not allowed (R-P2)"), "{out}");
 
     let (code, out, err) = hw(
-        &server,
+        &portal,
         &["reprotect", "web01", "--master-target", "mt-win-01", "--process-server", "ps-azure-01", "--dry-run"],
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Original location recovery (R-L1)") && out.contains("[ok  ] R-C1"), "{out}");
 
     let (code, out, err) = hw(
-        &server,
+        &portal,
         &["reprotect", "web01", "--master-target", "mt-win-01", "--process-server", "ps-azure-01", "--wait"],
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(": succeeded") && out.contains("Initial replication"), "{out}");
-    let (code, out, err) = hw(&server, &["failover", "web01", "--point", "latest-app-consistent", "--wait"]);
+    let (code, out, err) = hw(&portal, &["failover", "web01", "--point", "latest-app-consistent", "--wait"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Re-enable VMware Tools (R-T1)"), "{out}");
-    let (code, _, err) = hw(&server, &["commit", "web01", "--wait"]);
+    let (code, _, err) = hw(&portal, &["commit", "web01", "--wait"]);
     assert_eq!(code, 0, "{err}");
-    let (code, out, _) = hw(&server, &["jobs"]);
+    let (code, out, _) = hw(&portal, &["jobs"]);
     assert_eq!(code, 0);
     assert_eq!(out.lines().filter(|l| l.contains("succeeded")).count(), 3, "{out}");
-    let (code, _, err) = hw(&server, &["jobs", "no-such-job"]);
+    let (code, _, err) = hw(&portal, &["jobs", "no-such-job"]);
     assert_eq!(code, 2, "{err}");
-    let (code, _, err) = hw("http://127.0.0.1:1", &["items"]);
-    assert_eq!(code, 1, "{err}");
+    let out = run_homeward(&["items", "--server", "http://127.0.0.1:1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot reach the server"), "{err}");
+
+    // Without a token the API says how to get one; a Reader's token may read but not act.
+    let out = run_homeward(&["items", "--server", portal.url.trim_end_matches('/')]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("homeward users token") && err.contains("HOMEWARD_TOKEN"), "{err}");
+    let reader = portal.add_user("rita", "reader");
+    let server = portal.url.trim_end_matches('/');
+    let out = run_homeward(&["items", "--server", server, "--token", &reader]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = run_homeward(&["reprotect-to-cloud", "web01", "--server", server, "--token", &reader]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("Your role, Reader, cannot"), "{err}");
 }

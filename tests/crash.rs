@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use common::Portal;
 use serde_json::Value;
 
-async fn get(url: &str) -> Value {
-    serde_json::from_str(&reqwest::get(url).await.unwrap().text().await.unwrap()).unwrap()
+async fn get(c: &reqwest::Client, url: &str) -> Value {
+    serde_json::from_str(&c.get(url).send().await.unwrap().text().await.unwrap()).unwrap()
 }
 
-async fn post(url: &str, body: &str, key: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
+async fn post(c: &reqwest::Client, url: &str, body: &str, key: &str) -> (u16, Value) {
+    let r = c
         .post(url)
         .header("content-type", "application/json")
         .header("idempotency-key", key)
@@ -26,10 +26,10 @@ async fn post(url: &str, body: &str, key: &str) -> (u16, Value) {
     (r.status().as_u16(), serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null))
 }
 
-async fn wait_job(base: &str, job: &str) -> Value {
+async fn wait_job(c: &reqwest::Client, base: &str, job: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let j = get(&format!("{base}api/v1/jobs/{job}")).await;
+        let j = get(c, &format!("{base}api/v1/jobs/{job}")).await;
         match j["job"]["state"].as_str() {
             Some("succeeded" | "failed" | "cancelled") => return j,
             _ if Instant::now() > deadline => panic!("job {job} did not end: {j}"),
@@ -62,35 +62,36 @@ async fn jobs_end_once_and_correctly_when_the_server_is_killed_mid_workflow() {
         let dir = tempfile::tempdir().unwrap();
         let portal = Portal::start_in(dir.path(), &[]);
         let base = portal.url.clone();
-        post(&format!("{base}api/v1/infrastructure/faults"), r#"{"guest_bytes_per_tick": 0}"#, "f").await;
+        post(&portal.http, &format!("{base}api/v1/infrastructure/faults"), r#"{"guest_bytes_per_tick": 0}"#, "f").await;
         let reprotect = r#"{"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "vmfs-01"}"#;
         // Even seeds crash a reprotect (alternate location for app02: create VM, full copy); odd ones a failover.
         let (item, action, body) = if seed % 2 == 0 {
             ("app02", "reprotect", reprotect.to_owned())
         } else {
-            let (s, v) = post(&format!("{base}api/v1/items/web01/reprotect"), reprotect, "pre").await;
+            let (s, v) = post(&portal.http, &format!("{base}api/v1/items/web01/reprotect"), reprotect, "pre").await;
             assert_eq!(s, 202, "{v}");
-            wait_job(&base, v["job_id"].as_str().unwrap()).await;
+            wait_job(&portal.http, &base, v["job_id"].as_str().unwrap()).await;
             ("web01", "failover", r#"{"point": {"type": "latest-processed"}}"#.to_owned())
         };
-        let (s, v) = post(&format!("{base}api/v1/items/{item}/{action}"), &body, "crash").await;
+        let (s, v) = post(&portal.http, &format!("{base}api/v1/items/{item}/{action}"), &body, "crash").await;
         assert_eq!(s, 202, "seed {seed}: {v}");
         let job = v["job_id"].as_str().unwrap().to_owned();
         tokio::time::sleep(Duration::from_millis((seed * 37) % 250)).await;
-        let at_kill = get(&format!("{base}api/v1/jobs/{job}")).await;
+        let at_kill = get(&portal.http, &format!("{base}api/v1/jobs/{job}")).await;
         drop(portal); // SIGKILL
         if !matches!(at_kill["job"]["state"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
             interrupted += 1;
         }
 
         let portal = Portal::start_in(dir.path(), &[]);
-        let j = wait_job(&portal.url, &job).await;
+        let j = wait_job(&portal.http, &portal.url, &job).await;
         assert_ran_once(&j, seed);
         // The same request after the restart is the same job, not a second run.
-        let (s, again) = post(&format!("{}api/v1/items/{item}/{action}", portal.url), &body, "crash").await;
+        let (s, again) =
+            post(&portal.http, &format!("{}api/v1/items/{item}/{action}", portal.url), &body, "crash").await;
         assert_eq!((s, again["job_id"].as_str()), (202, Some(job.as_str())), "seed {seed}");
 
-        let it = get(&format!("{}api/v1/items/{item}", portal.url)).await;
+        let it = get(&portal.http, &format!("{}api/v1/items/{item}", portal.url)).await;
         let expected = if action == "reprotect" { "protected-to-primary" } else { "failed-back-commit-pending" };
         assert_eq!(it["item"]["state"], expected, "seed {seed}: {it}");
         let estate: Value =

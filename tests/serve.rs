@@ -5,8 +5,8 @@ mod common;
 
 use common::{run_homeward, Portal};
 
-async fn get(url: &str) -> (u16, String, String) {
-    let resp = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+async fn get(c: &reqwest::Client, url: &str) -> (u16, String, String) {
+    let resp = c.get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status().as_u16();
     let ctype = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
     (status, ctype, resp.text().await.unwrap())
@@ -16,7 +16,7 @@ async fn get(url: &str) -> (u16, String, String) {
 async fn serve_creates_the_database_and_healthz_reports_the_schema_version() {
     let portal = Portal::start(&[]);
     assert!(portal.data_dir.join("homeward.db").is_file(), "database file created in the data dir");
-    let (status, ctype, body) = get(&format!("{}healthz", portal.url)).await;
+    let (status, ctype, body) = get(&reqwest::Client::new(), &format!("{}healthz", portal.url)).await;
     assert_eq!(status, 200, "{body}");
     assert!(ctype.starts_with("application/json"), "{ctype}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -35,7 +35,7 @@ async fn pages_are_server_rendered_with_the_vault_name_and_the_hydration_script(
         ("jobs", "Site Recovery jobs"),
         ("infrastructure", "Site Recovery infrastructure"),
     ] {
-        let (status, ctype, html) = get(&format!("{}{path}", portal.url)).await;
+        let (status, ctype, html) = get(&portal.http, &format!("{}{path}", portal.url)).await;
         assert_eq!(status, 200, "/{path}");
         assert!(ctype.starts_with("text/html"), "/{path}: {ctype}");
         assert!(html.contains(&format!("<h1>{heading}</h1>")), "/{path} lacks its heading");
@@ -46,12 +46,12 @@ async fn pages_are_server_rendered_with_the_vault_name_and_the_hydration_script(
         );
     }
     // The items page is rendered with the demo estate's data, refusals explained.
-    let (_, _, html) = get(&format!("{}replicated-items", portal.url)).await;
+    let (_, _, html) = get(&portal.http, &format!("{}replicated-items", portal.url)).await;
     assert!(html.contains("web01") && html.contains("phys08") && html.contains("R-P2"), "items page without data");
-    let (status, _, html) = get(&format!("{}jobs/no-such-job", portal.url)).await;
+    let (status, _, html) = get(&portal.http, &format!("{}jobs/no-such-job", portal.url)).await;
     assert_eq!(status, 200);
     assert!(html.contains("Job not found"));
-    let (status, _, html) = get(&format!("{}no-such-page", portal.url)).await;
+    let (status, _, html) = get(&portal.http, &format!("{}no-such-page", portal.url)).await;
     assert_eq!(status, 404);
     assert!(html.contains("Page not found"));
 }
@@ -59,7 +59,7 @@ async fn pages_are_server_rendered_with_the_vault_name_and_the_hydration_script(
 #[tokio::test]
 async fn the_vault_server_function_reads_from_sqlite() {
     let portal = Portal::start(&["--vault-name", "fabrikam"]);
-    let (status, _, body) = get(&format!("{}api/vault/summary", portal.url)).await;
+    let (status, _, body) = get(&portal.http, &format!("{}api/vault/summary", portal.url)).await;
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["name"], "fabrikam");
@@ -71,10 +71,10 @@ async fn the_vault_server_function_reads_from_sqlite() {
 async fn the_vault_and_its_name_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let first = Portal::start_in(dir.path(), &["--vault-name", "first-name"]);
-    let (_, _, before) = get(&format!("{}api/vault/summary", first.url)).await;
+    let (_, _, before) = get(&first.http, &format!("{}api/vault/summary", first.url)).await;
     drop(first); // killed, as a crash would
     let second = Portal::start_in(dir.path(), &["--vault-name", "other-name"]);
-    let (status, _, after) = get(&format!("{}api/vault/summary", second.url)).await;
+    let (status, _, after) = get(&second.http, &format!("{}api/vault/summary", second.url)).await;
     assert_eq!(status, 200, "{after}");
     let (before, after): (serde_json::Value, serde_json::Value) =
         (serde_json::from_str(&before).unwrap(), serde_json::from_str(&after).unwrap());

@@ -119,8 +119,9 @@ pub async fn list_items() -> Result<Vec<ItemRow>, ServerFnError> {
     Ok(out)
 }
 
+/// The job as the portal shows it; the live-progress stream sends the same shape.
 #[cfg(feature = "ssr")]
-fn job_row(j: orchestrator::jobs::Job) -> JobRow {
+pub fn job_row(j: orchestrator::jobs::Job) -> JobRow {
     JobRow {
         allowed_actions: j.allowed_actions().iter().map(words).collect(),
         target: j.item_id.clone().or(j.plan_id.clone()).unwrap_or_default(),

@@ -23,6 +23,8 @@ pub struct ServerContext {
     pub pool: sqlx::SqlitePool,
     /// The orchestration runtime: items, jobs, the estate.
     pub service: std::sync::Arc<orchestrator::service::Service>,
+    /// Accounts and the audit log.
+    pub accounts: orchestrator::accounts::Accounts,
 }
 
 // A read: GET, so the URL can be opened or scripted directly.

@@ -10,10 +10,15 @@
 //!   alternate location, bytes to move, ETA, the tasks the job will run).
 //! * [`points`]: which recovery point a failover uses (R-RP1 … R-RP4), for one item or a recovery plan.
 //!
-//! Architecture Invariant: nothing here does IO. The clock ([`domain::Millis`]), identifiers and the inventory are
+//! * [`access`]: the roles (Reader, Drill operator, Operator, Administrator) and what each may do.
+//!
+//! Architecture Invariant: the modules above do no IO. The clock ([`domain::Millis`]), identifiers and the inventory are
 //! inputs; the job runtime around this crate reads the estate, calls the replicator and persists jobs. Every rule is
-//! therefore a fast table-driven test.
+//! therefore a fast table-driven test. Around them, [`estate`], [`jobs`], [`accounts`] and [`service`] do the IO.
 
+pub mod access;
+pub mod accounts;
+pub mod acting;
 pub mod demo;
 pub mod domain;
 pub mod estate;

@@ -9,7 +9,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use orchestrator::accounts::{Accounts, User};
+use orchestrator::acting::{ActError, Actor};
 use orchestrator::estate::EstateError;
 use orchestrator::jobs::JobError;
 use orchestrator::lifecycle::{Operation, Request};
@@ -24,9 +26,15 @@ type Svc = Arc<Service>;
 pub enum ApiError {
     NotFound(String),
     BadRequest(String),
+    /// The caller's role may not do this.
+    Forbidden(String),
     Unprocessable(String),
     Refused(Vec<orchestrator::rules::Refusal>),
-    Conflict { code: &'static str, message: String, action: String },
+    Conflict {
+        code: &'static str,
+        message: String,
+        action: String,
+    },
     Internal(String),
 }
 
@@ -35,6 +43,7 @@ impl ApiError {
         match self {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Refused(_) | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -51,6 +60,15 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Job(j) => j.into(),
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ActError> for ApiError {
+    fn from(e: ActError) -> ApiError {
+        match e {
+            ActError::Denied(d) => ApiError::Forbidden(d.to_string()),
+            ActError::Service(s) => s.into(),
         }
     }
 }
@@ -100,6 +118,9 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => {
                 json!({"code": "bad-request", "message": m, "recommended_action": "Fix the request."})
             }
+            ApiError::Forbidden(m) => {
+                json!({"code": "forbidden", "message": m, "recommended_action": "Ask an Operator or Administrator."})
+            }
             ApiError::Unprocessable(m) => {
                 json!({"code": "invalid-input", "message": m, "recommended_action": "Fix the request body."})
             }
@@ -112,8 +133,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub fn router(service: Svc) -> Router {
+pub fn router(service: Svc, accounts: Accounts) -> Router {
     Router::new()
+        .route("/me", get(me))
+        .route("/audit", get(audit))
         .route("/openapi.json", get(openapi))
         .route("/items", get(list_items))
         .route("/items/{id}", get(get_item))
@@ -127,6 +150,27 @@ pub fn router(service: Svc) -> Router {
         .route("/infrastructure", get(infrastructure))
         .route("/infrastructure/faults", post(faults))
         .with_state(service)
+        .layer(Extension(accounts))
+}
+
+async fn me(Extension(user): Extension<User>) -> Json<Value> {
+    Json(json!({"name": user.name, "role": user.role}))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    user: Option<String>,
+    target: Option<String>,
+    #[serde(default)]
+    offset: i64,
+}
+
+async fn audit(Extension(acc): Extension<Accounts>, Query(q): Query<AuditQuery>) -> Result<Json<Value>, ApiError> {
+    let (entries, total) = acc
+        .audit_log(q.user.as_deref(), q.target.as_deref(), 200, q.offset.max(0))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(json!({"entries": entries, "total": total})))
 }
 
 fn item_json(
@@ -205,19 +249,27 @@ fn parse_operation(action: &str) -> Result<Operation, ApiError> {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn item_action(
     State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
     Path((id, action)): Path<(String, String)>,
     Query(q): Query<ActionQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let op = parse_operation(&action)?;
+    let mut reason = None;
     let req: Request = if body.iter().all(u8::is_ascii_whitespace) {
         Request::default()
     } else {
-        let v: Value =
+        let mut v: Value =
             serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+        // The operator's reason goes to the audit log, not to the core.
+        if let Some(r) = v.as_object_mut().and_then(|o| o.remove("reason")) {
+            reason = Some(r.as_str().map(str::to_owned).ok_or(ApiError::Unprocessable("reason must be text".into()))?);
+        }
         serde_json::from_value(v).map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))?
     };
     if q.dry_run {
@@ -229,7 +281,8 @@ async fn item_action(
         Some(v) => v.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be text".into()))?.to_owned(),
         None => format!("auto-{}-{}-{id}-{action}", (s.clock)(), std::process::id()),
     };
-    let job = s.start(&id, op, &req, &key).await?;
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    let job = actor.item_action(&id, op, &req, &key, reason.as_deref()).await?;
     let location = format!("/api/v1/jobs/{}", job.id);
     Ok((StatusCode::ACCEPTED, [("location", location.clone())], Json(json!({"job_id": job.id, "location": location})))
         .into_response())
@@ -243,10 +296,13 @@ async fn list_plans(State(s): State<Svc>) -> Result<Json<Value>, ApiError> {
 #[serde(deny_unknown_fields)]
 struct PlanFailover {
     point: orchestrator::points::PointChoice,
+    reason: Option<String>,
 }
 
 async fn plan_failover(
     State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -259,7 +315,8 @@ async fn plan_failover(
         Some(v) => v.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be text".into()))?.to_owned(),
         None => format!("auto-{}-{}-plan-{id}", (s.clock)(), std::process::id()),
     };
-    let job = s.start_plan_failover(&id, req.point, &key).await?;
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    let job = actor.plan_failover(&id, req.point, &key, req.reason.as_deref()).await?;
     let location = format!("/api/v1/jobs/{}", job.id);
     Ok((StatusCode::ACCEPTED, [("location", location.clone())], Json(json!({"job_id": job.id, "location": location})))
         .into_response())
@@ -292,22 +349,17 @@ async fn get_job(State(s): State<Svc>, Path(id): Path<String>) -> Result<Json<Va
     Ok(Json(json!({"job": j, "allowed_actions": actions})))
 }
 
-async fn job_action(State(s): State<Svc>, Path((id, action)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
-    match action.as_str() {
-        "cancel" => {
-            let st = s.jobs.cancel(&id, (s.clock)()).await?;
-            Ok(Json(json!({"job_id": id, "state": st})))
-        }
-        "restart" => {
-            s.jobs.restart(&id).await?;
-            Ok(Json(json!({"job_id": id, "state": "not-started"})))
-        }
-        "resume" => {
-            s.jobs.resume(&id).await?;
-            Ok(Json(json!({"job_id": id, "state": "not-started"})))
-        }
-        other => Err(ApiError::NotFound(format!("no job action {other:?}; use cancel, restart or resume"))),
-    }
+async fn job_action(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let action: orchestrator::jobs::JobAction = serde_json::from_value(Value::String(action.clone()))
+        .map_err(|_| ApiError::NotFound(format!("no job action {action:?}; use cancel, restart or resume")))?;
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    let st = actor.job_action(&id, action, None).await?;
+    Ok(Json(json!({"job_id": id, "state": st})))
 }
 
 async fn infrastructure(State(s): State<Svc>) -> Result<Json<Value>, ApiError> {
@@ -332,54 +384,65 @@ struct Faults {
     app_consistent_every_ms: Option<u64>,
 }
 
-async fn faults(State(s): State<Svc>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn faults(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     let f: Faults =
         serde_json::from_slice(&body).map_err(|e| ApiError::Unprocessable(format!("invalid fault knobs: {e}")))?;
     let mut unknown = None;
-    s.estate
-        .update(|doc| {
-            if let Some(c) = f.vcenter_connected {
-                doc.inventory.vcenters.iter_mut().for_each(|v| v.connected = c);
-            }
-            if let Some(n) = f.master_target_snapshots {
-                doc.inventory.master_targets.iter_mut().for_each(|m| m.snapshots = n);
-            }
-            if let Some(d) = f.agent_registration_delay_min {
-                doc.faults.agent_registration_delay_min = d;
-            }
-            if let Some(ds) = &f.fill_datastore {
-                match doc.inventory.datastores.iter_mut().find(|d| &d.id == ds) {
-                    Some(d) => d.free_bytes = 0,
-                    None => unknown = Some(ds.clone()),
-                }
-            }
-            if let Some(b) = f.guest_bytes_per_tick {
-                doc.replication.guest_bytes_per_tick = b;
-            }
-            if let Some(ms) = f.crash_consistent_every_ms {
-                doc.replication.crash_consistent_every_ms = ms;
-            }
-            if let Some(ms) = f.app_consistent_every_ms {
-                doc.replication.app_consistent_every_ms = ms;
-            }
-            for (id, what) in [(&f.register_agent, 0), (&f.delete_original_vm, 1)] {
-                if let Some(id) = id {
-                    match doc.items.iter_mut().find(|r| &r.item.id == id) {
-                        Some(r) if what == 0 => r.item.agent_registered = true,
-                        Some(r) => {
-                            if let Some(vm) = &mut r.item.onprem {
-                                vm.exists = false;
-                            }
-                            r.onprem_disks.clear();
-                        }
-                        None => unknown = Some(id.clone()),
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    let detail = String::from_utf8_lossy(&body).into_owned();
+    actor
+        .administer("faults", "estate", detail, async {
+            s.estate
+                .update(|doc| {
+                    if let Some(c) = f.vcenter_connected {
+                        doc.inventory.vcenters.iter_mut().for_each(|v| v.connected = c);
                     }
-                }
-            }
-            Ok(())
+                    if let Some(n) = f.master_target_snapshots {
+                        doc.inventory.master_targets.iter_mut().for_each(|m| m.snapshots = n);
+                    }
+                    if let Some(d) = f.agent_registration_delay_min {
+                        doc.faults.agent_registration_delay_min = d;
+                    }
+                    if let Some(ds) = &f.fill_datastore {
+                        match doc.inventory.datastores.iter_mut().find(|d| &d.id == ds) {
+                            Some(d) => d.free_bytes = 0,
+                            None => unknown = Some(ds.clone()),
+                        }
+                    }
+                    if let Some(b) = f.guest_bytes_per_tick {
+                        doc.replication.guest_bytes_per_tick = b;
+                    }
+                    if let Some(ms) = f.crash_consistent_every_ms {
+                        doc.replication.crash_consistent_every_ms = ms;
+                    }
+                    if let Some(ms) = f.app_consistent_every_ms {
+                        doc.replication.app_consistent_every_ms = ms;
+                    }
+                    for (id, what) in [(&f.register_agent, 0), (&f.delete_original_vm, 1)] {
+                        if let Some(id) = id {
+                            match doc.items.iter_mut().find(|r| &r.item.id == id) {
+                                Some(r) if what == 0 => r.item.agent_registered = true,
+                                Some(r) => {
+                                    if let Some(vm) = &mut r.item.onprem {
+                                        vm.exists = false;
+                                    }
+                                    r.onprem_disks.clear();
+                                }
+                                None => unknown = Some(id.clone()),
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(ServiceError::from)
         })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .await?;
     if let Some(id) = unknown {
         return Err(ApiError::NotFound(format!("no replicated item or datastore {id}")));
     }

@@ -41,6 +41,9 @@ pub enum Command {
     CancelFailover(crate::client::ActionArgs),
     /// Re-protect an item from on-premises to the cloud (R-W4).
     ReprotectToCloud(crate::client::ActionArgs),
+    /// Local accounts and personal API tokens, written straight into the vault's database.
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// List jobs, or show (and --wait for) one.
     Jobs {
         id: Option<String>,
@@ -49,6 +52,46 @@ pub enum Command {
         #[command(flatten)]
         server: crate::client::Server,
     },
+}
+
+/// Where the vault's database is, for commands that open it directly.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    #[arg(long, env = "HOMEWARD_DATA_DIR", default_value = "homeward-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    #[arg(long, env = "HOMEWARD_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<DatabaseUrl>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create an account. The password is read from HOMEWARD_NEW_PASSWORD, or generated and printed once.
+    Add {
+        name: String,
+        /// reader, drill-operator, operator or administrator.
+        #[arg(long, value_parser = parse_role)]
+        role: orchestrator::access::Role,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Create a personal API token for an account; printed once (the vault keeps only its hash).
+    Token {
+        name: String,
+        #[arg(long, default_value = "cli")]
+        label: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List the accounts and their roles.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+fn parse_role(s: &str) -> Result<orchestrator::access::Role, String> {
+    orchestrator::access::Role::parse(s)
+        .ok_or_else(|| "expected reader, drill-operator, operator or administrator".to_owned())
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,6 +14,9 @@ pub struct Server {
     /// Print the API's JSON instead of a summary.
     #[arg(long)]
     pub json: bool,
+    /// A personal API token (`homeward users token <name>`).
+    #[arg(long, env = "HOMEWARD_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -52,6 +55,7 @@ fn failure(code: u8, message: impl Into<String>) -> Failure {
 }
 
 async fn call(
+    s: &Server,
     method: reqwest::Method,
     url: &str,
     body: Option<Value>,
@@ -65,6 +69,9 @@ async fn call(
     }
     if let Some(k) = key {
         req = req.header("idempotency-key", k);
+    }
+    if let Some(t) = &s.token {
+        req = req.header("authorization", format!("Bearer {t}"));
     }
     let resp = req.send().await.map_err(|e| failure(1, format!("cannot reach the server at {url}: {e}")))?;
     let status = resp.status().as_u16();
@@ -84,6 +91,13 @@ async fn call(
             }
             Err(failure(3, msg.trim_end().to_owned()))
         }
+        401 => Err(failure(
+            2,
+            format!(
+                "{} Pass --token or set HOMEWARD_TOKEN; an administrator creates one with `homeward users token <name>`.",
+                v["message"].as_str().unwrap_or("Sign in first.")
+            ),
+        )),
         400..=499 => Err(failure(
             2,
             format!(
@@ -105,7 +119,7 @@ pub async fn items(s: &Server, id: Option<&str>) -> Result<(), Failure> {
         Some(id) => format!("{}/items/{id}", base(s)),
         None => format!("{}/items", base(s)),
     };
-    let (_, v) = call(reqwest::Method::GET, &url, None, None).await?;
+    let (_, v) = call(s, reqwest::Method::GET, &url, None, None).await?;
     if s.json {
         println!("{v}");
         return Ok(());
@@ -164,7 +178,7 @@ pub async fn action(action: &str, a: &ActionArgs) -> Result<(), Failure> {
     if a.dry_run {
         url.push_str("?dry_run=true");
     }
-    let (_, v) = call(reqwest::Method::POST, &url, Some(body), a.idempotency_key.as_deref()).await?;
+    let (_, v) = call(&a.server, reqwest::Method::POST, &url, Some(body), a.idempotency_key.as_deref()).await?;
     if a.dry_run {
         if a.server.json {
             println!("{v}");
@@ -222,7 +236,7 @@ pub async fn jobs(s: &Server, id: Option<&str>, wait: bool) -> Result<(), Failur
         Some(id) => format!("{}/jobs/{id}", base(s)),
         None => format!("{}/jobs", base(s)),
     };
-    let (_, v) = call(reqwest::Method::GET, &url, None, None).await?;
+    let (_, v) = call(s, reqwest::Method::GET, &url, None, None).await?;
     if s.json {
         println!("{v}");
         return Ok(());
@@ -269,7 +283,7 @@ fn print_job(v: &Value) {
 async fn wait_job(s: &Server, id: &str) -> Result<(), Failure> {
     let url = format!("{}/jobs/{id}", base(s));
     loop {
-        let (_, v) = call(reqwest::Method::GET, &url, None, None).await?;
+        let (_, v) = call(s, reqwest::Method::GET, &url, None, None).await?;
         let state = v["job"]["state"].as_str().unwrap_or("").to_owned();
         if matches!(state.as_str(), "succeeded" | "failed" | "cancelled") {
             if s.json {

@@ -2,10 +2,12 @@
 //! opens the database, and mounts the portal (`app`) and the health endpoint.
 
 mod api;
+mod auth;
 mod cli;
 mod client;
 mod db;
 mod disk;
+mod events;
 mod serve;
 
 use std::process::ExitCode;
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
             }
         }
         cli::Command::Demo(cli::DemoCommand::Init { data_dir }) => return demo_init(&data_dir),
+        cli::Command::Users(cmd) => return users(cmd),
         cli::Command::Serve(args) => args,
         other => return run_client(other),
     };
@@ -71,6 +74,50 @@ fn run_client(cmd: cli::Command) -> ExitCode {
         Err(f) => {
             eprintln!("{}", if f.code == 3 { f.message } else { format!("error: {}", f.message) });
             ExitCode::from(f.code)
+        }
+    }
+}
+
+fn users(cmd: cli::UsersCommand) -> ExitCode {
+    use cli::UsersCommand;
+    use orchestrator::accounts::{random_password, Accounts};
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        eprintln!("error: cannot start the async runtime");
+        return ExitCode::from(1);
+    };
+    let db = match &cmd {
+        UsersCommand::Add { db, .. } | UsersCommand::Token { db, .. } | UsersCommand::List { db } => db,
+    };
+    let result: Result<(), String> = rt.block_on(async {
+        let pool = db::open(db.database_url.as_ref(), &db.data_dir).await.map_err(|e| e.to_string())?;
+        let accounts = Accounts::new(pool);
+        let now = orchestrator::service::system_clock();
+        match &cmd {
+            UsersCommand::Add { name, role, .. } => {
+                let preset = std::env::var("HOMEWARD_NEW_PASSWORD").ok().filter(|p| !p.is_empty());
+                let pw = preset.clone().unwrap_or_else(random_password);
+                let u = accounts.create_user(name, *role, &pw, now).await.map_err(|e| e.to_string())?;
+                println!("created {} ({})", u.name, u.role.title());
+                if preset.is_none() {
+                    println!("password (shown once): {pw}");
+                }
+            }
+            UsersCommand::Token { name, label, .. } => {
+                println!("{}", accounts.create_token(name, label, now).await.map_err(|e| e.to_string())?);
+            }
+            UsersCommand::List { .. } => {
+                for u in accounts.users().await.map_err(|e| e.to_string())? {
+                    println!("{}\t{}", u.name, u.role.as_str());
+                }
+            }
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use app::{shell, App, ServerContext, OUTPUT_NAME};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
+use orchestrator::accounts::Accounts;
 use orchestrator::estate::Estate;
 use orchestrator::jobs::JobStore;
 use orchestrator::service::{system_clock, Service};
@@ -36,6 +37,8 @@ pub enum ServeError {
     Serve(io::Error),
     #[error("the local estate: {0}")]
     Estate(#[from] orchestrator::estate::EstateError),
+    #[error("accounts: {0}")]
+    Accounts(#[from] orchestrator::accounts::AccountError),
 }
 
 impl ServeError {
@@ -52,6 +55,11 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     prepare_data_dir(&args.data_dir)?;
     let pool = db::open(args.database_url.as_ref(), &args.data_dir).await?;
     db::ensure_vault(&pool, &args.vault_name, &now_rfc3339()).await?;
+    let accounts = Accounts::new(pool.clone());
+    // First start: an Administrator account. HOMEWARD_ADMIN_PASSWORD sets its password (automation, tests);
+    // otherwise one is generated and printed once, right after the URL line.
+    let preset = std::env::var("HOMEWARD_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
+    let generated = accounts.ensure_admin(preset.clone(), system_clock()).await?.filter(|_| preset.is_none());
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -73,10 +81,14 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     }
     let service = Arc::new(Service { estate, jobs: JobStore::new(pool.clone()), clock: system_clock });
     spawn_worker(service.clone());
-    let router = router(pool, &site_root, addr, service);
+    let router = router(pool, &site_root, addr, service, accounts);
 
-    // The one line on stdout: scripts and tests read the URL from it (port 0 picks a free port).
+    // The first line on stdout: scripts and tests read the URL from it (port 0 picks a free port).
     println!("Homeward portal: http://{addr}/");
+    if let Some(pw) = generated {
+        println!("First start: sign in as 'admin' with the one-time password {pw}");
+        println!("It is shown only now and stored only as a hash. Create your own accounts with `homeward users add`.");
+    }
     tracing::info!(%addr, data_dir = %args.data_dir.display(), site_root = %site_root.display(), "serving");
     axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.map_err(ServeError::Serve)
 }
@@ -121,25 +133,35 @@ fn spawn_worker(service: Arc<Service>) {
     }
 }
 
-pub fn router(pool: SqlitePool, site_root: &Path, addr: SocketAddr, service: Arc<Service>) -> Router {
+pub fn router(
+    pool: SqlitePool,
+    site_root: &Path,
+    addr: SocketAddr,
+    service: Arc<Service>,
+    accounts: Accounts,
+) -> Router {
     let options = LeptosOptions::builder()
         .output_name(OUTPUT_NAME)
         .site_root(site_root.to_string_lossy().into_owned())
         .site_pkg_dir("pkg")
         .site_addr(addr)
         .build();
-    let context = ServerContext { pool: pool.clone(), service: service.clone() };
+    let context = ServerContext { pool: pool.clone(), service: service.clone(), accounts: accounts.clone() };
     let provide = move || provide_context(context.clone());
     let routes = generate_route_list(App);
     Router::new()
         .route("/healthz", get(move || healthz(pool.clone())))
-        .nest_service("/api/v1", crate::api::router(service))
+        .route("/auth/login", post(crate::auth::login).with_state(accounts.clone()))
+        .route("/auth/logout", post(crate::auth::logout).with_state(accounts.clone()))
+        .route("/events/jobs/{id}", get(crate::events::job_events).with_state(service.clone()))
+        .nest_service("/api/v1", crate::api::router(service, accounts.clone()))
         .leptos_routes_with_context(&options, routes, provide.clone(), {
             let options = options.clone();
             move || shell(options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler_with_context(provide, shell))
         .with_state(options)
+        .layer(axum::middleware::from_fn_with_state(accounts, crate::auth::authenticate))
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
 }

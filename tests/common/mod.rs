@@ -11,6 +11,9 @@ use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_homeward");
 
+/// The first-start Administrator's password in tests (HOMEWARD_ADMIN_PASSWORD).
+pub const ADMIN_PASSWORD: &str = "correct-horse-battery-staple";
+
 /// The workspace's `target` folder, found from the binary under test (`target/<profile>/homeward`).
 pub fn target_dir() -> PathBuf {
     Path::new(BIN).parent().and_then(Path::parent).expect("binary lives in target/<profile>").to_path_buf()
@@ -22,6 +25,9 @@ pub struct Portal {
     /// Base URL with a trailing slash, as printed by the server.
     pub url: String,
     pub data_dir: PathBuf,
+    /// An Administrator's personal API token, and a client that sends it.
+    pub token: String,
+    pub http: reqwest::Client,
     _owned_dir: Option<tempfile::TempDir>,
 }
 
@@ -41,6 +47,7 @@ impl Portal {
             .arg(data_dir)
             .args(extra_args)
             .env_remove("HOMEWARD_DATABASE_URL")
+            .env("HOMEWARD_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -63,8 +70,43 @@ impl Portal {
         };
         let url = line.strip_prefix("Homeward portal: ").unwrap_or_else(|| panic!("unexpected first line: {line}"));
         assert!(url.starts_with("http://127.0.0.1:") && url.ends_with('/'), "{url}");
-        Portal { child, url: url.to_owned(), data_dir: data_dir.to_owned(), _owned_dir: None }
+        let token = token_for(data_dir, "admin");
+        let http = client_with_token(&token);
+        Portal { child, url: url.to_owned(), data_dir: data_dir.to_owned(), token, http, _owned_dir: None }
     }
+
+    /// Creates an account with `role` (password `ADMIN_PASSWORD`) and returns a personal API token for it.
+    pub fn add_user(&self, name: &str, role: &str) -> String {
+        let out = Command::new(BIN)
+            .args(["users", "add", name, "--role", role, "--data-dir"])
+            .arg(&self.data_dir)
+            .env("HOMEWARD_NEW_PASSWORD", ADMIN_PASSWORD)
+            .env_remove("HOMEWARD_DATABASE_URL")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "users add: {}", String::from_utf8_lossy(&out.stderr));
+        token_for(&self.data_dir, name)
+    }
+}
+
+/// A new personal API token for `user`, created with `homeward users token`.
+pub fn token_for(data_dir: &Path, user: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["users", "token", user, "--label", "tests", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("HOMEWARD_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "users token: {}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("hwt_"), "{token}");
+    token
+}
+
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    reqwest::Client::builder().default_headers(h).build().unwrap()
 }
 
 impl Drop for Portal {

@@ -1,0 +1,300 @@
+//! Local accounts, browser sessions, personal API tokens and the audit log, in the vault's database.
+//!
+//! Architecture Invariant: no secret is stored in the clear. Passwords are argon2id PHC strings; session and API
+//! tokens are 256-bit random values of which only the BLAKE3 digest is kept, so a copy of the database signs
+//! nobody in.
+
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use serde::{Deserialize, Serialize};
+use sqlx::{Row, SqlitePool};
+
+use crate::access::Role;
+use crate::domain::Millis;
+
+/// How long a browser session lasts without signing in again: one working shift.
+pub const SESSION_MS: Millis = 12 * 3600 * 1000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("the user name or the password is wrong")]
+    BadCredentials,
+    #[error("a user named {0} already exists")]
+    NameTaken(String),
+    #[error("no user named {0}")]
+    UnknownUser(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// One line of the audit log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: Millis,
+    pub user_name: String,
+    pub role: String,
+    /// e.g. `failover`, `commit`, `sign-in`, `job-cancel`, `faults`.
+    pub action: String,
+    /// The item, plan, job or account acted on.
+    pub target: String,
+    pub reason: Option<String>,
+    pub job_id: Option<String>,
+    /// `started`, `refused`, `denied`, `failed`, `succeeded`.
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+/// A random secret, as 64 hex characters.
+pub fn random_secret() -> String {
+    let mut b = [0u8; 32];
+    OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A password people can type from a terminal: 20 characters without look-alikes.
+pub fn random_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut b = [0u8; 20];
+    OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char).collect()
+}
+
+fn digest(token: &str) -> String {
+    blake3::hash(token.as_bytes()).to_hex().to_string()
+}
+
+fn hash_password(password: &str) -> Result<String, AccountError> {
+    if password.chars().count() < 12 {
+        return Err(AccountError::Invalid("a password needs at least 12 characters".into()));
+    }
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AccountError::Hash(e.to_string()))
+}
+
+fn verify(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+fn user_from(row: &sqlx::sqlite::SqliteRow) -> Result<User, AccountError> {
+    let role: String = row.try_get("role")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: Role::parse(&role)
+            .ok_or_else(|| AccountError::Invalid(format!("unknown role {role} in the database")))?,
+    })
+}
+
+#[derive(Clone, Debug)]
+pub struct Accounts {
+    pub pool: SqlitePool,
+}
+
+impl Accounts {
+    pub fn new(pool: SqlitePool) -> Accounts {
+        Accounts { pool }
+    }
+
+    /// Creates a local account. Hashing takes tens of milliseconds of CPU, so it runs off the async threads.
+    pub async fn create_user(&self, name: &str, role: Role, password: &str, now: Millis) -> Result<User, AccountError> {
+        let name = crate::access::parse_user_name(name).map_err(AccountError::Invalid)?;
+        let pw = password.to_owned();
+        let phc = tokio::task::spawn_blocking(move || hash_password(&pw))
+            .await
+            .map_err(|e| AccountError::Hash(e.to_string()))??;
+        let res = sqlx::query("insert into users (name, role, password_hash, created_at) values (?, ?, ?, ?)")
+            .bind(&name)
+            .bind(role.as_str())
+            .bind(&phc)
+            .bind(now as i64)
+            .execute(&self.pool)
+            .await;
+        match res {
+            Ok(r) => Ok(User { id: r.last_insert_rowid(), name, role }),
+            Err(e) if e.as_database_error().is_some_and(|d| d.message().contains("users.name")) => {
+                Err(AccountError::NameTaken(name))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// On a vault without accounts, creates `admin` (Administrator) with `password` or a generated one, which is
+    /// returned so the first start can print it once. `None` when accounts exist already.
+    pub async fn ensure_admin(&self, password: Option<String>, now: Millis) -> Result<Option<String>, AccountError> {
+        let (n,): (i64,) = sqlx::query_as("select count(*) from users").fetch_one(&self.pool).await?;
+        if n > 0 {
+            return Ok(None);
+        }
+        let pw = password.unwrap_or_else(random_password);
+        self.create_user("admin", Role::Administrator, &pw, now).await?;
+        Ok(Some(pw))
+    }
+
+    pub async fn users(&self) -> Result<Vec<User>, AccountError> {
+        let rows = sqlx::query("select id, name, role from users order by name").fetch_all(&self.pool).await?;
+        rows.iter().map(user_from).collect()
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<(User, String)>, AccountError> {
+        let row = sqlx::query("select id, name, role, password_hash from users where name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((user_from(&r)?, r.try_get("password_hash")?))).transpose()
+    }
+
+    /// Checks a password. An unknown name costs the same hashing work as a wrong password, so timing does not
+    /// tell which names exist.
+    pub async fn verify_password(&self, name: &str, password: &str) -> Result<User, AccountError> {
+        let found = self.user_by_name(name.trim()).await?;
+        let phc = found.as_ref().map(|(_, h)| h.clone()).unwrap_or_else(|| {
+            "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$5dA6uXIqAlrh3dJf8LrsOcVn6Bc2Iq0ibW0xNmmTbbk".into()
+        });
+        let pw = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || verify(&pw, &phc)).await.unwrap_or(false);
+        match found {
+            Some((user, _)) if ok => Ok(user),
+            _ => Err(AccountError::BadCredentials),
+        }
+    }
+
+    /// Starts a browser session; returns the token for the cookie.
+    pub async fn create_session(&self, user: &User, now: Millis) -> Result<String, AccountError> {
+        let token = random_secret();
+        sqlx::query("delete from sessions where expires_at <= ?").bind(now as i64).execute(&self.pool).await?;
+        sqlx::query("insert into sessions (token_hash, user_id, created_at, expires_at) values (?, ?, ?, ?)")
+            .bind(digest(&token))
+            .bind(user.id)
+            .bind(now as i64)
+            .bind((now + SESSION_MS) as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(token)
+    }
+
+    pub async fn session_user(&self, token: &str, now: Millis) -> Result<Option<User>, AccountError> {
+        let row = sqlx::query(
+            "select u.id, u.name, u.role from sessions s join users u on u.id = s.user_id \
+             where s.token_hash = ? and s.expires_at > ?",
+        )
+        .bind(digest(token))
+        .bind(now as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from).transpose()
+    }
+
+    pub async fn end_session(&self, token: &str) -> Result<(), AccountError> {
+        sqlx::query("delete from sessions where token_hash = ?").bind(digest(token)).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// A personal API token for `name`, shown once: `hwt_` and 64 hex characters.
+    pub async fn create_token(&self, name: &str, label: &str, now: Millis) -> Result<String, AccountError> {
+        let (user, _) = self.user_by_name(name).await?.ok_or_else(|| AccountError::UnknownUser(name.to_owned()))?;
+        let token = format!("hwt_{}", random_secret());
+        sqlx::query("insert into api_tokens (token_hash, user_id, label, created_at) values (?, ?, ?, ?)")
+            .bind(digest(&token))
+            .bind(user.id)
+            .bind(label)
+            .bind(now as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(token)
+    }
+
+    pub async fn token_user(&self, token: &str, now: Millis) -> Result<Option<User>, AccountError> {
+        let h = digest(token);
+        let row = sqlx::query(
+            "select u.id, u.name, u.role from api_tokens t join users u on u.id = t.user_id where t.token_hash = ?",
+        )
+        .bind(&h)
+        .fetch_optional(&self.pool)
+        .await?;
+        if row.is_some() {
+            sqlx::query("update api_tokens set last_used_at = ? where token_hash = ?")
+                .bind(now as i64)
+                .bind(&h)
+                .execute(&self.pool)
+                .await?;
+        }
+        row.as_ref().map(user_from).transpose()
+    }
+
+    pub async fn audit(&self, e: &AuditEntry) -> Result<(), AccountError> {
+        sqlx::query(
+            "insert into audit (at, user_name, role, action, target, reason, job_id, outcome, detail) \
+             values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.at as i64)
+        .bind(&e.user_name)
+        .bind(&e.role)
+        .bind(&e.action)
+        .bind(&e.target)
+        .bind(&e.reason)
+        .bind(&e.job_id)
+        .bind(&e.outcome)
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Newest first; `user` and `target` filter exactly when given.
+    pub async fn audit_log(
+        &self,
+        user: Option<&str>,
+        target: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<AuditEntry>, i64), AccountError> {
+        let cond = "(?1 is null or user_name = ?1) and (?2 is null or target = ?2 or job_id = ?2)";
+        let (total,): (i64,) = sqlx::query_as(&format!("select count(*) from audit where {cond}"))
+            .bind(user)
+            .bind(target)
+            .fetch_one(&self.pool)
+            .await?;
+        let rows = sqlx::query(&format!(
+            "select at, user_name, role, action, target, reason, job_id, outcome, detail from audit where {cond} \
+             order by id desc limit ?3 offset ?4"
+        ))
+        .bind(user)
+        .bind(target)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let entries = rows
+            .iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    at: r.try_get::<i64, _>("at")? as Millis,
+                    user_name: r.try_get("user_name")?,
+                    role: r.try_get("role")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    reason: r.try_get("reason")?,
+                    job_id: r.try_get("job_id")?,
+                    outcome: r.try_get("outcome")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok((entries, total))
+    }
+}

@@ -1,0 +1,137 @@
+//! An action taken by a signed-in person: the role check, the action through the [`Service`], and the audit line —
+//! the same for the REST API and the portal's server functions, so neither can forget a step.
+
+use crate::access::{Denied, Permission};
+use crate::accounts::{Accounts, AuditEntry, User};
+use crate::jobs::{Job, JobAction, JobState};
+use crate::lifecycle::{Operation, Request};
+use crate::points::PointChoice;
+use crate::service::{Service, ServiceError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+pub struct Actor<'a> {
+    pub user: &'a User,
+    pub accounts: &'a Accounts,
+    pub service: &'a Service,
+}
+
+fn words<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+impl Actor<'_> {
+    fn entry(&self, action: &str, target: &str, reason: Option<&str>) -> AuditEntry {
+        AuditEntry {
+            at: (self.service.clock)(),
+            user_name: self.user.name.clone(),
+            role: self.user.role.as_str().into(),
+            action: action.into(),
+            target: target.into(),
+            reason: reason.map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned),
+            ..AuditEntry::default()
+        }
+    }
+
+    /// Writes the audit line for `result`. The action's own result wins: a failed audit write goes to the log.
+    async fn record<T>(&self, mut e: AuditEntry, result: &Result<T, ActError>, job: Option<&str>) {
+        match result {
+            Ok(_) if e.outcome.is_empty() => e.outcome = "started".into(),
+            Ok(_) => {}
+            Err(ActError::Denied(d)) => {
+                e.outcome = "denied".into();
+                e.detail = Some(d.to_string());
+            }
+            Err(ActError::Service(ServiceError::Refused(r))) => {
+                e.outcome = "refused".into();
+                e.detail = Some(r.iter().map(|r| format!("{}: {}", r.rule, r.message)).collect::<Vec<_>>().join("; "));
+            }
+            Err(other) => {
+                e.outcome = "failed".into();
+                e.detail = Some(other.to_string());
+            }
+        }
+        e.job_id = job.map(str::to_owned);
+        if let Err(err) = self.accounts.audit(&e).await {
+            tracing::error!(error = %err, "audit log write failed");
+        }
+    }
+
+    /// Starts `op` on an item (Operator or Administrator).
+    pub async fn item_action(
+        &self,
+        id: &str,
+        op: Operation,
+        req: &Request,
+        key: &str,
+        reason: Option<&str>,
+    ) -> Result<Job, ActError> {
+        let result = match self.user.role.may(Permission::Operate) {
+            Ok(()) => self.service.start(id, op, req, key).await.map_err(ActError::from),
+            Err(d) => Err(d.into()),
+        };
+        let job = result.as_ref().ok().map(|j| j.id.clone());
+        self.record(self.entry(&words(&op), id, reason), &result, job.as_deref()).await;
+        result
+    }
+
+    /// Fails a recovery plan over (Operator or Administrator).
+    pub async fn plan_failover(
+        &self,
+        plan: &str,
+        choice: PointChoice,
+        key: &str,
+        reason: Option<&str>,
+    ) -> Result<Job, ActError> {
+        let result = match self.user.role.may(Permission::Operate) {
+            Ok(()) => self.service.start_plan_failover(plan, choice, key).await.map_err(ActError::from),
+            Err(d) => Err(d.into()),
+        };
+        let job = result.as_ref().ok().map(|j| j.id.clone());
+        self.record(self.entry("plan-failover", plan, reason), &result, job.as_deref()).await;
+        result
+    }
+
+    /// Cancels, restarts or resumes a job (Operator or Administrator).
+    pub async fn job_action(&self, id: &str, action: JobAction, reason: Option<&str>) -> Result<JobState, ActError> {
+        let result = match self.user.role.may(Permission::Operate) {
+            Ok(()) => {
+                let jobs = &self.service.jobs;
+                let r = match action {
+                    JobAction::Cancel => jobs.cancel(id, (self.service.clock)()).await,
+                    JobAction::Restart => jobs.restart(id).await.map(|_| JobState::NotStarted),
+                    JobAction::Resume => jobs.resume(id).await.map(|_| JobState::NotStarted),
+                };
+                r.map_err(|e| ActError::Service(e.into()))
+            }
+            Err(d) => Err(d.into()),
+        };
+        self.record(self.entry(&format!("job-{}", words(&action)), id, reason), &result, Some(id)).await;
+        result
+    }
+
+    /// Applies an administrative change (fault knobs, accounts) after checking the role, and records it.
+    pub async fn administer<T>(
+        &self,
+        action: &str,
+        target: &str,
+        detail: String,
+        change: impl std::future::Future<Output = Result<T, ServiceError>>,
+    ) -> Result<T, ActError> {
+        let result = match self.user.role.may(Permission::Administer) {
+            Ok(()) => change.await.map_err(ActError::from),
+            Err(d) => Err(d.into()),
+        };
+        let mut e = self.entry(action, target, None);
+        e.outcome = "applied".into();
+        e.detail = Some(detail);
+        self.record(e, &result, None).await;
+        result
+    }
+}

@@ -1,0 +1,216 @@
+//! Sign-in, sessions, API tokens and CSRF protection, as one axum middleware in front of every route.
+//!
+//! * A browser signs in with a form post to `/auth/login` and gets a session cookie (`HttpOnly`,
+//!   `SameSite=Strict`). The REST API also accepts `Authorization: Bearer hwt_…` personal API tokens.
+//! * Who is signed in goes into the request's extensions as [`orchestrator::accounts::User`]; the REST handlers and
+//!   the server functions ask its role (`Role::may`) before they act.
+//! * A state-changing request that carries the session cookie must come from this site (`Sec-Fetch-Site`, else
+//!   `Origin`), so another site cannot make a signed-in browser fail a VM over.
+
+use axum::extract::{Form, Request, State};
+use axum::http::header::{AUTHORIZATION, COOKIE, HOST, LOCATION, ORIGIN, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use orchestrator::access::safe_next;
+use orchestrator::accounts::{AccountError, Accounts, AuditEntry, User, SESSION_MS};
+use orchestrator::service::system_clock;
+use serde::Deserialize;
+use serde_json::json;
+
+pub const SESSION_COOKIE: &str = "homeward_session";
+
+/// Paths anyone may open: the sign-in page and its form, health, and the site's static files.
+fn is_public(path: &str) -> bool {
+    matches!(path, "/login" | "/auth/login" | "/healthz" | "/favicon.ico") || path.starts_with("/pkg/")
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Whether a cookie-carrying, state-changing request comes from a page of this site. Browsers send
+/// `Sec-Fetch-Site`; older ones at least `Origin`, which must name the host the request went to.
+pub fn same_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return site == "same-origin" || site == "none";
+    }
+    match (headers.get(ORIGIN).and_then(|v| v.to_str().ok()), headers.get(HOST).and_then(|v| v.to_str().ok())) {
+        (Some(origin), Some(host)) => origin.split_once("://").is_some_and(|(_, h)| h == host),
+        _ => false,
+    }
+}
+
+fn deny(status: StatusCode, code: &str, message: &str, action: &str) -> Response {
+    (status, Json(json!({"code": code, "message": message, "recommended_action": action}))).into_response()
+}
+
+/// Resolves who is calling, enforces CSRF, and sends the signed-out to the sign-in page (pages) or a 401 (API).
+pub async fn authenticate(State(accounts): State<Accounts>, mut req: Request, next: Next) -> Response {
+    let now = system_clock();
+    let headers = req.headers();
+    let bearer = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let session = cookie(headers, SESSION_COOKIE);
+    let user = match (bearer, session) {
+        (Some(t), _) => accounts.token_user(t.trim(), now).await,
+        (None, Some(s)) => accounts.session_user(s, now).await,
+        (None, None) => Ok(None),
+    };
+    let user = match user {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(error = %e, "reading sessions failed");
+            return deny(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &e.to_string(), "Check the server log.");
+        }
+    };
+    let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    // A token is never sent by a browser on its own, so only cookie (and sign-in form) requests can be forged.
+    if state_changing && bearer.is_none() && !same_site(req.headers()) {
+        return deny(
+            StatusCode::FORBIDDEN,
+            "cross-site-request",
+            "This request did not come from a page of this portal, so it was refused.",
+            "Use the portal's own pages, or call the API with an API token.",
+        );
+    }
+    let path = req.uri().path().to_owned();
+    match user {
+        Some(u) => {
+            req.extensions_mut().insert(u);
+            next.run(req).await
+        }
+        None if is_public(&path) => next.run(req).await,
+        None if path.starts_with("/api/") || path.starts_with("/events/") => deny(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "Sign in first: this needs a session or an API token.",
+            "Send 'Authorization: Bearer <token>' (create one with `homeward users token <name>`), or sign in at /login.",
+        ),
+        None => {
+            let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let to = format!("/login?next={}", urlencode(target));
+            (StatusCode::SEE_OTHER, [(LOCATION, to)]).into_response()
+        }
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    name: String,
+    password: String,
+    next: Option<String>,
+}
+
+fn session_cookie(value: &str, max_age_s: u64) -> HeaderValue {
+    // Not `Secure`: the embedded default serves plain HTTP on localhost; behind a TLS proxy the browser still
+    // sends it only to this site (SameSite=Strict).
+    HeaderValue::from_str(&format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}"))
+        .expect("cookie is ASCII")
+}
+
+pub async fn login(State(accounts): State<Accounts>, Form(f): Form<LoginForm>) -> Response {
+    let now = system_clock();
+    let next = safe_next(f.next.as_deref());
+    let audit = |user: &str, role: &str, outcome: &str| AuditEntry {
+        at: now,
+        user_name: user.to_owned(),
+        role: role.to_owned(),
+        action: "sign-in".into(),
+        target: "portal".into(),
+        outcome: outcome.into(),
+        ..AuditEntry::default()
+    };
+    match accounts.verify_password(&f.name, &f.password).await {
+        Ok(user) => match accounts.create_session(&user, now).await {
+            Ok(token) => {
+                let _ = accounts.audit(&audit(&user.name, user.role.as_str(), "succeeded")).await;
+                let mut r = (StatusCode::SEE_OTHER, [(LOCATION, next)]).into_response();
+                r.headers_mut().insert(SET_COOKIE, session_cookie(&token, SESSION_MS / 1000));
+                r
+            }
+            Err(e) => deny(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &e.to_string(), "Check the server log."),
+        },
+        Err(AccountError::BadCredentials) => {
+            let _ = accounts.audit(&audit(f.name.trim(), "", "denied")).await;
+            let to = format!("/login?error=credentials&next={}", urlencode(&next));
+            (StatusCode::SEE_OTHER, [(LOCATION, to)]).into_response()
+        }
+        Err(e) => deny(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &e.to_string(), "Check the server log."),
+    }
+}
+
+pub async fn logout(
+    State(accounts): State<Accounts>,
+    headers: HeaderMap,
+    user: Option<axum::Extension<User>>,
+) -> Response {
+    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+        let _ = accounts.end_session(token).await;
+    }
+    if let Some(axum::Extension(u)) = user {
+        let entry = AuditEntry {
+            at: system_clock(),
+            user_name: u.name,
+            role: u.role.as_str().into(),
+            action: "sign-out".into(),
+            target: "portal".into(),
+            outcome: "succeeded".into(),
+            ..AuditEntry::default()
+        };
+        let _ = accounts.audit(&entry).await;
+    }
+    let mut r = (StatusCode::SEE_OTHER, [(LOCATION, "/login")]).into_response();
+    r.headers_mut().insert(SET_COOKIE, session_cookie("", 0));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn same_site_trusts_fetch_metadata_then_origin() {
+        assert!(same_site(&h(&[("sec-fetch-site", "same-origin")])));
+        assert!(!same_site(&h(&[("sec-fetch-site", "cross-site"), ("origin", "http://a:1"), ("host", "a:1")])));
+        assert!(same_site(&h(&[("origin", "http://127.0.0.1:8080"), ("host", "127.0.0.1:8080")])));
+        assert!(!same_site(&h(&[("origin", "http://evil.example"), ("host", "127.0.0.1:8080")])));
+        assert!(!same_site(&h(&[("host", "127.0.0.1:8080")])), "no evidence is no trust");
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let m = h(&[("cookie", "a=1; homeward_session=abc; b=2")]);
+        assert_eq!(cookie(&m, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h(&[]), SESSION_COOKIE), None);
+    }
+
+    #[test]
+    fn redirect_targets_are_encoded() {
+        assert_eq!(urlencode("/jobs?state=failed&x=a b"), "/jobs%3Fstate%3Dfailed%26x%3Da%20b");
+    }
+}
