@@ -1,183 +1,582 @@
-//! What the vault's pages show, read through the orchestration service by server functions. These types travel
-//! to the browser, so they are plain strings and numbers; the decisions stay on the server.
+//! Server functions that read what the pages show. Thin adapters over `orchestrator::service`: they shape the
+//! core's data into [`crate::model`] rows; filters, sorting and pagination happen here, on the server, so a page of
+//! 5 000 items sends 50 rows.
 
 use leptos::prelude::*;
-use serde::{Deserialize, Serialize};
 
-/// An operation the item does not allow now, and why.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Refused {
-    pub operation: String,
-    pub rule: String,
-    pub message: String,
-    pub action: String,
-}
+use crate::model::*;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ItemRow {
-    pub id: String,
-    pub machine: String,
-    pub os: String,
-    pub state: String,
-    pub health: String,
-    pub health_errors: Vec<String>,
-    pub points: usize,
-    /// Newest point: kind and creation time (epoch ms).
-    pub latest_point: Option<(String, u64)>,
-    pub allowed: Vec<String>,
-    pub refused: Vec<Refused>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TaskRow {
-    pub name: String,
-    pub state: String,
-    pub attempts: i64,
-    pub bytes: i64,
-    pub started_at: Option<u64>,
-    pub finished_at: Option<u64>,
-    pub error: Option<String>,
-    pub action: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JobRow {
-    pub id: String,
-    pub kind: String,
-    pub target: String,
-    pub state: String,
-    pub created_at: u64,
-    pub error: Option<String>,
-    pub action: Option<String>,
-    pub allowed_actions: Vec<String>,
-    pub tasks: Vec<TaskRow>,
-}
-
-/// One table of the infrastructure page.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Section {
-    pub title: String,
-    pub columns: Vec<String>,
-    pub rows: Vec<Vec<String>>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PlanRow {
-    pub id: String,
-    pub name: String,
-    pub groups: Vec<Vec<String>>,
-}
+/// Rows per page of the items, jobs and audit tables.
+pub const PER_PAGE: usize = 50;
 
 #[cfg(feature = "ssr")]
-fn service() -> Result<std::sync::Arc<orchestrator::service::Service>, ServerFnError> {
-    use_context::<crate::ServerContext>()
-        .map(|c| c.service)
-        .ok_or_else(|| ServerFnError::new("the server did not provide its service context"))
-}
+pub(crate) mod server {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant, SystemTime};
 
-#[cfg(feature = "ssr")]
-fn words<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
+    use leptos::prelude::*;
+    use orchestrator::accounts::User;
+    use orchestrator::domain::{ReplicatedItem, Site};
+    use orchestrator::lifecycle::{self, Operation};
+    use orchestrator::rules::Refusal;
+    use orchestrator::service::Service;
 
-#[cfg(feature = "ssr")]
-fn internal(e: impl std::fmt::Display) -> ServerFnError {
-    ServerFnError::new(format!("{e}. Check the server log."))
-}
+    use crate::model::*;
 
-#[server(endpoint = "portal/items", input = leptos::server_fn::codec::GetUrl)]
-pub async fn list_items() -> Result<Vec<ItemRow>, ServerFnError> {
-    let s = service()?;
-    let doc = s.doc().map_err(internal)?;
-    let mut out = Vec::new();
-    for rec in &doc.items {
-        let (item, ops) = s.item(&rec.item.id).await.map_err(internal)?;
+    pub fn ctx() -> Result<crate::ServerContext, ServerFnError> {
+        use_context::<crate::ServerContext>().ok_or_else(|| ServerFnError::new("the server did not provide its context"))
+    }
+
+    pub fn service() -> Result<Arc<Service>, ServerFnError> {
+        Ok(ctx()?.service)
+    }
+
+    /// Who is signed in: the auth middleware put the account into the request's extensions.
+    pub fn user() -> Option<User> {
+        use_context::<http::request::Parts>().and_then(|p| p.extensions.get::<User>().cloned())
+    }
+
+    pub fn words<T: serde::Serialize>(v: &T) -> String {
+        serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> ServerFnError {
+        ServerFnError::new(format!("{e}. Check the server log."))
+    }
+
+    pub fn site(s: Site) -> &'static str {
+        match s {
+            Site::Primary => "on-premises",
+            Site::Recovery => "Azure",
+        }
+    }
+
+    pub fn refused_rows(op: Operation, rs: &[Refusal]) -> Vec<Refused> {
+        rs.iter()
+            .map(|r| Refused {
+                operation: words(&op),
+                rule: r.rule.clone(),
+                message: r.message.clone(),
+                action: r.recommended_action.clone(),
+            })
+            .collect()
+    }
+
+    pub fn item_row(
+        item: &ReplicatedItem,
+        ops: &[(Operation, Vec<Refusal>)],
+        active_job: Option<String>,
+        now: u64,
+    ) -> ItemRow {
         let latest = item.recovery_points.iter().max_by_key(|p| p.time);
-        out.push(ItemRow {
+        let direction = lifecycle::direction(item.state);
+        ItemRow {
             id: item.id.clone(),
+            name: item.name.clone(),
             machine: words(&item.machine),
             os: item.os.name.clone(),
+            direction: direction.map(|(a, b)| format!("{} → {}", site(a), site(b))).unwrap_or_else(|| "—".into()),
             state: words(&item.state),
             health: words(&item.health),
             health_errors: item.health_errors.clone(),
+            location: site(lifecycle::active_site(item.state)).into(),
             points: item.recovery_points.len(),
             latest_point: latest.map(|p| (words(&p.kind), p.time)),
+            rpo_ms: direction.and(latest).map(|p| now.saturating_sub(p.time)),
+            initial_sync_percent: item.initial_sync_percent,
+            replication_group: item.replication_group.clone(),
+            active_job,
             allowed: ops.iter().filter(|(_, r)| r.is_empty()).map(|(op, _)| words(op)).collect(),
-            refused: ops
-                .iter()
-                .flat_map(|(op, rs)| {
-                    rs.iter().map(move |r| Refused {
-                        operation: words(op),
-                        rule: r.rule.clone(),
-                        message: r.message.clone(),
-                        action: r.recommended_action.clone(),
-                    })
+            refused: ops.iter().flat_map(|(op, rs)| refused_rows(*op, rs)).collect(),
+        }
+    }
+
+    /// The items table for every item, rebuilt when the estate file changes or after two seconds (ages and the
+    /// agent's registration move with the clock). Thousands of items then cost a filter and a sort per request.
+    static CACHE: Mutex<Option<(Instant, (SystemTime, u64), Arc<Vec<ItemRow>>)>> = Mutex::new(None);
+    const FRESH: Duration = Duration::from_secs(2);
+
+    pub async fn all_rows() -> Result<Arc<Vec<ItemRow>>, ServerFnError> {
+        let s = service()?;
+        let stamp = std::fs::metadata(s.estate.root.join("estate.json"))
+            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+            .map_err(internal)?;
+        if let Some((at, key, rows)) = CACHE.lock().map_err(internal)?.as_ref() {
+            if *key == stamp && at.elapsed() < FRESH {
+                return Ok(rows.clone());
+            }
+        }
+        let active = s.jobs.active_jobs_by_item().await.map_err(internal)?;
+        let now = (s.clock)();
+        let rows: Vec<ItemRow> = s
+            .all_items()
+            .await
+            .map_err(internal)?
+            .iter()
+            .map(|(item, ops)| item_row(item, ops, active.get(&item.id).cloned(), now))
+            .collect();
+        let rows = Arc::new(rows);
+        *CACHE.lock().map_err(internal)? = Some((Instant::now(), stamp, rows.clone()));
+        Ok(rows)
+    }
+
+    /// Forgets the cached table: an action just changed an item.
+    pub fn invalidate() {
+        if let Ok(mut c) = CACHE.lock() {
+            *c = None;
+        }
+    }
+
+    pub fn job_row(j: orchestrator::jobs::Job) -> JobRow {
+        JobRow {
+            allowed_actions: j.allowed_actions().iter().map(words).collect(),
+            target_kind: if j.item_id.is_some() { "item".into() } else { "plan".into() },
+            target: j.item_id.clone().or(j.plan_id.clone()).unwrap_or_default(),
+            id: j.id,
+            kind: j.kind,
+            state: j.state.as_str().to_owned(),
+            created_at: j.created_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+            error: j.error,
+            action: j.recommended_action,
+            tasks: j
+                .tasks
+                .into_iter()
+                .map(|t| TaskRow {
+                    name: t.name,
+                    state: t.state.as_str().to_owned(),
+                    attempts: t.attempts,
+                    bytes: t.bytes,
+                    started_at: t.started_at,
+                    finished_at: t.finished_at,
+                    error: t.error,
+                    action: t.recommended_action,
                 })
                 .collect(),
-        });
+        }
     }
-    Ok(out)
+
+    /// Process servers that can send data to Azure (on-premises ones), the others disabled with R-W4.
+    pub fn cloud_process_servers() -> Result<Vec<Choice>, ServerFnError> {
+        let doc = service()?.doc().map_err(internal)?;
+        Ok(doc
+            .inventory
+            .process_servers
+            .iter()
+            .map(|p| Choice {
+                id: p.id.clone(),
+                label: format!("{} ({}, {} MiB/s)", p.id, site(p.site), p.bandwidth_bytes_per_s >> 20),
+                disabled: (p.site != Site::Primary)
+                    .then(|| "R-W4: re-protect sends data from an on-premises process server.".to_owned()),
+                reach: vec![],
+            })
+            .collect())
+    }
+
+    pub fn point_row(p: &orchestrator::domain::RecoveryPoint, latest: u64) -> PointRow {
+        PointRow { id: p.id.clone(), kind: words(&p.kind), time: p.time, data_loss_ms: latest.saturating_sub(p.time) }
+    }
 }
 
 /// The job as the portal shows it; the live-progress stream sends the same shape.
 #[cfg(feature = "ssr")]
 pub fn job_row(j: orchestrator::jobs::Job) -> JobRow {
-    JobRow {
-        allowed_actions: j.allowed_actions().iter().map(words).collect(),
-        target: j.item_id.clone().or(j.plan_id.clone()).unwrap_or_default(),
-        id: j.id,
-        kind: j.kind,
-        state: j.state.as_str().to_owned(),
-        created_at: j.created_at,
-        error: j.error,
-        action: j.recommended_action,
-        tasks: j
-            .tasks
-            .into_iter()
-            .map(|t| TaskRow {
-                name: t.name,
-                state: t.state.as_str().to_owned(),
-                attempts: t.attempts,
-                bytes: t.bytes,
-                started_at: t.started_at,
-                finished_at: t.finished_at,
-                error: t.error,
-                action: t.recommended_action,
-            })
-            .collect(),
-    }
+    server::job_row(j)
 }
 
-#[server(endpoint = "portal/jobs", input = leptos::server_fn::codec::GetUrl)]
-pub async fn list_jobs() -> Result<Vec<JobRow>, ServerFnError> {
+#[server(endpoint = "portal/me", input = leptos::server_fn::codec::GetUrl)]
+pub async fn whoami() -> Result<Option<Me>, ServerFnError> {
+    use orchestrator::access::Permission;
+    Ok(server::user().map(|u| Me {
+        role: u.role.as_str().into(),
+        role_title: u.role.title().into(),
+        may_operate: u.role.may(Permission::Operate).is_ok(),
+        may_administer: u.role.may(Permission::Administer).is_ok(),
+        operate_denied: u.role.may(Permission::Operate).err().map(|d| d.to_string()),
+        name: u.name,
+    }))
+}
+
+/// One page of replicated items. `sort`: name, machine, os, state, health, location, latest, rpo.
+#[server(endpoint = "portal/items", input = leptos::server_fn::codec::GetUrl)]
+pub async fn list_items(
+    q: String,
+    state: String,
+    health: String,
+    sort: String,
+    desc: bool,
+    page: usize,
+) -> Result<ItemPage, ServerFnError> {
+    let all = server::all_rows().await?;
+    let needle = q.trim().to_lowercase();
+    let mut rows: Vec<&ItemRow> = all
+        .iter()
+        .filter(|r| {
+            needle.is_empty()
+                || r.name.to_lowercase().contains(&needle)
+                || r.id.to_lowercase().contains(&needle)
+                || r.os.to_lowercase().contains(&needle)
+        })
+        .filter(|r| state.is_empty() || r.state == state)
+        .filter(|r| health.is_empty() || r.health == health)
+        .collect();
+    match sort.as_str() {
+        "machine" => rows.sort_by(|a, b| a.machine.cmp(&b.machine).then(a.name.cmp(&b.name))),
+        "os" => rows.sort_by(|a, b| a.os.cmp(&b.os).then(a.name.cmp(&b.name))),
+        "state" => rows.sort_by(|a, b| a.state.cmp(&b.state).then(a.name.cmp(&b.name))),
+        "health" => rows.sort_by(|a, b| a.health.cmp(&b.health).then(a.name.cmp(&b.name))),
+        "location" => rows.sort_by(|a, b| a.location.cmp(&b.location).then(a.name.cmp(&b.name))),
+        "latest" => rows.sort_by_key(|r| r.latest_point.as_ref().map(|p| p.1)),
+        "rpo" => rows.sort_by_key(|r| r.rpo_ms),
+        _ => rows.sort_by(|a, b| a.name.cmp(&b.name)),
+    }
+    if desc {
+        rows.reverse();
+    }
+    let mut states: Vec<String> = all.iter().map(|r| r.state.clone()).collect();
+    states.sort();
+    states.dedup();
+    let total = rows.len();
+    let pages = total.div_ceil(PER_PAGE).max(1);
+    let page = page.clamp(1, pages);
+    Ok(ItemPage {
+        rows: rows.into_iter().skip((page - 1) * PER_PAGE).take(PER_PAGE).cloned().collect(),
+        total,
+        vault_total: all.len(),
+        page,
+        per_page: PER_PAGE,
+        states,
+        process_servers_to_cloud: server::cloud_process_servers()?,
+    })
+}
+
+#[server(endpoint = "portal/item", input = leptos::server_fn::codec::GetUrl)]
+pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
+    use orchestrator::domain::{OsFamily, Site};
+    use orchestrator::estate::EstateError;
+    use orchestrator::lifecycle;
+    use orchestrator::service::ServiceError;
+    use server::*;
+
     let s = service()?;
-    Ok(s.jobs.list(200).await.map_err(internal)?.into_iter().map(job_row).collect())
+    let (item, ops) = match s.item(&id).await {
+        Ok(x) => x,
+        Err(ServiceError::Estate(EstateError::UnknownItem(_))) => return Ok(None),
+        Err(e) => return Err(internal(e)),
+    };
+    let doc = s.doc().map_err(internal)?;
+    let inv = &doc.inventory;
+    let now = (s.clock)();
+    let active = s.jobs.active_job_for_item(&id).await.map_err(internal)?;
+    let row = item_row(&item, &ops, active, now);
+    let latest = item.recovery_points.iter().map(|p| p.time).max().unwrap_or(0);
+    let mut points: Vec<PointRow> = item.recovery_points.iter().map(|p| point_row(p, latest)).collect();
+    points.sort_by(|a, b| b.time.cmp(&a.time));
+
+    let mut choices: Vec<PointChoiceRow> = orchestrator::points::options(&item)
+        .into_iter()
+        .map(|o| {
+            let (choice, label, note) = match o.choice {
+                orchestrator::points::PointChoice::LatestAppConsistent => (
+                    "latest-app-consistent",
+                    "Latest app-consistent",
+                    if o.data_loss_ms == 0 {
+                        "The newest point is app-consistent: no writes are lost against the latest point.".to_owned()
+                    } else {
+                        format!(
+                            "Applications were quiesced at this point; writes of the last {} are lost (R-RP4).",
+                            crate::ui::fmt_duration(o.data_loss_ms)
+                        )
+                    },
+                ),
+                _ => (
+                    "latest-processed",
+                    "Latest processed",
+                    "The newest point already processed: no wait. Crash-consistent (R-RP1, R-RP4).".to_owned(),
+                ),
+            };
+            PointChoiceRow { choice: choice.into(), label: label.into(), point: Some(point_row(&o.point, latest)), note }
+        })
+        .collect();
+    if !item.recovery_points.is_empty() {
+        choices.insert(
+            1,
+            PointChoiceRow {
+                choice: "latest".into(),
+                label: "Latest".into(),
+                point: None,
+                note: "Processes the data still pending first (one more replication cycle), then fails over to that \
+                       new point: the least data lost, a little more time."
+                    .into(),
+            },
+        );
+    }
+
+    let onprem_ds = |d: &str| d.to_owned();
+    let disks = match &item.onprem {
+        Some(vm) => vm
+            .disks
+            .iter()
+            .map(|d| DiskRow { name: d.id.clone(), size_bytes: d.size_bytes, datastore: onprem_ds(&d.datastore) })
+            .collect(),
+        None => Vec::new(),
+    };
+
+    let location = lifecycle::location_for(&item);
+    let alternate = location == lifecycle::Location::Alternate;
+    let want_os = if matches!(item.os.family, OsFamily::Windows) { OsFamily::Windows } else { OsFamily::Linux };
+    let master_targets = inv
+        .master_targets
+        .iter()
+        .filter(|m| m.os == want_os)
+        .map(|m| Choice {
+            id: m.id.clone(),
+            label: format!("{} ({} on {})", m.id, words(&m.os), m.host),
+            disabled: (m.snapshots > 0).then(|| {
+                format!("R-C2: has {} snapshot(s); delete them before failback.", m.snapshots)
+            }),
+            reach: vec![m.host.clone()],
+        })
+        .collect();
+    let ps = |want: Site, rule: &str| -> Vec<Choice> {
+        inv.process_servers
+            .iter()
+            .map(|p| Choice {
+                id: p.id.clone(),
+                label: format!("{} ({}, {} MiB/s)", p.id, site(p.site), p.bandwidth_bytes_per_s >> 20),
+                disabled: (p.site != want).then(|| format!("{rule}: the process server must be in {}.", site(want))),
+                reach: vec![],
+            })
+            .collect()
+    };
+    let datastores = inv
+        .datastores
+        .iter()
+        .map(|d| {
+            let kind = words(&d.kind);
+            let disabled = if alternate && kind != "vmfs" {
+                Some(format!(
+                    "R-L9: alternate location needs a VMFS datastore; {} is {}.",
+                    d.id,
+                    kind.to_uppercase()
+                ))
+            } else if d.free_bytes == 0 {
+                Some(format!("{} has no free space.", d.id))
+            } else {
+                None
+            };
+            Choice {
+                id: d.id.clone(),
+                label: format!("{} ({}, {} GiB free)", d.id, kind.to_uppercase(), d.free_bytes >> 30),
+                disabled,
+                reach: d.hosts.clone(),
+            }
+        })
+        .collect();
+    let reprotect = ReprotectOptions {
+        location: words(&location),
+        master_targets,
+        process_servers: ps(Site::Recovery, "R-W1"),
+        datastores,
+        master_target_hosts: inv.master_targets.iter().map(|m| (m.id.clone(), m.host.clone())).collect(),
+    };
+
+    let mut props = vec![
+        ("Name".to_owned(), item.name.clone()),
+        ("Machine type".into(), words(&item.machine)),
+        ("Operating system".into(), item.os.name.clone()),
+        ("Protection state".into(), words(&item.state)),
+        ("Replication direction".into(), row.direction.clone()),
+        ("Active location".into(), row.location.clone()),
+        ("Configuration server".into(), item.original_configuration_server.clone()),
+        ("vCenter".into(), item.original_vcenter.clone().unwrap_or_else(|| "none (standalone host or physical)".into())),
+        ("Master target".into(), item.master_target.clone().unwrap_or_else(|| "—".into())),
+        ("Process server".into(), item.process_server.clone().unwrap_or_else(|| "—".into())),
+        ("Replication group".into(), item.replication_group.clone().unwrap_or_else(|| "—".into())),
+        ("Original location".into(), match &item.onprem {
+            Some(vm) if vm.exists => format!("{} on {}", vm.id, vm.host),
+            Some(vm) => format!("{} (deleted on-premises)", vm.id),
+            None => "none (re-created at an alternate location)".into(),
+        }),
+    ];
+    if item.state == lifecycle::State::CommittedOnPrimary || item.booted_at.is_some() {
+        props.push((
+            "Agent".into(),
+            if item.agent_registered { "registered with the configuration server".into() } else { "not registered yet".into() },
+        ));
+    }
+    let cloud_vm = item
+        .cloud_vm
+        .as_ref()
+        .filter(|v| !v.deleted)
+        .map(|v| (v.id.clone(), v.resource_group.clone()));
+    let jobs: Vec<JobRow> = s
+        .jobs
+        .list(500)
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .filter(|j| j.item_id.as_deref() == Some(id.as_str()))
+        .take(20)
+        .map(job_row)
+        .collect();
+    Ok(Some(ItemDetail {
+        row,
+        properties: props,
+        disks,
+        points,
+        choices,
+        jobs,
+        reprotect,
+        cloud_vm,
+        cloud_process_servers: cloud_process_servers()?,
+    }))
+}
+
+/// Jobs, newest first. `since`: `1h`, `24h`, `7d` or empty for all.
+#[server(endpoint = "portal/jobs", input = leptos::server_fn::codec::GetUrl)]
+pub async fn list_jobs(
+    item: String,
+    plan: String,
+    state: String,
+    kind: String,
+    since: String,
+    page: usize,
+) -> Result<JobPage, ServerFnError> {
+    use server::*;
+    let s = service()?;
+    let now = (s.clock)();
+    let window = match since.as_str() {
+        "1h" => Some(3_600_000),
+        "24h" => Some(86_400_000),
+        "7d" => Some(7 * 86_400_000),
+        _ => None,
+    };
+    let rows: Vec<JobRow> = s
+        .jobs
+        .list(5000)
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .filter(|j| item.is_empty() || j.item_id.as_deref() == Some(item.as_str()))
+        .filter(|j| plan.is_empty() || j.plan_id.as_deref() == Some(plan.as_str()))
+        .filter(|j| state.is_empty() || j.state.as_str() == state)
+        .filter(|j| kind.is_empty() || j.kind == kind)
+        .filter(|j| window.is_none_or(|w| j.created_at + w >= now))
+        .map(job_row)
+        .collect();
+    let total = rows.len();
+    let page = page.clamp(1, total.div_ceil(PER_PAGE).max(1));
+    Ok(JobPage {
+        rows: rows.into_iter().skip((page - 1) * PER_PAGE).take(PER_PAGE).collect(),
+        total,
+        page,
+        per_page: PER_PAGE,
+    })
 }
 
 #[server(endpoint = "portal/job", input = leptos::server_fn::codec::GetUrl)]
 pub async fn get_job(id: String) -> Result<Option<JobRow>, ServerFnError> {
-    let s = service()?;
+    let s = server::service()?;
     match s.jobs.get(&id).await {
-        Ok(j) => Ok(Some(job_row(j))),
+        Ok(j) => Ok(Some(server::job_row(j))),
         Err(orchestrator::jobs::JobError::NotFound(_)) => Ok(None),
-        Err(e) => Err(internal(e)),
+        Err(e) => Err(server::internal(e)),
     }
 }
 
 #[server(endpoint = "portal/plans", input = leptos::server_fn::codec::GetUrl)]
 pub async fn list_plans() -> Result<Vec<PlanRow>, ServerFnError> {
+    use server::*;
     let s = service()?;
     let doc = s.doc().map_err(internal)?;
-    Ok(doc.plans.into_iter().map(|p| PlanRow { id: p.id, name: p.name, groups: p.groups }).collect())
+    let all = all_rows().await?;
+    let mut out = Vec::new();
+    for p in doc.plans {
+        out.push(plan_row(&s, &all, p, false).await?);
+    }
+    Ok(out)
+}
+
+#[server(endpoint = "portal/plan", input = leptos::server_fn::codec::GetUrl)]
+pub async fn get_plan(id: String) -> Result<Option<PlanRow>, ServerFnError> {
+    use server::*;
+    let s = service()?;
+    let doc = s.doc().map_err(internal)?;
+    let Some(p) = doc.plans.into_iter().find(|p| p.id == id) else { return Ok(None) };
+    let all = all_rows().await?;
+    Ok(Some(plan_row(&s, &all, p, true).await?))
+}
+
+#[cfg(feature = "ssr")]
+async fn plan_row(
+    s: &orchestrator::service::Service,
+    all: &[ItemRow],
+    p: orchestrator::estate::RecoveryPlan,
+    detail: bool,
+) -> Result<PlanRow, ServerFnError> {
+    use orchestrator::points::{plan_points, PointChoice};
+    use server::*;
+    let groups = p
+        .groups
+        .iter()
+        .map(|g| g.iter().filter_map(|id| all.iter().find(|r| &r.id == id).cloned()).collect())
+        .collect();
+    let mut choices = Vec::new();
+    let mut jobs = Vec::new();
+    if detail {
+        let doc = s.doc().map_err(internal)?;
+        let now = (s.clock)();
+        let items = p
+            .groups
+            .iter()
+            .flatten()
+            .map(|id| s.estate.view(&doc, id, now))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(internal)?;
+        let refs: Vec<_> = items.iter().collect();
+        for (choice, label) in [
+            (PointChoice::LatestProcessed, "Latest processed"),
+            (PointChoice::LatestAppConsistent, "Latest app-consistent"),
+        ] {
+            let (points, refused) = match plan_points(&refs, &choice) {
+                Ok(pts) => (pts.into_iter().map(|(i, pt)| (i, pt.id, pt.time)).collect(), None),
+                Err(r) => (
+                    Vec::new(),
+                    Some(Refused {
+                        operation: "failover".into(),
+                        rule: r.rule,
+                        message: r.message,
+                        action: r.recommended_action,
+                    }),
+                ),
+            };
+            choices.push(PlanChoiceRow { choice: words(&choice), label: label.into(), points, refused });
+        }
+        jobs = s
+            .jobs
+            .list(500)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .filter(|j| j.plan_id.as_deref() == Some(p.id.as_str()))
+            .take(20)
+            .map(job_row)
+            .collect();
+    }
+    Ok(PlanRow { id: p.id, name: p.name, groups, choices, jobs })
 }
 
 #[server(endpoint = "portal/infrastructure", input = leptos::server_fn::codec::GetUrl)]
-pub async fn infrastructure() -> Result<Vec<Section>, ServerFnError> {
+pub async fn infrastructure() -> Result<InfraView, ServerFnError> {
+    use server::*;
     let s = service()?;
-    let inv = s.doc().map_err(internal)?.inventory;
+    let doc = s.doc().map_err(internal)?;
+    let inv = &doc.inventory;
     let yes = |b: bool| if b { "yes".to_owned() } else { "no".to_owned() };
     let cols = |c: &[&str]| c.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    Ok(vec![
+    let sections = vec![
         Section {
             title: "Configuration server".into(),
             columns: cols(&["Name", "IP address", "Registered machines"]),
@@ -243,8 +642,113 @@ pub async fn infrastructure() -> Result<Vec<Section>, ServerFnError> {
             rows: inv
                 .process_servers
                 .iter()
-                .map(|p| vec![p.id.clone(), words(&p.site), format!("{} MiB/s", p.bandwidth_bytes_per_s >> 20)])
+                .map(|p| vec![p.id.clone(), site(p.site).into(), format!("{} MiB/s", p.bandwidth_bytes_per_s >> 20)])
                 .collect(),
         },
-    ])
+    ];
+    Ok(InfraView {
+        sections,
+        datastores: inv.datastores.iter().map(|d| d.id.clone()).collect(),
+        items: doc.items.iter().map(|r| r.item.id.clone()).collect(),
+        vcenter_connected: inv.vcenters.iter().all(|v| v.connected),
+        master_target_snapshots: inv.master_targets.iter().map(|m| m.snapshots).max().unwrap_or(0),
+        agent_registration_delay_min: doc.faults.agent_registration_delay_min,
+    })
+}
+
+#[server(endpoint = "portal/audit", input = leptos::server_fn::codec::GetUrl)]
+pub async fn audit_log(user: String, target: String, page: usize) -> Result<AuditPage, ServerFnError> {
+    let acc = server::ctx()?.accounts;
+    let page = page.max(1);
+    let (entries, total) = acc
+        .audit_log(
+            Some(user.as_str()).filter(|u| !u.is_empty()),
+            Some(target.as_str()).filter(|t| !t.is_empty()),
+            PER_PAGE as i64,
+            ((page - 1) * PER_PAGE) as i64,
+        )
+        .await
+        .map_err(server::internal)?;
+    Ok(AuditPage {
+        rows: entries
+            .into_iter()
+            .map(|e| AuditRow {
+                at: e.at,
+                user: e.user_name,
+                role: e.role,
+                action: e.action,
+                target: e.target,
+                reason: e.reason,
+                job_id: e.job_id,
+                outcome: e.outcome,
+                detail: e.detail,
+            })
+            .collect(),
+        total,
+        page,
+        per_page: PER_PAGE,
+    })
+}
+
+#[server(endpoint = "portal/overview", input = leptos::server_fn::codec::GetUrl)]
+pub async fn overview() -> Result<OverviewData, ServerFnError> {
+    use server::*;
+    let s = service()?;
+    let all = all_rows().await?;
+    let count = |f: &dyn Fn(&ItemRow) -> String| {
+        let mut v: Vec<(String, usize)> = Vec::new();
+        for r in all.iter() {
+            let k = f(r);
+            match v.iter_mut().find(|(s, _)| *s == k) {
+                Some((_, n)) => *n += 1,
+                None => v.push((k, 1)),
+            }
+        }
+        v.sort();
+        v
+    };
+    let attention = all
+        .iter()
+        .filter(|r| r.health != "normal")
+        .take(20)
+        .map(|r| (r.id.clone(), r.health_errors.first().cloned().unwrap_or_else(|| format!("health {}", r.health))))
+        .collect();
+    let running = s
+        .jobs
+        .list(200)
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .filter(|j| !j.state.is_terminal())
+        .map(job_row)
+        .collect();
+    // RPO over the last two hours, from the recovery points: at each moment, the age of the newest point then.
+    const WINDOW_MIN: u32 = 120;
+    let now = (s.clock)();
+    let doc = s.doc().map_err(internal)?;
+    let mut rpo = Vec::new();
+    for r in all.iter().filter(|r| r.rpo_ms.is_some()).take(12) {
+        let Ok(item) = s.estate.view(&doc, &r.id, now) else { continue };
+        let mut times: Vec<u64> = item.recovery_points.iter().map(|p| p.time).collect();
+        times.sort_unstable();
+        let series = (0..=WINDOW_MIN / 5)
+            .rev()
+            .map(|k| k * 5)
+            .filter_map(|ago| {
+                let t = now.saturating_sub(ago as u64 * 60_000);
+                let newest = times.iter().rev().find(|p| **p <= t)?;
+                Some((ago, (t - newest) / 1000))
+            })
+            .collect();
+        rpo.push((r.id.clone(), series));
+    }
+    Ok(OverviewData {
+        total: all.len(),
+        by_state: count(&|r| r.state.clone()),
+        by_health: count(&|r| r.health.clone()),
+        attention,
+        running,
+        rpo,
+        rpo_window_min: WINDOW_MIN,
+    })
 }

@@ -1,15 +1,21 @@
 //! # app — Homeward's portal
 //!
 //! Leptos components (rendered on the server, then hydrated in the browser by `frontend`) and the server functions
-//! they call. Server functions are thin adapters: they read what the portal shows and, in later work, hand actions
-//! to the orchestration core. Built with feature `ssr` inside the `homeward` binary and with `hydrate` inside the
-//! wasm module.
+//! they call: [`data`] reads, [`actions`] acts. [`model`] holds the plain types both sides share; [`ui`] the small
+//! widgets every page uses; `pages` and `item` the pages and their dialogs.
 //!
 //! Architecture Invariant: `app` never depends on `server` or on axum; the server hands it what it needs
-//! ([`ServerContext`]) through Leptos context.
+//! ([`ServerContext`], and the signed-in account in the request's extensions) through Leptos context.
+//!
+//! Architecture Invariant: with feature `hydrate`, `app` does not pull in `orchestrator`: every decision (rules,
+//! roles) is made on the server and arrives as data ([`model::Refused`], [`model::Me`]).
 
+pub mod actions;
 pub mod data;
+mod item;
+pub mod model;
 mod pages;
+pub mod ui;
 pub mod vault;
 
 use leptos::prelude::*;
@@ -49,13 +55,18 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
+pub(crate) type VaultResource = Resource<Result<VaultSummary, ServerFnError>>;
+pub(crate) type MeResource = Resource<Result<Option<model::Me>, ServerFnError>>;
+
 /// The vault: header, left navigation and the routed page.
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    // One request for the vault summary, shared by the header and the overview page.
+    // One request each for the vault summary and the signed-in account, shared by the header and the pages.
     let overview: VaultResource = Resource::new(|| (), |_| get_vault_summary());
     provide_context(overview);
+    let me: MeResource = Resource::new(|| (), |_| data::whoami());
+    provide_context(me);
 
     // Effects run only in the browser, after hydration: tests and scripts use the attribute to tell a hydrated page
     // from server-rendered HTML.
@@ -68,11 +79,13 @@ pub fn App() -> impl IntoView {
 
     view! {
         <Router>
+            <a class="skip" href="#main">"Skip to content"</a>
             <div class="layout">
                 <header class="topbar">
                     <a class="brand" href="/">"Homeward"</a>
                     <span class="sep" aria-hidden="true">"/"</span>
                     <VaultName/>
+                    <Account/>
                 </header>
                 <nav class="sidebar" aria-label="Vault">
                     <ul>
@@ -81,6 +94,7 @@ pub fn App() -> impl IntoView {
                         <li><A href="/recovery-plans">"Recovery plans"</A></li>
                         <li><A href="/jobs">"Jobs"</A></li>
                         <li><A href="/infrastructure">"Site Recovery infrastructure"</A></li>
+                        <li><A href="/audit">"Audit log"</A></li>
                     </ul>
                 </nav>
                 <main id="main">
@@ -88,10 +102,14 @@ pub fn App() -> impl IntoView {
                         <Routes fallback=pages::NotFound>
                             <Route path=path!("/") view=pages::Overview/>
                             <Route path=path!("/replicated-items") view=pages::ReplicatedItems/>
+                            <Route path=path!("/replicated-items/:id") view=item::ItemPage/>
                             <Route path=path!("/recovery-plans") view=pages::RecoveryPlans/>
+                            <Route path=path!("/recovery-plans/:id") view=pages::PlanPage/>
                             <Route path=path!("/jobs") view=pages::Jobs/>
                             <Route path=path!("/jobs/:id") view=pages::JobPage/>
                             <Route path=path!("/infrastructure") view=pages::Infrastructure/>
+                            <Route path=path!("/audit") view=pages::Audit/>
+                            <Route path=path!("/login") view=pages::Login/>
                         </Routes>
                     </ErrorBoundary>
                 </main>
@@ -99,8 +117,6 @@ pub fn App() -> impl IntoView {
         </Router>
     }
 }
-
-pub(crate) type VaultResource = Resource<Result<VaultSummary, ServerFnError>>;
 
 #[component]
 fn VaultName() -> impl IntoView {
@@ -111,6 +127,28 @@ fn VaultName() -> impl IntoView {
                 match overview.await {
                     Ok(o) => view! { <span class="vault-name" title="Recovery Services vault">{o.name}</span> }.into_any(),
                     Err(_) => view! { <span class="vault-name error">"Vault unavailable"</span> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+/// Who is signed in, with the role, and the sign-out button (a form post: works without the wasm too).
+#[component]
+fn Account() -> impl IntoView {
+    let me = expect_context::<MeResource>();
+    view! {
+        <Suspense fallback=|| view! { <span class="account" aria-busy="true"></span> }>
+            {move || Suspend::new(async move {
+                match me.await {
+                    Ok(Some(m)) => view! {
+                        <span class="account">
+                            <span data-testid="me">{m.name.clone()}</span>
+                            <span class="badge role" data-testid="role">{m.role_title.clone()}</span>
+                            <form method="post" action="/auth/logout"><button type="submit" class="link">"Sign out"</button></form>
+                        </span>
+                    }.into_any(),
+                    _ => view! { <span class="account"><a href="/login">"Sign in"</a></span> }.into_any(),
                 }
             })}
         </Suspense>

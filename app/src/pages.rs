@@ -1,11 +1,15 @@
-//! The vault's pages: server-rendered from the orchestration service's data, then hydrated.
+//! The vault's list pages, the job page with live progress, plans, infrastructure, audit and sign-in.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
-use leptos_router::hooks::use_params_map;
+use leptos_router::components::Form;
+use leptos_router::hooks::{use_params_map, use_query_map};
 
-use crate::data::{self, ItemRow, JobRow};
-use crate::VaultResource;
+use crate::actions::{JobAction, PlanFailover, SetFault};
+use crate::data;
+use crate::model::*;
+use crate::ui::*;
+use crate::MeResource;
 
 pub(crate) fn error_list(errors: ArcRwSignal<Errors>) -> impl IntoView {
     view! {
@@ -19,134 +23,257 @@ pub(crate) fn error_list(errors: ArcRwSignal<Errors>) -> impl IntoView {
     }
 }
 
-/// `1795697352825` → `2026-11-26 13:12:05 UTC`; the same text on the server and in the browser (no hydration
-/// mismatch, no time zone guess).
-pub(crate) fn fmt_time(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-fn words(s: &str) -> String {
-    s.replace('-', " ")
-}
-
-fn loading(what: &'static str) -> impl IntoView {
-    view! { <section class="panel" aria-busy="true"><p>{format!("Loading {what}…")}</p></section> }
+/// A small line chart of one item's RPO over the window (inline SVG: no library, nothing to download).
+fn rpo_chart(series: &[(u32, u64)], window_min: u32) -> impl IntoView {
+    let (w, h) = (160.0_f64, 32.0_f64);
+    let max = series.iter().map(|(_, s)| *s).max().unwrap_or(1).max(60) as f64;
+    let pts = series
+        .iter()
+        .map(|(ago, s)| {
+            let x = w - (*ago as f64 / window_min as f64) * w;
+            let y = h - (*s as f64 / max) * (h - 2.0) - 1.0;
+            format!("{x:.1},{y:.1}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let label = format!(
+        "RPO over the last {} min; highest {}",
+        window_min,
+        fmt_duration(series.iter().map(|(_, s)| *s).max().unwrap_or(0) * 1000)
+    );
+    view! {
+        <svg class="spark" viewBox=format!("0 0 {w} {h}") width="160" height="32" role="img" aria-label=label>
+            <polyline points=pts fill="none" stroke="currentColor" stroke-width="1.5"/>
+        </svg>
+    }
 }
 
 #[component]
 pub(crate) fn Overview() -> impl IntoView {
-    let overview = expect_context::<VaultResource>();
-    let items = Resource::new(|| (), |_| data::list_items());
+    let data = Resource::new(|| (), |_| data::overview());
+    let summary = expect_context::<crate::VaultResource>();
     view! {
         <Title text="Overview · Homeward"/>
         <h1>"Overview"</h1>
         <Suspense fallback=|| loading("the vault")>
             {move || Suspend::new(async move {
-                overview.await.map(|o| view! {
-                    <section class="panel" aria-labelledby="vault-h">
-                        <h2 id="vault-h">"Vault"</h2>
-                        <dl class="props">
-                            <dt>"Name"</dt><dd data-testid="vault-name">{o.name}</dd>
-                            <dt>"Created"</dt><dd><time datetime=o.created_at.clone()>{o.created_at.clone()}</time></dd>
-                            <dt>"Database"</dt><dd>{o.database}</dd>
-                            <dt>"Schema version"</dt><dd data-testid="schema-version">{o.schema_version}</dd>
-                        </dl>
-                    </section>
-                })
-            })}
-        </Suspense>
-        <Suspense fallback=|| loading("replicated items")>
-            {move || Suspend::new(async move {
-                items.await.map(|items| {
-                    let mut states: Vec<(String, usize)> = Vec::new();
-                    for i in &items {
-                        match states.iter_mut().find(|(s, _)| *s == i.state) {
-                            Some((_, n)) => *n += 1,
-                            None => states.push((i.state.clone(), 1)),
-                        }
-                    }
-                    let attention: Vec<ItemRow> = items.iter().filter(|i| i.health != "normal").cloned().collect();
-                    view! {
-                        <section class="panel" aria-labelledby="states-h">
-                            <h2 id="states-h">{format!("Replicated items: {}", items.len())}</h2>
+                let o = summary.await?;
+                let d = data.await?;
+                Ok::<_, ServerFnError>(view! {
+                    <div class="cards">
+                        <section class="panel card" aria-labelledby="vault-h">
+                            <h2 id="vault-h">"Vault"</h2>
+                            <dl class="props">
+                                <dt>"Name"</dt><dd data-testid="vault-name">{o.name}</dd>
+                                <dt>"Database"</dt><dd>{o.database}" · schema "<span data-testid="schema-version">{o.schema_version}</span></dd>
+                                <dt>"Replicated items"</dt><dd data-testid="item-count">{d.total}</dd>
+                            </dl>
+                        </section>
+                        <section class="panel card" aria-labelledby="states-h">
+                            <h2 id="states-h">"Protection state"</h2>
                             <ul class="counts">
-                                {states.into_iter().map(|(s, n)| view! { <li><strong>{n}</strong>" "{words(&s)}</li> }).collect_view()}
+                                {d.by_state.into_iter().map(|(s, n)| view! {
+                                    <li><a href=format!("/replicated-items?state={s}")><strong>{n}</strong>" "{words(&s)}</a></li>
+                                }).collect_view()}
                             </ul>
                         </section>
-                        <section class="panel" aria-labelledby="attention-h">
-                            <h2 id="attention-h">"Needing attention"</h2>
-                            {if attention.is_empty() {
-                                view! { <p>"Every item's replication health is normal."</p> }.into_any()
-                            } else {
-                                view! { <ul>{attention.into_iter().map(|i| view! { <li><strong>{i.id}</strong>": "{i.health_errors.join("; ")}</li> }).collect_view()}</ul> }.into_any()
-                            }}
+                        <section class="panel card" aria-labelledby="health-h">
+                            <h2 id="health-h">"Replication health"</h2>
+                            <ul class="counts">
+                                {d.by_health.into_iter().map(|(s, n)| view! {
+                                    <li class=format!("health {s}")><a href=format!("/replicated-items?health={s}")><strong>{n}</strong>" "{s.clone()}</a></li>
+                                }).collect_view()}
+                            </ul>
                         </section>
-                    }
+                    </div>
+                    <section class="panel" aria-labelledby="running-h">
+                        <h2 id="running-h">"Running jobs"</h2>
+                        {if d.running.is_empty() {
+                            view! { <p class="muted">"No job is running."</p> }.into_any()
+                        } else {
+                            view! { <ul>{d.running.into_iter().map(|j| view! {
+                                <li><a href=format!("/jobs/{}", j.id)>{format!("{} · {}", words(&j.kind), j.target)}</a>" "{badge(&j.state)}</li>
+                            }).collect_view()}</ul> }.into_any()
+                        }}
+                    </section>
+                    <section class="panel" aria-labelledby="attention-h">
+                        <h2 id="attention-h">"Needing attention"</h2>
+                        {if d.attention.is_empty() {
+                            view! { <p class="muted">"Every item's replication health is normal."</p> }.into_any()
+                        } else {
+                            view! { <ul>{d.attention.into_iter().map(|(id, why)| view! {
+                                <li><a href=format!("/replicated-items/{id}")><strong>{id.clone()}</strong></a>": "{why}</li>
+                            }).collect_view()}</ul> }.into_any()
+                        }}
+                    </section>
+                    <section class="panel" aria-labelledby="rpo-h">
+                        <h2 id="rpo-h">{format!("RPO over the last {} hours", d.rpo_window_min / 60)}</h2>
+                        {if d.rpo.is_empty() {
+                            view! { <p class="muted">"No item replicates now; RPO appears once reprotect has produced recovery points."</p> }.into_any()
+                        } else {
+                            let window = d.rpo_window_min;
+                            view! { <table class="grid compact"><tbody>{d.rpo.into_iter().map(|(id, s)| {
+                                let now = s.last().map(|(_, v)| fmt_duration(v * 1000)).unwrap_or_else(|| "—".into());
+                                view! { <tr><th scope="row"><a href=format!("/replicated-items/{id}")>{id.clone()}</a></th><td>{rpo_chart(&s, window)}</td><td>{now}</td></tr> }
+                            }).collect_view()}</tbody></table> }.into_any()
+                        }}
+                    </section>
                 })
             })}
         </Suspense>
     }
 }
 
+fn sort_link(label: &'static str, key: &'static str, sort: &str, desc: bool) -> impl IntoView {
+    let active = sort == key || (sort.is_empty() && key == "name");
+    let next_desc = active && !desc;
+    let href = query_with(&[("sort", key.to_owned()), ("desc", if next_desc { "1".into() } else { String::new() }), ("page", String::new())]);
+    let aria = if active { if desc { "descending" } else { "ascending" } } else { "none" };
+    view! {
+        <th scope="col" aria-sort=aria><a href=href>{label}{active.then(|| if desc { " ▼" } else { " ▲" })}</a></th>
+    }
+}
+
+/// The operations menu of one row: allowed ones as links that open the dialog on the item page; the others
+/// disabled with why not (rule, sentence, what to do).
+pub(crate) fn ops_menu(r: &ItemRow, me: Option<&Me>) -> impl IntoView {
+    let may = me.is_some_and(|m| m.may_operate);
+    let denied = me.and_then(|m| m.operate_denied.clone()).unwrap_or_default();
+    let ops = ["reprotect", "failover", "commit", "cancel-failover", "reprotect-to-cloud"];
+    let id = r.id.clone();
+    view! {
+        <details class="row-menu">
+            <summary aria-label=format!("Operations for {}", r.name)>"⋯"</summary>
+            <ul role="menu">
+                {ops.into_iter().map(|op| {
+                    let why: Vec<Refused> = r.refused.iter().filter(|x| x.operation == op).cloned().collect();
+                    let label = op_label(op);
+                    if !why.is_empty() {
+                        let tip = why.iter().map(|w| format!("{}: {} {}", w.rule, w.message, w.action)).collect::<Vec<_>>().join("\n");
+                        let shown = tip.clone();
+                        view! { <li role="menuitem" aria-disabled="true" class="disabled" title=tip>{label}<span class="why">{shown}</span></li> }.into_any()
+                    } else if !may {
+                        let (t, shown) = (denied.clone(), denied.clone());
+                        view! { <li role="menuitem" aria-disabled="true" class="disabled" title=t>{label}<span class="why">{shown}</span></li> }.into_any()
+                    } else {
+                        view! { <li role="menuitem"><a href=format!("/replicated-items/{id}?action={op}")>{label}</a></li> }.into_any()
+                    }
+                }).collect_view()}
+            </ul>
+        </details>
+    }
+}
+
+pub(crate) fn op_label(op: &str) -> &'static str {
+    match op {
+        "reprotect" => "Reprotect",
+        "failover" => "Unplanned failover",
+        "commit" => "Commit",
+        "cancel-failover" => "Cancel failover",
+        "change-recovery-point" => "Change recovery point",
+        "reprotect-to-cloud" => "Re-protect to Azure",
+        _ => "Operation",
+    }
+}
+
 #[component]
 pub(crate) fn ReplicatedItems() -> impl IntoView {
-    let items = Resource::new(|| (), |_| data::list_items());
+    let me = expect_context::<MeResource>();
+    let (q, state, health, sort, desc, page) =
+        (query_param("q"), query_param("state"), query_param("health"), query_param("sort"), query_param("desc"), query_param("page"));
+    let items = Resource::new(
+        move || (q.get(), state.get(), health.get(), sort.get(), desc.get() == "1", page.get().parse::<usize>().unwrap_or(1)),
+        |(q, state, health, sort, desc, page)| data::list_items(q, state, health, sort, desc, page),
+    );
+    let selected = RwSignal::new(Vec::<String>::new());
+    let bulk_open = RwSignal::new(false);
     view! {
         <Title text="Replicated items · Homeward"/>
         <h1>"Replicated items"</h1>
-        <p class="lead">"Virtual machines and physical servers this vault protects. Operations an item does not allow show why, with the rule and what to do."</p>
+        <p class="lead">"Virtual machines and physical servers this vault protects. Operations an item does not allow say why: the rule, and what to do."</p>
+        <Form method="GET" action="" attr:class="filters" attr:role="search">
+            <label>"Search "<input type="search" name="q" value=move || q.get() placeholder="name, id or OS"/></label>
+            <label>"State "
+                <select name="state">
+                    <option value="" selected=move || state.get().is_empty()>"any"</option>
+                    {["committed-in-cloud", "reprotect-in-progress", "protected-to-primary", "failback-in-progress", "failed-back-commit-pending", "committed-on-primary", "reprotect-to-cloud-in-progress", "protected-to-cloud"].into_iter().map(|s| view! {
+                        <option value=s selected=move || state.get() == s>{words(s)}</option>
+                    }).collect_view()}
+                </select>
+            </label>
+            <label>"Health "
+                <select name="health">
+                    <option value="" selected=move || health.get().is_empty()>"any"</option>
+                    {["normal", "warning", "critical"].into_iter().map(|s| view! { <option value=s selected=move || health.get() == s>{s}</option> }).collect_view()}
+                </select>
+            </label>
+            <input type="hidden" name="sort" value=move || sort.get()/>
+            <input type="hidden" name="desc" value=move || desc.get()/>
+            <button type="submit">"Apply"</button>
+            <a href="/replicated-items">"Clear"</a>
+        </Form>
+        <div class="toolbar" role="toolbar" aria-label="Selected items">
+            <button type="button" data-testid="bulk-reprotect" disabled=move || selected.get().is_empty() on:click=move |_| bulk_open.set(true)>
+                {move || format!("Re-protect selected to Azure ({})", selected.get().len())}
+            </button>
+            <span class="muted">"Select items that are back on-premises (committed) to re-protect them together (R-W4)."</span>
+        </div>
         <Suspense fallback=|| loading("replicated items")>
             {move || Suspend::new(async move {
-                items.await.map(|items| view! {
+                let me = me.await.ok().flatten();
+                let p = items.await?;
+                let (s, d) = (sort.get_untracked(), desc.get_untracked() == "1");
+                if p.rows.is_empty() {
+                    return Ok::<_, ServerFnError>(view! {
+                        <section class="panel empty">
+                            <p class="empty-title">{if p.vault_total == 0 { "No replicated items in this vault yet." } else { "No item matches these filters." }}</p>
+                            <p><a href="/replicated-items">"Show all items"</a></p>
+                        </section>
+                    }.into_any());
+                }
+                Ok(view! {
+                    <crate::item::BulkReprotect open=bulk_open selected=selected choices=p.process_servers_to_cloud.clone()/>
                     <div class="table-wrap">
                         <table class="grid" data-testid="items">
                             <thead><tr>
-                                <th scope="col">"Name"</th><th scope="col">"Machine"</th><th scope="col">"OS"</th>
-                                <th scope="col">"Protection state"</th><th scope="col">"Health"</th>
-                                <th scope="col">"Latest recovery point"</th><th scope="col">"Allowed operations"</th>
+                                <th scope="col"><span class="sr-only">"Select"</span></th>
+                                {sort_link("Name", "name", &s, d)}{sort_link("Machine", "machine", &s, d)}{sort_link("OS", "os", &s, d)}
+                                <th scope="col">"Direction"</th>
+                                {sort_link("Protection state", "state", &s, d)}{sort_link("Health", "health", &s, d)}
+                                {sort_link("Active location", "location", &s, d)}{sort_link("Latest recovery point", "latest", &s, d)}
+                                {sort_link("RPO", "rpo", &s, d)}
+                                <th scope="col"><span class="sr-only">"Operations"</span></th>
                             </tr></thead>
                             <tbody>
-                                {items.into_iter().map(|i| {
-                                    let latest = i.latest_point.clone().map(|(k, t)| format!("{} · {}", words(&k), fmt_time(t))).unwrap_or_else(|| "none yet".into());
-                                    let refused: Vec<_> = i.refused.iter().filter(|r| r.operation == "reprotect" || r.operation == "failover" || r.operation == "commit" || r.operation == "reprotect-to-cloud").cloned().collect();
+                                {p.rows.iter().map(|r| {
+                                    let id = r.id.clone();
+                                    let id2 = r.id.clone();
+                                    let can = r.allowed.iter().any(|a| a == "reprotect-to-cloud");
+                                    let latest = r.latest_point.clone().map(|(k, t)| format!("{} · {}", words(&k), fmt_time(t))).unwrap_or_else(|| "none yet".into());
                                     view! {
-                                        <tr data-item=i.id.clone()>
-                                            <th scope="row">{i.id.clone()}</th>
-                                            <td>{words(&i.machine)}</td>
-                                            <td>{i.os.clone()}</td>
-                                            <td>{words(&i.state)}</td>
-                                            <td class=format!("health {}", i.health)>{i.health.clone()}</td>
-                                            <td>{latest}" ("{i.points}")"</td>
-                                            <td>
-                                                {if i.allowed.is_empty() { "—".to_owned() } else { i.allowed.iter().map(|a| words(a)).collect::<Vec<_>>().join(", ") }}
-                                                {(!refused.is_empty()).then(|| view! {
-                                                    <details class="why-not">
-                                                        <summary>"Why not others"</summary>
-                                                        <ul>{refused.into_iter().map(|r| view! {
-                                                            <li><strong>{words(&r.operation)}</strong>" ("{r.rule.clone()}"): "{r.message.clone()}" "<em>{r.action.clone()}</em></li>
-                                                        }).collect_view()}</ul>
-                                                    </details>
-                                                })}
-                                            </td>
+                                        <tr data-item=r.id.clone()>
+                                            <td><input type="checkbox" aria-label=format!("Select {}", r.name) disabled=!can
+                                                title=if can { String::new() } else { "Only items back on-premises and committed can be re-protected (R-W4).".into() }
+                                                prop:checked=move || selected.get().contains(&id2)
+                                                on:change=move |ev| { let on = event_target_checked(&ev); let id = id.clone(); selected.update(|v| { v.retain(|x| *x != id); if on { v.push(id); } }); }/></td>
+                                            <th scope="row"><a href=format!("/replicated-items/{}", r.id)>{r.name.clone()}</a></th>
+                                            <td>{words(&r.machine)}</td>
+                                            <td>{r.os.clone()}</td>
+                                            <td>{r.direction.clone()}</td>
+                                            <td>{words(&r.state)}{r.active_job.clone().map(|j| view! { " "<a class="badge in-progress" href=format!("/jobs/{j}")>"job running"</a> })}</td>
+                                            <td class=format!("health {}", r.health)>{r.health.clone()}</td>
+                                            <td>{r.location.clone()}</td>
+                                            <td>{latest}</td>
+                                            <td>{r.rpo_ms.map(fmt_duration).unwrap_or_else(|| "—".into())}</td>
+                                            <td>{ops_menu(r, me.as_ref())}</td>
                                         </tr>
                                     }
                                 }).collect_view()}
                             </tbody>
                         </table>
                     </div>
-                })
+                    {pager(p.page, p.per_page, p.total, "items")}
+                }.into_any())
             })}
         </Suspense>
     }
@@ -161,61 +288,172 @@ pub(crate) fn RecoveryPlans() -> impl IntoView {
         <p class="lead">"Ordered groups of replicated items that fail over together: a group starts when the previous one has finished."</p>
         <Suspense fallback=|| loading("recovery plans")>
             {move || Suspend::new(async move {
-                plans.await.map(|plans| {
-                    if plans.is_empty() {
-                        return view! { <section class="panel empty"><p class="empty-title">"No recovery plans in this vault yet."</p></section> }.into_any();
-                    }
-                    plans.into_iter().map(|p| view! {
-                        <section class="panel">
-                            <h2>{p.name.clone()}" "<small>{p.id.clone()}</small></h2>
-                            <ol>{p.groups.into_iter().enumerate().map(|(n, g)| view! { <li>{format!("Group {}: {}", n + 1, g.join(", "))}</li> }).collect_view()}</ol>
-                        </section>
-                    }).collect_view().into_any()
-                })
+                let plans = plans.await?;
+                if plans.is_empty() {
+                    return Ok::<_, ServerFnError>(view! { <section class="panel empty"><p class="empty-title">"No recovery plans in this vault yet."</p></section> }.into_any());
+                }
+                Ok(view! {
+                    <div class="table-wrap"><table class="grid" data-testid="plans">
+                        <thead><tr><th scope="col">"Plan"</th><th scope="col">"Groups"</th><th scope="col">"Items"</th></tr></thead>
+                        <tbody>{plans.into_iter().map(|p| view! {
+                            <tr>
+                                <th scope="row"><a href=format!("/recovery-plans/{}", p.id)>{p.name.clone()}</a></th>
+                                <td>{p.groups.len()}</td>
+                                <td>{p.groups.iter().map(|g| g.iter().map(|i| i.name.clone()).collect::<Vec<_>>().join(", ")).collect::<Vec<_>>().join(" → ")}</td>
+                            </tr>
+                        }).collect_view()}</tbody>
+                    </table></div>
+                }.into_any())
             })}
         </Suspense>
     }
 }
 
-fn job_state_badge(state: &str) -> impl IntoView {
-    view! { <span class=format!("badge {state}")>{words(state)}</span> }
+#[component]
+pub(crate) fn PlanPage() -> impl IntoView {
+    let params = use_params_map();
+    let me = expect_context::<MeResource>();
+    let plan = Resource::new(move || params.read().get("id").unwrap_or_default(), data::get_plan);
+    let open = RwSignal::new(false);
+    let choice = RwSignal::new("latest-processed".to_owned());
+    let reason = RwSignal::new(String::new());
+    let key = RwSignal::new(String::new());
+    let act = ServerAction::<PlanFailover>::new();
+    let navigate = leptos_router::hooks::use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(job)) = act.value().get() {
+            navigate(&format!("/jobs/{job}"), Default::default());
+        }
+    });
+    view! {
+        <Title text="Recovery plan · Homeward"/>
+        <Suspense fallback=|| loading("the recovery plan")>
+            {move || Suspend::new(async move {
+                let me = me.await.ok().flatten();
+                let Some(p) = plan.await? else {
+                    return Ok::<_, ServerFnError>(view! { <h1>"Recovery plan not found"</h1><p>"No plan has this id. Open the list of recovery plans."</p> }.into_any());
+                };
+                let may = me.as_ref().is_some_and(|m| m.may_operate);
+                let denied = me.as_ref().and_then(|m| m.operate_denied.clone()).unwrap_or_default();
+                let pid = p.id.clone();
+                let choices = p.choices.clone();
+                Ok(view! {
+                    <h1>{p.name.clone()}" "<small>{p.id.clone()}</small></h1>
+                    <div class="toolbar" role="toolbar">
+                        <button type="button" data-testid="plan-failover" disabled=!may title=denied.clone() on:click=move |_| { key.set(new_key()); open.set(true); }>"Failover (from Azure)"</button>
+                        {(!may).then(|| view! { <span class="why-inline">{denied.clone()}</span> })}
+                    </div>
+                    <ol class="groups">
+                        {p.groups.into_iter().enumerate().map(|(n, g)| view! {
+                            <li class="panel">
+                                <h2>{format!("Group {}", n + 1)}</h2>
+                                <table class="grid compact"><tbody>{g.into_iter().map(|i| view! {
+                                    <tr><th scope="row"><a href=format!("/replicated-items/{}", i.id)>{i.name.clone()}</a></th><td>{words(&i.state)}</td><td class=format!("health {}", i.health)>{i.health.clone()}</td><td>{i.replication_group.clone().unwrap_or_default()}</td></tr>
+                                }).collect_view()}</tbody></table>
+                            </li>
+                        }).collect_view()}
+                    </ol>
+                    <section class="panel"><h2>"Jobs of this plan"</h2>{crate::pages::job_table(p.jobs)}</section>
+                    <Modal open=open title="Confirm failover of the recovery plan" id="plan-failover-dialog">
+                        <p class="direction">"Direction: "<strong>"from Azure → on-premises"</strong>". Each item's cloud VM is shut down; groups fail over in order."</p>
+                        <fieldset>
+                            <legend>"Recovery point"</legend>
+                            {choices.clone().into_iter().map(|c| {
+                                let v = c.choice.clone();
+                                let v2 = c.choice.clone();
+                                view! {
+                                    <label class="choice">
+                                        <input type="radio" name="plan-point" value=c.choice.clone() prop:checked=move || choice.get() == v on:change=move |_| choice.set(v2.clone())/>
+                                        <strong>{c.label.clone()}</strong>
+                                        {match c.refused.clone() {
+                                            Some(r) => view! { <span class="why-inline">{format!("{}: {} {}", r.rule, r.message, r.action)}</span> }.into_any(),
+                                            None => view! { <span class="muted">{c.points.iter().map(|(i, id, t)| format!("{i}: {id} ({})", fmt_time(*t))).collect::<Vec<_>>().join(" · ")}</span> }.into_any(),
+                                        }}
+                                    </label>
+                                }
+                            }).collect_view()}
+                        </fieldset>
+                        <label>"Reason (goes to the audit log) "<textarea prop:value=move || reason.get() on:input=move |ev| reason.set(event_target_value(&ev)) required=true/></label>
+                        {move || act.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
+                        <div class="actions">
+                            <button type="button" on:click=move |_| open.set(false)>"Cancel"</button>
+                            <button type="button" class="primary" disabled=move || act.pending().get() || reason.get().trim().is_empty()
+                                on:click={let pid = pid.clone(); move |_| { act.dispatch(PlanFailover { plan: pid.clone(), choice: choice.get(), reason: reason.get(), key: key.get() }); }}>
+                                {move || if act.pending().get() { "Starting…" } else { "Fail over the plan" }}
+                            </button>
+                        </div>
+                    </Modal>
+                }.into_any())
+            })}
+        </Suspense>
+    }
+}
+
+pub(crate) fn job_table(jobs: Vec<JobRow>) -> AnyView {
+    if jobs.is_empty() {
+        return view! { <p class="muted">"No jobs yet."</p> }.into_any();
+    }
+    view! {
+        <div class="table-wrap">
+            <table class="grid" data-testid="jobs">
+                <thead><tr><th scope="col">"Job"</th><th scope="col">"Operation"</th><th scope="col">"Target"</th><th scope="col">"State"</th><th scope="col">"Started"</th><th scope="col">"Duration"</th></tr></thead>
+                <tbody>{jobs.into_iter().map(|j| {
+                    let target = if j.target_kind == "plan" { format!("/recovery-plans/{}", j.target) } else { format!("/replicated-items/{}", j.target) };
+                    view! {
+                        <tr data-job=j.id.clone()>
+                            <td><a href=format!("/jobs/{}", j.id)>{j.id.clone()}</a></td>
+                            <td>{words(&j.kind)}</td>
+                            <td><a href=target>{j.target.clone()}</a></td>
+                            <td>{badge(&j.state)}</td>
+                            <td>{fmt_time(j.created_at)}</td>
+                            <td>{j.finished_at.map(|f| fmt_duration(f.saturating_sub(j.started_at.unwrap_or(j.created_at)))).unwrap_or_default()}</td>
+                        </tr>
+                    }
+                }).collect_view()}</tbody>
+            </table>
+        </div>
+    }
+    .into_any()
 }
 
 #[component]
 pub(crate) fn Jobs() -> impl IntoView {
-    let jobs = Resource::new(|| (), |_| data::list_jobs());
+    let (item, plan, state, kind, since, page) =
+        (query_param("item"), query_param("plan"), query_param("state"), query_param("kind"), query_param("since"), query_param("page"));
+    let jobs = Resource::new(
+        move || (item.get(), plan.get(), state.get(), kind.get(), since.get(), page.get().parse::<usize>().unwrap_or(1)),
+        |(i, p, s, k, t, n)| data::list_jobs(i, p, s, k, t, n),
+    );
+    let select = |name: &'static str, current: Memo<String>, options: &'static [(&'static str, &'static str)]| view! {
+        <select name=name>
+            {options.iter().map(|(v, l)| view! { <option value=*v selected=move || current.get() == *v>{*l}</option> }).collect_view()}
+        </select>
+    };
     view! {
         <Title text="Jobs · Homeward"/>
         <h1>"Site Recovery jobs"</h1>
-        <p class="lead">"Every reprotect, failover, commit and re-protect runs as a job with tasks and a link you can share."</p>
+        <p class="lead">"Every reprotect, failover, commit and re-protect runs as a job with tasks. The filters are in the address: copy it to show a teammate the same view."</p>
+        <Form method="GET" action="" attr:class="filters" attr:role="search">
+            <label>"Item "<input type="text" name="item" value=move || item.get() size="10"/></label>
+            <label>"Plan "<input type="text" name="plan" value=move || plan.get() size="10"/></label>
+            <label>"State "{select("state", state, &[("", "any"), ("not-started", "not started"), ("in-progress", "in progress"), ("suspended", "suspended"), ("succeeded", "succeeded"), ("failed", "failed"), ("cancelled", "cancelled")])}</label>
+            <label>"Type "{select("kind", kind, &[("", "any"), ("reprotect", "reprotect"), ("failover", "failover"), ("commit", "commit"), ("cancel-failover", "cancel failover"), ("change-recovery-point", "change recovery point"), ("reprotect-to-cloud", "re-protect to Azure"), ("plan-failover", "plan failover")])}</label>
+            <label>"Time "{select("since", since, &[("", "all time"), ("1h", "last hour"), ("24h", "last 24 hours"), ("7d", "last 7 days")])}</label>
+            <button type="submit">"Apply"</button>
+            <a href="/jobs">"Clear"</a>
+        </Form>
         <Suspense fallback=|| loading("jobs")>
             {move || Suspend::new(async move {
-                jobs.await.map(|jobs| {
-                    if jobs.is_empty() {
-                        return view! {
-                            <section class="panel empty">
-                                <p class="empty-title">"No jobs in this vault yet."</p>
-                                <p>"Jobs appear here when an operator starts an action on a replicated item."</p>
-                            </section>
-                        }.into_any();
-                    }
-                    view! {
-                        <div class="table-wrap">
-                            <table class="grid">
-                                <thead><tr><th scope="col">"Job"</th><th scope="col">"Operation"</th><th scope="col">"Target"</th><th scope="col">"State"</th><th scope="col">"Started"</th></tr></thead>
-                                <tbody>{jobs.into_iter().map(|j| view! {
-                                    <tr>
-                                        <td><a href=format!("/jobs/{}", j.id)>{j.id.clone()}</a></td>
-                                        <td>{words(&j.kind)}</td>
-                                        <td>{j.target.clone()}</td>
-                                        <td>{job_state_badge(&j.state)}</td>
-                                        <td>{fmt_time(j.created_at)}</td>
-                                    </tr>
-                                }).collect_view()}</tbody>
-                            </table>
-                        </div>
-                    }.into_any()
-                })
+                let p = jobs.await?;
+                if p.total == 0 {
+                    return Ok::<_, ServerFnError>(view! {
+                        <section class="panel empty">
+                            <p class="empty-title">"No jobs match."</p>
+                            <p>"Jobs appear here when an operator starts an action on a replicated item or a recovery plan."</p>
+                        </section>
+                    }.into_any());
+                }
+                Ok(view! { {job_table(p.rows)}{pager(p.page, p.per_page, p.total, "jobs")} }.into_any())
             })}
         </Suspense>
     }
@@ -224,49 +462,115 @@ pub(crate) fn Jobs() -> impl IntoView {
 #[component]
 pub(crate) fn JobPage() -> impl IntoView {
     let params = use_params_map();
-    let job = Resource::new(move || params.read().get("id").unwrap_or_default(), data::get_job);
+    let me = expect_context::<MeResource>();
+    let id = Memo::new(move |_| params.read().get("id").unwrap_or_default());
+    let job = Resource::new(move || id.get(), data::get_job);
+    // Live progress: the server's event stream replaces the job as it changes.
+    let live = RwSignal::new(None::<JobRow>);
+    let connected = RwSignal::new(false);
+    let generation = RwSignal::new(0u32);
+    let act = ServerAction::<JobAction>::new();
+    Effect::new(move |_| {
+        if let Some(Ok(_)) = act.value().get() {
+            generation.update(|g| *g += 1);
+        }
+    });
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        use wasm_bindgen::closure::Closure;
+        use wasm_bindgen::JsCast;
+        generation.track();
+        let id = id.get();
+        let Ok(es) = web_sys::EventSource::new(&format!("/events/jobs/{id}")) else { return };
+        let es2 = es.clone();
+        let on_job = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
+            if let Some(j) = ev.data().as_string().and_then(|t| serde_json::from_str::<JobRow>(&t).ok()) {
+                let done = matches!(j.state.as_str(), "succeeded" | "failed" | "cancelled");
+                live.set(Some(j));
+                connected.set(!done);
+                if done {
+                    es2.close();
+                }
+            }
+        });
+        let _ = es.add_event_listener_with_callback("job", on_job.as_ref().unchecked_ref());
+        let guard = send_wrapper::SendWrapper::new((es, on_job));
+        on_cleanup(move || {
+            guard.0.close();
+            drop(guard);
+        });
+    });
     view! {
         <Title text="Job · Homeward"/>
         <Suspense fallback=|| loading("the job")>
             {move || Suspend::new(async move {
-                job.await.map(|job| match job {
-                    None => view! {
+                let me = me.await.ok().flatten();
+                let first = job.await?;
+                let Some(first) = first else {
+                    return Ok::<_, ServerFnError>(view! {
                         <h1>"Job not found"</h1>
                         <p>"No job has this id in the vault. Check the link, or open the jobs list."</p>
-                    }.into_any(),
-                    Some(j) => job_view(j).into_any(),
-                })
+                    }.into_any());
+                };
+                Ok(view! {
+                    {move || job_view(live.get().unwrap_or_else(|| first.clone()), me.clone(), connected.get(), act)}
+                }.into_any())
             })}
         </Suspense>
     }
 }
 
-fn job_view(j: JobRow) -> impl IntoView {
+fn job_view(j: JobRow, me: Option<Me>, live: bool, act: ServerAction<JobAction>) -> impl IntoView {
     let href = format!("/jobs/{}", j.id);
+    let target = if j.target_kind == "plan" { format!("/recovery-plans/{}", j.target) } else { format!("/replicated-items/{}", j.target) };
+    let may = me.as_ref().is_some_and(|m| m.may_operate);
+    let denied = me.as_ref().and_then(|m| m.operate_denied.clone()).unwrap_or_default();
+    let terminal = matches!(j.state.as_str(), "succeeded" | "failed" | "cancelled");
+    let done = j.tasks.iter().filter(|t| t.state == "succeeded").count();
+    let total = j.tasks.len().max(1);
     view! {
         <h1>{format!("{} · {}", words(&j.kind), j.target)}</h1>
         <section class="panel">
             <dl class="props">
                 <dt>"Job"</dt><dd data-testid="job-id">{j.id.clone()}</dd>
-                <dt>"State"</dt><dd data-testid="job-state">{job_state_badge(&j.state)}</dd>
-                <dt>"Started"</dt><dd>{fmt_time(j.created_at)}</dd>
-                <dt>"Allowed actions"</dt><dd>{if j.allowed_actions.is_empty() { "none".to_owned() } else { j.allowed_actions.join(", ") }}</dd>
+                <dt>"Target"</dt><dd><a href=target>{j.target.clone()}</a></dd>
+                <dt>"State"</dt><dd data-testid="job-state" data-state=j.state.clone()>{badge(&j.state)}</dd>
+                <dt>"Progress"</dt><dd><progress max=total value=done aria-label="Tasks done">{format!("{done} of {total}")}</progress>" "{format!("{done} of {total} tasks")}</dd>
+                <dt>"Started"</dt><dd>{fmt_time(j.started_at.unwrap_or(j.created_at))}</dd>
+                {j.finished_at.map(|f| view! { <dt>"Duration"</dt><dd>{fmt_duration(f.saturating_sub(j.started_at.unwrap_or(j.created_at)))}</dd> })}
             </dl>
-            {j.error.clone().map(|e| view! { <p class="error-text" role="alert">{e}" — "<em>{j.action.clone().unwrap_or_default()}</em></p> })}
-            <p><a href=href>"Refresh"</a>" to see its latest state."</p>
+            {j.error.clone().map(|e| view! { <p class="alert" role="alert">{e}" "<em class="todo">{j.action.clone().unwrap_or_default()}</em></p> })}
+            <p class="live-status" data-testid="live-status">
+                {if live {
+                    view! { <span class="live-dot" aria-hidden="true"></span>"Live: this page updates as the job runs." }.into_any()
+                } else if terminal {
+                    view! { "The job has ended." }.into_any()
+                } else {
+                    view! { <a href=href.clone()>"Refresh"</a>" to see its latest state." }.into_any()
+                }}
+            </p>
+            <div class="toolbar">
+                {j.allowed_actions.iter().map(|a| {
+                    let (id, a2) = (j.id.clone(), a.clone());
+                    view! { <button type="button" disabled=!may title=denied.clone() on:click=move |_| { act.dispatch(JobAction { id: id.clone(), action: a2.clone() }); }>{match a.as_str() { "cancel" => "Cancel job", "restart" => "Restart job", _ => "Resume job" }}</button> }
+                }).collect_view()}
+                {(!may && !j.allowed_actions.is_empty()).then(|| view! { <span class="why-inline">{denied.clone()}</span> })}
+                {move || act.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
+            </div>
         </section>
         <ol class="timeline" data-testid="tasks">
             {j.tasks.into_iter().map(|t| {
                 let took = match (t.started_at, t.finished_at) {
-                    (Some(a), Some(b)) => format!("{:.1} s", (b.saturating_sub(a)) as f64 / 1000.0),
+                    (Some(a), Some(b)) => fmt_duration(b.saturating_sub(a)),
+                    (Some(_), None) => "running".into(),
                     _ => String::new(),
                 };
                 view! {
                     <li class=format!("task {}", t.state)>
                         <span class="task-name">{t.name.clone()}</span>
-                        " "{job_state_badge(&t.state)}
-                        <span class="task-meta">{took}{(t.bytes > 0).then(|| format!(" · {} bytes", t.bytes))}{(t.attempts > 1).then(|| format!(" · {} attempts", t.attempts))}</span>
-                        {t.error.clone().map(|e| view! { <p class="error-text">{e}" — "<em>{t.action.clone().unwrap_or_default()}</em></p> })}
+                        " "{badge(&t.state)}
+                        <span class="task-meta">{took}{(t.bytes > 0).then(|| format!(" · {}", fmt_bytes(t.bytes as u64)))}{(t.attempts > 1).then(|| format!(" · {} attempts", t.attempts))}</span>
+                        {t.error.clone().map(|e| view! { <p class="alert">{e}" "<em class="todo">{t.action.clone().unwrap_or_default()}</em></p> })}
                     </li>
                 }
             }).collect_view()}
@@ -276,42 +580,138 @@ fn job_view(j: JobRow) -> impl IntoView {
 
 #[component]
 pub(crate) fn Infrastructure() -> impl IntoView {
+    let me = expect_context::<MeResource>();
     let infra = Resource::new(|| (), |_| data::infrastructure());
+    let set = ServerAction::<SetFault>::new();
+    Effect::new(move |_| {
+        if let Some(Ok(())) = set.value().get() {
+            infra.refetch();
+        }
+    });
     view! {
         <Title text="Site Recovery infrastructure · Homeward"/>
         <h1>"Site Recovery infrastructure"</h1>
         <p class="lead">"Configuration server, vCenter servers and ESXi hosts, datastores, master targets and process servers."</p>
         <Suspense fallback=|| loading("the infrastructure")>
             {move || Suspend::new(async move {
-                infra.await.map(|sections| sections.into_iter().map(|s| view! {
-                    <section class="panel">
-                        <h2>{s.title.clone()}</h2>
-                        <div class="table-wrap"><table class="grid">
-                            <thead><tr>{s.columns.iter().map(|c| view! { <th scope="col">{c.clone()}</th> }).collect_view()}</tr></thead>
-                            <tbody>{s.rows.into_iter().map(|r| view! { <tr>{r.into_iter().map(|c| view! { <td>{c}</td> }).collect_view()}</tr> }).collect_view()}</tbody>
-                        </table></div>
+                let me = me.await.ok().flatten();
+                let i = infra.await?;
+                let admin = me.as_ref().is_some_and(|m| m.may_administer);
+                let knob = move |k: &'static str, v: String| { set.dispatch(SetFault { knob: k.into(), value: v }); };
+                Ok::<_, ServerFnError>(view! {
+                    {i.sections.into_iter().map(|s| view! {
+                        <section class="panel">
+                            <h2>{s.title.clone()}</h2>
+                            <div class="table-wrap"><table class="grid">
+                                <thead><tr>{s.columns.iter().map(|c| view! { <th scope="col">{c.clone()}</th> }).collect_view()}</tr></thead>
+                                <tbody>{s.rows.into_iter().map(|r| view! { <tr>{r.into_iter().map(|c| view! { <td>{c}</td> }).collect_view()}</tr> }).collect_view()}</tbody>
+                            </table></div>
+                        </section>
+                    }).collect_view()}
+                    <section class="panel" aria-labelledby="faults-h">
+                        <h2 id="faults-h">"Fault knobs (demo estate)"</h2>
+                        <p class="muted">"Reproduce what the article warns about, then watch the rules refuse with the reason. Administrators only; every change is audited."</p>
+                        {if !admin {
+                            view! { <p class="why-inline">"Your role cannot change the infrastructure. Ask an Administrator."</p> }.into_any()
+                        } else {
+                            let (vc, snaps, delay) = (i.vcenter_connected, i.master_target_snapshots, i.agent_registration_delay_min);
+                            view! {
+                                <div class="knobs">
+                                    <button type="button" on:click=move |_| knob("vcenter_connected", (!vc).to_string())>{if vc { "Disconnect vCenter (R-C4)" } else { "Reconnect vCenter" }}</button>
+                                    <button type="button" on:click=move |_| knob("master_target_snapshots", if snaps > 0 { "0".into() } else { "1".into() })>{if snaps > 0 { "Delete master target snapshots" } else { "Take a master target snapshot (R-C2)" }}</button>
+                                    <button type="button" on:click=move |_| knob("agent_registration_delay_min", if delay > 0 { "0".into() } else { "5".into() })>{if delay > 0 { "Agents register at once" } else { "Agents take 5 min to register (R-A1)" }}</button>
+                                </div>
+                                <div class="knobs">
+                                    <label>"Fill datastore "<select on:change=move |ev| { let v = event_target_value(&ev); if !v.is_empty() { knob("fill_datastore", v) } }>
+                                        <option value="">"choose…"</option>{i.datastores.iter().map(|d| view! { <option value=d.clone()>{d.clone()}</option> }).collect_view()}
+                                    </select></label>
+                                    <label>"Delete the original VM of "<select on:change=move |ev| { let v = event_target_value(&ev); if !v.is_empty() { knob("delete_original_vm", v) } }>
+                                        <option value="">"choose…"</option>{i.items.iter().map(|d| view! { <option value=d.clone()>{d.clone()}</option> }).collect_view()}
+                                    </select></label>
+                                </div>
+                                {move || set.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
+                            }.into_any()
+                        }}
                     </section>
-                }).collect_view())
+                })
             })}
         </Suspense>
     }
 }
 
 #[component]
+pub(crate) fn Audit() -> impl IntoView {
+    let (user, target, page) = (query_param("user"), query_param("target"), query_param("page"));
+    let log = Resource::new(
+        move || (user.get(), target.get(), page.get().parse::<usize>().unwrap_or(1)),
+        |(u, t, p)| data::audit_log(u, t, p),
+    );
+    view! {
+        <Title text="Audit log · Homeward"/>
+        <h1>"Audit log"</h1>
+        <p class="lead">"Who did what, when and why: every action, sign-in, refusal and denial, linked to its job."</p>
+        <Form method="GET" action="" attr:class="filters" attr:role="search">
+            <label>"User "<input type="text" name="user" value=move || user.get() size="10"/></label>
+            <label>"Target "<input type="text" name="target" value=move || target.get() size="12" placeholder="item, plan or job"/></label>
+            <button type="submit">"Apply"</button>
+            <a href="/audit">"Clear"</a>
+        </Form>
+        <Suspense fallback=|| loading("the audit log")>
+            {move || Suspend::new(async move {
+                let p = log.await?;
+                Ok::<_, ServerFnError>(view! {
+                    <div class="table-wrap"><table class="grid" data-testid="audit">
+                        <thead><tr><th scope="col">"When"</th><th scope="col">"Who"</th><th scope="col">"Action"</th><th scope="col">"Target"</th><th scope="col">"Outcome"</th><th scope="col">"Reason"</th><th scope="col">"Job"</th></tr></thead>
+                        <tbody>{p.rows.into_iter().map(|r| view! {
+                            <tr>
+                                <td>{fmt_time(r.at)}</td>
+                                <td>{r.user.clone()}<small class="muted">{format!(" {}", words(&r.role))}</small></td>
+                                <td>{words(&r.action)}</td>
+                                <td>{r.target.clone()}</td>
+                                <td><span class=format!("badge {}", r.outcome)>{r.outcome.clone()}</span>{r.detail.clone().map(|d| view! { <div class="muted small">{d}</div> })}</td>
+                                <td>{r.reason.clone().unwrap_or_default()}</td>
+                                <td>{r.job_id.clone().map(|j| view! { <a href=format!("/jobs/{j}")>{j.clone()}</a> })}</td>
+                            </tr>
+                        }).collect_view()}</tbody>
+                    </table></div>
+                    {pager(p.page, p.per_page, p.total as usize, "entries")}
+                })
+            })}
+        </Suspense>
+    }
+}
+
+/// Sign-in: a plain form posted to `/auth/login`, so it works before (and without) the wasm.
+#[component]
+pub(crate) fn Login() -> impl IntoView {
+    let q = use_query_map();
+    let next = move || q.read().get("next").unwrap_or_else(|| "/".into());
+    let failed = move || q.read().get("error").is_some();
+    view! {
+        <Title text="Sign in · Homeward"/>
+        <section class="panel login">
+            <h1>"Sign in to the vault"</h1>
+            {move || failed().then(|| view! { <p class="alert" role="alert" data-testid="login-error">"The user name or the password is wrong. Try again; an administrator can reset it with `homeward users`."</p> })}
+            <form method="post" action="/auth/login">
+                <input type="hidden" name="next" value=next/>
+                <label>"User name"<input type="text" name="name" autocomplete="username" required=true autofocus=true/></label>
+                <label>"Password"<input type="password" name="password" autocomplete="current-password" required=true/></label>
+                <button type="submit" class="primary">"Sign in"</button>
+            </form>
+            <p class="muted small">"First start? The server printed a one-time password for 'admin' right after its URL."</p>
+        </section>
+    }
+}
+
+#[component]
 pub(crate) fn NotFound() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let Some(r) = use_context::<leptos_axum::ResponseOptions>() {
+        r.set_status(http::StatusCode::NOT_FOUND);
+    }
     view! {
         <Title text="Not found · Homeward"/>
         <h1>"Page not found"</h1>
         <p>"This address is not part of the vault. Use the navigation on the left."</p>
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn times_render_as_utc_calendar_dates() {
-        assert_eq!(super::fmt_time(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(super::fmt_time(951_782_400_000), "2000-02-29 00:00:00 UTC");
-        assert_eq!(super::fmt_time(1_795_697_525_000), "2026-11-26 12:52:05 UTC");
     }
 }

@@ -51,6 +51,61 @@ pub struct Faults {
     pub agent_registration_delay_min: u64,
 }
 
+/// Changes to the estate for drills, demos and tests: the failures the article warns about, on demand.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultKnobs {
+    pub vcenter_connected: Option<bool>,
+    pub master_target_snapshots: Option<u32>,
+    /// Marks the agent of this item registered with the configuration server.
+    pub register_agent: Option<String>,
+    pub delete_original_vm: Option<String>,
+    pub agent_registration_delay_min: Option<u64>,
+    /// Leaves no free space on this datastore.
+    pub fill_datastore: Option<String>,
+    pub guest_bytes_per_tick: Option<u64>,
+    pub crash_consistent_every_ms: Option<u64>,
+    pub app_consistent_every_ms: Option<u64>,
+}
+
+impl FaultKnobs {
+    pub fn apply(&self, doc: &mut EstateDoc) -> Result<(), EstateError> {
+        if let Some(ds) = &self.fill_datastore {
+            let d = doc.inventory.datastores.iter_mut().find(|d| &d.id == ds);
+            d.ok_or_else(|| EstateError::UnknownItem(format!("datastore {ds}")))?.free_bytes = 0;
+        }
+        if let Some(id) = &self.register_agent {
+            doc.item_mut(id)?.item.agent_registered = true;
+        }
+        if let Some(id) = &self.delete_original_vm {
+            let r = doc.item_mut(id)?;
+            if let Some(vm) = &mut r.item.onprem {
+                vm.exists = false;
+            }
+            r.onprem_disks.clear();
+        }
+        if let Some(c) = self.vcenter_connected {
+            doc.inventory.vcenters.iter_mut().for_each(|v| v.connected = c);
+        }
+        if let Some(n) = self.master_target_snapshots {
+            doc.inventory.master_targets.iter_mut().for_each(|m| m.snapshots = n);
+        }
+        if let Some(d) = self.agent_registration_delay_min {
+            doc.faults.agent_registration_delay_min = d;
+        }
+        if let Some(b) = self.guest_bytes_per_tick {
+            doc.replication.guest_bytes_per_tick = b;
+        }
+        if let Some(ms) = self.crash_consistent_every_ms {
+            doc.replication.crash_consistent_every_ms = ms;
+        }
+        if let Some(ms) = self.app_consistent_every_ms {
+            doc.replication.app_consistent_every_ms = ms;
+        }
+        Ok(())
+    }
+}
+
 /// Continuous replication of protected items, and the simulated guests' writes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReplicationPolicy {

@@ -100,6 +100,31 @@ pub fn next(state: State, event: Event) -> Result<State, InvalidTransition> {
     Ok(to)
 }
 
+/// Which way the item replicates in `state`, if it replicates at all.
+pub fn direction(state: State) -> Option<(Site, Site)> {
+    match state {
+        State::ProtectedToCloud | State::FailoverToCloudInProgress | State::ReprotectToCloudInProgress => {
+            Some((Site::Primary, Site::Recovery))
+        }
+        State::ReprotectInProgress | State::ProtectedToPrimary | State::FailbackInProgress => {
+            Some((Site::Recovery, Site::Primary))
+        }
+        _ => None,
+    }
+}
+
+/// Where the machine runs in `state`: the cloud until a failback completes.
+pub fn active_site(state: State) -> Site {
+    match state {
+        State::FailedOverToCloud
+        | State::CommittedInCloud
+        | State::ReprotectInProgress
+        | State::ProtectedToPrimary
+        | State::FailbackInProgress => Site::Recovery,
+        _ => Site::Primary,
+    }
+}
+
 /// The state an operation starts from.
 pub fn required_state(op: Operation) -> State {
     match op {

@@ -81,6 +81,27 @@ impl Service {
         Ok((item, ops))
     }
 
+    /// Every item with its allowed operations: one read of the estate, one query for the active jobs.
+    pub async fn all_items(&self) -> Result<Vec<(ReplicatedItem, Vec<(Operation, Vec<Refusal>)>)>, ServiceError> {
+        let doc = self.doc()?;
+        let now = (self.clock)();
+        let active = self.jobs.active_jobs_by_item().await?;
+        doc.items
+            .iter()
+            .map(|rec| {
+                let item = self.estate.view(&doc, &rec.item.id, now)?;
+                let ctx = Context { now, active_job: active.get(&rec.item.id).cloned() };
+                let ops = lifecycle::allowed_operations(&item, &doc.inventory, &ctx);
+                Ok((item, ops))
+            })
+            .collect()
+    }
+
+    /// Applies fault knobs to the estate; names an unknown item or datastore.
+    pub async fn apply_faults(&self, knobs: &crate::estate::FaultKnobs) -> Result<(), ServiceError> {
+        Ok(self.estate.update(|doc| knobs.apply(doc)).await?)
+    }
+
     fn estimate(&self, rec: &ItemRecord) -> DataEstimate {
         let mut est = DataEstimate::default();
         let mut changed = 0u64;

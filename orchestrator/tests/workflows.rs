@@ -141,3 +141,23 @@ async fn the_whole_article_through_the_core_on_the_demo_estate() {
         }
     }
 }
+
+/// Direction and active site per state, as the replicated items table shows them.
+#[test]
+fn direction_and_active_site_follow_the_lifecycle() {
+    use orchestrator::domain::Site::{Primary, Recovery};
+    use orchestrator::lifecycle::{active_site, direction, State as S};
+    let table = [
+        (S::ProtectedToCloud, Some((Primary, Recovery)), Primary),
+        (S::CommittedInCloud, None, Recovery),
+        (S::ReprotectInProgress, Some((Recovery, Primary)), Recovery),
+        (S::ProtectedToPrimary, Some((Recovery, Primary)), Recovery),
+        (S::FailedBackCommitPending, None, Primary),
+        (S::CommittedOnPrimary, None, Primary),
+        (S::ReprotectToCloudInProgress, Some((Primary, Recovery)), Primary),
+    ];
+    for (state, dir, site) in table {
+        assert_eq!(direction(state), dir, "{state:?}");
+        assert_eq!(active_site(state), site, "{state:?}");
+    }
+}

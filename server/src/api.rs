@@ -367,85 +367,17 @@ async fn infrastructure(State(s): State<Svc>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({"inventory": doc.inventory, "plans": doc.plans, "faults": doc.faults})))
 }
 
-/// Fault knobs of the local estate, for tests and demos.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Faults {
-    vcenter_connected: Option<bool>,
-    master_target_snapshots: Option<u32>,
-    /// Marks the agent of this item registered with the configuration server.
-    register_agent: Option<String>,
-    delete_original_vm: Option<String>,
-    agent_registration_delay_min: Option<u64>,
-    /// Leaves no free space on this datastore.
-    fill_datastore: Option<String>,
-    guest_bytes_per_tick: Option<u64>,
-    crash_consistent_every_ms: Option<u64>,
-    app_consistent_every_ms: Option<u64>,
-}
-
 async fn faults(
     State(s): State<Svc>,
     Extension(user): Extension<User>,
     Extension(accounts): Extension<Accounts>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let f: Faults =
+    let knobs: orchestrator::estate::FaultKnobs =
         serde_json::from_slice(&body).map_err(|e| ApiError::Unprocessable(format!("invalid fault knobs: {e}")))?;
-    let mut unknown = None;
     let actor = Actor { user: &user, accounts: &accounts, service: &s };
-    let detail = String::from_utf8_lossy(&body).into_owned();
-    actor
-        .administer("faults", "estate", detail, async {
-            s.estate
-                .update(|doc| {
-                    if let Some(c) = f.vcenter_connected {
-                        doc.inventory.vcenters.iter_mut().for_each(|v| v.connected = c);
-                    }
-                    if let Some(n) = f.master_target_snapshots {
-                        doc.inventory.master_targets.iter_mut().for_each(|m| m.snapshots = n);
-                    }
-                    if let Some(d) = f.agent_registration_delay_min {
-                        doc.faults.agent_registration_delay_min = d;
-                    }
-                    if let Some(ds) = &f.fill_datastore {
-                        match doc.inventory.datastores.iter_mut().find(|d| &d.id == ds) {
-                            Some(d) => d.free_bytes = 0,
-                            None => unknown = Some(ds.clone()),
-                        }
-                    }
-                    if let Some(b) = f.guest_bytes_per_tick {
-                        doc.replication.guest_bytes_per_tick = b;
-                    }
-                    if let Some(ms) = f.crash_consistent_every_ms {
-                        doc.replication.crash_consistent_every_ms = ms;
-                    }
-                    if let Some(ms) = f.app_consistent_every_ms {
-                        doc.replication.app_consistent_every_ms = ms;
-                    }
-                    for (id, what) in [(&f.register_agent, 0), (&f.delete_original_vm, 1)] {
-                        if let Some(id) = id {
-                            match doc.items.iter_mut().find(|r| &r.item.id == id) {
-                                Some(r) if what == 0 => r.item.agent_registered = true,
-                                Some(r) => {
-                                    if let Some(vm) = &mut r.item.onprem {
-                                        vm.exists = false;
-                                    }
-                                    r.onprem_disks.clear();
-                                }
-                                None => unknown = Some(id.clone()),
-                            }
-                        }
-                    }
-                    Ok(())
-                })
-                .await
-                .map_err(ServiceError::from)
-        })
-        .await?;
-    if let Some(id) = unknown {
-        return Err(ApiError::NotFound(format!("no replicated item or datastore {id}")));
-    }
+    let detail = serde_json::to_string(&knobs).unwrap_or_default();
+    actor.administer("faults", "estate", detail, s.apply_faults(&knobs)).await?;
     infrastructure(State(s)).await
 }
 

@@ -1,0 +1,244 @@
+//! Server functions that act: each goes through `orchestrator::acting::Actor`, which checks the signed-in role,
+//! runs the action through the orchestration service and writes the audit line. Refusals come back as
+//! [`PortalError`] with the rule ID, the sentence and the recommended action.
+
+use leptos::prelude::*;
+
+use crate::model::*;
+
+#[cfg(feature = "ssr")]
+mod server {
+    use orchestrator::acting::ActError;
+    use orchestrator::estate::EstateError;
+    use orchestrator::jobs::JobError;
+    use orchestrator::lifecycle::{Operation, Request};
+    use orchestrator::points::PointChoice;
+    use orchestrator::service::ServiceError;
+
+    use crate::data::server::{ctx, refused_rows};
+    use crate::model::*;
+
+    pub fn signed_in() -> Result<orchestrator::accounts::User, PortalError> {
+        crate::data::server::user().ok_or_else(|| PortalError::Denied("Sign in first.".into()))
+    }
+
+    pub fn portal_error(op: Operation, e: ActError) -> PortalError {
+        match e {
+            ActError::Denied(d) => {
+                if let Some(r) = use_context_response() {
+                    r.set_status(http::StatusCode::FORBIDDEN);
+                }
+                PortalError::Denied(d.to_string())
+            }
+            ActError::Service(ServiceError::Refused(r)) => PortalError::Refused(refused_rows(op, &r)),
+            ActError::Service(ServiceError::Job(JobError::ItemBusy { active_job })) => PortalError::Conflict(format!(
+                "Job {active_job} is still running on this item (R-W5). Wait for it to end, or cancel it."
+            )),
+            ActError::Service(ServiceError::Job(JobError::NotFound(id))) => {
+                PortalError::Conflict(format!("No job {id}. Check the link."))
+            }
+            ActError::Service(ServiceError::Job(e @ JobError::NotAllowed { .. })) => {
+                PortalError::Conflict(format!("{e}. The job page lists the actions it allows now."))
+            }
+            ActError::Service(ServiceError::Estate(EstateError::UnknownItem(id))) => {
+                PortalError::Conflict(format!("No replicated item {id} in this vault."))
+            }
+            other => PortalError::Server(format!("{other}. Check the server log.")),
+        }
+    }
+
+    fn use_context_response() -> Option<leptos_axum::ResponseOptions> {
+        leptos::prelude::use_context::<leptos_axum::ResponseOptions>()
+    }
+
+    pub fn operation(op: &str) -> Result<Operation, PortalError> {
+        serde_json::from_value(serde_json::Value::String(op.to_owned()))
+            .map_err(|_| PortalError::Conflict(format!("{op} is not an operation of a replicated item.")))
+    }
+
+    pub fn point_choice(p: &str) -> PointChoice {
+        match p {
+            "latest-processed" => PointChoice::LatestProcessed,
+            "latest" => PointChoice::Latest,
+            "latest-app-consistent" => PointChoice::LatestAppConsistent,
+            id => PointChoice::Specific(id.to_owned()),
+        }
+    }
+
+    pub fn request(input: &ActionInput) -> Request {
+        let some = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        Request {
+            master_target: some(&input.master_target),
+            process_server: some(&input.process_server),
+            datastore: some(&input.datastore),
+            point: some(&input.point).map(|p| point_choice(&p)),
+        }
+    }
+
+    /// A key per confirmed dialog: a double click or a retried request returns the job already started.
+    pub fn key(user: &str, key: &str, what: &str) -> String {
+        if key.trim().is_empty() {
+            format!("portal-{user}-{what}-{}", orchestrator::accounts::random_secret())
+        } else {
+            format!("portal-{user}-{}", key.trim())
+        }
+    }
+
+    pub fn service_ctx() -> Result<crate::ServerContext, PortalError> {
+        ctx().map_err(|e| PortalError::Server(e.to_string()))
+    }
+}
+
+/// The dry run of an operation: every check, the location, the bytes to move, the ETA and the tasks.
+#[server(endpoint = "portal/dry-run")]
+pub async fn dry_run(id: String, op: String, input: ActionInput) -> Result<DryRunView, PortalError> {
+    use crate::data::server::{point_row, words};
+    server::signed_in()?;
+    let c = server::service_ctx()?;
+    let operation = server::operation(&op)?;
+    let plan = c
+        .service
+        .dry_run(&id, operation, &server::request(&input))
+        .await
+        .map_err(|e| server::portal_error(operation, e.into()))?;
+    Ok(DryRunView {
+        allowed: plan.allowed,
+        location: plan.location.map(|l| words(&l)),
+        location_note: plan.location_note.clone(),
+        transfer: plan.transfer.map(|t| words(&t)),
+        bytes_to_move: plan.bytes_to_move,
+        eta_seconds: plan.eta_seconds,
+        target_host: plan.target_host.clone(),
+        target_datastore: plan.target_datastore.clone(),
+        point: plan.point.as_ref().map(|p| point_row(p, p.time + plan.data_loss_ms.unwrap_or(0))),
+        checks: plan
+            .checks
+            .iter()
+            .map(|c| CheckRow {
+                rule: c.rule.clone(),
+                check: c.check.clone(),
+                passed: c.passed,
+                message: c.refusal.as_ref().map(|r| r.message.clone()).unwrap_or_default(),
+                action: c.refusal.as_ref().map(|r| r.recommended_action.clone()).unwrap_or_default(),
+            })
+            .collect(),
+        tasks: plan.tasks.iter().map(|t| t.name.clone()).collect(),
+    })
+}
+
+/// Starts an operation on a replicated item; returns the job id.
+#[server(endpoint = "portal/act")]
+pub async fn start_action(
+    id: String,
+    op: String,
+    input: ActionInput,
+    reason: String,
+    key: String,
+) -> Result<String, PortalError> {
+    use orchestrator::acting::Actor;
+    let user = server::signed_in()?;
+    let c = server::service_ctx()?;
+    let operation = server::operation(&op)?;
+    let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
+    let key = server::key(&user.name, &key, &format!("{id}-{op}"));
+    let job = actor
+        .item_action(&id, operation, &server::request(&input), &key, Some(reason.as_str()))
+        .await
+        .map_err(|e| server::portal_error(operation, e))?;
+    crate::data::server::invalidate();
+    Ok(job.id)
+}
+
+/// Re-protects several failed-back items to the cloud (R-W4): one job each. Returns (item, job id or why not).
+#[server(endpoint = "portal/reprotect-many")]
+pub async fn reprotect_many(
+    ids: Vec<String>,
+    process_server: String,
+    reason: String,
+    key: String,
+) -> Result<Vec<(String, Result<String, String>)>, PortalError> {
+    use orchestrator::acting::Actor;
+    use orchestrator::lifecycle::Operation;
+    let user = server::signed_in()?;
+    let c = server::service_ctx()?;
+    let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
+    let input = ActionInput { process_server: Some(process_server), ..ActionInput::default() };
+    let mut out = Vec::new();
+    for id in ids {
+        let k = server::key(&user.name, &format!("{key}-{id}"), &id);
+        let r = actor.item_action(&id, Operation::ReprotectToCloud, &server::request(&input), &k, Some(&reason)).await;
+        match r {
+            Ok(job) => out.push((id, Ok(job.id))),
+            Err(e) => match server::portal_error(Operation::ReprotectToCloud, e) {
+                // The role decides for every item alike: refuse the whole request.
+                PortalError::Denied(d) => return Err(PortalError::Denied(d)),
+                other => out.push((id, Err(other.to_string()))),
+            },
+        }
+    }
+    crate::data::server::invalidate();
+    Ok(out)
+}
+
+/// Fails a whole recovery plan over, group by group.
+#[server(endpoint = "portal/plan-failover")]
+pub async fn plan_failover(plan: String, choice: String, reason: String, key: String) -> Result<String, PortalError> {
+    use orchestrator::acting::Actor;
+    use orchestrator::lifecycle::Operation;
+    let user = server::signed_in()?;
+    let c = server::service_ctx()?;
+    let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
+    let key = server::key(&user.name, &key, &plan);
+    let job = actor
+        .plan_failover(&plan, server::point_choice(&choice), &key, Some(&reason))
+        .await
+        .map_err(|e| server::portal_error(Operation::Failover, e))?;
+    crate::data::server::invalidate();
+    Ok(job.id)
+}
+
+/// Cancels, restarts or resumes a job.
+#[server(endpoint = "portal/job-action")]
+pub async fn job_action(id: String, action: String) -> Result<String, PortalError> {
+    use orchestrator::acting::Actor;
+    use orchestrator::jobs::JobAction;
+    use orchestrator::lifecycle::Operation;
+    let user = server::signed_in()?;
+    let c = server::service_ctx()?;
+    let a: JobAction = serde_json::from_value(serde_json::Value::String(action.clone()))
+        .map_err(|_| PortalError::Conflict(format!("{action} is not a job action; use cancel, restart or resume.")))?;
+    let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
+    let state = actor.job_action(&id, a, None).await.map_err(|e| server::portal_error(Operation::Failover, e))?;
+    crate::data::server::invalidate();
+    Ok(state.as_str().to_owned())
+}
+
+/// Turns one fault knob of the demo estate (Administrator): `vcenter_connected` (true/false),
+/// `master_target_snapshots` (a number), `agent_registration_delay_min` (minutes), `fill_datastore`,
+/// `delete_original_vm`, `register_agent` (an id).
+#[server(endpoint = "portal/fault")]
+pub async fn set_fault(knob: String, value: String) -> Result<(), PortalError> {
+    use orchestrator::acting::Actor;
+    use orchestrator::estate::FaultKnobs;
+    use orchestrator::lifecycle::Operation;
+    let user = server::signed_in()?;
+    let c = server::service_ctx()?;
+    let v = value.trim();
+    let json = match knob.as_str() {
+        "vcenter_connected" => serde_json::json!({ knob.as_str(): v == "true" }),
+        "master_target_snapshots" | "agent_registration_delay_min" => {
+            let n: u64 = v.parse().map_err(|_| PortalError::Conflict(format!("{knob} needs a whole number")))?;
+            serde_json::json!({ knob.as_str(): n })
+        }
+        _ => serde_json::json!({ knob.as_str(): v }),
+    };
+    let knobs: FaultKnobs =
+        serde_json::from_value(json).map_err(|e| PortalError::Conflict(format!("unknown fault knob: {e}")))?;
+    let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
+    actor
+        .administer("faults", "estate", format!("{knob} = {v}"), c.service.apply_faults(&knobs))
+        .await
+        .map_err(|e| server::portal_error(Operation::Reprotect, e))?;
+    crate::data::server::invalidate();
+    Ok(())
+}

@@ -1,0 +1,395 @@
+//! A replicated item's page and its dialogs: the reprotect wizard (R-W1), confirm failover (R-W2), commit (R-W3),
+//! cancel failover, and re-protect to Azure (R-W4), alone or for several selected items.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::{use_navigate, use_params_map};
+
+use crate::actions::{DryRun, ReprotectMany, StartAction};
+use crate::data;
+use crate::model::*;
+use crate::pages::{job_table, op_label};
+use crate::ui::*;
+use crate::MeResource;
+
+#[component]
+pub(crate) fn ItemPage() -> impl IntoView {
+    let params = use_params_map();
+    let me = expect_context::<MeResource>();
+    let id = Memo::new(move |_| params.read().get("id").unwrap_or_default());
+    let item = Resource::new(move || id.get(), data::get_item);
+    let action = query_param("action");
+    let dialogs: [(&'static str, RwSignal<bool>); 5] = [
+        ("reprotect", RwSignal::new(false)),
+        ("failover", RwSignal::new(false)),
+        ("commit", RwSignal::new(false)),
+        ("cancel-failover", RwSignal::new(false)),
+        ("reprotect-to-cloud", RwSignal::new(false)),
+    ];
+    // `?action=failover` (the row menu's links) opens that dialog once the page is interactive.
+    Effect::new(move |_| {
+        let a = action.get();
+        if let Some((_, open)) = dialogs.iter().find(|(op, _)| *op == a) {
+            open.set(true);
+        }
+    });
+    let open_of = move |op: &str| dialogs.iter().find(|(o, _)| *o == op).map(|(_, s)| *s).expect("known dialog");
+    view! {
+        <Title text="Replicated item · Homeward"/>
+        <Suspense fallback=|| loading("the replicated item")>
+            {move || Suspend::new(async move {
+                let me = me.await.ok().flatten();
+                let Some(d) = item.await? else {
+                    return Ok::<_, ServerFnError>(view! {
+                        <h1>"Replicated item not found"</h1>
+                        <p>"No item has this id in the vault. Check the link, or open "<a href="/replicated-items">"Replicated items"</a>"."</p>
+                    }.into_any());
+                };
+                let r = d.row.clone();
+                let may = me.as_ref().is_some_and(|m| m.may_operate);
+                let denied = me.as_ref().and_then(|m| m.operate_denied.clone()).unwrap_or_default();
+                Ok(view! {
+                    <h1>{r.name.clone()}" "<small>{words(&r.state)}</small></h1>
+                    <div class="toolbar" role="toolbar" aria-label="Operations" data-testid="item-toolbar">
+                        {["reprotect", "failover", "commit", "cancel-failover", "reprotect-to-cloud"].into_iter().map(|op| {
+                            let why: Vec<Refused> = r.refused.iter().filter(|x| x.operation == op).cloned().collect();
+                            let open = open_of(op);
+                            if !why.is_empty() {
+                                let tip = why.iter().map(|w| format!("{}: {} {}", w.rule, w.message, w.action)).collect::<Vec<_>>().join("\n");
+                                let shown = tip.clone();
+                                view! { <span class="op-wrap"><button type="button" disabled=true data-op=op title=tip aria-describedby=format!("why-{op}")>{op_label(op)}</button><span class="tooltip" role="tooltip" id=format!("why-{op}")>{shown}</span></span> }.into_any()
+                            } else if !may {
+                                let (t, shown) = (denied.clone(), denied.clone());
+                                view! { <span class="op-wrap"><button type="button" disabled=true data-op=op title=t aria-describedby=format!("why-{op}")>{op_label(op)}</button><span class="tooltip" role="tooltip" id=format!("why-{op}")>{shown}</span></span> }.into_any()
+                            } else {
+                                view! { <button type="button" class="primary" data-op=op on:click=move |_| open.set(true)>{op_label(op)}</button> }.into_any()
+                            }
+                        }).collect_view()}
+                    </div>
+                    {(!may).then(|| view! { <p class="why-inline" data-testid="role-note">{denied.clone()}</p> })}
+                    {r.active_job.clone().map(|j| view! { <p class="notice">"A job is running on this item: "<a href=format!("/jobs/{j}")>{j.clone()}</a></p> })}
+                    {(r.state == "reprotect-in-progress" || (r.state == "protected-to-primary" && r.initial_sync_percent < 100)).then(|| view! {
+                        <section class="panel"><h2>"Initial replication"</h2>
+                            <progress max="100" value=r.initial_sync_percent>{format!("{} %", r.initial_sync_percent)}</progress>" "{format!("{} % synchronised", r.initial_sync_percent)}
+                        </section>
+                    })}
+                    <div class="cards">
+                        <section class="panel card"><h2>"Properties"</h2>
+                            <dl class="props">{d.properties.iter().map(|(k, v)| view! { <dt>{k.clone()}</dt><dd>{v.clone()}</dd> }).collect_view()}</dl>
+                        </section>
+                        <section class="panel card"><h2>"Health"</h2>
+                            <p class=format!("health {}", r.health)>{r.health.clone()}</p>
+                            {if r.health_errors.is_empty() { view! { <p class="muted">"No replication errors."</p> }.into_any() } else {
+                                view! { <ul>{r.health_errors.iter().map(|e| view! { <li>{e.clone()}</li> }).collect_view()}</ul> }.into_any()
+                            }}
+                            <p>"RPO now: "<strong>{r.rpo_ms.map(fmt_duration).unwrap_or_else(|| "— (not replicating)".into())}</strong></p>
+                        </section>
+                    </div>
+                    <section class="panel"><h2>"Disks"</h2>
+                        {if d.disks.is_empty() { view! { <p class="muted">"No on-premises disks (the VM is re-created at an alternate location by reprotect)."</p> }.into_any() } else {
+                            view! { <table class="grid compact"><thead><tr><th scope="col">"Disk"</th><th scope="col">"Size"</th><th scope="col">"Datastore"</th></tr></thead><tbody>
+                                {d.disks.iter().map(|k| view! { <tr><td>{k.name.clone()}</td><td>{fmt_bytes(k.size_bytes)}</td><td>{k.datastore.clone()}</td></tr> }).collect_view()}
+                            </tbody></table> }.into_any()
+                        }}
+                    </section>
+                    <section class="panel"><h2>{format!("Recovery points ({})", d.points.len())}</h2>
+                        {if d.points.is_empty() { view! { <p class="muted">"No recovery point yet: failback needs one (R-RP3)."</p> }.into_any() } else {
+                            view! { <div class="table-wrap scroll"><table class="grid compact" data-testid="points"><thead><tr><th scope="col">"Time"</th><th scope="col">"Type"</th><th scope="col">"Data lost against the latest"</th><th scope="col">"Id"</th></tr></thead><tbody>
+                                {d.points.iter().take(50).map(|p| view! { <tr><td>{fmt_time(p.time)}</td><td>{words(&p.kind)}</td><td>{if p.data_loss_ms == 0 { "none (latest)".into() } else { fmt_duration(p.data_loss_ms) }}</td><td><code>{p.id.clone()}</code></td></tr> }).collect_view()}
+                            </tbody></table></div> }.into_any()
+                        }}
+                    </section>
+                    <section class="panel"><h2>"Jobs"</h2>{job_table(d.jobs.clone())}<p><a href=format!("/jobs?item={}", r.id)>"All jobs of this item"</a></p></section>
+                    <ReprotectWizard open=open_of("reprotect") d=d.clone()/>
+                    <FailoverDialog open=open_of("failover") d=d.clone()/>
+                    <ConfirmDialog open=open_of("commit") d=d.clone() op="commit" title="Commit failback"
+                        warning=match &d.cloud_vm {
+                            Some((vm, rg)) => format!("Commit deletes the cloud VM {vm} in resource group {rg}, with its disks, in Azure (R-W3). It cannot be undone. Afterwards {} runs only on-premises, unprotected until you re-protect it to Azure.", r.name),
+                            None => "Commit removes the failed-over copy in Azure (R-W3).".into(),
+                        }
+                        confirm="Delete the cloud VM and commit"/>
+                    <ConfirmDialog open=open_of("cancel-failover") d=d.clone() op="cancel-failover" title="Cancel failover"
+                        warning=format!("Cancel failover shuts down the on-premises VM of {}, restarts the cloud VM, and resumes replication from Azure: what the on-premises VM wrote since the failback is overwritten by the next replication cycle. Nothing is deleted in Azure.", r.name)
+                        confirm="Cancel the failover"/>
+                    <ConfirmDialog open=open_of("reprotect-to-cloud") d=d.clone() op="reprotect-to-cloud" title="Re-protect to Azure"
+                        warning=format!("Starts replicating {} from on-premises to Azure (R-W4). Its agent must be registered with the configuration server (R-A1).", r.name)
+                        confirm="Re-protect"/>
+                }.into_any())
+            })}
+        </Suspense>
+    }
+}
+
+/// Starts the action and goes to its job page; shared by every dialog.
+fn start_action() -> ServerAction<StartAction> {
+    let act = ServerAction::<StartAction>::new();
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(job)) = act.value().get() {
+            navigate(&format!("/jobs/{job}"), Default::default());
+        }
+    });
+    act
+}
+
+fn reason_field(reason: RwSignal<String>) -> impl IntoView {
+    view! {
+        <label class="block">"Reason (recorded in the audit log)"
+            <textarea name="reason" rows="2" required=true placeholder="e.g. datacenter power restored; change CHG-1234"
+                prop:value=move || reason.get() on:input=move |ev| reason.set(event_target_value(&ev))></textarea>
+        </label>
+    }
+}
+
+fn dry_run_view(v: DryRunView) -> impl IntoView {
+    view! {
+        <section class="dry-run" data-testid="dry-run" aria-live="polite">
+            <h3>{if v.allowed { "Dry run: every check passed" } else { "Dry run: refused" }}</h3>
+            <dl class="props">
+                {v.location.clone().map(|l| view! { <dt>"Location"</dt><dd data-testid="dry-location">{format!("{l} location")}</dd> })}
+                {v.location_note.clone().map(|n| view! { <dt>"Why"</dt><dd>{n}</dd> })}
+                {v.transfer.clone().map(|t| view! { <dt>"Transfer"</dt><dd>{words(&t)}</dd> })}
+                <dt>"Data to move"</dt><dd data-testid="dry-bytes">{fmt_bytes(v.bytes_to_move)}</dd>
+                <dt>"Estimated time"</dt><dd>{v.eta_seconds.map(|s| fmt_duration(s * 1000)).unwrap_or_else(|| "—".into())}</dd>
+                {v.target_host.clone().map(|h| view! { <dt>"Target host"</dt><dd>{h}</dd> })}
+                {v.target_datastore.clone().map(|h| view! { <dt>"Target datastore"</dt><dd>{h}</dd> })}
+            </dl>
+            <ul class="checks">
+                {v.checks.into_iter().map(|c| view! {
+                    <li class=if c.passed { "pass" } else { "fail" }>
+                        <span aria-hidden="true">{if c.passed { "✓ " } else { "✗ " }}</span>
+                        <span class="rule">{c.rule.clone()}</span>" "{c.check.clone()}
+                        {(!c.passed).then(|| view! { <div>{c.message.clone()}" "<em class="todo">{c.action.clone()}</em></div> })}
+                    </li>
+                }).collect_view()}
+            </ul>
+            <details><summary>{format!("The job's {} tasks", v.tasks.len())}</summary><ol>{v.tasks.into_iter().map(|t| view! { <li>{t}</li> }).collect_view()}</ol></details>
+        </section>
+    }
+}
+
+fn select(label: &'static str, name: &'static str, choices: Vec<Choice>, value: RwSignal<String>) -> impl IntoView {
+    view! {
+        <label class="block">{label}
+            <select name=name on:change=move |ev| value.set(event_target_value(&ev)) prop:value=move || value.get()>
+                <option value="">"choose…"</option>
+                {choices.into_iter().map(|c| {
+                    let why = c.disabled.clone();
+                    view! { <option value=c.id.clone() disabled=why.is_some() title=why.clone().unwrap_or_default()>{c.label.clone()}{why.clone().map(|w| format!(" — {w}"))}</option> }
+                }).collect_view()}
+            </select>
+        </label>
+    }
+}
+
+/// R-W1: master target matching the VM's OS, a process server in Azure, a reachable datastore; then the dry run.
+#[component]
+fn ReprotectWizard(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
+    let mt = RwSignal::new(String::new());
+    let ps = RwSignal::new(String::new());
+    let ds = RwSignal::new(String::new());
+    let reason = RwSignal::new(String::new());
+    let key = RwSignal::new(String::new());
+    let dry = ServerAction::<DryRun>::new();
+    let act = start_action();
+    let id = d.row.id.clone();
+    let opts = d.reprotect.clone();
+    Effect::new(move |_| {
+        if open.get() {
+            key.set(new_key());
+            dry.value().set(None);
+        }
+    });
+    let input = move || ActionInput {
+        master_target: Some(mt.get()),
+        process_server: Some(ps.get()),
+        datastore: Some(ds.get()),
+        point: None,
+    };
+    let hosts = opts.master_target_hosts.clone();
+    let all_ds = opts.datastores.clone();
+    // Only datastores the chosen master target's host can reach.
+    let reachable = move || {
+        let host = hosts.iter().find(|(m, _)| *m == mt.get()).map(|(_, h)| h.clone());
+        all_ds.iter().filter(|c| host.as_ref().is_none_or(|h| c.reach.contains(h))).cloned().collect::<Vec<_>>()
+    };
+    let (id2, id3) = (id.clone(), id.clone());
+    let location = opts.location.clone();
+    view! {
+        <Modal open=open title=format!("Reprotect {} to on-premises", d.row.name) id="reprotect-dialog">
+            <p class="direction">"Direction: "<strong>"from Azure → on-premises"</strong>". "
+                {if location == "original" { "The original VM still exists: original location recovery, only changes move (R-L1)." } else { "No original VM to return to: alternate location recovery, the VM is re-created and its disks fully downloaded first (R-L2, R-L10). This takes longer." }}
+            </p>
+            <div class="form-grid">
+                {select("Master target (matching the VM's OS)", "master_target", opts.master_targets.clone(), mt)}
+                {select("Process server (in Azure)", "process_server", opts.process_servers.clone(), ps)}
+                {move || select("Datastore (reachable from the master target's host)", "datastore", reachable(), ds)}
+            </div>
+            {reason_field(reason)}
+            <div class="actions">
+                <button type="button" data-testid="review" disabled=move || mt.get().is_empty() || ps.get().is_empty() || ds.get().is_empty() || dry.pending().get()
+                    on:click=move |_| { dry.dispatch(DryRun { id: id2.clone(), op: "reprotect".into(), input: input() }); }>
+                    {move || if dry.pending().get() { "Checking…" } else { "Review (dry run)" }}
+                </button>
+            </div>
+            {move || dry.value().get().map(|r| match r { Ok(v) => dry_run_view(v).into_any(), Err(e) => portal_error(&e) })}
+            {move || act.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
+            <div class="actions">
+                <button type="button" on:click=move |_| open.set(false)>"Cancel"</button>
+                <button type="button" class="primary" data-testid="confirm"
+                    disabled=move || !dry.value().get().is_some_and(|r| r.is_ok_and(|v| v.allowed)) || reason.get().trim().is_empty() || act.pending().get()
+                    on:click=move |_| { act.dispatch(StartAction { id: id3.clone(), op: "reprotect".into(), input: input(), reason: reason.get(), key: key.get() }); }>
+                    {move || if act.pending().get() { "Starting…" } else { "Start reprotect" }}
+                </button>
+            </div>
+        </Modal>
+    }
+}
+
+/// R-W2: the direction spelled out, the recovery point with its time and data-loss window (R-RP4), the
+/// acknowledgement that the cloud VM shuts down, and the reason.
+#[component]
+fn FailoverDialog(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
+    let choice = RwSignal::new("latest-processed".to_owned());
+    let specific = RwSignal::new(String::new());
+    let ack = RwSignal::new(false);
+    let reason = RwSignal::new(String::new());
+    let key = RwSignal::new(String::new());
+    let act = start_action();
+    Effect::new(move |_| {
+        if open.get() {
+            key.set(new_key());
+            ack.set(false);
+        }
+    });
+    let id = d.row.id.clone();
+    let points = d.points.clone();
+    let cloud = d.cloud_vm.clone().map(|(vm, rg)| format!("{vm} (resource group {rg})")).unwrap_or_else(|| "the cloud VM".into());
+    let point = move || if choice.get() == "specific" { specific.get() } else { choice.get() };
+    view! {
+        <Modal open=open title=format!("Confirm failover: {}", d.row.name) id="failover-dialog">
+            <p class="direction" data-testid="direction">"Failover direction: "<strong>"from Azure → on-premises"</strong>" (unplanned failover of the failback)."</p>
+            <fieldset>
+                <legend>"Recovery point"</legend>
+                {d.choices.iter().map(|c| {
+                    let (v, v2) = (c.choice.clone(), c.choice.clone());
+                    view! {
+                        <label class="choice">
+                            <input type="radio" name="point" value=c.choice.clone() prop:checked=move || choice.get() == v on:change=move |_| choice.set(v2.clone())/>
+                            <strong>{c.label.clone()}</strong>
+                            {c.point.clone().map(|p| view! { <span class="muted">{format!(" · {} · {}", fmt_time(p.time), words(&p.kind))}</span><span class="loss">{if p.data_loss_ms == 0 { " · no data lost against the latest point".to_owned() } else { format!(" · loses the last {}", fmt_duration(p.data_loss_ms)) }}</span> })}
+                            <div class="muted small">{c.note.clone()}</div>
+                        </label>
+                    }
+                }).collect_view()}
+                {(!points.is_empty()).then(|| {
+                    let pts = points.clone();
+                    view! {
+                        <label class="choice">
+                            <input type="radio" name="point" value="specific" prop:checked=move || choice.get() == "specific" on:change=move |_| choice.set("specific".into())/>
+                            <strong>"A specific point"</strong>
+                            <select aria-label="Recovery point" on:change=move |ev| { specific.set(event_target_value(&ev)); choice.set("specific".into()); }>
+                                <option value="">"choose…"</option>
+                                {pts.into_iter().map(|p| view! { <option value=p.id.clone()>{format!("{} · {} · loses {}", fmt_time(p.time), words(&p.kind), if p.data_loss_ms == 0 { "nothing".into() } else { fmt_duration(p.data_loss_ms) })}</option> }).collect_view()}
+                            </select>
+                        </label>
+                    }
+                })}
+            </fieldset>
+            <label class="check"><input type="checkbox" data-testid="ack" prop:checked=move || ack.get() on:change=move |ev| ack.set(event_target_checked(&ev))/>
+                {format!(" I understand that {cloud} will be shut down, and that the on-premises VM starts from the chosen recovery point.")}</label>
+            {reason_field(reason)}
+            {move || act.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
+            <div class="actions">
+                <button type="button" on:click=move |_| open.set(false)>"Cancel"</button>
+                <button type="button" class="primary danger" data-testid="confirm"
+                    disabled=move || !ack.get() || reason.get().trim().is_empty() || point().is_empty() || act.pending().get()
+                    on:click=move |_| { act.dispatch(StartAction { id: id.clone(), op: "failover".into(), input: ActionInput { point: Some(point()), ..ActionInput::default() }, reason: reason.get(), key: key.get() }); }>
+                    {move || if act.pending().get() { "Starting…" } else { "Fail over" }}
+                </button>
+            </div>
+        </Modal>
+    }
+}
+
+/// Commit, cancel failover and re-protect: what will happen (and be deleted) in words, the dry run's checks and
+/// tasks, a reason, and the confirmation.
+#[component]
+fn ConfirmDialog(
+    open: RwSignal<bool>,
+    d: ItemDetail,
+    op: &'static str,
+    title: &'static str,
+    #[prop(into)] warning: String,
+    confirm: &'static str,
+) -> impl IntoView {
+    let reason = RwSignal::new(String::new());
+    let key = RwSignal::new(String::new());
+    let ps = RwSignal::new(String::new());
+    let dry = ServerAction::<DryRun>::new();
+    let act = start_action();
+    let id = d.row.id.clone();
+    let id2 = id.clone();
+    let needs_ps = op == "reprotect-to-cloud";
+    let input = move || ActionInput { process_server: needs_ps.then(|| ps.get()), ..ActionInput::default() };
+    Effect::new(move |_| {
+        if open.get() {
+            key.set(new_key());
+            dry.dispatch(DryRun { id: id2.clone(), op: op.into(), input: input() });
+        }
+    });
+    let choices = d.cloud_process_servers.clone();
+    view! {
+        <Modal open=open title=format!("{title}: {}", d.row.name) id=format!("{op}-dialog")>
+            <p class="warning" data-testid="warning">{warning}</p>
+            {needs_ps.then(|| select("Process server (on-premises, sends data to Azure)", "process_server", choices.clone(), ps))}
+            {move || dry.value().get().map(|r| match r { Ok(v) => dry_run_view(v).into_any(), Err(e) => portal_error(&e) })}
+            {reason_field(reason)}
+            {move || act.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
+            <div class="actions">
+                <button type="button" on:click=move |_| open.set(false)>"Keep it as it is"</button>
+                <button type="button" class="primary danger" data-testid="confirm"
+                    disabled=move || reason.get().trim().is_empty() || act.pending().get() || (needs_ps && ps.get().is_empty())
+                    on:click=move |_| { act.dispatch(StartAction { id: id.clone(), op: op.into(), input: input(), reason: reason.get(), key: key.get() }); }>
+                    {move || if act.pending().get() { "Starting…".to_owned() } else { confirm.to_owned() }}
+                </button>
+            </div>
+        </Modal>
+    }
+}
+
+/// R-W4 for several items at once: one process server, one reason, one job per item.
+#[component]
+pub(crate) fn BulkReprotect(open: RwSignal<bool>, selected: RwSignal<Vec<String>>, choices: Vec<Choice>) -> impl IntoView {
+    let ps = RwSignal::new(String::new());
+    let reason = RwSignal::new(String::new());
+    let key = RwSignal::new(String::new());
+    let act = ServerAction::<ReprotectMany>::new();
+    Effect::new(move |_| {
+        if open.get() {
+            key.set(new_key());
+            act.value().set(None);
+        }
+    });
+    view! {
+        <Modal open=open title="Re-protect selected items to Azure" id="bulk-dialog">
+            <p>"Items: "<strong>{move || selected.get().join(", ")}</strong></p>
+            {select("Process server (on-premises, sends data to Azure)", "process_server", choices.clone(), ps)}
+            {reason_field(reason)}
+            {move || act.value().get().map(|r| match r {
+                Ok(rows) => view! { <ul class="results">{rows.into_iter().map(|(id, r)| match r {
+                    Ok(job) => view! { <li>{id}": job "<a href=format!("/jobs/{job}")>{job.clone()}</a></li> }.into_any(),
+                    Err(e) => view! { <li class="why-inline">{id}": "{e}</li> }.into_any(),
+                }).collect_view()}</ul> }.into_any(),
+                Err(e) => portal_error(&e),
+            })}
+            <div class="actions">
+                <button type="button" on:click=move |_| open.set(false)>"Close"</button>
+                <button type="button" class="primary" disabled=move || ps.get().is_empty() || reason.get().trim().is_empty() || act.pending().get() || act.value().get().is_some()
+                    on:click=move |_| { act.dispatch(ReprotectMany { ids: selected.get(), process_server: ps.get(), reason: reason.get(), key: key.get() }); }>
+                    {move || format!("Re-protect {} item(s)", selected.get().len())}
+                </button>
+            </div>
+        </Modal>
+    }
+}

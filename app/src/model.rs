@@ -1,0 +1,299 @@
+//! What travels between the server functions and the pages: plain strings and numbers, so the wasm module never
+//! needs the orchestration core. The decisions stay on the server.
+
+use leptos::prelude::{FromServerFnError, ServerFnErrorErr};
+use leptos::server_fn::codec::JsonEncoding;
+use serde::{Deserialize, Serialize};
+
+/// An operation refused by a rule or by the operator's role: what the portal shows in "why not" tooltips, dialogs
+/// and errors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Refused {
+    pub operation: String,
+    pub rule: String,
+    pub message: String,
+    pub action: String,
+}
+
+/// Errors of the portal's action server functions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum PortalError {
+    /// The signed-in role may not do this.
+    #[error("{0}")]
+    Denied(String),
+    /// Rules refused the action; each with its rule ID and what to do.
+    #[error("refused: {}", .0.iter().map(|r| format!("{} ({})", r.message, r.rule)).collect::<Vec<_>>().join("; "))]
+    Refused(Vec<Refused>),
+    /// Another job holds the item, an unknown id, a malformed choice.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Server(String),
+}
+
+impl FromServerFnError for PortalError {
+    type Encoder = JsonEncoding;
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        PortalError::Server(value.to_string())
+    }
+}
+
+/// The signed-in person.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Me {
+    pub name: String,
+    pub role: String,
+    pub role_title: String,
+    pub may_operate: bool,
+    pub may_administer: bool,
+    /// The sentence shown where an operation is not offered to this role.
+    pub operate_denied: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ItemRow {
+    pub id: String,
+    pub name: String,
+    pub machine: String,
+    pub os: String,
+    /// "Azure → on-premises", "on-premises → Azure", or "—".
+    pub direction: String,
+    pub state: String,
+    pub health: String,
+    pub health_errors: Vec<String>,
+    /// Where the machine runs now: "Azure" or "on-premises".
+    pub location: String,
+    pub points: usize,
+    /// Newest point: kind and creation time (epoch ms).
+    pub latest_point: Option<(String, u64)>,
+    /// Age of the newest point while replicating: the recovery point objective met right now.
+    pub rpo_ms: Option<u64>,
+    pub initial_sync_percent: u8,
+    pub replication_group: Option<String>,
+    pub active_job: Option<String>,
+    pub allowed: Vec<String>,
+    pub refused: Vec<Refused>,
+}
+
+/// One page of the replicated items table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ItemPage {
+    pub rows: Vec<ItemRow>,
+    /// Items matching the filters (all pages).
+    pub total: usize,
+    /// Items in the vault.
+    pub vault_total: usize,
+    pub page: usize,
+    pub per_page: usize,
+    /// Protection states present, for the filter.
+    pub states: Vec<String>,
+    /// On-premises process servers, for re-protecting selected items to Azure (R-W4).
+    pub process_servers_to_cloud: Vec<Choice>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PointRow {
+    pub id: String,
+    pub kind: String,
+    pub time: u64,
+    /// Writes lost against the newest point.
+    pub data_loss_ms: u64,
+}
+
+/// A choice offered in the confirm failover dialog, with its point (R-RP4).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PointChoiceRow {
+    /// `latest-processed`, `latest`, `latest-app-consistent` or `specific`.
+    pub choice: String,
+    pub label: String,
+    pub point: Option<PointRow>,
+    pub note: String,
+}
+
+/// An option in a wizard's list; disabled ones say why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    pub id: String,
+    pub label: String,
+    pub disabled: Option<String>,
+    /// For datastores: the hosts that reach it.
+    pub reach: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReprotectOptions {
+    /// `original` or `alternate`.
+    pub location: String,
+    pub master_targets: Vec<Choice>,
+    pub process_servers: Vec<Choice>,
+    pub datastores: Vec<Choice>,
+    /// Master target id → its ESXi host, to show only reachable datastores.
+    pub master_target_hosts: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DiskRow {
+    pub name: String,
+    pub size_bytes: u64,
+    pub datastore: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ItemDetail {
+    pub row: ItemRow,
+    pub properties: Vec<(String, String)>,
+    pub disks: Vec<DiskRow>,
+    /// Newest first.
+    pub points: Vec<PointRow>,
+    pub choices: Vec<PointChoiceRow>,
+    pub jobs: Vec<JobRow>,
+    pub reprotect: ReprotectOptions,
+    /// The cloud VM commit deletes, and the resource group it is in.
+    pub cloud_vm: Option<(String, String)>,
+    /// Process servers for re-protect to the cloud.
+    pub cloud_process_servers: Vec<Choice>,
+}
+
+/// A request's parameters as the dialogs collect them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActionInput {
+    pub master_target: Option<String>,
+    pub process_server: Option<String>,
+    pub datastore: Option<String>,
+    /// `latest-processed`, `latest`, `latest-app-consistent` or a point id.
+    pub point: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckRow {
+    pub rule: String,
+    pub check: String,
+    pub passed: bool,
+    pub message: String,
+    pub action: String,
+}
+
+/// The dry run shown before confirming.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DryRunView {
+    pub allowed: bool,
+    pub location: Option<String>,
+    pub location_note: Option<String>,
+    pub transfer: Option<String>,
+    pub bytes_to_move: u64,
+    pub eta_seconds: Option<u64>,
+    pub target_host: Option<String>,
+    pub target_datastore: Option<String>,
+    pub point: Option<PointRow>,
+    pub checks: Vec<CheckRow>,
+    pub tasks: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskRow {
+    pub name: String,
+    pub state: String,
+    pub attempts: i64,
+    pub bytes: i64,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
+    pub error: Option<String>,
+    pub action: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRow {
+    pub id: String,
+    pub kind: String,
+    pub target: String,
+    /// `item` or `plan`.
+    pub target_kind: String,
+    pub state: String,
+    pub created_at: u64,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
+    pub error: Option<String>,
+    pub action: Option<String>,
+    pub allowed_actions: Vec<String>,
+    pub tasks: Vec<TaskRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobPage {
+    pub rows: Vec<JobRow>,
+    pub total: usize,
+    pub page: usize,
+    pub per_page: usize,
+}
+
+/// One table of the infrastructure page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Section {
+    pub title: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InfraView {
+    pub sections: Vec<Section>,
+    pub datastores: Vec<String>,
+    pub items: Vec<String>,
+    pub vcenter_connected: bool,
+    pub master_target_snapshots: u32,
+    pub agent_registration_delay_min: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanRow {
+    pub id: String,
+    pub name: String,
+    /// Ordered groups of items.
+    pub groups: Vec<Vec<ItemRow>>,
+    /// Failover choices for the whole plan, each with what it would pick, or the refusal.
+    pub choices: Vec<PlanChoiceRow>,
+    pub jobs: Vec<JobRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanChoiceRow {
+    pub choice: String,
+    pub label: String,
+    /// (item, point id, point time) per item, or the rule that refuses the plan.
+    pub points: Vec<(String, String, u64)>,
+    pub refused: Option<Refused>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRow {
+    pub at: u64,
+    pub user: String,
+    pub role: String,
+    pub action: String,
+    pub target: String,
+    pub reason: Option<String>,
+    pub job_id: Option<String>,
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditPage {
+    pub rows: Vec<AuditRow>,
+    pub total: i64,
+    pub page: usize,
+    pub per_page: usize,
+}
+
+/// The overview: counts, running jobs, attention, and each item's RPO over the last hours.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OverviewData {
+    pub total: usize,
+    pub by_state: Vec<(String, usize)>,
+    pub by_health: Vec<(String, usize)>,
+    pub attention: Vec<(String, String)>,
+    pub running: Vec<JobRow>,
+    /// (item, [(minutes ago, RPO seconds)]) for replicating items, at most 12 items.
+    pub rpo: Vec<(String, Vec<(u32, u64)>)>,
+    pub rpo_window_min: u32,
+}
