@@ -1,6 +1,7 @@
-//! The portal in a real browser: Debian's Chromium driven through chromedriver. Checks that the wasm is served as
-//! `application/wasm`, that the page hydrates (`<body data-hydrated="true">`, set from the wasm side), and that the
-//! left navigation changes the page without a full reload.
+//! The portal in a real browser: Debian's Chromium driven through chromedriver. Sign-in, hydration
+//! (`<body data-hydrated="true">`, set from the wasm side), navigation without a full reload, and the article end
+//! to end through the wizard and the dialogs, watched live; a Reader sees the same job and is refused a failover in
+//! the UI and by the server function. Screenshots of every page, light and dark, go to `target/screenshots`.
 //!
 //! Slow (starts a browser), so it runs when HOMEWARD_E2E=1, which `./x test` and CI set.
 
@@ -10,7 +11,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, target_dir, Portal};
+use common::{free_port, target_dir, Portal, ADMIN_PASSWORD};
+use serde_json::{json, Value};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 
@@ -99,6 +101,138 @@ async fn wait_hydrated(c: &Client) {
     }
 }
 
+
+async fn sign_in(c: &Client, base: &str, user: &str, path: &str) {
+    c.goto(&format!("{base}{}", path.trim_start_matches('/'))).await.unwrap();
+    // Signed out: every page sends the browser to the sign-in page, keeping where it was going.
+    let login = c.current_url().await.unwrap();
+    assert_eq!(login.path(), "/login", "{login}");
+    c.find(Locator::Css(r#"input[name="name"]"#)).await.unwrap().send_keys(user).await.unwrap();
+    c.find(Locator::Css(r#"input[name="password"]"#)).await.unwrap().send_keys(ADMIN_PASSWORD).await.unwrap();
+    c.find(Locator::Css(r#"button[type="submit"]"#)).await.unwrap().click().await.unwrap();
+    wait_hydrated(c).await;
+    assert_eq!(c.current_url().await.unwrap().path(), path, "back where the user was going");
+    let me = wait_css(c, r#"[data-testid="me"]"#, 10).await.prop("textContent").await.unwrap();
+    assert_eq!(me.as_deref(), Some(user));
+}
+
+async fn wait_css(c: &Client, css: &str, secs: u64) -> fantoccini::elements::Element {
+    match c.wait().at_most(Duration::from_secs(secs)).for_element(Locator::Css(css)).await {
+        Ok(e) => e,
+        Err(e) => {
+            let shown = c
+                .execute("const d = document.querySelector('dialog[open]'); return (d || document.querySelector('main') || document.body).innerText;", vec![])
+                .await
+                .unwrap_or_default();
+            panic!("{css} did not appear within {secs} s ({e}); the page shows:\n{}", shown.as_str().unwrap_or(""))
+        }
+    }
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    wait_css(c, css, 20).await.text().await.unwrap()
+}
+
+async fn click(c: &Client, css: &str) {
+    wait_css(c, css, 20).await.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+async fn type_into(c: &Client, css: &str, s: &str) {
+    wait_css(c, css, 20).await.send_keys(s).await.unwrap();
+}
+
+async fn choose(c: &Client, css: &str, value: &str) {
+    let sel = wait_css(c, css, 20).await;
+    sel.select_by_value(value).await.unwrap_or_else(|e| panic!("select {value} in {css}: {e}"));
+}
+
+async fn shot(c: &Client, name: &str) {
+    std::fs::write(screenshots_dir().join(format!("{name}.png")), c.screenshot().await.unwrap()).unwrap();
+}
+
+async fn goto(c: &Client, base: &str, path: &str) {
+    c.goto(&format!("{base}{}", path.trim_start_matches('/'))).await.unwrap();
+    wait_hydrated(c).await;
+}
+
+/// Waits on the job page until the job ends; returns whether the page showed it live (a non-terminal state and
+/// the live indicator) before it ended, without reloading.
+async fn watch_job(c: &Client) -> (String, bool) {
+    c.execute("window.__watch = 1; return null;", vec![]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut saw_live = false;
+    loop {
+        let state = c
+            .execute(
+                r#"const e = document.querySelector('[data-testid="job-state"]'); return e ? e.dataset.state : null;"#,
+                vec![],
+            )
+            .await
+            .unwrap();
+        let live = c
+            .execute(r#"const e = document.querySelector('[data-testid="live-status"]'); return e ? e.textContent : '';"#, vec![])
+            .await
+            .unwrap();
+        if live.as_str().is_some_and(|t| t.contains("Live:")) && state.as_str().is_some_and(|s| s != "succeeded") {
+            saw_live = true;
+        }
+        match state.as_str() {
+            Some("succeeded") => break,
+            Some(s @ ("failed" | "cancelled")) => panic!("the job ended {s}: {}", c.source().await.unwrap()),
+            _ if Instant::now() > deadline => panic!("the job did not end: {}", c.source().await.unwrap()),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let kept = c.execute("return window.__watch === 1;", vec![]).await.unwrap();
+    assert_eq!(kept, Value::Bool(true), "the job page reloaded instead of updating live");
+    let id = text(c, r#"[data-testid="job-id"]"#).await;
+    (id, saw_live)
+}
+
+async fn api(portal: &Portal, method: &str, path: &str, body: Value) -> Value {
+    let url = format!("{}api/v1/{path}", portal.url);
+    let req = if method == "GET" { portal.http.get(url) } else { portal.http.post(url).json(&body) };
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert!(status < 300, "{method} {path}: {status} {v}");
+    v
+}
+
+async fn api_job(portal: &Portal, item: &str, action: &str, body: Value) {
+    let v = api(portal, "POST", &format!("items/{item}/{action}"), body).await;
+    let id = v["job_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let j = api(portal, "GET", &format!("jobs/{id}"), Value::Null).await;
+        match j["job"]["state"].as_str().unwrap() {
+            "succeeded" => return,
+            "failed" | "cancelled" => panic!("{j}"),
+            _ if Instant::now() > deadline => panic!("{j}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// A browser session for a user that signed in through the form: its cookie, for calling server functions
+/// directly as that user.
+async fn session_cookie(base: &str, user: &str) -> String {
+    let c = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = c
+        .post(format!("{base}auth/login"))
+        .header("origin", base.trim_end_matches('/'))
+        .form(&[("name", user), ("password", ADMIN_PASSWORD), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(flag), "session cookie lacks {flag}: {cookie}");
+    }
+    cookie.split(';').next().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn portal_hydrates_and_navigates_without_a_full_reload() {
     if !e2e_enabled() {
@@ -120,9 +254,10 @@ async fn portal_hydrates_and_navigates_without_a_full_reload() {
     let c = driver.session(1280, false).await;
     c.goto(&portal.url).await.unwrap();
     wait_hydrated(&c).await;
-    let name = c.find(Locator::Css(r#"[data-testid="vault-name"]"#)).await.unwrap().text().await.unwrap();
-    assert_eq!(name, "contoso-dr-vault");
-    std::fs::write(screenshots_dir().join("overview-light.png"), c.screenshot().await.unwrap()).unwrap();
+    shot(&c, "login-light").await;
+    sign_in(&c, &portal.url, "admin", "/").await;
+    assert_eq!(text(&c, r#"[data-testid="vault-name"]"#).await, "contoso-dr-vault");
+    assert_eq!(text(&c, r#"[data-testid="role"]"#).await, "Administrator");
 
     // A full reload would drop this marker; client-side routing keeps it.
     c.execute("window.__homewardMarker = 42; return null;", vec![]).await.unwrap();
@@ -134,40 +269,233 @@ async fn portal_hydrates_and_navigates_without_a_full_reload() {
         .expect("the Jobs page replaced the overview");
     assert_eq!(c.current_url().await.unwrap().path(), "/jobs");
     let kept = c.execute("return window.__homewardMarker === 42;", vec![]).await.unwrap();
-    assert_eq!(kept, serde_json::Value::Bool(true), "navigation reloaded the whole page");
+    assert_eq!(kept, Value::Bool(true), "navigation reloaded the whole page");
     let current = c.find(Locator::Css(r#".sidebar a[aria-current="page"]"#)).await.unwrap().text().await.unwrap();
     assert_eq!(current, "Jobs", "the navigation marks the page it shows");
 
-    // Back goes to the overview, still without a reload.
     c.back().await.unwrap();
     c.wait()
         .at_most(Duration::from_secs(10))
         .for_element(Locator::XPath("//h1[normalize-space()='Overview']"))
         .await
         .expect("back returned to the overview");
-    let kept = c.execute("return window.__homewardMarker === 42;", vec![]).await.unwrap();
-    assert_eq!(kept, serde_json::Value::Bool(true));
 
-    // Replicated items, fetched by a server function after client-side navigation: the demo estate's items, and
-    // for a refused one the rule that refuses it.
+    // Replicated items after client-side navigation; filters live in the URL.
     c.find(Locator::LinkText("Replicated items")).await.unwrap().click().await.unwrap();
-    let row = c
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(r#"table[data-testid="items"] tr[data-item="phys08"]"#))
-        .await
-        .expect("the items table lists the demo estate");
-    let text = row.html(false).await.unwrap();
-    assert!(text.contains("R-P2") && text.contains("2008 R2 SP1"), "{text}");
+    let row = wait_css(&c, r#"table[data-testid="items"] tr[data-item="phys08"]"#, 10).await;
+    let html = row.html(false).await.unwrap();
+    assert!(html.contains("R-P2") && html.contains("2008 R2 SP1"), "{html}");
+    type_into(&c, r#"input[name="q"]"#, "erp").await;
+    click(&c, r#".filters button[type="submit"]"#).await;
+    wait_css(&c, r#"tr[data-item="erp-db"]"#, 10).await;
+    let url = c.current_url().await.unwrap();
+    assert_eq!(url.query_pairs().find(|(k, _)| k == "q").map(|(_, v)| v.into_owned()), Some("erp".into()), "{url}");
+    wait_css(&c, r#"tr[data-item="erp-db"]"#, 10).await;
+    assert!(c.find(Locator::Css(r#"tr[data-item="web01"]"#)).await.is_err(), "the search filters the table");
     let kept = c.execute("return window.__homewardMarker === 42;", vec![]).await.unwrap();
-    assert_eq!(kept, serde_json::Value::Bool(true));
-    std::fs::write(screenshots_dir().join("items-light.png"), c.screenshot().await.unwrap()).unwrap();
+    assert_eq!(kept, Value::Bool(true));
     c.close().await.unwrap();
+}
 
-    // The same portal in dark mode and at phone width, for the screenshots folder.
-    let c = driver.session(390, true).await;
-    c.goto(&format!("{}jobs", portal.url)).await.unwrap();
-    wait_hydrated(&c).await;
-    std::fs::write(screenshots_dir().join("jobs-dark-390.png"), c.screenshot().await.unwrap()).unwrap();
+
+/// R-W1 … R-W4 in the browser: reprotect through the wizard (dry run first), the job watched live, failover with
+/// the app-consistent point through the confirm dialog (R-W2, R-RP2, R-RP4), commit (R-W3), re-protect of the
+/// selected item (R-W4); the job link opened by a Reader; the Reader's failover refused in the UI and by the server
+/// function; R-P2 explained in the UI; the audit log with the reasons.
+#[tokio::test]
+async fn the_article_in_the_browser_with_a_reader_refused() {
+    if !e2e_enabled() {
+        return;
+    }
+    let portal = Portal::start(&[]);
+    portal.add_user("rita", "reader");
+    // Slow replication down so the reprotect job runs for a few seconds: long enough to watch it live.
+    let dry = api(&portal, "POST", "items/web01/reprotect?dry_run=true", json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"})).await;
+    let bytes = dry["bytes_to_move"].as_u64().unwrap();
+    api(&portal, "POST", "infrastructure/faults", json!({"replication_bytes_per_s": (bytes / 4).max(64 << 10), "agent_registration_delay_min": 0})).await;
+    // lin01 protected to on-premises, for the Reader's refused failover.
+    api_job(&portal, "lin01", "reprotect", json!({"master_target": "mt-linux-01", "process_server": "ps-azure-01"})).await;
+
+    let driver = ChromeDriver::start();
+    let c = driver.session(1280, false).await;
+    c.goto(&portal.url).await.unwrap();
+    sign_in(&c, &portal.url, "admin", "/replicated-items/web01").await;
+    shot(&c, "item-light").await;
+
+    // Reprotect wizard: master target (Windows only for a Windows VM), process server, datastore, dry run, start.
+    click(&c, r#"button[data-op="reprotect"]"#).await;
+    wait_css(&c, "#reprotect-dialog[open]", 10).await;
+    let mts = wait_css(&c, r#"#reprotect-dialog select[name="master_target"]"#, 5).await.html(false).await.unwrap();
+    assert!(mts.contains("mt-win-01") && !mts.contains("mt-linux-01"), "only master targets matching the OS: {mts}");
+    choose(&c, r#"#reprotect-dialog select[name="master_target"]"#, "mt-win-01").await;
+    choose(&c, r#"#reprotect-dialog select[name="process_server"]"#, "ps-azure-01").await;
+    choose(&c, r#"#reprotect-dialog select[name="datastore"]"#, "vmfs-01").await;
+    type_into(&c, r#"#reprotect-dialog textarea[name="reason"]"#, "power back in DC1, change CHG-42").await;
+    click(&c, r#"#reprotect-dialog [data-testid="review"]"#).await;
+    let dry = text(&c, r#"#reprotect-dialog [data-testid="dry-run"]"#).await;
+    assert!(dry.contains("every check passed") && dry.contains("original location"), "{dry}");
+    shot(&c, "reprotect-wizard-light").await;
+    click(&c, r#"#reprotect-dialog [data-testid="confirm"]"#).await;
+    wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
+    shot(&c, "job-live-light").await;
+    let (reprotect_job, saw_live) = watch_job(&c).await;
+    assert!(saw_live, "the job page never showed the running job live");
+    assert_eq!(c.current_url().await.unwrap().path(), format!("/jobs/{reprotect_job}"));
+    shot(&c, "job-light").await;
+    api(&portal, "POST", "infrastructure/faults", json!({"replication_bytes_per_s": 0})).await;
+
+    // Confirm failover: direction spelled out, app-consistent point with its data-loss window, acknowledgement.
+    goto(&c, &portal.url, "/replicated-items/web01").await;
+    click(&c, r#"button[data-op="failover"]"#).await;
+    wait_css(&c, "#failover-dialog[open]", 10).await;
+    assert!(text(&c, r#"#failover-dialog [data-testid="direction"]"#).await.contains("from Azure → on-premises"));
+    let dialog = text(&c, "#failover-dialog").await;
+    assert!(dialog.contains("Latest app-consistent") && dialog.contains("Latest processed"), "{dialog}");
+    click(&c, r#"#failover-dialog input[name="point"][value="latest-app-consistent"]"#).await;
+    let confirm = wait_css(&c, r#"#failover-dialog [data-testid="confirm"]"#, 5).await;
+    assert!(!confirm.is_enabled().await.unwrap(), "failover needs the acknowledgement and a reason first");
+    click(&c, r#"#failover-dialog [data-testid="ack"]"#).await;
+    type_into(&c, r#"#failover-dialog textarea[name="reason"]"#, "failback rehearsal done, going home").await;
+    shot(&c, "failover-dialog-light").await;
+    click(&c, r#"#failover-dialog [data-testid="confirm"]"#).await;
+    wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
+    let (failover_job, _) = watch_job(&c).await;
+    let job = api(&portal, "GET", &format!("jobs/{failover_job}"), Value::Null).await;
+    assert_eq!(job["job"]["kind"], "failover");
+    assert!(job["job"]["request"].as_str().unwrap().contains("latest-app-consistent"), "{job}");
+
+    // Commit names what it deletes.
+    goto(&c, &portal.url, "/replicated-items/web01").await;
+    click(&c, r#"button[data-op="commit"]"#).await;
+    wait_css(&c, "#commit-dialog[open]", 10).await;
+    let warning = text(&c, r#"#commit-dialog [data-testid="warning"]"#).await;
+    assert!(warning.contains("deletes the cloud VM") && warning.contains("resource group"), "{warning}");
+    type_into(&c, r#"#commit-dialog textarea[name="reason"]"#, "on-premises verified by app team").await;
+    shot(&c, "commit-dialog-light").await;
+    click(&c, r#"#commit-dialog [data-testid="confirm"]"#).await;
+    wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
+    watch_job(&c).await;
+
+    // Re-protect the selected, failed-back item to Azure (R-W4) from the items table.
+    goto(&c, &portal.url, "/replicated-items?state=committed-on-primary").await;
+    click(&c, r#"tr[data-item="web01"] input[type="checkbox"]"#).await;
+    click(&c, r#"[data-testid="bulk-reprotect"]"#).await;
+    wait_css(&c, "#bulk-dialog[open]", 10).await;
+    choose(&c, r#"#bulk-dialog select[name="process_server"]"#, "cs-01").await;
+    type_into(&c, r#"#bulk-dialog textarea[name="reason"]"#, "protect again").await;
+    click(&c, "#bulk-dialog button.primary").await;
+    click(&c, "#bulk-dialog .results a").await;
+    wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
+    watch_job(&c).await;
+    let item = api(&portal, "GET", "items/web01", Value::Null).await;
+    assert_eq!(item["item"]["state"], "protected-to-cloud", "{item}");
+
+    // R-P2 explained where the operation is offered.
+    goto(&c, &portal.url, "/replicated-items/phys08").await;
+    let toolbar = wait_css(&c, r#"[data-testid="item-toolbar"]"#, 10).await.html(false).await.unwrap();
+    assert!(toolbar.contains("R-P2") && toolbar.contains("2008 R2 SP1"), "{toolbar}");
+
+    // The audit log: who, what, why, linked to the job.
+    goto(&c, &portal.url, "/audit").await;
+    let audit = text(&c, r#"[data-testid="audit"]"#).await;
+    for needle in ["power back in DC1, change CHG-42", "failback rehearsal done", "on-premises verified", "sign in"] {
+        assert!(audit.contains(needle), "audit lacks {needle}: {audit}");
+    }
+    assert!(c.find(Locator::Css(&format!(r#"[data-testid="audit"] a[href="/jobs/{failover_job}"]"#))).await.is_ok());
+
+    // A teammate (Reader) opens the job link in a second browser session and sees the same job.
+    let r = driver.session(1280, false).await;
+    r.goto(&portal.url).await.unwrap();
+    sign_in(&r, &portal.url, "rita", &format!("/jobs/{reprotect_job}")).await;
+    assert_eq!(text(&r, r#"[data-testid="job-id"]"#).await, reprotect_job);
+    assert_eq!(text(&r, r#"[data-testid="role"]"#).await, "Reader");
+    let state = r.find(Locator::Css(r#"[data-testid="job-state"]"#)).await.unwrap().attr("data-state").await.unwrap();
+    assert_eq!(state.as_deref(), Some("succeeded"));
+    // The Reader's failover is refused in the UI, with the reason…
+    goto(&r, &portal.url, "/replicated-items/lin01").await;
+    let fo = wait_css(&r, r#"button[data-op="failover"]"#, 10).await;
+    assert!(!fo.is_enabled().await.unwrap(), "a Reader gets no failover button");
+    assert!(text(&r, r#"[data-testid="role-note"]"#).await.contains("Your role, Reader, cannot"));
+    shot(&r, "item-reader-light").await;
+    r.close().await.unwrap();
+
+    // …and by the server function called directly with the Reader's session.
+    let jobs_before = api(&portal, "GET", "jobs", Value::Null).await["jobs"].as_array().unwrap().len();
+    let cookie = session_cookie(&portal.url, "rita").await;
+    let http = reqwest::Client::new();
+    let form = json!({"id": "lin01", "op": "failover", "input": {"point": "latest-processed"}, "reason": "x", "key": "k1"});
+    let resp = http
+        .post(format!("{}api/portal/act", portal.url))
+        .header("cookie", &cookie)
+        .header("origin", portal.url.trim_end_matches('/'))
+        .json(&form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    assert!(status >= 400 && body.contains("Your role, Reader, cannot"), "{status} {body}");
+    // The same request from another site is refused before it reaches the server function (CSRF).
+    let resp = http
+        .post(format!("{}api/portal/act", portal.url))
+        .header("cookie", &cookie)
+        .header("origin", "http://evil.example")
+        .json(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert!(resp.text().await.unwrap().contains("cross-site-request"));
+    let jobs_after = api(&portal, "GET", "jobs", Value::Null).await["jobs"].as_array().unwrap().len();
+    assert_eq!(jobs_before, jobs_after, "no job started for the Reader");
+    let audit = api(&portal, "GET", "audit?user=rita", Value::Null).await;
+    assert!(audit["entries"].as_array().unwrap().iter().any(|e| e["outcome"] == "denied" && e["target"] == "lin01"), "{audit}");
     c.close().await.unwrap();
+}
+
+/// Every page, light and dark (and the items at phone width), into target/screenshots for review.
+#[tokio::test]
+async fn screenshots_of_every_page_light_and_dark() {
+    if !e2e_enabled() {
+        return;
+    }
+    let portal = Portal::start(&["--vault-name", "contoso-dr-vault"]);
+    api_job(&portal, "web01", "reprotect", json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"})).await;
+    let jobs = api(&portal, "GET", "jobs", Value::Null).await;
+    let job = jobs["jobs"][0]["job"]["id"].as_str().unwrap().to_owned();
+    let pages = [
+        ("overview", "/".to_owned()),
+        ("items", "/replicated-items".to_owned()),
+        ("item", "/replicated-items/web01".to_owned()),
+        ("failover-dialog", "/replicated-items/web01?action=failover".to_owned()),
+        ("plans", "/recovery-plans".to_owned()),
+        ("plan", "/recovery-plans/plan-erp".to_owned()),
+        ("jobs", "/jobs".to_owned()),
+        ("job", format!("/jobs/{job}")),
+        ("infrastructure", "/infrastructure".to_owned()),
+        ("audit", "/audit".to_owned()),
+    ];
+    let driver = ChromeDriver::start();
+    for (dark, width) in [(false, 1280), (true, 1280), (true, 390)] {
+        let c = driver.session(width, dark).await;
+        c.goto(&portal.url).await.unwrap();
+        if dark && width == 1280 {
+            shot(&c, "login-dark").await;
+        }
+        sign_in(&c, &portal.url, "admin", "/").await;
+        for (name, path) in &pages {
+            if width == 390 && !matches!(*name, "items" | "item" | "failover-dialog" | "job") {
+                continue;
+            }
+            goto(&c, &portal.url, path).await;
+            wait_css(&c, "main h1", 20).await;
+            if name.ends_with("dialog") {
+                wait_css(&c, "dialog[open]", 10).await;
+            }
+            let theme = if dark { "dark" } else { "light" };
+            let suffix = if width == 390 { "-390" } else { "" };
+            shot(&c, &format!("{name}-{theme}{suffix}")).await;
+        }
+        c.close().await.unwrap();
+    }
 }

@@ -1,6 +1,7 @@
 //! Server functions that act: each goes through `orchestrator::acting::Actor`, which checks the signed-in role,
 //! runs the action through the orchestration service and writes the audit line. Refusals come back as
-//! [`PortalError`] with the rule ID, the sentence and the recommended action.
+//! [`PortalError`] with the rule ID, the sentence and the recommended action. Inputs are JSON (nested choices
+//! such as [`ActionInput`] with every field empty do not survive URL encoding).
 
 use leptos::prelude::*;
 
@@ -90,7 +91,7 @@ mod server {
 }
 
 /// The dry run of an operation: every check, the location, the bytes to move, the ETA and the tasks.
-#[server(endpoint = "portal/dry-run")]
+#[server(endpoint = "portal/dry-run", input = leptos::server_fn::codec::Json)]
 pub async fn dry_run(id: String, op: String, input: ActionInput) -> Result<DryRunView, PortalError> {
     use crate::data::server::{point_row, words};
     server::signed_in()?;
@@ -127,7 +128,7 @@ pub async fn dry_run(id: String, op: String, input: ActionInput) -> Result<DryRu
 }
 
 /// Starts an operation on a replicated item; returns the job id.
-#[server(endpoint = "portal/act")]
+#[server(endpoint = "portal/act", input = leptos::server_fn::codec::Json)]
 pub async fn start_action(
     id: String,
     op: String,
@@ -150,7 +151,7 @@ pub async fn start_action(
 }
 
 /// Re-protects several failed-back items to the cloud (R-W4): one job each. Returns (item, job id or why not).
-#[server(endpoint = "portal/reprotect-many")]
+#[server(endpoint = "portal/reprotect-many", input = leptos::server_fn::codec::Json)]
 pub async fn reprotect_many(
     ids: Vec<String>,
     process_server: String,
@@ -181,7 +182,7 @@ pub async fn reprotect_many(
 }
 
 /// Fails a whole recovery plan over, group by group.
-#[server(endpoint = "portal/plan-failover")]
+#[server(endpoint = "portal/plan-failover", input = leptos::server_fn::codec::Json)]
 pub async fn plan_failover(plan: String, choice: String, reason: String, key: String) -> Result<String, PortalError> {
     use orchestrator::acting::Actor;
     use orchestrator::lifecycle::Operation;
@@ -198,7 +199,7 @@ pub async fn plan_failover(plan: String, choice: String, reason: String, key: St
 }
 
 /// Cancels, restarts or resumes a job.
-#[server(endpoint = "portal/job-action")]
+#[server(endpoint = "portal/job-action", input = leptos::server_fn::codec::Json)]
 pub async fn job_action(id: String, action: String) -> Result<String, PortalError> {
     use orchestrator::acting::Actor;
     use orchestrator::jobs::JobAction;
@@ -216,7 +217,7 @@ pub async fn job_action(id: String, action: String) -> Result<String, PortalErro
 /// Turns one fault knob of the demo estate (Administrator): `vcenter_connected` (true/false),
 /// `master_target_snapshots` (a number), `agent_registration_delay_min` (minutes), `fill_datastore`,
 /// `delete_original_vm`, `register_agent` (an id).
-#[server(endpoint = "portal/fault")]
+#[server(endpoint = "portal/fault", input = leptos::server_fn::codec::Json)]
 pub async fn set_fault(knob: String, value: String) -> Result<(), PortalError> {
     use orchestrator::acting::Actor;
     use orchestrator::estate::FaultKnobs;

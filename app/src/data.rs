@@ -293,7 +293,10 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
                 _ => (
                     "latest-processed",
                     "Latest processed",
-                    "The newest point already processed: no wait. Crash-consistent (R-RP1, R-RP4).".to_owned(),
+                    format!(
+                        "The newest point already processed: no wait ({}; R-RP1, R-RP4).",
+                        words(&o.point.kind).replace('-', " ")
+                    ),
                 ),
             };
             PointChoiceRow { choice: choice.into(), label: label.into(), point: Some(point_row(&o.point, latest)), note }

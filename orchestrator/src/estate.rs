@@ -66,6 +66,8 @@ pub struct FaultKnobs {
     pub guest_bytes_per_tick: Option<u64>,
     pub crash_consistent_every_ms: Option<u64>,
     pub app_consistent_every_ms: Option<u64>,
+    /// Caps replication at this many bytes per second; 0 lifts the cap.
+    pub replication_bytes_per_s: Option<u64>,
 }
 
 impl FaultKnobs {
@@ -102,6 +104,9 @@ impl FaultKnobs {
         if let Some(ms) = self.app_consistent_every_ms {
             doc.replication.app_consistent_every_ms = ms;
         }
+        if let Some(rate) = self.replication_bytes_per_s {
+            doc.replication.replication_bytes_per_s = (rate > 0).then_some(rate);
+        }
         Ok(())
     }
 }
@@ -115,6 +120,10 @@ pub struct ReplicationPolicy {
     pub app_consistent_every_ms: Millis,
     /// Bytes each running VM writes per worker tick (about a second), so there are real changes to replicate.
     pub guest_bytes_per_tick: u64,
+    /// Cap on the replication rate of every cycle, as a congested process server link would impose; none when
+    /// absent.
+    #[serde(default)]
+    pub replication_bytes_per_s: Option<u64>,
 }
 
 impl Default for ReplicationPolicy {
@@ -123,6 +132,7 @@ impl Default for ReplicationPolicy {
             crash_consistent_every_ms: 30_000,
             app_consistent_every_ms: 5 * MINUTE,
             guest_bytes_per_tick: 64 << 10,
+            replication_bytes_per_s: None,
         }
     }
 }
