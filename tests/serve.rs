@@ -128,3 +128,134 @@ fn a_port_in_use_is_one_line_and_exit_2() {
     let out = run_homeward(&["serve", "--listen", &addr, "--data-dir", dir.path().to_str().unwrap()]);
     assert_one_line_usage_error(&out, "cannot listen");
 }
+
+/// Sign-in and roles at the HTTP level: signed-out pages go to /login (keeping the target), the API and server
+/// functions answer 401, a wrong password comes back to the form with an error and is audited, the session cookie
+/// is HttpOnly and SameSite=Strict, a state change from another site is refused, and each role gets exactly its
+/// permissions on the REST API.
+#[tokio::test]
+async fn sign_in_sessions_roles_and_csrf() {
+    let portal = Portal::start(&[]);
+    let anon = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let base = portal.url.trim_end_matches('/').to_owned();
+
+    let r = anon.get(format!("{base}/jobs?state=failed")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/login?next=/jobs%3Fstate%3Dfailed");
+    for path in ["/api/v1/items", "/api/portal/items?q=&state=&health=&sort=&desc=false&page=1", "/events/jobs/x"] {
+        let r = anon.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{path}");
+    }
+    let r = anon.get(format!("{base}/login")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    // A wrong password: back to the form, with the error, nothing set.
+    let r = anon
+        .post(format!("{base}/auth/login"))
+        .header("origin", &base)
+        .form(&[("name", "admin"), ("password", "wrong-password-123"), ("next", "/jobs")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(r.headers()["location"].to_str().unwrap().starts_with("/login?error=credentials"));
+    assert!(r.headers().get("set-cookie").is_none());
+    // The right one: a session cookie and the page the user was going to.
+    let r = anon
+        .post(format!("{base}/auth/login"))
+        .header("origin", &base)
+        .form(&[("name", "admin"), ("password", common::ADMIN_PASSWORD), ("next", "//evil.example/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], "/", "an outside redirect target is ignored");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let r = anon.get(format!("{base}/jobs")).header("cookie", &session).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    // A form post from another site carrying the cookie is refused; so is a sign-out.
+    let r = anon
+        .post(format!("{base}/auth/logout"))
+        .header("cookie", &session)
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = anon.get(format!("{base}/jobs")).header("cookie", &session).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "the forged sign-out did not end the session");
+    let r = anon.post(format!("{base}/auth/logout")).header("cookie", &session).header("origin", &base).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let r = anon.get(format!("{base}/jobs")).header("cookie", &session).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303, "signed out");
+
+    // Roles on the REST API.
+    let reader = common::client_with_token(&portal.add_user("rita", "reader"));
+    let drill = common::client_with_token(&portal.add_user("dora", "drill-operator"));
+    let operator = common::client_with_token(&portal.add_user("olga", "operator"));
+    let body = r#"{"master_target": "mt-win-01", "process_server": "ps-azure-01", "reason": "test"}"#;
+    for (who, c, status) in [("reader", &reader, 403), ("drill operator", &drill, 403), ("operator", &operator, 202)] {
+        let r = c
+            .post(format!("{base}/api/v1/items/web01/reprotect"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{who}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        if status == 403 {
+            assert_eq!(v["code"], "forbidden", "{who}: {v}");
+        }
+    }
+    let r = reader.get(format!("{base}/api/v1/items")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "a Reader reads");
+    let r = operator
+        .post(format!("{base}/api/v1/infrastructure/faults"))
+        .header("content-type", "application/json")
+        .body(r#"{"vcenter_connected": false}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "fault knobs are for Administrators");
+    let me: serde_json::Value = operator.get(format!("{base}/api/v1/me")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["role"], "operator");
+
+    // Everything above is in the audit log: the failed sign-in, the denials with the role, the started job with
+    // its reason.
+    let log: serde_json::Value = portal.http.get(format!("{base}/api/v1/audit")).send().await.unwrap().json().await.unwrap();
+    let entries = log["entries"].as_array().unwrap();
+    let has = |user: &str, action: &str, outcome: &str| {
+        entries.iter().any(|e| e["user_name"] == user && e["action"] == action && e["outcome"] == outcome)
+    };
+    assert!(has("admin", "sign-in", "denied") && has("admin", "sign-in", "succeeded"), "{log}");
+    assert!(has("rita", "reprotect", "denied") && has("dora", "reprotect", "denied"), "{log}");
+    assert!(has("olga", "reprotect", "started") && has("olga", "faults", "denied"), "{log}");
+    let started = entries.iter().find(|e| e["user_name"] == "olga" && e["outcome"] == "started").unwrap();
+    assert_eq!(started["reason"], "test");
+    assert!(started["job_id"].as_str().is_some_and(|j| j.starts_with("job-")));
+}
+
+#[test]
+fn users_cli_creates_accounts_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = run_homeward(&["users", "add", "alice", "--role", "operator", "--data-dir", d]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("created alice (Operator)") && text.contains("password (shown once): "), "{text}");
+    let out = run_homeward(&["users", "add", "alice", "--role", "reader", "--data-dir", d]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let out = run_homeward(&["users", "add", "bob", "--role", "root", "--data-dir", d]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reader, drill-operator, operator or administrator"));
+    let out = run_homeward(&["users", "token", "nobody", "--data-dir", d]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no user named nobody"));
+    let out = run_homeward(&["users", "list", "--data-dir", d]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alice\toperator");
+}

@@ -74,6 +74,8 @@ pub fn App() -> impl IntoView {
         #[cfg(feature = "hydrate")]
         if let Some(body) = document().body() {
             let _ = body.set_attribute("data-hydrated", "true");
+            // Epoch ms, for the benchmark's navigation-to-interactive figure.
+            let _ = body.set_attribute("data-hydrated-at", &ui::now_ms().to_string());
         }
     });
 

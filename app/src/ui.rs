@@ -178,13 +178,18 @@ pub fn new_key() -> String {
 }
 
 #[cfg(feature = "hydrate")]
-fn js_sys_random() -> f64 {
-    #[wasm_bindgen::prelude::wasm_bindgen]
-    extern "C" {
-        #[wasm_bindgen(js_namespace = Math)]
-        fn random() -> f64;
-    }
-    random()
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = Math, js_name = random)]
+    fn js_sys_random() -> f64;
+    #[wasm_bindgen(js_namespace = Date, js_name = now)]
+    fn js_date_now() -> f64;
+}
+
+/// Milliseconds since the epoch, from the browser's clock.
+#[cfg(feature = "hydrate")]
+pub fn now_ms() -> u64 {
+    js_date_now() as u64
 }
 
 #[cfg(test)]

@@ -247,3 +247,78 @@ pub fn seed(estate: &Estate) -> Result<EstateDoc, EstateError> {
     estate.save(&doc)?;
     Ok(doc)
 }
+
+/// Size of each fleet disk: small, sparse; the fleet exists to exercise the portal at scale.
+pub const FLEET_DISK_BYTES: u64 = 1 << 20;
+
+/// Adds `n` more replicated items (`fleet-0001` …) to a seeded estate, each with a real (sparse) cloud disk,
+/// failed over and committed in the cloud like the rest: the scale the portal must handle (thousands of items).
+/// Their guests stay quiet, so the worker's continuous replication does not write thousands of disks a second.
+pub fn add_fleet(estate: &Estate, n: usize) -> Result<EstateDoc, EstateError> {
+    let io = |path: &std::path::Path, source| EstateError::Io { path: path.to_path_buf(), source };
+    let mut doc = estate.load()?;
+    let start = doc.items.iter().filter(|r| r.item.id.starts_with("fleet-")).count();
+    let oses = [
+        (OsFamily::Windows, "Windows Server 2019"),
+        (OsFamily::Windows, "Windows Server 2022"),
+        (OsFamily::Linux, "Ubuntu 22.04"),
+        (OsFamily::Linux, "RHEL 9"),
+    ];
+    for k in start..start + n {
+        let id = format!("fleet-{:04}", k + 1);
+        let cloud_rel = format!("recovery/rg-fleet/{id}/disk0.vhd");
+        let cloud = estate.path(&cloud_rel);
+        std::fs::create_dir_all(cloud.parent().unwrap()).map_err(|e| io(&cloud, e))?;
+        replicator::DiskImage::create(&cloud, replicator::Format::Vhd, FLEET_DISK_BYTES)?;
+        let (family, os) = oses[k % oses.len()];
+        let machine = if k % 10 == 9 { MachineType::PhysicalServer } else { MachineType::VmwareVm };
+        if let Some(cs) = &mut doc.inventory.configuration_server {
+            cs.registered_vms.push(id.clone());
+        }
+        doc.items.push(ItemRecord {
+            item: ReplicatedItem {
+                id: id.clone(),
+                name: id.clone(),
+                machine,
+                os: Os { family, name: os.into() },
+                state: State::CommittedInCloud,
+                health: Health::Normal,
+                health_errors: Vec::new(),
+                initial_sync_percent: 0,
+                onprem: None,
+                original_vcenter: (machine == MachineType::VmwareVm).then(|| "vcenter-01".into()),
+                original_configuration_server: "cs-01".into(),
+                cloud_vm: Some(CloudVm {
+                    id: format!("azvm-{id}"),
+                    resource_group: "rg-fleet".into(),
+                    original_resource_group: "rg-fleet".into(),
+                    deleted: false,
+                    migration_completed: false,
+                    running: true,
+                }),
+                recovery_points: Vec::new(),
+                replication_group: None,
+                master_target: None,
+                process_server: None,
+                booted_at: None,
+                agent_registered: true,
+                disk_bytes: FLEET_DISK_BYTES,
+            },
+            cloud_disks: vec![cloud_rel],
+            onprem_disks: Vec::new(),
+            replica_disks: Vec::new(),
+            cloud_power: true,
+            onprem_power: false,
+            vmware_tools: match family {
+                OsFamily::Windows => "disabled".into(),
+                OsFamily::Linux => "uninstalled".into(),
+            },
+            failed_back_point: None,
+            last_cycle_at: 0,
+            last_app_cycle_at: 0,
+        });
+    }
+    doc.replication.guest_bytes_per_tick = 0;
+    estate.save(&doc)?;
+    Ok(doc)
+}

@@ -288,8 +288,9 @@ impl Service {
         // Units of one cycle: an item, or all due members of a replication group (one shared point id, so the
         // group has common points for R-RP2).
         let mut units: Vec<CycleUnit> = Vec::new();
+        let active = self.jobs.active_jobs_by_item().await?;
         for rec in &doc.items {
-            if self.jobs.active_job_for_item(&rec.item.id).await?.is_some() {
+            if active.contains_key(&rec.item.id) {
                 continue;
             }
             let running = if rec.cloud_power && !rec.item.cloud_vm.as_ref().is_some_and(|v| v.deleted) {

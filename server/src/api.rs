@@ -402,9 +402,12 @@ async fn openapi() -> Json<Value> {
             "/api/v1/jobs/{id}": path("A job with its tasks and allowed actions", "get"),
             "/api/v1/jobs/{id}/{action}": path("cancel | restart | resume", "post"),
             "/api/v1/infrastructure": path("Configuration server, vCenters, hosts, datastores, master targets, process servers", "get"),
-            "/api/v1/infrastructure/faults": path("Fault knobs of the local estate", "post"),
+            "/api/v1/infrastructure/faults": path("Fault knobs of the local estate (Administrator)", "post"),
+            "/api/v1/me": path("The account the token belongs to, with its role", "get"),
+            "/api/v1/audit": path("The audit log, newest first (filters: user, target; offset)", "get"),
         },
-        "components": {"schemas": {"Error": {"type": "object", "required": ["code", "message"], "properties": {
+        "security": [{"token": []}],
+        "components": {"securitySchemes": {"token": {"type": "http", "scheme": "bearer", "description": "A personal API token: `homeward users token <name>`. Reads need any role; actions need Operator; fault knobs Administrator."}}, "schemas": {"Error": {"type": "object", "required": ["code", "message"], "properties": {
             "code": {"type": "string"}, "rule": {"type": "string"}, "message": {"type": "string"}, "recommended_action": {"type": "string"}
         }}}}
     }))

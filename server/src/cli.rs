@@ -100,6 +100,9 @@ pub enum DemoCommand {
     Init {
         #[arg(long, env = "HOMEWARD_DATA_DIR", default_value = "homeward-data", value_name = "DIR")]
         data_dir: PathBuf,
+        /// Also add this many `fleet-NNNN` items (1 MiB sparse disks, quiet guests), to try the portal at scale.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        fleet: usize,
     },
 }
 

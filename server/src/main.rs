@@ -30,7 +30,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        cli::Command::Demo(cli::DemoCommand::Init { data_dir }) => return demo_init(&data_dir),
+        cli::Command::Demo(cli::DemoCommand::Init { data_dir, fleet }) => return demo_init(&data_dir, fleet),
         cli::Command::Users(cmd) => return users(cmd),
         cli::Command::Serve(args) => args,
         other => return run_client(other),
@@ -122,13 +122,15 @@ fn users(cmd: cli::UsersCommand) -> ExitCode {
     }
 }
 
-fn demo_init(data_dir: &std::path::Path) -> ExitCode {
+fn demo_init(data_dir: &std::path::Path, fleet: usize) -> ExitCode {
     let estate = orchestrator::estate::Estate::new(&data_dir.join("estate"));
     if estate.exists() {
         eprintln!("error: {} already holds an estate; remove that folder to start over", estate.root.display());
         return ExitCode::from(2);
     }
-    match orchestrator::demo::seed(&estate) {
+    let seeded = orchestrator::demo::seed(&estate)
+        .and_then(|doc| if fleet > 0 { orchestrator::demo::add_fleet(&estate, fleet) } else { Ok(doc) });
+    match seeded {
         Ok(doc) => {
             println!(
                 "seeded the demo estate in {}: {} replicated items, {} recovery plan(s)",
