@@ -325,6 +325,12 @@ async fn the_article_in_the_browser_with_a_reader_refused() {
     // Reprotect wizard: master target (Windows only for a Windows VM), process server, datastore, dry run, start.
     click(&c, r#"button[data-op="reprotect"]"#).await;
     wait_css(&c, "#reprotect-dialog[open]", 10).await;
+    // Keyboard: Escape closes the dialog (the browser's modal <dialog> also keeps focus inside it).
+    c.active_element().await.unwrap().send_keys(&fantoccini::key::Key::Escape.to_string()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(c.find(Locator::Css("#reprotect-dialog[open]")).await.is_err(), "Escape closes the dialog");
+    click(&c, r#"button[data-op="reprotect"]"#).await;
+    wait_css(&c, "#reprotect-dialog[open]", 10).await;
     let mts = wait_css(&c, r#"#reprotect-dialog select[name="master_target"]"#, 5).await.html(false).await.unwrap();
     assert!(mts.contains("mt-win-01") && !mts.contains("mt-linux-01"), "only master targets matching the OS: {mts}");
     choose(&c, r#"#reprotect-dialog select[name="master_target"]"#, "mt-win-01").await;

@@ -387,7 +387,7 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
 
     let mut props = vec![
         ("Name".to_owned(), item.name.clone()),
-        ("Machine type".into(), words(&item.machine)),
+        ("Machine type".into(), crate::pages::machine_label(&words(&item.machine)).into()),
         ("Operating system".into(), item.os.name.clone()),
         ("Protection state".into(), words(&item.state)),
         ("Replication direction".into(), row.direction.clone()),
@@ -414,7 +414,7 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
         .as_ref()
         .filter(|v| !v.deleted)
         .map(|v| (v.id.clone(), v.resource_group.clone()));
-    let jobs: Vec<JobRow> = s
+    let item_jobs: Vec<orchestrator::jobs::Job> = s
         .jobs
         .list(500)
         .await
@@ -422,8 +422,18 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
         .into_iter()
         .filter(|j| j.item_id.as_deref() == Some(id.as_str()))
         .take(20)
-        .map(job_row)
         .collect();
+    // A running reprotect: how far its initial replication should be, by the dry run's estimate.
+    let initial_sync = item_jobs
+        .iter()
+        .find(|j| !j.state.is_terminal() && j.kind == "reprotect")
+        .and_then(|j| {
+            let req: orchestrator::service::JobRequest = serde_json::from_str(&j.request).ok()?;
+            let eta = req.plan.eta_seconds?;
+            let elapsed = now.saturating_sub(j.started_at.unwrap_or(j.created_at)) / 1000;
+            Some((req.plan.bytes_to_move, elapsed, eta.max(1)))
+        });
+    let jobs: Vec<JobRow> = item_jobs.into_iter().map(job_row).collect();
     Ok(Some(ItemDetail {
         row,
         properties: props,
@@ -434,6 +444,7 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
         reprotect,
         cloud_vm,
         cloud_process_servers: cloud_process_servers()?,
+        initial_sync,
     }))
 }
 
@@ -734,9 +745,8 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
         let Ok(item) = s.estate.view(&doc, &r.id, now) else { continue };
         let mut times: Vec<u64> = item.recovery_points.iter().map(|p| p.time).collect();
         times.sort_unstable();
-        let series = (0..=WINDOW_MIN / 5)
+        let series = (0..=WINDOW_MIN)
             .rev()
-            .map(|k| k * 5)
             .filter_map(|ago| {
                 let t = now.saturating_sub(ago as u64 * 60_000);
                 let newest = times.iter().rev().find(|p| **p <= t)?;

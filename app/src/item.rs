@@ -68,10 +68,14 @@ pub(crate) fn ItemPage() -> impl IntoView {
                     </div>
                     {(!may).then(|| view! { <p class="why-inline" data-testid="role-note">{denied.clone()}</p> })}
                     {r.active_job.clone().map(|j| view! { <p class="notice">"A job is running on this item: "<a href=format!("/jobs/{j}")>{j.clone()}</a></p> })}
-                    {(r.state == "reprotect-in-progress" || (r.state == "protected-to-primary" && r.initial_sync_percent < 100)).then(|| view! {
-                        <section class="panel"><h2>"Initial replication"</h2>
-                            <progress max="100" value=r.initial_sync_percent>{format!("{} %", r.initial_sync_percent)}</progress>" "{format!("{} % synchronised", r.initial_sync_percent)}
-                        </section>
+                    {d.initial_sync.map(|(bytes, elapsed, eta)| {
+                        let pct = (elapsed * 100 / eta).min(99);
+                        view! {
+                            <section class="panel" data-testid="initial-sync"><h2>"Initial replication"</h2>
+                                <progress max="100" value=pct>{format!("{pct} %")}</progress>
+                                " "{format!("about {pct} % of {} · {} left (estimated from the process server's rate; the job shows the exact bytes when each task ends)", fmt_bytes(bytes), fmt_duration(eta.saturating_sub(elapsed) * 1000))}
+                            </section>
+                        }
                     })}
                     <div class="cards">
                         <section class="panel card"><h2>"Properties"</h2>
@@ -277,7 +281,7 @@ fn FailoverDialog(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
                         <label class="choice">
                             <input type="radio" name="point" value=c.choice.clone() prop:checked=move || choice.get() == v on:change=move |_| choice.set(v2.clone())/>
                             <strong>{c.label.clone()}</strong>
-                            {c.point.clone().map(|p| view! { <span class="muted">{format!(" · {} · {}", fmt_time(p.time), words(&p.kind))}</span><span class="loss">{if p.data_loss_ms == 0 { " · no data lost against the latest point".to_owned() } else { format!(" · loses the last {}", fmt_duration(p.data_loss_ms)) }}</span> })}
+                            {c.point.clone().map(|p| view! { <span class="muted">{format!(" · {} · {}", fmt_time(p.time), words(&p.kind))}</span>{if p.data_loss_ms == 0 { view! { <span>" · no data lost against the latest point"</span> }.into_any() } else { view! { <span class="loss">{format!(" · loses the last {}", fmt_duration(p.data_loss_ms))}</span> }.into_any() }} })}
                             <div class="muted small">{c.note.clone()}</div>
                         </label>
                     }

@@ -152,6 +152,9 @@ pub struct ItemDetail {
     pub cloud_vm: Option<(String, String)>,
     /// Process servers for re-protect to the cloud.
     pub cloud_process_servers: Vec<Choice>,
+    /// While a reprotect's initial replication runs: (bytes to move, seconds elapsed, seconds estimated), the
+    /// estimate being the dry run's, from the process server's rate.
+    pub initial_sync: Option<(u64, u64, u64)>,
 }
 
 /// A request's parameters as the dialogs collect them.

@@ -23,28 +23,36 @@ pub(crate) fn error_list(errors: ArcRwSignal<Errors>) -> impl IntoView {
     }
 }
 
-/// A small line chart of one item's RPO over the window (inline SVG: no library, nothing to download).
+/// A small chart of one item's RPO over the window (inline SVG: no library, nothing to download). Each sample is
+/// the age of the newest recovery point at that minute; samples before the item's first point are absent.
 fn rpo_chart(series: &[(u32, u64)], window_min: u32) -> impl IntoView {
-    let (w, h) = (160.0_f64, 32.0_f64);
+    let (w, h) = (180.0_f64, 36.0_f64);
     let max = series.iter().map(|(_, s)| *s).max().unwrap_or(1).max(60) as f64;
-    let pts = series
-        .iter()
-        .map(|(ago, s)| {
-            let x = w - (*ago as f64 / window_min as f64) * w;
-            let y = h - (*s as f64 / max) * (h - 2.0) - 1.0;
-            format!("{x:.1},{y:.1}")
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
+    let xy = |(ago, s): &(u32, u64)| {
+        (w - (*ago as f64 / window_min as f64) * (w - 4.0) - 2.0, h - 3.0 - (*s as f64 / max) * (h - 6.0))
+    };
+    let pts = series.iter().map(|p| { let (x, y) = xy(p); format!("{x:.1},{y:.1}") }).collect::<Vec<_>>().join(" ");
+    let last = series.last().map(xy);
     let label = format!(
         "RPO over the last {} min; highest {}",
         window_min,
         fmt_duration(series.iter().map(|(_, s)| *s).max().unwrap_or(0) * 1000)
     );
     view! {
-        <svg class="spark" viewBox=format!("0 0 {w} {h}") width="160" height="32" role="img" aria-label=label>
+        <svg class="spark" viewBox=format!("0 0 {w} {h}") width="180" height="36" role="img" aria-label=label>
+            <line x1="0" y1=h - 2.0 x2=w y2=h - 2.0 class="axis"/>
             <polyline points=pts fill="none" stroke="currentColor" stroke-width="1.5"/>
+            {last.map(|(x, y)| view! { <circle cx=x cy=y r="2.5" fill="currentColor"/> })}
         </svg>
+    }
+}
+
+/// Machine types as the portal names them.
+pub(crate) fn machine_label(m: &str) -> &'static str {
+    match m {
+        "vmware-vm" => "VMware VM",
+        "physical-server" => "Physical server",
+        _ => "Machine",
     }
 }
 
@@ -257,7 +265,7 @@ pub(crate) fn ReplicatedItems() -> impl IntoView {
                                                 prop:checked=move || selected.get().contains(&id2)
                                                 on:change=move |ev| { let on = event_target_checked(&ev); let id = id.clone(); selected.update(|v| { v.retain(|x| *x != id); if on { v.push(id); } }); }/></td>
                                             <th scope="row"><a href=format!("/replicated-items/{}", r.id)>{r.name.clone()}</a></th>
-                                            <td>{words(&r.machine)}</td>
+                                            <td>{machine_label(&r.machine)}</td>
                                             <td>{r.os.clone()}</td>
                                             <td>{r.direction.clone()}</td>
                                             <td>{words(&r.state)}{r.active_job.clone().map(|j| view! { " "<a class="badge in-progress" href=format!("/jobs/{j}")>"job running"</a> })}</td>
