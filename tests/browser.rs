@@ -12,9 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{free_port, target_dir, Portal, ADMIN_PASSWORD};
-use serde_json::{json, Value};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{json, Value};
 
 struct ChromeDriver {
     child: Child,
@@ -101,7 +101,6 @@ async fn wait_hydrated(c: &Client) {
     }
 }
 
-
 async fn sign_in(c: &Client, base: &str, user: &str, path: &str) {
     c.goto(&format!("{base}{}", path.trim_start_matches('/'))).await.unwrap();
     // Signed out: every page sends the browser to the sign-in page, keeping where it was going.
@@ -170,7 +169,10 @@ async fn watch_job(c: &Client) -> (String, bool) {
             .await
             .unwrap();
         let live = c
-            .execute(r#"const e = document.querySelector('[data-testid="live-status"]'); return e ? e.textContent : '';"#, vec![])
+            .execute(
+                r#"const e = document.querySelector('[data-testid="live-status"]'); return e ? e.textContent : '';"#,
+                vec![],
+            )
             .await
             .unwrap();
         if live.as_str().is_some_and(|t| t.contains("Live:")) && state.as_str().is_some_and(|s| s != "succeeded") {
@@ -297,7 +299,6 @@ async fn portal_hydrates_and_navigates_without_a_full_reload() {
     c.close().await.unwrap();
 }
 
-
 /// R-W1 … R-W4 in the browser: reprotect through the wizard (dry run first), the job watched live, failover with
 /// the app-consistent point through the confirm dialog (R-W2, R-RP2, R-RP4), commit (R-W3), re-protect of the
 /// selected item (R-W4); the job link opened by a Reader; the Reader's failover refused in the UI and by the server
@@ -310,11 +311,24 @@ async fn the_article_in_the_browser_with_a_reader_refused() {
     let portal = Portal::start(&[]);
     portal.add_user("rita", "reader");
     // Slow replication down so the reprotect job runs for a few seconds: long enough to watch it live.
-    let dry = api(&portal, "POST", "items/web01/reprotect?dry_run=true", json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"})).await;
+    let dry = api(
+        &portal,
+        "POST",
+        "items/web01/reprotect?dry_run=true",
+        json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"}),
+    )
+    .await;
     let bytes = dry["bytes_to_move"].as_u64().unwrap();
-    api(&portal, "POST", "infrastructure/faults", json!({"replication_bytes_per_s": (bytes / 4).max(64 << 10), "agent_registration_delay_min": 0})).await;
+    api(
+        &portal,
+        "POST",
+        "infrastructure/faults",
+        json!({"replication_bytes_per_s": (bytes / 4).max(64 << 10), "agent_registration_delay_min": 0}),
+    )
+    .await;
     // lin01 protected to on-premises, for the Reader's refused failover.
-    api_job(&portal, "lin01", "reprotect", json!({"master_target": "mt-linux-01", "process_server": "ps-azure-01"})).await;
+    api_job(&portal, "lin01", "reprotect", json!({"master_target": "mt-linux-01", "process_server": "ps-azure-01"}))
+        .await;
 
     let driver = ChromeDriver::start();
     let c = driver.session(1280, false).await;
@@ -429,7 +443,8 @@ async fn the_article_in_the_browser_with_a_reader_refused() {
     let jobs_before = api(&portal, "GET", "jobs", Value::Null).await["jobs"].as_array().unwrap().len();
     let cookie = session_cookie(&portal.url, "rita").await;
     let http = reqwest::Client::new();
-    let form = json!({"id": "lin01", "op": "failover", "input": {"point": "latest-processed"}, "reason": "x", "key": "k1"});
+    let form =
+        json!({"id": "lin01", "op": "failover", "input": {"point": "latest-processed"}, "reason": "x", "key": "k1"});
     let resp = http
         .post(format!("{}api/portal/act", portal.url))
         .header("cookie", &cookie)
@@ -455,7 +470,10 @@ async fn the_article_in_the_browser_with_a_reader_refused() {
     let jobs_after = api(&portal, "GET", "jobs", Value::Null).await["jobs"].as_array().unwrap().len();
     assert_eq!(jobs_before, jobs_after, "no job started for the Reader");
     let audit = api(&portal, "GET", "audit?user=rita", Value::Null).await;
-    assert!(audit["entries"].as_array().unwrap().iter().any(|e| e["outcome"] == "denied" && e["target"] == "lin01"), "{audit}");
+    assert!(
+        audit["entries"].as_array().unwrap().iter().any(|e| e["outcome"] == "denied" && e["target"] == "lin01"),
+        "{audit}"
+    );
     c.close().await.unwrap();
 }
 
@@ -466,7 +484,8 @@ async fn screenshots_of_every_page_light_and_dark() {
         return;
     }
     let portal = Portal::start(&["--vault-name", "contoso-dr-vault"]);
-    api_job(&portal, "web01", "reprotect", json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"})).await;
+    api_job(&portal, "web01", "reprotect", json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"}))
+        .await;
     let jobs = api(&portal, "GET", "jobs", Value::Null).await;
     let job = jobs["jobs"][0]["job"]["id"].as_str().unwrap().to_owned();
     let pages = [

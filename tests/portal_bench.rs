@@ -28,7 +28,14 @@ async fn portal_benchmark() {
     let items = 5000;
     let dir = tempfile::tempdir().unwrap();
     let t = Instant::now();
-    let out = run_homeward(&["demo", "init", "--data-dir", dir.path().to_str().unwrap(), "--fleet", &(items - 10).to_string()]);
+    let out = run_homeward(&[
+        "demo",
+        "init",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--fleet",
+        &(items - 10).to_string(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let seed_s = t.elapsed().as_secs_f64();
     let portal = Portal::start_in(dir.path(), &[]);
@@ -44,7 +51,10 @@ async fn portal_benchmark() {
         let body = r.text().await.unwrap();
         let took = t.elapsed().as_secs_f64() * 1000.0;
         if i == 0 {
-            assert!(body.contains(&format!("of {} items", items / 50)) || body.contains(&format!("{items} items")), "the page counts every item");
+            assert!(
+                body.contains(&format!("of {} items", items / 50)) || body.contains(&format!("{items} items")),
+                "the page counts every item"
+            );
         }
         if i >= 20 {
             ms.push(took);
@@ -69,9 +79,15 @@ async fn portal_benchmark() {
     println!("  SSR /replicated-items   p50 {p50:6.2} ms   p99 {p99:6.2} ms   ({} KiB of HTML, 50 rows)", size / 1024);
     println!("                          target p50 < 25 ms: {:.2}x of the budget", p50 / 25.0);
     println!("  SSR page 80, sorted by OS, searched: {filtered:.2} ms");
-    println!("  wasm                    {:.0} KiB raw, {gz_kib:.0} KiB gzipped; target <= 350 KiB: {:.2}x", wasm.len() as f64 / 1024.0, gz_kib / 350.0);
+    println!(
+        "  wasm                    {:.0} KiB raw, {gz_kib:.0} KiB gzipped; target <= 350 KiB: {:.2}x",
+        wasm.len() as f64 / 1024.0,
+        gz_kib / 350.0
+    );
     match hydrate {
-        Some((median, all)) => println!("  navigation -> data-hydrated (headless Chromium): median {median:.0} ms  (runs: {all:?})"),
+        Some((median, all)) => {
+            println!("  navigation -> data-hydrated (headless Chromium): median {median:.0} ms  (runs: {all:?})")
+        }
         None => println!("  navigation -> data-hydrated: skipped (chromedriver not found)"),
     }
 }
@@ -109,7 +125,11 @@ async fn hydration_ms(portal: &Portal) -> Option<(f64, Vec<u64>)> {
     let caps = caps.as_object().unwrap().clone();
     let deadline = Instant::now() + Duration::from_secs(30);
     let c = loop {
-        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new()).capabilities(caps.clone()).connect(&format!("http://127.0.0.1:{port}")).await {
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
             Ok(c) => break c,
             Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
             Err(e) => panic!("chromedriver: {e}"),

@@ -187,7 +187,13 @@ async fn sign_in_sessions_roles_and_csrf() {
     assert_eq!(r.status().as_u16(), 403);
     let r = anon.get(format!("{base}/jobs")).header("cookie", &session).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200, "the forged sign-out did not end the session");
-    let r = anon.post(format!("{base}/auth/logout")).header("cookie", &session).header("origin", &base).send().await.unwrap();
+    let r = anon
+        .post(format!("{base}/auth/logout"))
+        .header("cookie", &session)
+        .header("origin", &base)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 303);
     let r = anon.get(format!("{base}/jobs")).header("cookie", &session).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 303, "signed out");
@@ -226,7 +232,8 @@ async fn sign_in_sessions_roles_and_csrf() {
 
     // Everything above is in the audit log: the failed sign-in, the denials with the role, the started job with
     // its reason.
-    let log: serde_json::Value = portal.http.get(format!("{base}/api/v1/audit")).send().await.unwrap().json().await.unwrap();
+    let log: serde_json::Value =
+        portal.http.get(format!("{base}/api/v1/audit")).send().await.unwrap().json().await.unwrap();
     let entries = log["entries"].as_array().unwrap();
     let has = |user: &str, action: &str, outcome: &str| {
         entries.iter().any(|e| e["user_name"] == user && e["action"] == action && e["outcome"] == outcome)

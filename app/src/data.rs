@@ -24,7 +24,8 @@ pub(crate) mod server {
     use crate::model::*;
 
     pub fn ctx() -> Result<crate::ServerContext, ServerFnError> {
-        use_context::<crate::ServerContext>().ok_or_else(|| ServerFnError::new("the server did not provide its context"))
+        use_context::<crate::ServerContext>()
+            .ok_or_else(|| ServerFnError::new("the server did not provide its context"))
     }
 
     pub fn service() -> Result<Arc<Service>, ServerFnError> {
@@ -93,7 +94,9 @@ pub(crate) mod server {
 
     /// The items table for every item, rebuilt when the estate file changes or after two seconds (ages and the
     /// agent's registration move with the clock). Thousands of items then cost a filter and a sort per request.
-    static CACHE: Mutex<Option<(Instant, (SystemTime, u64), Arc<Vec<ItemRow>>)>> = Mutex::new(None);
+    /// (built at, estate file stamp, rows).
+    type Cached = (Instant, (SystemTime, u64), Arc<Vec<ItemRow>>);
+    static CACHE: Mutex<Option<Cached>> = Mutex::new(None);
     const FRESH: Duration = Duration::from_secs(2);
 
     pub async fn all_rows() -> Result<Arc<Vec<ItemRow>>, ServerFnError> {
@@ -272,7 +275,7 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
     let row = item_row(&item, &ops, active, now);
     let latest = item.recovery_points.iter().map(|p| p.time).max().unwrap_or(0);
     let mut points: Vec<PointRow> = item.recovery_points.iter().map(|p| point_row(p, latest)).collect();
-    points.sort_by(|a, b| b.time.cmp(&a.time));
+    points.sort_by_key(|p| std::cmp::Reverse(p.time));
 
     let mut choices: Vec<PointChoiceRow> = orchestrator::points::options(&item)
         .into_iter()
@@ -299,7 +302,12 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
                     ),
                 ),
             };
-            PointChoiceRow { choice: choice.into(), label: label.into(), point: Some(point_row(&o.point, latest)), note }
+            PointChoiceRow {
+                choice: choice.into(),
+                label: label.into(),
+                point: Some(point_row(&o.point, latest)),
+                note,
+            }
         })
         .collect();
     if !item.recovery_points.is_empty() {
@@ -336,9 +344,8 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
         .map(|m| Choice {
             id: m.id.clone(),
             label: format!("{} ({} on {})", m.id, words(&m.os), m.host),
-            disabled: (m.snapshots > 0).then(|| {
-                format!("R-C2: has {} snapshot(s); delete them before failback.", m.snapshots)
-            }),
+            disabled: (m.snapshots > 0)
+                .then(|| format!("R-C2: has {} snapshot(s); delete them before failback.", m.snapshots)),
             reach: vec![m.host.clone()],
         })
         .collect();
@@ -359,11 +366,7 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
         .map(|d| {
             let kind = words(&d.kind);
             let disabled = if alternate && kind != "vmfs" {
-                Some(format!(
-                    "R-L9: alternate location needs a VMFS datastore; {} is {}.",
-                    d.id,
-                    kind.to_uppercase()
-                ))
+                Some(format!("R-L9: alternate location needs a VMFS datastore; {} is {}.", d.id, kind.to_uppercase()))
             } else if d.free_bytes == 0 {
                 Some(format!("{} has no free space.", d.id))
             } else {
@@ -393,27 +396,33 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
         ("Replication direction".into(), row.direction.clone()),
         ("Active location".into(), row.location.clone()),
         ("Configuration server".into(), item.original_configuration_server.clone()),
-        ("vCenter".into(), item.original_vcenter.clone().unwrap_or_else(|| "none (standalone host or physical)".into())),
+        (
+            "vCenter".into(),
+            item.original_vcenter.clone().unwrap_or_else(|| "none (standalone host or physical)".into()),
+        ),
         ("Master target".into(), item.master_target.clone().unwrap_or_else(|| "—".into())),
         ("Process server".into(), item.process_server.clone().unwrap_or_else(|| "—".into())),
         ("Replication group".into(), item.replication_group.clone().unwrap_or_else(|| "—".into())),
-        ("Original location".into(), match &item.onprem {
-            Some(vm) if vm.exists => format!("{} on {}", vm.id, vm.host),
-            Some(vm) => format!("{} (deleted on-premises)", vm.id),
-            None => "none (re-created at an alternate location)".into(),
-        }),
+        (
+            "Original location".into(),
+            match &item.onprem {
+                Some(vm) if vm.exists => format!("{} on {}", vm.id, vm.host),
+                Some(vm) => format!("{} (deleted on-premises)", vm.id),
+                None => "none (re-created at an alternate location)".into(),
+            },
+        ),
     ];
     if item.state == lifecycle::State::CommittedOnPrimary || item.booted_at.is_some() {
         props.push((
             "Agent".into(),
-            if item.agent_registered { "registered with the configuration server".into() } else { "not registered yet".into() },
+            if item.agent_registered {
+                "registered with the configuration server".into()
+            } else {
+                "not registered yet".into()
+            },
         ));
     }
-    let cloud_vm = item
-        .cloud_vm
-        .as_ref()
-        .filter(|v| !v.deleted)
-        .map(|v| (v.id.clone(), v.resource_group.clone()));
+    let cloud_vm = item.cloud_vm.as_ref().filter(|v| !v.deleted).map(|v| (v.id.clone(), v.resource_group.clone()));
     let item_jobs: Vec<orchestrator::jobs::Job> = s
         .jobs
         .list(500)
@@ -424,15 +433,12 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
         .take(20)
         .collect();
     // A running reprotect: how far its initial replication should be, by the dry run's estimate.
-    let initial_sync = item_jobs
-        .iter()
-        .find(|j| !j.state.is_terminal() && j.kind == "reprotect")
-        .and_then(|j| {
-            let req: orchestrator::service::JobRequest = serde_json::from_str(&j.request).ok()?;
-            let eta = req.plan.eta_seconds?;
-            let elapsed = now.saturating_sub(j.started_at.unwrap_or(j.created_at)) / 1000;
-            Some((req.plan.bytes_to_move, elapsed, eta.max(1)))
-        });
+    let initial_sync = item_jobs.iter().find(|j| !j.state.is_terminal() && j.kind == "reprotect").and_then(|j| {
+        let req: orchestrator::service::JobRequest = serde_json::from_str(&j.request).ok()?;
+        let eta = req.plan.eta_seconds?;
+        let elapsed = now.saturating_sub(j.started_at.unwrap_or(j.created_at)) / 1000;
+        Some((req.plan.bytes_to_move, elapsed, eta.max(1)))
+    });
     let jobs: Vec<JobRow> = item_jobs.into_iter().map(job_row).collect();
     Ok(Some(ItemDetail {
         row,
@@ -727,15 +733,8 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
         .take(20)
         .map(|r| (r.id.clone(), r.health_errors.first().cloned().unwrap_or_else(|| format!("health {}", r.health))))
         .collect();
-    let running = s
-        .jobs
-        .list(200)
-        .await
-        .map_err(internal)?
-        .into_iter()
-        .filter(|j| !j.state.is_terminal())
-        .map(job_row)
-        .collect();
+    let running =
+        s.jobs.list(200).await.map_err(internal)?.into_iter().filter(|j| !j.state.is_terminal()).map(job_row).collect();
     // RPO over the last two hours, from the recovery points: at each moment, the age of the newest point then.
     const WINDOW_MIN: u32 = 120;
     let now = (s.clock)();

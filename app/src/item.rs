@@ -268,7 +268,11 @@ fn FailoverDialog(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
     });
     let id = d.row.id.clone();
     let points = d.points.clone();
-    let cloud = d.cloud_vm.clone().map(|(vm, rg)| format!("{vm} (resource group {rg})")).unwrap_or_else(|| "the cloud VM".into());
+    let cloud = d
+        .cloud_vm
+        .clone()
+        .map(|(vm, rg)| format!("{vm} (resource group {rg})"))
+        .unwrap_or_else(|| "the cloud VM".into());
     let point = move || if choice.get() == "specific" { specific.get() } else { choice.get() };
     view! {
         <Modal open=open title=format!("Confirm failover: {}", d.row.name) id="failover-dialog">
@@ -364,7 +368,11 @@ fn ConfirmDialog(
 
 /// R-W4 for several items at once: one process server, one reason, one job per item.
 #[component]
-pub(crate) fn BulkReprotect(open: RwSignal<bool>, selected: RwSignal<Vec<String>>, choices: Vec<Choice>) -> impl IntoView {
+pub(crate) fn BulkReprotect(
+    open: RwSignal<bool>,
+    selected: RwSignal<Vec<String>>,
+    choices: Vec<Choice>,
+) -> impl IntoView {
     let ps = RwSignal::new(String::new());
     let reason = RwSignal::new(String::new());
     let key = RwSignal::new(String::new());

@@ -31,7 +31,14 @@ fn rpo_chart(series: &[(u32, u64)], window_min: u32) -> impl IntoView {
     let xy = |(ago, s): &(u32, u64)| {
         (w - (*ago as f64 / window_min as f64) * (w - 4.0) - 2.0, h - 3.0 - (*s as f64 / max) * (h - 6.0))
     };
-    let pts = series.iter().map(|p| { let (x, y) = xy(p); format!("{x:.1},{y:.1}") }).collect::<Vec<_>>().join(" ");
+    let pts = series
+        .iter()
+        .map(|p| {
+            let (x, y) = xy(p);
+            format!("{x:.1},{y:.1}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
     let last = series.last().map(xy);
     let label = format!(
         "RPO over the last {} min; highest {}",
@@ -135,10 +142,22 @@ pub(crate) fn Overview() -> impl IntoView {
 fn sort_link(label: &'static str, key: &'static str, sort: &str, desc: bool) -> impl IntoView {
     let active = sort == key || (sort.is_empty() && key == "name");
     let next_desc = active && !desc;
-    let href = query_with(&[("sort", key.to_owned()), ("desc", if next_desc { "1".into() } else { String::new() }), ("page", String::new())]);
-    let aria = if active { if desc { "descending" } else { "ascending" } } else { "none" };
+    let href = query_with(&[
+        ("sort", key.to_owned()),
+        ("desc", if next_desc { "1".into() } else { String::new() }),
+        ("page", String::new()),
+    ]);
+    let aria = if active {
+        if desc {
+            "descending"
+        } else {
+            "ascending"
+        }
+    } else {
+        "none"
+    };
     view! {
-        <th scope="col" aria-sort=aria><a href=href>{label}{active.then(|| if desc { " ▼" } else { " ▲" })}</a></th>
+        <th scope="col" aria-sort=aria><a href=href>{label}{active.then_some(if desc { " ▼" } else { " ▲" })}</a></th>
     }
 }
 
@@ -187,10 +206,25 @@ pub(crate) fn op_label(op: &str) -> &'static str {
 #[component]
 pub(crate) fn ReplicatedItems() -> impl IntoView {
     let me = expect_context::<MeResource>();
-    let (q, state, health, sort, desc, page) =
-        (query_param("q"), query_param("state"), query_param("health"), query_param("sort"), query_param("desc"), query_param("page"));
+    let (q, state, health, sort, desc, page) = (
+        query_param("q"),
+        query_param("state"),
+        query_param("health"),
+        query_param("sort"),
+        query_param("desc"),
+        query_param("page"),
+    );
     let items = Resource::new(
-        move || (q.get(), state.get(), health.get(), sort.get(), desc.get() == "1", page.get().parse::<usize>().unwrap_or(1)),
+        move || {
+            (
+                q.get(),
+                state.get(),
+                health.get(),
+                sort.get(),
+                desc.get() == "1",
+                page.get().parse::<usize>().unwrap_or(1),
+            )
+        },
         |(q, state, health, sort, desc, page)| data::list_items(q, state, health, sort, desc, page),
     );
     let selected = RwSignal::new(Vec::<String>::new());
@@ -426,16 +460,26 @@ pub(crate) fn job_table(jobs: Vec<JobRow>) -> AnyView {
 
 #[component]
 pub(crate) fn Jobs() -> impl IntoView {
-    let (item, plan, state, kind, since, page) =
-        (query_param("item"), query_param("plan"), query_param("state"), query_param("kind"), query_param("since"), query_param("page"));
+    let (item, plan, state, kind, since, page) = (
+        query_param("item"),
+        query_param("plan"),
+        query_param("state"),
+        query_param("kind"),
+        query_param("since"),
+        query_param("page"),
+    );
     let jobs = Resource::new(
-        move || (item.get(), plan.get(), state.get(), kind.get(), since.get(), page.get().parse::<usize>().unwrap_or(1)),
+        move || {
+            (item.get(), plan.get(), state.get(), kind.get(), since.get(), page.get().parse::<usize>().unwrap_or(1))
+        },
         |(i, p, s, k, t, n)| data::list_jobs(i, p, s, k, t, n),
     );
-    let select = |name: &'static str, current: Memo<String>, options: &'static [(&'static str, &'static str)]| view! {
-        <select name=name>
-            {options.iter().map(|(v, l)| view! { <option value=*v selected=move || current.get() == *v>{*l}</option> }).collect_view()}
-        </select>
+    let select = |name: &'static str, current: Memo<String>, options: &'static [(&'static str, &'static str)]| {
+        view! {
+            <select name=name>
+                {options.iter().map(|(v, l)| view! { <option value=*v selected=move || current.get() == *v>{*l}</option> }).collect_view()}
+            </select>
+        }
     };
     view! {
         <Title text="Jobs · Homeward"/>
@@ -530,7 +574,11 @@ pub(crate) fn JobPage() -> impl IntoView {
 
 fn job_view(j: JobRow, me: Option<Me>, live: bool, act: ServerAction<JobAction>) -> impl IntoView {
     let href = format!("/jobs/{}", j.id);
-    let target = if j.target_kind == "plan" { format!("/recovery-plans/{}", j.target) } else { format!("/replicated-items/{}", j.target) };
+    let target = if j.target_kind == "plan" {
+        format!("/recovery-plans/{}", j.target)
+    } else {
+        format!("/replicated-items/{}", j.target)
+    };
     let may = me.as_ref().is_some_and(|m| m.may_operate);
     let denied = me.as_ref().and_then(|m| m.operate_denied.clone()).unwrap_or_default();
     let terminal = matches!(j.state.as_str(), "succeeded" | "failed" | "cancelled");

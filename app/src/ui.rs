@@ -140,7 +140,12 @@ pub fn pager(page: usize, per_page: usize, total: usize, noun: &'static str) -> 
 /// A modal dialog: the browser's `<dialog>` opened with `showModal()`, which traps focus and closes on Escape.
 /// Its content stays in the page while closed (hidden by the browser), so its form keeps what was typed.
 #[component]
-pub fn Modal(open: RwSignal<bool>, #[prop(into)] title: String, #[prop(into)] id: String, children: Children) -> impl IntoView {
+pub fn Modal(
+    open: RwSignal<bool>,
+    #[prop(into)] title: String,
+    #[prop(into)] id: String,
+    children: Children,
+) -> impl IntoView {
     let node = NodeRef::<leptos::html::Dialog>::new();
     Effect::new(move |_| {
         let want = open.get();

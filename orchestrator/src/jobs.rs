@@ -246,9 +246,10 @@ impl JobStore {
 
     /// Every active job by item, in one query (the items list shows them for thousands of items).
     pub async fn active_jobs_by_item(&self) -> Result<std::collections::HashMap<String, String>, JobError> {
-        let rows = sqlx::query(&format!("select item_id, id from jobs where item_id is not null and state in {ACTIVE}"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query(&format!("select item_id, id from jobs where item_id is not null and state in {ACTIVE}"))
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.into_iter().map(|r| (r.get::<String, _>(0), r.get::<String, _>(1))).collect())
     }
 

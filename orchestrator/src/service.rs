@@ -486,7 +486,8 @@ impl Workflows<'_> {
             pairs.iter().map(|(s, d)| (self.service.estate.path(s), self.service.estate.path(d))).collect();
         let refs: Vec<(&Path, &Path)> = paths.iter().map(|(s, d)| (s.as_path(), d.as_path())).collect();
         let bandwidth = self.service.doc().ok().and_then(|d| d.replication.replication_bytes_per_s);
-        let opts = replicator::SyncOptions { mode, block_size: BLOCK_SIZE, consistency, bandwidth, ..Default::default() };
+        let opts =
+            replicator::SyncOptions { mode, block_size: BLOCK_SIZE, consistency, bandwidth, ..Default::default() };
         let reports = replicator::sync::sync_vm(&refs, &opts).map_err(|e| {
             fail(
                 format!("replication failed: {e}"),

@@ -24,7 +24,8 @@ pub const SESSION_COOKIE: &str = "homeward_session";
 /// Paths anyone may open: the sign-in page and its form, health, the vault's name for the sign-in page's header,
 /// and the site's static files.
 fn is_public(path: &str) -> bool {
-    matches!(path, "/login" | "/auth/login" | "/healthz" | "/favicon.ico" | "/api/vault/summary") || path.starts_with("/pkg/")
+    matches!(path, "/login" | "/auth/login" | "/healthz" | "/favicon.ico" | "/api/vault/summary")
+        || path.starts_with("/pkg/")
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -128,8 +128,13 @@ fn demo_init(data_dir: &std::path::Path, fleet: usize) -> ExitCode {
         eprintln!("error: {} already holds an estate; remove that folder to start over", estate.root.display());
         return ExitCode::from(2);
     }
-    let seeded = orchestrator::demo::seed(&estate)
-        .and_then(|doc| if fleet > 0 { orchestrator::demo::add_fleet(&estate, fleet) } else { Ok(doc) });
+    let seeded = orchestrator::demo::seed(&estate).and_then(|doc| {
+        if fleet > 0 {
+            orchestrator::demo::add_fleet(&estate, fleet)
+        } else {
+            Ok(doc)
+        }
+    });
     match seeded {
         Ok(doc) => {
             println!(
