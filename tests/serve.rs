@@ -38,7 +38,8 @@ async fn pages_are_server_rendered_with_the_vault_name_and_the_hydration_script(
         let (status, ctype, html) = get(&portal.http, &format!("{}{path}", portal.url)).await;
         assert_eq!(status, 200, "/{path}");
         assert!(ctype.starts_with("text/html"), "/{path}: {ctype}");
-        assert!(html.contains(&format!("<h1>{heading}</h1>")), "/{path} lacks its heading");
+        // (Hydration markers such as `<!>` may follow the text.)
+        assert!(html.contains(&format!("<h1>{heading}<")), "/{path} lacks its heading");
         assert!(html.contains("contoso-dr-vault"), "/{path} lacks the vault name from the database");
         assert!(
             html.contains("/pkg/homeward.js") && html.contains("homeward_bg"),
