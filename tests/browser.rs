@@ -524,3 +524,44 @@ async fn screenshots_of_every_page_light_and_dark() {
         c.close().await.unwrap();
     }
 }
+
+/// A recovery plan failed over from its page (R-RP1: latest processed gives every item its own newest point), groups
+/// in order; the plan's job is then listed on the plan page and by the jobs filter in the URL.
+#[tokio::test]
+async fn a_recovery_plan_fails_over_from_its_page() {
+    if !e2e_enabled() {
+        return;
+    }
+    let portal = Portal::start(&[]);
+    api(&portal, "POST", "infrastructure/faults", json!({"guest_bytes_per_tick": 0})).await;
+    for item in ["erp-db", "erp-app", "erp-web"] {
+        let os = if item == "erp-web" { "mt-linux-01" } else { "mt-win-01" };
+        api_job(&portal, item, "reprotect", json!({"master_target": os, "process_server": "ps-azure-01"})).await;
+    }
+    let driver = ChromeDriver::start();
+    let c = driver.session(1280, false).await;
+    c.goto(&portal.url).await.unwrap();
+    sign_in(&c, &portal.url, "admin", "/recovery-plans/plan-erp").await;
+    let groups = text(&c, "ol.groups").await;
+    assert!(groups.contains("Group 1") && groups.contains("erp-db") && groups.contains("Group 2"), "{groups}");
+    click(&c, r#"[data-testid="plan-failover"]"#).await;
+    wait_css(&c, "#plan-failover-dialog[open]", 10).await;
+    let dialog = text(&c, "#plan-failover-dialog").await;
+    assert!(dialog.contains("from Azure → on-premises") && dialog.contains("erp-db: rp-"), "{dialog}");
+    click(&c, r#"#plan-failover-dialog input[value="latest-processed"]"#).await;
+    type_into(&c, "#plan-failover-dialog textarea", "ERP back home").await;
+    shot(&c, "plan-failover-dialog-light").await;
+    click(&c, "#plan-failover-dialog button.primary").await;
+    wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
+    let (job, _) = watch_job(&c).await;
+    let tasks = text(&c, r#"[data-testid="tasks"]"#).await;
+    let (db, app) = (tasks.find("fail over erp-db").unwrap(), tasks.find("fail over erp-app").unwrap());
+    assert!(db < app, "group 1 before group 2: {tasks}");
+    for item in ["erp-db", "erp-app", "erp-web"] {
+        let v = api(&portal, "GET", &format!("items/{item}"), Value::Null).await;
+        assert_eq!(v["item"]["state"], "failed-back-commit-pending", "{item}: {v}");
+    }
+    goto(&c, &portal.url, "/jobs?plan=plan-erp").await;
+    wait_css(&c, &format!(r#"tr[data-job="{job}"]"#), 10).await;
+    c.close().await.unwrap();
+}

@@ -556,9 +556,9 @@ async fn plan_row(
             .collect::<Result<Vec<_>, _>>()
             .map_err(internal)?;
         let refs: Vec<_> = items.iter().collect();
-        for (choice, label) in [
-            (PointChoice::LatestProcessed, "Latest processed"),
-            (PointChoice::LatestAppConsistent, "Latest app-consistent"),
+        for (choice, code, label) in [
+            (PointChoice::LatestProcessed, "latest-processed", "Latest processed"),
+            (PointChoice::LatestAppConsistent, "latest-app-consistent", "Latest app-consistent"),
         ] {
             let (points, refused) = match plan_points(&refs, &choice) {
                 Ok(pts) => (pts.into_iter().map(|(i, pt)| (i, pt.id, pt.time)).collect(), None),
@@ -572,7 +572,7 @@ async fn plan_row(
                     }),
                 ),
             };
-            choices.push(PlanChoiceRow { choice: words(&choice), label: label.into(), points, refused });
+            choices.push(PlanChoiceRow { choice: code.into(), label: label.into(), points, refused });
         }
         jobs = s
             .jobs

@@ -406,10 +406,10 @@ pub(crate) fn PlanPage() -> impl IntoView {
                                 view! {
                                     <label class="choice">
                                         <input type="radio" name="plan-point" value=c.choice.clone() prop:checked=move || choice.get() == v on:change=move |_| choice.set(v2.clone())/>
-                                        <strong>{c.label.clone()}</strong>
+                                        <strong>{c.label.clone()}</strong>" "
                                         {match c.refused.clone() {
                                             Some(r) => view! { <span class="why-inline">{format!("{}: {} {}", r.rule, r.message, r.action)}</span> }.into_any(),
-                                            None => view! { <span class="muted">{c.points.iter().map(|(i, id, t)| format!("{i}: {id} ({})", fmt_time(*t))).collect::<Vec<_>>().join(" · ")}</span> }.into_any(),
+                                            None => view! { <ul class="muted small">{c.points.iter().map(|(i, id, t)| view! { <li>{format!("{i}: {id} ({})", fmt_time(*t))}</li> }).collect_view()}</ul> }.into_any(),
                                         }}
                                     </label>
                                 }
