@@ -155,12 +155,27 @@ async fn goto(c: &Client, base: &str, path: &str) {
 }
 
 /// Waits on the job page until the job ends; returns whether the page showed it live (a non-terminal state and
-/// the live indicator) before it ended, without reloading.
+/// the live indicator) before it ended, without reloading, and the task progress values it saw.
 async fn watch_job(c: &Client) -> (String, bool) {
+    let (id, live, _) = watch_job_progress(c).await;
+    (id, live)
+}
+
+async fn watch_job_progress(c: &Client) -> (String, bool, Vec<u64>) {
     c.execute("window.__watch = 1; return null;", vec![]).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut saw_live = false;
+    let mut progress = Vec::new();
     loop {
+        let p = c
+            .execute(r#"const e = document.querySelector('[data-testid="task-progress"] progress'); return e ? Number(e.value) : null;"#, vec![])
+            .await
+            .unwrap();
+        if let Some(v) = p.as_f64() {
+            if progress.last() != Some(&(v as u64)) {
+                progress.push(v as u64);
+            }
+        }
         let state = c
             .execute(
                 r#"const e = document.querySelector('[data-testid="job-state"]'); return e ? e.dataset.state : null;"#,
@@ -188,7 +203,7 @@ async fn watch_job(c: &Client) -> (String, bool) {
     let kept = c.execute("return window.__watch === 1;", vec![]).await.unwrap();
     assert_eq!(kept, Value::Bool(true), "the job page reloaded instead of updating live");
     let id = text(c, r#"[data-testid="job-id"]"#).await;
-    (id, saw_live)
+    (id, saw_live, progress)
 }
 
 async fn api(portal: &Portal, method: &str, path: &str, body: Value) -> Value {
@@ -358,8 +373,10 @@ async fn the_article_in_the_browser_with_a_reader_refused() {
     click(&c, r#"#reprotect-dialog [data-testid="confirm"]"#).await;
     wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
     shot(&c, "job-live-light").await;
-    let (reprotect_job, saw_live) = watch_job(&c).await;
+    let (reprotect_job, saw_live, progress) = watch_job_progress(&c).await;
     assert!(saw_live, "the job page never showed the running job live");
+    // The initial replication's progress bar moved while the sync ran (bytes examined, reported by the worker).
+    assert!(progress.len() >= 2 && progress.windows(2).all(|w| w[0] < w[1]), "progress seen: {progress:?}");
     assert_eq!(c.current_url().await.unwrap().path(), format!("/jobs/{reprotect_job}"));
     shot(&c, "job-light").await;
     api(&portal, "POST", "infrastructure/faults", json!({"replication_bytes_per_s": 0})).await;

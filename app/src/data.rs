@@ -155,6 +155,7 @@ pub(crate) mod server {
                     finished_at: t.finished_at,
                     error: t.error,
                     action: t.recommended_action,
+                    progress: t.progress,
                 })
                 .collect(),
         }
@@ -435,9 +436,15 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
     // A running reprotect: how far its initial replication should be, by the dry run's estimate.
     let initial_sync = item_jobs.iter().find(|j| !j.state.is_terminal() && j.kind == "reprotect").and_then(|j| {
         let req: orchestrator::service::JobRequest = serde_json::from_str(&j.request).ok()?;
-        let eta = req.plan.eta_seconds?;
-        let elapsed = now.saturating_sub(j.started_at.unwrap_or(j.created_at)) / 1000;
-        Some((req.plan.bytes_to_move, elapsed, eta.max(1)))
+        let task = j.tasks.iter().find(|t| t.step == "initial-replication")?;
+        let started = task.started_at?;
+        Some(InitialSync {
+            job: j.id.clone(),
+            reported: task.progress.map(|(done, total)| (done, total, task.bytes.max(0) as u64)),
+            elapsed_s: now.saturating_sub(started) / 1000,
+            bytes_to_move: req.plan.bytes_to_move,
+            eta_s: req.plan.eta_seconds,
+        })
     });
     let jobs: Vec<JobRow> = item_jobs.into_iter().map(job_row).collect();
     Ok(Some(ItemDetail {

@@ -68,12 +68,23 @@ pub(crate) fn ItemPage() -> impl IntoView {
                     </div>
                     {(!may).then(|| view! { <p class="why-inline" data-testid="role-note">{denied.clone()}</p> })}
                     {r.active_job.clone().map(|j| view! { <p class="notice">"A job is running on this item: "<a href=format!("/jobs/{j}")>{j.clone()}</a></p> })}
-                    {d.initial_sync.map(|(bytes, elapsed, eta)| {
-                        let pct = (elapsed * 100 / eta).min(99);
+                    {d.initial_sync.clone().map(|sync| {
+                        // Measured progress when the worker has reported it; the dry run's estimate until then.
+                        let (pct, text) = match sync.reported {
+                            Some((done, total, sent)) if total > 0 => {
+                                let rate = done as f64 / sync.elapsed_s.max(1) as f64;
+                                let left = ((total - done.min(total)) as f64 / rate.max(1.0)) as u64;
+                                (done * 100 / total, format!("{} of {} examined, {} sent · about {} left", fmt_bytes(done), fmt_bytes(total), fmt_bytes(sent), fmt_duration(left * 1000)))
+                            }
+                            _ => {
+                                let eta = sync.eta_s.unwrap_or(0).max(1);
+                                ((sync.elapsed_s * 100 / eta).min(99), format!("{} to move · about {} left (estimated from the process server's rate)", fmt_bytes(sync.bytes_to_move), fmt_duration(eta.saturating_sub(sync.elapsed_s) * 1000)))
+                            }
+                        };
                         view! {
                             <section class="panel" data-testid="initial-sync"><h2>"Initial replication"</h2>
-                                <progress max="100" value=pct>{format!("{pct} %")}</progress>
-                                " "{format!("about {pct} % of {} · {} left (estimated from the process server's rate; the job shows the exact bytes when each task ends)", fmt_bytes(bytes), fmt_duration(eta.saturating_sub(elapsed) * 1000))}
+                                <progress max="100" value=pct>{format!("{pct} %")}</progress>" "{format!("{pct} % · {text}")}
+                                <p><a href=format!("/jobs/{}", sync.job)>"Follow the job live"</a></p>
                             </section>
                         }
                     })}

@@ -152,9 +152,20 @@ pub struct ItemDetail {
     pub cloud_vm: Option<(String, String)>,
     /// Process servers for re-protect to the cloud.
     pub cloud_process_servers: Vec<Choice>,
-    /// While a reprotect's initial replication runs: (bytes to move, seconds elapsed, seconds estimated), the
-    /// estimate being the dry run's, from the process server's rate.
-    pub initial_sync: Option<(u64, u64, u64)>,
+    /// While a reprotect's initial replication runs: the progress of its sync (bytes examined, total, bytes
+    /// sent, seconds elapsed) when the worker has reported it, and the dry run's bytes to move and ETA (from the
+    /// process server's rate).
+    pub initial_sync: Option<InitialSync>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InitialSync {
+    pub job: String,
+    /// (examined, total, sent) as last reported by the worker.
+    pub reported: Option<(u64, u64, u64)>,
+    pub elapsed_s: u64,
+    pub bytes_to_move: u64,
+    pub eta_s: Option<u64>,
 }
 
 /// A request's parameters as the dialogs collect them.
@@ -202,6 +213,8 @@ pub struct TaskRow {
     pub finished_at: Option<u64>,
     pub error: Option<String>,
     pub action: Option<String>,
+    /// While it runs: bytes of the disk examined so far, and the total.
+    pub progress: Option<(u64, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

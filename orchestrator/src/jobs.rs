@@ -66,6 +66,19 @@ pub struct Task {
     pub result: Option<String>,
     pub error: Option<String>,
     pub recommended_action: Option<String>,
+    /// While it runs: bytes of the disk examined so far, and the total.
+    #[serde(default)]
+    pub progress: Option<(u64, u64)>,
+}
+
+/// What a running task reports while it works; the worker persists it beside its heartbeat.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskProgress {
+    pub seq: i64,
+    pub done: u64,
+    pub total: u64,
+    /// Bytes sent to the target so far.
+    pub sent: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,7 +286,7 @@ impl JobStore {
         .ok_or_else(|| JobError::NotFound(id.to_owned()))?;
         let tasks = sqlx::query(
             "select seq, name, state, attempts, started_at, finished_at, bytes, result, error, recommended_action, \
-             step from tasks where job_id = ? order by seq",
+             step, progress_done, progress_total from tasks where job_id = ? order by seq",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -291,6 +304,10 @@ impl JobStore {
             result: t.get(7),
             error: t.get(8),
             recommended_action: t.get(9),
+            progress: match (t.get::<Option<i64>, _>(11), t.get::<Option<i64>, _>(12)) {
+                (Some(d), Some(n)) => Some((d as u64, n as u64)),
+                _ => None,
+            },
         })
         .collect();
         Ok(Job {
@@ -386,6 +403,13 @@ impl JobStore {
             .execute(&self.pool)
             .await?;
         self.fenced(lease, r).await
+    }
+
+    /// Records a running task's progress (and the bytes sent so far; the task's result replaces them).
+    pub async fn task_progress(&self, lease: &Lease, p: &TaskProgress) -> Result<(), JobError> {
+        let sql = fenced_task_sql!("progress_done = ?, progress_total = ?, bytes = ?", "('in-progress')");
+        self.fenced_task_update(lease, p.seq, sql, |q| q.bind(p.done as i64).bind(p.total as i64).bind(p.sent as i64))
+            .await
     }
 
     pub async fn start_task(&self, lease: &Lease, seq: i64, now: Millis) -> Result<(), JobError> {

@@ -247,9 +247,9 @@ impl Service {
     /// Claims and runs one job, then moves its item on. Returns whether there was one.
     pub async fn work_once(&self, worker: &str) -> Result<bool, ServiceError> {
         let Some(lease) = self.jobs.claim(worker, (self.clock)(), LEASE_MS).await? else { return Ok(false) };
-        let exec = Workflows { service: self };
-        // Tasks do blocking disk IO; the lease is renewed from a thread of its own meanwhile.
-        let beat = Heartbeat::start(self.jobs.clone(), lease.clone(), self.clock);
+        let exec = Workflows::new(self);
+        // Tasks do blocking disk IO; the lease is renewed (and progress recorded) from a thread of its own meanwhile.
+        let beat = Heartbeat::start(self.jobs.clone(), lease.clone(), self.clock, exec.progress.clone());
         let end = jobs::run_job(&self.jobs, &lease, &exec, &self.clock, LEASE_MS).await;
         beat.stop();
         end?;
@@ -339,7 +339,7 @@ impl Service {
             });
             let consistency =
                 if app { replicator::Consistency::AppConsistent } else { replicator::Consistency::CrashConsistent };
-            let exec = Workflows { service: self };
+            let exec = Workflows::new(self);
             let result = exec.cycle(&pairs, replicator::Mode::Auto, consistency);
             self.estate
                 .update(|doc| {
@@ -392,7 +392,7 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
-    fn start(store: JobStore, lease: jobs::Lease, clock: fn() -> Millis) -> Heartbeat {
+    fn start(store: JobStore, lease: jobs::Lease, clock: fn() -> Millis, progress: ProgressSlot) -> Heartbeat {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -400,13 +400,23 @@ impl Heartbeat {
             .spawn(move || {
                 let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
                 rt.block_on(async {
+                    let mut flushed = None;
                     while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                         if store.heartbeat(&lease, clock(), LEASE_MS).await.is_err() {
                             return; // fenced or finished: the runner finds out at its next write
                         }
-                        for _ in 0..(LEASE_MS / 3 / 100) {
+                        for tick in 0..(LEASE_MS / 3 / 100) {
                             if flag.load(std::sync::atomic::Ordering::Relaxed) {
                                 return;
+                            }
+                            // A few progress writes a second at most, and only when something moved.
+                            let now = progress.lock().ok().and_then(|p| *p);
+                            if tick % 3 == 0 && now.is_some() && now != flushed {
+                                if let Some(p) = now {
+                                    if store.task_progress(&lease, &p).await.is_ok() {
+                                        flushed = now;
+                                    }
+                                }
                             }
                             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         }
@@ -438,8 +448,20 @@ fn outcome(bytes: u64, result: serde_json::Value) -> TaskOutcome {
     TaskOutcome { bytes: bytes as i64, result: result.to_string() }
 }
 
+/// The running task's latest progress, shared by the task (writer) and the heartbeat thread (which persists it).
+type ProgressSlot = std::sync::Arc<std::sync::Mutex<Option<jobs::TaskProgress>>>;
+
 struct Workflows<'a> {
     service: &'a Service,
+    progress: ProgressSlot,
+    /// The task being run, so the replicator's progress is recorded against it.
+    current_task: std::sync::atomic::AtomicI64,
+}
+
+impl<'a> Workflows<'a> {
+    fn new(service: &'a Service) -> Workflows<'a> {
+        Workflows { service, progress: ProgressSlot::default(), current_task: std::sync::atomic::AtomicI64::new(-1) }
+    }
 }
 
 impl Workflows<'_> {
@@ -486,8 +508,23 @@ impl Workflows<'_> {
             pairs.iter().map(|(s, d)| (self.service.estate.path(s), self.service.estate.path(d))).collect();
         let refs: Vec<(&Path, &Path)> = paths.iter().map(|(s, d)| (s.as_path(), d.as_path())).collect();
         let bandwidth = self.service.doc().ok().and_then(|d| d.replication.replication_bytes_per_s);
-        let opts =
-            replicator::SyncOptions { mode, block_size: BLOCK_SIZE, consistency, bandwidth, ..Default::default() };
+        let seq = self.current_task.load(std::sync::atomic::Ordering::Relaxed);
+        let slot = self.progress.clone();
+        let progress: Option<replicator::sync::ProgressFn> = (seq >= 0).then(|| {
+            std::sync::Arc::new(move |p: &replicator::Progress| {
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(jobs::TaskProgress { seq, done: p.done, total: p.total, sent: p.sent });
+                }
+            }) as replicator::sync::ProgressFn
+        });
+        let opts = replicator::SyncOptions {
+            mode,
+            block_size: BLOCK_SIZE,
+            consistency,
+            bandwidth,
+            progress,
+            ..Default::default()
+        };
         let reports = replicator::sync::sync_vm(&refs, &opts).map_err(|e| {
             fail(
                 format!("replication failed: {e}"),
@@ -518,6 +555,7 @@ impl TaskExecutor for Workflows<'_> {
     }
 
     async fn run(&self, job: &Job, task: &Task) -> Result<TaskOutcome, TaskFailure> {
+        self.current_task.store(task.seq, std::sync::atomic::Ordering::Relaxed);
         if let Some(item) = task.step.strip_prefix(PLAN_ITEM_FAILOVER) {
             return self.plan_item_failover(job, item).await;
         }
