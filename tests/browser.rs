@@ -388,7 +388,7 @@ async fn the_article_in_the_browser_with_a_reader_refused() {
     assert!(text(&c, r#"#failover-dialog [data-testid="direction"]"#).await.contains("from Azure → on-premises"));
     let dialog = text(&c, "#failover-dialog").await;
     assert!(dialog.contains("Latest app-consistent") && dialog.contains("Latest processed"), "{dialog}");
-    click(&c, r#"#failover-dialog input[name="point"][value="latest-app-consistent"]"#).await;
+    click(&c, r#"#failover-dialog input[type="radio"][value="latest-app-consistent"]"#).await;
     let confirm = wait_css(&c, r#"#failover-dialog [data-testid="confirm"]"#, 5).await;
     assert!(!confirm.is_enabled().await.unwrap(), "failover needs the acknowledgement and a reason first");
     click(&c, r#"#failover-dialog [data-testid="ack"]"#).await;
@@ -400,6 +400,19 @@ async fn the_article_in_the_browser_with_a_reader_refused() {
     let job = api(&portal, "GET", &format!("jobs/{failover_job}"), Value::Null).await;
     assert_eq!(job["job"]["kind"], "failover");
     assert!(job["job"]["request"].as_str().unwrap().contains("latest-app-consistent"), "{job}");
+
+    // Before commit, the recovery point can still change (the same dialog, another operation).
+    goto(&c, &portal.url, "/replicated-items/web01").await;
+    click(&c, r#"button[data-op="change-recovery-point"]"#).await;
+    wait_css(&c, "#change-recovery-point-dialog[open]", 10).await;
+    click(&c, r#"#change-recovery-point-dialog input[type="radio"][value="latest-processed"]"#).await;
+    click(&c, r#"#change-recovery-point-dialog [data-testid="ack"]"#).await;
+    type_into(&c, r#"#change-recovery-point-dialog textarea[name="reason"]"#, "app team wants the newest point").await;
+    click(&c, r#"#change-recovery-point-dialog [data-testid="confirm"]"#).await;
+    wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
+    let (change_job, _) = watch_job(&c).await;
+    let job = api(&portal, "GET", &format!("jobs/{change_job}"), Value::Null).await;
+    assert_eq!(job["job"]["kind"], "change-recovery-point", "{job}");
 
     // Commit names what it deletes.
     goto(&c, &portal.url, "/replicated-items/web01").await;

@@ -267,3 +267,19 @@ fn users_cli_creates_accounts_and_refuses_bad_input() {
     let out = run_homeward(&["users", "list", "--data-dir", d]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alice\toperator");
 }
+
+/// A revoked account's API token stops working at once; a new one works again.
+#[tokio::test]
+async fn a_revoked_token_is_refused() {
+    let portal = Portal::start(&[]);
+    let token = portal.add_user("olga", "operator");
+    let c = common::client_with_token(&token);
+    let url = format!("{}api/v1/me", portal.url);
+    assert_eq!(c.get(&url).send().await.unwrap().status().as_u16(), 200);
+    let out = run_homeward(&["users", "revoke", "olga", "--data-dir", portal.data_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "olga: 0 session(s) ended, 1 API token(s) deleted");
+    assert_eq!(c.get(&url).send().await.unwrap().status().as_u16(), 401);
+    let again = common::client_with_token(&common::token_for(&portal.data_dir, "olga"));
+    assert_eq!(again.get(&url).send().await.unwrap().status().as_u16(), 200);
+}

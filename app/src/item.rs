@@ -19,9 +19,10 @@ pub(crate) fn ItemPage() -> impl IntoView {
     let id = Memo::new(move |_| params.read().get("id").unwrap_or_default());
     let item = Resource::new(move || id.get(), data::get_item);
     let action = query_param("action");
-    let dialogs: [(&'static str, RwSignal<bool>); 5] = [
+    let dialogs: [(&'static str, RwSignal<bool>); 6] = [
         ("reprotect", RwSignal::new(false)),
         ("failover", RwSignal::new(false)),
+        ("change-recovery-point", RwSignal::new(false)),
         ("commit", RwSignal::new(false)),
         ("cancel-failover", RwSignal::new(false)),
         ("reprotect-to-cloud", RwSignal::new(false)),
@@ -51,7 +52,7 @@ pub(crate) fn ItemPage() -> impl IntoView {
                 Ok(view! {
                     <h1>{r.name.clone()}" "<small>{words(&r.state)}</small></h1>
                     <div class="toolbar" role="toolbar" aria-label="Operations" data-testid="item-toolbar">
-                        {["reprotect", "failover", "commit", "cancel-failover", "reprotect-to-cloud"].into_iter().map(|op| {
+                        {["reprotect", "failover", "change-recovery-point", "commit", "cancel-failover", "reprotect-to-cloud"].into_iter().map(|op| {
                             let why: Vec<Refused> = r.refused.iter().filter(|x| x.operation == op).cloned().collect();
                             let open = open_of(op);
                             if !why.is_empty() {
@@ -116,7 +117,8 @@ pub(crate) fn ItemPage() -> impl IntoView {
                     </section>
                     <section class="panel"><h2>"Jobs"</h2>{job_table(d.jobs.clone())}<p><a href=format!("/jobs?item={}", r.id)>"All jobs of this item"</a></p></section>
                     <ReprotectWizard open=open_of("reprotect") d=d.clone()/>
-                    <FailoverDialog open=open_of("failover") d=d.clone()/>
+                    <FailoverDialog open=open_of("failover") d=d.clone() op="failover"/>
+                    <FailoverDialog open=open_of("change-recovery-point") d=d.clone() op="change-recovery-point"/>
                     <ConfirmDialog open=open_of("commit") d=d.clone() op="commit" title="Commit failback"
                         warning=match &d.cloud_vm {
                             Some((vm, rg)) => format!("Commit deletes the cloud VM {vm} in resource group {rg}, with its disks, in Azure (R-W3). It cannot be undone. Afterwards {} runs only on-premises, unprotected until you re-protect it to Azure.", r.name),
@@ -262,9 +264,11 @@ fn ReprotectWizard(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
 }
 
 /// R-W2: the direction spelled out, the recovery point with its time and data-loss window (R-RP4), the
-/// acknowledgement that the cloud VM shuts down, and the reason.
+/// acknowledgement that the cloud VM shuts down, and the reason. The same dialog changes the recovery point of a
+/// failback that is not committed yet.
 #[component]
-fn FailoverDialog(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
+fn FailoverDialog(open: RwSignal<bool>, d: ItemDetail, op: &'static str) -> impl IntoView {
+    let change = op == "change-recovery-point";
     let choice = RwSignal::new("latest-processed".to_owned());
     let specific = RwSignal::new(String::new());
     let ack = RwSignal::new(false);
@@ -286,15 +290,16 @@ fn FailoverDialog(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
         .unwrap_or_else(|| "the cloud VM".into());
     let point = move || if choice.get() == "specific" { specific.get() } else { choice.get() };
     view! {
-        <Modal open=open title=format!("Confirm failover: {}", d.row.name) id="failover-dialog">
-            <p class="direction" data-testid="direction">"Failover direction: "<strong>"from Azure → on-premises"</strong>" (unplanned failover of the failback)."</p>
+        <Modal open=open title=format!("{}: {}", if change { "Change recovery point" } else { "Confirm failover" }, d.row.name) id=format!("{op}-dialog")>
+            <p class="direction" data-testid="direction">"Failover direction: "<strong>"from Azure → on-premises"</strong>
+                {if change { " (the failback is not committed yet: the on-premises VM restarts from another point)." } else { " (unplanned failover of the failback)." }}</p>
             <fieldset>
                 <legend>"Recovery point"</legend>
                 {d.choices.iter().map(|c| {
                     let (v, v2) = (c.choice.clone(), c.choice.clone());
                     view! {
                         <label class="choice">
-                            <input type="radio" name="point" value=c.choice.clone() prop:checked=move || choice.get() == v on:change=move |_| choice.set(v2.clone())/>
+                            <input type="radio" name=format!("{op}-point") value=c.choice.clone() prop:checked=move || choice.get() == v on:change=move |_| choice.set(v2.clone())/>
                             <strong>{c.label.clone()}</strong>
                             {c.point.clone().map(|p| view! { <span class="muted">{format!(" · {} · {}", fmt_time(p.time), words(&p.kind))}</span>{if p.data_loss_ms == 0 { view! { <span>" · no data lost against the latest point"</span> }.into_any() } else { view! { <span class="loss">{format!(" · loses the last {}", fmt_duration(p.data_loss_ms))}</span> }.into_any() }} })}
                             <div class="muted small">{c.note.clone()}</div>
@@ -305,7 +310,7 @@ fn FailoverDialog(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
                     let pts = points.clone();
                     view! {
                         <label class="choice">
-                            <input type="radio" name="point" value="specific" prop:checked=move || choice.get() == "specific" on:change=move |_| choice.set("specific".into())/>
+                            <input type="radio" name=format!("{op}-point") value="specific" prop:checked=move || choice.get() == "specific" on:change=move |_| choice.set("specific".into())/>
                             <strong>"A specific point"</strong>
                             <select aria-label="Recovery point" on:change=move |ev| { specific.set(event_target_value(&ev)); choice.set("specific".into()); }>
                                 <option value="">"choose…"</option>
@@ -316,15 +321,19 @@ fn FailoverDialog(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
                 })}
             </fieldset>
             <label class="check"><input type="checkbox" data-testid="ack" prop:checked=move || ack.get() on:change=move |ev| ack.set(event_target_checked(&ev))/>
-                {format!(" I understand that {cloud} will be shut down, and that the on-premises VM starts from the chosen recovery point.")}</label>
+                {if change {
+                    " I understand that the on-premises VM restarts from the chosen recovery point and loses what it wrote since the failback.".to_owned()
+                } else {
+                    format!(" I understand that {cloud} will be shut down, and that the on-premises VM starts from the chosen recovery point.")
+                }}</label>
             {reason_field(reason)}
             {move || act.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
             <div class="actions">
                 <button type="button" on:click=move |_| open.set(false)>"Cancel"</button>
                 <button type="button" class="primary danger" data-testid="confirm"
                     disabled=move || !ack.get() || reason.get().trim().is_empty() || point().is_empty() || act.pending().get()
-                    on:click=move |_| { act.dispatch(StartAction { id: id.clone(), op: "failover".into(), input: ActionInput { point: Some(point()), ..ActionInput::default() }, reason: reason.get(), key: key.get() }); }>
-                    {move || if act.pending().get() { "Starting…" } else { "Fail over" }}
+                    on:click=move |_| { act.dispatch(StartAction { id: id.clone(), op: op.into(), input: ActionInput { point: Some(point()), ..ActionInput::default() }, reason: reason.get(), key: key.get() }); }>
+                    {move || if act.pending().get() { "Starting…" } else if change { "Change the recovery point" } else { "Fail over" }}
                 </button>
             </div>
         </Modal>

@@ -166,7 +166,7 @@ fn sort_link(label: &'static str, key: &'static str, sort: &str, desc: bool) -> 
 pub(crate) fn ops_menu(r: &ItemRow, me: Option<&Me>) -> impl IntoView {
     let may = me.is_some_and(|m| m.may_operate);
     let denied = me.and_then(|m| m.operate_denied.clone()).unwrap_or_default();
-    let ops = ["reprotect", "failover", "commit", "cancel-failover", "reprotect-to-cloud"];
+    let ops = ["reprotect", "failover", "change-recovery-point", "commit", "cancel-failover", "reprotect-to-cloud"];
     let id = r.id.clone();
     view! {
         <details class="row-menu">

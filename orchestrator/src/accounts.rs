@@ -236,6 +236,17 @@ impl Accounts {
         row.as_ref().map(user_from).transpose()
     }
 
+    /// Ends every session and deletes every API token of `name` (a lost laptop, a person who left). Returns how
+    /// many of each were removed.
+    pub async fn revoke(&self, name: &str) -> Result<(u64, u64), AccountError> {
+        let (user, _) = self.user_by_name(name).await?.ok_or_else(|| AccountError::UnknownUser(name.to_owned()))?;
+        let mut tx = self.pool.begin().await?;
+        let s = sqlx::query("delete from sessions where user_id = ?").bind(user.id).execute(&mut *tx).await?;
+        let t = sqlx::query("delete from api_tokens where user_id = ?").bind(user.id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok((s.rows_affected(), t.rows_affected()))
+    }
+
     pub async fn audit(&self, e: &AuditEntry) -> Result<(), AccountError> {
         sqlx::query(
             "insert into audit (at, user_name, role, action, target, reason, job_id, outcome, detail) \

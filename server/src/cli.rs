@@ -82,6 +82,12 @@ pub enum UsersCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Sign an account out everywhere: end its sessions and delete its API tokens.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// List the accounts and their roles.
     List {
         #[command(flatten)]

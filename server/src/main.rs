@@ -86,7 +86,10 @@ fn users(cmd: cli::UsersCommand) -> ExitCode {
         return ExitCode::from(1);
     };
     let db = match &cmd {
-        UsersCommand::Add { db, .. } | UsersCommand::Token { db, .. } | UsersCommand::List { db } => db,
+        UsersCommand::Add { db, .. }
+        | UsersCommand::Token { db, .. }
+        | UsersCommand::Revoke { db, .. }
+        | UsersCommand::List { db } => db,
     };
     let result: Result<(), String> = rt.block_on(async {
         let pool = db::open(db.database_url.as_ref(), &db.data_dir).await.map_err(|e| e.to_string())?;
@@ -104,6 +107,10 @@ fn users(cmd: cli::UsersCommand) -> ExitCode {
             }
             UsersCommand::Token { name, label, .. } => {
                 println!("{}", accounts.create_token(name, label, now).await.map_err(|e| e.to_string())?);
+            }
+            UsersCommand::Revoke { name, .. } => {
+                let (sessions, tokens) = accounts.revoke(name).await.map_err(|e| e.to_string())?;
+                println!("{name}: {sessions} session(s) ended, {tokens} API token(s) deleted");
             }
             UsersCommand::List { .. } => {
                 for u in accounts.users().await.map_err(|e| e.to_string())? {
