@@ -37,9 +37,7 @@ pub(crate) mod server {
         use_context::<http::request::Parts>().and_then(|p| p.extensions.get::<User>().cloned())
     }
 
-    pub fn words<T: serde::Serialize>(v: &T) -> String {
-        serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-    }
+    pub use orchestrator::domain::wire_name as words;
 
     pub fn internal(e: impl std::fmt::Display) -> ServerFnError {
         ServerFnError::new(format!("{e}. Check the server log."))
@@ -164,18 +162,28 @@ pub(crate) mod server {
     /// Process servers that can send data to Azure (on-premises ones), the others disabled with R-W4.
     pub fn cloud_process_servers() -> Result<Vec<Choice>, ServerFnError> {
         let doc = service()?.doc().map_err(internal)?;
-        Ok(doc
-            .inventory
-            .process_servers
+        Ok(process_server_choices(&doc.inventory.process_servers, orchestrator::rules::r_w4_process_server_on_premises))
+    }
+
+    /// Every process server, disabled with the refusal of `rule` (R-W1 for reprotect, R-W4 for re-protect).
+    pub fn process_server_choices(
+        servers: &[orchestrator::domain::ProcessServer],
+        rule: fn(&orchestrator::domain::ProcessServer) -> orchestrator::rules::Check,
+    ) -> Vec<Choice> {
+        servers
             .iter()
             .map(|p| Choice {
                 id: p.id.clone(),
                 label: format!("{} ({}, {} MiB/s)", p.id, site(p.site), p.bandwidth_bytes_per_s >> 20),
-                disabled: (p.site != Site::Primary)
-                    .then(|| "R-W4: re-protect sends data from an on-premises process server.".to_owned()),
+                disabled: refused(rule(p)),
                 reach: vec![],
             })
-            .collect())
+            .collect()
+    }
+
+    /// A check's refusal as the wizard shows it: rule, sentence, what to do.
+    pub fn refused(check: orchestrator::rules::Check) -> Option<String> {
+        check.err().map(|r| format!("{}: {} {}", r.rule, r.message, r.recommended_action))
     }
 
     pub fn point_row(p: &orchestrator::domain::RecoveryPoint, latest: u64) -> PointRow {
@@ -257,7 +265,6 @@ pub async fn list_items(
 
 #[server(endpoint = "portal/item", input = leptos::server_fn::codec::GetUrl)]
 pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
-    use orchestrator::domain::{OsFamily, Site};
     use orchestrator::estate::EstateError;
     use orchestrator::lifecycle;
     use orchestrator::service::ServiceError;
@@ -337,46 +344,34 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
 
     let location = lifecycle::location_for(&item);
     let alternate = location == lifecycle::Location::Alternate;
-    let want_os = if matches!(item.os.family, OsFamily::Windows) { OsFamily::Windows } else { OsFamily::Linux };
+    // The wizard offers what the rules allow; a disabled choice carries the refusal the dry run would give.
+    use orchestrator::rules;
     let master_targets = inv
         .master_targets
         .iter()
-        .filter(|m| m.os == want_os)
+        .filter(|m| rules::r_w1_master_target_matches_os(&item, m).is_ok())
         .map(|m| Choice {
             id: m.id.clone(),
             label: format!("{} ({} on {})", m.id, words(&m.os), m.host),
-            disabled: (m.snapshots > 0)
-                .then(|| format!("R-C2: has {} snapshot(s); delete them before failback.", m.snapshots)),
+            disabled: refused(rules::r_c2_master_target_has_no_snapshots(m)),
             reach: vec![m.host.clone()],
         })
         .collect();
-    let ps = |want: Site, rule: &str| -> Vec<Choice> {
-        inv.process_servers
-            .iter()
-            .map(|p| Choice {
-                id: p.id.clone(),
-                label: format!("{} ({}, {} MiB/s)", p.id, site(p.site), p.bandwidth_bytes_per_s >> 20),
-                disabled: (p.site != want).then(|| format!("{rule}: the process server must be in {}.", site(want))),
-                reach: vec![],
-            })
-            .collect()
-    };
     let datastores = inv
         .datastores
         .iter()
         .map(|d| {
-            let kind = words(&d.kind);
-            let disabled = if alternate && kind != "vmfs" {
-                Some(format!("R-L9: alternate location needs a VMFS datastore; {} is {}.", d.id, kind.to_uppercase()))
-            } else if d.free_bytes == 0 {
-                Some(format!("{} has no free space.", d.id))
-            } else {
-                None
-            };
+            let check = rules::datastore_has_room(d, if alternate { item.disk_bytes } else { 0 }).and_then(|()| {
+                if alternate {
+                    rules::r_l9_alternate_location_needs_vmfs(d)
+                } else {
+                    Ok(())
+                }
+            });
             Choice {
                 id: d.id.clone(),
-                label: format!("{} ({}, {} GiB free)", d.id, kind.to_uppercase(), d.free_bytes >> 30),
-                disabled,
+                label: format!("{} ({}, {} GiB free)", d.id, words(&d.kind).to_uppercase(), d.free_bytes >> 30),
+                disabled: refused(check),
                 reach: d.hosts.clone(),
             }
         })
@@ -384,7 +379,7 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
     let reprotect = ReprotectOptions {
         location: words(&location),
         master_targets,
-        process_servers: ps(Site::Recovery, "R-W1"),
+        process_servers: process_server_choices(&inv.process_servers, rules::r_w1_process_server_in_recovery),
         datastores,
         master_target_hosts: inv.master_targets.iter().map(|m| (m.id.clone(), m.host.clone())).collect(),
     };

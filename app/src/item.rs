@@ -8,7 +8,7 @@ use leptos_router::hooks::{use_navigate, use_params_map};
 use crate::actions::{DryRun, ReprotectMany, StartAction};
 use crate::data;
 use crate::model::*;
-use crate::pages::{job_table, op_label};
+use crate::pages::{job_table, op_label, why_not};
 use crate::ui::*;
 use crate::MeResource;
 
@@ -53,17 +53,13 @@ pub(crate) fn ItemPage() -> impl IntoView {
                     <h1>{r.name.clone()}" "<small>{words(&r.state)}</small></h1>
                     <div class="toolbar" role="toolbar" aria-label="Operations" data-testid="item-toolbar">
                         {["reprotect", "failover", "change-recovery-point", "commit", "cancel-failover", "reprotect-to-cloud"].into_iter().map(|op| {
-                            let why: Vec<Refused> = r.refused.iter().filter(|x| x.operation == op).cloned().collect();
                             let open = open_of(op);
-                            if !why.is_empty() {
-                                let tip = why.iter().map(|w| format!("{}: {} {}", w.rule, w.message, w.action)).collect::<Vec<_>>().join("\n");
-                                let shown = tip.clone();
-                                view! { <span class="op-wrap"><button type="button" disabled=true data-op=op title=tip aria-describedby=format!("why-{op}")>{op_label(op)}</button><span class="tooltip" role="tooltip" id=format!("why-{op}")>{shown}</span></span> }.into_any()
-                            } else if !may {
-                                let (t, shown) = (denied.clone(), denied.clone());
-                                view! { <span class="op-wrap"><button type="button" disabled=true data-op=op title=t aria-describedby=format!("why-{op}")>{op_label(op)}</button><span class="tooltip" role="tooltip" id=format!("why-{op}")>{shown}</span></span> }.into_any()
-                            } else {
-                                view! { <button type="button" class="primary" data-op=op on:click=move |_| open.set(true)>{op_label(op)}</button> }.into_any()
+                            match why_not(&r, op, me.as_ref()) {
+                                Some(tip) => {
+                                    let shown = tip.clone();
+                                    view! { <span class="op-wrap"><button type="button" disabled=true data-op=op title=tip aria-describedby=format!("why-{op}")>{op_label(op)}</button><span class="tooltip" role="tooltip" id=format!("why-{op}")>{shown}</span></span> }.into_any()
+                                }
+                                None => view! { <button type="button" class="primary" data-op=op on:click=move |_| open.set(true)>{op_label(op)}</button> }.into_any(),
                             }
                         }).collect_view()}
                     </div>

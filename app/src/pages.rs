@@ -164,8 +164,6 @@ fn sort_link(label: &'static str, key: &'static str, sort: &str, desc: bool) -> 
 /// The operations menu of one row: allowed ones as links that open the dialog on the item page; the others
 /// disabled with why not (rule, sentence, what to do).
 pub(crate) fn ops_menu(r: &ItemRow, me: Option<&Me>) -> impl IntoView {
-    let may = me.is_some_and(|m| m.may_operate);
-    let denied = me.and_then(|m| m.operate_denied.clone()).unwrap_or_default();
     let ops = ["reprotect", "failover", "change-recovery-point", "commit", "cancel-failover", "reprotect-to-cloud"];
     let id = r.id.clone();
     view! {
@@ -173,21 +171,36 @@ pub(crate) fn ops_menu(r: &ItemRow, me: Option<&Me>) -> impl IntoView {
             <summary aria-label=format!("Operations for {}", r.name)>"⋯"</summary>
             <ul role="menu">
                 {ops.into_iter().map(|op| {
-                    let why: Vec<Refused> = r.refused.iter().filter(|x| x.operation == op).cloned().collect();
                     let label = op_label(op);
-                    if !why.is_empty() {
-                        let tip = why.iter().map(|w| format!("{}: {} {}", w.rule, w.message, w.action)).collect::<Vec<_>>().join("\n");
-                        let shown = tip.clone();
-                        view! { <li role="menuitem" aria-disabled="true" class="disabled" title=tip>{label}<span class="why">{shown}</span></li> }.into_any()
-                    } else if !may {
-                        let (t, shown) = (denied.clone(), denied.clone());
-                        view! { <li role="menuitem" aria-disabled="true" class="disabled" title=t>{label}<span class="why">{shown}</span></li> }.into_any()
-                    } else {
-                        view! { <li role="menuitem"><a href=format!("/replicated-items/{id}?action={op}")>{label}</a></li> }.into_any()
+                    match why_not(r, op, me) {
+                        Some(tip) => {
+                            let shown = tip.clone();
+                            view! { <li role="menuitem" aria-disabled="true" class="disabled" title=tip>{label}<span class="why">{shown}</span></li> }.into_any()
+                        }
+                        None => view! { <li role="menuitem"><a href=format!("/replicated-items/{id}?action={op}")>{label}</a></li> }.into_any(),
                     }
                 }).collect_view()}
             </ul>
         </details>
+    }
+}
+
+/// Why `op` is not offered on this row to this person: the rules' refusals (rule, sentence, what to do), else the
+/// role's; `None` when it is offered. The row menu and the item page's toolbar both show this text.
+pub(crate) fn why_not(r: &ItemRow, op: &str, me: Option<&Me>) -> Option<String> {
+    let rules: Vec<String> = r
+        .refused
+        .iter()
+        .filter(|x| x.operation == op)
+        .map(|w| format!("{}: {} {}", w.rule, w.message, w.action))
+        .collect();
+    if !rules.is_empty() {
+        return Some(rules.join("\n"));
+    }
+    match me {
+        Some(m) if m.may_operate => None,
+        Some(m) => Some(m.operate_denied.clone().unwrap_or_default()),
+        None => Some("Sign in to act on replicated items.".into()),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::access::{Denied, Permission};
 use crate::accounts::{Accounts, AuditEntry, User};
+use crate::domain::wire_name as words;
 use crate::jobs::{Job, JobAction, JobState};
 use crate::lifecycle::{Operation, Request};
 use crate::points::PointChoice;
@@ -20,10 +21,6 @@ pub struct Actor<'a> {
     pub user: &'a User,
     pub accounts: &'a Accounts,
     pub service: &'a Service,
-}
-
-fn words<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 impl Actor<'_> {

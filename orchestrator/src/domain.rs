@@ -7,6 +7,12 @@ pub type Millis = u64;
 
 pub const MINUTE: Millis = 60_000;
 
+/// The name a unit enum variant has on the wire (its serde name, e.g. `protected-to-primary`); empty for values
+/// that do not serialise to a string.
+pub fn wire_name<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OsFamily {

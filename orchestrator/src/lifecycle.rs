@@ -257,7 +257,7 @@ pub enum Step {
 
 impl Step {
     pub fn code(self) -> String {
-        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+        wire_name(&self)
     }
     pub fn parse(code: &str) -> Option<Step> {
         serde_json::from_value(serde_json::Value::String(code.to_owned())).ok()
