@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{run_homeward, Portal};
+use common::{engine, run_homeward, Portal};
 
 async fn get(c: &reqwest::Client, url: &str) -> (u16, String, String) {
     let resp = c.get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
@@ -13,16 +13,32 @@ async fn get(c: &reqwest::Client, url: &str) -> (u16, String, String) {
 }
 
 #[tokio::test]
-async fn serve_creates_the_database_and_healthz_reports_the_schema_version() {
-    let portal = Portal::start(&[]);
-    assert!(portal.data_dir.join("homeward.db").is_file(), "database file created in the data dir");
+async fn serve_creates_the_database_and_healthz_reports_the_schema_version_and_the_workers() {
+    let portal = Portal::start(&["--workers", "3"]);
+    if engine().0 == "sqlite" {
+        assert!(portal.data_dir.join("homeward.db").is_file(), "database file created in the data dir");
+    }
     let (status, ctype, body) = get(&reqwest::Client::new(), &format!("{}healthz", portal.url)).await;
     assert_eq!(status, 200, "{body}");
     assert!(ctype.starts_with("application/json"), "{ctype}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"], "ok");
-    assert_eq!(v["database"], "sqlite");
-    assert!(v["schema_version"].as_i64().unwrap() >= 1, "{v}");
+    assert_eq!(v["database"], engine().0);
+    assert!(v["schema_version"].as_i64().unwrap() >= 6, "{v}");
+    let workers = v["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 3, "{v}");
+    assert!(workers.iter().all(|w| w["alive"] == true), "{v}");
+    // Worker ids are node/boot/worker: unique across nodes, the node part kept in the data dir.
+    let node = std::fs::read_to_string(portal.data_dir.join("node-id")).unwrap();
+    assert_eq!(v["node"], node.trim());
+    assert!(workers[0]["id"].as_str().unwrap().starts_with(&format!("{}/", node.trim())), "{v}");
+}
+
+#[tokio::test]
+async fn a_second_process_on_the_same_data_dir_is_refused_with_one_line() {
+    let portal = Portal::start(&[]);
+    let out = run_homeward(&["serve", "--listen", "127.0.0.1:0", "--data-dir", portal.data_dir.to_str().unwrap()]);
+    assert_one_line_usage_error(&out, "another homeward process is running on the data dir");
 }
 
 #[tokio::test]
@@ -58,13 +74,13 @@ async fn pages_are_server_rendered_with_the_vault_name_and_the_hydration_script(
 }
 
 #[tokio::test]
-async fn the_vault_server_function_reads_from_sqlite() {
+async fn the_vault_server_function_reads_from_the_database() {
     let portal = Portal::start(&["--vault-name", "fabrikam"]);
     let (status, _, body) = get(&portal.http, &format!("{}api/vault/summary", portal.url)).await;
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["name"], "fabrikam");
-    assert_eq!(v["database"], "SQLite");
+    assert_eq!(v["database"], engine().1);
     assert!(v["schema_version"].as_i64().unwrap() >= 1);
 }
 
@@ -107,18 +123,55 @@ fn an_unusable_data_dir_is_one_line_and_exit_2() {
 }
 
 #[test]
-fn a_postgres_url_is_refused_until_scale_out_lands() {
+fn an_unreachable_or_wrong_database_url_is_one_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run_homeward(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--database-url",
-        "postgres://localhost/homeward",
-    ]);
-    assert_one_line_usage_error(&out, "PostgreSQL");
+    let port = common::free_port(); // nothing listens there
+    for (url, needle) in [
+        (format!("postgres://homeward:s3cret@127.0.0.1:{port}/homeward"), "cannot open the database"),
+        ("mysql://127.0.0.1/homeward".to_owned(), "--database-url"),
+    ] {
+        let out = run_homeward(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--database-url",
+            &url,
+        ]);
+        assert_one_line_usage_error(&out, needle);
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("s3cret"), "the password is never printed");
+    }
+}
+
+#[tokio::test]
+async fn serve_runs_on_postgresql_with_the_same_migrations() {
+    let portal = Portal::start_on_postgres(&[]);
+    let (status, _, body) = get(&reqwest::Client::new(), &format!("{}healthz", portal.url)).await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["database"], "postgresql", "{v}");
+    assert!(!portal.data_dir.join("homeward.db").exists(), "no SQLite file beside a PostgreSQL vault");
+    // Accounts, tokens and jobs live there: an action through the API starts a job on PostgreSQL.
+    let (s, body) = post_json(
+        &portal,
+        "api/v1/items/web01/reprotect?dry_run=true",
+        r#"{"master_target":"mt-win-01","process_server":"ps-azure-01"}"#,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+}
+
+async fn post_json(portal: &Portal, path: &str, body: &str) -> (u16, String) {
+    let r = portal
+        .http
+        .post(format!("{}{path}", portal.url))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
 }
 
 #[test]
@@ -244,7 +297,9 @@ async fn sign_in_sessions_roles_and_csrf() {
     assert!(has("olga", "reprotect", "started") && has("olga", "faults", "denied"), "{log}");
     let started = entries.iter().find(|e| e["user_name"] == "olga" && e["outcome"] == "started").unwrap();
     assert_eq!(started["reason"], "test");
-    assert!(started["job_id"].as_str().is_some_and(|j| j.starts_with("job-")));
+    // Job ids are UUIDv7: unique across nodes, ordered by time.
+    let id = started["job_id"].as_str().unwrap();
+    assert!(id.len() == 36 && id.as_bytes()[14] == b'7', "{id}");
 }
 
 #[test]

@@ -20,7 +20,7 @@ pub struct VaultSummary {
 #[cfg(feature = "ssr")]
 #[derive(Clone, Debug)]
 pub struct ServerContext {
-    pub pool: sqlx::SqlitePool,
+    pub db: orchestrator::db::Db,
     /// The orchestration runtime: items, jobs, the estate.
     pub service: std::sync::Arc<orchestrator::service::Service>,
     /// Accounts and the audit log.
@@ -32,24 +32,20 @@ pub struct ServerContext {
 pub async fn get_vault_summary() -> Result<VaultSummary, ServerFnError> {
     let ctx = use_context::<ServerContext>()
         .ok_or_else(|| ServerFnError::new("the server did not provide its database context"))?;
-    read_summary(&ctx.pool).await.map_err(|e| {
+    read_summary(&ctx.db).await.map_err(|e| {
         tracing::error!(error = %e, "reading the vault summary failed");
         ServerFnError::new(format!("Could not read the vault from the database ({e}). Check the server log."))
     })
 }
 
 #[cfg(feature = "ssr")]
-pub async fn read_summary(pool: &sqlx::SqlitePool) -> Result<VaultSummary, sqlx::Error> {
-    let (name, created_at): (String, String) =
-        sqlx::query_as("select name, created_at from vault where id = 1").fetch_one(pool).await?;
-    let schema_version = schema_version(pool).await?;
-    Ok(VaultSummary { name, created_at, schema_version, database: "SQLite".into() })
-}
-
-/// Newest successfully applied migration, 0 before any.
-#[cfg(feature = "ssr")]
-pub async fn schema_version(pool: &sqlx::SqlitePool) -> Result<i64, sqlx::Error> {
-    let (v,): (Option<i64>,) =
-        sqlx::query_as("select max(version) from _sqlx_migrations where success").fetch_one(pool).await?;
-    Ok(v.unwrap_or(0))
+pub async fn read_summary(db: &orchestrator::db::Db) -> Result<VaultSummary, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Vault {
+        name: String,
+        created_at: String,
+    }
+    let v: Vault = sqlx::query_as("select name, created_at from vault where id = 1").fetch_one(&db.pool).await?;
+    let schema_version = db.applied_version().await?.unwrap_or(0);
+    Ok(VaultSummary { name: v.name, created_at: v.created_at, schema_version, database: db.backend.title().into() })
 }

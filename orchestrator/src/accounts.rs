@@ -8,9 +8,10 @@ use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
 
 use crate::access::Role;
+use crate::db::{self, Db, Unique};
 use crate::domain::Millis;
 
 /// How long a browser session lasts without signing in again: one working shift.
@@ -90,7 +91,7 @@ fn verify(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
-fn user_from(row: &sqlx::sqlite::SqliteRow) -> Result<User, AccountError> {
+fn user_from(row: &sqlx::any::AnyRow) -> Result<User, AccountError> {
     let role: String = row.try_get("role")?;
     Ok(User {
         id: row.try_get("id")?,
@@ -102,12 +103,12 @@ fn user_from(row: &sqlx::sqlite::SqliteRow) -> Result<User, AccountError> {
 
 #[derive(Clone, Debug)]
 pub struct Accounts {
-    pub pool: SqlitePool,
+    pub db: Db,
 }
 
 impl Accounts {
-    pub fn new(pool: SqlitePool) -> Accounts {
-        Accounts { pool }
+    pub fn new(db: Db) -> Accounts {
+        Accounts { db }
     }
 
     /// Creates a local account. Hashing takes tens of milliseconds of CPU, so it runs off the async threads.
@@ -117,18 +118,18 @@ impl Accounts {
         let phc = tokio::task::spawn_blocking(move || hash_password(&pw))
             .await
             .map_err(|e| AccountError::Hash(e.to_string()))??;
-        let res = sqlx::query("insert into users (name, role, password_hash, created_at) values (?, ?, ?, ?)")
-            .bind(&name)
-            .bind(role.as_str())
-            .bind(&phc)
-            .bind(now as i64)
-            .execute(&self.pool)
-            .await;
+        let res: Result<i64, _> = sqlx::query_scalar(
+            "insert into users (name, role, password_hash, created_at) values ($1, $2, $3, $4) returning id",
+        )
+        .bind(&name)
+        .bind(role.as_str())
+        .bind(&phc)
+        .bind(now as i64)
+        .fetch_one(&self.db.pool)
+        .await;
         match res {
-            Ok(r) => Ok(User { id: r.last_insert_rowid(), name, role }),
-            Err(e) if e.as_database_error().is_some_and(|d| d.message().contains("users.name")) => {
-                Err(AccountError::NameTaken(name))
-            }
+            Ok(id) => Ok(User { id, name, role }),
+            Err(e) if db::unique_violation(&e) == Some(Unique::UserName) => Err(AccountError::NameTaken(name)),
             Err(e) => Err(e.into()),
         }
     }
@@ -136,7 +137,7 @@ impl Accounts {
     /// On a vault without accounts, creates `admin` (Administrator) with `password` or a generated one, which is
     /// returned so the first start can print it once. `None` when accounts exist already.
     pub async fn ensure_admin(&self, password: Option<String>, now: Millis) -> Result<Option<String>, AccountError> {
-        let (n,): (i64,) = sqlx::query_as("select count(*) from users").fetch_one(&self.pool).await?;
+        let n: i64 = sqlx::query_scalar("select count(*) from users").fetch_one(&self.db.pool).await?;
         if n > 0 {
             return Ok(None);
         }
@@ -146,14 +147,14 @@ impl Accounts {
     }
 
     pub async fn users(&self) -> Result<Vec<User>, AccountError> {
-        let rows = sqlx::query("select id, name, role from users order by name").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("select id, name, role from users order by name").fetch_all(&self.db.pool).await?;
         rows.iter().map(user_from).collect()
     }
 
     async fn user_by_name(&self, name: &str) -> Result<Option<(User, String)>, AccountError> {
-        let row = sqlx::query("select id, name, role, password_hash from users where name = ?")
+        let row = sqlx::query("select id, name, role, password_hash from users where name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db.pool)
             .await?;
         row.map(|r| Ok((user_from(&r)?, r.try_get("password_hash")?))).transpose()
     }
@@ -176,13 +177,13 @@ impl Accounts {
     /// Starts a browser session; returns the token for the cookie.
     pub async fn create_session(&self, user: &User, now: Millis) -> Result<String, AccountError> {
         let token = random_secret();
-        sqlx::query("delete from sessions where expires_at <= ?").bind(now as i64).execute(&self.pool).await?;
-        sqlx::query("insert into sessions (token_hash, user_id, created_at, expires_at) values (?, ?, ?, ?)")
+        sqlx::query("delete from sessions where expires_at <= $1").bind(now as i64).execute(&self.db.pool).await?;
+        sqlx::query("insert into sessions (token_hash, user_id, created_at, expires_at) values ($1, $2, $3, $4)")
             .bind(digest(&token))
             .bind(user.id)
             .bind(now as i64)
             .bind((now + SESSION_MS) as i64)
-            .execute(&self.pool)
+            .execute(&self.db.pool)
             .await?;
         Ok(token)
     }
@@ -190,17 +191,17 @@ impl Accounts {
     pub async fn session_user(&self, token: &str, now: Millis) -> Result<Option<User>, AccountError> {
         let row = sqlx::query(
             "select u.id, u.name, u.role from sessions s join users u on u.id = s.user_id \
-             where s.token_hash = ? and s.expires_at > ?",
+             where s.token_hash = $1 and s.expires_at > $2",
         )
         .bind(digest(token))
         .bind(now as i64)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db.pool)
         .await?;
         row.as_ref().map(user_from).transpose()
     }
 
     pub async fn end_session(&self, token: &str) -> Result<(), AccountError> {
-        sqlx::query("delete from sessions where token_hash = ?").bind(digest(token)).execute(&self.pool).await?;
+        sqlx::query("delete from sessions where token_hash = $1").bind(digest(token)).execute(&self.db.pool).await?;
         Ok(())
     }
 
@@ -208,12 +209,12 @@ impl Accounts {
     pub async fn create_token(&self, name: &str, label: &str, now: Millis) -> Result<String, AccountError> {
         let (user, _) = self.user_by_name(name).await?.ok_or_else(|| AccountError::UnknownUser(name.to_owned()))?;
         let token = format!("hwt_{}", random_secret());
-        sqlx::query("insert into api_tokens (token_hash, user_id, label, created_at) values (?, ?, ?, ?)")
+        sqlx::query("insert into api_tokens (token_hash, user_id, label, created_at) values ($1, $2, $3, $4)")
             .bind(digest(&token))
             .bind(user.id)
             .bind(label)
             .bind(now as i64)
-            .execute(&self.pool)
+            .execute(&self.db.pool)
             .await?;
         Ok(token)
     }
@@ -221,16 +222,16 @@ impl Accounts {
     pub async fn token_user(&self, token: &str, now: Millis) -> Result<Option<User>, AccountError> {
         let h = digest(token);
         let row = sqlx::query(
-            "select u.id, u.name, u.role from api_tokens t join users u on u.id = t.user_id where t.token_hash = ?",
+            "select u.id, u.name, u.role from api_tokens t join users u on u.id = t.user_id where t.token_hash = $1",
         )
         .bind(&h)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db.pool)
         .await?;
         if row.is_some() {
-            sqlx::query("update api_tokens set last_used_at = ? where token_hash = ?")
+            sqlx::query("update api_tokens set last_used_at = $1 where token_hash = $2")
                 .bind(now as i64)
                 .bind(&h)
-                .execute(&self.pool)
+                .execute(&self.db.pool)
                 .await?;
         }
         row.as_ref().map(user_from).transpose()
@@ -240,9 +241,9 @@ impl Accounts {
     /// many of each were removed.
     pub async fn revoke(&self, name: &str) -> Result<(u64, u64), AccountError> {
         let (user, _) = self.user_by_name(name).await?.ok_or_else(|| AccountError::UnknownUser(name.to_owned()))?;
-        let mut tx = self.pool.begin().await?;
-        let s = sqlx::query("delete from sessions where user_id = ?").bind(user.id).execute(&mut *tx).await?;
-        let t = sqlx::query("delete from api_tokens where user_id = ?").bind(user.id).execute(&mut *tx).await?;
+        let mut tx = self.db.pool.begin().await?;
+        let s = sqlx::query("delete from sessions where user_id = $1").bind(user.id).execute(&mut *tx).await?;
+        let t = sqlx::query("delete from api_tokens where user_id = $1").bind(user.id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok((s.rows_affected(), t.rows_affected()))
     }
@@ -250,7 +251,7 @@ impl Accounts {
     pub async fn audit(&self, e: &AuditEntry) -> Result<(), AccountError> {
         sqlx::query(
             "insert into audit (at, user_name, role, action, target, reason, job_id, outcome, detail) \
-             values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(e.at as i64)
         .bind(&e.user_name)
@@ -261,7 +262,7 @@ impl Accounts {
         .bind(&e.job_id)
         .bind(&e.outcome)
         .bind(&e.detail)
-        .execute(&self.pool)
+        .execute(&self.db.pool)
         .await?;
         Ok(())
     }
@@ -274,21 +275,21 @@ impl Accounts {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<AuditEntry>, i64), AccountError> {
-        let cond = "(?1 is null or user_name = ?1) and (?2 is null or target = ?2 or job_id = ?2)";
-        let (total,): (i64,) = sqlx::query_as(&format!("select count(*) from audit where {cond}"))
+        let cond = "($1 is null or user_name = $1) and ($2 is null or target = $2 or job_id = $2)";
+        let total: i64 = sqlx::query_scalar(&format!("select count(*) from audit where {cond}"))
             .bind(user)
             .bind(target)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db.pool)
             .await?;
         let rows = sqlx::query(&format!(
             "select at, user_name, role, action, target, reason, job_id, outcome, detail from audit where {cond} \
-             order by id desc limit ?3 offset ?4"
+             order by id desc limit $3 offset $4"
         ))
         .bind(user)
         .bind(target)
         .bind(limit)
         .bind(offset)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db.pool)
         .await?;
         let entries = rows
             .iter()

@@ -101,7 +101,7 @@ impl Actor<'_> {
             Ok(()) => {
                 let jobs = &self.service.jobs;
                 let r = match action {
-                    JobAction::Cancel => jobs.cancel(id, (self.service.clock)()).await,
+                    JobAction::Cancel => jobs.cancel(id).await,
                     JobAction::Restart => jobs.restart(id).await.map(|_| JobState::NotStarted),
                     JobAction::Resume => jobs.resume(id).await.map(|_| JobState::NotStarted),
                 };

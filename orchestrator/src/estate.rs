@@ -203,9 +203,19 @@ impl Estate {
         replicator::fileio::write_atomic(&p, &body).map_err(|source| EstateError::Io { path: p, source })
     }
 
-    /// Applies `f` to the document and saves it, under the estate's lock.
+    /// Applies `f` to the document and saves it, under the estate's lock: one per process for its tasks, and a
+    /// file lock for the nodes that share the estate folder.
     pub async fn update<T>(&self, f: impl FnOnce(&mut EstateDoc) -> Result<T, EstateError>) -> Result<T, EstateError> {
         let _guard = self.lock.lock().await;
+        let lock_path = self.root.join("estate.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| EstateError::Io { path: lock_path.clone(), source })?;
+        let _file_lock = replicator::fileio::FileLock::exclusive(file)
+            .map_err(|source| EstateError::Io { path: lock_path, source })?;
         let mut doc = self.load()?;
         let out = f(&mut doc)?;
         self.save(&doc)?;

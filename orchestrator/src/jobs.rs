@@ -6,12 +6,9 @@
 //! task that was running is run again (workflow steps are idempotent: syncs resume from their cursor, deletes and
 //! power operations check state first). A worker that lost its lease is fenced off: its late writes change nothing.
 
-use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqlitePool};
-
+use crate::db::{self, Db, Unique};
 use crate::domain::Millis;
-
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -69,6 +66,9 @@ pub struct Task {
     /// While it runs: bytes of the disk examined so far, and the total.
     #[serde(default)]
     pub progress: Option<(u64, u64)>,
+    /// After a retryable failure: when the next attempt starts (its error is kept until then).
+    #[serde(default)]
+    pub next_attempt_at: Option<Millis>,
 }
 
 /// What a running task reports while it works; the worker persists it beside its heartbeat.
@@ -153,6 +153,40 @@ pub enum JobError {
     Db(#[from] sqlx::Error),
 }
 
+impl JobError {
+    /// A database error that a retry after a pause may cure (the database restarting, a dropped connection).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, JobError::Db(e) if db::is_transient(e))
+    }
+}
+
+/// A new job id: a UUIDv7, unique across nodes and ordered by creation time.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// How often a task whose failure is retryable is tried, and how long to wait between attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: i64,
+    pub first_backoff_ms: Millis,
+    pub max_backoff_ms: Millis,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { max_attempts: 4, first_backoff_ms: 2_000, max_backoff_ms: 60_000 }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt `attempt` (1-based): doubling from the first backoff, capped.
+    pub fn backoff(&self, attempt: i64) -> Millis {
+        let doublings = attempt.clamp(1, 20) as u32 - 1;
+        self.first_backoff_ms.saturating_mul(1 << doublings).min(self.max_backoff_ms)
+    }
+}
+
 /// The state a job ends in, from its tasks: one failed → failed (with that task's error); all succeeded →
 /// succeeded; cancel requested → cancelled; otherwise it has not ended.
 pub fn derived_end(job: &Job) -> Option<(JobState, Option<String>, Option<String>)> {
@@ -167,59 +201,157 @@ pub fn derived_end(job: &Job) -> Option<(JobState, Option<String>, Option<String
     }
 }
 
-/// An update of one task (`job_id`, `seq`) that applies only while the caller's fencing token is current.
-macro_rules! fenced_task_sql {
-    ($set:literal, $from:literal) => {
-        concat!(
-            "update tasks set ",
-            $set,
-            " where job_id = ? and seq = ? and state in ",
-            $from,
-            " and exists (select 1 from jobs where id = ? and fencing_token = ? and state = 'in-progress')"
-        )
-    };
+/// A value bound to a fenced task update.
+enum Value {
+    Int(i64),
+    Text(String),
 }
 
 const ACTIVE: &str = "('not-started', 'in-progress', 'suspended')";
 
+/// A job row, decoded by column name.
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: String,
+    kind: String,
+    item_id: Option<String>,
+    plan_id: Option<String>,
+    state: String,
+    request: String,
+    error: Option<String>,
+    recommended_action: Option<String>,
+    cancel_requested: i64,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+}
+
+const JOB_COLUMNS: &str = "id, kind, item_id, plan_id, state, request, error, recommended_action, \
+                           cancel_requested, created_at, started_at, finished_at";
+
+#[derive(sqlx::FromRow)]
+struct TaskRow {
+    job_id: String,
+    seq: i64,
+    step: String,
+    name: String,
+    state: String,
+    attempts: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    bytes: i64,
+    result: Option<String>,
+    error: Option<String>,
+    recommended_action: Option<String>,
+    progress_done: Option<i64>,
+    progress_total: Option<i64>,
+    next_attempt_at: Option<i64>,
+}
+
+const TASK_COLUMNS: &str = "job_id, seq, step, name, state, attempts, started_at, finished_at, bytes, result, error, \
+                            recommended_action, progress_done, progress_total, next_attempt_at";
+
+fn state_of(s: &str) -> JobState {
+    // The schema's check constraint admits only known states.
+    JobState::parse(s).unwrap_or(JobState::Failed)
+}
+
+impl From<TaskRow> for Task {
+    fn from(t: TaskRow) -> Task {
+        Task {
+            seq: t.seq,
+            step: t.step,
+            name: t.name,
+            state: state_of(&t.state),
+            attempts: t.attempts,
+            started_at: t.started_at.map(|v| v as Millis),
+            finished_at: t.finished_at.map(|v| v as Millis),
+            bytes: t.bytes,
+            result: t.result,
+            error: t.error,
+            recommended_action: t.recommended_action,
+            progress: match (t.progress_done, t.progress_total) {
+                (Some(d), Some(n)) => Some((d as u64, n as u64)),
+                _ => None,
+            },
+            next_attempt_at: t.next_attempt_at.map(|v| v as Millis),
+        }
+    }
+}
+
+impl JobRow {
+    fn into_job(self, tasks: Vec<Task>) -> Job {
+        Job {
+            id: self.id,
+            kind: self.kind,
+            item_id: self.item_id,
+            plan_id: self.plan_id,
+            state: state_of(&self.state),
+            request: self.request,
+            error: self.error,
+            recommended_action: self.recommended_action,
+            cancel_requested: self.cancel_requested != 0,
+            created_at: self.created_at as Millis,
+            started_at: self.started_at.map(|v| v as Millis),
+            finished_at: self.finished_at.map(|v| v as Millis),
+            tasks,
+        }
+    }
+}
+
+/// The owners whose jobs a claimer may take back at once, without waiting for their leases to run out: the
+/// workers of an earlier run of the same node (`node/boot/worker` → `node/%` but not `node/boot/%`).
+fn reclaim_patterns(owner: &str) -> (String, String) {
+    let mut parts = owner.splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(node), Some(boot), Some(_)) => (format!("{node}/%"), format!("{node}/{boot}/%")),
+        // An owner without a node and boot never reclaims early.
+        _ => (String::new(), String::new()),
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct JobStore {
-    pub pool: SqlitePool,
+    pub db: Db,
+    pub retry: RetryPolicy,
 }
 
 impl JobStore {
-    pub fn new(pool: SqlitePool) -> JobStore {
-        JobStore { pool }
+    pub fn new(db: Db) -> JobStore {
+        JobStore { db, retry: RetryPolicy::default() }
+    }
+
+    fn sql(&self, template: &str) -> String {
+        template.replace("{now}", self.db.now_ms())
     }
 
     /// Creates a job with its tasks, or returns the job already created with the same idempotency key and request.
-    pub async fn create(&self, new: NewJob, now: Millis) -> Result<(Job, bool), JobError> {
+    pub async fn create(&self, new: NewJob) -> Result<(Job, bool), JobError> {
         if let Some(existing) = self.by_idempotency_key(&new.idempotency_key).await? {
             if existing.request == new.request && existing.kind == new.kind && existing.item_id == new.item_id {
                 return Ok((existing, false));
             }
             return Err(JobError::IdempotencyConflict { key: new.idempotency_key, job: existing.id });
         }
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
+        let mut tx = self.db.pool.begin().await?;
+        let inserted = sqlx::query(&self.sql(
             "insert into jobs (id, kind, item_id, plan_id, state, idempotency_key, request, created_at) \
-             values (?, ?, ?, ?, 'not-started', ?, ?, ?)",
-        )
+             values ($1, $2, $3, $4, 'not-started', $5, $6, {now})",
+        ))
         .bind(&new.id)
         .bind(&new.kind)
         .bind(&new.item_id)
         .bind(&new.plan_id)
         .bind(&new.idempotency_key)
         .bind(&new.request)
-        .bind(now as i64)
         .execute(&mut *tx)
         .await;
         if let Err(e) = inserted {
             drop(tx);
-            return Err(self.explain_insert_error(e, &new).await);
+            return Err(self.explain_conflict(e, new.item_id.as_deref(), &new.idempotency_key).await);
         }
         for (seq, (step, name)) in new.tasks.iter().enumerate() {
-            sqlx::query("insert into tasks (job_id, seq, step, name, state) values (?, ?, ?, ?, 'not-started')")
+            sqlx::query("insert into tasks (job_id, seq, step, name, state) values ($1, $2, $3, $4, 'not-started')")
                 .bind(&new.id)
                 .bind(seq as i64)
                 .bind(step)
@@ -227,145 +359,172 @@ impl JobStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
-        Ok((self.get(&new.id).await?, true))
+        match tx.commit().await {
+            Ok(()) => Ok((self.get(&new.id).await?, true)),
+            // PostgreSQL may report a unique violation only at commit.
+            Err(e) => Err(self.explain_conflict(e, new.item_id.as_deref(), &new.idempotency_key).await),
+        }
     }
 
-    /// Maps constraint violations to client errors.
-    async fn explain_insert_error(&self, e: sqlx::Error, new: &NewJob) -> JobError {
-        let msg = e.as_database_error().map(|d| d.message().to_owned()).unwrap_or_default();
-        if msg.contains("jobs.item_id") || msg.contains("jobs_one_active_per_item") {
-            if let Some(item) = &new.item_id {
-                if let Ok(Some(active)) = self.active_job_for_item(item).await {
-                    return JobError::ItemBusy { active_job: active };
+    /// Maps a violated unique constraint, by its name, to the client error it means.
+    async fn explain_conflict(&self, e: sqlx::Error, item: Option<&str>, key: &str) -> JobError {
+        match db::unique_violation(&e) {
+            Some(Unique::OneActiveJobPerItem) => {
+                if let Some(item) = item {
+                    if let Ok(Some(active)) = self.active_job_for_item(item).await {
+                        return JobError::ItemBusy { active_job: active };
+                    }
                 }
             }
-        }
-        if msg.contains("idempotency_key") {
-            if let Ok(Some(j)) = self.by_idempotency_key(&new.idempotency_key).await {
-                return JobError::IdempotencyConflict { key: new.idempotency_key.clone(), job: j.id };
+            Some(Unique::JobIdempotencyKey) => {
+                if let Ok(Some(j)) = self.by_idempotency_key(key).await {
+                    return JobError::IdempotencyConflict { key: key.to_owned(), job: j.id };
+                }
             }
+            _ => {}
         }
         JobError::Db(e)
     }
 
     pub async fn active_job_for_item(&self, item: &str) -> Result<Option<String>, JobError> {
-        let row = sqlx::query(&format!("select id from jobs where item_id = ? and state in {ACTIVE}"))
+        Ok(sqlx::query_scalar(&format!("select id from jobs where item_id = $1 and state in {ACTIVE}"))
             .bind(item)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.get::<String, _>(0)))
+            .fetch_optional(&self.db.pool)
+            .await?)
     }
 
     /// Every active job by item, in one query (the items list shows them for thousands of items).
     pub async fn active_jobs_by_item(&self) -> Result<std::collections::HashMap<String, String>, JobError> {
-        let rows =
-            sqlx::query(&format!("select item_id, id from jobs where item_id is not null and state in {ACTIVE}"))
-                .fetch_all(&self.pool)
+        #[derive(sqlx::FromRow)]
+        struct Active {
+            item_id: String,
+            id: String,
+        }
+        let rows: Vec<Active> =
+            sqlx::query_as(&format!("select item_id, id from jobs where item_id is not null and state in {ACTIVE}"))
+                .fetch_all(&self.db.pool)
                 .await?;
-        Ok(rows.into_iter().map(|r| (r.get::<String, _>(0), r.get::<String, _>(1))).collect())
+        Ok(rows.into_iter().map(|r| (r.item_id, r.id)).collect())
     }
 
     pub async fn by_idempotency_key(&self, key: &str) -> Result<Option<Job>, JobError> {
-        let row =
-            sqlx::query("select id from jobs where idempotency_key = ?").bind(key).fetch_optional(&self.pool).await?;
-        match row {
-            Some(r) => Ok(Some(self.get(&r.get::<String, _>(0)).await?)),
+        let id: Option<String> = sqlx::query_scalar("select id from jobs where idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        match id {
+            Some(id) => Ok(Some(self.get(&id).await?)),
             None => Ok(None),
         }
     }
 
     pub async fn get(&self, id: &str) -> Result<Job, JobError> {
-        let r = sqlx::query(
-            "select id, kind, item_id, plan_id, state, request, error, recommended_action, cancel_requested, \
-             created_at, started_at, finished_at from jobs where id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| JobError::NotFound(id.to_owned()))?;
-        let tasks = sqlx::query(
-            "select seq, name, state, attempts, started_at, finished_at, bytes, result, error, recommended_action, \
-             step, progress_done, progress_total from tasks where job_id = ? order by seq",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|t| Task {
-            seq: t.get(0),
-            step: t.get(10),
-            name: t.get(1),
-            state: JobState::parse(t.get::<&str, _>(2)).unwrap_or(JobState::Failed),
-            attempts: t.get(3),
-            started_at: t.get::<Option<i64>, _>(4).map(|v| v as Millis),
-            finished_at: t.get::<Option<i64>, _>(5).map(|v| v as Millis),
-            bytes: t.get(6),
-            result: t.get(7),
-            error: t.get(8),
-            recommended_action: t.get(9),
-            progress: match (t.get::<Option<i64>, _>(11), t.get::<Option<i64>, _>(12)) {
-                (Some(d), Some(n)) => Some((d as u64, n as u64)),
-                _ => None,
-            },
-        })
-        .collect();
-        Ok(Job {
-            id: r.get(0),
-            kind: r.get(1),
-            item_id: r.get(2),
-            plan_id: r.get(3),
-            state: JobState::parse(r.get::<&str, _>(4)).unwrap_or(JobState::Failed),
-            request: r.get(5),
-            error: r.get(6),
-            recommended_action: r.get(7),
-            cancel_requested: r.get::<i64, _>(8) != 0,
-            created_at: r.get::<i64, _>(9) as Millis,
-            started_at: r.get::<Option<i64>, _>(10).map(|v| v as Millis),
-            finished_at: r.get::<Option<i64>, _>(11).map(|v| v as Millis),
-            tasks,
-        })
+        let row: JobRow = sqlx::query_as(&format!("select {JOB_COLUMNS} from jobs where id = $1"))
+            .bind(id)
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| JobError::NotFound(id.to_owned()))?;
+        let tasks: Vec<TaskRow> =
+            sqlx::query_as(&format!("select {TASK_COLUMNS} from tasks where job_id = $1 order by seq"))
+                .bind(id)
+                .fetch_all(&self.db.pool)
+                .await?;
+        Ok(row.into_job(tasks.into_iter().map(Task::from).collect()))
     }
 
-    /// Claims one runnable job: not started, or in progress with an expired lease (its worker died), or held by
-    /// this same worker identity before a restart (a restarted worker takes its own jobs back at once).
-    pub async fn claim(&self, owner: &str, now: Millis, lease_ms: Millis) -> Result<Option<Lease>, JobError> {
-        loop {
-            let candidate = sqlx::query(
-                "select id, epoch from jobs where (state = 'not-started' or (state = 'in-progress' and \
-                 (lease_expires_at is null or lease_expires_at < ? or lease_owner = ?))) \
-                 order by created_at, id limit 1",
-            )
-            .bind(now as i64)
-            .bind(owner)
-            .fetch_optional(&self.pool)
-            .await?;
-            let Some(c) = candidate else { return Ok(None) };
-            let (id, epoch): (String, i64) = (c.get(0), c.get(1));
-            let updated = sqlx::query(
-                "update jobs set state = 'in-progress', lease_owner = ?, lease_expires_at = ?, \
-                 fencing_token = fencing_token + 1, epoch = epoch + 1, started_at = coalesce(started_at, ?) \
-                 where id = ? and epoch = ?",
-            )
-            .bind(owner)
-            .bind((now + lease_ms) as i64)
-            .bind(now as i64)
-            .bind(&id)
-            .bind(epoch)
-            .execute(&self.pool)
-            .await?;
-            if updated.rows_affected() == 1 {
-                let token: i64 = sqlx::query_scalar("select fencing_token from jobs where id = ?")
-                    .bind(&id)
-                    .fetch_one(&self.pool)
-                    .await?;
-                return Ok(Some(Lease { job_id: id, owner: owner.to_owned(), token }));
-            }
-            // Another worker won this one; look again.
+    /// The newest jobs with their tasks, in two queries.
+    pub async fn list(&self, limit: i64) -> Result<Vec<Job>, JobError> {
+        let rows: Vec<JobRow> =
+            sqlx::query_as(&format!("select {JOB_COLUMNS} from jobs order by created_at desc, id limit $1"))
+                .bind(limit)
+                .fetch_all(&self.db.pool)
+                .await?;
+        let tasks: Vec<TaskRow> = sqlx::query_as(&format!(
+            "select {TASK_COLUMNS} from tasks where job_id in \
+             (select id from jobs order by created_at desc, id limit $1) order by job_id, seq"
+        ))
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut by_job: std::collections::HashMap<String, Vec<Task>> = std::collections::HashMap::new();
+        for t in tasks {
+            by_job.entry(t.job_id.clone()).or_default().push(t.into());
         }
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let tasks = by_job.remove(&r.id).unwrap_or_default();
+                r.into_job(tasks)
+            })
+            .collect())
     }
 
-    async fn fenced(&self, lease: &Lease, r: sqlx::sqlite::SqliteQueryResult) -> Result<(), JobError> {
+    /// Claims one runnable job in one statement: not started; or in progress with its lease run out (its worker
+    /// died, or it waits for a retry whose time has come); or held by a worker of an earlier run of this same node
+    /// (a restarted node takes its own jobs back at once). Times are the database's.
+    pub async fn claim(&self, owner: &str, lease_ms: Millis) -> Result<Option<Lease>, JobError> {
+        let (node, this_boot) = reclaim_patterns(owner);
+        let sql = self.sql(&format!(
+            "update jobs set state = 'in-progress', lease_owner = $1, lease_expires_at = {{now}} + $2, \
+             fencing_token = fencing_token + 1, epoch = epoch + 1, started_at = coalesce(started_at, {{now}}) \
+             where id = (select id from jobs where state = 'not-started' or (state = 'in-progress' and \
+               (lease_expires_at is null or lease_expires_at <= {{now}} \
+                or ($3 <> '' and lease_owner like $3 and lease_owner not like $4))) \
+             order by created_at, id limit 1{}) \
+             returning id, fencing_token",
+            self.db.skip_locked()
+        ));
+        #[derive(sqlx::FromRow)]
+        struct Claimed {
+            id: String,
+            fencing_token: i64,
+        }
+        let claimed: Option<Claimed> = sqlx::query_as(&sql)
+            .bind(owner)
+            .bind(lease_ms as i64)
+            .bind(&node)
+            .bind(&this_boot)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(claimed.map(|c| Lease { job_id: c.id, owner: owner.to_owned(), token: c.fencing_token }))
+    }
+
+    /// Renews the lease; answers whether a cancel was requested meanwhile. Fenced when the lease was lost.
+    pub async fn heartbeat(&self, lease: &Lease, lease_ms: Millis) -> Result<bool, JobError> {
+        let cancel: Option<i64> = sqlx::query_scalar(&self.sql(
+            "update jobs set lease_expires_at = {now} + $3 where id = $1 and fencing_token = $2 \
+             and state = 'in-progress' returning cancel_requested",
+        ))
+        .bind(&lease.job_id)
+        .bind(lease.token)
+        .bind(lease_ms as i64)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        cancel.map(|c| c != 0).ok_or_else(|| JobError::Fenced(lease.job_id.clone()))
+    }
+
+    /// Updates task `seq` of the lease's job only while the lease's fencing token is current. `set` may use
+    /// `{now}`, and `$4`, `$5`, … for `values`.
+    async fn fenced_task_update(
+        &self,
+        lease: &Lease,
+        seq: i64,
+        set: &str,
+        from_states: &str,
+        values: Vec<Value>,
+    ) -> Result<(), JobError> {
+        let sql = self.sql(&format!(
+            "update tasks set {set} where job_id = $1 and seq = $2 and state in {from_states} \
+             and exists (select 1 from jobs where id = $1 and fencing_token = $3 and state = 'in-progress')"
+        ));
+        let mut q = sqlx::query(&sql).bind(&lease.job_id).bind(seq).bind(lease.token);
+        for v in values {
+            q = match v {
+                Value::Int(i) => q.bind(i),
+                Value::Text(t) => q.bind(t),
+            };
+        }
+        let r = q.execute(&self.db.pool).await?;
         if r.rows_affected() == 1 {
             Ok(())
         } else {
@@ -373,163 +532,164 @@ impl JobStore {
         }
     }
 
-    pub async fn heartbeat(&self, lease: &Lease, now: Millis, lease_ms: Millis) -> Result<(), JobError> {
-        let r = sqlx::query(
-            "update jobs set lease_expires_at = ? where id = ? and fencing_token = ? and state = 'in-progress'",
-        )
-        .bind((now + lease_ms) as i64)
-        .bind(&lease.job_id)
-        .bind(lease.token)
-        .execute(&self.pool)
-        .await?;
-        self.fenced(lease, r).await
-    }
-
-    /// Runs one `fenced_task_sql!` update: the task changes only while the lease's token is the job's current one.
-    async fn fenced_task_update<'q>(
-        &self,
-        lease: &'q Lease,
-        seq: i64,
-        sql: &'static str,
-        bind: impl FnOnce(
-            sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-        ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    ) -> Result<(), JobError> {
-        let r = bind(sqlx::query(sql))
-            .bind(&lease.job_id)
-            .bind(seq)
-            .bind(&lease.job_id)
-            .bind(lease.token)
-            .execute(&self.pool)
-            .await?;
-        self.fenced(lease, r).await
-    }
-
     /// Records a running task's progress (and the bytes sent so far; the task's result replaces them).
     pub async fn task_progress(&self, lease: &Lease, p: &TaskProgress) -> Result<(), JobError> {
-        let sql = fenced_task_sql!("progress_done = ?, progress_total = ?, bytes = ?", "('in-progress')");
-        self.fenced_task_update(lease, p.seq, sql, |q| q.bind(p.done as i64).bind(p.total as i64).bind(p.sent as i64))
-            .await
+        let set = "progress_done = $4, progress_total = $5, bytes = $6";
+        let values = vec![Value::Int(p.done as i64), Value::Int(p.total as i64), Value::Int(p.sent as i64)];
+        self.fenced_task_update(lease, p.seq, set, "('in-progress')", values).await
     }
 
-    pub async fn start_task(&self, lease: &Lease, seq: i64, now: Millis) -> Result<(), JobError> {
-        let sql = fenced_task_sql!(
-            "state = 'in-progress', attempts = attempts + 1, started_at = ?",
-            "('not-started', 'in-progress')"
-        );
-        self.fenced_task_update(lease, seq, sql, |q| q.bind(now as i64)).await
+    pub async fn start_task(&self, lease: &Lease, seq: i64) -> Result<(), JobError> {
+        let set = "state = 'in-progress', attempts = attempts + 1, started_at = {now}, next_attempt_at = null";
+        self.fenced_task_update(lease, seq, set, "('not-started', 'in-progress')", vec![]).await
     }
 
     /// Records a task's verified result.
-    pub async fn complete_task(
-        &self,
-        lease: &Lease,
-        seq: i64,
-        bytes: i64,
-        result: &str,
-        now: Millis,
-    ) -> Result<(), JobError> {
-        let sql = fenced_task_sql!(
-            "state = 'succeeded', finished_at = ?, bytes = ?, result = ?, error = null",
-            "('in-progress')"
-        );
-        let result = result.to_owned();
-        self.fenced_task_update(lease, seq, sql, |q| q.bind(now as i64).bind(bytes).bind(result)).await
+    pub async fn complete_task(&self, lease: &Lease, seq: i64, bytes: i64, result: &str) -> Result<(), JobError> {
+        let set = "state = 'succeeded', finished_at = {now}, bytes = $4, result = $5, error = null, \
+                   recommended_action = null";
+        let values = vec![Value::Int(bytes), Value::Text(result.to_owned())];
+        self.fenced_task_update(lease, seq, set, "('in-progress')", values).await
     }
 
-    pub async fn fail_task(
+    pub async fn fail_task(&self, lease: &Lease, seq: i64, error: &str, action: &str) -> Result<(), JobError> {
+        let set = "state = 'failed', finished_at = {now}, error = $4, recommended_action = $5, next_attempt_at = null";
+        let values = vec![Value::Text(error.to_owned()), Value::Text(action.to_owned())];
+        self.fenced_task_update(lease, seq, set, "('in-progress')", values).await
+    }
+
+    /// A retryable failure with attempts left: the task keeps its error and waits; the job lets go of its lease
+    /// until the next attempt's time, when any worker may claim it. Returns that time.
+    pub async fn retry_task_later(
         &self,
         lease: &Lease,
         seq: i64,
         error: &str,
         action: &str,
-        now: Millis,
-    ) -> Result<(), JobError> {
-        let sql =
-            fenced_task_sql!("state = 'failed', finished_at = ?, error = ?, recommended_action = ?", "('in-progress')");
-        let (error, action) = (error.to_owned(), action.to_owned());
-        self.fenced_task_update(lease, seq, sql, |q| q.bind(now as i64).bind(error).bind(action)).await
+        backoff_ms: Millis,
+    ) -> Result<Millis, JobError> {
+        let mut tx = self.db.pool.begin().await?;
+        let at: Option<i64> = sqlx::query_scalar(&self.sql(
+            "update jobs set lease_owner = null, lease_expires_at = {now} + $3, epoch = epoch + 1 \
+             where id = $1 and fencing_token = $2 and state = 'in-progress' returning lease_expires_at",
+        ))
+        .bind(&lease.job_id)
+        .bind(lease.token)
+        .bind(backoff_ms as i64)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(at) = at else { return Err(JobError::Fenced(lease.job_id.clone())) };
+        sqlx::query(
+            "update tasks set state = 'not-started', finished_at = null, error = $3, recommended_action = $4, \
+             next_attempt_at = $5, progress_done = null, progress_total = null \
+             where job_id = $1 and seq = $2 and state = 'in-progress'",
+        )
+        .bind(&lease.job_id)
+        .bind(seq)
+        .bind(error)
+        .bind(action)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(at as Millis)
+    }
+
+    /// Lets go of a job without recording anything: any worker may claim it at once and run its interrupted task
+    /// again (a node shutting down).
+    pub async fn release(&self, lease: &Lease) -> Result<(), JobError> {
+        sqlx::query(&self.sql(
+            "update jobs set lease_owner = null, lease_expires_at = {now}, epoch = epoch + 1 \
+             where id = $1 and fencing_token = $2 and state = 'in-progress'",
+        ))
+        .bind(&lease.job_id)
+        .bind(lease.token)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(())
     }
 
     /// Ends the job in the state its tasks imply: all succeeded → succeeded; one failed → failed with that task's
     /// error; cancel requested → cancelled (remaining tasks too). Anything else is not an end: an error.
-    pub async fn finish(&self, lease: &Lease, now: Millis) -> Result<JobState, JobError> {
-        let current: Option<i64> =
-            sqlx::query_scalar("select fencing_token from jobs where id = ? and state = 'in-progress'")
-                .bind(&lease.job_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        if current != Some(lease.token) {
-            return Err(JobError::Fenced(lease.job_id.clone()));
-        }
+    pub async fn finish(&self, lease: &Lease) -> Result<JobState, JobError> {
         let job = self.get(&lease.job_id).await?;
         let Some((state, error, action)) = derived_end(&job) else {
+            let token: Option<i64> =
+                sqlx::query_scalar("select fencing_token from jobs where id = $1 and state = 'in-progress'")
+                    .bind(&lease.job_id)
+                    .fetch_optional(&self.db.pool)
+                    .await?;
+            if token != Some(lease.token) {
+                return Err(JobError::Fenced(lease.job_id.clone()));
+            }
             return Err(JobError::NotAllowed { job: job.id, state: "unfinished", action: "finish" });
         };
-        let mut tx = self.pool.begin().await?;
-        if state == JobState::Cancelled {
-            sqlx::query(
-                "update tasks set state = 'cancelled' where job_id = ? and state in ('not-started', 'in-progress')",
-            )
-            .bind(&lease.job_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let r = sqlx::query(
-            "update jobs set state = ?, error = ?, recommended_action = ?, finished_at = ?, lease_owner = null, \
-             lease_expires_at = null, epoch = epoch + 1 where id = ? and fencing_token = ? and state = 'in-progress'",
-        )
+        // Writes only, each guarded by the token, so the transaction never reads before it writes (SQLite would
+        // have to upgrade a read lock, which can fail under concurrent writers).
+        let mut tx = self.db.pool.begin().await?;
+        let r = sqlx::query(&self.sql(
+            "update jobs set state = $3, error = $4, recommended_action = $5, finished_at = {now}, \
+             lease_owner = null, lease_expires_at = null, epoch = epoch + 1 \
+             where id = $1 and fencing_token = $2 and state = 'in-progress'",
+        ))
+        .bind(&lease.job_id)
+        .bind(lease.token)
         .bind(state.as_str())
         .bind(error)
         .bind(action)
-        .bind(now as i64)
-        .bind(&lease.job_id)
-        .bind(lease.token)
         .execute(&mut *tx)
         .await?;
         if r.rows_affected() != 1 {
             return Err(JobError::Fenced(lease.job_id.clone()));
         }
+        if state == JobState::Cancelled {
+            sqlx::query(
+                "update tasks set state = 'cancelled' where job_id = $1 and state in ('not-started', 'in-progress')",
+            )
+            .bind(&lease.job_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("delete from item_leases where holder = $1").bind(&lease.job_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(state)
     }
 
-    /// Cancel: a job not started ends at once; a running one stops before its next task.
-    pub async fn cancel(&self, id: &str, now: Millis) -> Result<JobState, JobError> {
-        let job = self.get(id).await?;
-        match job.state {
-            JobState::NotStarted | JobState::Suspended => {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query("update tasks set state = 'cancelled' where job_id = ? and state <> 'succeeded'")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                let r = sqlx::query(
-                    "update jobs set state = 'cancelled', cancel_requested = 1, finished_at = ?, epoch = epoch + 1, \
-                     error = 'Cancelled by an operator.' where id = ? and state in ('not-started', 'suspended')",
-                )
-                .bind(now as i64)
+    /// Cancel: a job not started (or suspended) ends at once; a running one is asked to stop — its worker's
+    /// heartbeat sees the request and stops the running step at its next chunk; a job waiting for a retry is made
+    /// claimable now so a worker ends it promptly (and settles its item).
+    pub async fn cancel(&self, id: &str) -> Result<JobState, JobError> {
+        let mut tx = self.db.pool.begin().await?;
+        // The job first, compared on its state: losing the race to a claim changes nothing, and we look again.
+        let ended = sqlx::query(&self.sql(
+            "update jobs set state = 'cancelled', cancel_requested = 1, finished_at = {now}, epoch = epoch + 1, \
+             error = 'Cancelled by an operator.' where id = $1 and state in ('not-started', 'suspended')",
+        ))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if ended.rows_affected() == 1 {
+            sqlx::query("update tasks set state = 'cancelled' where job_id = $1 and state <> 'succeeded'")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-                tx.commit().await?;
-                if r.rows_affected() == 1 {
-                    Ok(JobState::Cancelled)
-                } else {
-                    Box::pin(self.cancel(id, now)).await // it started meanwhile
-                }
-            }
-            JobState::InProgress => {
-                sqlx::query(
-                    "update jobs set cancel_requested = 1, epoch = epoch + 1 where id = ? and state = 'in-progress'",
-                )
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-                Ok(JobState::InProgress)
-            }
-            s => Err(JobError::NotAllowed { job: id.to_owned(), state: s.as_str(), action: "cancel" }),
+            tx.commit().await?;
+            return Ok(JobState::Cancelled);
         }
+        let asked = sqlx::query(&self.sql(
+            "update jobs set cancel_requested = 1, epoch = epoch + 1, \
+             lease_expires_at = case when lease_owner is null then {now} else lease_expires_at end \
+             where id = $1 and state = 'in-progress'",
+        ))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if asked.rows_affected() == 1 {
+            return Ok(JobState::InProgress);
+        }
+        let job = self.get(id).await?;
+        Err(JobError::NotAllowed { job: id.to_owned(), state: job.state.as_str(), action: "cancel" })
     }
 
     /// Restart a failed or cancelled job from its first task not yet succeeded.
@@ -538,35 +698,34 @@ impl JobStore {
         if !matches!(job.state, JobState::Failed | JobState::Cancelled) {
             return Err(JobError::NotAllowed { job: id.to_owned(), state: job.state.as_str(), action: "restart" });
         }
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("update tasks set state = 'not-started', error = null, recommended_action = null where job_id = ? and state <> 'succeeded'")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = self.db.pool.begin().await?;
         let r = sqlx::query(
             "update jobs set state = 'not-started', error = null, recommended_action = null, cancel_requested = 0, \
-             finished_at = null, epoch = epoch + 1 where id = ? and state in ('failed', 'cancelled')",
+             finished_at = null, epoch = epoch + 1 where id = $1 and state in ('failed', 'cancelled')",
         )
         .bind(id)
         .execute(&mut *tx)
         .await;
         match r {
-            Ok(_) => {
+            Ok(r) if r.rows_affected() == 1 => {
+                sqlx::query(
+                    "update tasks set state = 'not-started', error = null, recommended_action = null, \
+                     next_attempt_at = null, attempts = 0 where job_id = $1 and state <> 'succeeded'",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
                 tx.commit().await?;
                 Ok(())
             }
+            Ok(_) => {
+                drop(tx);
+                let now = self.get(id).await?;
+                Err(JobError::NotAllowed { job: id.to_owned(), state: now.state.as_str(), action: "restart" })
+            }
             Err(e) => {
                 drop(tx);
-                let new = NewJob {
-                    id: id.to_owned(),
-                    kind: job.kind,
-                    item_id: job.item_id,
-                    plan_id: None,
-                    request: job.request,
-                    idempotency_key: String::new(),
-                    tasks: vec![],
-                };
-                Err(self.explain_insert_error(e, &new).await)
+                Err(self.explain_conflict(e, job.item_id.as_deref(), "").await)
             }
         }
     }
@@ -574,10 +733,10 @@ impl JobStore {
     /// Resume a suspended job: it is claimed again and continues at its first task not yet succeeded.
     pub async fn resume(&self, id: &str) -> Result<(), JobError> {
         let r = sqlx::query(
-            "update jobs set state = 'not-started', epoch = epoch + 1 where id = ? and state = 'suspended'",
+            "update jobs set state = 'not-started', epoch = epoch + 1 where id = $1 and state = 'suspended'",
         )
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.db.pool)
         .await?;
         if r.rows_affected() == 1 {
             return Ok(());
@@ -586,16 +745,81 @@ impl JobStore {
         Err(JobError::NotAllowed { job: id.to_owned(), state: job.state.as_str(), action: "resume" })
     }
 
-    pub async fn list(&self, limit: i64) -> Result<Vec<Job>, JobError> {
-        let ids: Vec<String> = sqlx::query_scalar("select id from jobs order by created_at desc, id limit ?")
-            .bind(limit)
-            .fetch_all(&self.pool)
+    /// Takes the right to write an item's disks for a job. `false` while a replication round holds it; the round
+    /// lets go at its next heartbeat, as it sees the job.
+    pub async fn take_item_for_job(&self, item: &str, job: &str) -> Result<bool, JobError> {
+        let taken: Option<i64> = sqlx::query_scalar(&self.sql(
+            "insert into item_leases (item_id, holder, token, expires_at) values ($1, $2, 1, 0) \
+             on conflict (item_id) do update set holder = $2, token = item_leases.token + 1, expires_at = 0 \
+             where item_leases.holder = $2 \
+               or (item_leases.holder like 'replication/%' and item_leases.expires_at <= {now}) \
+               or (item_leases.holder not like 'replication/%' and not exists (select 1 from jobs j \
+                 where j.id = item_leases.holder and j.state in ('not-started', 'in-progress', 'suspended'))) \
+             returning token",
+        ))
+        .bind(item)
+        .bind(job)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        Ok(taken.is_some())
+    }
+
+    /// Takes an item for one replication round, only while it has no active job and nobody else holds it.
+    /// Returns the lease's token.
+    pub async fn take_item_for_round(
+        &self,
+        item: &str,
+        holder: &str,
+        lease_ms: Millis,
+    ) -> Result<Option<i64>, JobError> {
+        Ok(sqlx::query_scalar(&self.sql(&format!(
+            "insert into item_leases (item_id, holder, token, expires_at) \
+             select $1, $2, 1, {{now}} + $3 where not exists \
+               (select 1 from jobs where item_id = $1 and state in {ACTIVE}) \
+             on conflict (item_id) do update set holder = $2, token = item_leases.token + 1, \
+               expires_at = {{now}} + $3 \
+             where (item_leases.holder like 'replication/%' and item_leases.expires_at <= {{now}}) \
+               or (item_leases.holder not like 'replication/%' and not exists (select 1 from jobs j \
+                 where j.id = item_leases.holder and j.state in {ACTIVE})) \
+             returning token"
+        )))
+        .bind(item)
+        .bind(holder)
+        .bind(lease_ms as i64)
+        .fetch_optional(&self.db.pool)
+        .await?)
+    }
+
+    /// Renews a round's hold on an item; `false` when it must stop now: a job wants the item, or the hold was lost.
+    pub async fn renew_item_round(
+        &self,
+        item: &str,
+        holder: &str,
+        token: i64,
+        lease_ms: Millis,
+    ) -> Result<bool, JobError> {
+        let r = sqlx::query(&self.sql(&format!(
+            "update item_leases set expires_at = {{now}} + $4 where item_id = $1 and holder = $2 and token = $3 \
+             and not exists (select 1 from jobs where item_id = $1 and state in {ACTIVE})"
+        )))
+        .bind(item)
+        .bind(holder)
+        .bind(token)
+        .bind(lease_ms as i64)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Ends a round's hold on an item (a no-op when it was lost meanwhile).
+    pub async fn release_item_round(&self, item: &str, holder: &str, token: i64) -> Result<(), JobError> {
+        sqlx::query("delete from item_leases where item_id = $1 and holder = $2 and token = $3")
+            .bind(item)
+            .bind(holder)
+            .bind(token)
+            .execute(&self.db.pool)
             .await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.push(self.get(&id).await?);
-        }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -609,6 +833,18 @@ pub struct TaskOutcome {
 pub struct TaskFailure {
     pub error: String,
     pub recommended_action: String,
+    /// Worth another attempt by itself (a dropped link, a busy disk); otherwise the job fails at once with this
+    /// error, since only a person can fix the cause (a disconnected vCenter, a refused rule).
+    pub retryable: bool,
+}
+
+impl TaskFailure {
+    pub fn fatal(error: impl Into<String>, action: impl Into<String>) -> TaskFailure {
+        TaskFailure { error: error.into(), recommended_action: action.into(), retryable: false }
+    }
+    pub fn retryable(error: impl Into<String>, action: impl Into<String>) -> TaskFailure {
+        TaskFailure { error: error.into(), recommended_action: action.into(), retryable: true }
+    }
 }
 
 /// Does the work of one task; the engine records the outcome. Implementations must be idempotent: after a crash
@@ -617,6 +853,17 @@ pub struct TaskFailure {
 pub trait TaskExecutor {
     async fn run(&self, job: &Job, task: &Task) -> Result<TaskOutcome, TaskFailure>;
 
+    /// The replicated item whose disks the task writes, if any: the engine takes the item from continuous
+    /// replication before the task starts.
+    fn item_of(&self, job: &Job, _task: &Task) -> Option<String> {
+        job.item_id.clone()
+    }
+
+    /// True while the node shuts down: a step that stops then is handed back to be run again, not failed.
+    fn stopping(&self) -> bool {
+        false
+    }
+
     /// Called with the job's end state just before it is recorded, so what the job changed (the item's lifecycle
     /// state) is in place when anyone sees the job ended. Must be idempotent: a crash may repeat it.
     async fn before_finish(&self, _job: &Job, _end: JobState) -> Result<(), JobError> {
@@ -624,47 +871,122 @@ pub trait TaskExecutor {
     }
 }
 
-async fn end_job(
-    store: &JobStore,
-    lease: &Lease,
-    exec: &impl TaskExecutor,
-    clock: &impl Fn() -> Millis,
-) -> Result<JobState, JobError> {
-    let job = store.get(&lease.job_id).await?;
+/// Runs `op` again while it fails with a transient database error, backing off, for up to about half a minute:
+/// a database restart or a dropped connection does not fail the job (its lease is renewed by the heartbeat, which
+/// rides out the same errors).
+pub async fn db_retry<T, F, Fut>(what: &str, mut op: F) -> Result<T, JobError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, JobError>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() && std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "{what}: the database is not answering; trying again in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn end_job(store: &JobStore, lease: &Lease, exec: &impl TaskExecutor) -> Result<JobState, JobError> {
+    let job = db_retry("reading the job", || store.get(&lease.job_id)).await?;
     if let Some((end, _, _)) = derived_end(&job) {
         exec.before_finish(&job, end).await?;
     }
-    store.finish(lease, clock()).await
+    db_retry("ending the job", || store.finish(lease)).await
 }
 
-/// Runs one claimed job to its end: each task not yet succeeded, in order; stops before the next task when a
-/// cancel was requested; heartbeats the lease between tasks.
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Runs one claimed job: each task not yet succeeded, in order; stops before the next task when a cancel was
+/// requested. A retryable failure with attempts left hands the job back until its next attempt (the result is
+/// then `InProgress`); a fatal one, or a panic in the step, fails the task and ends the job.
 pub async fn run_job(
     store: &JobStore,
     lease: &Lease,
     exec: &impl TaskExecutor,
-    clock: &impl Fn() -> Millis,
     lease_ms: Millis,
 ) -> Result<JobState, JobError> {
+    use futures_util::FutureExt;
     loop {
-        let job = store.get(&lease.job_id).await?;
+        let job = db_retry("reading the job", || store.get(&lease.job_id)).await?;
         if job.cancel_requested {
-            return end_job(store, lease, exec, clock).await;
+            return end_job(store, lease, exec).await;
         }
         let Some(task) = job.tasks.iter().find(|t| t.state != JobState::Succeeded).cloned() else {
-            return end_job(store, lease, exec, clock).await;
+            return end_job(store, lease, exec).await;
         };
         if task.state == JobState::Failed {
-            return end_job(store, lease, exec, clock).await;
+            return end_job(store, lease, exec).await;
         }
-        store.heartbeat(lease, clock(), lease_ms).await?;
-        store.start_task(lease, task.seq, clock()).await?;
-        match exec.run(&job, &task).await {
-            Ok(o) => store.complete_task(lease, task.seq, o.bytes, &o.result, clock()).await?,
-            Err(f) => {
-                store.fail_task(lease, task.seq, &f.error, &f.recommended_action, clock()).await?;
-                return end_job(store, lease, exec, clock).await;
+        if db_retry("renewing the lease", || store.heartbeat(lease, lease_ms)).await? {
+            return end_job(store, lease, exec).await;
+        }
+        if let Some(item) = exec.item_of(&job, &task) {
+            // A replication round may be writing the item's disks: it lets go at its next heartbeat.
+            while !db_retry("taking the item", || store.take_item_for_job(&item, &job.id)).await? {
+                if db_retry("renewing the lease", || store.heartbeat(lease, lease_ms)).await? {
+                    return end_job(store, lease, exec).await;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
+        db_retry("starting the task", || store.start_task(lease, task.seq)).await?;
+        let ran = std::panic::AssertUnwindSafe(exec.run(&job, &task)).catch_unwind().await;
+        let failure = match ran {
+            Ok(Ok(o)) => {
+                db_retry("recording the result", || store.complete_task(lease, task.seq, o.bytes, &o.result)).await?;
+                continue;
+            }
+            Ok(Err(f)) => f,
+            Err(payload) => {
+                let msg = panic_message(payload.as_ref());
+                tracing::error!(job = %job.id, task = %task.name, panic = %msg, "a workflow step panicked");
+                TaskFailure::fatal(
+                    format!("the step stopped on an internal error: {msg}"),
+                    "This is a defect in Homeward: send the server log with the job's id to support, then restart \
+                     the job.",
+                )
+            }
+        };
+        if exec.stopping() {
+            // The node is shutting down: the step runs again wherever the job is claimed next.
+            tracing::info!(job = %job.id, task = %task.name, "handing the job back: this node is shutting down");
+            db_retry("handing the job back", || store.release(lease)).await?;
+            return Ok(JobState::InProgress);
+        }
+        // Stopped because an operator cancelled: the job ends cancelled, not failed.
+        if db_retry("reading the job", || store.get(&lease.job_id)).await?.cancel_requested {
+            return end_job(store, lease, exec).await;
+        }
+        let attempt = task.attempts + 1;
+        if failure.retryable && attempt < store.retry.max_attempts {
+            let backoff = store.retry.backoff(attempt);
+            let error = format!("attempt {attempt} of {}: {}", store.retry.max_attempts, failure.error);
+            let at = db_retry("scheduling the next attempt", || {
+                store.retry_task_later(lease, task.seq, &error, &failure.recommended_action, backoff)
+            })
+            .await?;
+            tracing::warn!(job = %job.id, task = %task.name, error = %failure.error, next_attempt_at = at,
+                "a task failed; it will be tried again");
+            return Ok(JobState::InProgress);
+        }
+        db_retry("recording the failure", || {
+            store.fail_task(lease, task.seq, &failure.error, &failure.recommended_action)
+        })
+        .await?;
+        return end_job(store, lease, exec).await;
     }
 }

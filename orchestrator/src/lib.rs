@@ -14,16 +14,23 @@
 //!
 //! Architecture Invariant: the modules above do no IO. The clock ([`domain::Millis`]), identifiers and the inventory are
 //! inputs; the job runtime around this crate reads the estate, calls the replicator and persists jobs. Every rule is
-//! therefore a fast table-driven test. Around them, [`estate`], [`jobs`], [`accounts`] and [`service`] do the IO.
+//! therefore a fast table-driven test. Around them the runtime does the IO: [`db`] (SQLite or PostgreSQL, the one
+//! place they differ), [`jobs`] (the durable job engine), [`estate`], [`accounts`], [`service`] (the facade),
+//! [`workflows`] (the steps), [`worker`] (the node's workers, heartbeats, supervision) and [`replication`]
+//! (continuous replication beside the jobs).
 
 pub mod access;
 pub mod accounts;
 pub mod acting;
+pub mod db;
 pub mod demo;
 pub mod domain;
 pub mod estate;
 pub mod jobs;
 pub mod lifecycle;
 pub mod points;
+pub mod replication;
 pub mod rules;
 pub mod service;
+pub mod worker;
+pub mod workflows;

@@ -1,22 +1,31 @@
-//! The durable job engine against a real SQLite database: idempotency, one active job per item (R-W5), leases
-//! with fencing, resume after a crash without running a finished task twice, state derived from tasks, cancel and
-//! restart.
+//! The durable job engine against real databases — every test runs on SQLite and on a throw-away PostgreSQL:
+//! idempotency, one active job per item (R-W5), claims with leases and fencing in database time, resume after a
+//! crash without running a finished task twice, state derived from tasks, cancel and restart, retries with
+//! backoff, a panicking step, concurrent workers, and the item leases that keep replication rounds and jobs apart.
+
+#[path = "../../tests/support/postgres.rs"]
+mod postgres;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use orchestrator::db::{Backend, Db};
 use orchestrator::jobs::*;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
-async fn store() -> (JobStore, tempfile::TempDir) {
+/// A migrated database of each engine.
+async fn databases() -> Vec<(Db, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
-    let opts = SqliteConnectOptions::new()
-        .filename(dir.path().join("jobs.db"))
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal);
-    let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.unwrap();
-    MIGRATOR.run(&pool).await.unwrap();
-    (JobStore::new(pool), dir)
+    let sqlite = Db::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display()), 8).await.unwrap();
+    let pg = Db::connect(&postgres::Cluster::get().database(), 8).await.unwrap();
+    let mut out = vec![(sqlite, Some(dir)), (pg, None)];
+    for (db, _) in &mut out {
+        db.migrate().await.unwrap();
+    }
+    out
+}
+
+async fn stores() -> Vec<(JobStore, Option<tempfile::TempDir>)> {
+    databases().await.into_iter().map(|(db, d)| (JobStore::new(db), d)).collect()
 }
 
 fn new_job(id: &str, item: &str, key: &str, tasks: &[&str]) -> NewJob {
@@ -31,21 +40,37 @@ fn new_job(id: &str, item: &str, key: &str, tasks: &[&str]) -> NewJob {
     }
 }
 
-/// Records every task it runs; fails the tasks named in `fail`.
+/// The lease of `job` runs out now, as if its worker had died long ago.
+async fn expire_lease(s: &JobStore, job: &str) {
+    sqlx::query("update jobs set lease_expires_at = 0 where id = $1").bind(job).execute(&s.db.pool).await.unwrap();
+}
+
+const LEASE: u64 = 60_000;
+
+/// Records every task it runs; fails the tasks named in `fail` (retryable ones in `flaky`, that many times).
 #[derive(Default)]
 struct Recorder {
     ran: RefCell<Vec<String>>,
     fail: Vec<String>,
+    flaky: RefCell<HashMap<String, u32>>,
+    panic_on: Option<String>,
 }
 
 impl TaskExecutor for Recorder {
     async fn run(&self, job: &Job, task: &Task) -> Result<TaskOutcome, TaskFailure> {
         self.ran.borrow_mut().push(format!("{}:{}", job.id, task.name));
+        if self.panic_on.as_deref() == Some(task.name.as_str()) {
+            panic!("index out of bounds: the len is 0 but the index is 3");
+        }
         if self.fail.contains(&task.name) {
-            return Err(TaskFailure {
-                error: format!("{} failed: vCenter vc1 is disconnected", task.name),
-                recommended_action: "Reconnect vCenter vc1, then restart the job.".into(),
-            });
+            return Err(TaskFailure::fatal(
+                format!("{} failed: vCenter vc1 is disconnected", task.name),
+                "Reconnect vCenter vc1, then restart the job.",
+            ));
+        }
+        if let Some(left) = self.flaky.borrow_mut().get_mut(&task.name).filter(|n| **n > 0) {
+            *left -= 1;
+            return Err(TaskFailure::retryable("the process server's link dropped", "Check the link."));
         }
         Ok(TaskOutcome { bytes: 4096, result: format!("{{\"task\":\"{}\"}}", task.name) })
     }
@@ -53,106 +78,264 @@ impl TaskExecutor for Recorder {
 
 #[tokio::test]
 async fn r_w5_an_item_has_at_most_one_active_job_and_requests_are_idempotent() {
-    let (s, _d) = store().await;
-    let (j, created) = s.create(new_job("j1", "web01", "k1", &["a", "b"]), 1).await.unwrap();
-    assert!(created);
-    assert_eq!(j.state, JobState::NotStarted);
-    assert_eq!(j.tasks.len(), 2);
-    // The same request again (a retried POST) returns the same job.
-    let (again, created) = s.create(new_job("j1-retry", "web01", "k1", &["a", "b"]), 2).await.unwrap();
-    assert_eq!((again.id.as_str(), created), ("j1", false));
-    // The same key for another request is refused.
-    let mut other = new_job("j2", "db01", "k1", &["a"]);
-    other.request = "{}".into();
-    assert!(matches!(s.create(other, 3).await, Err(JobError::IdempotencyConflict { job, .. }) if job == "j1"));
-    // A second job on the same item is refused, naming the active one.
-    let e = s.create(new_job("j3", "web01", "k3", &["a"]), 4).await.unwrap_err();
-    assert!(matches!(&e, JobError::ItemBusy { active_job } if active_job == "j1"), "{e}");
-    assert!(e.to_string().contains("R-W5"));
-    // Once the first ends, the item takes a new job.
-    let lease = s.claim("w1", 10, 1000).await.unwrap().unwrap();
-    run_job(&s, &lease, &Recorder::default(), &|| 20, 1000).await.unwrap();
-    s.create(new_job("j4", "web01", "k4", &["a"]), 30).await.unwrap();
+    for (s, _d) in stores().await {
+        let (j, created) = s.create(new_job("j1", "web01", "k1", &["a", "b"])).await.unwrap();
+        assert!(created);
+        assert_eq!(j.state, JobState::NotStarted);
+        assert_eq!(j.tasks.len(), 2);
+        // The same request again (a retried POST) returns the same job.
+        let (again, created) = s.create(new_job("j1-retry", "web01", "k1", &["a", "b"])).await.unwrap();
+        assert_eq!((again.id.as_str(), created), ("j1", false));
+        // The same key for another request is refused.
+        let mut other = new_job("j2", "db01", "k1", &["a"]);
+        other.request = "{}".into();
+        assert!(matches!(s.create(other).await, Err(JobError::IdempotencyConflict { job, .. }) if job == "j1"));
+        // A second job on the same item is refused, naming the active one — the constraint is recognised by its
+        // name on either engine.
+        let e = s.create(new_job("j3", "web01", "k3", &["a"])).await.unwrap_err();
+        assert!(matches!(&e, JobError::ItemBusy { active_job } if active_job == "j1"), "{:?}: {e}", s.db.backend);
+        assert!(e.to_string().contains("R-W5"));
+        // Once the first ends, the item takes a new job.
+        let lease = s.claim("w1", LEASE).await.unwrap().unwrap();
+        run_job(&s, &lease, &Recorder::default(), LEASE).await.unwrap();
+        s.create(new_job("j4", "web01", "k4", &["a"])).await.unwrap();
+    }
 }
 
 #[tokio::test]
 async fn only_one_worker_wins_a_claim_and_a_fenced_worker_changes_nothing() {
-    let (s, _d) = store().await;
-    s.create(new_job("j1", "web01", "k1", &["a", "b"]), 1).await.unwrap();
-    let a = s.claim("w1", 10, 100).await.unwrap().unwrap();
-    assert_eq!(s.claim("w2", 20, 100).await.unwrap(), None, "the lease is held");
-    // w1 stalls past its lease; w2 takes over with a new fencing token.
-    let b = s.claim("w2", 200, 100).await.unwrap().unwrap();
-    assert!(b.token > a.token);
-    assert!(matches!(s.heartbeat(&a, 210, 100).await, Err(JobError::Fenced(_))));
-    assert!(matches!(s.start_task(&a, 0, 210).await, Err(JobError::Fenced(_))));
-    s.start_task(&b, 0, 210).await.unwrap();
-    assert!(matches!(s.complete_task(&a, 0, 1, "{}", 220).await, Err(JobError::Fenced(_))));
-    s.complete_task(&b, 0, 1, "{}", 220).await.unwrap();
-    assert!(matches!(s.finish(&a, 230).await, Err(JobError::Fenced(_))));
+    for (s, _d) in stores().await {
+        s.create(new_job("j1", "web01", "k1", &["a", "b"])).await.unwrap();
+        let a = s.claim("w1", LEASE).await.unwrap().unwrap();
+        assert_eq!(s.claim("w2", LEASE).await.unwrap(), None, "the lease is held");
+        // The lease is in the database's time: it ends about LEASE from the database's now.
+        let (expires, now): (i64, i64) = (
+            sqlx::query_scalar("select lease_expires_at from jobs where id = 'j1'")
+                .fetch_one(&s.db.pool)
+                .await
+                .unwrap(),
+            s.db.now().await.unwrap(),
+        );
+        assert!((expires - now - LEASE as i64).abs() < 5_000, "{:?}: {expires} vs {now}", s.db.backend);
+        // w1 stalls past its lease; w2 takes over with a new fencing token.
+        expire_lease(&s, "j1").await;
+        let b = s.claim("w2", LEASE).await.unwrap().unwrap();
+        assert!(b.token > a.token);
+        assert!(matches!(s.heartbeat(&a, LEASE).await, Err(JobError::Fenced(_))));
+        assert!(matches!(s.start_task(&a, 0).await, Err(JobError::Fenced(_))));
+        s.start_task(&b, 0).await.unwrap();
+        assert!(matches!(s.complete_task(&a, 0, 1, "{}").await, Err(JobError::Fenced(_))));
+        s.complete_task(&b, 0, 1, "{}").await.unwrap();
+        assert!(matches!(s.finish(&a).await, Err(JobError::Fenced(_))));
+    }
+}
+
+#[tokio::test]
+async fn a_restarted_node_takes_its_own_jobs_back_at_once_but_never_a_sibling_workers() {
+    for (s, _d) in stores().await {
+        s.create(new_job("j1", "web01", "k1", &["a"])).await.unwrap();
+        s.claim("node1/boot1/w0", LEASE).await.unwrap().unwrap();
+        assert_eq!(s.claim("node1/boot1/w1", LEASE).await.unwrap(), None, "a sibling worker of the same run");
+        assert_eq!(s.claim("node2/bootx/w0", LEASE).await.unwrap(), None, "another node waits for the lease");
+        let back = s.claim("node1/boot2/w3", LEASE).await.unwrap();
+        assert!(back.is_some(), "{:?}: the same node after a restart takes it back at once", s.db.backend);
+    }
 }
 
 #[tokio::test]
 async fn after_a_crash_the_job_resumes_from_its_last_completed_task_and_no_task_runs_twice() {
-    let (s, _d) = store().await;
-    s.create(new_job("j1", "web01", "k1", &["power off", "sync", "start replication", "done"]), 1).await.unwrap();
-    let lease = s.claim("w1", 10, 100).await.unwrap().unwrap();
-    // w1 completes two tasks, starts the third, then dies.
-    for seq in 0..2 {
-        s.start_task(&lease, seq, 11).await.unwrap();
-        s.complete_task(&lease, seq, 10, "{}", 12).await.unwrap();
+    for (s, _d) in stores().await {
+        s.create(new_job("j1", "web01", "k1", &["power off", "sync", "start replication", "done"])).await.unwrap();
+        let lease = s.claim("w1", LEASE).await.unwrap().unwrap();
+        // w1 completes two tasks, starts the third, then dies.
+        for seq in 0..2 {
+            s.start_task(&lease, seq).await.unwrap();
+            s.complete_task(&lease, seq, 10, "{}").await.unwrap();
+        }
+        s.start_task(&lease, 2).await.unwrap();
+        let rec = Recorder::default();
+        expire_lease(&s, "j1").await;
+        let lease2 = s.claim("w2", LEASE).await.unwrap().expect("an expired lease is claimable");
+        assert_eq!(run_job(&s, &lease2, &rec, LEASE).await.unwrap(), JobState::Succeeded);
+        assert_eq!(*rec.ran.borrow(), vec!["j1:start replication", "j1:done"], "finished tasks are not run again");
+        let job = s.get("j1").await.unwrap();
+        assert_eq!(job.state, JobState::Succeeded);
+        assert_eq!(job.tasks[2].attempts, 2, "the interrupted task ran again, once");
+        assert_eq!(job.tasks[0].attempts, 1);
+        assert!(job.started_at.is_some() && job.finished_at >= job.started_at);
+        assert_eq!(s.claim("w3", LEASE).await.unwrap(), None, "nothing left to run");
     }
-    s.start_task(&lease, 2, 13).await.unwrap();
-    let rec = Recorder::default();
-    let lease2 = s.claim("w2", 500, 100).await.unwrap().expect("an expired lease is claimable");
-    assert_eq!(run_job(&s, &lease2, &rec, &|| 600, 100).await.unwrap(), JobState::Succeeded);
-    assert_eq!(*rec.ran.borrow(), vec!["j1:start replication", "j1:done"], "finished tasks are not run again");
-    let job = s.get("j1").await.unwrap();
-    assert_eq!(job.state, JobState::Succeeded);
-    assert_eq!(job.tasks[2].attempts, 2, "the interrupted task ran again, once");
-    assert_eq!(job.tasks[0].attempts, 1);
-    assert_eq!(s.claim("w3", 10_000, 100).await.unwrap(), None, "nothing left to run");
 }
 
 #[tokio::test]
-async fn a_job_is_failed_by_its_task_with_the_recommended_action_and_can_restart_from_there() {
-    let (s, _d) = store().await;
-    s.create(new_job("j1", "web01", "k1", &["shut down cloud VM", "attach disks", "power on"]), 1).await.unwrap();
-    let lease = s.claim("w1", 10, 100).await.unwrap().unwrap();
-    let rec = Recorder { fail: vec!["attach disks".into()], ..Default::default() };
-    assert_eq!(run_job(&s, &lease, &rec, &|| 20, 100).await.unwrap(), JobState::Failed);
-    let job = s.get("j1").await.unwrap();
-    assert_eq!(job.tasks[1].state, JobState::Failed);
-    assert_eq!(job.tasks[2].state, JobState::NotStarted, "a later task never ran");
-    assert!(job.recommended_action.as_deref().unwrap().contains("Reconnect vCenter"));
-    assert_eq!(job.allowed_actions(), vec![JobAction::Restart]);
-    // Not "succeeded" while a task has not: finishing early is refused.
-    s.restart("j1").await.unwrap();
-    let lease = s.claim("w1", 30, 100).await.unwrap().unwrap();
-    assert!(s.finish(&lease, 31).await.is_err(), "no phantom completion");
-    let rec = Recorder::default();
-    assert_eq!(run_job(&s, &lease, &rec, &|| 40, 100).await.unwrap(), JobState::Succeeded);
-    assert_eq!(*rec.ran.borrow(), vec!["j1:attach disks", "j1:power on"]);
+async fn a_fatal_failure_ends_the_job_at_once_with_the_recommended_action_and_it_can_restart_from_there() {
+    for (s, _d) in stores().await {
+        s.create(new_job("j1", "web01", "k1", &["shut down cloud VM", "attach disks", "power on"])).await.unwrap();
+        let lease = s.claim("w1", LEASE).await.unwrap().unwrap();
+        let rec = Recorder { fail: vec!["attach disks".into()], ..Default::default() };
+        assert_eq!(run_job(&s, &lease, &rec, LEASE).await.unwrap(), JobState::Failed);
+        let job = s.get("j1").await.unwrap();
+        assert_eq!(job.tasks[1].state, JobState::Failed);
+        assert_eq!(job.tasks[1].attempts, 1, "a fatal failure is not retried");
+        assert_eq!(job.tasks[2].state, JobState::NotStarted, "a later task never ran");
+        assert!(job.recommended_action.as_deref().unwrap().contains("Reconnect vCenter"));
+        assert_eq!(job.allowed_actions(), vec![JobAction::Restart]);
+        // Not "succeeded" while a task has not: finishing early is refused.
+        s.restart("j1").await.unwrap();
+        let lease = s.claim("w1", LEASE).await.unwrap().unwrap();
+        assert!(s.finish(&lease).await.is_err(), "no phantom completion");
+        let rec = Recorder::default();
+        assert_eq!(run_job(&s, &lease, &rec, LEASE).await.unwrap(), JobState::Succeeded);
+        assert_eq!(*rec.ran.borrow(), vec!["j1:attach disks", "j1:power on"]);
+    }
+}
+
+#[tokio::test]
+async fn a_retryable_failure_is_tried_again_after_a_growing_backoff_up_to_the_attempt_cap() {
+    for (mut s, _d) in stores().await {
+        s.retry = RetryPolicy { max_attempts: 3, first_backoff_ms: 60_000, max_backoff_ms: 600_000 };
+        assert_eq!((s.retry.backoff(1), s.retry.backoff(2), s.retry.backoff(9)), (60_000, 120_000, 600_000));
+        s.create(new_job("j1", "web01", "k1", &["sync", "done"])).await.unwrap();
+        let rec = Recorder::default();
+        rec.flaky.borrow_mut().insert("sync".into(), 5);
+        // Attempt 1 fails: the job is handed back, the task shows its error and when it runs next.
+        let lease = s.claim("w1", LEASE).await.unwrap().unwrap();
+        assert_eq!(run_job(&s, &lease, &rec, LEASE).await.unwrap(), JobState::InProgress);
+        let job = s.get("j1").await.unwrap();
+        let t = &job.tasks[0];
+        assert_eq!((job.state, t.state, t.attempts), (JobState::InProgress, JobState::NotStarted, 1));
+        assert!(t.error.as_deref().unwrap().contains("attempt 1 of 3"), "{:?}", t.error);
+        let now = s.db.now().await.unwrap() as u64;
+        let next = t.next_attempt_at.expect("the next attempt's time");
+        assert!(next > now + 50_000 && next <= now + 61_000, "{:?}: next {next}, now {now}", s.db.backend);
+        assert_eq!(s.claim("w2", LEASE).await.unwrap(), None, "not before its time");
+        // Its time comes: attempt 2 fails, then attempt 3 fails for good.
+        for attempt in 2..=3 {
+            expire_lease(&s, "j1").await;
+            let lease = s.claim("w2", LEASE).await.unwrap().expect("claimable once the backoff is over");
+            let end = run_job(&s, &lease, &rec, LEASE).await.unwrap();
+            assert_eq!(end, if attempt < 3 { JobState::InProgress } else { JobState::Failed });
+        }
+        let job = s.get("j1").await.unwrap();
+        assert_eq!((job.state, job.tasks[0].attempts), (JobState::Failed, 3));
+        assert_eq!(job.tasks[1].state, JobState::NotStarted);
+        assert_eq!(rec.ran.borrow().len(), 3);
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_step_fails_its_task_with_the_panic_message_and_releases_the_item() {
+    for (s, _d) in stores().await {
+        s.create(new_job("j1", "web01", "k1", &["attach disks", "power on"])).await.unwrap();
+        let lease = s.claim("w1", LEASE).await.unwrap().unwrap();
+        let rec = Recorder { panic_on: Some("attach disks".into()), ..Default::default() };
+        assert_eq!(run_job(&s, &lease, &rec, LEASE).await.unwrap(), JobState::Failed);
+        let job = s.get("j1").await.unwrap();
+        assert!(job.error.as_deref().unwrap().contains("index out of bounds"), "{:?}", job.error);
+        assert!(job.recommended_action.as_deref().unwrap().contains("server log"));
+        // The item is free for the next job, and this worker runs it.
+        s.create(new_job("j2", "web01", "k2", &["a"])).await.unwrap();
+        let lease = s.claim("w1", LEASE).await.unwrap().unwrap();
+        assert_eq!(run_job(&s, &lease, &Recorder::default(), LEASE).await.unwrap(), JobState::Succeeded);
+    }
 }
 
 #[tokio::test]
 async fn cancel_ends_a_waiting_job_at_once_and_a_running_one_before_its_next_task() {
-    let (s, _d) = store().await;
-    s.create(new_job("j1", "web01", "k1", &["a", "b"]), 1).await.unwrap();
-    assert_eq!(s.cancel("j1", 2).await.unwrap(), JobState::Cancelled);
-    assert_eq!(s.get("j1").await.unwrap().state, JobState::Cancelled);
-    assert!(s.cancel("j1", 3).await.is_err(), "a finished job cannot be cancelled");
+    for (s, _d) in stores().await {
+        s.create(new_job("j1", "web01", "k1", &["a", "b"])).await.unwrap();
+        assert_eq!(s.cancel("j1").await.unwrap(), JobState::Cancelled);
+        assert_eq!(s.get("j1").await.unwrap().state, JobState::Cancelled);
+        assert!(s.cancel("j1").await.is_err(), "a finished job cannot be cancelled");
 
-    s.create(new_job("j2", "db01", "k2", &["a", "b", "c"]), 5).await.unwrap();
-    let lease = s.claim("w1", 10, 100).await.unwrap().unwrap();
-    s.start_task(&lease, 0, 11).await.unwrap();
-    s.complete_task(&lease, 0, 0, "{}", 12).await.unwrap();
-    assert_eq!(s.cancel("j2", 13).await.unwrap(), JobState::InProgress, "running: it stops at the next task");
-    let rec = Recorder::default();
-    assert_eq!(run_job(&s, &lease, &rec, &|| 14, 100).await.unwrap(), JobState::Cancelled);
-    assert!(rec.ran.borrow().is_empty());
-    let job = s.get("j2").await.unwrap();
-    let states: HashMap<i64, JobState> = job.tasks.iter().map(|t| (t.seq, t.state)).collect();
-    assert_eq!(states[&0], JobState::Succeeded);
-    assert_eq!(states[&1], JobState::Cancelled);
+        s.create(new_job("j2", "db01", "k2", &["a", "b", "c"])).await.unwrap();
+        let lease = s.claim("w1", LEASE).await.unwrap().unwrap();
+        s.start_task(&lease, 0).await.unwrap();
+        s.complete_task(&lease, 0, 0, "{}").await.unwrap();
+        assert_eq!(s.cancel("j2").await.unwrap(), JobState::InProgress, "running: it stops at the next task");
+        assert!(s.heartbeat(&lease, LEASE).await.unwrap(), "the heartbeat tells the worker to stop its step");
+        let rec = Recorder::default();
+        assert_eq!(run_job(&s, &lease, &rec, LEASE).await.unwrap(), JobState::Cancelled);
+        assert!(rec.ran.borrow().is_empty());
+        let job = s.get("j2").await.unwrap();
+        let states: HashMap<i64, JobState> = job.tasks.iter().map(|t| (t.seq, t.state)).collect();
+        assert_eq!(states[&0], JobState::Succeeded);
+        assert_eq!(states[&1], JobState::Cancelled);
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_that_loses_the_race_to_a_claim_asks_the_running_job_to_stop_and_changes_no_task() {
+    for (s, _d) in stores().await {
+        s.create(new_job("j1", "web01", "k1", &["a", "b"])).await.unwrap();
+        let lease = s.claim("w1", LEASE).await.unwrap().unwrap();
+        // The claim won: the job runs, so cancel only asks; no task is marked cancelled behind the worker's back.
+        assert_eq!(s.cancel("j1").await.unwrap(), JobState::InProgress);
+        let job = s.get("j1").await.unwrap();
+        assert!(job.cancel_requested && job.tasks.iter().all(|t| t.state == JobState::NotStarted));
+        assert_eq!(run_job(&s, &lease, &Recorder::default(), LEASE).await.unwrap(), JobState::Cancelled);
+    }
+}
+
+#[tokio::test]
+async fn many_workers_claim_many_jobs_each_exactly_once_and_ids_never_collide() {
+    for (s, _d) in stores().await {
+        // Ids made at the same instant on many tasks are distinct.
+        let ids: Vec<String> =
+            futures_util::future::join_all((0..200).map(|_| async { new_id() })).await.into_iter().collect();
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 200);
+        for i in 0..40 {
+            s.create(new_job(&format!("j{i:02}"), &format!("item{i}"), &format!("k{i}"), &["a"])).await.unwrap();
+        }
+        let claims = futures_util::future::join_all((0..8).map(|w| {
+            let s = s.clone();
+            async move {
+                let (mut mine, me) = (Vec::new(), format!("w{w}"));
+                while let Some(lease) = db_retry("claim", || s.claim(&me, LEASE)).await.unwrap() {
+                    mine.push(lease.job_id);
+                }
+                mine
+            }
+        }))
+        .await;
+        let all: Vec<&String> = claims.iter().flatten().collect();
+        assert_eq!(all.len(), 40, "{:?}: every job claimed", s.db.backend);
+        assert_eq!(all.iter().collect::<HashSet<_>>().len(), 40, "{:?}: no job claimed twice", s.db.backend);
+    }
+}
+
+#[tokio::test]
+async fn a_replication_round_and_a_job_never_hold_an_item_at_once() {
+    for (s, _d) in stores().await {
+        let round = s.take_item_for_round("web01", "replication/n1/b1", 10_000).await.unwrap().expect("free item");
+        s.create(new_job("j1", "web01", "k1", &["a"])).await.unwrap();
+        // A job exists now: the round may not renew and must stop; the job waits until the round lets go.
+        assert!(!s.renew_item_round("web01", "replication/n1/b1", round, 10_000).await.unwrap());
+        assert!(!s.take_item_for_job("web01", "j1").await.unwrap(), "the round still holds it");
+        s.release_item_round("web01", "replication/n1/b1", round).await.unwrap();
+        assert!(s.take_item_for_job("web01", "j1").await.unwrap());
+        assert!(s.take_item_for_job("web01", "j1").await.unwrap(), "taking it again is idempotent");
+        // While the job is active no round takes the item; once it ends, rounds do again.
+        assert_eq!(s.take_item_for_round("web01", "replication/n2/b2", 10_000).await.unwrap(), None);
+        let lease = s.claim("w1", LEASE).await.unwrap().unwrap();
+        run_job(&s, &lease, &Recorder::default(), LEASE).await.unwrap();
+        assert!(s.take_item_for_round("web01", "replication/n2/b2", 10_000).await.unwrap().is_some());
+        // A round whose node died is overtaken when its hold runs out.
+        sqlx::query("update item_leases set expires_at = 0").execute(&s.db.pool).await.unwrap();
+        assert!(s.take_item_for_round("web01", "replication/n3/b3", 10_000).await.unwrap().is_some());
+    }
+}
+
+#[tokio::test]
+async fn both_engines_apply_the_same_migrations() {
+    for (db, _d) in databases().await {
+        let known = db.backend.migrator().iter().map(|m| m.version).max().unwrap();
+        assert_eq!(db.applied_version().await.unwrap(), Some(known));
+        assert_eq!(
+            orchestrator::db::SQLITE_MIGRATOR.iter().map(|m| m.version).collect::<Vec<_>>(),
+            orchestrator::db::POSTGRES_MIGRATOR.iter().map(|m| m.version).collect::<Vec<_>>()
+        );
+        let title = if db.backend == Backend::Sqlite { "SQLite" } else { "PostgreSQL" };
+        assert_eq!(db.backend.title(), title);
+    }
 }

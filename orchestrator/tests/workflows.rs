@@ -4,20 +4,18 @@
 
 use std::process::Command;
 
+use orchestrator::db::Db;
 use orchestrator::estate::Estate;
-use orchestrator::jobs::{JobState, JobStore, MIGRATOR};
+use orchestrator::jobs::{JobState, JobStore};
 use orchestrator::lifecycle::{Location, Operation, Request, State, Transfer};
 use orchestrator::points::PointChoice;
 use orchestrator::service::{system_clock, Service, ServiceError};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-
 async fn service(dir: &std::path::Path) -> Service {
-    let opts = SqliteConnectOptions::new().filename(dir.join("homeward.db")).create_if_missing(true);
-    let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.unwrap();
-    MIGRATOR.run(&pool).await.unwrap();
+    let db = Db::connect(&format!("sqlite://{}?mode=rwc", dir.join("homeward.db").display()), 4).await.unwrap();
+    db.migrate().await.unwrap();
     let estate = Estate::new(&dir.join("estate"));
     orchestrator::demo::seed(&estate).unwrap();
-    Service { estate, jobs: JobStore::new(pool), clock: system_clock }
+    Service { estate, jobs: JobStore::new(db), clock: system_clock }
 }
 
 fn same_disk(a: &std::path::Path, fa: &str, b: &std::path::Path, fb: &str) {

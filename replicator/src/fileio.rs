@@ -121,6 +121,22 @@ impl FileLock {
         }
     }
 
+    /// Takes the lock only if nobody holds it: `None` when another process (or file handle) does.
+    pub fn try_exclusive(file: File) -> io::Result<Option<FileLock>> {
+        loop {
+            // SAFETY: flock on a valid fd.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(Some(FileLock(file)));
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(err),
+            }
+        }
+    }
+
     pub fn file(&self) -> &File {
         &self.0
     }

@@ -120,9 +120,13 @@ pub struct ServeArgs {
     /// Folder for the database and the local estate; created if missing.
     #[arg(long, env = "HOMEWARD_DATA_DIR", default_value = "homeward-data", value_name = "DIR")]
     pub data_dir: PathBuf,
-    /// Database URL; defaults to the SQLite file <data-dir>/homeward.db.
+    /// Database URL: sqlite://FILE, or postgres://… to share one database between several nodes; defaults to
+    /// the SQLite file <data-dir>/homeward.db.
     #[arg(long, env = "HOMEWARD_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<DatabaseUrl>,
+    /// How many jobs this node runs at once (default: two per core, at least four).
+    #[arg(long, env = "HOMEWARD_WORKERS", value_name = "N")]
+    pub workers: Option<WorkerCount>,
     /// Folder holding the built site (pkg/homeward.js, pkg/homeward_bg.wasm, pkg/homeward.css); defaults to the
     /// `site` folder beside the binary's target directory, then ./target/site.
     #[arg(long, env = "HOMEWARD_SITE_ROOT", value_name = "DIR")]
@@ -145,13 +149,32 @@ impl DatabaseUrl {
 impl FromStr for DatabaseUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        if s.starts_with("sqlite:") {
-            Ok(Self(s.to_owned()))
-        } else if s.starts_with("postgres:") || s.starts_with("postgresql:") {
-            Err("PostgreSQL is not supported by this build yet; use a sqlite: URL or leave --database-url out".into())
-        } else {
-            Err("expected a URL starting with sqlite:".into())
+        match orchestrator::db::Backend::of_url(s) {
+            Some(_) => Ok(Self(s.to_owned())),
+            None => Err("expected sqlite://FILE or postgres://USER:PASSWORD@HOST:PORT/DATABASE".into()),
         }
+    }
+}
+
+/// How many jobs a node runs at once: 1 to 64.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WorkerCount(pub usize);
+
+impl FromStr for WorkerCount {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.parse::<usize>() {
+            Ok(n) if (1..=64).contains(&n) => Ok(WorkerCount(n)),
+            _ => Err("expected a whole number of workers from 1 to 64".into()),
+        }
+    }
+}
+
+impl WorkerCount {
+    /// Jobs mostly wait on disks and the network: two per core, at least four.
+    pub fn from_cores() -> WorkerCount {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        WorkerCount((cores * 2).clamp(4, 64))
     }
 }
 
@@ -210,10 +233,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn database_url_accepts_sqlite_and_refuses_others_with_a_reason() {
+    fn database_url_accepts_sqlite_and_postgres_and_refuses_others_with_a_reason() {
         assert_eq!(DatabaseUrl::from_str("sqlite:///tmp/x.db").unwrap().as_str(), "sqlite:///tmp/x.db");
-        assert!(DatabaseUrl::from_str("postgres://h/db").unwrap_err().contains("PostgreSQL"));
-        assert!(DatabaseUrl::from_str("mysql://h/db").unwrap_err().contains("sqlite:"));
+        assert!(DatabaseUrl::from_str("postgres://hw@127.0.0.1:5432/hw").is_ok());
+        assert!(WorkerCount::from_str("0").is_err() && WorkerCount::from_str("8").is_ok());
+        assert!(DatabaseUrl::from_str("mysql://h/db").unwrap_err().contains("sqlite://"));
     }
 
     #[test]

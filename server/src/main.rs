@@ -92,8 +92,8 @@ fn users(cmd: cli::UsersCommand) -> ExitCode {
         | UsersCommand::List { db } => db,
     };
     let result: Result<(), String> = rt.block_on(async {
-        let pool = db::open(db.database_url.as_ref(), &db.data_dir).await.map_err(|e| e.to_string())?;
-        let accounts = Accounts::new(pool);
+        let db = db::open(db.database_url.as_ref(), &db.data_dir).await.map_err(|e| e.to_string())?;
+        let accounts = Accounts::new(db);
         let now = orchestrator::service::system_clock();
         match &cmd {
             UsersCommand::Add { name, role, .. } => {

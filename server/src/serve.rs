@@ -4,6 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use app::{shell, App, ServerContext, OUTPUT_NAME};
@@ -15,15 +16,16 @@ use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use orchestrator::accounts::Accounts;
+use orchestrator::db::{Db, DbError};
 use orchestrator::estate::Estate;
 use orchestrator::jobs::JobStore;
 use orchestrator::service::{system_clock, Service};
-use sqlx::SqlitePool;
+use orchestrator::worker::{Node, NodeError, Workers};
 use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::cli::ServeArgs;
-use crate::db::{self, DbError};
+use crate::cli::{ServeArgs, WorkerCount};
+use crate::db;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -39,6 +41,8 @@ pub enum ServeError {
     Estate(#[from] orchestrator::estate::EstateError),
     #[error("accounts: {0}")]
     Accounts(#[from] orchestrator::accounts::AccountError),
+    #[error(transparent)]
+    Node(#[from] NodeError),
 }
 
 impl ServeError {
@@ -53,9 +57,10 @@ impl ServeError {
 
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     prepare_data_dir(&args.data_dir)?;
-    let pool = db::open(args.database_url.as_ref(), &args.data_dir).await?;
-    db::ensure_vault(&pool, &args.vault_name, &now_rfc3339()).await?;
-    let accounts = Accounts::new(pool.clone());
+    let node = Node::acquire(&args.data_dir)?;
+    let db = db::open(args.database_url.as_ref(), &args.data_dir).await?;
+    db::ensure_vault(&db, &args.vault_name, &now_rfc3339()).await?;
+    let accounts = Accounts::new(db.clone());
     // First start: an Administrator account. HOMEWARD_ADMIN_PASSWORD sets its password (automation, tests);
     // otherwise one is generated and printed once, right after the URL line.
     let preset = std::env::var("HOMEWARD_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
@@ -79,9 +84,16 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         orchestrator::demo::seed(&estate)?;
         tracing::info!(estate = %estate.root.display(), "seeded the demo estate");
     }
-    let service = Arc::new(Service { estate, jobs: JobStore::new(pool.clone()), clock: system_clock });
-    spawn_worker(service.clone());
-    let router = router(pool, &site_root, addr, service, accounts);
+    let service = Arc::new(Service { estate, jobs: JobStore::new(db.clone()), clock: system_clock });
+    if let Err(e) = service.reconcile().await {
+        tracing::error!(error = %e, "reconciling items with finished jobs failed");
+    }
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let workers_count = args.workers.unwrap_or_else(WorkerCount::from_cores).0;
+    let workers = Workers::spawn(service.clone(), &node, workers_count, shutdown.clone());
+    let replication = orchestrator::replication::spawn(service.clone(), &node, shutdown.clone());
+    let health = Health { db: db.clone(), node: node.id.clone(), workers: workers.clone() };
+    let router = router(db, &site_root, addr, service, accounts, health);
 
     // The first line on stdout: scripts and tests read the URL from it (port 0 picks a free port).
     println!("Homeward portal: http://{addr}/");
@@ -89,56 +101,37 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         println!("First start: sign in as 'admin' with the one-time password {pw}");
         println!("It is shown only now and stored only as a hash. Create your own accounts with `homeward users add`.");
     }
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), site_root = %site_root.display(), "serving");
-    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.map_err(ServeError::Serve)
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), site_root = %site_root.display(), node = %node.id,
+        workers = workers_count, "serving");
+    let served = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await;
+    // Running steps stop at their next chunk and their jobs are handed back for any node to take.
+    tokio::task::spawn_blocking(move || {
+        workers.shutdown();
+        if let Some(r) = replication {
+            let _ = r.join();
+        }
+    })
+    .await
+    .ok();
+    drop(node);
+    served.map_err(ServeError::Serve)
 }
 
-/// Runs jobs on their own thread: workflow steps do blocking disk IO, which must not stall the web server.
-fn spawn_worker(service: Arc<Service>) {
-    // A stable identity: after a restart this worker takes its own interrupted jobs back at once.
-    let worker = std::env::var("HOMEWARD_WORKER_ID").unwrap_or_else(|_| "worker-embedded".into());
-    let spawned = std::thread::Builder::new().name("job-worker".into()).spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-            tracing::error!("the job worker could not start its runtime");
-            return;
-        };
-        rt.block_on(async {
-            if let Err(e) = service.reconcile().await {
-                tracing::error!(error = %e, "reconciling items with finished jobs failed");
-            }
-            let mut last_tick = std::time::Instant::now();
-            loop {
-                match service.work_once(&worker).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        // Idle: continuous replication and the guests' writes, about once a second.
-                        if last_tick.elapsed() >= std::time::Duration::from_secs(1) {
-                            last_tick = std::time::Instant::now();
-                            if let Err(e) = service.tick().await {
-                                tracing::error!(error = %e, "continuous replication round failed");
-                            }
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "a job run failed");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    }
-                }
-            }
-        });
-    });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the job worker");
-    }
+/// What `/healthz` reports: the database answers, and at least one worker of this node is alive.
+#[derive(Clone)]
+pub struct Health {
+    db: Db,
+    node: String,
+    workers: Arc<Workers>,
 }
 
 pub fn router(
-    pool: SqlitePool,
+    db: Db,
     site_root: &Path,
     addr: SocketAddr,
     service: Arc<Service>,
     accounts: Accounts,
+    health: Health,
 ) -> Router {
     let options = LeptosOptions::builder()
         .output_name(OUTPUT_NAME)
@@ -146,11 +139,11 @@ pub fn router(
         .site_pkg_dir("pkg")
         .site_addr(addr)
         .build();
-    let context = ServerContext { pool: pool.clone(), service: service.clone(), accounts: accounts.clone() };
+    let context = ServerContext { db, service: service.clone(), accounts: accounts.clone() };
     let provide = move || provide_context(context.clone());
     let routes = generate_route_list(App);
     Router::new()
-        .route("/healthz", get(move || healthz(pool.clone())))
+        .route("/healthz", get(move || healthz(health.clone())))
         .route("/auth/login", post(crate::auth::login).with_state(accounts.clone()))
         .route("/auth/logout", post(crate::auth::logout).with_state(accounts.clone()))
         .route("/events/jobs/{id}", get(crate::events::job_events).with_state(service.clone()))
@@ -166,14 +159,30 @@ pub fn router(
         .layer(TraceLayer::new_for_http())
 }
 
-async fn healthz(pool: SqlitePool) -> impl IntoResponse {
-    match app::vault::schema_version(&pool).await {
-        Ok(v) => {
-            (StatusCode::OK, Json(serde_json::json!({ "status": "ok", "schema_version": v, "database": "sqlite" })))
-        }
+async fn healthz(h: Health) -> impl IntoResponse {
+    let workers = h.workers.health();
+    let alive = workers.iter().filter(|w| w.alive).count();
+    match h.db.applied_version().await {
+        Ok(v) if alive > 0 => (
+            StatusCode::OK,
+            Json(serde_json::json!({
+                "status": "ok", "schema_version": v.unwrap_or(0), "database": h.db.backend.name(),
+                "node": h.node, "workers": workers,
+            })),
+        ),
+        Ok(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "status": "unavailable", "error": "no job worker of this node is alive; see the server log",
+                "node": h.node, "workers": workers,
+            })),
+        ),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "unavailable", "error": e.to_string() })),
+            Json(serde_json::json!({
+                "status": "unavailable", "error": format!("the database does not answer: {e}"),
+                "node": h.node, "workers": workers,
+            })),
         ),
     }
 }

@@ -9,7 +9,46 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+#[path = "../support/postgres.rs"]
+pub mod postgres;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_homeward");
+
+/// The database URL the suites use for `data_dir`: none (the SQLite file in the data dir) unless
+/// HOMEWARD_TEST_DATABASE=postgres, then a database of its own on the test cluster — the same one every time for
+/// the same data dir, so restart tests find their vault again.
+pub fn database_url(data_dir: &Path) -> Option<String> {
+    let remembered = data_dir.join("test-database-url");
+    if let Ok(url) = std::fs::read_to_string(&remembered) {
+        return Some(url);
+    }
+    if !postgres::wanted() {
+        return None;
+    }
+    let url = postgres::Cluster::get().database();
+    std::fs::create_dir_all(data_dir).unwrap();
+    std::fs::write(&remembered, &url).unwrap();
+    Some(url)
+}
+
+/// `homeward` with the test database of `data_dir` in its environment.
+pub fn homeward(data_dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    match database_url(data_dir) {
+        Some(url) => c.env("HOMEWARD_DATABASE_URL", url),
+        None => c.env_remove("HOMEWARD_DATABASE_URL"),
+    };
+    c
+}
+
+/// The engine's name as /healthz says it, and as the portal shows it.
+pub fn engine() -> (&'static str, &'static str) {
+    if postgres::wanted() {
+        ("postgresql", "PostgreSQL")
+    } else {
+        ("sqlite", "SQLite")
+    }
+}
 
 /// The first-start Administrator's password in tests (HOMEWARD_ADMIN_PASSWORD).
 pub const ADMIN_PASSWORD: &str = "correct-horse-battery-staple";
@@ -40,13 +79,22 @@ impl Portal {
         portal
     }
 
+    /// Starts on a fresh temporary data dir with its vault in a new database on the PostgreSQL test cluster,
+    /// whichever engine the suite runs on.
+    pub fn start_on_postgres(extra_args: &[&str]) -> Portal {
+        let dir = tempfile::tempdir().expect("temp data dir");
+        std::fs::write(dir.path().join("test-database-url"), postgres::Cluster::get().database()).unwrap();
+        let mut portal = Portal::start_in(dir.path(), extra_args);
+        portal._owned_dir = Some(dir);
+        portal
+    }
+
     /// Starts on `data_dir`, which the caller keeps (for restart tests).
     pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> Portal {
-        let mut child = Command::new(BIN)
+        let mut child = homeward(data_dir)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra_args)
-            .env_remove("HOMEWARD_DATABASE_URL")
             .env("HOMEWARD_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -77,11 +125,10 @@ impl Portal {
 
     /// Creates an account with `role` (password `ADMIN_PASSWORD`) and returns a personal API token for it.
     pub fn add_user(&self, name: &str, role: &str) -> String {
-        let out = Command::new(BIN)
+        let out = homeward(&self.data_dir)
             .args(["users", "add", name, "--role", role, "--data-dir"])
             .arg(&self.data_dir)
             .env("HOMEWARD_NEW_PASSWORD", ADMIN_PASSWORD)
-            .env_remove("HOMEWARD_DATABASE_URL")
             .output()
             .unwrap();
         assert!(out.status.success(), "users add: {}", String::from_utf8_lossy(&out.stderr));
@@ -91,10 +138,9 @@ impl Portal {
 
 /// A new personal API token for `user`, created with `homeward users token`.
 pub fn token_for(data_dir: &Path, user: &str) -> String {
-    let out = Command::new(BIN)
+    let out = homeward(data_dir)
         .args(["users", "token", user, "--label", "tests", "--data-dir"])
         .arg(data_dir)
-        .env_remove("HOMEWARD_DATABASE_URL")
         .output()
         .unwrap();
     assert!(out.status.success(), "users token: {}", String::from_utf8_lossy(&out.stderr));

@@ -1,0 +1,212 @@
+//! Continuous replication, side by side with the jobs: every protected item whose interval has passed gets a
+//! cycle (app-consistent when that interval has passed too), and running VMs write (the simulated guests).
+//!
+//! A round works on an item only while it holds the item's lease (`item_leases`): it takes it only when the item
+//! has no active job, renews it every second, and gives it up — stopping its sync at the next chunk — as soon as
+//! a job wants the item. So any node may run rounds, and a failover never waits behind one for long.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::*;
+use crate::lifecycle::State;
+use crate::service::{Service, ServiceError, BLOCK_SIZE};
+use crate::worker::{Keeper, Node};
+use crate::workflows::Workflows;
+
+/// How long a round's hold on an item lasts without renewal.
+const ROUND_LEASE_MS: Millis = 10_000;
+
+/// Items replicated in one cycle: a replication group's due members (one shared point id, so the group has
+/// common points for R-RP2), or one item.
+struct Unit {
+    key: String,
+    state: State,
+    items: Vec<String>,
+}
+
+impl Service {
+    /// One round over every item that has work: guest writes on running VMs, a cycle where one is due. Items with
+    /// an active job are left to the job. `holder` names this node's replication in the item leases.
+    pub async fn replication_round(&self, holder: &str, shutdown: &Arc<AtomicBool>) -> Result<(), ServiceError> {
+        let doc = self.doc()?;
+        let now = (self.clock)();
+        let active = self.jobs.active_jobs_by_item().await?;
+        let mut units: Vec<Unit> = Vec::new();
+        for rec in &doc.items {
+            if active.contains_key(&rec.item.id) {
+                continue;
+            }
+            let protected = matches!(rec.item.state, State::ProtectedToPrimary | State::ProtectedToCloud);
+            let due = protected && now.saturating_sub(rec.last_cycle_at) >= doc.replication.crash_consistent_every_ms;
+            let writes = doc.replication.guest_bytes_per_tick > 0 && (rec.cloud_power || rec.onprem_power);
+            if !due && !writes {
+                continue;
+            }
+            let key = rec.item.replication_group.clone().unwrap_or_else(|| format!("item:{}", rec.item.id));
+            match units.iter_mut().find(|u| u.key == key && u.state == rec.item.state) {
+                Some(u) => u.items.push(rec.item.id.clone()),
+                None => units.push(Unit { key, state: rec.item.state, items: vec![rec.item.id.clone()] }),
+            }
+        }
+        for unit in units {
+            if shutdown.load(Ordering::Relaxed) {
+                break;
+            }
+            self.replicate_unit(&unit.items, holder, shutdown).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes every item of the unit (or none), then writes and cycles under those holds.
+    async fn replicate_unit(
+        &self,
+        items: &[String],
+        holder: &str,
+        shutdown: &Arc<AtomicBool>,
+    ) -> Result<(), ServiceError> {
+        let mut held: Vec<(String, i64)> = Vec::new();
+        for id in items {
+            match self.jobs.take_item_for_round(id, holder, ROUND_LEASE_MS).await? {
+                Some(token) => held.push((id.clone(), token)),
+                None => break,
+            }
+        }
+        if held.len() == items.len() {
+            let cancel = Arc::new(AtomicBool::new(false));
+            let keeper = {
+                let (store, held, holder, cancel, shutdown) =
+                    (self.jobs.clone(), held.clone(), holder.to_owned(), cancel.clone(), shutdown.clone());
+                Keeper::start("replication-lease", Duration::from_secs(1), move |rt| {
+                    let kept = held.iter().all(|(id, token)| {
+                        rt.block_on(store.renew_item_round(id, &holder, *token, ROUND_LEASE_MS)).unwrap_or(false)
+                    });
+                    if !kept || shutdown.load(Ordering::Relaxed) {
+                        // A job wants one of the items (or the hold was lost): stop at the next chunk.
+                        cancel.store(true, Ordering::Relaxed);
+                        return false;
+                    }
+                    true
+                })
+            };
+            let result = self.write_and_cycle(items, cancel).await;
+            drop(keeper);
+            for (id, token) in &held {
+                self.jobs.release_item_round(id, holder, *token).await?;
+            }
+            return result;
+        }
+        for (id, token) in &held {
+            self.jobs.release_item_round(id, holder, *token).await?;
+        }
+        Ok(())
+    }
+
+    /// Under the unit's holds: the guests write, then a cycle runs if one is due (read again now, since another
+    /// node may have just run it).
+    async fn write_and_cycle(&self, ids: &[String], cancel: Arc<AtomicBool>) -> Result<(), ServiceError> {
+        let doc = self.doc()?;
+        let now = (self.clock)();
+        let policy = doc.replication.clone();
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        let mut cycled: Vec<String> = Vec::new();
+        let mut app = true;
+        for rec in doc.items.iter().filter(|r| ids.contains(&r.item.id)) {
+            let running = if rec.cloud_power && !rec.item.cloud_vm.as_ref().is_some_and(|v| v.deleted) {
+                &rec.cloud_disks
+            } else if rec.onprem_power {
+                &rec.onprem_disks
+            } else {
+                &Vec::new()
+            };
+            if policy.guest_bytes_per_tick > 0 {
+                for d in running {
+                    let Ok(img) = replicator::DiskImage::open(&self.estate.path(d)) else { continue };
+                    let pattern = replicator::workload::Pattern::HotSpot { hot_fraction: 0.05, hot_share: 0.9 };
+                    let mut w = replicator::workload::GuestWriter::open(&img, BLOCK_SIZE, pattern, now)?;
+                    w.step(policy.guest_bytes_per_tick)?;
+                    w.quiesce()?;
+                }
+            }
+            let item_pairs: Vec<(String, String)> = match rec.item.state {
+                State::ProtectedToPrimary => {
+                    rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect()
+                }
+                State::ProtectedToCloud => {
+                    rec.onprem_disks.iter().cloned().zip(rec.cloud_disks.iter().cloned()).collect()
+                }
+                _ => continue,
+            };
+            if item_pairs.is_empty() || now.saturating_sub(rec.last_cycle_at) < policy.crash_consistent_every_ms {
+                continue;
+            }
+            app &= now.saturating_sub(rec.last_app_cycle_at) >= policy.app_consistent_every_ms;
+            pairs.extend(item_pairs);
+            cycled.push(rec.item.id.clone());
+        }
+        if cycled.is_empty() {
+            return Ok(());
+        }
+        let consistency =
+            if app { replicator::Consistency::AppConsistent } else { replicator::Consistency::CrashConsistent };
+        let exec = Workflows::new(self, cancel.clone(), Arc::new(AtomicBool::new(false)));
+        let result = exec.cycle(&pairs, replicator::Mode::Auto, consistency);
+        if result.is_err() && cancel.load(Ordering::Relaxed) {
+            // Given up for a job (or a shutdown): not a failure of the item's replication.
+            return Ok(());
+        }
+        self.estate
+            .update(|doc| {
+                for r in doc.items.iter_mut().filter(|r| cycled.contains(&r.item.id)) {
+                    r.last_cycle_at = now;
+                    match &result {
+                        Ok(_) => {
+                            if app {
+                                r.last_app_cycle_at = now;
+                            }
+                            r.item.health = Health::Normal;
+                            r.item.health_errors.clear();
+                        }
+                        // A failed cycle shows on the item (and blocks failover by R-C3) until one succeeds.
+                        Err(f) => {
+                            r.item.health = Health::Warning;
+                            r.item.health_errors = vec![format!("{} — {}", f.error, f.recommended_action)];
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Runs replication rounds about once a second on a thread of its own (cycles do blocking disk IO), until
+/// `shutdown`.
+pub fn spawn(service: Arc<Service>, node: &Node, shutdown: Arc<AtomicBool>) -> Option<std::thread::JoinHandle<()>> {
+    let holder = format!("replication/{}/{}", node.id, node.boot);
+    std::thread::Builder::new()
+        .name("replication".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                tracing::error!("replication could not start its runtime");
+                return;
+            };
+            rt.block_on(async {
+                while !shutdown.load(Ordering::Relaxed) {
+                    let started = std::time::Instant::now();
+                    let round = std::panic::AssertUnwindSafe(service.replication_round(&holder, &shutdown));
+                    match futures_util::FutureExt::catch_unwind(round).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!(error = %e, "a continuous replication round failed"),
+                        Err(_) => tracing::error!("a continuous replication round panicked"),
+                    }
+                    let rest = Duration::from_secs(1).saturating_sub(started.elapsed());
+                    tokio::time::sleep(rest.max(Duration::from_millis(100))).await;
+                }
+            });
+        })
+        .map_err(|e| tracing::error!(error = %e, "cannot start continuous replication"))
+        .ok()
+}

@@ -1,0 +1,326 @@
+//! The workers of one node. Several threads claim jobs and run them side by side. Each running job has a
+//! heartbeat that keeps its lease and, when the lease is lost, the job is cancelled or the node shuts down, sets
+//! the running step's cancel flag (the sync stops at its next chunk). A supervisor restarts a worker that died.
+//! The node's identity is stable across restarts and never shared by two running processes.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::domain::Millis;
+use crate::jobs::{self, JobError, JobStore, Lease};
+use crate::service::{Service, ServiceError};
+use crate::workflows::{ProgressSlot, Workflows};
+
+/// How long a job's lease lasts without a heartbeat: a node that dies loses its jobs to another after this.
+pub const LEASE_MS: Millis = 30_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error(
+        "another homeward process is running on the data dir {0} (node {1}); stop it, or give this one its own \
+         --data-dir (nodes share the database, never a data dir)"
+    )]
+    InUse(String, String),
+}
+
+/// This node: an id kept in the data dir (so a restarted node takes its own interrupted jobs back at once) and the
+/// boot, new at each start. The data dir stays locked while the node runs.
+pub struct Node {
+    pub id: String,
+    pub boot: String,
+    _lock: replicator::fileio::FileLock,
+}
+
+impl Node {
+    pub fn acquire(data_dir: &Path) -> Result<Node, NodeError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| NodeError::Io { path, source }
+        };
+        let id_path = data_dir.join("node-id");
+        let id = match std::fs::read_to_string(&id_path) {
+            Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
+            Ok(_) | Err(_) => {
+                let id = uuid::Uuid::now_v7().simple().to_string();
+                replicator::fileio::write_atomic(&id_path, id.as_bytes()).map_err(io(&id_path))?;
+                id
+            }
+        };
+        let lock_path = data_dir.join("node.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        let lock = replicator::fileio::FileLock::try_exclusive(file)
+            .map_err(io(&lock_path))?
+            .ok_or_else(|| NodeError::InUse(data_dir.display().to_string(), id.clone()))?;
+        Ok(Node { id, boot: uuid::Uuid::now_v7().simple().to_string()[20..].to_owned(), _lock: lock })
+    }
+
+    /// `node/boot/wN`: unique among all workers of all nodes; the claim query reads the node and boot from it.
+    pub fn worker_id(&self, n: usize) -> String {
+        format!("{}/{}/w{n}", self.id, self.boot)
+    }
+}
+
+/// A thread that calls `beat` about every `every` until the keeper is dropped or `beat` says stop. Dropping it
+/// stops and joins the thread, so nothing outlives the step it guards — a panicking step included.
+pub(crate) struct Keeper {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Keeper {
+    pub(crate) fn start<F>(name: &str, every: Duration, mut beat: F) -> Keeper
+    where
+        F: FnMut(&tokio::runtime::Runtime) -> bool + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                while !flag.load(Ordering::Relaxed) {
+                    if !beat(&rt) {
+                        return;
+                    }
+                    // Sleep in small steps so a drop is never kept waiting long.
+                    let until = Instant::now() + every;
+                    while !flag.load(Ordering::Relaxed) && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(20).min(every));
+                    }
+                }
+            })
+            .ok();
+        Keeper { stop, thread }
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The heartbeat of a running job: renews the lease a few times per lease period and persists the step's progress
+/// a few times a second. It sets `cancel` — the running step stops at its next chunk — when the job is cancelled,
+/// the lease is lost (or could not be renewed for a whole lease period), or the node shuts down. Transient
+/// database errors are retried at the next beat.
+fn heartbeat(
+    store: JobStore,
+    lease: Lease,
+    progress: ProgressSlot,
+    cancel: Arc<AtomicBool>,
+    shutdown: Arc<AtomicBool>,
+) -> Keeper {
+    let mut last_renewed = Instant::now();
+    let mut next_renewal = Instant::now() + Duration::from_millis(LEASE_MS / 3);
+    let mut flushed = None;
+    Keeper::start("lease-heartbeat", Duration::from_millis(300), move |rt| {
+        if shutdown.load(Ordering::Relaxed) {
+            cancel.store(true, Ordering::Relaxed);
+        }
+        if Instant::now() >= next_renewal {
+            match rt.block_on(store.heartbeat(&lease, LEASE_MS)) {
+                Ok(cancel_requested) => {
+                    last_renewed = Instant::now();
+                    next_renewal = last_renewed + Duration::from_millis(LEASE_MS / 3);
+                    if cancel_requested {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(job = %lease.job_id, error = %e, "cannot renew the lease; trying again");
+                    next_renewal = Instant::now() + Duration::from_secs(1);
+                    if last_renewed.elapsed() >= Duration::from_millis(LEASE_MS) {
+                        // Another node may hold the job by now: stop writing.
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(job = %lease.job_id, error = %e, "the lease is lost: stopping the running step");
+                    cancel.store(true, Ordering::Relaxed);
+                    return false;
+                }
+            }
+        }
+        let now = progress.lock().ok().and_then(|p| *p);
+        if let Some(p) = now.filter(|_| now != flushed) {
+            if rt.block_on(store.task_progress(&lease, &p)).is_ok() {
+                flushed = now;
+            }
+        }
+        true
+    })
+}
+
+impl Service {
+    /// Claims one job and runs it (or its next attempt) with a heartbeat. Returns whether there was one.
+    pub async fn work_once(&self, worker: &str) -> Result<bool, ServiceError> {
+        self.work_once_until(worker, &Arc::new(AtomicBool::new(false)), None).await
+    }
+
+    /// `running` is told which job runs now (for `/healthz`).
+    async fn work_once_until(
+        &self,
+        worker: &str,
+        shutdown: &Arc<AtomicBool>,
+        running: Option<&Mutex<Option<String>>>,
+    ) -> Result<bool, ServiceError> {
+        let Some(lease) = self.jobs.claim(worker, LEASE_MS).await? else { return Ok(false) };
+        let show = |job: Option<String>| {
+            if let Some(slot) = running {
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = job;
+            }
+        };
+        show(Some(lease.job_id.clone()));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let exec = Workflows::new(self, cancel.clone(), shutdown.clone());
+        let beat = heartbeat(self.jobs.clone(), lease.clone(), exec.progress.clone(), cancel, shutdown.clone());
+        let end = jobs::run_job(&self.jobs, &lease, &exec, LEASE_MS).await;
+        drop(beat);
+        show(None);
+        match end {
+            Ok(_) => Ok(true),
+            Err(JobError::Fenced(job)) => {
+                tracing::warn!(%job, worker, "another worker took the job over; this one stopped");
+                Ok(true)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// What `/healthz` says of one worker.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkerHealth {
+    pub id: String,
+    pub alive: bool,
+    pub job: Option<String>,
+    pub restarts: u32,
+}
+
+struct WorkerStatus {
+    id: String,
+    alive: AtomicBool,
+    job: Mutex<Option<String>>,
+    restarts: AtomicU32,
+}
+
+/// Marks a worker dead when its thread ends, however it ends.
+struct AliveGuard(Arc<WorkerStatus>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The node's job workers.
+pub struct Workers {
+    statuses: Vec<Arc<WorkerStatus>>,
+    shutdown: Arc<AtomicBool>,
+    supervisors: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Workers {
+    /// Starts `count` workers, each under a supervisor that starts it again if it dies.
+    pub fn spawn(service: Arc<Service>, node: &Node, count: usize, shutdown: Arc<AtomicBool>) -> Arc<Workers> {
+        let statuses: Vec<Arc<WorkerStatus>> = (0..count.max(1))
+            .map(|n| {
+                Arc::new(WorkerStatus {
+                    id: node.worker_id(n),
+                    alive: AtomicBool::new(false),
+                    job: Mutex::new(None),
+                    restarts: AtomicU32::new(0),
+                })
+            })
+            .collect();
+        let mut supervisors = Vec::new();
+        for (n, status) in statuses.iter().enumerate() {
+            let (service, status, shutdown) = (service.clone(), status.clone(), shutdown.clone());
+            let spawned = std::thread::Builder::new().name(format!("worker-{n}-supervisor")).spawn(move || {
+                while !shutdown.load(Ordering::Relaxed) {
+                    let (service, st, stop) = (service.clone(), status.clone(), shutdown.clone());
+                    let worker = std::thread::Builder::new()
+                        .name(format!("job-worker-{n}"))
+                        .spawn(move || worker_loop(&service, st, &stop));
+                    match worker.map(|h| h.join()) {
+                        Ok(Ok(())) => return,
+                        Ok(Err(_)) => tracing::error!(worker = %status.id, "the worker died; starting it again"),
+                        Err(e) => tracing::error!(worker = %status.id, error = %e, "cannot start the worker thread"),
+                    }
+                    status.restarts.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            });
+            match spawned {
+                Ok(h) => supervisors.push(h),
+                Err(e) => tracing::error!(error = %e, "cannot start a worker supervisor"),
+            }
+        }
+        Arc::new(Workers { statuses, shutdown, supervisors: Mutex::new(supervisors) })
+    }
+
+    pub fn health(&self) -> Vec<WorkerHealth> {
+        self.statuses
+            .iter()
+            .map(|s| WorkerHealth {
+                id: s.id.clone(),
+                alive: s.alive.load(Ordering::Relaxed),
+                job: s.job.lock().ok().and_then(|j| j.clone()),
+                restarts: s.restarts.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Stops claiming, stops the running steps at their next chunk (their jobs are handed back), and waits for
+    /// the workers to end.
+    pub fn shutdown(&self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        let handles = std::mem::take(&mut *self.supervisors.lock().unwrap_or_else(|p| p.into_inner()));
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+}
+
+fn worker_loop(service: &Service, status: Arc<WorkerStatus>, shutdown: &Arc<AtomicBool>) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        tracing::error!(worker = %status.id, "the worker could not start its runtime");
+        return;
+    };
+    status.alive.store(true, Ordering::Relaxed);
+    let _alive = AliveGuard(status.clone());
+    let mut backoff = Duration::from_millis(100);
+    rt.block_on(async {
+        while !shutdown.load(Ordering::Relaxed) {
+            match service.work_once_until(&status.id, shutdown, Some(&status.job)).await {
+                Ok(true) => backoff = Duration::from_millis(100),
+                Ok(false) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Err(e) => {
+                    let transient = matches!(&e, ServiceError::Job(j) if j.is_transient());
+                    if transient {
+                        tracing::warn!(worker = %status.id, error = %e, "the database is not answering");
+                    } else {
+                        tracing::error!(worker = %status.id, error = %e, "a job run failed");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,505 @@
+//! The steps of every workflow (reprotect, failover, commit, cancel failover, re-protect, a recovery plan's
+//! failover) as one task executor over the local estate and the replicator. Each step is idempotent: after a crash
+//! or a lost lease the interrupted step runs again, and a sync resumes from its durable cursor.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::domain::*;
+use crate::estate::ItemRecord;
+use crate::jobs::{self, Job, JobError, JobState, Task, TaskExecutor, TaskFailure, TaskOutcome};
+use crate::lifecycle::{self, Context, DataEstimate, Event, Operation, Request, State, Step};
+use crate::points::PointChoice;
+use crate::service::{JobRequest, PlanJobRequest, Service, ServiceError, BLOCK_SIZE, PLAN_ITEM_FAILOVER};
+
+/// A failure only a person can cure: the job ends with it at once.
+pub(crate) fn fail(error: impl Into<String>, action: impl Into<String>) -> TaskFailure {
+    TaskFailure::fatal(error, action)
+}
+
+pub(crate) fn outcome(bytes: u64, result: serde_json::Value) -> TaskOutcome {
+    TaskOutcome { bytes: bytes as i64, result: result.to_string() }
+}
+
+/// The running task's latest progress, shared by the task (writer) and the heartbeat thread (which persists it).
+pub(crate) type ProgressSlot = Arc<Mutex<Option<jobs::TaskProgress>>>;
+
+pub(crate) struct Workflows<'a> {
+    service: &'a Service,
+    pub(crate) progress: ProgressSlot,
+    /// The task being run, so the replicator's progress is recorded against it.
+    current_task: AtomicI64,
+    /// Set when the step must stop now (lease lost, job cancelled, node shutting down): the sync checks it at every
+    /// chunk.
+    pub(crate) cancel: Arc<AtomicBool>,
+    /// Set when the node is shutting down: a step stopped by it is handed back, not failed.
+    pub(crate) stopping: Arc<AtomicBool>,
+}
+
+impl<'a> Workflows<'a> {
+    pub(crate) fn new(service: &'a Service, cancel: Arc<AtomicBool>, stopping: Arc<AtomicBool>) -> Workflows<'a> {
+        Workflows { service, progress: ProgressSlot::default(), current_task: AtomicI64::new(-1), cancel, stopping }
+    }
+}
+
+impl Workflows<'_> {
+    async fn update(
+        &self,
+        item: &str,
+        f: impl FnOnce(&mut ItemRecord, &Inventory) -> Result<(), TaskFailure>,
+    ) -> Result<(), TaskFailure> {
+        let mut failure = None;
+        self.service
+            .estate
+            .update(|doc| {
+                let inv = doc.inventory.clone();
+                let rec = doc.item_mut(item)?;
+                if let Err(e) = f(rec, &inv) {
+                    failure = Some(e);
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| fail(e.to_string(), "Check the estate folder and the server log."))?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn record(&self, item: &str) -> Result<(ItemRecord, Inventory), TaskFailure> {
+        let doc = self.service.doc().map_err(|e| fail(e.to_string(), "Check the estate folder."))?;
+        let rec = doc
+            .items
+            .iter()
+            .find(|r| r.item.id == item)
+            .cloned()
+            .ok_or_else(|| fail(format!("no item {item}"), "Refresh the item list."))?;
+        Ok((rec, doc.inventory))
+    }
+
+    /// One replication cycle over every disk pair, sharing one point id. A failure is worth retrying (the sync
+    /// resumes from its cursor), unless the cycle was stopped on purpose.
+    pub(crate) fn cycle(
+        &self,
+        pairs: &[(String, String)],
+        mode: replicator::Mode,
+        consistency: replicator::Consistency,
+    ) -> Result<(u64, String), TaskFailure> {
+        let paths: Vec<(std::path::PathBuf, std::path::PathBuf)> =
+            pairs.iter().map(|(s, d)| (self.service.estate.path(s), self.service.estate.path(d))).collect();
+        let refs: Vec<(&Path, &Path)> = paths.iter().map(|(s, d)| (s.as_path(), d.as_path())).collect();
+        let bandwidth = self.service.doc().ok().and_then(|d| d.replication.replication_bytes_per_s);
+        let seq = self.current_task.load(Ordering::Relaxed);
+        let slot = self.progress.clone();
+        let progress: Option<replicator::sync::ProgressFn> = (seq >= 0).then(|| {
+            std::sync::Arc::new(move |p: &replicator::Progress| {
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(jobs::TaskProgress { seq, done: p.done, total: p.total, sent: p.sent });
+                }
+            }) as replicator::sync::ProgressFn
+        });
+        let opts = replicator::SyncOptions {
+            mode,
+            block_size: BLOCK_SIZE,
+            consistency,
+            bandwidth,
+            progress,
+            cancel: Some(self.cancel.clone()),
+            ..Default::default()
+        };
+        let reports = replicator::sync::sync_vm(&refs, &opts).map_err(|e| {
+            if self.cancel.load(Ordering::Relaxed) {
+                fail(
+                    format!("replication stopped: {e}"),
+                    "Nothing to do: the sync resumes from its cursor when the job runs again.",
+                )
+            } else {
+                TaskFailure::retryable(
+                    format!("replication failed: {e}"),
+                    "Fix the cause named above, then restart the job; the sync resumes where it stopped.",
+                )
+            }
+        })?;
+        let bytes = reports.iter().map(|r| r.data_bytes).sum();
+        let point = reports.first().map(|r| r.point.id.clone()).unwrap_or_default();
+        Ok((bytes, point))
+    }
+}
+
+fn vcenter_check(inv: &Inventory, host: &str) -> Result<(), TaskFailure> {
+    if let Some(h) = inv.host(host) {
+        if let Err(r) = crate::rules::r_c4_vcenter_connected(inv, h) {
+            return Err(fail(format!("{} ({})", r.message, r.rule), r.recommended_action));
+        }
+    }
+    Ok(())
+}
+
+impl TaskExecutor for Workflows<'_> {
+    async fn before_finish(&self, job: &Job, end: JobState) -> Result<(), JobError> {
+        self.service.settle(job, end).await.map_err(|e| match e {
+            ServiceError::Job(j) => j,
+            other => JobError::NotAllowed { job: format!("{} ({other})", job.id), state: "ending", action: "settle" },
+        })
+    }
+
+    fn item_of(&self, job: &Job, task: &Task) -> Option<String> {
+        task.step.strip_prefix(PLAN_ITEM_FAILOVER).map(str::to_owned).or_else(|| job.item_id.clone())
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    async fn run(&self, job: &Job, task: &Task) -> Result<TaskOutcome, TaskFailure> {
+        self.current_task.store(task.seq, Ordering::Relaxed);
+        if let Some(item) = task.step.strip_prefix(PLAN_ITEM_FAILOVER) {
+            return self.plan_item_failover(job, item).await;
+        }
+        let req: JobRequest = serde_json::from_str(&job.request)
+            .map_err(|e| fail(format!("unreadable job request: {e}"), "Start the action again."))?;
+        let step = Step::parse(&task.step)
+            .ok_or_else(|| fail(format!("unknown step {}", task.step), "Start the action again."))?;
+        self.exec_step(&req, step).await
+    }
+}
+
+impl Workflows<'_> {
+    /// One item of a recovery plan's failover: the item's own failover steps, at the point the plan chose for it.
+    async fn plan_item_failover(&self, job: &Job, id: &str) -> Result<TaskOutcome, TaskFailure> {
+        let estate_err = |e: ServiceError| fail(e.to_string(), "Check the estate folder.");
+        let preq: PlanJobRequest = serde_json::from_str(&job.request)
+            .map_err(|e| fail(format!("unreadable plan job: {e}"), "Start the plan failover again."))?;
+        let point = preq
+            .points
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, p)| p.clone())
+            .ok_or_else(|| fail(format!("{id} has no point in this plan job"), "Start the plan failover again."))?;
+        let (rec, _) = self.record(id)?;
+        // Idempotent after a crash: an item already failed back to this point is done.
+        if rec.item.state == State::FailedBackCommitPending && rec.failed_back_point.as_deref() == Some(point.as_str())
+        {
+            return Ok(outcome(0, serde_json::json!({"item": id, "point": point, "already": true})));
+        }
+        let resumed = match rec.item.state {
+            State::ProtectedToPrimary => false,
+            // Interrupted half-way by a crash: the steps are idempotent, run them again from the top.
+            State::FailbackInProgress => true,
+            _ => {
+                return Err(fail(
+                    format!("{id} is no longer protected to on-premises"),
+                    "Check the item's state and fail it over on its own.",
+                ))
+            }
+        };
+        let request = Request { point: Some(PointChoice::Specific(point.clone())), ..Request::default() };
+        let now = (self.service.clock)();
+        let doc = self.service.doc().map_err(estate_err)?;
+        let mut item = self.service.estate.view(&doc, id, now).map_err(|e| estate_err(e.into()))?;
+        item.state = State::ProtectedToPrimary;
+        let ctx = Context { now, active_job: None };
+        let plan =
+            lifecycle::dry_run(&item, &doc.inventory, Operation::Failover, &request, &ctx, &DataEstimate::default());
+        if !plan.allowed && !resumed {
+            let r = plan.refusals();
+            return Err(fail(
+                r.iter().map(|r| format!("{} ({})", r.message, r.rule)).collect::<Vec<_>>().join("; "),
+                r.first().map(|r| r.recommended_action.clone()).unwrap_or_default(),
+            ));
+        }
+        if !resumed {
+            self.service.transition(id, Event::Started(Operation::Failover)).await.map_err(estate_err)?;
+        }
+        let sub = JobRequest { item: id.to_owned(), operation: Operation::Failover, request, plan };
+        let mut bytes = 0u64;
+        for t in sub.plan.tasks.clone() {
+            match self.exec_step(&sub, t.step).await {
+                Ok(o) => bytes += o.bytes as u64,
+                Err(f) => {
+                    let _ = self.service.transition(id, Event::Failed(Operation::Failover)).await;
+                    return Err(f);
+                }
+            }
+        }
+        self.service.transition(id, Event::Succeeded(Operation::Failover)).await.map_err(estate_err)?;
+        Ok(outcome(bytes, serde_json::json!({"item": id, "point": point})))
+    }
+
+    /// Powers the item's VM on one site on or off.
+    async fn power(&self, id: &str, site: Site, on: bool) -> Result<TaskOutcome, TaskFailure> {
+        self.update(id, |r, _| {
+            match site {
+                Site::Primary => r.onprem_power = on,
+                Site::Recovery => r.cloud_power = on,
+            }
+            Ok(())
+        })
+        .await?;
+        let key = if site == Site::Primary { "onprem_power" } else { "cloud_power" };
+        Ok(outcome(0, serde_json::json!({ key: on })))
+    }
+
+    async fn exec_step(&self, req: &JobRequest, step: Step) -> Result<TaskOutcome, TaskFailure> {
+        let id = req.item.as_str();
+        let plan = &req.plan;
+        match step {
+            Step::PowerOffOnPrem | Step::ShutDownOnPrem | Step::ShutDownOnPremForCloud => {
+                self.power(id, Site::Primary, false).await
+            }
+            Step::CreateOnPremVm => {
+                let (rec, _) = self.record(id)?;
+                let ds = plan.target_datastore.clone().unwrap_or_default();
+                let mut disks = Vec::new();
+                for (i, c) in rec.cloud_disks.iter().enumerate() {
+                    let rel = format!("primary/{ds}/{id}/disk{i}.vmdk");
+                    let path = self.service.estate.path(&rel);
+                    if !path.exists() {
+                        let size = replicator::DiskImage::open(&self.service.estate.path(c))
+                            .map_err(|e| fail(e.to_string(), "Check the cloud disk."))?
+                            .size;
+                        std::fs::create_dir_all(path.parent().unwrap())
+                            .map_err(|e| fail(e.to_string(), "Check the datastore folder."))?;
+                        replicator::DiskImage::create(&path, replicator::Format::Vmdk, size)
+                            .map_err(|e| fail(e.to_string(), "Free space on the datastore."))?;
+                    }
+                    disks.push(rel);
+                }
+                let host = plan.target_host.clone().unwrap_or_default();
+                self.update(id, |r, _| {
+                    r.replica_disks = disks.clone();
+                    r.onprem_disks = disks.clone();
+                    r.item.onprem = Some(OnPremVm {
+                        id: format!("vm-{id}"),
+                        host,
+                        exists: true,
+                        disks: disks
+                            .iter()
+                            .enumerate()
+                            .map(|(i, _)| OnPremDisk {
+                                id: format!("disk{i}"),
+                                datastore: ds.clone(),
+                                size_bytes: 0,
+                                attached: true,
+                            })
+                            .collect(),
+                    });
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(0, serde_json::json!({"created": disks})))
+            }
+            Step::InitialReplication | Step::ResumeReplication => {
+                let (rec, _) = self.record(id)?;
+                if rec.replica_disks.is_empty() {
+                    // Original location: the on-premises VM's own disks become the replica.
+                    self.update(id, |r, _| {
+                        r.replica_disks = r.onprem_disks.clone();
+                        Ok(())
+                    })
+                    .await?;
+                }
+                let (rec, _) = self.record(id)?;
+                let pairs: Vec<(String, String)> =
+                    rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect();
+                let mode = if plan.transfer == Some(lifecycle::Transfer::Full) {
+                    replicator::Mode::Full
+                } else {
+                    replicator::Mode::Delta
+                };
+                let (bytes, point) = self.cycle(&pairs, mode, replicator::Consistency::CrashConsistent)?;
+                self.update(id, |r, _| {
+                    r.item.initial_sync_percent = 100;
+                    r.item.master_target = req.request.master_target.clone().or(r.item.master_target.take());
+                    r.item.process_server = req.request.process_server.clone().or(r.item.process_server.take());
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(bytes, serde_json::json!({"mode": format!("{mode}"), "bytes_sent": bytes, "point": point})))
+            }
+            Step::StartReplication | Step::StartReplicationToCloud => {
+                // The first app-consistent point of the new direction, with the guest quiesced.
+                let (rec, _) = self.record(id)?;
+                let pairs: Vec<(String, String)> = if step == Step::StartReplication {
+                    rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect()
+                } else {
+                    rec.onprem_disks.iter().cloned().zip(rec.cloud_disks.iter().cloned()).collect()
+                };
+                let (bytes, point) =
+                    self.cycle(&pairs, replicator::Mode::Auto, replicator::Consistency::AppConsistent)?;
+                Ok(outcome(bytes, serde_json::json!({"point": point, "consistency": "app-consistent"})))
+            }
+            Step::ShutDownCloudVm => self.power(id, Site::Recovery, false).await,
+            Step::FinalCycle => {
+                let (rec, _) = self.record(id)?;
+                let pairs: Vec<(String, String)> =
+                    rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect();
+                let (bytes, point) =
+                    self.cycle(&pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent)?;
+                Ok(outcome(bytes, serde_json::json!({"point": point})))
+            }
+            Step::MaterialiseDisks => {
+                let (rec, _) = self.record(id)?;
+                let point_id = match (&req.request.point, &plan.point) {
+                    (Some(PointChoice::Latest), _) => self
+                        .service
+                        .estate
+                        .points(&rec)
+                        .map_err(|e| fail(e.to_string(), "Check the replica disks."))?
+                        .last()
+                        .map(|p| p.id.clone()),
+                    (_, Some(p)) => Some(p.id.clone()),
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    fail("no recovery point to fail back to (R-RP3)", "Wait for the first recovery point.")
+                })?;
+                let mut out = Vec::new();
+                let mut bytes = 0;
+                for r in &rec.replica_disks {
+                    let replica = replicator::DiskImage::open(&self.service.estate.path(r))
+                        .map_err(|e| fail(e.to_string(), "Check the replica disk."))?;
+                    let journal = replicator::journal::Journal::open(&replica.state_dir().join("points"))
+                        .map_err(|e| fail(e.to_string(), "Check the replica's journal."))?;
+                    let seq = journal.points().iter().find(|p| p.id == point_id).map(|p| p.seq).ok_or_else(|| {
+                        fail(format!("point {point_id} is gone from {r}"), "Choose another recovery point.")
+                    })?;
+                    let rel = r.replace(".vmdk", "-failback.vmdk");
+                    let target = self.service.estate.path(&rel);
+                    // Idempotent: a rerun after a crash materialises again from scratch.
+                    let _ = std::fs::remove_file(&target);
+                    let _ = std::fs::remove_file(
+                        target.with_file_name(format!("{}-flat.vmdk", target.file_stem().unwrap().to_string_lossy())),
+                    );
+                    journal
+                        .restore(&replica, seq, &target)
+                        .map_err(|e| fail(e.to_string(), "Free space on the datastore, then restart the job."))?;
+                    bytes += replica.size;
+                    out.push(rel);
+                }
+                self.update(id, |r, _| {
+                    r.failed_back_point = Some(point_id.clone());
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(bytes, serde_json::json!({"point": point_id, "disks": out})))
+            }
+            Step::ReattachDisks => {
+                let (rec, inv) = self.record(id)?;
+                let host = rec.item.onprem.as_ref().map(|v| v.host.clone()).unwrap_or_default();
+                vcenter_check(&inv, &host)?;
+                self.update(id, |r, _| {
+                    r.onprem_disks = r.replica_disks.iter().map(|d| d.replace(".vmdk", "-failback.vmdk")).collect();
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(0, serde_json::json!({"attached": true})))
+            }
+            Step::VmwareTools => {
+                let (rec, _) = self.record(id)?;
+                let (state, to_cloud) = (rec.item.os.family, req.operation == Operation::FailoverToCloud);
+                let tools = match (state, to_cloud) {
+                    (OsFamily::Windows, false) => "enabled",
+                    (OsFamily::Linux, false) => "installed",
+                    (OsFamily::Windows, true) => "disabled",
+                    (OsFamily::Linux, true) => "uninstalled",
+                };
+                self.update(id, |r, _| {
+                    r.vmware_tools = tools.into();
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(0, serde_json::json!({"vmware_tools": tools})))
+            }
+            Step::PowerOnOnPrem => {
+                let now = (self.service.clock)();
+                self.update(id, |r, _| {
+                    r.onprem_power = true;
+                    r.item.booted_at = Some(now);
+                    r.item.agent_registered = false;
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(0, serde_json::json!({"onprem_power": true})))
+            }
+            Step::DeleteCloudVm => {
+                let (rec, _) = self.record(id)?;
+                for c in &rec.cloud_disks {
+                    let p = self.service.estate.path(c);
+                    if let Ok(img) = replicator::DiskImage::open(&p) {
+                        let _ = std::fs::remove_dir_all(img.state_dir());
+                    }
+                    match std::fs::remove_file(&p) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(fail(
+                                format!("cannot delete {c}: {e}"),
+                                "Check the cloud folder's permissions.",
+                            ))
+                        }
+                    }
+                }
+                self.update(id, |r, _| {
+                    if let Some(vm) = &mut r.item.cloud_vm {
+                        vm.deleted = true;
+                        vm.running = false;
+                    }
+                    r.cloud_power = false;
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(0, serde_json::json!({"deleted": rec.cloud_disks})))
+            }
+            Step::MarkCommitted | Step::CommitInCloud => Ok(outcome(0, serde_json::json!({}))),
+            Step::RestartCloudVm => {
+                // The on-premises VM goes back to its replica disks; the cloud VM runs again.
+                self.update(id, |r, _| {
+                    r.onprem_disks = r.replica_disks.clone();
+                    Ok(())
+                })
+                .await?;
+                self.power(id, Site::Recovery, true).await
+            }
+            Step::CheckAgent => {
+                let now = (self.service.clock)();
+                let doc = self.service.doc().map_err(|e| fail(e.to_string(), "Check the estate folder."))?;
+                let item = self
+                    .service
+                    .estate
+                    .view(&doc, id, now)
+                    .map_err(|e| fail(e.to_string(), "Check the estate folder."))?;
+                crate::rules::r_a1_agent_registered(&item, now)
+                    .map_err(|r| fail(format!("{} ({})", r.message, r.rule), r.recommended_action))?;
+                Ok(outcome(0, serde_json::json!({"agent_registered": true})))
+            }
+            Step::InitialReplicationToCloud => {
+                let (rec, _) = self.record(id)?;
+                let mut cloud = Vec::new();
+                for (i, _) in rec.onprem_disks.iter().enumerate() {
+                    cloud.push(format!("recovery/{id}/reprotected-disk{i}.vhd"));
+                }
+                let pairs: Vec<(String, String)> =
+                    rec.onprem_disks.iter().cloned().zip(cloud.iter().cloned()).collect();
+                for (_, c) in &pairs {
+                    let _ = std::fs::create_dir_all(self.service.estate.path(c).parent().unwrap());
+                }
+                let (bytes, point) =
+                    self.cycle(&pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent)?;
+                self.update(id, |r, _| {
+                    r.cloud_disks = cloud.clone();
+                    if let Some(vm) = &mut r.item.cloud_vm {
+                        vm.deleted = false;
+                        vm.running = false;
+                    }
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(bytes, serde_json::json!({"point": point, "disks": cloud})))
+            }
+            Step::CreateCloudVm => Err(fail(
+                "failover to the cloud is not available in the local estate yet",
+                "Use the cloud provider's console for the forward failover.",
+            )),
+        }
+    }
+}
