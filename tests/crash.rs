@@ -4,39 +4,10 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Portal;
+use common::{get, post, same_disk, wait_job, Portal};
 use serde_json::Value;
-
-async fn get(c: &reqwest::Client, url: &str) -> Value {
-    serde_json::from_str(&c.get(url).send().await.unwrap().text().await.unwrap()).unwrap()
-}
-
-async fn post(c: &reqwest::Client, url: &str, body: &str, key: &str) -> (u16, Value) {
-    let r = c
-        .post(url)
-        .header("content-type", "application/json")
-        .header("idempotency-key", key)
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null))
-}
-
-async fn wait_job(c: &reqwest::Client, base: &str, job: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let j = get(c, &format!("{base}api/v1/jobs/{job}")).await;
-        match j["job"]["state"].as_str() {
-            Some("succeeded" | "failed" | "cancelled") => return j,
-            _ if Instant::now() > deadline => panic!("job {job} did not end: {j}"),
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
 
 fn assert_ran_once(job: &Value, seed: u64) {
     assert_eq!(job["job"]["state"], "succeeded", "seed {seed}: {job}");
@@ -47,11 +18,6 @@ fn assert_ran_once(job: &Value, seed: u64) {
         "seed {seed}: {job}"
     );
     assert!(attempts <= tasks.len() as u64 + 1, "seed {seed}: only the interrupted task may run twice: {job}");
-}
-
-fn same_disk(a: &std::path::Path, fa: &str, b: &std::path::Path, fb: &str, seed: u64) {
-    let out = Command::new("qemu-img").args(["compare", "-q", "-f", fa, "-F", fb]).arg(a).arg(b).output().unwrap();
-    assert!(out.status.success(), "seed {seed}: {} differs from {}", a.display(), b.display());
 }
 
 #[tokio::test]
@@ -103,7 +69,7 @@ async fn jobs_end_once_and_correctly_when_the_server_is_killed_mid_workflow() {
             root.join(rec[if action == "reprotect" { "replica_disks" } else { "onprem_disks" }][0].as_str().unwrap());
         // After a failover the on-premises disk is the chosen point (restored from the replica, digest-checked);
         // with quiet guests that is the cloud disk's content too.
-        same_disk(&onprem, "vmdk", &cloud, "vpc", seed);
+        same_disk(&onprem, "vmdk", &cloud, "vpc", &format!("seed {seed}"));
     }
     eprintln!("{interrupted} of {seeds} kills landed while the job was running");
     assert!(interrupted > 0, "no kill interrupted a running job: the test proved nothing");

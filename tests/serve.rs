@@ -331,7 +331,10 @@ async fn a_revoked_token_is_refused() {
     let c = common::client_with_token(&token);
     let url = format!("{}api/v1/me", portal.url);
     assert_eq!(c.get(&url).send().await.unwrap().status().as_u16(), 200);
-    let out = run_homeward(&["users", "revoke", "olga", "--data-dir", portal.data_dir.to_str().unwrap()]);
+    let out = common::homeward(&portal.data_dir)
+        .args(["users", "revoke", "olga", "--data-dir", portal.data_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "olga: 0 session(s) ended, 1 API token(s) deleted");
     assert_eq!(c.get(&url).send().await.unwrap().status().as_u16(), 401);

@@ -142,8 +142,12 @@ impl Accounts {
             return Ok(None);
         }
         let pw = password.unwrap_or_else(random_password);
-        self.create_user("admin", Role::Administrator, &pw, now).await?;
-        Ok(Some(pw))
+        match self.create_user("admin", Role::Administrator, &pw, now).await {
+            Ok(_) => Ok(Some(pw)),
+            // Another node sharing the database created it first.
+            Err(AccountError::NameTaken(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn users(&self) -> Result<Vec<User>, AccountError> {

@@ -203,10 +203,9 @@ impl Estate {
         replicator::fileio::write_atomic(&p, &body).map_err(|source| EstateError::Io { path: p, source })
     }
 
-    /// Applies `f` to the document and saves it, under the estate's lock: one per process for its tasks, and a
-    /// file lock for the nodes that share the estate folder.
-    pub async fn update<T>(&self, f: impl FnOnce(&mut EstateDoc) -> Result<T, EstateError>) -> Result<T, EstateError> {
-        let _guard = self.lock.lock().await;
+    /// The lock the nodes sharing this estate folder take around a read-modify-write.
+    fn file_lock(&self) -> Result<replicator::fileio::FileLock, EstateError> {
+        std::fs::create_dir_all(&self.root).map_err(|source| EstateError::Io { path: self.root.clone(), source })?;
         let lock_path = self.root.join("estate.lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -214,8 +213,26 @@ impl Estate {
             .write(true)
             .open(&lock_path)
             .map_err(|source| EstateError::Io { path: lock_path.clone(), source })?;
-        let _file_lock = replicator::fileio::FileLock::exclusive(file)
-            .map_err(|source| EstateError::Io { path: lock_path, source })?;
+        replicator::fileio::FileLock::exclusive(file).map_err(|source| EstateError::Io { path: lock_path, source })
+    }
+
+    /// Runs `seed` if the estate has no document yet — once, even when several nodes start together. Returns
+    /// whether it ran.
+    pub async fn seed_once(&self, seed: impl FnOnce(&Estate) -> Result<(), EstateError>) -> Result<bool, EstateError> {
+        let _guard = self.lock.lock().await;
+        let _file_lock = self.file_lock()?;
+        if self.exists() {
+            return Ok(false);
+        }
+        seed(self)?;
+        Ok(true)
+    }
+
+    /// Applies `f` to the document and saves it, under the estate's lock: one per process for its tasks, and a
+    /// file lock for the nodes that share the estate folder.
+    pub async fn update<T>(&self, f: impl FnOnce(&mut EstateDoc) -> Result<T, EstateError>) -> Result<T, EstateError> {
+        let _guard = self.lock.lock().await;
+        let _file_lock = self.file_lock()?;
         let mut doc = self.load()?;
         let out = f(&mut doc)?;
         self.save(&doc)?;

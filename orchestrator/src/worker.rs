@@ -15,7 +15,8 @@ use crate::jobs::{self, JobError, JobStore, Lease};
 use crate::service::{Service, ServiceError};
 use crate::workflows::{ProgressSlot, Workflows};
 
-/// How long a job's lease lasts without a heartbeat: a node that dies loses its jobs to another after this.
+/// How long a job's lease lasts without a heartbeat, by default: a node that dies loses its jobs to another after
+/// this.
 pub const LEASE_MS: Millis = 30_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -121,22 +122,23 @@ impl Drop for Keeper {
 fn heartbeat(
     store: JobStore,
     lease: Lease,
+    lease_ms: Millis,
     progress: ProgressSlot,
     cancel: Arc<AtomicBool>,
     shutdown: Arc<AtomicBool>,
 ) -> Keeper {
     let mut last_renewed = Instant::now();
-    let mut next_renewal = Instant::now() + Duration::from_millis(LEASE_MS / 3);
+    let mut next_renewal = Instant::now() + Duration::from_millis(lease_ms / 3);
     let mut flushed = None;
     Keeper::start("lease-heartbeat", Duration::from_millis(300), move |rt| {
         if shutdown.load(Ordering::Relaxed) {
             cancel.store(true, Ordering::Relaxed);
         }
         if Instant::now() >= next_renewal {
-            match rt.block_on(store.heartbeat(&lease, LEASE_MS)) {
+            match rt.block_on(store.heartbeat(&lease, lease_ms)) {
                 Ok(cancel_requested) => {
                     last_renewed = Instant::now();
-                    next_renewal = last_renewed + Duration::from_millis(LEASE_MS / 3);
+                    next_renewal = last_renewed + Duration::from_millis(lease_ms / 3);
                     if cancel_requested {
                         cancel.store(true, Ordering::Relaxed);
                     }
@@ -144,7 +146,7 @@ fn heartbeat(
                 Err(e) if e.is_transient() => {
                     tracing::warn!(job = %lease.job_id, error = %e, "cannot renew the lease; trying again");
                     next_renewal = Instant::now() + Duration::from_secs(1);
-                    if last_renewed.elapsed() >= Duration::from_millis(LEASE_MS) {
+                    if last_renewed.elapsed() >= Duration::from_millis(lease_ms) {
                         // Another node may hold the job by now: stop writing.
                         cancel.store(true, Ordering::Relaxed);
                     }
@@ -169,17 +171,18 @@ fn heartbeat(
 impl Service {
     /// Claims one job and runs it (or its next attempt) with a heartbeat. Returns whether there was one.
     pub async fn work_once(&self, worker: &str) -> Result<bool, ServiceError> {
-        self.work_once_until(worker, &Arc::new(AtomicBool::new(false)), None).await
+        self.work_once_until(worker, LEASE_MS, &Arc::new(AtomicBool::new(false)), None).await
     }
 
     /// `running` is told which job runs now (for `/healthz`).
     async fn work_once_until(
         &self,
         worker: &str,
+        lease_ms: Millis,
         shutdown: &Arc<AtomicBool>,
         running: Option<&Mutex<Option<String>>>,
     ) -> Result<bool, ServiceError> {
-        let Some(lease) = self.jobs.claim(worker, LEASE_MS).await? else { return Ok(false) };
+        let Some(lease) = self.jobs.claim(worker, lease_ms).await? else { return Ok(false) };
         let show = |job: Option<String>| {
             if let Some(slot) = running {
                 *slot.lock().unwrap_or_else(|p| p.into_inner()) = job;
@@ -188,8 +191,9 @@ impl Service {
         show(Some(lease.job_id.clone()));
         let cancel = Arc::new(AtomicBool::new(false));
         let exec = Workflows::new(self, cancel.clone(), shutdown.clone());
-        let beat = heartbeat(self.jobs.clone(), lease.clone(), exec.progress.clone(), cancel, shutdown.clone());
-        let end = jobs::run_job(&self.jobs, &lease, &exec, LEASE_MS).await;
+        let beat =
+            heartbeat(self.jobs.clone(), lease.clone(), lease_ms, exec.progress.clone(), cancel, shutdown.clone());
+        let end = jobs::run_job(&self.jobs, &lease, &exec, lease_ms).await;
         drop(beat);
         show(None);
         match end {
@@ -236,8 +240,15 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` workers, each under a supervisor that starts it again if it dies.
-    pub fn spawn(service: Arc<Service>, node: &Node, count: usize, shutdown: Arc<AtomicBool>) -> Arc<Workers> {
+    /// Starts `count` workers, each under a supervisor that starts it again if it dies; their jobs' leases last
+    /// `lease_ms` without a heartbeat.
+    pub fn spawn(
+        service: Arc<Service>,
+        node: &Node,
+        count: usize,
+        lease_ms: Millis,
+        shutdown: Arc<AtomicBool>,
+    ) -> Arc<Workers> {
         let statuses: Vec<Arc<WorkerStatus>> = (0..count.max(1))
             .map(|n| {
                 Arc::new(WorkerStatus {
@@ -256,7 +267,7 @@ impl Workers {
                     let (service, st, stop) = (service.clone(), status.clone(), shutdown.clone());
                     let worker = std::thread::Builder::new()
                         .name(format!("job-worker-{n}"))
-                        .spawn(move || worker_loop(&service, st, &stop));
+                        .spawn(move || worker_loop(&service, st, lease_ms, &stop));
                     match worker.map(|h| h.join()) {
                         Ok(Ok(())) => return,
                         Ok(Err(_)) => tracing::error!(worker = %status.id, "the worker died; starting it again"),
@@ -297,7 +308,7 @@ impl Workers {
     }
 }
 
-fn worker_loop(service: &Service, status: Arc<WorkerStatus>, shutdown: &Arc<AtomicBool>) {
+fn worker_loop(service: &Service, status: Arc<WorkerStatus>, lease_ms: Millis, shutdown: &Arc<AtomicBool>) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
         tracing::error!(worker = %status.id, "the worker could not start its runtime");
         return;
@@ -307,7 +318,7 @@ fn worker_loop(service: &Service, status: Arc<WorkerStatus>, shutdown: &Arc<Atom
     let mut backoff = Duration::from_millis(100);
     rt.block_on(async {
         while !shutdown.load(Ordering::Relaxed) {
-            match service.work_once_until(&status.id, shutdown, Some(&status.job)).await {
+            match service.work_once_until(&status.id, lease_ms, shutdown, Some(&status.job)).await {
                 Ok(true) => backoff = Duration::from_millis(100),
                 Ok(false) => tokio::time::sleep(Duration::from_millis(200)).await,
                 Err(e) => {

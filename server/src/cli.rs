@@ -124,9 +124,18 @@ pub struct ServeArgs {
     /// the SQLite file <data-dir>/homeward.db.
     #[arg(long, env = "HOMEWARD_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<DatabaseUrl>,
+    /// The local estate's folder (both sites' disks and inventory); defaults to <data-dir>/estate. Nodes that share
+    /// one database share this folder too.
+    #[arg(long, env = "HOMEWARD_ESTATE_DIR", value_name = "DIR")]
+    pub estate_dir: Option<PathBuf>,
     /// How many jobs this node runs at once (default: two per core, at least four).
     #[arg(long, env = "HOMEWARD_WORKERS", value_name = "N")]
     pub workers: Option<WorkerCount>,
+    /// Seconds a job's lease lasts without a heartbeat: when a node dies, another node takes its jobs over after
+    /// this long (2 to 600).
+    #[arg(long, env = "HOMEWARD_LEASE_SECONDS", default_value = "30", value_name = "S",
+          value_parser = clap::value_parser!(u64).range(2..=600))]
+    pub lease_seconds: u64,
     /// Folder holding the built site (pkg/homeward.js, pkg/homeward_bg.wasm, pkg/homeward.css); defaults to the
     /// `site` folder beside the binary's target directory, then ./target/site.
     #[arg(long, env = "HOMEWARD_SITE_ROOT", value_name = "DIR")]

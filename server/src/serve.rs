@@ -78,10 +78,10 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         );
     }
 
-    let estate = Estate::new(&args.data_dir.join("estate"));
-    if !estate.exists() {
-        // First start on an empty data dir: a vault with every scenario of the article, in seconds.
-        orchestrator::demo::seed(&estate)?;
+    let estate = Estate::new(&args.estate_dir.clone().unwrap_or_else(|| args.data_dir.join("estate")));
+    // First start on an empty estate: a vault with every scenario of the article, in seconds (once, however many
+    // nodes start together).
+    if estate.seed_once(|e| orchestrator::demo::seed(e).map(|_| ())).await? {
         tracing::info!(estate = %estate.root.display(), "seeded the demo estate");
     }
     let service = Arc::new(Service { estate, jobs: JobStore::new(db.clone()), clock: system_clock });
@@ -90,7 +90,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     }
     let shutdown = Arc::new(AtomicBool::new(false));
     let workers_count = args.workers.unwrap_or_else(WorkerCount::from_cores).0;
-    let workers = Workers::spawn(service.clone(), &node, workers_count, shutdown.clone());
+    let workers = Workers::spawn(service.clone(), &node, workers_count, args.lease_seconds * 1000, shutdown.clone());
     let replication = orchestrator::replication::spawn(service.clone(), &node, shutdown.clone());
     let health = Health { db: db.clone(), node: node.id.clone(), workers: workers.clone() };
     let router = router(db, &site_root, addr, service, accounts, health);

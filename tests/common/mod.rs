@@ -7,7 +7,9 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 #[path = "../support/postgres.rs"]
 pub mod postgres;
@@ -183,4 +185,39 @@ pub fn run_homeward(args: &[&str]) -> Output {
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// GET `url` and its JSON body.
+pub async fn get(c: &reqwest::Client, url: &str) -> Value {
+    serde_json::from_str(&c.get(url).send().await.unwrap().text().await.unwrap()).unwrap()
+}
+
+pub async fn post(c: &reqwest::Client, url: &str, body: &str, key: &str) -> (u16, Value) {
+    let r = c
+        .post(url)
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null))
+}
+
+pub async fn wait_job(c: &reqwest::Client, base: &str, job: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let j = get(c, &format!("{base}api/v1/jobs/{job}")).await;
+        match j["job"]["state"].as_str() {
+            Some("succeeded" | "failed" | "cancelled") => return j,
+            _ if Instant::now() > deadline => panic!("job {job} did not end: {j}"),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// `qemu-img compare`: the two disk images hold the same guest bytes.
+pub fn same_disk(a: &std::path::Path, fa: &str, b: &std::path::Path, fb: &str, context: &str) {
+    let out = Command::new("qemu-img").args(["compare", "-q", "-f", fa, "-F", fb]).arg(a).arg(b).output().unwrap();
+    assert!(out.status.success(), "{context}: {} differs from {}", a.display(), b.display());
 }
