@@ -503,6 +503,18 @@ impl JobStore {
         cancel.map(|c| c != 0).ok_or_else(|| JobError::Fenced(lease.job_id.clone()))
     }
 
+    /// Whether a cancel was requested, read without renewing; fenced when the lease was lost.
+    pub async fn cancel_requested(&self, lease: &Lease) -> Result<bool, JobError> {
+        let cancel: Option<i64> = sqlx::query_scalar(
+            "select cancel_requested from jobs where id = $1 and fencing_token = $2 and state = 'in-progress'",
+        )
+        .bind(&lease.job_id)
+        .bind(lease.token)
+        .fetch_optional(&self.db.pool)
+        .await?;
+        cancel.map(|c| c != 0).ok_or_else(|| JobError::Fenced(lease.job_id.clone()))
+    }
+
     /// Updates task `seq` of the lease's job only while the lease's fencing token is current. `set` may use
     /// `{now}`, and `$4`, `$5`, … for `values`.
     async fn fenced_task_update(

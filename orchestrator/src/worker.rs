@@ -129,16 +129,28 @@ fn heartbeat(
 ) -> Keeper {
     let mut last_renewed = Instant::now();
     let mut next_renewal = Instant::now() + Duration::from_millis(lease_ms / 3);
+    let mut next_look = Instant::now();
     let mut flushed = None;
     Keeper::start("lease-heartbeat", Duration::from_millis(300), move |rt| {
         if shutdown.load(Ordering::Relaxed) {
             cancel.store(true, Ordering::Relaxed);
         }
-        if Instant::now() >= next_renewal {
-            match rt.block_on(store.heartbeat(&lease, lease_ms)) {
+        // Renew a few times per lease period; in between, look for a cancel every second (a read), so a
+        // cancelled sync stops within about a second.
+        let renew = Instant::now() >= next_renewal;
+        if renew || Instant::now() >= next_look {
+            next_look = Instant::now() + Duration::from_secs(1);
+            let beat = if renew {
+                rt.block_on(store.heartbeat(&lease, lease_ms))
+            } else {
+                rt.block_on(store.cancel_requested(&lease))
+            };
+            match beat {
                 Ok(cancel_requested) => {
-                    last_renewed = Instant::now();
-                    next_renewal = last_renewed + Duration::from_millis(lease_ms / 3);
+                    if renew {
+                        last_renewed = Instant::now();
+                        next_renewal = last_renewed + Duration::from_millis(lease_ms / 3);
+                    }
                     if cancel_requested {
                         cancel.store(true, Ordering::Relaxed);
                     }

@@ -1,0 +1,76 @@
+//! Many jobs at once on one node: while a long, throttled reprotect syncs, another item's failover completes and a
+//! protected item keeps gaining recovery points; then the reprotect is cancelled mid-sync — its sync stops at the
+//! next chunk, the job ends cancelled, and the item is back in the state it had before.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{get, post, wait_job, Portal};
+
+const REPROTECT: &str = r#"{"master_target": "mt-win-01", "process_server": "ps-azure-01"}"#;
+
+async fn start(p: &Portal, item: &str, action: &str, body: &str, key: &str) -> String {
+    let (s, v) = post(&p.http, &format!("{}api/v1/items/{item}/{action}", p.url), body, key).await;
+    assert_eq!(s, 202, "{action} {item}: {v}");
+    v["job_id"].as_str().unwrap().to_owned()
+}
+
+async fn points(p: &Portal, item: &str) -> usize {
+    get(&p.http, &format!("{}api/v1/items/{item}/points", p.url)).await["points"].as_array().unwrap().len()
+}
+
+async fn job_state(p: &Portal, job: &str) -> String {
+    get(&p.http, &format!("{}api/v1/jobs/{job}", p.url)).await["job"]["state"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_long_reprotect_holds_up_neither_a_failover_nor_replication_and_cancel_stops_its_sync() {
+    let p = Portal::start(&["--workers", "4"]);
+    let faults = format!("{}api/v1/infrastructure/faults", p.url);
+    post(&p.http, &faults, r#"{"guest_bytes_per_tick": 0, "crash_consistent_every_ms": 500}"#, "f0").await;
+    let (a, b) = (
+        start(&p, "web01", "reprotect", REPROTECT, "r1").await,
+        start(&p, "sql01", "reprotect", REPROTECT, "r2").await,
+    );
+    assert_eq!(wait_job(&p.http, &p.url, &a).await["job"]["state"], "succeeded");
+    assert_eq!(wait_job(&p.http, &p.url, &b).await["job"]["state"], "succeeded");
+
+    // app02: alternate location, a full copy of 16 MiB throttled to 1 MiB/s — about 16 s if left alone.
+    post(&p.http, &faults, r#"{"replication_bytes_per_s": 1048576}"#, "f1").await;
+    let body = r#"{"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "vmfs-01"}"#;
+    let long = start(&p, "app02", "reprotect", body, "r3").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = get(&p.http, &format!("{}api/v1/jobs/{long}", p.url)).await;
+        let tasks = j["job"]["tasks"].as_array().unwrap().clone();
+        if tasks.iter().any(|t| t["progress"].as_array().is_some_and(|p| p[0].as_u64() > Some(0))) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reprotect never started moving bytes: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Side by side: sql01 fails over to completion, web01 gains recovery points, app02 still syncs.
+    let before = points(&p, "web01").await;
+    let failover = start(&p, "sql01", "failover", r#"{"point": {"type": "latest-processed"}}"#, "f-sql01").await;
+    assert_eq!(wait_job(&p.http, &p.url, &failover).await["job"]["state"], "succeeded");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while points(&p, "web01").await <= before {
+        assert!(Instant::now() < deadline, "web01 gained no recovery point while app02 synced");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(job_state(&p, &long).await, "in-progress", "the long reprotect is still running");
+
+    // Cancel mid-sync: the sync stops at its next chunk, not at its end.
+    let asked = Instant::now();
+    let (s, v) = post(&p.http, &format!("{}api/v1/jobs/{long}/cancel", p.url), "{}", "c1").await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("in-progress")), "asked to stop: {v}");
+    let j = wait_job(&p.http, &p.url, &long).await;
+    let took = asked.elapsed();
+    eprintln!("cancel → job cancelled in {took:?}");
+    assert_eq!(j["job"]["state"], "cancelled", "{j}");
+    assert!(took < Duration::from_secs(8), "the sync ran on after the cancel ({took:?}); it had ~10 s left: {j}");
+    let it = get(&p.http, &format!("{}api/v1/items/app02", p.url)).await;
+    assert_eq!(it["item"]["state"], "committed-in-cloud", "back to its state before the reprotect: {it}");
+}
