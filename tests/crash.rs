@@ -1,6 +1,7 @@
 //! The server killed (SIGKILL) at random moments of a workflow, then restarted on the same data dir: every job
 //! ends once, correctly — its finished tasks are not run again, at most the interrupted one is, and the disks are
-//! what the workflow promises. ≥ 30 seeds when HOMEWARD_E2E is set (./x test, CI), 3 otherwise.
+//! what the workflow promises. 30 seeds when HOMEWARD_E2E is set (./x test, CI), 3 otherwise, or
+//! HOMEWARD_CRASH_SEEDS.
 
 mod common;
 
@@ -22,7 +23,11 @@ fn assert_ran_once(job: &Value, seed: u64) {
 
 #[tokio::test]
 async fn jobs_end_once_and_correctly_when_the_server_is_killed_mid_workflow() {
-    let seeds = if std::env::var_os("HOMEWARD_E2E").is_some() { 30 } else { 3 };
+    let seeds = match std::env::var("HOMEWARD_CRASH_SEEDS").ok().and_then(|n| n.parse().ok()) {
+        Some(n) => n,
+        None if std::env::var_os("HOMEWARD_E2E").is_some() => 30,
+        None => 3,
+    };
     let mut interrupted = 0;
     for seed in 0..seeds {
         let dir = tempfile::tempdir().unwrap();
