@@ -156,18 +156,14 @@ async fn the_article_over_the_rest_api_with_refusals_explained() {
         full <= estimate && full >= estimate * 9 / 10,
         "the full copy sends the allocated blocks: {full} vs {estimate}"
     );
-    let estate: Value =
-        serde_json::from_slice(&std::fs::read(portal.data_dir.join("estate/estate.json")).unwrap()).unwrap();
     let root = portal.data_dir.join("estate");
-    let disk = |item: &str, field: &str| {
-        let rec = estate["items"].as_array().unwrap().iter().find(|r| r["item"]["id"] == item).unwrap().clone();
-        root.join(rec[field][0].as_str().unwrap())
-    };
     for (item, onprem) in [("lin01", "onprem_disks"), ("app02", "replica_disks")] {
+        let rec = common::estate_record(&portal.data_dir, item).await;
+        let disk = |field: &str| root.join(rec[field][0].as_str().unwrap());
         let out = std::process::Command::new("qemu-img")
             .args(["compare", "-q", "-f", "vmdk", "-F", "vpc"])
-            .arg(disk(item, onprem))
-            .arg(disk(item, "cloud_disks"))
+            .arg(disk(onprem))
+            .arg(disk("cloud_disks"))
             .output()
             .unwrap();
         assert!(out.status.success(), "{item}: the on-premises disk differs from the cloud disk");

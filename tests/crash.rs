@@ -65,9 +65,7 @@ async fn jobs_end_once_and_correctly_when_the_server_is_killed_mid_workflow() {
         let it = get(&portal.http, &format!("{}api/v1/items/{item}", portal.url)).await;
         let expected = if action == "reprotect" { "protected-to-primary" } else { "failed-back-commit-pending" };
         assert_eq!(it["item"]["state"], expected, "seed {seed}: {it}");
-        let estate: Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join("estate/estate.json")).unwrap()).unwrap();
-        let rec = estate["items"].as_array().unwrap().iter().find(|r| r["item"]["id"] == item).unwrap();
+        let rec = common::estate_record(dir.path(), item).await;
         let root = dir.path().join("estate");
         let cloud = root.join(rec["cloud_disks"][0].as_str().unwrap());
         let onprem =

@@ -36,11 +36,6 @@ fn ran_once(job: &Value) -> u64 {
     extra
 }
 
-fn record(estate: &Path, item: &str) -> Value {
-    let doc: Value = serde_json::from_slice(&std::fs::read(estate.join("estate.json")).unwrap()).unwrap();
-    doc["items"].as_array().unwrap().iter().find(|r| r["item"]["id"] == item).unwrap().clone()
-}
-
 #[tokio::test]
 async fn two_nodes_share_the_work_and_one_finishes_what_the_other_was_killed_in() {
     let (dir_a, dir_b, estate) =
@@ -101,10 +96,10 @@ async fn two_nodes_share_the_work_and_one_finishes_what_the_other_was_killed_in(
 
     let root = estate.path();
     let disk = |r: &Value, which: &str| root.join(r[which][0].as_str().unwrap());
-    let r = record(root, "app02");
+    let r = common::estate_record(dir_b.path(), "app02").await;
     same_disk(&disk(&r, "replica_disks"), "vmdk", &disk(&r, "cloud_disks"), "vpc", "app02 replica");
     for item in ["web01", "sql01"] {
-        let r = record(root, item);
+        let r = common::estate_record(dir_b.path(), item).await;
         same_disk(&disk(&r, "onprem_disks"), "vmdk", &disk(&r, "cloud_disks"), "vpc", item);
         let it = get(&b.http, &format!("{}api/v1/items/{item}", b.url)).await;
         assert_eq!(it["item"]["state"], "failed-back-commit-pending", "{it}");

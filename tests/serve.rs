@@ -18,6 +18,8 @@ async fn serve_creates_the_database_and_healthz_reports_the_schema_version_and_t
     if engine().0 == "sqlite" {
         assert!(portal.data_dir.join("homeward.db").is_file(), "database file created in the data dir");
     }
+    // The estate's description is in the database; its folder holds only disks.
+    assert!(portal.data_dir.join("estate/recovery").is_dir() && !portal.data_dir.join("estate/estate.json").exists());
     let (status, ctype, body) = get(&reqwest::Client::new(), &format!("{}healthz", portal.url)).await;
     assert_eq!(status, 200, "{body}");
     assert!(ctype.starts_with("application/json"), "{ctype}");

@@ -12,7 +12,7 @@ pub const PER_PAGE: usize = 50;
 #[cfg(feature = "ssr")]
 pub(crate) mod server {
     use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant, SystemTime};
+    use std::time::{Duration, Instant};
 
     use leptos::prelude::*;
     use orchestrator::accounts::User;
@@ -92,16 +92,14 @@ pub(crate) mod server {
 
     /// The items table for every item, rebuilt when the estate file changes or after two seconds (ages and the
     /// agent's registration move with the clock). Thousands of items then cost a filter and a sort per request.
-    /// (built at, estate file stamp, rows).
-    type Cached = (Instant, (SystemTime, u64), Arc<Vec<ItemRow>>);
+    /// (built at, estate version, rows).
+    type Cached = (Instant, i64, Arc<Vec<ItemRow>>);
     static CACHE: Mutex<Option<Cached>> = Mutex::new(None);
     const FRESH: Duration = Duration::from_secs(2);
 
     pub async fn all_rows() -> Result<Arc<Vec<ItemRow>>, ServerFnError> {
         let s = service()?;
-        let stamp = std::fs::metadata(s.estate.root.join("estate.json"))
-            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
-            .map_err(internal)?;
+        let stamp = s.estate.version().await.map_err(internal)?;
         if let Some((at, key, rows)) = CACHE.lock().map_err(internal)?.as_ref() {
             if *key == stamp && at.elapsed() < FRESH {
                 return Ok(rows.clone());
@@ -160,8 +158,8 @@ pub(crate) mod server {
     }
 
     /// Process servers that can send data to Azure (on-premises ones), the others disabled with R-W4.
-    pub fn cloud_process_servers() -> Result<Vec<Choice>, ServerFnError> {
-        let doc = service()?.doc().map_err(internal)?;
+    pub async fn cloud_process_servers() -> Result<Vec<Choice>, ServerFnError> {
+        let doc = service()?.doc().await.map_err(internal)?;
         Ok(process_server_choices(&doc.inventory.process_servers, orchestrator::rules::r_w4_process_server_on_premises))
     }
 
@@ -259,7 +257,7 @@ pub async fn list_items(
         page,
         per_page: PER_PAGE,
         states,
-        process_servers_to_cloud: server::cloud_process_servers()?,
+        process_servers_to_cloud: server::cloud_process_servers().await?,
     })
 }
 
@@ -276,7 +274,7 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
         Err(ServiceError::Estate(EstateError::UnknownItem(_))) => return Ok(None),
         Err(e) => return Err(internal(e)),
     };
-    let doc = s.doc().map_err(internal)?;
+    let doc = s.doc().await.map_err(internal)?;
     let inv = &doc.inventory;
     let now = (s.clock)();
     let active = s.jobs.active_job_for_item(&id).await.map_err(internal)?;
@@ -451,7 +449,7 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
         jobs,
         reprotect,
         cloud_vm,
-        cloud_process_servers: cloud_process_servers()?,
+        cloud_process_servers: cloud_process_servers().await?,
         initial_sync,
     }))
 }
@@ -512,7 +510,7 @@ pub async fn get_job(id: String) -> Result<Option<JobRow>, ServerFnError> {
 pub async fn list_plans() -> Result<Vec<PlanRow>, ServerFnError> {
     use server::*;
     let s = service()?;
-    let doc = s.doc().map_err(internal)?;
+    let doc = s.doc().await.map_err(internal)?;
     let all = all_rows().await?;
     let mut out = Vec::new();
     for p in doc.plans {
@@ -525,7 +523,7 @@ pub async fn list_plans() -> Result<Vec<PlanRow>, ServerFnError> {
 pub async fn get_plan(id: String) -> Result<Option<PlanRow>, ServerFnError> {
     use server::*;
     let s = service()?;
-    let doc = s.doc().map_err(internal)?;
+    let doc = s.doc().await.map_err(internal)?;
     let Some(p) = doc.plans.into_iter().find(|p| p.id == id) else { return Ok(None) };
     let all = all_rows().await?;
     Ok(Some(plan_row(&s, &all, p, true).await?))
@@ -548,7 +546,7 @@ async fn plan_row(
     let mut choices = Vec::new();
     let mut jobs = Vec::new();
     if detail {
-        let doc = s.doc().map_err(internal)?;
+        let doc = s.doc().await.map_err(internal)?;
         let now = (s.clock)();
         let items = p
             .groups
@@ -594,7 +592,7 @@ async fn plan_row(
 pub async fn infrastructure() -> Result<InfraView, ServerFnError> {
     use server::*;
     let s = service()?;
-    let doc = s.doc().map_err(internal)?;
+    let doc = s.doc().await.map_err(internal)?;
     let inv = &doc.inventory;
     let yes = |b: bool| if b { "yes".to_owned() } else { "no".to_owned() };
     let cols = |c: &[&str]| c.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -740,7 +738,7 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
     // RPO over the last two hours, from the recovery points: at each moment, the age of the newest point then.
     const WINDOW_MIN: u32 = 120;
     let now = (s.clock)();
-    let doc = s.doc().map_err(internal)?;
+    let doc = s.doc().await.map_err(internal)?;
     let mut rpo = Vec::new();
     for r in all.iter().filter(|r| r.rpo_ms.is_some()).take(12) {
         let Ok(item) = s.estate.view(&doc, &r.id, now) else { continue };

@@ -153,7 +153,8 @@ fn guest_writes(img: &replicator::DiskImage, hot_fraction: f64, seed: u64, bytes
     Ok(())
 }
 
-/// Creates the demo estate under `estate.root` (which must not hold one yet).
+/// Makes the demo estate's disks under `estate.root` and returns its description (which the caller stores, e.g.
+/// with `Estate::create_once`).
 pub fn seed(estate: &Estate) -> Result<EstateDoc, EstateError> {
     let io = |path: &std::path::Path, source| EstateError::Io { path: path.to_path_buf(), source };
     let mut items = Vec::new();
@@ -244,7 +245,6 @@ pub fn seed(estate: &Estate) -> Result<EstateDoc, EstateError> {
         faults: Faults { agent_registration_delay_min: 5 },
         replication: ReplicationPolicy::default(),
     };
-    estate.save(&doc)?;
     Ok(doc)
 }
 
@@ -254,9 +254,8 @@ pub const FLEET_DISK_BYTES: u64 = 1 << 20;
 /// Adds `n` more replicated items (`fleet-0001` …) to a seeded estate, each with a real (sparse) cloud disk,
 /// failed over and committed in the cloud like the rest: the scale the portal must handle (thousands of items).
 /// Their guests stay quiet, so the worker's continuous replication does not write thousands of disks a second.
-pub fn add_fleet(estate: &Estate, n: usize) -> Result<EstateDoc, EstateError> {
+pub fn add_fleet(estate: &Estate, doc: &mut EstateDoc, n: usize) -> Result<(), EstateError> {
     let io = |path: &std::path::Path, source| EstateError::Io { path: path.to_path_buf(), source };
-    let mut doc = estate.load()?;
     let start = doc.items.iter().filter(|r| r.item.id.starts_with("fleet-")).count();
     let oses = [
         (OsFamily::Windows, "Windows Server 2019"),
@@ -319,6 +318,5 @@ pub fn add_fleet(estate: &Estate, n: usize) -> Result<EstateDoc, EstateError> {
         });
     }
     doc.replication.guest_bytes_per_tick = 0;
-    estate.save(&doc)?;
-    Ok(doc)
+    Ok(())
 }

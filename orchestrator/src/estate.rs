@@ -1,15 +1,17 @@
-//! The local estate (embedded default): both sites as folders under the data dir, with real disk images — VMDK on
-//! the primary site, fixed VHD in the cloud — and an inventory document. The runtime reads it to build the
-//! snapshot the rules decide on, and the workflows change it.
+//! The local estate (embedded default): both sites as folders under the estate folder, with real disk images —
+//! VMDK on the primary site, fixed VHD in the cloud — described in the vault's database (inventory, replicated
+//! items with their lifecycle state, recovery plans, replication policy, fault knobs). The runtime reads it to
+//! build the snapshot the rules decide on, and the workflows change it, each change one transaction that every
+//! node sees.
 //!
 //! Recovery points are not stored here: they are read from the replicator's journal on the replica disks, so the
 //! estate never disagrees with the bytes.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::db::Db;
 use crate::domain::*;
 use crate::lifecycle::State;
 
@@ -111,6 +113,15 @@ impl FaultKnobs {
     }
 }
 
+/// How an estate came to be at the first start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Created {
+    /// From the estate.json an earlier version kept in the folder.
+    Imported,
+    /// Built anew (the demo estate).
+    Built,
+}
+
 /// Continuous replication of protected items, and the simulated guests' writes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReplicationPolicy {
@@ -160,82 +171,217 @@ pub enum EstateError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: the estate inventory is unreadable: {problem}")]
     Corrupt { path: PathBuf, problem: String },
+    #[error("the estate's {what} in the database is unreadable: {problem}")]
+    CorruptRow { what: String, problem: String },
+    #[error("the vault has no estate yet")]
+    Missing,
     #[error("no replicated item {0}")]
     UnknownItem(String),
     #[error(transparent)]
     Replicator(#[from] replicator::Error),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
 }
 
-/// The estate on disk. Read-modify-write goes through `update`, serialised by one lock per process.
+/// The estate: its description in the vault's database, its disks under `root`.
 #[derive(Clone, Debug)]
 pub struct Estate {
     pub root: PathBuf,
-    lock: Arc<tokio::sync::Mutex<()>>,
+    pub db: Db,
+}
+
+#[derive(sqlx::FromRow)]
+struct SettingsRow {
+    inventory: String,
+    faults: String,
+    replication: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct ItemRow {
+    id: String,
+    record: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct PlanRow {
+    id: String,
+    name: String,
+    groups: String,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, EstateError> {
+    serde_json::from_str(json).map_err(|e| EstateError::CorruptRow { what: what.to_owned(), problem: e.to_string() })
+}
+
+fn encode<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("the estate serialises")
+}
+
+/// Reads the whole description on `conn` (inside the caller's transaction, if any).
+async fn read(conn: &mut sqlx::AnyConnection) -> Result<EstateDoc, EstateError> {
+    let settings: SettingsRow =
+        sqlx::query_as("select inventory, faults, replication from estate_settings where id = 1")
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or(EstateError::Missing)?;
+    let items: Vec<ItemRow> =
+        sqlx::query_as("select id, record from estate_items order by position, id").fetch_all(&mut *conn).await?;
+    let plans: Vec<PlanRow> =
+        sqlx::query_as("select id, name, groups from recovery_plans order by position, id").fetch_all(&mut *conn).await?;
+    Ok(EstateDoc {
+        inventory: decode("inventory", &settings.inventory)?,
+        faults: decode("fault knobs", &settings.faults)?,
+        replication: decode("replication policy", &settings.replication)?,
+        items: items.iter().map(|r| decode(&format!("item {}", r.id), &r.record)).collect::<Result<_, _>>()?,
+        plans: plans
+            .into_iter()
+            .map(|p| Ok(RecoveryPlan { groups: decode(&format!("plan {}", p.id), &p.groups)?, id: p.id, name: p.name }))
+            .collect::<Result<_, EstateError>>()?,
+    })
+}
+
+/// Writes what differs between `before` and `after` (every row when `before` is `None`).
+async fn write(
+    conn: &mut sqlx::AnyConnection,
+    before: Option<&EstateDoc>,
+    after: &EstateDoc,
+) -> Result<(), EstateError> {
+    let settings = (encode(&after.inventory), encode(&after.faults), encode(&after.replication));
+    let old = before.map(|b| (encode(&b.inventory), encode(&b.faults), encode(&b.replication)));
+    if old.as_ref() != Some(&settings) {
+        sqlx::query(
+            "insert into estate_settings (id, inventory, faults, replication, version) values (1, $1, $2, $3, 1) \
+             on conflict (id) do update set inventory = $1, faults = $2, replication = $3",
+        )
+        .bind(&settings.0)
+        .bind(&settings.1)
+        .bind(&settings.2)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let old_items: std::collections::HashMap<&str, (usize, &ItemRecord)> = before
+        .map(|b| b.items.iter().enumerate().map(|(i, r)| (r.item.id.as_str(), (i, r))).collect())
+        .unwrap_or_default();
+    for (position, rec) in after.items.iter().enumerate() {
+        if old_items.get(rec.item.id.as_str()).is_some_and(|(p, r)| *p == position && *r == rec) {
+            continue;
+        }
+        sqlx::query(
+            "insert into estate_items (id, position, state, health, record) values ($1, $2, $3, $4, $5) \
+             on conflict (id) do update set position = $2, state = $3, health = $4, record = $5",
+        )
+        .bind(&rec.item.id)
+        .bind(position as i64)
+        .bind(wire_name(&rec.item.state))
+        .bind(wire_name(&rec.item.health))
+        .bind(encode(rec))
+        .execute(&mut *conn)
+        .await?;
+    }
+    let kept: std::collections::HashSet<&str> = after.items.iter().map(|r| r.item.id.as_str()).collect();
+    for gone in old_items.keys().filter(|id| !kept.contains(*id)) {
+        sqlx::query("delete from estate_items where id = $1").bind(*gone).execute(&mut *conn).await?;
+    }
+    if before.map(|b| &b.plans) != Some(&after.plans) {
+        sqlx::query("delete from recovery_plans").execute(&mut *conn).await?;
+        for (position, p) in after.plans.iter().enumerate() {
+            sqlx::query("insert into recovery_plans (id, position, name, groups) values ($1, $2, $3, $4)")
+                .bind(&p.id)
+                .bind(position as i64)
+                .bind(&p.name)
+                .bind(encode(&p.groups))
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 impl Estate {
-    pub fn new(root: &Path) -> Estate {
-        Estate { root: root.to_path_buf(), lock: Arc::new(tokio::sync::Mutex::new(())) }
-    }
-
-    fn doc_path(&self) -> PathBuf {
-        self.root.join("estate.json")
-    }
-
-    pub fn exists(&self) -> bool {
-        self.doc_path().is_file()
+    pub fn new(root: &Path, db: Db) -> Estate {
+        Estate { root: root.to_path_buf(), db }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
     }
 
-    pub fn load(&self) -> Result<EstateDoc, EstateError> {
-        let p = self.doc_path();
-        let bytes = std::fs::read(&p).map_err(|source| EstateError::Io { path: p.clone(), source })?;
-        serde_json::from_slice(&bytes).map_err(|e| EstateError::Corrupt { path: p, problem: e.to_string() })
+    /// An `estate.json` written by an earlier version, imported at the first start.
+    fn legacy_doc_path(&self) -> PathBuf {
+        self.root.join("estate.json")
     }
 
-    pub fn save(&self, doc: &EstateDoc) -> Result<(), EstateError> {
-        std::fs::create_dir_all(&self.root).map_err(|source| EstateError::Io { path: self.root.clone(), source })?;
-        let p = self.doc_path();
-        let body = serde_json::to_vec_pretty(doc).expect("the estate serialises");
-        replicator::fileio::write_atomic(&p, &body).map_err(|source| EstateError::Io { path: p, source })
+    pub async fn exists(&self) -> Result<bool, EstateError> {
+        let n: i64 = sqlx::query_scalar("select count(*) from estate_settings").fetch_one(&self.db.pool).await?;
+        Ok(n > 0)
     }
 
-    /// The lock the nodes sharing this estate folder take around a read-modify-write.
-    fn file_lock(&self) -> Result<replicator::fileio::FileLock, EstateError> {
-        std::fs::create_dir_all(&self.root).map_err(|source| EstateError::Io { path: self.root.clone(), source })?;
-        let lock_path = self.root.join("estate.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| EstateError::Io { path: lock_path.clone(), source })?;
-        replicator::fileio::FileLock::exclusive(file).map_err(|source| EstateError::Io { path: lock_path, source })
+    /// Bumped by every change, for readers that cache.
+    pub async fn version(&self) -> Result<i64, EstateError> {
+        let v: Option<i64> = sqlx::query_scalar("select version from estate_settings where id = 1")
+            .fetch_optional(&self.db.pool)
+            .await?;
+        v.ok_or(EstateError::Missing)
     }
 
-    /// Runs `seed` if the estate has no document yet — once, even when several nodes start together. Returns
-    /// whether it ran.
-    pub async fn seed_once(&self, seed: impl FnOnce(&Estate) -> Result<(), EstateError>) -> Result<bool, EstateError> {
-        let _guard = self.lock.lock().await;
-        let _file_lock = self.file_lock()?;
-        if self.exists() {
-            return Ok(false);
+    pub async fn load(&self) -> Result<EstateDoc, EstateError> {
+        let mut conn = self.db.pool.acquire().await?;
+        read(&mut *conn).await
+    }
+
+    /// Describes a new estate, once, even when several nodes start together: from the `estate.json` an earlier
+    /// version left in the folder (kept, renamed `estate.json.imported`), else from `build` (which makes the
+    /// disks). Returns how the estate came to be, or `None` when it existed already.
+    pub async fn create_once(
+        &self,
+        build: impl FnOnce(&Estate) -> Result<EstateDoc, EstateError>,
+    ) -> Result<Option<Created>, EstateError> {
+        let mut tx = self.db.pool.begin().await?;
+        // A write first: the creator holds the row; a node starting at the same moment waits here, then finds it.
+        let claimed = sqlx::query(
+            "insert into estate_settings (id, inventory, faults, replication, version) values (1, '', '', '', 0) \
+             on conflict (id) do nothing",
+        )
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() == 0 {
+            return Ok(None);
         }
-        seed(self)?;
-        Ok(true)
+        let legacy = self.legacy_doc_path();
+        let (doc, how) = if legacy.is_file() {
+            let bytes = std::fs::read(&legacy).map_err(|source| EstateError::Io { path: legacy.clone(), source })?;
+            let doc: EstateDoc = serde_json::from_slice(&bytes)
+                .map_err(|e| EstateError::Corrupt { path: legacy.clone(), problem: e.to_string() })?;
+            (doc, Created::Imported)
+        } else {
+            (build(self)?, Created::Built)
+        };
+        write(&mut *tx, None, &doc).await?;
+        tx.commit().await?;
+        if how == Created::Imported {
+            let kept = legacy.with_extension("json.imported");
+            std::fs::rename(&legacy, &kept).map_err(|source| EstateError::Io { path: legacy, source })?;
+        }
+        Ok(Some(how))
     }
 
-    /// Applies `f` to the document and saves it, under the estate's lock: one per process for its tasks, and a
-    /// file lock for the nodes that share the estate folder.
+    /// Applies `f` to the description and writes what it changed, in one transaction; concurrent updates from
+    /// any node are serialised. An error from `f` changes nothing.
     pub async fn update<T>(&self, f: impl FnOnce(&mut EstateDoc) -> Result<T, EstateError>) -> Result<T, EstateError> {
-        let _guard = self.lock.lock().await;
-        let _file_lock = self.file_lock()?;
-        let mut doc = self.load()?;
+        let mut tx = self.db.pool.begin().await?;
+        // A write first: SQLite takes its write lock, PostgreSQL locks the row — the read below is then current.
+        let bumped = sqlx::query("update estate_settings set version = version + 1 where id = 1")
+            .execute(&mut *tx)
+            .await?;
+        if bumped.rows_affected() == 0 {
+            return Err(EstateError::Missing);
+        }
+        let before = read(&mut *tx).await?;
+        let mut doc = before.clone();
         let out = f(&mut doc)?;
-        self.save(&doc)?;
+        write(&mut *tx, Some(&before), &doc).await?;
+        tx.commit().await?;
         Ok(out)
     }
 

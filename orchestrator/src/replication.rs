@@ -30,7 +30,7 @@ impl Service {
     /// One round over every item that has work: guest writes on running VMs, a cycle where one is due. Items with
     /// an active job are left to the job. `holder` names this node's replication in the item leases.
     pub async fn replication_round(&self, holder: &str, shutdown: &Arc<AtomicBool>) -> Result<(), ServiceError> {
-        let doc = self.doc()?;
+        let doc = self.doc().await?;
         let now = (self.clock)();
         let active = self.jobs.active_jobs_by_item().await?;
         let mut units: Vec<Unit> = Vec::new();
@@ -106,7 +106,7 @@ impl Service {
     /// Under the unit's holds: the guests write, then a cycle runs if one is due (read again now, since another
     /// node may have just run it).
     async fn write_and_cycle(&self, ids: &[String], cancel: Arc<AtomicBool>) -> Result<(), ServiceError> {
-        let doc = self.doc()?;
+        let doc = self.doc().await?;
         let now = (self.clock)();
         let policy = doc.replication.clone();
         let mut pairs: Vec<(String, String)> = Vec::new();
@@ -151,7 +151,7 @@ impl Service {
         let consistency =
             if app { replicator::Consistency::AppConsistent } else { replicator::Consistency::CrashConsistent };
         let exec = Workflows::new(self, cancel.clone(), Arc::new(AtomicBool::new(false)));
-        let result = exec.cycle(&pairs, replicator::Mode::Auto, consistency);
+        let result = exec.cycle(&pairs, replicator::Mode::Auto, consistency).await;
         if result.is_err() && cancel.load(Ordering::Relaxed) {
             // Given up for a job (or a shutdown): not a failure of the item's replication.
             return Ok(());

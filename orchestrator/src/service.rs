@@ -59,8 +59,8 @@ pub fn system_clock() -> Millis {
 }
 
 impl Service {
-    pub fn doc(&self) -> Result<EstateDoc, ServiceError> {
-        Ok(self.estate.load()?)
+    pub async fn doc(&self) -> Result<EstateDoc, ServiceError> {
+        Ok(self.estate.load().await?)
     }
 
     pub async fn context(&self, item: &str) -> Result<Context, ServiceError> {
@@ -69,7 +69,7 @@ impl Service {
 
     /// The item with its allowed operations and, for the others, why not.
     pub async fn item(&self, id: &str) -> Result<(ReplicatedItem, Vec<(Operation, Vec<Refusal>)>), ServiceError> {
-        let doc = self.doc()?;
+        let doc = self.doc().await?;
         let item = self.estate.view(&doc, id, (self.clock)())?;
         let ctx = self.context(id).await?;
         let ops = lifecycle::allowed_operations(&item, &doc.inventory, &ctx);
@@ -78,7 +78,7 @@ impl Service {
 
     /// Every item with its allowed operations: one read of the estate, one query for the active jobs.
     pub async fn all_items(&self) -> Result<Vec<(ReplicatedItem, Vec<(Operation, Vec<Refusal>)>)>, ServiceError> {
-        let doc = self.doc()?;
+        let doc = self.doc().await?;
         let now = (self.clock)();
         let active = self.jobs.active_jobs_by_item().await?;
         doc.items
@@ -119,7 +119,7 @@ impl Service {
     }
 
     pub async fn dry_run(&self, id: &str, op: Operation, req: &Request) -> Result<Plan, ServiceError> {
-        let doc = self.doc()?;
+        let doc = self.doc().await?;
         let item = self.estate.view(&doc, id, (self.clock)())?;
         let rec = doc.items.iter().find(|r| r.item.id == id).expect("view found it");
         let ctx = self.context(id).await?;
@@ -180,7 +180,7 @@ impl Service {
             }
             return Err(JobError::IdempotencyConflict { key: key.to_owned(), job: job.id }.into());
         }
-        let doc = self.doc()?;
+        let doc = self.doc().await?;
         let plan = doc
             .plans
             .iter()
@@ -265,7 +265,7 @@ impl Service {
         for job in self.jobs.list(1000).await? {
             if job.state.is_terminal() {
                 if let Ok(req) = serde_json::from_str::<JobRequest>(&job.request) {
-                    let doc = self.doc()?;
+                    let doc = self.doc().await?;
                     let Some(rec) = doc.items.iter().find(|r| r.item.id == req.item) else { continue };
                     let in_progress = lifecycle::next(rec.item.state, Event::Succeeded(req.operation)).is_ok();
                     let newer_active = self.jobs.active_job_for_item(&req.item).await?.is_some();

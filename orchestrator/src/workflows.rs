@@ -65,8 +65,8 @@ impl Workflows<'_> {
         failure.map_or(Ok(()), Err)
     }
 
-    fn record(&self, item: &str) -> Result<(ItemRecord, Inventory), TaskFailure> {
-        let doc = self.service.doc().map_err(|e| fail(e.to_string(), "Check the estate folder."))?;
+    async fn record(&self, item: &str) -> Result<(ItemRecord, Inventory), TaskFailure> {
+        let doc = self.service.doc().await.map_err(|e| fail(e.to_string(), "Check the estate folder."))?;
         let rec = doc
             .items
             .iter()
@@ -78,7 +78,7 @@ impl Workflows<'_> {
 
     /// One replication cycle over every disk pair, sharing one point id. A failure is worth retrying (the sync
     /// resumes from its cursor), unless the cycle was stopped on purpose.
-    pub(crate) fn cycle(
+    pub(crate) async fn cycle(
         &self,
         pairs: &[(String, String)],
         mode: replicator::Mode,
@@ -87,7 +87,7 @@ impl Workflows<'_> {
         let paths: Vec<(std::path::PathBuf, std::path::PathBuf)> =
             pairs.iter().map(|(s, d)| (self.service.estate.path(s), self.service.estate.path(d))).collect();
         let refs: Vec<(&Path, &Path)> = paths.iter().map(|(s, d)| (s.as_path(), d.as_path())).collect();
-        let bandwidth = self.service.doc().ok().and_then(|d| d.replication.replication_bytes_per_s);
+        let bandwidth = self.service.doc().await.ok().and_then(|d| d.replication.replication_bytes_per_s);
         let seq = self.current_task.load(Ordering::Relaxed);
         let slot = self.progress.clone();
         let progress: Option<replicator::sync::ProgressFn> = (seq >= 0).then(|| {
@@ -175,7 +175,7 @@ impl Workflows<'_> {
             .find(|(i, _)| i == id)
             .map(|(_, p)| p.clone())
             .ok_or_else(|| fail(format!("{id} has no point in this plan job"), "Start the plan failover again."))?;
-        let (rec, _) = self.record(id)?;
+        let (rec, _) = self.record(id).await?;
         // Idempotent after a crash: an item already failed back to this point is done.
         if rec.item.state == State::FailedBackCommitPending && rec.failed_back_point.as_deref() == Some(point.as_str())
         {
@@ -194,7 +194,7 @@ impl Workflows<'_> {
         };
         let request = Request { point: Some(PointChoice::Specific(point.clone())), ..Request::default() };
         let now = (self.service.clock)();
-        let doc = self.service.doc().map_err(estate_err)?;
+        let doc = self.service.doc().await.map_err(estate_err)?;
         let mut item = self.service.estate.view(&doc, id, now).map_err(|e| estate_err(e.into()))?;
         item.state = State::ProtectedToPrimary;
         let ctx = Context { now, active_job: None };
@@ -247,7 +247,7 @@ impl Workflows<'_> {
                 self.power(id, Site::Primary, false).await
             }
             Step::CreateOnPremVm => {
-                let (rec, _) = self.record(id)?;
+                let (rec, _) = self.record(id).await?;
                 let ds = plan.target_datastore.clone().unwrap_or_default();
                 let mut disks = Vec::new();
                 for (i, c) in rec.cloud_disks.iter().enumerate() {
@@ -289,7 +289,7 @@ impl Workflows<'_> {
                 Ok(outcome(0, serde_json::json!({"created": disks})))
             }
             Step::InitialReplication | Step::ResumeReplication => {
-                let (rec, _) = self.record(id)?;
+                let (rec, _) = self.record(id).await?;
                 if rec.replica_disks.is_empty() {
                     // Original location: the on-premises VM's own disks become the replica.
                     self.update(id, |r, _| {
@@ -298,7 +298,7 @@ impl Workflows<'_> {
                     })
                     .await?;
                 }
-                let (rec, _) = self.record(id)?;
+                let (rec, _) = self.record(id).await?;
                 let pairs: Vec<(String, String)> =
                     rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect();
                 let mode = if plan.transfer == Some(lifecycle::Transfer::Full) {
@@ -306,7 +306,7 @@ impl Workflows<'_> {
                 } else {
                     replicator::Mode::Delta
                 };
-                let (bytes, point) = self.cycle(&pairs, mode, replicator::Consistency::CrashConsistent)?;
+                let (bytes, point) = self.cycle(&pairs, mode, replicator::Consistency::CrashConsistent).await?;
                 self.update(id, |r, _| {
                     r.item.initial_sync_percent = 100;
                     r.item.master_target = req.request.master_target.clone().or(r.item.master_target.take());
@@ -318,27 +318,27 @@ impl Workflows<'_> {
             }
             Step::StartReplication | Step::StartReplicationToCloud => {
                 // The first app-consistent point of the new direction, with the guest quiesced.
-                let (rec, _) = self.record(id)?;
+                let (rec, _) = self.record(id).await?;
                 let pairs: Vec<(String, String)> = if step == Step::StartReplication {
                     rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect()
                 } else {
                     rec.onprem_disks.iter().cloned().zip(rec.cloud_disks.iter().cloned()).collect()
                 };
                 let (bytes, point) =
-                    self.cycle(&pairs, replicator::Mode::Auto, replicator::Consistency::AppConsistent)?;
+                    self.cycle(&pairs, replicator::Mode::Auto, replicator::Consistency::AppConsistent).await?;
                 Ok(outcome(bytes, serde_json::json!({"point": point, "consistency": "app-consistent"})))
             }
             Step::ShutDownCloudVm => self.power(id, Site::Recovery, false).await,
             Step::FinalCycle => {
-                let (rec, _) = self.record(id)?;
+                let (rec, _) = self.record(id).await?;
                 let pairs: Vec<(String, String)> =
                     rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect();
                 let (bytes, point) =
-                    self.cycle(&pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent)?;
+                    self.cycle(&pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent).await?;
                 Ok(outcome(bytes, serde_json::json!({"point": point})))
             }
             Step::MaterialiseDisks => {
-                let (rec, _) = self.record(id)?;
+                let (rec, _) = self.record(id).await?;
                 let point_id = match (&req.request.point, &plan.point) {
                     (Some(PointChoice::Latest), _) => self
                         .service
@@ -384,7 +384,7 @@ impl Workflows<'_> {
                 Ok(outcome(bytes, serde_json::json!({"point": point_id, "disks": out})))
             }
             Step::ReattachDisks => {
-                let (rec, inv) = self.record(id)?;
+                let (rec, inv) = self.record(id).await?;
                 let host = rec.item.onprem.as_ref().map(|v| v.host.clone()).unwrap_or_default();
                 vcenter_check(&inv, &host)?;
                 self.update(id, |r, _| {
@@ -395,7 +395,7 @@ impl Workflows<'_> {
                 Ok(outcome(0, serde_json::json!({"attached": true})))
             }
             Step::VmwareTools => {
-                let (rec, _) = self.record(id)?;
+                let (rec, _) = self.record(id).await?;
                 let (state, to_cloud) = (rec.item.os.family, req.operation == Operation::FailoverToCloud);
                 let tools = match (state, to_cloud) {
                     (OsFamily::Windows, false) => "enabled",
@@ -422,7 +422,7 @@ impl Workflows<'_> {
                 Ok(outcome(0, serde_json::json!({"onprem_power": true})))
             }
             Step::DeleteCloudVm => {
-                let (rec, _) = self.record(id)?;
+                let (rec, _) = self.record(id).await?;
                 for c in &rec.cloud_disks {
                     let p = self.service.estate.path(c);
                     if let Ok(img) = replicator::DiskImage::open(&p) {
@@ -462,7 +462,7 @@ impl Workflows<'_> {
             }
             Step::CheckAgent => {
                 let now = (self.service.clock)();
-                let doc = self.service.doc().map_err(|e| fail(e.to_string(), "Check the estate folder."))?;
+                let doc = self.service.doc().await.map_err(|e| fail(e.to_string(), "Check the estate folder."))?;
                 let item = self
                     .service
                     .estate
@@ -473,7 +473,7 @@ impl Workflows<'_> {
                 Ok(outcome(0, serde_json::json!({"agent_registered": true})))
             }
             Step::InitialReplicationToCloud => {
-                let (rec, _) = self.record(id)?;
+                let (rec, _) = self.record(id).await?;
                 let mut cloud = Vec::new();
                 for (i, _) in rec.onprem_disks.iter().enumerate() {
                     cloud.push(format!("recovery/{id}/reprotected-disk{i}.vhd"));
@@ -484,7 +484,7 @@ impl Workflows<'_> {
                     let _ = std::fs::create_dir_all(self.service.estate.path(c).parent().unwrap());
                 }
                 let (bytes, point) =
-                    self.cycle(&pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent)?;
+                    self.cycle(&pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent).await?;
                 self.update(id, |r, _| {
                     r.cloud_disks = cloud.clone();
                     if let Some(vm) = &mut r.item.cloud_vm {

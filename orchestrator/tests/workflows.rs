@@ -10,11 +10,20 @@ use orchestrator::jobs::{JobState, JobStore};
 use orchestrator::lifecycle::{Location, Operation, Request, State, Transfer};
 use orchestrator::points::PointChoice;
 use orchestrator::service::{system_clock, Service, ServiceError};
-async fn service(dir: &std::path::Path) -> Service {
-    let db = Db::connect(&format!("sqlite://{}?mode=rwc", dir.join("homeward.db").display()), 4).await.unwrap();
+#[path = "../../tests/support/postgres.rs"]
+mod postgres;
+
+/// The demo estate with its description in SQLite, or in PostgreSQL when `postgres`.
+async fn service(dir: &std::path::Path, postgres: bool) -> Service {
+    let url = if postgres {
+        postgres::Cluster::get().database()
+    } else {
+        format!("sqlite://{}?mode=rwc", dir.join("homeward.db").display())
+    };
+    let db = Db::connect(&url, 4).await.unwrap();
     db.migrate().await.unwrap();
-    let estate = Estate::new(&dir.join("estate"));
-    orchestrator::demo::seed(&estate).unwrap();
+    let estate = Estate::new(&dir.join("estate"), db.clone());
+    assert!(estate.create_once(orchestrator::demo::seed).await.unwrap().is_some());
     Service { estate, jobs: JobStore::new(db), clock: system_clock }
 }
 
@@ -47,14 +56,23 @@ async fn run(s: &Service, item: &str, op: Operation, r: &Request, key: &str) -> 
     job
 }
 
-fn state(s: &Service, item: &str) -> State {
-    s.doc().unwrap().items.iter().find(|r| r.item.id == item).unwrap().item.state
+async fn state(s: &Service, item: &str) -> State {
+    s.doc().await.unwrap().items.iter().find(|r| r.item.id == item).unwrap().item.state
 }
 
 #[tokio::test]
-async fn the_whole_article_through_the_core_on_the_demo_estate() {
+async fn the_whole_article_through_the_core_on_the_demo_estate_on_sqlite() {
+    the_whole_article(false).await;
+}
+
+#[tokio::test]
+async fn the_whole_article_through_the_core_on_the_demo_estate_on_postgresql() {
+    the_whole_article(true).await;
+}
+
+async fn the_whole_article(postgres: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let s = service(dir.path()).await;
+    let s = service(dir.path(), postgres).await;
     let root = dir.path().join("estate");
 
     // Reprotect, original location (R-L1): only the changes travel.
@@ -67,7 +85,7 @@ async fn the_whole_article_through_the_core_on_the_demo_estate() {
     let job = run(&s, "web01", Operation::Reprotect, &r, "k-reprotect").await;
     let sent = job.tasks.iter().find(|t| t.step == "initial-replication").unwrap().bytes as u64;
     assert_eq!(sent, estimate, "the delta sends what the dry run estimated");
-    assert_eq!(state(&s, "web01"), State::ProtectedToPrimary);
+    assert_eq!(state(&s, "web01").await, State::ProtectedToPrimary);
     // The same request again does not start a second job.
     let again = s.start("web01", Operation::Reprotect, &r, "k-reprotect").await;
     assert_eq!(again.unwrap().id, job.id);
@@ -84,8 +102,8 @@ async fn the_whole_article_through_the_core_on_the_demo_estate() {
     let fr = Request { point: Some(PointChoice::LatestAppConsistent), ..Request::default() };
     let job = run(&s, "web01", Operation::Failover, &fr, "k-failover").await;
     assert!(job.tasks.iter().any(|t| t.name == "Re-enable VMware Tools (R-T1)"));
-    assert_eq!(state(&s, "web01"), State::FailedBackCommitPending);
-    let doc = s.doc().unwrap();
+    assert_eq!(state(&s, "web01").await, State::FailedBackCommitPending);
+    let doc = s.doc().await.unwrap();
     let rec = doc.items.iter().find(|r| r.item.id == "web01").unwrap();
     assert_eq!(rec.failed_back_point.as_deref(), Some(app.id.as_str()));
     assert!(rec.onprem_power && !rec.cloud_power);
@@ -95,7 +113,7 @@ async fn the_whole_article_through_the_core_on_the_demo_estate() {
 
     // Commit (R-W3) deletes the cloud copy.
     run(&s, "web01", Operation::Commit, &Request::default(), "k-commit").await;
-    assert_eq!(state(&s, "web01"), State::CommittedOnPrimary);
+    assert_eq!(state(&s, "web01").await, State::CommittedOnPrimary);
     assert!(!cloud.exists());
 
     // Re-protect to the cloud (R-W4): refused while the agent registers (R-A1), then done.
@@ -114,8 +132,8 @@ async fn the_whole_article_through_the_core_on_the_demo_estate() {
         .await
         .unwrap();
     run(&s, "web01", Operation::ReprotectToCloud, &rr, "k-rtc-2").await;
-    assert_eq!(state(&s, "web01"), State::ProtectedToCloud);
-    let doc = s.doc().unwrap();
+    assert_eq!(state(&s, "web01").await, State::ProtectedToCloud);
+    let doc = s.doc().await.unwrap();
     let rec = doc.items.iter().find(|r| r.item.id == "web01").unwrap();
     same_disk(&root.join(&rec.onprem_disks[0]), "vmdk", &root.join(&rec.cloud_disks[0]), "vpc");
 
@@ -126,7 +144,7 @@ async fn the_whole_article_through_the_core_on_the_demo_estate() {
     assert!(!plan.allowed, "esxi-01 cannot reach vmfs-02 (R-L8)");
     let r = req("mt-win-01", "ps-azure-01", Some("vmfs-01"));
     run(&s, "app02", Operation::Reprotect, &r, "k-app02").await;
-    let doc = s.doc().unwrap();
+    let doc = s.doc().await.unwrap();
     let rec = doc.items.iter().find(|r| r.item.id == "app02").unwrap();
     same_disk(&root.join(&rec.replica_disks[0]), "vmdk", &root.join(&rec.cloud_disks[0]), "vpc");
 

@@ -198,7 +198,7 @@ struct ItemQuery {
 }
 
 async fn list_items(State(s): State<Svc>, Query(f): Query<ItemQuery>) -> Result<Json<Value>, ApiError> {
-    let doc = s.doc()?;
+    let doc = s.doc().await?;
     let mut out = Vec::new();
     for rec in &doc.items {
         let (item, ops) = s.item(&rec.item.id).await?;
@@ -289,7 +289,7 @@ async fn item_action(
 }
 
 async fn list_plans(State(s): State<Svc>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "plans": s.doc()?.plans })))
+    Ok(Json(json!({ "plans": s.doc().await?.plans })))
 }
 
 #[derive(Deserialize)]
@@ -363,7 +363,7 @@ async fn job_action(
 }
 
 async fn infrastructure(State(s): State<Svc>) -> Result<Json<Value>, ApiError> {
-    let doc = s.doc()?;
+    let doc = s.doc().await?;
     Ok(Json(json!({"inventory": doc.inventory, "plans": doc.plans, "faults": doc.faults})))
 }
 

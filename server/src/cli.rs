@@ -104,8 +104,11 @@ fn parse_role(s: &str) -> Result<orchestrator::access::Role, String> {
 pub enum DemoCommand {
     /// Seed a vault with every scenario of the article under <data-dir>/estate (small real disks).
     Init {
-        #[arg(long, env = "HOMEWARD_DATA_DIR", default_value = "homeward-data", value_name = "DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+        /// The estate's folder; defaults to <data-dir>/estate.
+        #[arg(long, env = "HOMEWARD_ESTATE_DIR", value_name = "DIR")]
+        estate_dir: Option<PathBuf>,
         /// Also add this many `fleet-NNNN` items (1 MiB sparse disks, quiet guests), to try the portal at scale.
         #[arg(long, default_value_t = 0, value_name = "N")]
         fleet: usize,

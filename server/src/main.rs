@@ -30,7 +30,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        cli::Command::Demo(cli::DemoCommand::Init { data_dir, fleet }) => return demo_init(&data_dir, fleet),
+        cli::Command::Demo(cli::DemoCommand::Init { db, estate_dir, fleet }) => {
+            return demo_init(&db, estate_dir.as_deref(), fleet)
+        }
         cli::Command::Users(cmd) => return users(cmd),
         cli::Command::Serve(args) => args,
         other => return run_client(other),
@@ -129,27 +131,37 @@ fn users(cmd: cli::UsersCommand) -> ExitCode {
     }
 }
 
-fn demo_init(data_dir: &std::path::Path, fleet: usize) -> ExitCode {
-    let estate = orchestrator::estate::Estate::new(&data_dir.join("estate"));
-    if estate.exists() {
-        eprintln!("error: {} already holds an estate; remove that folder to start over", estate.root.display());
-        return ExitCode::from(2);
-    }
-    let seeded = orchestrator::demo::seed(&estate).and_then(|doc| {
-        if fleet > 0 {
-            orchestrator::demo::add_fleet(&estate, fleet)
-        } else {
-            Ok(doc)
+fn demo_init(db: &cli::DbArgs, estate_dir: Option<&std::path::Path>, fleet: usize) -> ExitCode {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        eprintln!("error: cannot start the async runtime");
+        return ExitCode::from(1);
+    };
+    let result: Result<String, String> = rt.block_on(async {
+        let pool = db::open(db.database_url.as_ref(), &db.data_dir).await.map_err(|e| e.to_string())?;
+        let root = estate_dir.map(std::path::Path::to_path_buf).unwrap_or_else(|| db.data_dir.join("estate"));
+        let estate = orchestrator::estate::Estate::new(&root, pool);
+        let created = estate
+            .create_once(|e| {
+                let mut doc = orchestrator::demo::seed(e)?;
+                orchestrator::demo::add_fleet(e, &mut doc, fleet)?;
+                Ok(doc)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if created.is_none() {
+            return Err(format!("the vault of {} has an estate already; use a new data dir", db.data_dir.display()));
         }
+        let doc = estate.load().await.map_err(|e| e.to_string())?;
+        Ok(format!(
+            "seeded the demo estate in {}: {} replicated items, {} recovery plan(s)",
+            estate.root.display(),
+            doc.items.len(),
+            doc.plans.len()
+        ))
     });
-    match seeded {
-        Ok(doc) => {
-            println!(
-                "seeded the demo estate in {}: {} replicated items, {} recovery plan(s)",
-                estate.root.display(),
-                doc.items.len(),
-                doc.plans.len()
-            );
+    match result {
+        Ok(line) => {
+            println!("{line}");
             ExitCode::SUCCESS
         }
         Err(e) => {

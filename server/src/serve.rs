@@ -17,7 +17,7 @@ use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use orchestrator::accounts::Accounts;
 use orchestrator::db::{Db, DbError};
-use orchestrator::estate::Estate;
+use orchestrator::estate::{Created, Estate};
 use orchestrator::jobs::JobStore;
 use orchestrator::service::{system_clock, Service};
 use orchestrator::worker::{Node, NodeError, Workers};
@@ -78,11 +78,13 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         );
     }
 
-    let estate = Estate::new(&args.estate_dir.clone().unwrap_or_else(|| args.data_dir.join("estate")));
-    // First start on an empty estate: a vault with every scenario of the article, in seconds (once, however many
-    // nodes start together).
-    if estate.seed_once(|e| orchestrator::demo::seed(e).map(|_| ())).await? {
-        tracing::info!(estate = %estate.root.display(), "seeded the demo estate");
+    let estate = Estate::new(&args.estate_dir.clone().unwrap_or_else(|| args.data_dir.join("estate")), db.clone());
+    // First start: the estate.json an earlier version left is imported; else a vault with every scenario of the
+    // article is seeded, in seconds. Once, however many nodes start together.
+    match estate.create_once(orchestrator::demo::seed).await? {
+        Some(Created::Imported) => tracing::info!(estate = %estate.root.display(), "imported estate.json"),
+        Some(Created::Built) => tracing::info!(estate = %estate.root.display(), "seeded the demo estate"),
+        None => {}
     }
     let service = Arc::new(Service { estate, jobs: JobStore::new(db.clone()), clock: system_clock });
     if let Err(e) = service.reconcile().await {

@@ -221,3 +221,18 @@ pub fn same_disk(a: &std::path::Path, fa: &str, b: &std::path::Path, fb: &str, c
     let out = Command::new("qemu-img").args(["compare", "-q", "-f", fa, "-F", fb]).arg(a).arg(b).output().unwrap();
     assert!(out.status.success(), "{context}: {} differs from {}", a.display(), b.display());
 }
+
+/// An item's record in the vault of `data_dir` (its disks' paths under the estate folder, power, tools …), read
+/// from the database the way every node sees it.
+pub async fn estate_record(data_dir: &Path, item: &str) -> Value {
+    let url = database_url(data_dir)
+        .unwrap_or_else(|| format!("sqlite://{}?mode=ro", data_dir.join("homeward.db").display()));
+    let db = orchestrator::db::Db::connect(&url, 1).await.unwrap();
+    let record: String = sqlx::query_scalar("select record from estate_items where id = $1")
+        .bind(item)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("no record of {item}: {e}"));
+    db.pool.close().await;
+    serde_json::from_str(&record).unwrap()
+}

@@ -1,0 +1,91 @@
+//! The estate's description in the database, on SQLite and on PostgreSQL: an estate.json left by an earlier version
+//! is imported once (and kept), and concurrent updates from several nodes lose nothing.
+
+#[path = "../../tests/support/postgres.rs"]
+mod postgres;
+
+use orchestrator::db::Db;
+use orchestrator::estate::{Created, Estate};
+use orchestrator::lifecycle::State;
+
+async fn databases() -> Vec<Db> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite_url = format!("sqlite://{}?mode=rwc", dir.keep().join("estate.db").display());
+    let mut out = Vec::new();
+    for url in [sqlite_url, postgres::Cluster::get().database()] {
+        let db = Db::connect(&url, 8).await.unwrap();
+        db.migrate().await.unwrap();
+        out.push(db);
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_estate_json_from_an_earlier_version_is_imported_once_and_kept() {
+    for db in databases().await {
+        let root = tempfile::tempdir().unwrap();
+        let estate = Estate::new(root.path(), db.clone());
+        // What an earlier version left: its disks and its estate.json, with web01 protected to on-premises.
+        let mut doc = orchestrator::demo::seed(&estate).unwrap();
+        doc.items.iter_mut().find(|r| r.item.id == "web01").unwrap().item.state = State::ProtectedToPrimary;
+        std::fs::write(root.path().join("estate.json"), serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+
+        assert!(!estate.exists().await.unwrap());
+        let how = estate.create_once(|_| panic!("an existing estate.json must be imported, not replaced")).await;
+        assert_eq!(how.unwrap(), Some(Created::Imported));
+        assert_eq!(estate.load().await.unwrap(), doc, "{:?}: the import is the document", db.backend);
+        assert!(!root.path().join("estate.json").exists());
+        assert!(root.path().join("estate.json.imported").is_file(), "the old file is kept, renamed");
+        // A second start, or a second node, finds the estate and creates nothing.
+        let again = Estate::new(root.path(), db.clone());
+        assert_eq!(again.create_once(|_| panic!("created twice")).await.unwrap(), None);
+        let state: String = sqlx::query_scalar("select state from estate_items where id = 'web01'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(state, "protected-to-primary", "the lifecycle state is a column");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_updates_from_several_nodes_lose_nothing_and_a_failed_one_changes_nothing() {
+    for db in databases().await {
+        let root = tempfile::tempdir().unwrap();
+        let first = Estate::new(root.path(), db.clone());
+        first.create_once(orchestrator::demo::seed).await.unwrap();
+        let v0 = first.version().await.unwrap();
+        // Two "nodes": separate pools on one database, 20 read-modify-writes each, all at once.
+        let second = Estate::new(root.path(), Db::connect(&db_url(&db), 8).await.unwrap());
+        let t = std::time::Instant::now();
+        let bumps = (0..40).map(|i| {
+            let e = if i % 2 == 0 { first.clone() } else { second.clone() };
+            async move {
+                e.update(|d| {
+                    d.items.iter_mut().find(|r| r.item.id == "web01").unwrap().last_cycle_at += 1;
+                    Ok(())
+                })
+                .await
+                .unwrap()
+            }
+        });
+        futures_util::future::join_all(bumps).await;
+        eprintln!("{:?}: 40 concurrent updates in {:?}", db.backend, t.elapsed());
+        let doc = first.load().await.unwrap();
+        assert_eq!(doc.items.iter().find(|r| r.item.id == "web01").unwrap().last_cycle_at, 40, "{:?}", db.backend);
+        assert!(first.version().await.unwrap() >= v0 + 40);
+        // An update whose closure fails writes nothing.
+        let failed = first
+            .update(|d| {
+                d.items.clear();
+                Err::<(), _>(orchestrator::estate::EstateError::UnknownItem("nope".into()))
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(first.load().await.unwrap().items.len(), doc.items.len());
+    }
+}
+
+/// The URL a test database was opened with, to open a second pool (a second node) on it.
+fn db_url(db: &Db) -> String {
+    db.target.clone()
+}
