@@ -227,8 +227,9 @@ async fn read(conn: &mut sqlx::AnyConnection) -> Result<EstateDoc, EstateError> 
             .ok_or(EstateError::Missing)?;
     let items: Vec<ItemRow> =
         sqlx::query_as("select id, record from estate_items order by position, id").fetch_all(&mut *conn).await?;
-    let plans: Vec<PlanRow> =
-        sqlx::query_as("select id, name, groups from recovery_plans order by position, id").fetch_all(&mut *conn).await?;
+    let plans: Vec<PlanRow> = sqlx::query_as("select id, name, groups from recovery_plans order by position, id")
+        .fetch_all(&mut *conn)
+        .await?;
     Ok(EstateDoc {
         inventory: decode("inventory", &settings.inventory)?,
         faults: decode("fault knobs", &settings.faults)?,
@@ -371,9 +372,8 @@ impl Estate {
     pub async fn update<T>(&self, f: impl FnOnce(&mut EstateDoc) -> Result<T, EstateError>) -> Result<T, EstateError> {
         let mut tx = self.db.pool.begin().await?;
         // A write first: SQLite takes its write lock, PostgreSQL locks the row — the read below is then current.
-        let bumped = sqlx::query("update estate_settings set version = version + 1 where id = 1")
-            .execute(&mut *tx)
-            .await?;
+        let bumped =
+            sqlx::query("update estate_settings set version = version + 1 where id = 1").execute(&mut *tx).await?;
         if bumped.rows_affected() == 0 {
             return Err(EstateError::Missing);
         }

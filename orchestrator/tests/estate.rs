@@ -39,10 +39,8 @@ async fn an_estate_json_from_an_earlier_version_is_imported_once_and_kept() {
         // A second start, or a second node, finds the estate and creates nothing.
         let again = Estate::new(root.path(), db.clone());
         assert_eq!(again.create_once(|_| panic!("created twice")).await.unwrap(), None);
-        let state: String = sqlx::query_scalar("select state from estate_items where id = 'web01'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+        let state: String =
+            sqlx::query_scalar("select state from estate_items where id = 'web01'").fetch_one(&db.pool).await.unwrap();
         assert_eq!(state, "protected-to-primary", "the lifecycle state is a column");
     }
 }

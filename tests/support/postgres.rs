@@ -98,71 +98,95 @@ impl Cluster {
         })
     }
 
+    /// A cluster of one's own (for a test that stops and restarts the server), stopped and removed on drop.
+    pub fn dedicated() -> Cluster {
+        Cluster::start()
+    }
+
     fn start() -> Cluster {
-        let bin = bin_dir();
         let user = run_as();
         let dir = std::env::temp_dir().join(format!("homeward-pg-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
         }
-        let data = dir.join("data");
-        let out = command(&bin.join("initdb"), user)
+        let out = command(&bin_dir().join("initdb"), user)
             .args(["-D"])
-            .arg(&data)
+            .arg(dir.join("data"))
             .args(["-U", "homeward", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"])
             .output()
             .expect("initdb");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut cluster = Cluster { port: 0, dir, child: Mutex::new(None) };
         for _ in 0..5 {
-            let port = free_port();
-            let mut cmd = command(&bin.join("postgres"), user);
-            cmd.arg("-D").arg(&data).args(["-p", &port.to_string(), "-k"]).arg(&dir).args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                // A test cluster: durability is the engine's business, not these tests'.
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "max_connections=300",
-            ]);
-            cmd.stdout(Stdio::null()).stderr(Stdio::from(std::fs::File::create(dir.join("server.log")).unwrap()));
-            // SAFETY: prctl in the child before exec; stops the server when this test process dies.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
-                    Ok(())
-                });
-            }
-            let mut child = spawn_from_a_thread_that_lives(cmd);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    // Accepting connections; wait until it also accepts sessions (startup finished).
-                    let ready = command(&bin.join("pg_isready"), None)
-                        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "homeward", "-d", "postgres"])
-                        .output()
-                        .is_ok_and(|o| o.status.success());
-                    if ready {
-                        return Cluster { port, dir, child: Mutex::new(Some(child)) };
-                    }
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // the port was taken meanwhile: try another
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "PostgreSQL did not start: see {}",
-                    dir.join("server.log").display()
-                );
-                std::thread::sleep(Duration::from_millis(50));
+            cluster.port = free_port();
+            if cluster.start_server() {
+                return cluster;
             }
         }
-        panic!("PostgreSQL did not start on any port: see {}", dir.join("server.log").display());
+        panic!("PostgreSQL did not start on any port: see {}", cluster.dir.join("server.log").display());
+    }
+
+    /// Starts the server on the cluster's port; false when it exited at once (the port was taken meanwhile).
+    fn start_server(&self) -> bool {
+        let (bin, user, port, dir) = (bin_dir(), run_as(), self.port, &self.dir);
+        let mut cmd = command(&bin.join("postgres"), user);
+        cmd.arg("-D").arg(dir.join("data")).args(["-p", &port.to_string(), "-k"]).arg(dir).args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            // A test cluster: durability is the engine's business, not these tests'.
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=300",
+        ]);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
+        cmd.stdout(Stdio::null()).stderr(Stdio::from(log));
+        // SAFETY: prctl in the child before exec; stops the server when this test process dies.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
+                Ok(())
+            });
+        }
+        let mut child = spawn_from_a_thread_that_lives(cmd);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // Accepting connections; wait until it also accepts sessions (startup finished).
+                let ready = command(&bin.join("pg_isready"), None)
+                    .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "homeward", "-d", "postgres"])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if ready {
+                    *self.child.lock().unwrap() = Some(child);
+                    return true;
+                }
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
+            assert!(Instant::now() < deadline, "PostgreSQL did not start: see {}", dir.join("server.log").display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server (fast shutdown: sessions are cut, as when a database host goes away).
+    pub fn stop_server(&self) {
+        if let Some(mut child) = self.child.lock().ok().and_then(|mut c| c.take()) {
+            // SAFETY: signalling our own child by pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and data.
+    pub fn restart_server(&self) {
+        assert!(self.start_server(), "PostgreSQL did not come back on port {}", self.port);
     }
 
     /// A new empty database on the cluster; its URL.
@@ -183,5 +207,11 @@ impl Cluster {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
