@@ -100,12 +100,12 @@ impl Actor<'_> {
         let result = match self.user.role.may(Permission::Operate) {
             Ok(()) => {
                 let jobs = &self.service.jobs;
-                let r = match action {
-                    JobAction::Cancel => jobs.cancel(id).await,
-                    JobAction::Restart => jobs.restart(id).await.map(|_| JobState::NotStarted),
-                    JobAction::Resume => jobs.resume(id).await.map(|_| JobState::NotStarted),
+                let r: Result<JobState, ServiceError> = match action {
+                    JobAction::Cancel => self.service.cancel_job(id).await,
+                    JobAction::Restart => jobs.restart(id).await.map(|_| JobState::NotStarted).map_err(Into::into),
+                    JobAction::Resume => jobs.resume(id).await.map(|_| JobState::NotStarted).map_err(Into::into),
                 };
-                r.map_err(|e| ActError::Service(e.into()))
+                r.map_err(ActError::Service)
             }
             Err(d) => Err(d.into()),
         };

@@ -320,3 +320,15 @@ pub fn add_fleet(estate: &Estate, doc: &mut EstateDoc, n: usize) -> Result<(), E
     doc.replication.guest_bytes_per_tick = 0;
     Ok(())
 }
+
+/// A recovery plan `plan-fleet` of every fleet item, in groups of 50: a large plan to fail over (`./x bench plan`).
+pub fn add_fleet_plan(doc: &mut EstateDoc) {
+    let ids: Vec<String> =
+        doc.items.iter().filter(|r| r.item.id.starts_with("fleet-")).map(|r| r.item.id.clone()).collect();
+    doc.plans.retain(|p| p.id != "plan-fleet");
+    doc.plans.push(RecoveryPlan {
+        id: "plan-fleet".into(),
+        name: format!("Fleet failback ({} items)", ids.len()),
+        groups: ids.chunks(50).map(<[String]>::to_vec).collect(),
+    });
+}

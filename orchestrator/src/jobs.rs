@@ -933,6 +933,11 @@ pub async fn run_job(
 ) -> Result<JobState, JobError> {
     use futures_util::FutureExt;
     loop {
+        if exec.stopping() {
+            // The node is shutting down: no next task here; any node takes the job on from this point.
+            db_retry("handing the job back", || store.release(lease)).await?;
+            return Ok(JobState::InProgress);
+        }
         let job = db_retry("reading the job", || store.get(&lease.job_id)).await?;
         if job.cancel_requested {
             return end_job(store, lease, exec).await;

@@ -260,6 +260,17 @@ impl Service {
         Ok(())
     }
 
+    /// Cancels a job. One that had not started ends at once, and its item goes back to the state it had before
+    /// (a running one is settled by its worker when it stops).
+    pub async fn cancel_job(&self, id: &str) -> Result<JobState, ServiceError> {
+        let state = self.jobs.cancel(id).await?;
+        if state == JobState::Cancelled {
+            let job = self.jobs.get(id).await?;
+            self.settle(&job, JobState::Cancelled).await?;
+        }
+        Ok(state)
+    }
+
     /// After a restart: an item left "in progress" by a job that has ended takes that job's outcome.
     pub async fn reconcile(&self) -> Result<(), ServiceError> {
         for job in self.jobs.list(1000).await? {

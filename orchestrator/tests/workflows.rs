@@ -177,3 +177,15 @@ fn direction_and_active_site_follow_the_lifecycle() {
         assert_eq!(active_site(state), site, "{state:?}");
     }
 }
+
+/// A job cancelled before any worker took it ends at once, and its item is back where it was.
+#[tokio::test]
+async fn cancelling_a_job_that_has_not_started_puts_the_item_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = service(dir.path(), false).await;
+    let job = s.start("web01", Operation::Reprotect, &req("mt-win-01", "ps-azure-01", None), "k").await.unwrap();
+    assert_eq!(state(&s, "web01").await, State::ReprotectInProgress);
+    assert_eq!(s.cancel_job(&job.id).await.unwrap(), JobState::Cancelled);
+    assert_eq!(state(&s, "web01").await, State::CommittedInCloud);
+    assert!(!s.work_once("w").await.unwrap(), "nothing left to run");
+}

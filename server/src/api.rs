@@ -279,7 +279,8 @@ async fn item_action(
     // Without a key every POST is a new request; with one, a retry returns the same job.
     let key = match headers.get("idempotency-key") {
         Some(v) => v.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be text".into()))?.to_owned(),
-        None => format!("auto-{}-{}-{id}-{action}", (s.clock)(), std::process::id()),
+        // No key: a fresh one, so two requests at the same instant never share one.
+        None => format!("auto-{}", orchestrator::jobs::new_id()),
     };
     let actor = Actor { user: &user, accounts: &accounts, service: &s };
     let job = actor.item_action(&id, op, &req, &key, reason.as_deref()).await?;
@@ -313,7 +314,7 @@ async fn plan_failover(
         serde_json::from_value(v).map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))?;
     let key = match headers.get("idempotency-key") {
         Some(v) => v.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be text".into()))?.to_owned(),
-        None => format!("auto-{}-{}-plan-{id}", (s.clock)(), std::process::id()),
+        None => format!("auto-{}", orchestrator::jobs::new_id()),
     };
     let actor = Actor { user: &user, accounts: &accounts, service: &s };
     let job = actor.plan_failover(&id, req.point, &key, req.reason.as_deref()).await?;

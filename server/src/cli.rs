@@ -112,6 +112,9 @@ pub enum DemoCommand {
         /// Also add this many `fleet-NNNN` items (1 MiB sparse disks, quiet guests), to try the portal at scale.
         #[arg(long, default_value_t = 0, value_name = "N")]
         fleet: usize,
+        /// Also a recovery plan `plan-fleet` of every fleet item, in groups of 50.
+        #[arg(long, requires = "fleet")]
+        fleet_plan: bool,
     },
 }
 

@@ -30,8 +30,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        cli::Command::Demo(cli::DemoCommand::Init { db, estate_dir, fleet }) => {
-            return demo_init(&db, estate_dir.as_deref(), fleet)
+        cli::Command::Demo(cli::DemoCommand::Init { db, estate_dir, fleet, fleet_plan }) => {
+            return demo_init(&db, estate_dir.as_deref(), fleet, fleet_plan)
         }
         cli::Command::Users(cmd) => return users(cmd),
         cli::Command::Serve(args) => args,
@@ -131,7 +131,7 @@ fn users(cmd: cli::UsersCommand) -> ExitCode {
     }
 }
 
-fn demo_init(db: &cli::DbArgs, estate_dir: Option<&std::path::Path>, fleet: usize) -> ExitCode {
+fn demo_init(db: &cli::DbArgs, estate_dir: Option<&std::path::Path>, fleet: usize, fleet_plan: bool) -> ExitCode {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
         eprintln!("error: cannot start the async runtime");
         return ExitCode::from(1);
@@ -144,6 +144,9 @@ fn demo_init(db: &cli::DbArgs, estate_dir: Option<&std::path::Path>, fleet: usiz
             .create_once(|e| {
                 let mut doc = orchestrator::demo::seed(e)?;
                 orchestrator::demo::add_fleet(e, &mut doc, fleet)?;
+                if fleet_plan {
+                    orchestrator::demo::add_fleet_plan(&mut doc);
+                }
                 Ok(doc)
             })
             .await
