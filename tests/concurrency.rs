@@ -6,15 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{get, post, wait_job, Portal};
+use common::{get, post, start_action, wait_job, wait_until_moving, Portal};
 
 const REPROTECT: &str = r#"{"master_target": "mt-win-01", "process_server": "ps-azure-01"}"#;
-
-async fn start(p: &Portal, item: &str, action: &str, body: &str, key: &str) -> String {
-    let (s, v) = post(&p.http, &format!("{}api/v1/items/{item}/{action}", p.url), body, key).await;
-    assert_eq!(s, 202, "{action} {item}: {v}");
-    v["job_id"].as_str().unwrap().to_owned()
-}
 
 async fn points(p: &Portal, item: &str) -> usize {
     get(&p.http, &format!("{}api/v1/items/{item}/points", p.url)).await["points"].as_array().unwrap().len()
@@ -30,8 +24,8 @@ async fn a_long_reprotect_holds_up_neither_a_failover_nor_replication_and_cancel
     let faults = format!("{}api/v1/infrastructure/faults", p.url);
     post(&p.http, &faults, r#"{"guest_bytes_per_tick": 0, "crash_consistent_every_ms": 500}"#, "f0").await;
     let (a, b) = (
-        start(&p, "web01", "reprotect", REPROTECT, "r1").await,
-        start(&p, "sql01", "reprotect", REPROTECT, "r2").await,
+        start_action(&p, "web01", "reprotect", REPROTECT, "r1").await,
+        start_action(&p, "sql01", "reprotect", REPROTECT, "r2").await,
     );
     assert_eq!(wait_job(&p.http, &p.url, &a).await["job"]["state"], "succeeded");
     assert_eq!(wait_job(&p.http, &p.url, &b).await["job"]["state"], "succeeded");
@@ -39,21 +33,12 @@ async fn a_long_reprotect_holds_up_neither_a_failover_nor_replication_and_cancel
     // app02: alternate location, a full copy of 16 MiB throttled to 1 MiB/s — about 16 s if left alone.
     post(&p.http, &faults, r#"{"replication_bytes_per_s": 1048576}"#, "f1").await;
     let body = r#"{"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "vmfs-01"}"#;
-    let long = start(&p, "app02", "reprotect", body, "r3").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let j = get(&p.http, &format!("{}api/v1/jobs/{long}", p.url)).await;
-        let tasks = j["job"]["tasks"].as_array().unwrap().clone();
-        if tasks.iter().any(|t| t["progress"].as_array().is_some_and(|p| p[0].as_u64() > Some(0))) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the reprotect never started moving bytes: {j}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let long = start_action(&p, "app02", "reprotect", body, "r3").await;
+    wait_until_moving(&p, &long).await;
 
     // Side by side: sql01 fails over to completion, web01 gains recovery points, app02 still syncs.
     let before = points(&p, "web01").await;
-    let failover = start(&p, "sql01", "failover", r#"{"point": {"type": "latest-processed"}}"#, "f-sql01").await;
+    let failover = start_action(&p, "sql01", "failover", r#"{"point": {"type": "latest-processed"}}"#, "f-sql01").await;
     assert_eq!(wait_job(&p.http, &p.url, &failover).await["job"]["state"], "succeeded");
     let deadline = Instant::now() + Duration::from_secs(15);
     while points(&p, "web01").await <= before {
@@ -86,17 +71,8 @@ async fn a_job_survives_the_database_going_away_for_a_few_seconds_mid_sync() {
     let faults = format!("{}api/v1/infrastructure/faults", p.url);
     post(&p.http, &faults, r#"{"guest_bytes_per_tick": 0, "replication_bytes_per_s": 2097152}"#, "f0").await;
     let body = r#"{"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "vmfs-01"}"#;
-    let job = start(&p, "app02", "reprotect", body, "r1").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let j = get(&p.http, &format!("{}api/v1/jobs/{job}", p.url)).await;
-        let tasks = j["job"]["tasks"].as_array().unwrap().clone();
-        if tasks.iter().any(|t| t["progress"].as_array().is_some_and(|p| p[0].as_u64() > Some(0))) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the reprotect never started moving bytes: {j}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let job = start_action(&p, "app02", "reprotect", body, "r1").await;
+    wait_until_moving(&p, &job).await;
 
     cluster.stop_server();
     tokio::time::sleep(Duration::from_secs(4)).await; // the outage itself, not a wait for an event

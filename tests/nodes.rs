@@ -6,9 +6,8 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use common::{get, post, same_disk, wait_job, Portal};
+use common::{get, post, same_disk, start_action, wait_job, wait_until_moving, Portal};
 use serde_json::Value;
 
 /// A node on the shared database (remembered in its data dir) and the shared estate folder.
@@ -19,12 +18,6 @@ fn node(data_dir: &Path, database: &str, estate: &Path) -> Portal {
 
 const REPROTECT: &str = r#"{"master_target": "mt-win-01", "process_server": "ps-azure-01"}"#;
 const FAILOVER: &str = r#"{"point": {"type": "latest-processed"}}"#;
-
-async fn start(p: &Portal, item: &str, action: &str, body: &str, key: &str) -> String {
-    let (s, v) = post(&p.http, &format!("{}api/v1/items/{item}/{action}", p.url), body, key).await;
-    assert_eq!(s, 202, "{action} {item}: {v}");
-    v["job_id"].as_str().unwrap().to_owned()
-}
 
 /// Every task succeeded; only the task a kill interrupted ran twice.
 fn ran_once(job: &Value) -> u64 {
@@ -44,8 +37,8 @@ async fn two_nodes_share_the_work_and_one_finishes_what_the_other_was_killed_in(
     let a = node(dir_a.path(), &database, estate.path());
     post(&a.http, &format!("{}api/v1/infrastructure/faults", a.url), r#"{"guest_bytes_per_tick": 0}"#, "f0").await;
     let (j1, j2) = (
-        start(&a, "web01", "reprotect", REPROTECT, "r-web01").await,
-        start(&a, "sql01", "reprotect", REPROTECT, "r-sql01").await,
+        start_action(&a, "web01", "reprotect", REPROTECT, "r-web01").await,
+        start_action(&a, "sql01", "reprotect", REPROTECT, "r-sql01").await,
     );
     ran_once(&wait_job(&a.http, &a.url, &j1).await);
     ran_once(&wait_job(&a.http, &a.url, &j2).await);
@@ -54,17 +47,8 @@ async fn two_nodes_share_the_work_and_one_finishes_what_the_other_was_killed_in(
     post(&a.http, &format!("{}api/v1/infrastructure/faults", a.url), r#"{"replication_bytes_per_s": 2097152}"#, "f1")
         .await;
     let body = r#"{"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "vmfs-01"}"#;
-    let app02 = start(&a, "app02", "reprotect", body, "r-app02").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let j = get(&a.http, &format!("{}api/v1/jobs/{app02}", a.url)).await;
-        let tasks = j["job"]["tasks"].as_array().unwrap().clone();
-        if tasks.iter().any(|t| t["progress"].as_array().is_some_and(|p| p[0].as_u64() > Some(0))) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the reprotect never started moving bytes: {j}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let app02 = start_action(&a, "app02", "reprotect", body, "r-app02").await;
+    wait_until_moving(&a, &app02).await;
 
     // Node B joins while A's sync runs; operators act on both nodes at once.
     let b = node(dir_b.path(), &database, estate.path());
@@ -82,7 +66,7 @@ async fn two_nodes_share_the_work_and_one_finishes_what_the_other_was_killed_in(
     assert_eq!(started.len(), 1, "{answers:?}");
     assert!(answers.iter().all(|(s, _)| *s == 202 || *s == 409), "{answers:?}");
     let sql01_failover = started[0]["job_id"].as_str().unwrap().to_owned();
-    let web01_failover = start(&b, "web01", "failover", FAILOVER, "f-web01").await;
+    let web01_failover = start_action(&b, "web01", "failover", FAILOVER, "f-web01").await;
 
     drop(a); // SIGKILL, mid-sync
     post(&b.http, &format!("{}api/v1/infrastructure/faults", b.url), r#"{"replication_bytes_per_s": 0}"#, "f2").await;

@@ -41,7 +41,8 @@ async fn claims_per_second(url: &str) -> f64 {
     let claimers = (0..8).map(|w| {
         let store = store.clone();
         async move {
-            let me = format!("bench/{w}/w0");
+            // Distinct nodes: one node's workers of different boots would take each other's jobs back.
+            let me = format!("bench-node-{w}/boot/w0");
             let mut n = 0;
             while orchestrator::jobs::db_retry("claim", || store.claim(&me, 60_000)).await.unwrap().is_some() {
                 n += 1;

@@ -242,6 +242,19 @@ async fn read(conn: &mut sqlx::AnyConnection) -> Result<EstateDoc, EstateError> 
     })
 }
 
+async fn read_item(conn: &mut sqlx::AnyConnection, id: &str) -> Result<(ItemRecord, Inventory), EstateError> {
+    let record: String = sqlx::query_scalar("select record from estate_items where id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| EstateError::UnknownItem(id.to_owned()))?;
+    let inventory: String = sqlx::query_scalar("select inventory from estate_settings where id = 1")
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(EstateError::Missing)?;
+    Ok((decode(&format!("item {id}"), &record)?, decode("inventory", &inventory)?))
+}
+
 /// Writes what differs between `before` and `after` (every row when `before` is `None`).
 async fn write(
     conn: &mut sqlx::AnyConnection,
@@ -381,6 +394,50 @@ impl Estate {
         let mut doc = before.clone();
         let out = f(&mut doc)?;
         write(&mut *tx, Some(&before), &doc).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// The replication policy alone (one row), for every cycle's bandwidth cap.
+    pub async fn policy(&self) -> Result<ReplicationPolicy, EstateError> {
+        let json: String = sqlx::query_scalar("select replication from estate_settings where id = 1")
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or(EstateError::Missing)?;
+        decode("replication policy", &json)
+    }
+
+    /// One item's record and the inventory: two rows, for the steps that read one item.
+    pub async fn item(&self, id: &str) -> Result<(ItemRecord, Inventory), EstateError> {
+        let mut conn = self.db.pool.acquire().await?;
+        read_item(&mut conn, id).await
+    }
+
+    /// Applies `f` to one item's record in one transaction, serialised with every other change like `update`, but
+    /// reading and writing that item's row only (the workflows' steps change one item at a time).
+    pub async fn update_item<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut ItemRecord, &Inventory) -> Result<T, EstateError>,
+    ) -> Result<T, EstateError> {
+        let mut tx = self.db.pool.begin().await?;
+        let bumped =
+            sqlx::query("update estate_settings set version = version + 1 where id = 1").execute(&mut *tx).await?;
+        if bumped.rows_affected() == 0 {
+            return Err(EstateError::Missing);
+        }
+        let (before, inventory) = read_item(&mut tx, id).await?;
+        let mut rec = before.clone();
+        let out = f(&mut rec, &inventory)?;
+        if rec != before {
+            sqlx::query("update estate_items set state = $2, health = $3, record = $4 where id = $1")
+                .bind(id)
+                .bind(wire_name(&rec.item.state))
+                .bind(wire_name(&rec.item.health))
+                .bind(encode(&rec))
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(out)
     }

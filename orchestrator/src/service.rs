@@ -227,8 +227,7 @@ impl Service {
 
     pub(crate) async fn transition(&self, id: &str, event: Event) -> Result<(), ServiceError> {
         self.estate
-            .update(|doc| {
-                let rec = doc.item_mut(id)?;
+            .update_item(id, |rec, _| {
                 if let Ok(next) = lifecycle::next(rec.item.state, event) {
                     rec.item.state = next;
                 }
@@ -248,8 +247,7 @@ impl Service {
         // A crash between creating the job and moving the item may have skipped `Started`: apply it first.
         let id = req.item.clone();
         self.estate
-            .update(|doc| {
-                let rec = doc.item_mut(&id)?;
+            .update_item(&id, |rec, _| {
                 let started = lifecycle::next(rec.item.state, Event::Started(req.operation)).unwrap_or(rec.item.state);
                 if let Ok(next) = lifecycle::next(started, event) {
                     rec.item.state = next;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::domain::*;
-use crate::estate::ItemRecord;
+use crate::estate::{EstateError, ItemRecord};
 use crate::jobs::{self, Job, JobError, JobState, Task, TaskExecutor, TaskFailure, TaskOutcome};
 use crate::lifecycle::{self, Context, DataEstimate, Event, Operation, Request, State, Step};
 use crate::points::PointChoice;
@@ -61,28 +61,22 @@ impl Workflows<'_> {
         let mut failure = None;
         self.service
             .estate
-            .update(|doc| {
-                let inv = doc.inventory.clone();
-                let rec = doc.item_mut(item)?;
-                if let Err(e) = f(rec, &inv) {
+            .update_item(item, |rec, inv| {
+                if let Err(e) = f(rec, inv) {
                     failure = Some(e);
                 }
                 Ok(())
             })
             .await
-            .map_err(|e| fail(e.to_string(), "Check the estate folder and the server log."))?;
+            .map_err(|e| fail(e.to_string(), "Check the database and the server log."))?;
         failure.map_or(Ok(()), Err)
     }
 
     async fn record(&self, item: &str) -> Result<(ItemRecord, Inventory), TaskFailure> {
-        let doc = self.service.doc().await.map_err(|e| fail(e.to_string(), "Check the estate folder."))?;
-        let rec = doc
-            .items
-            .iter()
-            .find(|r| r.item.id == item)
-            .cloned()
-            .ok_or_else(|| fail(format!("no item {item}"), "Refresh the item list."))?;
-        Ok((rec, doc.inventory))
+        self.service.estate.item(item).await.map_err(|e| match e {
+            EstateError::UnknownItem(_) => fail(format!("no item {item}"), "Refresh the item list."),
+            other => TaskFailure::retryable(other.to_string(), "Check the database and the server log."),
+        })
     }
 
     /// One replication cycle over every disk pair, sharing one point id. A failure is worth retrying (the sync
@@ -96,7 +90,7 @@ impl Workflows<'_> {
         let paths: Vec<(std::path::PathBuf, std::path::PathBuf)> =
             pairs.iter().map(|(s, d)| (self.service.estate.path(s), self.service.estate.path(d))).collect();
         let refs: Vec<(&Path, &Path)> = paths.iter().map(|(s, d)| (s.as_path(), d.as_path())).collect();
-        let bandwidth = self.service.doc().await.ok().and_then(|d| d.replication.replication_bytes_per_s);
+        let bandwidth = self.service.estate.policy().await.ok().and_then(|p| p.replication_bytes_per_s);
         let seq = self.current_task.load(Ordering::Relaxed);
         let slot = self.progress.clone();
         let progress: Option<replicator::sync::ProgressFn> = (seq >= 0).then(|| {

@@ -236,3 +236,24 @@ pub async fn estate_record(data_dir: &Path, item: &str) -> Value {
     db.pool.close().await;
     serde_json::from_str(&record).unwrap()
 }
+
+/// Starts `action` on `item` through the API (202 expected); the job's id.
+pub async fn start_action(p: &Portal, item: &str, action: &str, body: &str, key: &str) -> String {
+    let (s, v) = post(&p.http, &format!("{}api/v1/items/{item}/{action}", p.url), body, key).await;
+    assert_eq!(s, 202, "{action} {item}: {v}");
+    v["job_id"].as_str().unwrap().to_owned()
+}
+
+/// Waits until one of the job's tasks reports bytes examined: its sync is moving data now.
+pub async fn wait_until_moving(p: &Portal, job: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = get(&p.http, &format!("{}api/v1/jobs/{job}", p.url)).await;
+        let tasks = j["job"]["tasks"].as_array().cloned().unwrap_or_default();
+        if tasks.iter().any(|t| t["progress"].as_array().is_some_and(|p| p[0].as_u64() > Some(0))) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the job never started moving bytes: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
