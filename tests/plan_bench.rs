@@ -76,6 +76,8 @@ async fn wait_all(p: &Portal, jobs: &[String], limit: Duration) -> Vec<Value> {
 }
 
 struct Figures {
+    /// Each item's failover task, in ms: p50, p90, max.
+    per_item_ms: (u64, u64, u64),
     claims_per_s: f64,
     reprotect_s: f64,
     plan_job_s: f64,
@@ -147,11 +149,20 @@ async fn run(database: Option<String>, nodes: usize) -> Figures {
             r["data_ms"].as_u64().unwrap_or(0)
         })
         .sum();
+    let mut per_item: Vec<u64> = job["job"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["finished_at"].as_u64().unwrap() - t["started_at"].as_u64().unwrap())
+        .collect();
+    per_item.sort_unstable();
+    let pct = |q: usize| per_item[(per_item.len() * q / 100).min(per_item.len() - 1)];
     let claims_url = match &database {
         Some(_) => common::postgres::Cluster::get().database(),
         None => format!("sqlite://{}?mode=rwc", dirs[0].path().join("claims.db").display()),
     };
     Figures {
+        per_item_ms: (pct(50), pct(90), *per_item.last().unwrap()),
         claims_per_s: claims_per_second(&claims_url).await,
         reprotect_s,
         plan_job_s: (finished - started) as f64 / 1000.0,
@@ -170,6 +181,8 @@ fn report(engine: &str, nodes: usize, f: &Figures) {
     );
     println!("  plan failover of {ITEMS} items: job time          {:>8.2} s", f.plan_job_s);
     println!("    of which moving disk bytes                    {:>8.2} s  (the baseline)", f.plan_data_s);
+    let (p50, p90, max) = f.per_item_ms;
+    println!("    per item: p50 {p50} ms, p90 {p90} ms, max {max} ms");
     println!(
         "    orchestration overhead                        {:>8.2} s  goal < {OVERHEAD_GOAL_S} s: {}",
         overhead,

@@ -932,26 +932,25 @@ pub async fn run_job(
     lease_ms: Millis,
 ) -> Result<JobState, JobError> {
     use futures_util::FutureExt;
-    loop {
+    // Read once: while this worker holds the lease nobody else changes the tasks, and the heartbeat before each
+    // task answers whether a cancel was requested — a job of hundreds of tasks is not re-read per task.
+    let job = db_retry("reading the job", || store.get(&lease.job_id)).await?;
+    if job.cancel_requested {
+        return end_job(store, lease, exec).await;
+    }
+    for task in job.tasks.iter().filter(|t| t.state != JobState::Succeeded) {
+        if task.state == JobState::Failed {
+            return end_job(store, lease, exec).await;
+        }
         if exec.stopping() {
             // The node is shutting down: no next task here; any node takes the job on from this point.
             db_retry("handing the job back", || store.release(lease)).await?;
             return Ok(JobState::InProgress);
         }
-        let job = db_retry("reading the job", || store.get(&lease.job_id)).await?;
-        if job.cancel_requested {
-            return end_job(store, lease, exec).await;
-        }
-        let Some(task) = job.tasks.iter().find(|t| t.state != JobState::Succeeded).cloned() else {
-            return end_job(store, lease, exec).await;
-        };
-        if task.state == JobState::Failed {
-            return end_job(store, lease, exec).await;
-        }
         if db_retry("renewing the lease", || store.heartbeat(lease, lease_ms)).await? {
             return end_job(store, lease, exec).await;
         }
-        if let Some(item) = exec.item_of(&job, &task) {
+        if let Some(item) = exec.item_of(&job, task) {
             // A replication round may be writing the item's disks: it lets go at its next heartbeat.
             while !db_retry("taking the item", || store.take_item_for_job(&item, &job.id)).await? {
                 if db_retry("renewing the lease", || store.heartbeat(lease, lease_ms)).await? {
@@ -961,7 +960,7 @@ pub async fn run_job(
             }
         }
         db_retry("starting the task", || store.start_task(lease, task.seq)).await?;
-        let ran = std::panic::AssertUnwindSafe(exec.run(&job, &task)).catch_unwind().await;
+        let ran = std::panic::AssertUnwindSafe(exec.run(&job, task)).catch_unwind().await;
         let failure = match ran {
             Ok(Ok(o)) => {
                 db_retry("recording the result", || store.complete_task(lease, task.seq, o.bytes, &o.result)).await?;
@@ -1006,4 +1005,5 @@ pub async fn run_job(
         .await?;
         return end_job(store, lease, exec).await;
     }
+    end_job(store, lease, exec).await
 }

@@ -182,17 +182,18 @@ impl Service {
     }
 }
 
-/// Runs replication rounds about once a second on a thread of its own (cycles do blocking disk IO), until
-/// `shutdown`.
-pub fn spawn(service: Arc<Service>, node: &Node, shutdown: Arc<AtomicBool>) -> Option<std::thread::JoinHandle<()>> {
+/// Runs replication rounds about once a second on a thread of its own (cycles do blocking disk IO), with its
+/// database calls on `rt`, the process's runtime, until `shutdown`.
+pub fn spawn(
+    service: Arc<Service>,
+    node: &Node,
+    shutdown: Arc<AtomicBool>,
+    rt: tokio::runtime::Handle,
+) -> Option<std::thread::JoinHandle<()>> {
     let holder = format!("replication/{}/{}", node.id, node.boot);
     std::thread::Builder::new()
         .name("replication".into())
         .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                tracing::error!("replication could not start its runtime");
-                return;
-            };
             rt.block_on(async {
                 while !shutdown.load(Ordering::Relaxed) {
                     let started = std::time::Instant::now();

@@ -72,6 +72,21 @@ impl Node {
     }
 }
 
+/// Runs a keeper's database calls: on the process's runtime, or on a keeper's own when that runtime cannot.
+pub(crate) enum Driver {
+    Own(tokio::runtime::Runtime),
+    Shared(tokio::runtime::Handle),
+}
+
+impl Driver {
+    pub(crate) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        match self {
+            Driver::Own(rt) => rt.block_on(f),
+            Driver::Shared(h) => h.block_on(f),
+        }
+    }
+}
+
 /// A thread that calls `beat` about every `every` until the keeper is dropped or `beat` says stop. Dropping it
 /// stops and joins the thread, so nothing outlives the step it guards — a panicking step included.
 pub(crate) struct Keeper {
@@ -80,16 +95,34 @@ pub(crate) struct Keeper {
 }
 
 impl Keeper {
+    /// `beat` runs its database calls with `rt.block_on`, on the runtime that was current where the keeper was
+    /// started: one runtime drives every connection's IO, so no connection waits on a thread that is busy
+    /// elsewhere.
     pub(crate) fn start<F>(name: &str, every: Duration, mut beat: F) -> Keeper
     where
-        F: FnMut(&tokio::runtime::Runtime) -> bool + Send + 'static,
+        F: FnMut(&Driver) -> bool + Send + 'static,
     {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let current = tokio::runtime::Handle::current();
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                // A current-thread runtime (a test's) drives IO only inside its own block_on, which may be waiting
+                // for this thread to stop: such a keeper gets a small runtime of its own instead.
+                let own = match current.runtime_flavor() {
+                    tokio::runtime::RuntimeFlavor::CurrentThread => {
+                        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                            Ok(rt) => Some(rt),
+                            Err(_) => return,
+                        }
+                    }
+                    _ => None,
+                };
+                let rt = match own {
+                    Some(rt) => Driver::Own(rt),
+                    None => Driver::Shared(current),
+                };
                 while !flag.load(Ordering::Relaxed) {
                     if !beat(&rt) {
                         return;
@@ -253,13 +286,15 @@ pub struct Workers {
 
 impl Workers {
     /// Starts `count` workers, each under a supervisor that starts it again if it dies; their jobs' leases last
-    /// `lease_ms` without a heartbeat.
+    /// `lease_ms` without a heartbeat. Each worker is a thread of its own (steps do blocking disk IO) whose
+    /// database calls run on `rt`, the process's runtime.
     pub fn spawn(
         service: Arc<Service>,
         node: &Node,
         count: usize,
         lease_ms: Millis,
         shutdown: Arc<AtomicBool>,
+        rt: tokio::runtime::Handle,
     ) -> Arc<Workers> {
         let statuses: Vec<Arc<WorkerStatus>> = (0..count.max(1))
             .map(|n| {
@@ -273,13 +308,13 @@ impl Workers {
             .collect();
         let mut supervisors = Vec::new();
         for (n, status) in statuses.iter().enumerate() {
-            let (service, status, shutdown) = (service.clone(), status.clone(), shutdown.clone());
+            let (service, status, shutdown, rt) = (service.clone(), status.clone(), shutdown.clone(), rt.clone());
             let spawned = std::thread::Builder::new().name(format!("worker-{n}-supervisor")).spawn(move || {
                 while !shutdown.load(Ordering::Relaxed) {
-                    let (service, st, stop) = (service.clone(), status.clone(), shutdown.clone());
+                    let (service, st, stop, rt) = (service.clone(), status.clone(), shutdown.clone(), rt.clone());
                     let worker = std::thread::Builder::new()
                         .name(format!("job-worker-{n}"))
-                        .spawn(move || worker_loop(&service, st, lease_ms, &stop));
+                        .spawn(move || worker_loop(&service, st, lease_ms, &stop, &rt));
                     match worker.map(|h| h.join()) {
                         Ok(Ok(())) => return,
                         Ok(Err(_)) => tracing::error!(worker = %status.id, "the worker died; starting it again"),
@@ -320,11 +355,13 @@ impl Workers {
     }
 }
 
-fn worker_loop(service: &Service, status: Arc<WorkerStatus>, lease_ms: Millis, shutdown: &Arc<AtomicBool>) {
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-        tracing::error!(worker = %status.id, "the worker could not start its runtime");
-        return;
-    };
+fn worker_loop(
+    service: &Service,
+    status: Arc<WorkerStatus>,
+    lease_ms: Millis,
+    shutdown: &Arc<AtomicBool>,
+    rt: &tokio::runtime::Handle,
+) {
     status.alive.store(true, Ordering::Relaxed);
     let _alive = AliveGuard(status.clone());
     let mut backoff = Duration::from_millis(100);

@@ -92,8 +92,12 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     }
     let shutdown = Arc::new(AtomicBool::new(false));
     let workers_count = args.workers.unwrap_or_else(WorkerCount::from_cores).0;
-    let workers = Workers::spawn(service.clone(), &node, workers_count, args.lease_seconds * 1000, shutdown.clone());
-    let replication = orchestrator::replication::spawn(service.clone(), &node, shutdown.clone());
+    // Jobs and replication rounds run on threads of their own (their steps do blocking disk IO); their database
+    // calls run on this runtime, which drives every connection of the pool.
+    let rt = tokio::runtime::Handle::current();
+    let workers =
+        Workers::spawn(service.clone(), &node, workers_count, args.lease_seconds * 1000, shutdown.clone(), rt.clone());
+    let replication = orchestrator::replication::spawn(service.clone(), &node, shutdown.clone(), rt);
     let health = Health { db: db.clone(), node: node.id.clone(), workers: workers.clone() };
     let router = router(db, &site_root, addr, service, accounts, health);
 
