@@ -341,7 +341,7 @@ impl Estate {
 
     pub async fn load(&self) -> Result<EstateDoc, EstateError> {
         let mut conn = self.db.pool.acquire().await?;
-        read(&mut *conn).await
+        read(&mut conn).await
     }
 
     /// Describes a new estate, once, even when several nodes start together: from the `estate.json` an earlier
@@ -371,7 +371,7 @@ impl Estate {
         } else {
             (build(self)?, Created::Built)
         };
-        write(&mut *tx, None, &doc).await?;
+        write(&mut tx, None, &doc).await?;
         tx.commit().await?;
         if how == Created::Imported {
             let kept = legacy.with_extension("json.imported");
@@ -390,10 +390,10 @@ impl Estate {
         if bumped.rows_affected() == 0 {
             return Err(EstateError::Missing);
         }
-        let before = read(&mut *tx).await?;
+        let before = read(&mut tx).await?;
         let mut doc = before.clone();
         let out = f(&mut doc)?;
-        write(&mut *tx, Some(&before), &doc).await?;
+        write(&mut tx, Some(&before), &doc).await?;
         tx.commit().await?;
         Ok(out)
     }
