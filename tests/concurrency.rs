@@ -87,3 +87,36 @@ async fn a_job_survives_the_database_going_away_for_a_few_seconds_mid_sync() {
     let h = get(&p.http, &format!("{}healthz", p.url)).await;
     assert_eq!(h["status"], "ok", "{h}");
 }
+
+/// A sync that fails in a way worth retrying (its source disk went away) is tried again after a backoff: the job
+/// page says which attempt failed and when the next one starts; once the disk is back, that attempt succeeds.
+#[tokio::test]
+async fn a_failed_sync_is_retried_after_a_backoff_that_the_job_page_shows() {
+    let p = Portal::start(&[]);
+    post(&p.http, &format!("{}api/v1/infrastructure/faults", p.url), r#"{"guest_bytes_per_tick": 0}"#, "f0").await;
+    let rec = common::estate_record(&p.data_dir, "web01").await;
+    let cloud = p.data_dir.join("estate").join(rec["cloud_disks"][0].as_str().unwrap());
+    let away = cloud.with_extension("away");
+    std::fs::rename(&cloud, &away).unwrap();
+    let job = start_action(&p, "web01", "reprotect", REPROTECT, "r1").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let task = loop {
+        let j = get(&p.http, &format!("{}api/v1/jobs/{job}", p.url)).await;
+        let waiting = j["job"]["tasks"].as_array().unwrap().iter().find(|t| t["next_attempt_at"].is_u64()).cloned();
+        if let Some(t) = waiting {
+            break t;
+        }
+        assert_ne!(j["job"]["state"], "failed", "a missing disk is worth another attempt: {j}");
+        assert!(Instant::now() < deadline, "no retry was scheduled: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(task["error"].as_str().unwrap().starts_with("attempt 1 of 4: replication failed"), "{task}");
+    let page = p.http.get(format!("{}jobs/{job}", p.url)).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Next attempt at") && page.contains("attempt 1 of 4"), "the job page shows the retry");
+
+    std::fs::rename(&away, &cloud).unwrap();
+    let j = wait_job(&p.http, &p.url, &job).await;
+    assert_eq!(j["job"]["state"], "succeeded", "{j}");
+    let sync = j["job"]["tasks"].as_array().unwrap().iter().find(|t| t["step"] == "initial-replication").unwrap();
+    assert_eq!(sync["attempts"], 2, "{j}");
+}

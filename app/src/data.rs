@@ -152,6 +152,7 @@ pub(crate) mod server {
                     error: t.error,
                     action: t.recommended_action,
                     progress: t.progress,
+                    next_attempt_at: t.next_attempt_at,
                 })
                 .collect(),
         }

@@ -215,6 +215,8 @@ pub struct TaskRow {
     pub action: Option<String>,
     /// While it runs: bytes of the disk examined so far, and the total.
     pub progress: Option<(u64, u64)>,
+    /// After a failure worth retrying: when the next attempt starts.
+    pub next_attempt_at: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

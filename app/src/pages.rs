@@ -643,6 +643,7 @@ fn job_view(j: JobRow, me: Option<Me>, live: bool, act: ServerAction<JobAction>)
                             <div class="task-progress" data-testid="task-progress"><progress max=n value=d>{format!("{} %", d * 100 / n)}</progress>" "{format!("{} of {} examined", fmt_bytes(d), fmt_bytes(n))}</div>
                         })}
                         {t.error.clone().map(|e| view! { <p class="alert">{e}" "<em class="todo">{t.action.clone().unwrap_or_default()}</em></p> })}
+                        {t.next_attempt_at.map(|at| view! { <p class="task-meta" data-testid="next-attempt">"Next attempt at "{fmt_time(at)}</p> })}
                     </li>
                 }
             }).collect_view()}
