@@ -421,12 +421,23 @@ impl Estate {
         f: impl FnOnce(&mut ItemRecord, &Inventory) -> Result<T, EstateError>,
     ) -> Result<T, EstateError> {
         let mut tx = self.db.pool.begin().await?;
+        let out = Estate::update_item_on(&mut tx, id, f).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// `update_item` inside the caller's transaction `tx` (a job's end records its item's new state with it).
+    pub async fn update_item_on<T>(
+        tx: &mut sqlx::AnyConnection,
+        id: &str,
+        f: impl FnOnce(&mut ItemRecord, &Inventory) -> Result<T, EstateError>,
+    ) -> Result<T, EstateError> {
         let bumped =
             sqlx::query("update estate_settings set version = version + 1 where id = 1").execute(&mut *tx).await?;
         if bumped.rows_affected() == 0 {
             return Err(EstateError::Missing);
         }
-        let (before, inventory) = read_item(&mut tx, id).await?;
+        let (before, inventory) = read_item(tx, id).await?;
         let mut rec = before.clone();
         let out = f(&mut rec, &inventory)?;
         if rec != before {
@@ -438,7 +449,6 @@ impl Estate {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
         Ok(out)
     }
 

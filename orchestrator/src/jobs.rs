@@ -624,6 +624,11 @@ impl JobStore {
     /// Ends the job in the state its tasks imply: all succeeded → succeeded; one failed → failed with that task's
     /// error; cancel requested → cancelled (remaining tasks too). Anything else is not an end: an error.
     pub async fn finish(&self, lease: &Lease) -> Result<JobState, JobError> {
+        self.finish_with(lease, &NothingElse).await
+    }
+
+    /// `finish`, with what the end changes beyond the job recorded in the same transaction (`exec.on_finish`).
+    pub async fn finish_with(&self, lease: &Lease, exec: &impl TaskExecutor) -> Result<JobState, JobError> {
         let job = self.get(&lease.job_id).await?;
         let Some((state, error, action)) = derived_end(&job) else {
             let token: Option<i64> =
@@ -663,6 +668,7 @@ impl JobStore {
             .await?;
         }
         sqlx::query("delete from item_leases where holder = $1").bind(&lease.job_id).execute(&mut *tx).await?;
+        exec.on_finish(&mut tx, &job, state).await?;
         tx.commit().await?;
         Ok(state)
     }
@@ -876,9 +882,9 @@ pub trait TaskExecutor {
         false
     }
 
-    /// Called with the job's end state just before it is recorded, so what the job changed (the item's lifecycle
-    /// state) is in place when anyone sees the job ended. Must be idempotent: a crash may repeat it.
-    async fn before_finish(&self, _job: &Job, _end: JobState) -> Result<(), JobError> {
+    /// Records what the job's end changes (the item's lifecycle state) on `tx`, the transaction that records the
+    /// job's end: both happen, or neither.
+    async fn on_finish(&self, _tx: &mut sqlx::AnyConnection, _job: &Job, _end: JobState) -> Result<(), JobError> {
         Ok(())
     }
 }
@@ -906,11 +912,16 @@ where
 }
 
 async fn end_job(store: &JobStore, lease: &Lease, exec: &impl TaskExecutor) -> Result<JobState, JobError> {
-    let job = db_retry("reading the job", || store.get(&lease.job_id)).await?;
-    if let Some((end, _, _)) = derived_end(&job) {
-        exec.before_finish(&job, end).await?;
+    db_retry("ending the job", || store.finish_with(lease, exec)).await
+}
+
+/// An executor with nothing to record at a job's end, for `JobStore::finish`.
+struct NothingElse;
+
+impl TaskExecutor for NothingElse {
+    async fn run(&self, _: &Job, _: &Task) -> Result<TaskOutcome, TaskFailure> {
+        Err(TaskFailure::fatal("nothing runs here", "Run jobs with a real executor."))
     }
-    db_retry("ending the job", || store.finish(lease)).await
 }
 
 /// The text of a panic's payload.

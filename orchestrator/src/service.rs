@@ -238,6 +238,14 @@ impl Service {
     }
 
     pub(crate) async fn settle(&self, job: &Job, end: JobState) -> Result<(), ServiceError> {
+        let mut tx = self.estate.db.pool.begin().await.map_err(EstateError::from)?;
+        Service::settle_on(&mut tx, job, end).await?;
+        tx.commit().await.map_err(EstateError::from)?;
+        Ok(())
+    }
+
+    /// Moves the job's item to where the job's end takes it, inside `tx` (the transaction recording the end).
+    pub(crate) async fn settle_on(tx: &mut sqlx::AnyConnection, job: &Job, end: JobState) -> Result<(), EstateError> {
         let Ok(req) = serde_json::from_str::<JobRequest>(&job.request) else { return Ok(()) };
         let event = match end {
             JobState::Succeeded => Event::Succeeded(req.operation),
@@ -245,17 +253,14 @@ impl Service {
             _ => return Ok(()),
         };
         // A crash between creating the job and moving the item may have skipped `Started`: apply it first.
-        let id = req.item.clone();
-        self.estate
-            .update_item(&id, |rec, _| {
-                let started = lifecycle::next(rec.item.state, Event::Started(req.operation)).unwrap_or(rec.item.state);
-                if let Ok(next) = lifecycle::next(started, event) {
-                    rec.item.state = next;
-                }
-                Ok(())
-            })
-            .await?;
-        Ok(())
+        Estate::update_item_on(tx, &req.item, |rec, _| {
+            let started = lifecycle::next(rec.item.state, Event::Started(req.operation)).unwrap_or(rec.item.state);
+            if let Ok(next) = lifecycle::next(started, event) {
+                rec.item.state = next;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Cancels a job. One that had not started ends at once, and its item goes back to the state it had before

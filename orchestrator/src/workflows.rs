@@ -141,9 +141,9 @@ fn vcenter_check(inv: &Inventory, host: &str) -> Result<(), TaskFailure> {
 }
 
 impl TaskExecutor for Workflows<'_> {
-    async fn before_finish(&self, job: &Job, end: JobState) -> Result<(), JobError> {
-        self.service.settle(job, end).await.map_err(|e| match e {
-            ServiceError::Job(j) => j,
+    async fn on_finish(&self, tx: &mut sqlx::AnyConnection, job: &Job, end: JobState) -> Result<(), JobError> {
+        Service::settle_on(tx, job, end).await.map_err(|e| match e {
+            EstateError::Db(d) => JobError::Db(d),
             other => JobError::NotAllowed { job: format!("{} ({other})", job.id), state: "ending", action: "settle" },
         })
     }

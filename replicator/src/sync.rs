@@ -90,6 +90,11 @@ pub struct Progress {
 
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
+/// A recovery point's id: `rp-` and a UUIDv7, unique across disks and nodes and ordered by time.
+pub fn new_point_id() -> String {
+    format!("rp-{}", uuid::Uuid::now_v7())
+}
+
 #[derive(Clone)]
 pub struct SyncOptions {
     pub mode: Mode,
@@ -377,7 +382,7 @@ fn source_inner(src: &DiskImage, tx: &mut Tx, rx: &mut wire::Rx, opts: &SyncOpti
         Some((m, next, g)) if m == mode && g == source_generation && next <= blocks => next,
         _ => 0,
     };
-    let point_id = opts.point_id.clone().unwrap_or_else(|| format!("rp-{}", now_ms()));
+    let point_id = opts.point_id.clone().unwrap_or_else(new_point_id);
     tx.send(&Frame::Start(Start {
         mode: mode.name().into(),
         from_block,
@@ -862,7 +867,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Syncs every disk of one VM in one cycle: all of them get the same recovery point id.
 pub fn sync_vm(pairs: &[(&Path, &Path)], opts: &SyncOptions) -> Result<Vec<SyncReport>> {
     let mut opts = opts.clone();
-    opts.point_id.get_or_insert_with(|| format!("rp-{}", now_ms()));
+    opts.point_id.get_or_insert_with(new_point_id);
     pairs.iter().map(|(s, d)| sync(s, d, &opts)).collect()
 }
 
