@@ -152,6 +152,13 @@ async fn the_article_over_the_rest_api_with_refusals_explained() {
         .as_u64()
         .unwrap();
     let estimate = plan["bytes_to_move"].as_u64().unwrap();
+    let (_, it) = api.get("items/app02").await;
+    let disk = &it["item"]["onprem"]["disks"][0];
+    assert_eq!(
+        disk["size_bytes"].as_u64(),
+        Some(16 << 20),
+        "the re-created VM's VMDK has the cloud disk's size: {disk}"
+    );
     assert!(
         full <= estimate && full >= estimate * 9 / 10,
         "the full copy sends the allocated blocks: {full} vs {estimate}"
@@ -257,4 +264,160 @@ async fn the_article_over_the_rest_api_with_refusals_explained() {
     let (status, doc) = api.get("openapi.json").await;
     assert_eq!(status, 200);
     assert!(doc["paths"]["/api/v1/items/{id}/{action}"]["post"].is_object());
+}
+
+/// R-W4's last words, "can be failed over again": after re-protect the API offers failover to the cloud and it
+/// runs (the on-premises VM off, the cloud VM started from a point of the replication to the cloud), commit in the
+/// cloud ends it, and the VM goes round the lifecycle once more. The failback on the way leaves the cloud VM off in
+/// the item's own record, not only in the task's words.
+#[tokio::test]
+async fn r_w4_a_re_protected_vm_fails_over_to_the_cloud_again_and_round_the_lifecycle() {
+    let portal = Portal::start(&[]);
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
+    api.post("infrastructure/faults", r#"{"guest_bytes_per_tick": 0}"#, None).await;
+    let rp = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"});
+    api.act("web01", "reprotect", rp.clone(), "w-r1").await;
+    let (_, it) = api.get("items/web01").await;
+    assert_eq!(it["item"]["cloud_vm"]["running"], true, "{it}");
+    api.act("web01", "failover", json!({"point": {"type": "latest-processed"}}), "w-f1").await;
+    let (_, it) = api.get("items/web01").await;
+    assert_eq!(it["item"]["cloud_vm"]["running"], false, "the failover shut the cloud VM down: {it}");
+
+    // Before re-protect the forward failover is refused with the rule that leads to it and what to do.
+    let (status, err, _) = api.post("items/web01/failover-to-cloud", "{}", None).await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("R-W4")), "{err}");
+    let message = err["message"].as_str().unwrap();
+    assert!(message.contains("failover to the cloud needs it protected to the cloud"), "{message}");
+    assert!(!message.contains("FailoverToCloud"), "no Rust names in messages: {message}");
+
+    api.act("web01", "commit", json!({}), "w-c1").await;
+    api.post("infrastructure/faults", r#"{"register_agent": "web01"}"#, None).await;
+    api.act("web01", "reprotect-to-cloud", json!({"process_server": "cs-01"}), "w-rtc").await;
+    let (_, it) = api.get("items/web01").await;
+    assert_eq!(it["item"]["state"], "protected-to-cloud", "{it}");
+    assert!(it["allowed_operations"].as_array().unwrap().iter().any(|o| o == "failover-to-cloud"), "{it}");
+
+    let (status, plan, _) = api.post("items/web01/failover-to-cloud?dry_run=true", "{}", None).await;
+    assert_eq!((status, plan["allowed"].as_bool()), (200, Some(true)), "{plan}");
+    let point = plan["point"]["id"].as_str().expect("the dry run names its point").to_owned();
+    let job = api.act("web01", "failover-to-cloud", json!({}), "w-ftc").await;
+    let steps: Vec<&str> =
+        job["job"]["tasks"].as_array().unwrap().iter().map(|t| t["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["shut-down-on-prem-for-cloud", "vmware-tools", "create-cloud-vm"], "{job}");
+    let created: Value = serde_json::from_str(job["job"]["tasks"][2]["result"].as_str().unwrap()).unwrap();
+    assert_eq!(created["point"], point.as_str(), "{created}");
+    let (_, it) = api.get("items/web01").await;
+    assert_eq!(it["item"]["state"], "failed-over-to-cloud", "{it}");
+    assert_eq!(it["item"]["cloud_vm"]["running"], true, "{it}");
+    assert_eq!(it["allowed_operations"], json!(["commit-in-cloud"]), "{it}");
+    let rec = common::estate_record(&portal.data_dir, "web01").await;
+    assert_eq!((rec["onprem_power"].as_bool(), rec["cloud_power"].as_bool()), (Some(false), Some(true)), "{rec}");
+    let root = portal.data_dir.join("estate");
+    // Quiet guests: the cloud VM's new disk holds exactly what the on-premises VM had.
+    common::same_disk(
+        &root.join(rec["onprem_disks"][0].as_str().unwrap()),
+        "vmdk",
+        &root.join(rec["cloud_disks"][0].as_str().unwrap()),
+        "vpc",
+        "web01 after failover to the cloud",
+    );
+    let copy = root.join("recovery/web01/reprotected-disk0.vhd");
+    assert!(copy.exists(), "the replication copy stays until commit");
+
+    let job = api.act("web01", "commit-in-cloud", json!({}), "w-cic").await;
+    assert_eq!(job["job"]["state"], "succeeded");
+    assert!(!copy.exists(), "commit deletes the replication copy");
+    let (_, it) = api.get("items/web01").await;
+    assert_eq!(it["item"]["state"], "committed-in-cloud", "{it}");
+    assert!(it["allowed_operations"].as_array().unwrap().iter().any(|o| o == "reprotect"), "{it}");
+
+    // Round again: reprotect (the on-premises VM still exists: original location, only changes) and failback.
+    let (_, plan, _) = api.post("items/web01/reprotect?dry_run=true", &rp.to_string(), None).await;
+    assert_eq!(plan["location"], "original", "{plan}");
+    api.act("web01", "reprotect", rp, "w-r2").await;
+    api.act("web01", "failover", json!({"point": {"type": "latest"}}), "w-f2").await;
+    let (_, it) = api.get("items/web01").await;
+    assert_eq!(it["item"]["state"], "failed-back-commit-pending", "{it}");
+    let rec = common::estate_record(&portal.data_dir, "web01").await;
+    common::same_disk(
+        &root.join(rec["onprem_disks"][0].as_str().unwrap()),
+        "vmdk",
+        &root.join(rec["cloud_disks"][0].as_str().unwrap()),
+        "vpc",
+        "web01 failed back a second time",
+    );
+}
+
+/// Unknown query parameters and body fields are refused with 400 and their name, never ignored: a misspelled
+/// `dry_run` must not start a job, a misspelled `point` must not fail over to the default point. A plan's dry run
+/// previews every group's items, their points and checks, and starts nothing. Two requests racing for one item:
+/// the loser always gets the same answer, R-W5.
+#[tokio::test]
+async fn unknown_parameters_are_refused_plans_have_a_dry_run_and_a_busy_item_answers_one_way() {
+    let portal = Portal::start(&[]);
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
+    let rp = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"});
+    let (status, err, _) = api.post("items/web01/reprotect?dry_runn=true", &rp.to_string(), None).await;
+    assert_eq!((status, err["code"].as_str()), (400, Some("bad-request")), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("dry_runn"), "{err}");
+    let (status, err, _) =
+        api.post("items/web01/reprotect", r#"{"master_target": "mt-win-01", "pointt": {}}"#, None).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["message"].as_str().unwrap().contains("pointt"), "{err}");
+    let (status, err) = api.get("items?stat=committed-in-cloud").await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["message"].as_str().unwrap().contains("stat"), "{err}");
+    let (status, err) = api.get("jobs?itm=web01").await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(api.get("jobs").await.1["jobs"].as_array().unwrap().len(), 0, "nothing started");
+
+    let app = json!({"point": {"type": "latest-app-consistent"}});
+    let (status, err, _) = api.post("plans/plan-erp/failover?dryrun=true", &app.to_string(), None).await;
+    assert_eq!(status, 400, "{err}");
+    let (status, preview, _) = api.post("plans/plan-erp/failover?dry_run=true", &app.to_string(), None).await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["allowed"], false, "{preview}");
+    assert!(preview["refusals"].as_array().unwrap().iter().any(|r| r["rule"] == "R-RP3"), "{preview}");
+    let groups = preview["groups"].as_array().unwrap();
+    assert_eq!(groups[0][0]["item"], "erp-db", "{preview}");
+    assert!(
+        groups
+            .iter()
+            .flat_map(|g| g.as_array().unwrap())
+            .all(|i| i["checks"].as_array().is_some_and(|c| !c.is_empty())),
+        "{preview}"
+    );
+    let (status, _, _) = api.post("plans/nope/failover?dry_run=true", &app.to_string(), None).await;
+    assert_eq!(status, 404);
+    assert_eq!(api.get("jobs").await.1["jobs"].as_array().unwrap().len(), 0, "a dry run starts nothing");
+
+    // Ten requests at once with different keys: one job; every other answer is the R-W5 refusal. Replication is
+    // slowed so the winner's job is still running when the last request arrives.
+    api.post("infrastructure/faults", r#"{"replication_bytes_per_s": 1048576}"#, None).await;
+    let mut racing = Vec::new();
+    for n in 0..10 {
+        let (http, url, body) = (api.http.clone(), format!("{}items/lin01/reprotect", api.base), rp.to_string());
+        let body = body.replace("mt-win-01", "mt-linux-01");
+        racing.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .header("content-type", "application/json")
+                .header("idempotency-key", format!("race-{n}"))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut started = 0;
+    for r in racing {
+        let (status, v) = r.await.unwrap();
+        if status == 202 {
+            started += 1;
+        } else {
+            assert_eq!((status, v["code"].as_str(), v["rule"].as_str()), (409, Some("refused"), Some("R-W5")), "{v}");
+        }
+    }
+    assert_eq!(started, 1);
 }

@@ -58,6 +58,16 @@ fn the_cli_drives_the_api_and_explains_refusals() {
     let (code, out, _) = hw(&portal, &["jobs"]);
     assert_eq!(code, 0);
     assert_eq!(out.lines().filter(|l| l.contains("succeeded")).count(), 3, "{out}");
+    // Every operation the API offers has its command: the forward failover (refused until re-protect, R-W4) and
+    // a recovery plan's failover with its dry run (each group's items, refused while they have no point).
+    let (code, out, _) = hw(&portal, &["failover-to-cloud", "web01", "--dry-run"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("FAIL] R-W4") && out.contains("failover to the cloud needs it protected"), "{out}");
+    let (code, out, _) = hw(&portal, &["plan-failover", "plan-erp", "--point", "latest-app-consistent", "--dry-run"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("group 1:") && out.contains("erp-db at no point") && out.contains("R-RP3"), "{out}");
+    let (code, _, err) = hw(&portal, &["plan-failover", "no-such-plan", "--dry-run"]);
+    assert_eq!(code, 2, "{err}");
     let (code, _, err) = hw(&portal, &["jobs", "no-such-job"]);
     assert_eq!(code, 2, "{err}");
     let out = run_homeward(&["items", "--server", "http://127.0.0.1:1"]);

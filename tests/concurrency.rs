@@ -35,6 +35,17 @@ async fn a_long_reprotect_holds_up_neither_a_failover_nor_replication_and_cancel
     let body = r#"{"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "vmfs-01"}"#;
     let long = start_action(&p, "app02", "reprotect", body, "r3").await;
     wait_until_moving(&p, &long).await;
+    // The item shows the initial replication's progress, and the failover refusal quotes it (R-C3 never says 0 %
+    // while bytes move); the refusal names the running reprotect, not a master target it has not recorded yet.
+    let it = get(&p.http, &format!("{}api/v1/items/app02", p.url)).await;
+    let pct = it["item"]["initial_sync_percent"].as_u64().unwrap();
+    assert!((1..100).contains(&pct), "initial_sync_percent {pct} while the sync moves: {it}");
+    let refused = it["refused_operations"].as_array().unwrap();
+    let failover = refused.iter().find(|r| r["operation"] == "failover").unwrap();
+    let reasons: Vec<&str> =
+        failover["refusals"].as_array().unwrap().iter().map(|r| r["rule"].as_str().unwrap()).collect();
+    assert!(!reasons.contains(&"R-P3"), "{failover}");
+    assert!(failover.to_string().contains("being reprotected"), "{failover}");
 
     // Side by side: sql01 fails over to completion, web01 gains recovery points, app02 still syncs.
     let before = points(&p, "web01").await;

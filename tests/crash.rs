@@ -44,7 +44,7 @@ async fn crash_once(seed: u64) -> bool {
     post(&portal.http, &format!("{base}api/v1/infrastructure/faults"), r#"{"guest_bytes_per_tick": 0}"#, "f").await;
     let reprotect = r#"{"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "vmfs-01"}"#;
     // Even seeds crash a reprotect (alternate location for app02: create VM, full copy); odd ones a failover.
-    let (item, action, body) = if seed % 2 == 0 {
+    let (item, action, body) = if seed.is_multiple_of(2) {
         ("app02", "reprotect", reprotect.to_owned())
     } else {
         let (s, v) = post(&portal.http, &format!("{base}api/v1/items/web01/reprotect"), reprotect, "pre").await;

@@ -8,7 +8,7 @@ use leptos_router::hooks::{use_navigate, use_params_map};
 use crate::actions::{DryRun, ReprotectMany, StartAction};
 use crate::data;
 use crate::model::*;
-use crate::pages::{job_table, op_label, why_not};
+use crate::pages::{job_table, op_label, why_not, ITEM_OPERATIONS};
 use crate::ui::*;
 use crate::MeResource;
 
@@ -19,14 +19,7 @@ pub(crate) fn ItemPage() -> impl IntoView {
     let id = Memo::new(move |_| params.read().get("id").unwrap_or_default());
     let item = Resource::new(move || id.get(), data::get_item);
     let action = query_param("action");
-    let dialogs: [(&'static str, RwSignal<bool>); 6] = [
-        ("reprotect", RwSignal::new(false)),
-        ("failover", RwSignal::new(false)),
-        ("change-recovery-point", RwSignal::new(false)),
-        ("commit", RwSignal::new(false)),
-        ("cancel-failover", RwSignal::new(false)),
-        ("reprotect-to-cloud", RwSignal::new(false)),
-    ];
+    let dialogs: [(&'static str, RwSignal<bool>); 8] = ITEM_OPERATIONS.map(|op| (op, RwSignal::new(false)));
     // `?action=failover` (the row menu's links) opens that dialog once the page is interactive.
     Effect::new(move |_| {
         let a = action.get();
@@ -52,7 +45,7 @@ pub(crate) fn ItemPage() -> impl IntoView {
                 Ok(view! {
                     <h1>{r.name.clone()}" "<small>{words(&r.state)}</small></h1>
                     <div class="toolbar" role="toolbar" aria-label="Operations" data-testid="item-toolbar">
-                        {["reprotect", "failover", "change-recovery-point", "commit", "cancel-failover", "reprotect-to-cloud"].into_iter().map(|op| {
+                        {ITEM_OPERATIONS.into_iter().map(|op| {
                             let open = open_of(op);
                             match why_not(&r, op, me.as_ref()) {
                                 Some(tip) => {
@@ -127,6 +120,12 @@ pub(crate) fn ItemPage() -> impl IntoView {
                     <ConfirmDialog open=open_of("reprotect-to-cloud") d=d.clone() op="reprotect-to-cloud" title="Re-protect to Azure"
                         warning=format!("Starts replicating {} from on-premises to Azure (R-W4). Its agent must be registered with the configuration server (R-A1).", r.name)
                         confirm="Re-protect"/>
+                    <ConfirmDialog open=open_of("failover-to-cloud") d=d.clone() op="failover-to-cloud" title="Failover to Azure"
+                        warning=format!("Shuts down the on-premises VM of {} and starts it in Azure from the newest processed recovery point of the replication to Azure (R-W4). What the on-premises VM wrote after that point is not in Azure.", r.name)
+                        confirm="Fail over to Azure"/>
+                    <ConfirmDialog open=open_of("commit-in-cloud") d=d.clone() op="commit-in-cloud" title="Commit in Azure"
+                        warning=format!("Commits the failover of {} to Azure: the replication disks it was started from are deleted, and its recovery points with them. Afterwards reprotect brings it back under protection to on-premises.", r.name)
+                        confirm="Commit"/>
                 }.into_any())
             })}
         </Suspense>

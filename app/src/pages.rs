@@ -164,7 +164,7 @@ fn sort_link(label: &'static str, key: &'static str, sort: &str, desc: bool) -> 
 /// The operations menu of one row: allowed ones as links that open the dialog on the item page; the others
 /// disabled with why not (rule, sentence, what to do).
 pub(crate) fn ops_menu(r: &ItemRow, me: Option<&Me>) -> impl IntoView {
-    let ops = ["reprotect", "failover", "change-recovery-point", "commit", "cancel-failover", "reprotect-to-cloud"];
+    let ops = ITEM_OPERATIONS;
     let id = r.id.clone();
     view! {
         <details class="row-menu">
@@ -204,6 +204,18 @@ pub(crate) fn why_not(r: &ItemRow, op: &str, me: Option<&Me>) -> Option<String> 
     }
 }
 
+/// Every operation of a replicated item, in the order of its lifecycle; the toolbar and the row menu offer these.
+pub(crate) const ITEM_OPERATIONS: [&str; 8] = [
+    "reprotect",
+    "failover",
+    "change-recovery-point",
+    "commit",
+    "cancel-failover",
+    "reprotect-to-cloud",
+    "failover-to-cloud",
+    "commit-in-cloud",
+];
+
 pub(crate) fn op_label(op: &str) -> &'static str {
     match op {
         "reprotect" => "Reprotect",
@@ -212,6 +224,8 @@ pub(crate) fn op_label(op: &str) -> &'static str {
         "cancel-failover" => "Cancel failover",
         "change-recovery-point" => "Change recovery point",
         "reprotect-to-cloud" => "Re-protect to Azure",
+        "failover-to-cloud" => "Failover to Azure",
+        "commit-in-cloud" => "Commit in Azure",
         _ => "Operation",
     }
 }
@@ -502,7 +516,7 @@ pub(crate) fn Jobs() -> impl IntoView {
             <label>"Item "<input type="text" name="item" value=move || item.get() size="10"/></label>
             <label>"Plan "<input type="text" name="plan" value=move || plan.get() size="10"/></label>
             <label>"State "{select("state", state, &[("", "any"), ("not-started", "not started"), ("in-progress", "in progress"), ("suspended", "suspended"), ("succeeded", "succeeded"), ("failed", "failed"), ("cancelled", "cancelled")])}</label>
-            <label>"Type "{select("kind", kind, &[("", "any"), ("reprotect", "reprotect"), ("failover", "failover"), ("commit", "commit"), ("cancel-failover", "cancel failover"), ("change-recovery-point", "change recovery point"), ("reprotect-to-cloud", "re-protect to Azure"), ("plan-failover", "plan failover")])}</label>
+            <label>"Type "{select("kind", kind, &[("", "any"), ("reprotect", "reprotect"), ("failover", "failover"), ("commit", "commit"), ("cancel-failover", "cancel failover"), ("change-recovery-point", "change recovery point"), ("reprotect-to-cloud", "re-protect to Azure"), ("failover-to-cloud", "failover to Azure"), ("commit-in-cloud", "commit in Azure"), ("plan-failover", "plan failover")])}</label>
             <label>"Time "{select("since", since, &[("", "all time"), ("1h", "last hour"), ("24h", "last 24 hours"), ("7d", "last 7 days")])}</label>
             <button type="submit">"Apply"</button>
             <a href="/jobs">"Clear"</a>

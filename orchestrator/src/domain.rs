@@ -232,3 +232,13 @@ impl Inventory {
         self.process_servers.iter().find(|p| p.id == id)
     }
 }
+
+/// A time as people read it in messages: `2026-11-28 12:34 UTC` (the portal shows times the same way).
+pub fn utc_text(ms: Millis) -> String {
+    match time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000) {
+        Ok(t) => {
+            format!("{:04}-{:02}-{:02} {:02}:{:02} UTC", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute())
+        }
+        Err(_) => format!("{ms} ms after 1970"),
+    }
+}

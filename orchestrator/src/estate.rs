@@ -458,6 +458,10 @@ impl Estate {
         let rec = doc.items.iter().find(|r| r.item.id == id).ok_or_else(|| EstateError::UnknownItem(id.to_owned()))?;
         let mut item = rec.item.clone();
         item.recovery_points = self.points(rec)?;
+        // The power state the workflows keep is the one truth; the item's copy of it is never written apart.
+        if let Some(vm) = &mut item.cloud_vm {
+            vm.running = rec.cloud_power && !vm.deleted;
+        }
         let delay = doc.faults.agent_registration_delay_min * MINUTE;
         item.agent_registered |= item.booted_at.is_some_and(|b| now >= b + delay);
         Ok(item)

@@ -407,6 +407,31 @@ impl JobStore {
         Ok(rows.into_iter().map(|r| (r.item_id, r.id)).collect())
     }
 
+    /// How far each running initial replication is, by item: (bytes examined, bytes in all), as its worker last
+    /// reported. One query for every item, or for one.
+    pub async fn initial_sync_progress(
+        &self,
+        item: Option<&str>,
+    ) -> Result<std::collections::HashMap<String, (u64, u64)>, JobError> {
+        #[derive(sqlx::FromRow)]
+        struct Progress {
+            item_id: String,
+            progress_done: i64,
+            progress_total: i64,
+        }
+        let rows: Vec<Progress> = sqlx::query_as(
+            "select j.item_id as item_id, t.progress_done as progress_done, t.progress_total as progress_total \
+             from jobs j join tasks t on t.job_id = j.id \
+             where j.state = 'in-progress' and j.item_id is not null and (cast($1 as text) is null or j.item_id = $1) \
+             and t.step = 'initial-replication' and t.state = 'in-progress' \
+             and t.progress_done is not null and t.progress_total > 0",
+        )
+        .bind(item)
+        .fetch_all(&self.db.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.item_id, (r.progress_done.max(0) as u64, r.progress_total as u64))).collect())
+    }
+
     pub async fn by_idempotency_key(&self, key: &str) -> Result<Option<Job>, JobError> {
         let id: Option<String> = sqlx::query_scalar("select id from jobs where idempotency_key = $1")
             .bind(key)

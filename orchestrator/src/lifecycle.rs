@@ -145,8 +145,22 @@ fn lifecycle_rule(op: Operation) -> &'static str {
         Operation::Reprotect => "R-W1",
         Operation::Failover => "R-W2",
         Operation::Commit | Operation::CancelFailover | Operation::ChangeRecoveryPoint => "R-W3",
-        Operation::ReprotectToCloud => "R-W4",
-        Operation::FailoverToCloud | Operation::CommitInCloud => "R-W5",
+        // R-W4: once re-protected, the VM "can be failed over again".
+        Operation::ReprotectToCloud | Operation::FailoverToCloud | Operation::CommitInCloud => "R-W4",
+    }
+}
+
+/// An operation as the portal names it, for sentences.
+pub fn operation_words(op: Operation) -> &'static str {
+    match op {
+        Operation::FailoverToCloud => "failover to the cloud",
+        Operation::CommitInCloud => "commit in the cloud",
+        Operation::Reprotect => "reprotect",
+        Operation::Failover => "failover",
+        Operation::Commit => "commit",
+        Operation::CancelFailover => "cancel failover",
+        Operation::ChangeRecoveryPoint => "change recovery point",
+        Operation::ReprotectToCloud => "re-protect to the cloud",
     }
 }
 
@@ -175,20 +189,29 @@ fn state_check(item: &ReplicatedItem, op: Operation) -> Check {
         Operation::Reprotect => "Reprotect starts once the VM runs in the cloud with its failover committed.",
         Operation::Failover => "Reprotect the item to on-premises first and wait until it is protected and healthy.",
         Operation::Commit | Operation::CancelFailover | Operation::ChangeRecoveryPoint => {
-            "These apply after a failback has completed and before it is committed."
+            "Fail the item back to on-premises first (failover); then commit, cancel or change its recovery point."
         }
-        Operation::ReprotectToCloud => "Re-protect to the cloud after the failback has been committed.",
-        Operation::FailoverToCloud | Operation::CommitInCloud => "Wait for the item's current operation to finish.",
+        Operation::ReprotectToCloud => "Commit the failback first; then re-protect the item to the cloud.",
+        Operation::FailoverToCloud => "Re-protect the item to the cloud first and wait for its first recovery point.",
+        Operation::CommitInCloud => "Fail the item over to the cloud first; then commit.",
     };
     Err(Refusal::new(
         lifecycle_rule(op),
-        format!("{} is {}; {op:?} needs it {}.", item.name, state_words(item.state), state_words(want)),
+        format!(
+            "{} is {}; {} needs it {}.",
+            item.name,
+            state_words(item.state),
+            operation_words(op),
+            state_words(want)
+        ),
         action,
     ))
 }
 
-/// The parameters of a request; unused ones are ignored.
+/// The parameters of a request. Ones the operation does not use are ignored; unknown ones are refused (a
+/// misspelled `point` must not silently fail over to the default point).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Request {
     pub master_target: Option<String>,
     pub process_server: Option<String>,
@@ -394,14 +417,10 @@ pub fn dry_run(
                 t(Step::StartReplicationToCloud, "Start continuous replication to the cloud"),
             ];
         }
-        Operation::FailoverToCloud => {
-            plan.tasks = vec![
-                t(Step::ShutDownOnPremForCloud, "Shut down the on-premises VM"),
-                t(Step::VmwareTools, tools_task_to_cloud(item)),
-                t(Step::CreateCloudVm, "Create the cloud VM from the chosen point"),
-            ];
+        Operation::FailoverToCloud => failover_to_cloud(item, req, &mut c, &mut plan),
+        Operation::CommitInCloud => {
+            plan.tasks = vec![t(Step::CommitInCloud, "Commit the failover: delete the cloud replication disks")]
         }
-        Operation::CommitInCloud => plan.tasks = vec![t(Step::CommitInCloud, "Commit the failover in the cloud")],
     }
     plan.checks = c.0;
     plan.allowed = plan.checks.iter().all(|c| c.passed);
@@ -644,12 +663,41 @@ fn failover(item: &ReplicatedItem, inv: &Inventory, req: &Request, c: &mut Check
     plan.tasks = tasks;
 }
 
+/// The article's last step: after re-protect the VM can fail over to the cloud again, from a recovery point of the
+/// cloud replication (the newest processed one unless another is chosen).
+fn failover_to_cloud(item: &ReplicatedItem, req: &Request, c: &mut Checks, plan: &mut Plan) {
+    let choice = req.point.clone().unwrap_or(PointChoice::LatestProcessed);
+    match points::choose(item, &choice) {
+        Ok(p) => {
+            let latest = item.recovery_points.iter().map(|p| p.time).max().unwrap_or(p.time);
+            plan.data_loss_ms = Some(latest.saturating_sub(p.time));
+            plan.point = Some(p);
+            c.add("recovery point available", "R-RP3", Ok(()));
+        }
+        Err(r) => c.add("recovery point available", "R-RP3", Err(r)),
+    }
+    let mut tasks = vec![t(Step::ShutDownOnPremForCloud, "Shut down the on-premises VM")];
+    if choice == PointChoice::Latest {
+        tasks.push(t(Step::FinalCycle, "Replicate the pending changes to the cloud (one more cycle)"));
+    }
+    tasks.push(t(Step::VmwareTools, tools_task_to_cloud(item)));
+    tasks.push(t(
+        Step::CreateCloudVm,
+        format!(
+            "Create the cloud VM from recovery point {} and start it",
+            plan.point.as_ref().map_or("?".to_owned(), |p| p.id.clone())
+        ),
+    ));
+    plan.tasks = tasks;
+}
+
 /// Every operation with its verdict for the item (for the toolbar and the API). Parameter checks (which master
 /// target, which datastore) are the dry run's; here only what the item itself allows.
 pub fn allowed_operations(item: &ReplicatedItem, inv: &Inventory, ctx: &Context) -> Vec<(Operation, Vec<Refusal>)> {
     OPERATIONS
         .iter()
         .map(|&op| {
+            let blocked = state_check(item, op).is_err() || ctx.active_job.is_some();
             let mut refusals = Vec::new();
             let mut push = |c: Check| {
                 if let Err(r) = c {
@@ -658,6 +706,13 @@ pub fn allowed_operations(item: &ReplicatedItem, inv: &Inventory, ctx: &Context)
             };
             push(state_check(item, op));
             push(rules::r_w5_no_active_job(item, ctx.active_job.as_deref()));
+            // The operation's own rules only when the state and the item's jobs allow it: a refusal says what
+            // stands in the way now, not what might later (a failover refused while a reprotect runs does not
+            // also say that the master target is unknown; a reprotect after a normal commit does not advise
+            // restoring the deleted cloud VM from backup).
+            if blocked {
+                return (op, refusals);
+            }
             match op {
                 Operation::Reprotect => {
                     push(rules::r_p2_no_2008_r2_sp1_physical(item));
@@ -667,7 +722,7 @@ pub fn allowed_operations(item: &ReplicatedItem, inv: &Inventory, ctx: &Context)
                         push(rules::r_p3_master_target_discovered(inv, None));
                     }
                 }
-                Operation::Failover => {
+                Operation::Failover | Operation::FailoverToCloud => {
                     let plan = dry_run(item, inv, op, &Request::default(), ctx, &DataEstimate::default());
                     refusals = plan.refusals();
                 }

@@ -334,7 +334,7 @@ pub fn r_c3_reprotect_complete_and_healthy(item: &ReplicatedItem) -> Check {
     if item.health != Health::Normal {
         return refuse(
             "R-C3",
-            format!("{} is protected but its replication health is {:?}.", item.name, item.health),
+            format!("{} is protected but its replication health is {}.", item.name, wire_name(&item.health)),
             "Resolve the item's health errors (see its page), then fail over.",
         );
     }
@@ -369,7 +369,8 @@ pub fn r_a1_agent_registered(item: &ReplicatedItem, now: Millis) -> Check {
     }
     match item.booted_at {
         Some(boot) if now < boot + AGENT_REGISTRATION_WINDOW => {
-            let wait_min = (boot + AGENT_REGISTRATION_WINDOW - now).div_ceil(MINUTE);
+            // The article's window is an upper bound: agents often register sooner, so say both.
+            let due = boot + AGENT_REGISTRATION_WINDOW;
             refuse(
                 "R-A1",
                 format!(
@@ -379,8 +380,9 @@ pub fn r_a1_agent_registered(item: &ReplicatedItem, now: Millis) -> Check {
                     (now - boot) / MINUTE
                 ),
                 format!(
-                    "Retry in {wait_min} min, at {} (epoch ms), when registration is due.",
-                    boot + AGENT_REGISTRATION_WINDOW
+                    "Retry in a few minutes: agents register within {} min of boot, so by {} at the latest.",
+                    AGENT_REGISTRATION_WINDOW / MINUTE,
+                    crate::domain::utc_text(due)
                 ),
             )
         }

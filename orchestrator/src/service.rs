@@ -37,6 +37,30 @@ pub struct PlanJobRequest {
     pub points: Vec<(String, String)>,
 }
 
+/// A plan failover's dry run (`?dry_run=true` on the plan's failover).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlanPreview {
+    pub plan: String,
+    pub name: String,
+    pub choice: PointChoice,
+    /// Whether the plan may fail over as a whole (every item allowed, every item with a point).
+    pub allowed: bool,
+    pub refusals: Vec<Refusal>,
+    /// In the order the job runs them: a group starts when the previous one has finished.
+    pub groups: Vec<Vec<PlanItemPreview>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlanItemPreview {
+    pub item: String,
+    pub name: String,
+    pub point: Option<RecoveryPoint>,
+    pub data_loss_ms: Option<Millis>,
+    pub allowed: bool,
+    pub checks: Vec<crate::rules::CheckOutcome>,
+    pub tasks: Vec<lifecycle::PlannedTask>,
+}
+
 /// What a job's request carries, so a worker in another process can run it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobRequest {
@@ -52,6 +76,14 @@ pub struct Service {
     pub estate: Estate,
     pub jobs: JobStore,
     pub clock: fn() -> Millis,
+}
+
+/// A reprotect's initial replication reports its progress on its task; the item shows the same figure (the R-C3
+/// refusal quotes it), never 0 while bytes move.
+fn with_sync_progress(item: &mut ReplicatedItem, progress: Option<&(u64, u64)>) {
+    if let (lifecycle::State::ReprotectInProgress, Some(&(done, total))) = (item.state, progress) {
+        item.initial_sync_percent = item.initial_sync_percent.max((done.min(total) * 100 / total.max(1)) as u8).min(99);
+    }
 }
 
 pub fn system_clock() -> Millis {
@@ -70,7 +102,8 @@ impl Service {
     /// The item with its allowed operations and, for the others, why not.
     pub async fn item(&self, id: &str) -> Result<(ReplicatedItem, Vec<(Operation, Vec<Refusal>)>), ServiceError> {
         let doc = self.doc().await?;
-        let item = self.estate.view(&doc, id, (self.clock)())?;
+        let mut item = self.estate.view(&doc, id, (self.clock)())?;
+        with_sync_progress(&mut item, self.jobs.initial_sync_progress(Some(id)).await?.get(id));
         let ctx = self.context(id).await?;
         let ops = lifecycle::allowed_operations(&item, &doc.inventory, &ctx);
         Ok((item, ops))
@@ -81,10 +114,12 @@ impl Service {
         let doc = self.doc().await?;
         let now = (self.clock)();
         let active = self.jobs.active_jobs_by_item().await?;
+        let syncing = self.jobs.initial_sync_progress(None).await?;
         doc.items
             .iter()
             .map(|rec| {
-                let item = self.estate.view(&doc, &rec.item.id, now)?;
+                let mut item = self.estate.view(&doc, &rec.item.id, now)?;
+                with_sync_progress(&mut item, syncing.get(&rec.item.id));
                 let ctx = Context { now, active_job: active.get(&rec.item.id).cloned() };
                 let ops = lifecycle::allowed_operations(&item, &doc.inventory, &ctx);
                 Ok((item, ops))
@@ -128,13 +163,6 @@ impl Service {
 
     /// Starts `op` on the item as a job, or refuses with every rule that blocks it. Idempotent per key.
     pub async fn start(&self, id: &str, op: Operation, req: &Request, key: &str) -> Result<Job, ServiceError> {
-        if matches!(op, Operation::FailoverToCloud | Operation::CommitInCloud) {
-            return Err(ServiceError::Refused(vec![Refusal::new(
-                "R-W4",
-                "The local estate runs failback; the forward failover to the cloud is not one of its operations.",
-                "After re-protect (R-W4), fail over to the cloud from the cloud provider's tooling.",
-            )]));
-        }
         // A retried request (same key) gets the job it already started, whatever happened since.
         if let Some(job) = self.jobs.by_idempotency_key(key).await? {
             let same = serde_json::from_str::<JobRequest>(&job.request)
@@ -166,6 +194,58 @@ impl Service {
         Ok(job)
     }
 
+    /// The dry run of a plan failover: the groups in order, each item's point, data loss, checks and tasks, and
+    /// whether the plan may fail over as a whole. Starts nothing.
+    pub async fn plan_failover_preview(
+        &self,
+        plan_id: &str,
+        choice: &PointChoice,
+    ) -> Result<PlanPreview, ServiceError> {
+        let doc = self.doc().await?;
+        let plan = doc
+            .plans
+            .iter()
+            .find(|p| p.id == plan_id)
+            .ok_or_else(|| EstateError::UnknownItem(format!("recovery plan {plan_id}")))?;
+        let now = (self.clock)();
+        let ids: Vec<&String> = plan.groups.iter().flatten().collect();
+        let items = ids.iter().map(|id| self.estate.view(&doc, id, now)).collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&ReplicatedItem> = items.iter().collect();
+        let (chosen, mut refusals) = match crate::points::plan_points(&refs, choice) {
+            Ok(c) => (Some(c), Vec::new()),
+            Err(r) => (None, vec![r]),
+        };
+        let mut previews = std::collections::HashMap::new();
+        for item in &items {
+            let point = chosen.as_ref().and_then(|c| c.iter().find(|(i, _)| i == &item.id)).map(|(_, p)| p);
+            let req = Request { point: point.map(|p| PointChoice::Specific(p.id.clone())), ..Request::default() };
+            let ctx = self.context(&item.id).await?;
+            let p = lifecycle::dry_run(item, &doc.inventory, Operation::Failover, &req, &ctx, &DataEstimate::default());
+            refusals.extend(p.refusals());
+            previews.insert(
+                item.id.clone(),
+                PlanItemPreview {
+                    item: item.id.clone(),
+                    name: item.name.clone(),
+                    point: point.cloned(),
+                    data_loss_ms: point.and(p.data_loss_ms),
+                    allowed: p.allowed && point.is_some(),
+                    checks: p.checks,
+                    tasks: p.tasks,
+                },
+            );
+        }
+        let groups = plan.groups.iter().map(|g| g.iter().filter_map(|id| previews.remove(id)).collect()).collect();
+        Ok(PlanPreview {
+            plan: plan.id.clone(),
+            name: plan.name.clone(),
+            choice: choice.clone(),
+            allowed: refusals.is_empty(),
+            refusals,
+            groups,
+        })
+    }
+
     /// Fails a recovery plan over, group after group, each item to the point R-RP1/R-RP2 choose; refused as a
     /// whole (R-RP3: every item needs a point) when any item may not fail over.
     pub async fn start_plan_failover(
@@ -180,38 +260,22 @@ impl Service {
             }
             return Err(JobError::IdempotencyConflict { key: key.to_owned(), job: job.id }.into());
         }
-        let doc = self.doc().await?;
-        let plan = doc
-            .plans
-            .iter()
-            .find(|p| p.id == plan_id)
-            .ok_or_else(|| EstateError::UnknownItem(format!("recovery plan {plan_id}")))?;
-        let now = (self.clock)();
-        let ids: Vec<&String> = plan.groups.iter().flatten().collect();
-        let items = ids.iter().map(|id| self.estate.view(&doc, id, now)).collect::<Result<Vec<_>, _>>()?;
-        let refs: Vec<&ReplicatedItem> = items.iter().collect();
-        let chosen = crate::points::plan_points(&refs, &choice).map_err(|r| ServiceError::Refused(vec![r]))?;
-        let mut refusals = Vec::new();
-        for (item, (_, point)) in items.iter().zip(&chosen) {
-            let req = Request { point: Some(PointChoice::Specific(point.id.clone())), ..Request::default() };
-            let ctx = self.context(&item.id).await?;
-            let p = lifecycle::dry_run(item, &doc.inventory, Operation::Failover, &req, &ctx, &DataEstimate::default());
-            refusals.extend(p.refusals());
-        }
-        if !refusals.is_empty() {
-            return Err(ServiceError::Refused(refusals));
+        let preview = self.plan_failover_preview(plan_id, &choice).await?;
+        if !preview.allowed {
+            return Err(ServiceError::Refused(preview.refusals));
         }
         let mut tasks = Vec::new();
-        for (g, group) in plan.groups.iter().enumerate() {
-            for id in group {
-                let pid = chosen.iter().find(|(i, _)| i == id).map(|(_, p)| p.id.clone()).unwrap_or_default();
+        let mut points = Vec::new();
+        for (g, group) in preview.groups.iter().enumerate() {
+            for it in group {
+                let pid = it.point.as_ref().map(|p| p.id.clone()).unwrap_or_default();
                 tasks.push((
-                    format!("{PLAN_ITEM_FAILOVER}{id}"),
-                    format!("Group {}: fail over {id} to point {pid}", g + 1),
+                    format!("{PLAN_ITEM_FAILOVER}{}", it.item),
+                    format!("Group {}: fail over {} to point {pid}", g + 1, it.item),
                 ));
+                points.push((it.item.clone(), pid));
             }
         }
-        let points = chosen.into_iter().map(|(i, p)| (i, p.id)).collect();
         let request = PlanJobRequest { plan: plan_id.to_owned(), choice, points };
         let new = NewJob {
             id: jobs::new_id(),

@@ -264,19 +264,22 @@ impl Workflows<'_> {
                 let (rec, _) = self.record(id).await?;
                 let ds = plan.target_datastore.clone().unwrap_or_default();
                 let mut disks = Vec::new();
+                let mut sizes = Vec::new();
                 for (i, c) in rec.cloud_disks.iter().enumerate() {
                     let rel = format!("primary/{ds}/{id}/disk{i}.vmdk");
                     let path = self.service.estate.path(&rel);
+                    // The new VMDK has the cloud disk's size (a fixed VHD's size is its data's).
+                    let size = replicator::DiskImage::open(&self.service.estate.path(c))
+                        .map_err(|e| fail(e.to_string(), "Check the cloud disk."))?
+                        .size;
                     if !path.exists() {
-                        let size = replicator::DiskImage::open(&self.service.estate.path(c))
-                            .map_err(|e| fail(e.to_string(), "Check the cloud disk."))?
-                            .size;
                         std::fs::create_dir_all(path.parent().unwrap())
                             .map_err(|e| fail(e.to_string(), "Check the datastore folder."))?;
                         replicator::DiskImage::create(&path, replicator::Format::Vmdk, size)
                             .map_err(|e| fail(e.to_string(), "Free space on the datastore."))?;
                     }
                     disks.push(rel);
+                    sizes.push(size);
                 }
                 let host = plan.target_host.clone().unwrap_or_default();
                 self.update(id, |r, _| {
@@ -286,13 +289,13 @@ impl Workflows<'_> {
                         id: format!("vm-{id}"),
                         host,
                         exists: true,
-                        disks: disks
+                        disks: sizes
                             .iter()
                             .enumerate()
-                            .map(|(i, _)| OnPremDisk {
+                            .map(|(i, &size_bytes)| OnPremDisk {
                                 id: format!("disk{i}"),
                                 datastore: ds.clone(),
-                                size_bytes: 0,
+                                size_bytes,
                                 attached: true,
                             })
                             .collect(),
@@ -345,8 +348,12 @@ impl Workflows<'_> {
             Step::ShutDownCloudVm => self.power(id, Site::Recovery, false).await,
             Step::FinalCycle => {
                 let (rec, _) = self.record(id).await?;
-                let pairs: Vec<(String, String)> =
-                    rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect();
+                // The last changes of the side that was running, in the direction the item replicates.
+                let pairs: Vec<(String, String)> = if req.operation == Operation::FailoverToCloud {
+                    rec.onprem_disks.iter().cloned().zip(rec.cloud_disks.iter().cloned()).collect()
+                } else {
+                    rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect()
+                };
                 let (bytes, point) =
                     self.cycle(&pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent).await?;
                 Ok(outcome(bytes, serde_json::json!({"point": point})))
@@ -465,7 +472,34 @@ impl Workflows<'_> {
                 .await?;
                 Ok(outcome(0, serde_json::json!({"deleted": rec.cloud_disks})))
             }
-            Step::MarkCommitted | Step::CommitInCloud => Ok(outcome(0, serde_json::json!({}))),
+            Step::MarkCommitted => Ok(outcome(0, serde_json::json!({}))),
+            Step::CommitInCloud => {
+                // The cloud VM runs on its own disks since the failover; the replication copies it was made from
+                // are not needed any more (a later reprotect starts from the running VM's disks).
+                let (rec, _) = self.record(id).await?;
+                let mut deleted = Vec::new();
+                for i in 0..rec.cloud_disks.len() {
+                    let copy = format!("recovery/{id}/reprotected-disk{i}.vhd");
+                    if rec.cloud_disks.contains(&copy) {
+                        continue;
+                    }
+                    let p = self.service.estate.path(&copy);
+                    if let Ok(img) = replicator::DiskImage::open(&p) {
+                        let _ = std::fs::remove_dir_all(img.state_dir());
+                    }
+                    match std::fs::remove_file(&p) {
+                        Ok(()) => deleted.push(copy),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(fail(
+                                format!("cannot delete {copy}: {e}"),
+                                "Check the cloud folder's permissions, then restart the job.",
+                            ))
+                        }
+                    }
+                }
+                Ok(outcome(0, serde_json::json!({"deleted": deleted})))
+            }
             Step::RestartCloudVm => {
                 // The on-premises VM goes back to its replica disks; the cloud VM runs again.
                 self.update(id, |r, _| {
@@ -511,10 +545,58 @@ impl Workflows<'_> {
                 .await?;
                 Ok(outcome(bytes, serde_json::json!({"point": point, "disks": cloud})))
             }
-            Step::CreateCloudVm => Err(fail(
-                "failover to the cloud is not available in the local estate yet",
-                "Use the cloud provider's console for the forward failover.",
-            )),
+            Step::CreateCloudVm => {
+                // The cloud VM's disks are the chosen point of the cloud replication, materialised beside it; the
+                // replication copies stay untouched until commit.
+                let (rec, _) = self.record(id).await?;
+                let point_id = plan.point.as_ref().map(|p| p.id.clone()).ok_or_else(|| {
+                    fail("no recovery point to fail over to (R-RP3)", "Wait for the first recovery point.")
+                })?;
+                let point_id = match &req.request.point {
+                    // "Latest" ran one more cycle just now: its point is the newest.
+                    Some(PointChoice::Latest) => self
+                        .service
+                        .estate
+                        .points(&rec)
+                        .ok()
+                        .and_then(|p| p.last().map(|p| p.id.clone()))
+                        .unwrap_or(point_id),
+                    _ => point_id,
+                };
+                let mut disks = Vec::new();
+                let mut bytes = 0;
+                for (i, c) in rec.cloud_disks.iter().enumerate() {
+                    let copy = replicator::DiskImage::open(&self.service.estate.path(c))
+                        .map_err(|e| fail(e.to_string(), "Check the cloud replication disk."))?;
+                    let journal = replicator::journal::Journal::open(&copy.state_dir().join("points"))
+                        .map_err(|e| fail(e.to_string(), "Check the cloud replication's journal."))?;
+                    let seq = journal.points().iter().find(|p| p.id == point_id).map(|p| p.seq).ok_or_else(|| {
+                        fail(format!("point {point_id} is gone from {c}"), "Choose another recovery point.")
+                    })?;
+                    let rel = format!("recovery/{id}/failover-disk{i}.vhd");
+                    let target = self.service.estate.path(&rel);
+                    // Idempotent: a rerun after a crash materialises again from scratch.
+                    let _ = std::fs::remove_file(&target);
+                    let started = std::time::Instant::now();
+                    let restored = journal.restore(&copy, seq, &target);
+                    self.data_ms.fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    restored
+                        .map_err(|e| fail(e.to_string(), "Free space in the cloud folder, then restart the job."))?;
+                    bytes += copy.size;
+                    disks.push(rel);
+                }
+                self.update(id, |r, _| {
+                    r.cloud_disks = disks.clone();
+                    r.cloud_power = true;
+                    if let Some(vm) = &mut r.item.cloud_vm {
+                        vm.deleted = false;
+                        vm.running = true;
+                    }
+                    Ok(())
+                })
+                .await?;
+                Ok(outcome(bytes, serde_json::json!({"point": point_id, "disks": disks, "cloud_power": true})))
+            }
         }
     }
 }

@@ -77,11 +77,12 @@ impl From<JobError> for ApiError {
     fn from(e: JobError) -> ApiError {
         match e {
             JobError::NotFound(id) => ApiError::NotFound(format!("no job {id}")),
-            JobError::ItemBusy { active_job } => ApiError::Conflict {
-                code: "item-busy",
-                message: format!("job {active_job} is still running on this item (R-W5)"),
-                action: format!("Wait for job {active_job} or cancel it."),
-            },
+            // The same shape as the dry run's R-W5 refusal: one cause, one answer, whichever check saw it first.
+            JobError::ItemBusy { active_job } => ApiError::Refused(vec![orchestrator::rules::Refusal::new(
+                "R-W5",
+                format!("Job {active_job} is still running on this item."),
+                format!("Wait for job {active_job} to finish, or cancel it from its job page."),
+            )]),
             e @ JobError::IdempotencyConflict { .. } => ApiError::Conflict {
                 code: "idempotency-conflict",
                 message: e.to_string(),
@@ -95,6 +96,33 @@ impl From<JobError> for ApiError {
             other => ApiError::Internal(other.to_string()),
         }
     }
+}
+
+/// Query parameters, refused with 400 and the parameter's name when unknown or malformed (axum's own `Query`
+/// answers in plain text, and a misspelled `dry_run` must not start a real job).
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::try_from_uri(&parts.uri).map(|Query(t)| Params(t)).map_err(|e| {
+            let text = e.body_text();
+            ApiError::BadRequest(text.replace("Failed to deserialize query string: ", "query parameter: "))
+        })
+    }
+}
+
+/// A JSON body into `T`: unknown fields are a 400 naming the field, other mismatches a 422.
+fn body_into<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| {
+        let m = e.to_string();
+        if m.starts_with("unknown field") {
+            ApiError::BadRequest(format!("body: {m}"))
+        } else {
+            ApiError::Unprocessable(format!("invalid request: {m}"))
+        }
+    })
 }
 
 impl IntoResponse for ApiError {
@@ -158,6 +186,7 @@ async fn me(Extension(user): Extension<User>) -> Json<Value> {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AuditQuery {
     user: Option<String>,
     target: Option<String>,
@@ -165,7 +194,7 @@ struct AuditQuery {
     offset: i64,
 }
 
-async fn audit(Extension(acc): Extension<Accounts>, Query(q): Query<AuditQuery>) -> Result<Json<Value>, ApiError> {
+async fn audit(Extension(acc): Extension<Accounts>, Params(q): Params<AuditQuery>) -> Result<Json<Value>, ApiError> {
     let (entries, total) = acc
         .audit_log(q.user.as_deref(), q.target.as_deref(), 200, q.offset.max(0))
         .await
@@ -187,6 +216,7 @@ fn item_json(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ItemQuery {
     /// Protection state, e.g. `protected-to-primary`.
     state: Option<String>,
@@ -197,7 +227,7 @@ struct ItemQuery {
     q: Option<String>,
 }
 
-async fn list_items(State(s): State<Svc>, Query(f): Query<ItemQuery>) -> Result<Json<Value>, ApiError> {
+async fn list_items(State(s): State<Svc>, Params(f): Params<ItemQuery>) -> Result<Json<Value>, ApiError> {
     let doc = s.doc().await?;
     let mut out = Vec::new();
     for rec in &doc.items {
@@ -227,6 +257,7 @@ async fn item_points(State(s): State<Svc>, Path(id): Path<String>) -> Result<Jso
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ActionQuery {
     #[serde(default)]
     dry_run: bool,
@@ -240,10 +271,12 @@ fn parse_operation(action: &str) -> Result<Operation, ApiError> {
         "cancel-failover" => Operation::CancelFailover,
         "change-recovery-point" => Operation::ChangeRecoveryPoint,
         "reprotect-to-cloud" => Operation::ReprotectToCloud,
+        "failover-to-cloud" => Operation::FailoverToCloud,
+        "commit-in-cloud" => Operation::CommitInCloud,
         other => {
             return Err(ApiError::NotFound(format!(
-                "no action {other:?}; use reprotect, failover, commit, cancel-failover, change-recovery-point or \
-                 reprotect-to-cloud"
+                "no action {other:?}; use reprotect, failover, commit, cancel-failover, change-recovery-point, \
+                 reprotect-to-cloud, failover-to-cloud or commit-in-cloud"
             )))
         }
     })
@@ -255,7 +288,7 @@ async fn item_action(
     Extension(user): Extension<User>,
     Extension(accounts): Extension<Accounts>,
     Path((id, action)): Path<(String, String)>,
-    Query(q): Query<ActionQuery>,
+    Params(q): Params<ActionQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -270,7 +303,7 @@ async fn item_action(
         if let Some(r) = v.as_object_mut().and_then(|o| o.remove("reason")) {
             reason = Some(r.as_str().map(str::to_owned).ok_or(ApiError::Unprocessable("reason must be text".into()))?);
         }
-        serde_json::from_value(v).map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))?
+        body_into(v)?
     };
     if q.dry_run {
         let plan = s.dry_run(&id, op, &req).await?;
@@ -305,13 +338,17 @@ async fn plan_failover(
     Extension(user): Extension<User>,
     Extension(accounts): Extension<Accounts>,
     Path(id): Path<String>,
+    Params(q): Params<ActionQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let v: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
-    let req: PlanFailover =
-        serde_json::from_value(v).map_err(|e| ApiError::Unprocessable(format!("invalid request: {e}")))?;
+    let req: PlanFailover = body_into(v)?;
+    if q.dry_run {
+        let preview = s.plan_failover_preview(&id, &req.point).await?;
+        return Ok(Json(preview).into_response());
+    }
     let key = match headers.get("idempotency-key") {
         Some(v) => v.to_str().map_err(|_| ApiError::BadRequest("Idempotency-Key must be text".into()))?.to_owned(),
         None => format!("auto-{}", orchestrator::jobs::new_id()),
@@ -324,13 +361,14 @@ async fn plan_failover(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct JobQuery {
     item: Option<String>,
     state: Option<String>,
     kind: Option<String>,
 }
 
-async fn list_jobs(State(s): State<Svc>, Query(q): Query<JobQuery>) -> Result<Json<Value>, ApiError> {
+async fn list_jobs(State(s): State<Svc>, Params(q): Params<JobQuery>) -> Result<Json<Value>, ApiError> {
     let jobs: Vec<_> = s
         .jobs
         .list(500)
@@ -393,12 +431,12 @@ async fn openapi() -> Json<Value> {
             "/api/v1/items/{id}": path("One replicated item", "get"),
             "/api/v1/items/{id}/points": path("Recovery points and the failover choices with their data-loss windows", "get"),
             "/api/v1/items/{id}/{action}": {"post": {
-                "summary": "reprotect | failover | commit | cancel-failover | change-recovery-point | reprotect-to-cloud; ?dry_run=true returns the plan",
+                "summary": "reprotect | failover | commit | cancel-failover | change-recovery-point | reprotect-to-cloud | failover-to-cloud | commit-in-cloud; ?dry_run=true returns the plan; unknown parameters and body fields are refused (400)",
                 "parameters": [{"name": "dry_run", "in": "query", "schema": {"type": "boolean"}}, {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
                 "responses": {"202": {"description": "Job started; Location names it"}, "200": {"description": "Dry-run plan"}, "409": {"description": "Refused, with the rule ID", "content": {"application/json": {"schema": err}}}, "400": {"description": "Malformed"}, "422": {"description": "Invalid"}}
             }},
             "/api/v1/plans": path("Recovery plans with their ordered groups", "get"),
-            "/api/v1/plans/{id}/failover": path("Fail a recovery plan over, group by group (body: {point: {type: latest-processed | latest-app-consistent}})", "post"),
+            "/api/v1/plans/{id}/failover": path("Fail a recovery plan over, group by group (body: {point: {type: latest-processed | latest-app-consistent}}); ?dry_run=true returns the preview: groups in order, each item's point, data loss, checks and tasks", "post"),
             "/api/v1/jobs": path("List jobs (filters: item, state, kind)", "get"),
             "/api/v1/jobs/{id}": path("A job with its tasks and allowed actions", "get"),
             "/api/v1/jobs/{id}/{action}": path("cancel | restart | resume", "post"),

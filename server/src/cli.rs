@@ -39,8 +39,16 @@ pub enum Command {
     Commit(crate::client::ActionArgs),
     /// Cancel a failback before commit.
     CancelFailover(crate::client::ActionArgs),
+    /// Fail a failed-back item over again from another recovery point, before commit (R-W3).
+    ChangeRecoveryPoint(crate::client::ActionArgs),
     /// Re-protect an item from on-premises to the cloud (R-W4).
     ReprotectToCloud(crate::client::ActionArgs),
+    /// Fail a re-protected item over to the cloud again (R-W4); --point chooses the recovery point.
+    FailoverToCloud(crate::client::ActionArgs),
+    /// Commit a failover to the cloud: deletes the cloud replication disks it was made from.
+    CommitInCloud(crate::client::ActionArgs),
+    /// Fail a recovery plan back, group after group; --dry-run shows each item's point and checks.
+    PlanFailover(crate::client::PlanArgs),
     /// Local accounts and personal API tokens, written straight into the vault's database.
     #[command(subcommand)]
     Users(UsersCommand),

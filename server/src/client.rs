@@ -1,5 +1,6 @@
 //! Command-line clients of the REST API: `homeward items`, `homeward reprotect|failover|commit|cancel-failover|
-//! reprotect-to-cloud`, `homeward jobs`. They only call `/api/v1`; every decision stays on the server.
+//! change-recovery-point|reprotect-to-cloud|failover-to-cloud|commit-in-cloud`, `homeward plan-failover`,
+//! `homeward jobs`. They only call `/api/v1`; every decision stays on the server.
 
 use std::time::Duration;
 
@@ -42,6 +43,81 @@ pub struct ActionArgs {
     /// latest-processed, latest, latest-app-consistent, or a recovery point id.
     #[arg(long)]
     pub point: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The recovery plan's id (`GET /api/v1/plans` lists them).
+    pub plan: String,
+    #[command(flatten)]
+    pub server: Server,
+    /// Show each group's items with their point, data loss and checks; start nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Wait for the job to end and print its tasks.
+    #[arg(long)]
+    pub wait: bool,
+    /// Makes a retried command return the job it already started.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// latest-processed (each VM its newest point) or latest-app-consistent (one shared app-consistent point).
+    #[arg(long, default_value = "latest-processed", value_parser = ["latest-processed", "latest-app-consistent"])]
+    pub point: String,
+    /// Why: recorded in the audit log.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+pub async fn plan_failover(a: &PlanArgs) -> Result<(), Failure> {
+    let mut body = json!({"point": {"type": a.point}});
+    if let Some(r) = &a.reason {
+        body["reason"] = json!(r);
+    }
+    let mut url = format!("{}/plans/{}/failover", base(&a.server), a.plan);
+    if a.dry_run {
+        url.push_str("?dry_run=true");
+    }
+    let (_, v) = call(&a.server, reqwest::Method::POST, &url, Some(body), a.idempotency_key.as_deref()).await?;
+    if a.dry_run {
+        if a.server.json {
+            println!("{v}");
+        } else {
+            print_plan_preview(&v);
+        }
+        return if v["allowed"] == true { Ok(()) } else { Err(failure(3, "the dry run found refusals (see above)")) };
+    }
+    let job = v["job_id"].as_str().unwrap_or_default().to_owned();
+    println!("job {job} started: {}", v["location"].as_str().unwrap_or(""));
+    if a.wait {
+        return wait_job(&a.server, &job).await;
+    }
+    Ok(())
+}
+
+fn print_plan_preview(v: &Value) {
+    println!(
+        "failover of plan {}: {}",
+        v["name"].as_str().unwrap_or(""),
+        if v["allowed"] == true { "allowed" } else { "REFUSED" }
+    );
+    for r in v["refusals"].as_array().into_iter().flatten() {
+        println!(
+            "  {} {} — {}",
+            r["rule"].as_str().unwrap_or(""),
+            r["message"].as_str().unwrap_or(""),
+            r["recommended_action"].as_str().unwrap_or("")
+        );
+    }
+    for (g, group) in v["groups"].as_array().into_iter().flatten().enumerate() {
+        println!("  group {}:", g + 1);
+        for it in group.as_array().into_iter().flatten() {
+            let point = it["point"]["id"].as_str().unwrap_or("no point");
+            let loss =
+                it["data_loss_ms"].as_u64().map_or(String::new(), |ms| format!(", {} s of writes lost", ms / 1000));
+            let verdict = if it["allowed"] == true { "ok" } else { "REFUSED" };
+            println!("    {} at {point}{loss}: {verdict}", it["name"].as_str().unwrap_or(""));
+        }
+    }
 }
 
 /// Exit codes: 0 done, 1 server or network failure, 2 bad input or unknown id, 3 refused by a rule.

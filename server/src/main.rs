@@ -66,7 +66,11 @@ fn run_client(cmd: cli::Command) -> ExitCode {
             cli::Command::Failover(a) => client::action("failover", a).await,
             cli::Command::Commit(a) => client::action("commit", a).await,
             cli::Command::CancelFailover(a) => client::action("cancel-failover", a).await,
+            cli::Command::ChangeRecoveryPoint(a) => client::action("change-recovery-point", a).await,
             cli::Command::ReprotectToCloud(a) => client::action("reprotect-to-cloud", a).await,
+            cli::Command::FailoverToCloud(a) => client::action("failover-to-cloud", a).await,
+            cli::Command::CommitInCloud(a) => client::action("commit-in-cloud", a).await,
+            cli::Command::PlanFailover(a) => client::plan_failover(a).await,
             cli::Command::Jobs { id, wait, server } => client::jobs(server, id.as_deref(), *wait).await,
             _ => Err(client::Failure { code: 2, message: "not a client command".into() }),
         }
