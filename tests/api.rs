@@ -421,3 +421,64 @@ async fn unknown_parameters_are_refused_plans_have_a_dry_run_and_a_busy_item_ans
     }
     assert_eq!(started, 1);
 }
+
+/// A failback that fails mid-way — vCenter lost while the last changes replicate, so "re-attach disks" fails
+/// after the cloud VM was shut down — leaves an item that says so: the failed job, the task, the error and what
+/// to do, health critical because the machine runs nowhere. Restarting the job from its page continues from
+/// that task (R-C4 cleared) and ends the failback; the item's health is normal again.
+#[tokio::test]
+async fn a_failover_that_fails_mid_way_leaves_an_item_that_says_what_happened_and_what_to_do() {
+    let portal = Portal::start(&[]);
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
+    let faults = |body: &'static str| {
+        let api = &api;
+        async move { assert_eq!(api.post("infrastructure/faults", body, None).await.0, 200) }
+    };
+    faults(r#"{"guest_bytes_per_tick": 0}"#).await;
+    api.act("web01", "reprotect", json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"}), "h-r").await;
+    // Writes pile up unreplicated (no cycle for an hour), then the final cycle moves them at 1 MiB/s.
+    faults(r#"{"guest_bytes_per_tick": 1048576, "crash_consistent_every_ms": 3600000, "app_consistent_every_ms": 3600000}"#)
+        .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    faults(r#"{"guest_bytes_per_tick": 0, "replication_bytes_per_s": 1048576}"#).await;
+    let (status, v, _) = api.post("items/web01/failover", r#"{"point": {"type": "latest"}}"#, Some("h-f")).await;
+    assert_eq!(status, 202, "{v}");
+    let job = v["job_id"].as_str().unwrap().to_owned();
+    common::wait_until_moving(&portal, &job).await;
+    faults(r#"{"vcenter_connected": false}"#).await;
+    let j = common::wait_job(&portal.http, &portal.url, &job).await;
+    assert_eq!(j["job"]["state"], "failed", "{j}");
+    let failed = j["job"]["tasks"].as_array().unwrap().iter().find(|t| t["state"] == "failed").unwrap().clone();
+    assert_eq!(failed["step"], "reattach-disks", "{j}");
+
+    let (_, it) = api.get("items/web01").await;
+    let item = &it["item"];
+    assert_eq!(item["state"], "protected-to-primary", "{it}");
+    assert_eq!(item["cloud_vm"]["running"], false, "{it}");
+    assert_eq!(item["health"], "critical", "the machine runs nowhere: {it}");
+    assert_eq!(item["last_failure"]["job"], job.as_str(), "{it}");
+    assert_eq!(item["last_failure"]["task"], failed["name"], "{it}");
+    let said = item["health_errors"][0].as_str().unwrap();
+    for words in
+        [job.as_str(), "Detach and re-attach the disks", "R-C4", "Reconnect", "restart the job", "runs nowhere"]
+    {
+        assert!(said.contains(words), "{words:?} missing from: {said}");
+    }
+    let (_, jj) = api.get(&format!("jobs/{job}")).await;
+    assert!(jj["allowed_actions"].as_array().unwrap().iter().any(|a| a == "restart"), "{jj}");
+
+    faults(r#"{"vcenter_connected": true, "replication_bytes_per_s": 0}"#).await;
+    let (status, v, _) = api.post(&format!("jobs/{job}/restart"), "{}", None).await;
+    assert_eq!(status, 200, "{v}");
+    let (_, it) = api.get("items/web01").await;
+    assert_eq!(it["item"]["state"], "failback-in-progress", "a restarted failover is a failover again: {it}");
+    let j = common::wait_job(&portal.http, &portal.url, &job).await;
+    assert_eq!(j["job"]["state"], "succeeded", "{j}");
+    let reattach =
+        j["job"]["tasks"].as_array().unwrap().iter().find(|t| t["step"] == "reattach-disks").unwrap().clone();
+    assert_eq!(reattach["state"], "succeeded", "{j}");
+    let (_, it) = api.get("items/web01").await;
+    assert_eq!(it["item"]["state"], "failed-back-commit-pending", "{it}");
+    assert_eq!(it["item"]["health"], "normal", "{it}");
+    assert!(it["item"]["last_failure"].is_null(), "{it}");
+}

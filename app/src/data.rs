@@ -78,6 +78,7 @@ pub(crate) mod server {
             state: words(&item.state),
             health: words(&item.health),
             health_errors: item.health_errors.clone(),
+            failed_job: item.last_failure.as_ref().map(|f| f.job.clone()),
             location: site(lifecycle::active_site(item.state)).into(),
             points: item.recovery_points.len(),
             latest_point: latest.map(|p| (words(&p.kind), p.time)),

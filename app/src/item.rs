@@ -87,6 +87,7 @@ pub(crate) fn ItemPage() -> impl IntoView {
                             {if r.health_errors.is_empty() { view! { <p class="muted">"No replication errors."</p> }.into_any() } else {
                                 view! { <ul>{r.health_errors.iter().map(|e| view! { <li>{e.clone()}</li> }).collect_view()}</ul> }.into_any()
                             }}
+                            {r.failed_job.clone().map(|j| view! { <p><a data-testid="failed-job" href=format!("/jobs/{j}")>"Open the failed job to restart it"</a></p> })}
                             <p>"RPO now: "<strong>{r.rpo_ms.map(fmt_duration).unwrap_or_else(|| "— (not replicating)".into())}</strong></p>
                         </section>
                     </div>

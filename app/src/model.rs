@@ -61,6 +61,8 @@ pub struct ItemRow {
     pub state: String,
     pub health: String,
     pub health_errors: Vec<String>,
+    /// The last job that failed on the item (until another starts): the page links to it for a restart.
+    pub failed_job: Option<String>,
     /// Where the machine runs now: "Azure" or "on-premises".
     pub location: String,
     pub points: usize,

@@ -102,7 +102,7 @@ impl Actor<'_> {
                 let jobs = &self.service.jobs;
                 let r: Result<JobState, ServiceError> = match action {
                     JobAction::Cancel => self.service.cancel_job(id).await,
-                    JobAction::Restart => jobs.restart(id).await.map(|_| JobState::NotStarted).map_err(Into::into),
+                    JobAction::Restart => self.service.restart_job(id).await,
                     JobAction::Resume => jobs.resume(id).await.map(|_| JobState::NotStarted).map_err(Into::into),
                 };
                 r.map_err(ActError::Service)

@@ -215,6 +215,7 @@ pub fn seed(estate: &Estate) -> Result<EstateDoc, EstateError> {
             process_server: None,
             booted_at: None,
             agent_registered: true,
+            last_failure: None,
             disk_bytes: DISK_BYTES,
         };
         items.push(ItemRecord {
@@ -301,6 +302,7 @@ pub fn add_fleet(estate: &Estate, doc: &mut EstateDoc, n: usize) -> Result<(), E
                 process_server: None,
                 booted_at: None,
                 agent_registered: true,
+                last_failure: None,
                 disk_bytes: FLEET_DISK_BYTES,
             },
             cloud_disks: vec![cloud_rel],

@@ -66,7 +66,7 @@ pub enum DatastoreKind {
     Rdm,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Health {
     Normal,
@@ -202,6 +202,22 @@ pub struct ReplicatedItem {
     pub agent_registered: bool,
     /// Bytes of the item's disks, for estimates.
     pub disk_bytes: u64,
+    /// The last job on the item that failed, until the next one starts or succeeds: what happened and what to do.
+    #[serde(default)]
+    pub last_failure: Option<JobFailure>,
+}
+
+/// A failed job as its item shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFailure {
+    pub job: String,
+    /// The operation in words, e.g. "failover".
+    pub operation: String,
+    /// The task that failed, as the job names it.
+    pub task: String,
+    pub error: String,
+    pub recommended_action: String,
+    pub at: Millis,
 }
 
 /// The estate around the items.

@@ -462,6 +462,23 @@ impl Estate {
         if let Some(vm) = &mut item.cloud_vm {
             vm.running = rec.cloud_power && !vm.deleted;
         }
+        // A failed job is the first thing its item's health says, with what to do; worst when the VM now runs
+        // nowhere (a failover that failed after shutting the cloud VM down).
+        if let Some(f) = &item.last_failure {
+            let nowhere = !rec.cloud_power && !rec.onprem_power;
+            item.health = if nowhere { Health::Critical } else { Health::Warning.max(item.health) };
+            let mut text = format!(
+                "The {} job {} failed at \u{201c}{}\u{201d}: {} {} Then restart the job from its page: it continues \
+                 from that task.",
+                f.operation, f.job, f.task, f.error, f.recommended_action
+            );
+            if nowhere {
+                text.push_str(
+                    " Until then the machine runs nowhere: its cloud VM is shut down and the on-premises VM is off.",
+                );
+            }
+            item.health_errors.insert(0, text);
+        }
         let delay = doc.faults.agent_registration_delay_min * MINUTE;
         item.agent_registered |= item.booted_at.is_some_and(|b| now >= b + delay);
         Ok(item)

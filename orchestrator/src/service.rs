@@ -295,6 +295,9 @@ impl Service {
                 if let Ok(next) = lifecycle::next(rec.item.state, event) {
                     rec.item.state = next;
                 }
+                if matches!(event, Event::Started(_)) {
+                    rec.item.last_failure = None;
+                }
                 Ok(())
             })
             .await?;
@@ -316,15 +319,65 @@ impl Service {
             JobState::Failed | JobState::Cancelled => Event::Failed(req.operation),
             _ => return Ok(()),
         };
+        // A failed job stays on its item until the next one starts or succeeds: the item page says what happened
+        // and what to do, whatever replication reports meanwhile.
+        let failure = match end {
+            JobState::Failed => Some(Self::failure_of(tx, job, req.operation).await?),
+            _ => None,
+        };
         // A crash between creating the job and moving the item may have skipped `Started`: apply it first.
         Estate::update_item_on(tx, &req.item, |rec, _| {
             let started = lifecycle::next(rec.item.state, Event::Started(req.operation)).unwrap_or(rec.item.state);
             if let Ok(next) = lifecycle::next(started, event) {
                 rec.item.state = next;
             }
+            rec.item.last_failure = failure.clone();
             Ok(())
         })
         .await
+    }
+
+    /// The failed task of an ended job (its name, error and action), read in the transaction that ended it.
+    async fn failure_of(
+        tx: &mut sqlx::AnyConnection,
+        job: &Job,
+        op: Operation,
+    ) -> Result<crate::domain::JobFailure, EstateError> {
+        #[derive(sqlx::FromRow)]
+        struct Failed {
+            name: Option<String>,
+            error: Option<String>,
+            recommended_action: Option<String>,
+            finished_at: Option<i64>,
+        }
+        let row: Option<Failed> = sqlx::query_as(
+            "select t.name as name, coalesce(t.error, j.error) as error, \
+             coalesce(t.recommended_action, j.recommended_action) as recommended_action, j.finished_at as finished_at \
+             from jobs j left join tasks t on t.job_id = j.id and t.state = 'failed' \
+             where j.id = $1 order by t.seq limit 1",
+        )
+        .bind(&job.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let row = row.unwrap_or(Failed { name: None, error: None, recommended_action: None, finished_at: None });
+        Ok(crate::domain::JobFailure {
+            job: job.id.clone(),
+            operation: lifecycle::operation_words(op).to_owned(),
+            task: row.name.unwrap_or_default(),
+            error: row.error.unwrap_or_else(|| "the job failed".into()),
+            recommended_action: row.recommended_action.unwrap_or_default(),
+            at: row.finished_at.unwrap_or(0).max(0) as Millis,
+        })
+    }
+
+    /// Restarts a failed or cancelled job from its first unfinished task; its item is in that operation again.
+    pub async fn restart_job(&self, id: &str) -> Result<JobState, ServiceError> {
+        self.jobs.restart(id).await?;
+        let job = self.jobs.get(id).await?;
+        if let Ok(req) = serde_json::from_str::<JobRequest>(&job.request) {
+            self.transition(&req.item, Event::Started(req.operation)).await?;
+        }
+        Ok(JobState::NotStarted)
     }
 
     /// Cancels a job. One that had not started ends at once, and its item goes back to the state it had before

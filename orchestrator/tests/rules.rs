@@ -104,6 +104,7 @@ fn web01() -> ReplicatedItem {
         process_server: Some("ps-cloud".into()),
         booted_at: None,
         agent_registered: true,
+        last_failure: None,
         disk_bytes: 1 << 30,
     }
 }
