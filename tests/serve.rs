@@ -17,6 +17,12 @@ async fn serve_creates_the_database_and_healthz_reports_the_schema_version_and_t
     let portal = Portal::start(&["--workers", "3"]);
     if engine().0 == "sqlite" {
         assert!(portal.data_dir.join("homeward.db").is_file(), "database file created in the data dir");
+        // Password hashes, token digests and the audit log: the owner's only, the WAL too.
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["homeward.db", "homeward.db-wal"] {
+            let mode = std::fs::metadata(portal.data_dir.join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f} is {mode:o}");
+        }
     }
     // The estate's description is in the database; its folder holds only disks.
     assert!(portal.data_dir.join("estate/recovery").is_dir() && !portal.data_dir.join("estate/estate.json").exists());
@@ -204,6 +210,32 @@ async fn sign_in_sessions_roles_and_csrf() {
     }
     let r = anon.get(format!("{base}/login")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // Never framed or sniffed; pages never stored (Back after sign-out shows nothing), the site's files cacheable.
+    for (name, value) in [
+        ("x-frame-options", "DENY"),
+        ("content-security-policy", "frame-ancestors 'none'"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "same-origin"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(r.headers().get(name).map(|v| v.to_str().unwrap()), Some(value), "{name} on /login");
+    }
+    let r = anon.get(format!("{base}/pkg/homeward.css")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers().get("cache-control").is_none_or(|v| v != "no-store"), "static files stay cacheable");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    // Signed out with no cookie at all, a state-changing API call is unauthenticated (401), not a forgery (403).
+    let r = anon.post(format!("{base}/api/v1/items/web01/reprotect")).body("{}").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // The bearer scheme is case-insensitive.
+    let r = anon
+        .get(format!("{base}/api/v1/me"))
+        .header("authorization", format!("bearer {}", portal.token))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
 
     // A wrong password: back to the form, with the error, nothing set.
     let r = anon
@@ -226,6 +258,29 @@ async fn sign_in_sessions_roles_and_csrf() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 303);
     assert_eq!(r.headers()["location"], "/", "an outside redirect target is ignored");
+    // Browsers drop tabs and line breaks from URLs ("/\t/evil.example" is "//evil.example" to them), and CR/LF
+    // cannot be a header: each is refused whole, and the redirect always has a Location.
+    for next in ["/\t/evil.example", "/\r\n/evil.example", "/jobs\r\nSet-Cookie: a=b", "/\\evil.example"] {
+        let r = anon
+            .post(format!("{base}/auth/login"))
+            .header("origin", &base)
+            .form(&[("name", "admin"), ("password", common::ADMIN_PASSWORD), ("next", next)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status().as_u16(), r.headers().get("location").map(|l| l.as_bytes())),
+            (303, Some(&b"/"[..])),
+            "{next:?}"
+        );
+    }
+    let r = anon
+        .post(format!("{base}/auth/login"))
+        .header("origin", &base)
+        .form(&[("name", "admin"), ("password", common::ADMIN_PASSWORD), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
     let session = cookie.split(';').next().unwrap().to_owned();

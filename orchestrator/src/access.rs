@@ -111,7 +111,15 @@ pub fn parse_user_name(s: &str) -> Result<String, String> {
 /// Where to go after signing in: only a path of this site (no `//host`, no scheme), else the overview.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") && !n.contains("://") => {
+        // Browsers drop tabs and line breaks inside URLs and read a backslash as a slash, so "/<TAB>/evil.example"
+        // would land on another host: a path with any control character or backslash is refused whole (and a
+        // CR/LF could never make a header value either).
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains("://")
+                && !n.chars().any(|c| c.is_control() || c == '\\') =>
+        {
             n.to_owned()
         }
         _ => "/".to_owned(),

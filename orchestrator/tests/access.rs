@@ -40,7 +40,17 @@ fn user_names_and_redirects_are_checked() {
     assert!(parse_user_name("").is_err());
     assert!(parse_user_name("a b").unwrap_err().contains("' '"));
     assert_eq!(safe_next(Some("/jobs/job-1?x=1")), "/jobs/job-1?x=1");
-    for bad in ["//evil.example", "https://evil.example/", "/\\evil", "jobs"] {
+    for bad in [
+        "//evil.example",
+        "https://evil.example/",
+        "/\\evil",
+        "jobs",
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "/jobs\r\nSet-Cookie: x=1",
+        "/\u{7f}/evil.example",
+        "/x\\..\\evil",
+    ] {
         assert_eq!(safe_next(Some(bad)), "/", "{bad}");
     }
     assert_eq!(safe_next(None), "/");

@@ -59,7 +59,13 @@ fn deny(status: StatusCode, code: &str, message: &str, action: &str) -> Response
 pub async fn authenticate(State(accounts): State<Accounts>, mut req: Request, next: Next) -> Response {
     let now = system_clock();
     let headers = req.headers();
-    let bearer = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    // The scheme is case-insensitive (RFC 9110): "bearer" works as well as "Bearer".
+    let bearer = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token);
     let session = cookie(headers, SESSION_COOKIE);
     let user = match (bearer, session) {
         (Some(t), _) => accounts.token_user(t.trim(), now).await,
@@ -74,8 +80,10 @@ pub async fn authenticate(State(accounts): State<Accounts>, mut req: Request, ne
         }
     };
     let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    // A token is never sent by a browser on its own, so only cookie (and sign-in form) requests can be forged.
-    if state_changing && bearer.is_none() && !same_site(req.headers()) {
+    // A token is never sent by a browser on its own, so only cookie (and sign-in form) requests can be forged; a
+    // request with neither is simply signed out (401 below), not a forgery.
+    let forgeable = session.is_some() || req.uri().path().starts_with("/auth/");
+    if state_changing && bearer.is_none() && forgeable && !same_site(req.headers()) {
         return deny(
             StatusCode::FORBIDDEN,
             "cross-site-request",

@@ -18,6 +18,20 @@ pub fn default_url(data_dir: &Path) -> String {
 /// Opens the database named by `url`, or `<data_dir>/homeward.db`, and brings its schema up to date (a schema
 /// newer than this binary is refused).
 pub async fn open(url: Option<&DatabaseUrl>, data_dir: &Path) -> Result<Db, DbError> {
+    if url.is_none() {
+        // The vault holds password hashes, token digests and the audit log: readable by its owner only. SQLite
+        // gives its WAL and shared-memory files the database file's mode.
+        let path = data_dir.join("homeward.db");
+        let created =
+            tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).await.map(drop);
+        match created {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(DbError::Open { target: path.display().to_string(), reason: e.to_string() });
+            }
+        }
+    }
     let url = url.map(|u| u.as_str().to_owned()).unwrap_or_else(|| default_url(data_dir));
     let db = Db::connect(&url, MAX_CONNECTIONS).await?;
     db.migrate().await?;
