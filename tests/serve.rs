@@ -398,3 +398,53 @@ async fn a_revoked_token_is_refused() {
     let again = common::client_with_token(&common::token_for(&portal.data_dir, "olga"));
     assert_eq!(again.get(&url).send().await.unwrap().status().as_u16(), 200);
 }
+
+/// Failed sign-ins are throttled per account (and per address): the sixth attempt within minutes is refused with
+/// 429 and `Retry-After` — the right password too — without a password check; the block is audited once, and a
+/// name that is no account's (sometimes a password typed in the wrong field) never reaches the audit log.
+#[tokio::test]
+async fn failed_sign_ins_are_throttled_and_unknown_names_are_not_stored() {
+    let portal = Portal::start(&[]);
+    let anon = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let base = portal.url.trim_end_matches('/').to_owned();
+    let sign_in = |name: &'static str, password: &'static str| {
+        let (anon, base) = (anon.clone(), base.clone());
+        async move {
+            anon.post(format!("{base}/auth/login"))
+                .header("origin", &base)
+                .form(&[("name", name), ("password", password), ("next", "/")])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for n in 0..5 {
+        let r = sign_in("admin", "wrong-password-123").await;
+        assert_eq!(r.status().as_u16(), 303, "attempt {n}");
+    }
+    let r = sign_in("admin", common::ADMIN_PASSWORD).await;
+    assert_eq!(r.status().as_u16(), 429, "blocked, even with the right password");
+    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&wait), "{wait}");
+    assert!(r.headers().get("set-cookie").is_none());
+    assert!(r.text().await.unwrap().contains("Try again in"));
+    // Another account is not affected.
+    portal.add_user("olga", "operator");
+    let r = sign_in("olga", common::ADMIN_PASSWORD).await;
+    assert_eq!(r.status().as_u16(), 303);
+    assert!(r.headers().get("set-cookie").is_some());
+
+    let r = sign_in("Tr0ub4dor&3-typed-as-a-name", "x").await;
+    assert_eq!(r.status().as_u16(), 303);
+    let log: serde_json::Value =
+        portal.http.get(format!("{base}/api/v1/audit")).send().await.unwrap().json().await.unwrap();
+    let text = log.to_string();
+    assert!(!text.contains("Tr0ub4dor"), "a typed name that is no account's is not stored: {log}");
+    let entries = log["entries"].as_array().unwrap();
+    let count = |user: &str, outcome: &str| {
+        entries.iter().filter(|e| e["user_name"] == user && e["action"] == "sign-in" && e["outcome"] == outcome).count()
+    };
+    assert_eq!(count("admin", "denied"), 5, "{log}");
+    assert_eq!(count("admin", "throttled"), 1, "the block is audited once, the refused attempt not at all: {log}");
+    assert_eq!(count("(unknown account)", "denied"), 1, "{log}");
+}

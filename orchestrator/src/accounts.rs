@@ -155,6 +155,11 @@ impl Accounts {
         rows.iter().map(user_from).collect()
     }
 
+    /// Whether `name` is an account's (the audit log keeps a typed name only then).
+    pub async fn is_account(&self, name: &str) -> Result<bool, AccountError> {
+        Ok(self.user_by_name(name.trim()).await?.is_some())
+    }
+
     async fn user_by_name(&self, name: &str) -> Result<Option<(User, String)>, AccountError> {
         let row = sqlx::query("select id, name, role, password_hash from users where name = $1")
             .bind(name)

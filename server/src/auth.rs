@@ -135,9 +135,25 @@ fn session_cookie(value: &str, max_age_s: u64) -> HeaderValue {
         .expect("cookie is ASCII")
 }
 
-pub async fn login(State(accounts): State<Accounts>, Form(f): Form<LoginForm>) -> Response {
+/// The sign-in form's handler state: the accounts, and this node's count of failed attempts.
+#[derive(Clone)]
+pub struct SignIn {
+    pub accounts: Accounts,
+    pub throttle: std::sync::Arc<crate::throttle::SignInThrottle>,
+}
+
+pub async fn login(
+    State(SignIn { accounts, throttle }): State<SignIn>,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    Form(f): Form<LoginForm>,
+) -> Response {
     let now = system_clock();
     let next = safe_next(f.next.as_deref());
+    let addr = client.map(|c| c.0 .0.ip());
+    // Refused before any password hashing: a flood costs the node nothing.
+    if let Err(b) = throttle.check(&f.name, addr, now) {
+        return throttled(b.retry_after_s);
+    }
     let audit = |user: &str, role: &str, outcome: &str| AuditEntry {
         at: now,
         user_name: user.to_owned(),
@@ -150,6 +166,7 @@ pub async fn login(State(accounts): State<Accounts>, Form(f): Form<LoginForm>) -
     match accounts.verify_password(&f.name, &f.password).await {
         Ok(user) => match accounts.create_session(&user, now).await {
             Ok(token) => {
+                throttle.succeeded(&f.name);
                 let _ = accounts.audit(&audit(&user.name, user.role.as_str(), "succeeded")).await;
                 let mut r = (StatusCode::SEE_OTHER, [(LOCATION, next)]).into_response();
                 r.headers_mut().insert(SET_COOKIE, session_cookie(&token, SESSION_MS / 1000));
@@ -158,12 +175,33 @@ pub async fn login(State(accounts): State<Accounts>, Form(f): Form<LoginForm>) -
             Err(e) => deny(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &e.to_string(), "Check the server log."),
         },
         Err(AccountError::BadCredentials) => {
-            let _ = accounts.audit(&audit(f.name.trim(), "", "denied")).await;
+            // What was typed as a name is stored only when it is an account's (it is sometimes a password).
+            let known = accounts.is_account(&f.name).await.unwrap_or(false);
+            let who = if known { f.name.trim() } else { "(unknown account)" };
+            let blocked = throttle.failed(&f.name, addr, now);
+            let _ = accounts.audit(&audit(who, "", "denied")).await;
+            if let Some(b) = blocked {
+                let mut entry = audit(who, "", "throttled");
+                entry.reason = Some(format!("too many failed sign-ins: refused for {} s", b.retry_after_s));
+                let _ = accounts.audit(&entry).await;
+            }
             let to = format!("/login?error=credentials&next={}", urlencode(&next));
             (StatusCode::SEE_OTHER, [(LOCATION, to)]).into_response()
         }
         Err(e) => deny(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &e.to_string(), "Check the server log."),
     }
+}
+
+/// 429 with `Retry-After`, as a page a browser's form post can show.
+fn throttled(retry_after_s: u64) -> Response {
+    let body = format!(
+        "<!doctype html><title>Too many sign-in attempts · Homeward</title><main><h1>Too many failed sign-ins</h1>\
+         <p>Too many failed sign-ins for this account or from this address. Try again in {retry_after_s} s.</p>\
+         <p><a href=\"/login\">Back to sign-in</a></p></main>"
+    );
+    let mut r = (StatusCode::TOO_MANY_REQUESTS, axum::response::Html(body)).into_response();
+    r.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+    r
 }
 
 pub async fn logout(

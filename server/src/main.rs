@@ -9,6 +9,7 @@ mod db;
 mod disk;
 mod events;
 mod serve;
+mod throttle;
 
 use std::process::ExitCode;
 

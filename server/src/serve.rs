@@ -109,7 +109,9 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     }
     tracing::info!(%addr, data_dir = %args.data_dir.display(), site_root = %site_root.display(), node = %node.id,
         workers = workers_count, "serving");
-    let served = axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await;
+    // The client's address, for the sign-in throttle.
+    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
     // Running steps stop at their next chunk and their jobs are handed back for any node to take.
     tokio::task::spawn_blocking(move || {
         workers.shutdown();
@@ -150,7 +152,11 @@ pub fn router(
     let routes = generate_route_list(App);
     let router = Router::new()
         .route("/healthz", get(move || healthz(health.clone())))
-        .route("/auth/login", post(crate::auth::login).with_state(accounts.clone()))
+        .route(
+            "/auth/login",
+            post(crate::auth::login)
+                .with_state(crate::auth::SignIn { accounts: accounts.clone(), throttle: Default::default() }),
+        )
         .route("/auth/logout", post(crate::auth::logout).with_state(accounts.clone()))
         .route("/events/jobs/{id}", get(crate::events::job_events).with_state(service.clone()))
         .nest_service("/api/v1", crate::api::router(service, accounts.clone()))
