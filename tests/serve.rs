@@ -448,3 +448,78 @@ async fn failed_sign_ins_are_throttled_and_unknown_names_are_not_stored() {
     assert_eq!(count("admin", "throttled"), 1, "the block is audited once, the refused attempt not at all: {log}");
     assert_eq!(count("(unknown account)", "denied"), 1, "{log}");
 }
+
+/// A vault whose database is lost next to an existing estate does not start as a brand-new vault over the old
+/// disks (new admin, no jobs, no audit): it refuses, saying what to do. A first start killed while seeding, on
+/// the other hand, starts cleanly the next time (the half-made disks are made again).
+#[tokio::test]
+async fn a_lost_database_next_to_an_estate_is_refused_and_an_interrupted_seeding_recovers() {
+    if engine().0 != "sqlite" {
+        return; // the lost file is SQLite's; PostgreSQL's databases are the server's to keep
+    }
+    let dir = tempfile::tempdir().unwrap();
+    drop(Portal::start_in(dir.path(), &[]));
+    for f in ["homeward.db", "homeward.db-wal", "homeward.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(f));
+    }
+    let out = common::homeward(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_one_line_usage_error(&out, "has no estate");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("Restore the database") && said.contains("move that folder away"), "{said}");
+    assert!(dir.path().join("estate/recovery").is_dir(), "nothing deleted");
+
+    // A seeding that died half-way: its marker and a partial disk, no estate in the database.
+    let fresh = tempfile::tempdir().unwrap();
+    let partial = fresh.path().join("estate/recovery/rg-dr/web01");
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::write(partial.join("disk0.vhd"), b"half").unwrap();
+    std::fs::write(fresh.path().join("estate/.seeding"), b"").unwrap();
+    let p = Portal::start_in(fresh.path(), &[]);
+    let items = common::get(&p.http, &format!("{}api/v1/items", p.url)).await;
+    assert!(items["items"].as_array().unwrap().len() >= 10, "{items}");
+    assert!(!fresh.path().join("estate/.seeding").exists());
+}
+
+/// The portal's server functions answer a client's mistake or a rule's refusal with a 4xx, never 500: a refusal
+/// is 409 with its rule, an unknown item 404, an unknown operation 400. A bulk re-protect is refused whole, before
+/// anything starts or is audited, when it names unknown items or too many.
+#[tokio::test]
+async fn portal_actions_answer_4xx_for_refusals_and_mistakes_and_bulk_requests_are_bounded() {
+    let portal = Portal::start(&[]);
+    let act = |id: &str, op: &str| {
+        let body = serde_json::json!({
+            "id": id, "op": op, "reason": "t", "key": "",
+            "input": {"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "vmfs-01"},
+        });
+        portal.http.post(format!("{}api/portal/act", portal.url)).json(&body).send()
+    };
+    let r = act("phys08", "reprotect").await.unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    assert!(r.text().await.unwrap().contains("R-P2"));
+    assert_eq!(act("nope", "reprotect").await.unwrap().status().as_u16(), 404);
+    assert_eq!(act("web01", "explode").await.unwrap().status().as_u16(), 400);
+
+    let many = |ids: Vec<String>| {
+        let body = serde_json::json!({"ids": ids, "process_server": "cs-01", "reason": "t", "key": "k"});
+        portal.http.post(format!("{}api/portal/reprotect-many", portal.url)).json(&body).send()
+    };
+    let r = many((0..600).map(|n| format!("x{n}")).collect()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap().contains("at most 500"));
+    let r = many(vec!["web01".into(), "nope-1".into(), "nope-2".into()]).await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(r.text().await.unwrap().contains("nope-1, nope-2"));
+    let log: serde_json::Value =
+        portal.http.get(format!("{}api/v1/audit", portal.url)).send().await.unwrap().json().await.unwrap();
+    assert!(
+        !log["entries"].as_array().unwrap().iter().any(|e| e["action"] == "reprotect-to-cloud"),
+        "nothing audited for a request refused whole: {log}"
+    );
+    let jobs: serde_json::Value =
+        portal.http.get(format!("{}api/v1/jobs", portal.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 0, "{jobs}");
+}

@@ -23,25 +23,46 @@ mod server {
         crate::data::server::user().ok_or_else(|| PortalError::Denied("Sign in first.".into()))
     }
 
+    /// The response's status for an error the client can act on (a server function answers 500 otherwise).
+    pub fn status(code: http::StatusCode) {
+        if let Some(r) = use_context_response() {
+            r.set_status(code);
+        }
+    }
+
     pub fn portal_error(op: Operation, e: ActError) -> PortalError {
+        use http::StatusCode as S;
         match e {
             ActError::Denied(d) => {
-                if let Some(r) = use_context_response() {
-                    r.set_status(http::StatusCode::FORBIDDEN);
-                }
+                status(S::FORBIDDEN);
                 PortalError::Denied(d.to_string())
             }
-            ActError::Service(ServiceError::Refused(r)) => PortalError::Refused(refused_rows(op, &r)),
-            ActError::Service(ServiceError::Job(JobError::ItemBusy { active_job })) => PortalError::Conflict(format!(
-                "Job {active_job} is still running on this item (R-W5). Wait for it to end, or cancel it."
-            )),
+            ActError::Service(ServiceError::Refused(r)) => {
+                status(S::CONFLICT);
+                PortalError::Refused(refused_rows(op, &r))
+            }
+            // The same answer as the dry run's R-W5 refusal: one cause, one shape.
+            ActError::Service(ServiceError::Job(JobError::ItemBusy { active_job })) => {
+                status(S::CONFLICT);
+                PortalError::Refused(refused_rows(
+                    op,
+                    &[orchestrator::rules::Refusal::new(
+                        "R-W5",
+                        format!("Job {active_job} is still running on this item."),
+                        format!("Wait for job {active_job} to finish, or cancel it from its job page."),
+                    )],
+                ))
+            }
             ActError::Service(ServiceError::Job(JobError::NotFound(id))) => {
+                status(S::NOT_FOUND);
                 PortalError::Conflict(format!("No job {id}. Check the link."))
             }
             ActError::Service(ServiceError::Job(e @ JobError::NotAllowed { .. })) => {
+                status(S::CONFLICT);
                 PortalError::Conflict(format!("{e}. The job page lists the actions it allows now."))
             }
             ActError::Service(ServiceError::Estate(EstateError::UnknownItem(id))) => {
+                status(S::NOT_FOUND);
                 PortalError::Conflict(format!("No replicated item {id} in this vault."))
             }
             other => PortalError::Server(format!("{other}. Check the server log.")),
@@ -53,8 +74,10 @@ mod server {
     }
 
     pub fn operation(op: &str) -> Result<Operation, PortalError> {
-        serde_json::from_value(serde_json::Value::String(op.to_owned()))
-            .map_err(|_| PortalError::Conflict(format!("{op} is not an operation of a replicated item.")))
+        serde_json::from_value(serde_json::Value::String(op.to_owned())).map_err(|_| {
+            status(http::StatusCode::BAD_REQUEST);
+            PortalError::Conflict(format!("{op} is not an operation of a replicated item."))
+        })
     }
 
     pub fn point_choice(p: &str) -> PointChoice {
@@ -160,8 +183,31 @@ pub async fn reprotect_many(
 ) -> Result<Vec<(String, Result<String, String>)>, PortalError> {
     use orchestrator::acting::Actor;
     use orchestrator::lifecycle::Operation;
+    /// Items per request at most: one request may not become thousands of jobs and audit lines.
+    const MAX_ITEMS: usize = 500;
     let user = server::signed_in()?;
     let c = server::service_ctx()?;
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<String> = ids.into_iter().filter(|id| seen.insert(id.clone())).collect();
+    if ids.len() > MAX_ITEMS {
+        server::status(http::StatusCode::BAD_REQUEST);
+        return Err(PortalError::Conflict(format!(
+            "{} items in one request; at most {MAX_ITEMS}. Select fewer and repeat.",
+            ids.len()
+        )));
+    }
+    // Every id checked before anything starts: unknown ones refuse the request whole, with no job and no audit line.
+    let doc = c.service.doc().await.map_err(|e| PortalError::Server(format!("{e}. Check the server log.")))?;
+    let known: std::collections::HashSet<&str> = doc.items.iter().map(|r| r.item.id.as_str()).collect();
+    let unknown: Vec<&str> = ids.iter().map(String::as_str).filter(|id| !known.contains(id)).collect();
+    if !unknown.is_empty() {
+        server::status(http::StatusCode::NOT_FOUND);
+        let shown = unknown.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+        let more = if unknown.len() > 5 { format!(" and {} more", unknown.len() - 5) } else { String::new() };
+        return Err(PortalError::Conflict(format!(
+            "No replicated item {shown}{more} in this vault; nothing was started. Reload the list and select again."
+        )));
+    }
     let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
     let input = ActionInput { process_server: Some(process_server), ..ActionInput::default() };
     let mut out = Vec::new();

@@ -177,11 +177,21 @@ pub enum EstateError {
     Missing,
     #[error("no replicated item {0}")]
     UnknownItem(String),
+    #[error(
+        "the estate folder {} holds disks, but the vault's database has no estate: it was deleted or replaced. \
+         Restore the database (homeward.db) from its backup, or point --database-url at the vault's database; to \
+         start a new vault instead, move that folder away first",
+        path.display()
+    )]
+    Orphaned { path: PathBuf },
     #[error(transparent)]
     Replicator(#[from] replicator::Error),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
 }
+
+/// Present in the estate folder while a first start seeds it: a start that finds it knows the seeding died.
+const SEEDING_MARKER: &str = ".seeding";
 
 /// The estate: its description in the vault's database, its disks under `root`.
 #[derive(Clone, Debug)]
@@ -359,11 +369,32 @@ impl Estate {
         )
         .execute(&mut *tx)
         .await?;
+        let marker = self.root.join(SEEDING_MARKER);
         if claimed.rows_affected() == 0 {
+            // A seeding that committed but died before removing its marker: the marker must not outlive it (it
+            // would let a later start with a lost database wipe the estate's disks).
+            let _ = std::fs::remove_file(&marker);
             return Ok(None);
         }
         let legacy = self.legacy_doc_path();
-        let (doc, how) = if legacy.is_file() {
+        let seeding = !legacy.is_file();
+        if seeding {
+            let io = |path: &Path| {
+                let path = path.to_owned();
+                move |source| EstateError::Io { path, source }
+            };
+            if marker.exists() {
+                // An earlier first start died while seeding: its half-made disks are ours to make again.
+                std::fs::remove_dir_all(&self.root).map_err(io(&self.root))?;
+            } else if std::fs::read_dir(&self.root).is_ok_and(|mut d| d.next().is_some()) {
+                // Disks but no estate in the database: the database was lost or replaced. Seeding a new vault
+                // over them would hide that (and the disks' owner) — refuse, and say what to do.
+                return Err(EstateError::Orphaned { path: self.root.clone() });
+            }
+            std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+            std::fs::write(&marker, b"").map_err(io(&marker))?;
+        }
+        let (doc, how) = if !seeding {
             let bytes = std::fs::read(&legacy).map_err(|source| EstateError::Io { path: legacy.clone(), source })?;
             let doc: EstateDoc = serde_json::from_slice(&bytes)
                 .map_err(|e| EstateError::Corrupt { path: legacy.clone(), problem: e.to_string() })?;
@@ -373,6 +404,9 @@ impl Estate {
         };
         write(&mut tx, None, &doc).await?;
         tx.commit().await?;
+        if seeding {
+            std::fs::remove_file(&marker).map_err(|source| EstateError::Io { path: marker.clone(), source })?;
+        }
         if how == Created::Imported {
             let kept = legacy.with_extension("json.imported");
             std::fs::rename(&legacy, &kept).map_err(|source| EstateError::Io { path: legacy, source })?;
