@@ -634,15 +634,7 @@ fn failover(item: &ReplicatedItem, inv: &Inventory, req: &Request, c: &mut Check
         plan.location = Some(location_for(item));
     }
     let choice = req.point.clone().unwrap_or(PointChoice::LatestProcessed);
-    match points::choose(item, &choice) {
-        Ok(p) => {
-            let latest = item.recovery_points.iter().map(|p| p.time).max().unwrap_or(p.time);
-            plan.data_loss_ms = Some(latest.saturating_sub(p.time));
-            plan.point = Some(p);
-            c.add("recovery point available", "R-RP3", Ok(()));
-        }
-        Err(r) => c.add("recovery point available", "R-RP3", Err(r)),
-    }
+    choose_point(item, &choice, c, plan);
     let mut tasks = Vec::new();
     if op == Operation::Failover {
         tasks.push(t(Step::ShutDownCloudVm, "Shut down the cloud VM"));
@@ -663,11 +655,9 @@ fn failover(item: &ReplicatedItem, inv: &Inventory, req: &Request, c: &mut Check
     plan.tasks = tasks;
 }
 
-/// The article's last step: after re-protect the VM can fail over to the cloud again, from a recovery point of the
-/// cloud replication (the newest processed one unless another is chosen).
-fn failover_to_cloud(item: &ReplicatedItem, req: &Request, c: &mut Checks, plan: &mut Plan) {
-    let choice = req.point.clone().unwrap_or(PointChoice::LatestProcessed);
-    match points::choose(item, &choice) {
+/// The recovery point `choice` picks (R-RP3 when none), and the writes it loses against the newest (R-RP4).
+fn choose_point(item: &ReplicatedItem, choice: &PointChoice, c: &mut Checks, plan: &mut Plan) {
+    match points::choose(item, choice) {
         Ok(p) => {
             let latest = item.recovery_points.iter().map(|p| p.time).max().unwrap_or(p.time);
             plan.data_loss_ms = Some(latest.saturating_sub(p.time));
@@ -676,6 +666,13 @@ fn failover_to_cloud(item: &ReplicatedItem, req: &Request, c: &mut Checks, plan:
         }
         Err(r) => c.add("recovery point available", "R-RP3", Err(r)),
     }
+}
+
+/// The article's last step: after re-protect the VM can fail over to the cloud again, from a recovery point of the
+/// cloud replication (the newest processed one unless another is chosen).
+fn failover_to_cloud(item: &ReplicatedItem, req: &Request, c: &mut Checks, plan: &mut Plan) {
+    let choice = req.point.clone().unwrap_or(PointChoice::LatestProcessed);
+    choose_point(item, &choice, c, plan);
     let mut tasks = vec![t(Step::ShutDownOnPremForCloud, "Shut down the on-premises VM")];
     if choice == PointChoice::Latest {
         tasks.push(t(Step::FinalCycle, "Replicate the pending changes to the cloud (one more cycle)"));

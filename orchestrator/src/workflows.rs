@@ -178,6 +178,30 @@ impl TaskExecutor for Workflows<'_> {
 }
 
 impl Workflows<'_> {
+    /// Writes recovery point `point_id` of the disk `from` (its journal undoes the newer writes) as a new image
+    /// `to`, in the format its name gives; returns the disk's size. Idempotent: a rerun after a crash starts over.
+    fn materialise(&self, from: &str, point_id: &str, to: &str, no_space: &str) -> Result<u64, TaskFailure> {
+        let disk = replicator::DiskImage::open(&self.service.estate.path(from))
+            .map_err(|e| fail(e.to_string(), format!("Check the disk {from}.")))?;
+        let journal = replicator::journal::Journal::open(&disk.state_dir().join("points"))
+            .map_err(|e| fail(e.to_string(), format!("Check the recovery-point journal of {from}.")))?;
+        let seq =
+            journal.points().iter().find(|p| p.id == point_id).map(|p| p.seq).ok_or_else(|| {
+                fail(format!("point {point_id} is gone from {from}"), "Choose another recovery point.")
+            })?;
+        let target = self.service.estate.path(to);
+        let _ = std::fs::remove_file(&target);
+        if to.ends_with(".vmdk") {
+            let stem = target.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            let _ = std::fs::remove_file(target.with_file_name(format!("{stem}-flat.vmdk")));
+        }
+        let started = std::time::Instant::now();
+        let restored = journal.restore(&disk, seq, &target);
+        self.data_ms.fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        restored.map_err(|e| fail(e.to_string(), no_space))?;
+        Ok(disk.size)
+    }
+
     /// One item of a recovery plan's failover: the item's own failover steps, at the point the plan chose for it.
     async fn plan_item_failover(&self, job: &Job, id: &str) -> Result<TaskOutcome, TaskFailure> {
         let estate_err = |e: ServiceError| fail(e.to_string(), "Check the estate folder.");
@@ -377,25 +401,9 @@ impl Workflows<'_> {
                 let mut out = Vec::new();
                 let mut bytes = 0;
                 for r in &rec.replica_disks {
-                    let replica = replicator::DiskImage::open(&self.service.estate.path(r))
-                        .map_err(|e| fail(e.to_string(), "Check the replica disk."))?;
-                    let journal = replicator::journal::Journal::open(&replica.state_dir().join("points"))
-                        .map_err(|e| fail(e.to_string(), "Check the replica's journal."))?;
-                    let seq = journal.points().iter().find(|p| p.id == point_id).map(|p| p.seq).ok_or_else(|| {
-                        fail(format!("point {point_id} is gone from {r}"), "Choose another recovery point.")
-                    })?;
                     let rel = r.replace(".vmdk", "-failback.vmdk");
-                    let target = self.service.estate.path(&rel);
-                    // Idempotent: a rerun after a crash materialises again from scratch.
-                    let _ = std::fs::remove_file(&target);
-                    let _ = std::fs::remove_file(
-                        target.with_file_name(format!("{}-flat.vmdk", target.file_stem().unwrap().to_string_lossy())),
-                    );
-                    let started = std::time::Instant::now();
-                    let restored = journal.restore(&replica, seq, &target);
-                    self.data_ms.fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    restored.map_err(|e| fail(e.to_string(), "Free space on the datastore, then restart the job."))?;
-                    bytes += replica.size;
+                    bytes +=
+                        self.materialise(r, &point_id, &rel, "Free space on the datastore, then restart the job.")?;
                     out.push(rel);
                 }
                 self.update(id, |r, _| {
@@ -566,23 +574,9 @@ impl Workflows<'_> {
                 let mut disks = Vec::new();
                 let mut bytes = 0;
                 for (i, c) in rec.cloud_disks.iter().enumerate() {
-                    let copy = replicator::DiskImage::open(&self.service.estate.path(c))
-                        .map_err(|e| fail(e.to_string(), "Check the cloud replication disk."))?;
-                    let journal = replicator::journal::Journal::open(&copy.state_dir().join("points"))
-                        .map_err(|e| fail(e.to_string(), "Check the cloud replication's journal."))?;
-                    let seq = journal.points().iter().find(|p| p.id == point_id).map(|p| p.seq).ok_or_else(|| {
-                        fail(format!("point {point_id} is gone from {c}"), "Choose another recovery point.")
-                    })?;
                     let rel = format!("recovery/{id}/failover-disk{i}.vhd");
-                    let target = self.service.estate.path(&rel);
-                    // Idempotent: a rerun after a crash materialises again from scratch.
-                    let _ = std::fs::remove_file(&target);
-                    let started = std::time::Instant::now();
-                    let restored = journal.restore(&copy, seq, &target);
-                    self.data_ms.fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    restored
-                        .map_err(|e| fail(e.to_string(), "Free space in the cloud folder, then restart the job."))?;
-                    bytes += copy.size;
+                    bytes +=
+                        self.materialise(c, &point_id, &rel, "Free space in the cloud folder, then restart the job.")?;
                     disks.push(rel);
                 }
                 self.update(id, |r, _| {

@@ -20,12 +20,10 @@ pub struct Server {
     pub token: Option<String>,
 }
 
+/// How an action command runs, for an item's operation and a plan's alike.
 #[derive(Debug, Args)]
-pub struct ActionArgs {
-    pub item: String,
-    #[command(flatten)]
-    pub server: Server,
-    /// Show the checks, the location and the estimate; start nothing.
+pub struct RunArgs {
+    /// Show what the action would do — its checks and tasks — and start nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Wait for the job to end and print its tasks.
@@ -34,6 +32,15 @@ pub struct ActionArgs {
     /// Makes a retried command return the job it already started.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    pub item: String,
+    #[command(flatten)]
+    pub server: Server,
+    #[command(flatten)]
+    pub run: RunArgs,
     #[arg(long)]
     pub master_target: Option<String>,
     #[arg(long)]
@@ -51,15 +58,8 @@ pub struct PlanArgs {
     pub plan: String,
     #[command(flatten)]
     pub server: Server,
-    /// Show each group's items with their point, data loss and checks; start nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Wait for the job to end and print its tasks.
-    #[arg(long)]
-    pub wait: bool,
-    /// Makes a retried command return the job it already started.
-    #[arg(long)]
-    pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// latest-processed (each VM its newest point) or latest-app-consistent (one shared app-consistent point).
     #[arg(long, default_value = "latest-processed", value_parser = ["latest-processed", "latest-app-consistent"])]
     pub point: String,
@@ -73,25 +73,41 @@ pub async fn plan_failover(a: &PlanArgs) -> Result<(), Failure> {
     if let Some(r) = &a.reason {
         body["reason"] = json!(r);
     }
-    let mut url = format!("{}/plans/{}/failover", base(&a.server), a.plan);
-    if a.dry_run {
-        url.push_str("?dry_run=true");
-    }
-    let (_, v) = call(&a.server, reqwest::Method::POST, &url, Some(body), a.idempotency_key.as_deref()).await?;
-    if a.dry_run {
-        if a.server.json {
-            println!("{v}");
-        } else {
-            print_plan_preview(&v);
+    let url = format!("{}/plans/{}/failover", base(&a.server), a.plan);
+    let run = Run { server: &a.server, args: &a.run };
+    run.post(&url, body, print_plan_preview).await
+}
+
+/// An action command: a dry run printed (exit 3 when refused), or a job started and perhaps waited for.
+struct Run<'a> {
+    server: &'a Server,
+    args: &'a RunArgs,
+}
+
+impl Run<'_> {
+    async fn post(&self, url: &str, body: Value, print_dry_run: fn(&Value)) -> Result<(), Failure> {
+        let url = if self.args.dry_run { format!("{url}?dry_run=true") } else { url.to_owned() };
+        let key = self.args.idempotency_key.as_deref();
+        let (_, v) = call(self.server, reqwest::Method::POST, &url, Some(body), key).await?;
+        if self.args.dry_run {
+            if self.server.json {
+                println!("{v}");
+            } else {
+                print_dry_run(&v);
+            }
+            return if v["allowed"] == true {
+                Ok(())
+            } else {
+                Err(failure(3, "the dry run found refusals (see above)"))
+            };
         }
-        return if v["allowed"] == true { Ok(()) } else { Err(failure(3, "the dry run found refusals (see above)")) };
+        let job = v["job_id"].as_str().unwrap_or_default().to_owned();
+        println!("job {job} started: {}", v["location"].as_str().unwrap_or(""));
+        if self.args.wait {
+            return wait_job(self.server, &job).await;
+        }
+        Ok(())
     }
-    let job = v["job_id"].as_str().unwrap_or_default().to_owned();
-    println!("job {job} started: {}", v["location"].as_str().unwrap_or(""));
-    if a.wait {
-        return wait_job(&a.server, &job).await;
-    }
-    Ok(())
 }
 
 fn print_plan_preview(v: &Value) {
@@ -250,25 +266,9 @@ pub async fn action(action: &str, a: &ActionArgs) -> Result<(), Failure> {
     if let Some(p) = point {
         body["point"] = p;
     }
-    let mut url = format!("{}/items/{}/{action}", base(&a.server), a.item);
-    if a.dry_run {
-        url.push_str("?dry_run=true");
-    }
-    let (_, v) = call(&a.server, reqwest::Method::POST, &url, Some(body), a.idempotency_key.as_deref()).await?;
-    if a.dry_run {
-        if a.server.json {
-            println!("{v}");
-        } else {
-            print_plan(&v);
-        }
-        return if v["allowed"] == true { Ok(()) } else { Err(failure(3, "the dry run found refusals (see above)")) };
-    }
-    let job = v["job_id"].as_str().unwrap_or_default().to_owned();
-    println!("job {job} started: {}", v["location"].as_str().unwrap_or(""));
-    if a.wait {
-        return wait_job(&a.server, &job).await;
-    }
-    Ok(())
+    let url = format!("{}/items/{}/{action}", base(&a.server), a.item);
+    let run = Run { server: &a.server, args: &a.run };
+    run.post(&url, body, print_plan).await
 }
 
 fn print_plan(v: &Value) {
