@@ -490,6 +490,11 @@ impl Estate {
     /// agent registered once the registration delay after boot has passed (R-A1).
     pub fn view(&self, doc: &EstateDoc, id: &str, now: Millis) -> Result<ReplicatedItem, EstateError> {
         let rec = doc.items.iter().find(|r| r.item.id == id).ok_or_else(|| EstateError::UnknownItem(id.to_owned()))?;
+        self.view_of(doc, rec, now)
+    }
+
+    /// The item of a record in hand (a list walks the records once; looking each up by id again is quadratic).
+    pub fn view_of(&self, doc: &EstateDoc, rec: &ItemRecord, now: Millis) -> Result<ReplicatedItem, EstateError> {
         let mut item = rec.item.clone();
         item.recovery_points = self.points(rec)?;
         // The power state the workflows keep is the one truth; the item's copy of it is never written apart.

@@ -118,7 +118,7 @@ impl Service {
         doc.items
             .iter()
             .map(|rec| {
-                let mut item = self.estate.view(&doc, &rec.item.id, now)?;
+                let mut item = self.estate.view_of(&doc, rec, now)?;
                 with_sync_progress(&mut item, syncing.get(&rec.item.id));
                 let ctx = Context { now, active_job: active.get(&rec.item.id).cloned() };
                 let ops = lifecycle::allowed_operations(&item, &doc.inventory, &ctx);
