@@ -238,6 +238,12 @@ async fn the_article_over_the_rest_api_with_refusals_explained() {
     let names: Vec<&str> =
         job["job"]["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert!(names[0].starts_with("Group 1: fail over erp-db") && names[1].starts_with("Group 2:"), "{names:?}");
+    // Each VM's own steps are kept under its plan task (the job page lists them there).
+    let first: Value = serde_json::from_str(job["job"]["tasks"][0]["result"].as_str().unwrap()).unwrap();
+    let steps: Vec<&str> = first["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(steps.first(), Some(&"Shut down the cloud VM"), "{first}");
+    assert_eq!(steps.last(), Some(&"Power on the on-premises VM"), "{first}");
+    assert!(steps.iter().any(|s| s.starts_with("Materialise the disks at recovery point")), "{first}");
     let points: Vec<String> = names.iter().map(|n| n.rsplit(' ').next().unwrap().to_owned()).collect();
     assert!(points.windows(2).all(|w| w[0] == w[1]), "one common point for the replication group: {names:?}");
     for item in ["erp-db", "erp-app", "erp-web"] {

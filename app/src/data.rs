@@ -154,6 +154,18 @@ pub(crate) mod server {
                     action: t.recommended_action,
                     progress: t.progress,
                     next_attempt_at: t.next_attempt_at,
+                    steps: t
+                        .result
+                        .as_deref()
+                        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+                        .and_then(|v| v.get("steps").and_then(|s| s.as_array()).cloned())
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|s| {
+                            let n = |k: &str| s[k].as_u64().unwrap_or(0);
+                            (s["name"].as_str().unwrap_or_default().to_owned(), n("bytes"), n("ms"))
+                        })
+                        .collect(),
                 })
                 .collect(),
         }

@@ -219,6 +219,8 @@ pub struct TaskRow {
     pub progress: Option<(u64, u64)>,
     /// After a failure worth retrying: when the next attempt starts.
     pub next_attempt_at: Option<u64>,
+    /// A recovery plan's task is one VM's failover: that VM's own steps (name, bytes, milliseconds).
+    pub steps: Vec<(String, u64, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

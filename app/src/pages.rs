@@ -658,6 +658,11 @@ fn job_view(j: JobRow, me: Option<Me>, live: bool, act: ServerAction<JobAction>)
                         })}
                         {t.error.clone().map(|e| view! { <p class="alert">{e}" "<em class="todo">{t.action.clone().unwrap_or_default()}</em></p> })}
                         {t.next_attempt_at.map(|at| view! { <p class="task-meta" data-testid="next-attempt">"Next attempt at "{fmt_time(at)}</p> })}
+                        {(!t.steps.is_empty()).then(|| view! {
+                            <ol class="substeps" data-testid="substeps">{t.steps.iter().map(|(name, bytes, ms)| view! {
+                                <li>{name.clone()}<span class="task-meta">{format!(" {}", fmt_duration(*ms))}{(*bytes > 0).then(|| format!(" · {}", fmt_bytes(*bytes)))}</span></li>
+                            }).collect_view()}</ol>
+                        })}
                     </li>
                 }
             }).collect_view()}

@@ -250,17 +250,25 @@ impl Workflows<'_> {
         }
         let sub = JobRequest { item: id.to_owned(), operation: Operation::Failover, request, plan };
         let mut bytes = 0u64;
+        // The VM's own steps, kept in the plan task's result so the job page shows them under it.
+        let mut steps = Vec::new();
         for t in sub.plan.tasks.clone() {
+            let started = std::time::Instant::now();
             match self.exec_step(&sub, t.step).await {
-                Ok(o) => bytes += o.bytes as u64,
-                Err(f) => {
+                Ok(o) => {
+                    bytes += o.bytes as u64;
+                    let ms = started.elapsed().as_millis() as u64;
+                    steps.push(serde_json::json!({"name": t.name, "bytes": o.bytes, "ms": ms}));
+                }
+                Err(mut f) => {
                     let _ = self.service.transition(id, Event::Failed(Operation::Failover)).await;
+                    f.error = format!("{id} at \u{201c}{}\u{201d}: {}", t.name, f.error);
                     return Err(f);
                 }
             }
         }
         self.service.transition(id, Event::Succeeded(Operation::Failover)).await.map_err(estate_err)?;
-        Ok(outcome(bytes, serde_json::json!({"item": id, "point": point})))
+        Ok(outcome(bytes, serde_json::json!({"item": id, "point": point, "steps": steps})))
     }
 
     /// Powers the item's VM on one site on or off.
