@@ -68,6 +68,36 @@ fn the_cli_drives_the_api_and_explains_refusals() {
     assert!(out.contains("group 1:") && out.contains("erp-db at no point") && out.contains("R-RP3"), "{out}");
     let (code, _, err) = hw(&portal, &["plan-failover", "no-such-plan", "--dry-run"]);
     assert_eq!(code, 2, "{err}");
+
+    // Job actions as on the job page: cancel a running (throttled) reprotect, restart it once the link is
+    // fast again; a finished job cannot be cancelled.
+    let faults = |body: &'static str| {
+        portal
+            .http
+            .post(format!("{}api/v1/infrastructure/faults", portal.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    assert!(rt.block_on(faults(r#"{"replication_bytes_per_s": 262144}"#)).unwrap().status().is_success());
+    // app02 is re-created at an alternate location: a full copy of 16 MiB, about a minute at 256 KiB/s.
+    let mut args = vec!["reprotect", "app02"];
+    args.extend(alt);
+    let (code, out, err) = hw(&portal, &args);
+    assert_eq!(code, 0, "{err}");
+    let job = out.split_whitespace().nth(1).unwrap().to_owned();
+    let (code, out, err) = hw(&portal, &["job-action", &job, "cancel", "--wait"]);
+    assert_eq!(code, 1, "the job ends cancelled: {out} {err}");
+    assert!(out.contains("cancel asked") && err.contains("cancelled"), "{out} {err}");
+    assert!(rt.block_on(faults(r#"{"replication_bytes_per_s": 0}"#)).unwrap().status().is_success());
+    let (code, out, err) = hw(&portal, &["job-action", &job, "restart", "--wait"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains(": succeeded"), "{out}");
+    let (code, _, err) = hw(&portal, &["job-action", &job, "cancel"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = hw(&portal, &["job-action", &job, "explode"]);
+    assert_eq!(code, 2, "{err}");
     let (code, _, err) = hw(&portal, &["jobs", "no-such-job"]);
     assert_eq!(code, 2, "{err}");
     let out = run_homeward(&["items", "--server", "http://127.0.0.1:1"]);

@@ -60,6 +60,18 @@ pub enum Command {
         #[command(flatten)]
         server: crate::client::Server,
     },
+    /// Act on a job as its page does: cancel it, restart a failed or cancelled one from its failed task, or resume
+    /// a suspended one.
+    JobAction {
+        id: String,
+        #[arg(value_parser = ["cancel", "restart", "resume"])]
+        action: String,
+        /// Wait for the job to end and print its tasks.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        server: crate::client::Server,
+    },
 }
 
 /// Where the vault's database is, for commands that open it directly.

@@ -1,6 +1,6 @@
 //! Command-line clients of the REST API: `homeward items`, `homeward reprotect|failover|commit|cancel-failover|
 //! change-recovery-point|reprotect-to-cloud|failover-to-cloud|commit-in-cloud`, `homeward plan-failover`,
-//! `homeward jobs`. They only call `/api/v1`; every decision stays on the server.
+//! `homeward jobs`, `homeward job-action`. They only call `/api/v1`; every decision stays on the server.
 
 use std::time::Duration;
 
@@ -302,6 +302,20 @@ fn print_plan(v: &Value) {
     for (n, t) in v["tasks"].as_array().into_iter().flatten().enumerate() {
         println!("  {}. {}", n + 1, t["name"].as_str().unwrap_or(""));
     }
+}
+
+pub async fn job_action(s: &Server, id: &str, action: &str, wait: bool) -> Result<(), Failure> {
+    let url = format!("{}/jobs/{id}/{action}", base(s));
+    let (_, v) = call(s, reqwest::Method::POST, &url, Some(json!({})), None).await?;
+    if s.json {
+        println!("{v}");
+    } else {
+        println!("job {id}: {action} asked; it is {} now", v["state"].as_str().unwrap_or("?"));
+    }
+    if wait {
+        return wait_job(s, id).await;
+    }
+    Ok(())
 }
 
 pub async fn jobs(s: &Server, id: Option<&str>, wait: bool) -> Result<(), Failure> {

@@ -73,6 +73,7 @@ fn run_client(cmd: cli::Command) -> ExitCode {
             cli::Command::CommitInCloud(a) => client::action("commit-in-cloud", a).await,
             cli::Command::PlanFailover(a) => client::plan_failover(a).await,
             cli::Command::Jobs { id, wait, server } => client::jobs(server, id.as_deref(), *wait).await,
+            cli::Command::JobAction { id, action, wait, server } => client::job_action(server, id, action, *wait).await,
             _ => Err(client::Failure { code: 2, message: "not a client command".into() }),
         }
     });
