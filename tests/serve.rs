@@ -523,3 +523,74 @@ async fn portal_actions_answer_4xx_for_refusals_and_mistakes_and_bulk_requests_a
         portal.http.get(format!("{}api/v1/jobs", portal.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(jobs["jobs"].as_array().unwrap().len(), 0, "{jobs}");
 }
+
+/// `homeward users disable` shuts every door — password, session, token — until `users enable`; the last enabled
+/// Administrator cannot be disabled. API tokens expire (`users token --days`, 90 by default): an expired one is
+/// refused like an unknown one.
+#[tokio::test]
+async fn a_disabled_account_cannot_sign_in_and_tokens_expire() {
+    let portal = Portal::start(&[]);
+    let base = portal.url.trim_end_matches('/').to_owned();
+    let users = |args: &[&str]| {
+        common::homeward(&portal.data_dir)
+            .arg("users")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&portal.data_dir)
+            .output()
+            .unwrap()
+    };
+    let anon = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let sign_in = || {
+        anon.post(format!("{base}/auth/login"))
+            .header("origin", &base)
+            .form(&[("name", "olga"), ("password", common::ADMIN_PASSWORD), ("next", "/")])
+            .send()
+    };
+    let token = portal.add_user("olga", "operator");
+    let me = format!("{base}/api/v1/me");
+    assert_eq!(common::client_with_token(&token).get(&me).send().await.unwrap().status().as_u16(), 200);
+    let session = sign_in().await.unwrap();
+    let cookie = session.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+
+    let out = users(&["disable", "olga"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "olga: disabled; 1 session(s) ended, 1 API token(s) deleted"
+    );
+    assert_eq!(common::client_with_token(&token).get(&me).send().await.unwrap().status().as_u16(), 401);
+    assert_eq!(anon.get(&me).header("cookie", &cookie).send().await.unwrap().status().as_u16(), 401);
+    let r = sign_in().await.unwrap();
+    assert!(
+        r.headers()["location"].to_str().unwrap().starts_with("/login?error=credentials"),
+        "the password is refused"
+    );
+    assert!(!users(&["token", "olga"]).status.success(), "no new token for a disabled account");
+    let list = String::from_utf8_lossy(&users(&["list"]).stdout).into_owned();
+    assert!(list.contains("olga\toperator\tdisabled"), "{list}");
+    let out = users(&["disable", "admin"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("last enabled Administrator"));
+
+    assert!(users(&["enable", "olga"]).status.success());
+    let r = sign_in().await.unwrap();
+    assert!(r.headers().get("set-cookie").is_some(), "enabled: the password works again");
+
+    // Expiry: a token past its date is refused (its date moved back in the vault, as time would).
+    let out = users(&["token", "olga", "--days", "1"]);
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let c = common::client_with_token(&token);
+    assert_eq!(c.get(&me).send().await.unwrap().status().as_u16(), 200);
+    let url = common::database_url(&portal.data_dir)
+        .unwrap_or_else(|| format!("sqlite://{}", portal.data_dir.join("homeward.db").display()));
+    let db = orchestrator::db::Db::connect(&url, 1).await.unwrap();
+    let moved = sqlx::query("update api_tokens set expires_at = expires_at - 86400001 where label = 'cli'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert!(moved.rows_affected() >= 1);
+    db.pool.close().await;
+    assert_eq!(c.get(&me).send().await.unwrap().status().as_u16(), 401, "expired");
+    assert!(!users(&["token", "olga", "--days", "0"]).status.success(), "--days is 1 to 3650");
+}

@@ -32,6 +32,8 @@ pub enum AccountError {
     NameTaken(String),
     #[error("no user named {0}")]
     UnknownUser(String),
+    #[error("{0} is the last enabled Administrator; enable or add another Administrator first")]
+    LastAdministrator(String),
     #[error("{0}")]
     Invalid(String),
     #[error("password hashing failed: {0}")]
@@ -160,6 +162,16 @@ impl Accounts {
         Ok(self.user_by_name(name.trim()).await?.is_some())
     }
 
+    /// The account and its password hash, unless it is disabled (then it is as if unknown: same answer, same time).
+    async fn enabled_user_by_name(&self, name: &str) -> Result<Option<(User, String)>, AccountError> {
+        let row =
+            sqlx::query("select id, name, role, password_hash from users where name = $1 and disabled_at is null")
+                .bind(name)
+                .fetch_optional(&self.db.pool)
+                .await?;
+        row.map(|r| Ok((user_from(&r)?, r.try_get("password_hash")?))).transpose()
+    }
+
     async fn user_by_name(&self, name: &str) -> Result<Option<(User, String)>, AccountError> {
         let row = sqlx::query("select id, name, role, password_hash from users where name = $1")
             .bind(name)
@@ -171,7 +183,7 @@ impl Accounts {
     /// Checks a password. An unknown name costs the same hashing work as a wrong password, so timing does not
     /// tell which names exist.
     pub async fn verify_password(&self, name: &str, password: &str) -> Result<User, AccountError> {
-        let found = self.user_by_name(name.trim()).await?;
+        let found = self.enabled_user_by_name(name.trim()).await?;
         let phc = found.as_ref().map(|(_, h)| h.clone()).unwrap_or_else(|| {
             "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$5dA6uXIqAlrh3dJf8LrsOcVn6Bc2Iq0ibW0xNmmTbbk".into()
         });
@@ -200,7 +212,7 @@ impl Accounts {
     pub async fn session_user(&self, token: &str, now: Millis) -> Result<Option<User>, AccountError> {
         let row = sqlx::query(
             "select u.id, u.name, u.role from sessions s join users u on u.id = s.user_id \
-             where s.token_hash = $1 and s.expires_at > $2",
+             where s.token_hash = $1 and s.expires_at > $2 and u.disabled_at is null",
         )
         .bind(digest(token))
         .bind(now as i64)
@@ -214,26 +226,32 @@ impl Accounts {
         Ok(())
     }
 
-    /// A personal API token for `name`, shown once: `hwt_` and 64 hex characters.
-    pub async fn create_token(&self, name: &str, label: &str, now: Millis) -> Result<String, AccountError> {
-        let (user, _) = self.user_by_name(name).await?.ok_or_else(|| AccountError::UnknownUser(name.to_owned()))?;
+    /// A personal API token for `name`, valid for `days`, shown once: `hwt_` and 64 hex characters.
+    pub async fn create_token(&self, name: &str, label: &str, days: u32, now: Millis) -> Result<String, AccountError> {
+        let (user, _) =
+            self.enabled_user_by_name(name).await?.ok_or_else(|| AccountError::UnknownUser(name.to_owned()))?;
         let token = format!("hwt_{}", random_secret());
-        sqlx::query("insert into api_tokens (token_hash, user_id, label, created_at) values ($1, $2, $3, $4)")
-            .bind(digest(&token))
-            .bind(user.id)
-            .bind(label)
-            .bind(now as i64)
-            .execute(&self.db.pool)
-            .await?;
+        sqlx::query(
+            "insert into api_tokens (token_hash, user_id, label, created_at, expires_at) values ($1, $2, $3, $4, $5)",
+        )
+        .bind(digest(&token))
+        .bind(user.id)
+        .bind(label)
+        .bind(now as i64)
+        .bind((now + u64::from(days) * 86_400_000) as i64)
+        .execute(&self.db.pool)
+        .await?;
         Ok(token)
     }
 
     pub async fn token_user(&self, token: &str, now: Millis) -> Result<Option<User>, AccountError> {
         let h = digest(token);
         let row = sqlx::query(
-            "select u.id, u.name, u.role from api_tokens t join users u on u.id = t.user_id where t.token_hash = $1",
+            "select u.id, u.name, u.role from api_tokens t join users u on u.id = t.user_id \
+             where t.token_hash = $1 and t.expires_at > $2 and u.disabled_at is null",
         )
         .bind(&h)
+        .bind(now as i64)
         .fetch_optional(&self.db.pool)
         .await?;
         if row.is_some() {
@@ -255,6 +273,51 @@ impl Accounts {
         let t = sqlx::query("delete from api_tokens where user_id = $1").bind(user.id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok((s.rows_affected(), t.rows_affected()))
+    }
+
+    /// Disables `name`: no sign-in by any means (its sessions end, its tokens are deleted) until enabled again.
+    /// The last enabled Administrator cannot be disabled (nobody could administer the vault then).
+    pub async fn disable(&self, name: &str, now: Millis) -> Result<(u64, u64), AccountError> {
+        let (user, _) = self.user_by_name(name).await?.ok_or_else(|| AccountError::UnknownUser(name.to_owned()))?;
+        let mut tx = self.db.pool.begin().await?;
+        // The write first, so that two concurrent disables of the last two Administrators serialise here.
+        sqlx::query("update users set disabled_at = coalesce(disabled_at, $1) where id = $2")
+            .bind(now as i64)
+            .bind(user.id)
+            .execute(&mut *tx)
+            .await?;
+        if user.role == Role::Administrator {
+            let left: i64 =
+                sqlx::query_scalar("select count(*) from users where role = 'administrator' and disabled_at is null")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if left == 0 {
+                return Err(AccountError::LastAdministrator(user.name));
+            }
+        }
+        let s = sqlx::query("delete from sessions where user_id = $1").bind(user.id).execute(&mut *tx).await?;
+        let t = sqlx::query("delete from api_tokens where user_id = $1").bind(user.id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok((s.rows_affected(), t.rows_affected()))
+    }
+
+    /// Lets a disabled account sign in again (with its password; its old tokens stay deleted).
+    pub async fn enable(&self, name: &str) -> Result<(), AccountError> {
+        let r = sqlx::query("update users set disabled_at = null where name = $1")
+            .bind(name)
+            .execute(&self.db.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(AccountError::UnknownUser(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Every account with whether it is disabled.
+    pub async fn users_with_status(&self) -> Result<Vec<(User, bool)>, AccountError> {
+        let rows =
+            sqlx::query("select id, name, role, disabled_at from users order by name").fetch_all(&self.db.pool).await?;
+        rows.iter().map(|r| Ok((user_from(r)?, r.try_get::<Option<i64>, _>("disabled_at")?.is_some()))).collect()
     }
 
     pub async fn audit(&self, e: &AuditEntry) -> Result<(), AccountError> {

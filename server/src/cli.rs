@@ -99,11 +99,27 @@ pub enum UsersCommand {
         name: String,
         #[arg(long, default_value = "cli")]
         label: String,
+        /// Days until the token expires (1 to 3650).
+        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
         #[command(flatten)]
         db: DbArgs,
     },
     /// Sign an account out everywhere: end its sessions and delete its API tokens.
     Revoke {
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Disable an account: no sign-in by password, session or token until enabled (its sessions end, its tokens
+    /// are deleted). The last enabled Administrator cannot be disabled.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Let a disabled account sign in again with its password.
+    Enable {
         name: String,
         #[command(flatten)]
         db: DbArgs,

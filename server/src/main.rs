@@ -97,6 +97,8 @@ fn users(cmd: cli::UsersCommand) -> ExitCode {
         UsersCommand::Add { db, .. }
         | UsersCommand::Token { db, .. }
         | UsersCommand::Revoke { db, .. }
+        | UsersCommand::Disable { db, .. }
+        | UsersCommand::Enable { db, .. }
         | UsersCommand::List { db } => db,
     };
     let result: Result<(), String> = rt.block_on(async {
@@ -113,16 +115,24 @@ fn users(cmd: cli::UsersCommand) -> ExitCode {
                     println!("password (shown once): {pw}");
                 }
             }
-            UsersCommand::Token { name, label, .. } => {
-                println!("{}", accounts.create_token(name, label, now).await.map_err(|e| e.to_string())?);
+            UsersCommand::Token { name, label, days, .. } => {
+                println!("{}", accounts.create_token(name, label, *days, now).await.map_err(|e| e.to_string())?);
+            }
+            UsersCommand::Disable { name, .. } => {
+                let (sessions, tokens) = accounts.disable(name, now).await.map_err(|e| e.to_string())?;
+                println!("{name}: disabled; {sessions} session(s) ended, {tokens} API token(s) deleted");
+            }
+            UsersCommand::Enable { name, .. } => {
+                accounts.enable(name).await.map_err(|e| e.to_string())?;
+                println!("{name}: enabled; it signs in with its password again");
             }
             UsersCommand::Revoke { name, .. } => {
                 let (sessions, tokens) = accounts.revoke(name).await.map_err(|e| e.to_string())?;
                 println!("{name}: {sessions} session(s) ended, {tokens} API token(s) deleted");
             }
             UsersCommand::List { .. } => {
-                for u in accounts.users().await.map_err(|e| e.to_string())? {
-                    println!("{}\t{}", u.name, u.role.as_str());
+                for (u, disabled) in accounts.users_with_status().await.map_err(|e| e.to_string())? {
+                    println!("{}\t{}{}", u.name, u.role.as_str(), if disabled { "\tdisabled" } else { "" });
                 }
             }
         }
