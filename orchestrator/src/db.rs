@@ -185,14 +185,16 @@ pub enum Unique {
     JobIdempotencyKey,
     OneActiveJobPerItem,
     UserName,
+    AgentName,
 }
 
 impl Unique {
     /// (constraint, PostgreSQL's name for it, SQLite's "table.column" in its message).
-    const ALL: [(Unique, &'static str, &'static str); 3] = [
+    const ALL: [(Unique, &'static str, &'static str); 4] = [
         (Unique::JobIdempotencyKey, "jobs_idempotency_key", "jobs.idempotency_key"),
         (Unique::OneActiveJobPerItem, "jobs_one_active_per_item", "jobs.item_id"),
         (Unique::UserName, "users_name", "users.name"),
+        (Unique::AgentName, "agents_name", "agents.name"),
     ];
 }
 

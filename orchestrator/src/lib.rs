@@ -10,6 +10,7 @@
 //!   alternate location, bytes to move, ETA, the tasks the job will run).
 //! * [`points`]: which recovery point a failover uses (R-RP1 … R-RP4), for one item or a recovery plan.
 //!
+//! * [`agents`]: the site agents (process servers, master targets), their enrollment and heartbeats.
 //! * [`access`]: the roles (Reader, Drill operator, Operator, Administrator) and what each may do.
 //!
 //! Architecture Invariant: the modules above do no IO. The clock ([`domain::Millis`]), identifiers and the inventory are
@@ -22,6 +23,7 @@
 pub mod access;
 pub mod accounts;
 pub mod acting;
+pub mod agents;
 pub mod db;
 pub mod demo;
 pub mod domain;

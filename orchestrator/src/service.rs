@@ -24,6 +24,8 @@ pub enum ServiceError {
     Job(#[from] JobError),
     #[error(transparent)]
     Replicator(#[from] replicator::Error),
+    #[error(transparent)]
+    Agent(#[from] crate::agents::AgentError),
 }
 
 /// Task step prefix of a recovery plan's per-item failover tasks.

@@ -12,12 +12,15 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use orchestrator::accounts::{Accounts, User};
 use orchestrator::acting::{ActError, Actor};
+use orchestrator::agents::{AgentError, AgentRole, SiteKind};
 use orchestrator::estate::EstateError;
 use orchestrator::jobs::JobError;
 use orchestrator::lifecycle::{Operation, Request};
 use orchestrator::service::{Service, ServiceError};
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+use crate::agent_plane::AgentPlane;
 
 type Svc = Arc<Service>;
 
@@ -59,6 +62,22 @@ impl From<ServiceError> for ApiError {
                 ApiError::NotFound(format!("no replicated item {id}"))
             }
             ServiceError::Job(j) => j.into(),
+            ServiceError::Agent(a) => a.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<AgentError> for ApiError {
+    fn from(e: AgentError) -> ApiError {
+        match e {
+            AgentError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            AgentError::Invalid(_) => ApiError::Unprocessable(e.to_string()),
+            AgentError::NameTaken(_) => ApiError::Conflict {
+                code: "name-taken",
+                message: e.to_string(),
+                action: "Choose another name, or revoke the agent that has it.".into(),
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -161,7 +180,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub fn router(service: Svc, accounts: Accounts) -> Router {
+pub fn router(service: Svc, accounts: Accounts, plane: AgentPlane) -> Router {
     Router::new()
         .route("/me", get(me))
         .route("/audit", get(audit))
@@ -177,8 +196,84 @@ pub fn router(service: Svc, accounts: Accounts) -> Router {
         .route("/jobs/{id}/{action}", post(job_action))
         .route("/infrastructure", get(infrastructure))
         .route("/infrastructure/faults", post(faults))
+        .route("/agents", get(list_agents).post(enroll_agent))
+        .route("/agents/{id}/revoke", post(revoke_agent))
         .with_state(service)
         .layer(Extension(accounts))
+        .layer(Extension(plane))
+}
+
+async fn list_agents(Extension(plane): Extension<AgentPlane>, State(s): State<Svc>) -> Result<Json<Value>, ApiError> {
+    let agents = plane.agents.list((s.clock)()).await?;
+    Ok(Json(json!({"agents": agents, "ca_fingerprint": plane.ca.fingerprint()})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollBody {
+    name: String,
+    role: AgentRole,
+    /// The role's usual site when absent.
+    site: Option<SiteKind>,
+}
+
+/// Enrolls an agent (Administrator): the answer carries the one-time token and the command that starts the agent
+/// on its machine, with the portal's address as this request reached it.
+async fn enroll_agent(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    Extension(plane): Extension<AgentPlane>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let v: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let b: EnrollBody = body_into(v)?;
+    let site = b.site.unwrap_or_else(|| SiteKind::usual_for(b.role));
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    let detail = format!("{} at the {} site", b.role.title(), site.as_str());
+    let change =
+        async { Ok::<_, ServiceError>(plane.agents.enroll(&b.name, b.role, site, &user.name, (s.clock)()).await?) };
+    let e = actor.administer("agent-enroll-token", b.name.trim(), detail, change).await?;
+    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:3000");
+    let fp = plane.ca.fingerprint();
+    let command = format!(
+        "homeward agent --role {} --control-plane http://{host} --token {} --ca-fingerprint {fp}",
+        e.agent.role.as_str(),
+        e.token
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"agent": e.agent, "token": e.token, "ca_fingerprint": fp, "command": command})),
+    )
+        .into_response())
+}
+
+/// Revokes an agent by id or name (Administrator).
+async fn revoke_agent(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    Extension(plane): Extension<AgentPlane>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let now = (s.clock)();
+    let agent = match plane.agents.get(&id, now).await {
+        Ok(a) => a,
+        Err(AgentError::NotFound(_)) => plane
+            .agents
+            .list(now)
+            .await?
+            .into_iter()
+            .find(|a| a.name == id)
+            .ok_or_else(|| ApiError::NotFound(format!("no agent with the id or name {id}")))?,
+        Err(e) => return Err(e.into()),
+    };
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    let change = async { Ok::<_, ServiceError>(plane.agents.revoke(&agent.id, now).await?) };
+    let revoked = actor.administer("agent-revoke", &agent.name, format!("agent {}", agent.id), change).await?;
+    Ok(Json(json!({"agent": revoked})))
 }
 
 async fn me(Extension(user): Extension<User>) -> Json<Value> {
@@ -442,6 +537,9 @@ async fn openapi() -> Json<Value> {
             "/api/v1/jobs/{id}/{action}": path("cancel | restart | resume", "post"),
             "/api/v1/infrastructure": path("Configuration server, vCenters, hosts, datastores, master targets, process servers", "get"),
             "/api/v1/infrastructure/faults": path("Fault knobs of the local estate (Administrator)", "post"),
+            "/api/v1/agents": {"get": {"summary": "Site agents (process servers, master targets) with state, last heartbeat, version and inventory; the vault CA's fingerprint", "responses": {"200": {"description": "OK"}}},
+                "post": {"summary": "Enroll an agent (Administrator; body: {name, role: process-server | master-target, site?: cloud | on-premises}); returns the one-time token and the command that starts the agent", "responses": {"201": {"description": "Enrolled"}, "400": {"description": "Malformed or unknown field"}, "403": {"description": "Not an Administrator"}, "409": {"description": "Name taken", "content": {"application/json": {"schema": err}}}, "422": {"description": "Invalid name, role or site"}}}},
+            "/api/v1/agents/{id}/revoke": path("Revoke an agent by id or name (Administrator): its certificate and token are refused at once", "post"),
             "/api/v1/me": path("The account the token belongs to, with its role", "get"),
             "/api/v1/audit": path("The audit log, newest first (filters: user, target; offset)", "get"),
         },

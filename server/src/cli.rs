@@ -49,6 +49,12 @@ pub enum Command {
     CommitInCloud(crate::client::ActionArgs),
     /// Fail a recovery plan back, group after group; --dry-run shows each item's point and checks.
     PlanFailover(crate::client::PlanArgs),
+    /// Run a site agent: a process server (cloud side) or a master target (on-premises). The first start enrolls
+    /// with the token an Administrator made (`homeward agents enroll`); later starts reuse the agent's certificate.
+    Agent(AgentArgs),
+    /// The vault's site agents, through the API: enroll one (prints its one-time token), list them, revoke one.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
     /// Local accounts and personal API tokens, written straight into the vault's database.
     #[command(subcommand)]
     Users(UsersCommand),
@@ -131,6 +137,70 @@ pub enum UsersCommand {
     },
 }
 
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// process-server or master-target; must be the role the agent was enrolled for.
+    #[arg(long, value_parser = parse_agent_role)]
+    pub role: orchestrator::agents::AgentRole,
+    /// The portal's URL (http://HOST:PORT), used to enroll; the agent then heartbeats to the agents' endpoint on the
+    /// same host.
+    #[arg(long, env = "HOMEWARD_CONTROL_PLANE", value_name = "URL")]
+    pub control_plane: Option<String>,
+    /// The one-time enrollment token (first start only).
+    #[arg(long, env = "HOMEWARD_AGENT_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// SHA-256 fingerprint of the vault's CA, printed with the token: the agent trusts no other CA (first start only).
+    #[arg(long, env = "HOMEWARD_CA_FINGERPRINT", value_name = "HEX")]
+    pub ca_fingerprint: Option<String>,
+    /// Folder for the agent's key, certificate and state; created if missing.
+    #[arg(long, env = "HOMEWARD_AGENT_DIR", default_value = "homeward-agent", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Folder of the disk images this agent reads or writes; defaults to <data-dir>/disks.
+    #[arg(long, env = "HOMEWARD_AGENT_DISKS", value_name = "DIR")]
+    pub disks: Option<PathBuf>,
+    /// Seconds between heartbeats (1 to 300); three missed ones show the agent offline.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub heartbeat_seconds: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// Enroll an agent (Administrator): prints its one-time token and the command to start it with.
+    Enroll {
+        /// The agent's name: lower-case letters, digits, '.', '_' or '-'.
+        name: String,
+        /// process-server or master-target.
+        #[arg(long, value_parser = parse_agent_role)]
+        role: orchestrator::agents::AgentRole,
+        /// cloud or on-premises; by default the role's usual site (process server: cloud; master target:
+        /// on-premises).
+        #[arg(long, value_parser = parse_site)]
+        site: Option<orchestrator::agents::SiteKind>,
+        #[command(flatten)]
+        server: crate::client::Server,
+    },
+    /// List the agents with their state, last heartbeat and version.
+    List {
+        #[command(flatten)]
+        server: crate::client::Server,
+    },
+    /// Revoke an agent (Administrator): its certificate is refused from its next request on.
+    Revoke {
+        /// The agent's id or name.
+        agent: String,
+        #[command(flatten)]
+        server: crate::client::Server,
+    },
+}
+
+fn parse_agent_role(s: &str) -> Result<orchestrator::agents::AgentRole, String> {
+    orchestrator::agents::AgentRole::parse(s).ok_or_else(|| "expected process-server or master-target".to_owned())
+}
+
+fn parse_site(s: &str) -> Result<orchestrator::agents::SiteKind, String> {
+    orchestrator::agents::SiteKind::parse(s).ok_or_else(|| "expected cloud or on-premises".to_owned())
+}
+
 fn parse_role(s: &str) -> Result<orchestrator::access::Role, String> {
     orchestrator::access::Role::parse(s)
         .ok_or_else(|| "expected reader, drill-operator, operator or administrator".to_owned())
@@ -182,6 +252,11 @@ pub struct ServeArgs {
     /// `site` folder beside the binary's target directory, then ./target/site.
     #[arg(long, env = "HOMEWARD_SITE_ROOT", value_name = "DIR")]
     pub site_root: Option<PathBuf>,
+    /// Address of the agents' endpoint (mutual TLS only; agents heartbeat there); defaults to the portal's address
+    /// with port 3443, or a free port when the portal's port is 0. The chosen address is printed on stdout after
+    /// the portal's URL.
+    #[arg(long, env = "HOMEWARD_AGENT_LISTEN", value_name = "ADDR")]
+    pub agent_listen: Option<SocketAddr>,
     /// Name given to the vault when the database is created (an existing vault keeps its name).
     #[arg(long, env = "HOMEWARD_VAULT_NAME", default_value = "homeward-vault", value_name = "NAME")]
     pub vault_name: VaultName,

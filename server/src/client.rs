@@ -386,3 +386,72 @@ async fn wait_job(s: &Server, id: &str) -> Result<(), Failure> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// `homeward agents enroll | list | revoke`.
+pub async fn agents(cmd: &crate::cli::AgentsCommand) -> Result<(), Failure> {
+    use crate::cli::AgentsCommand;
+    match cmd {
+        AgentsCommand::Enroll { name, role, site, server } => {
+            let mut body = json!({"name": name, "role": role.as_str()});
+            if let Some(site) = site {
+                body["site"] = json!(site.as_str());
+            }
+            let (_, v) =
+                call(server, reqwest::Method::POST, &format!("{}/agents", base(server)), Some(body), None).await?;
+            if server.json {
+                println!("{v}");
+                return Ok(());
+            }
+            let a = &v["agent"];
+            println!(
+                "enrolled {} ({}), {} at the {} site; the token is shown only now and works once, within 24 hours.",
+                a["name"].as_str().unwrap_or(""),
+                a["id"].as_str().unwrap_or(""),
+                a["role"].as_str().unwrap_or(""),
+                a["site"].as_str().unwrap_or("")
+            );
+            println!("token: {}", v["token"].as_str().unwrap_or(""));
+            println!("vault CA fingerprint (sha256): {}", v["ca_fingerprint"].as_str().unwrap_or(""));
+            println!("on the agent's machine run:\n  {}", v["command"].as_str().unwrap_or(""));
+        }
+        AgentsCommand::List { server } => {
+            let (_, v) = call(server, reqwest::Method::GET, &format!("{}/agents", base(server)), None, None).await?;
+            if server.json {
+                println!("{v}");
+                return Ok(());
+            }
+            println!(
+                "{:<20} {:<16} {:<15} {:<12} {:<18} {:<24} version",
+                "id", "name", "role", "site", "state", "last heartbeat"
+            );
+            for a in v["agents"].as_array().into_iter().flatten() {
+                let last =
+                    a["last_heartbeat_at"].as_u64().map_or_else(|| "never".to_owned(), orchestrator::domain::utc_text);
+                println!(
+                    "{:<20} {:<16} {:<15} {:<12} {:<18} {:<24} {}",
+                    a["id"].as_str().unwrap_or(""),
+                    a["name"].as_str().unwrap_or(""),
+                    a["role"].as_str().unwrap_or(""),
+                    a["site"].as_str().unwrap_or(""),
+                    a["state"].as_str().unwrap_or(""),
+                    last,
+                    a["version"].as_str().unwrap_or("-")
+                );
+            }
+        }
+        AgentsCommand::Revoke { agent, server } => {
+            let url = format!("{}/agents/{agent}/revoke", base(server));
+            let (_, v) = call(server, reqwest::Method::POST, &url, Some(json!({})), None).await?;
+            if server.json {
+                println!("{v}");
+                return Ok(());
+            }
+            println!(
+                "revoked {} ({}): its certificate is refused from its next request on",
+                v["agent"]["name"].as_str().unwrap_or(""),
+                v["agent"]["id"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,6 +1,8 @@
 //! The `homeward` binary. Only this crate knows axum, the listener and the process: it parses the command line,
 //! opens the database, and mounts the portal (`app`) and the health endpoint.
 
+mod agent;
+mod agent_plane;
 mod api;
 mod auth;
 mod cli;
@@ -8,6 +10,7 @@ mod client;
 mod db;
 mod disk;
 mod events;
+mod pki;
 mod serve;
 mod throttle;
 
@@ -21,6 +24,8 @@ fn main() -> ExitCode {
         Err(e) => return cli::report_usage_error(e),
     };
     init_tracing();
+    // Every TLS configuration names its provider; this one is for clients built without one (the CLI over https).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = match cli.command {
         cli::Command::Disk(cmd) => {
             return match disk::run(cmd) {
@@ -35,6 +40,7 @@ fn main() -> ExitCode {
             return demo_init(&db, estate_dir.as_deref(), fleet, fleet_plan)
         }
         cli::Command::Users(cmd) => return users(cmd),
+        cli::Command::Agent(args) => return agent(args),
         cli::Command::Serve(args) => args,
         other => return run_client(other),
     };
@@ -74,6 +80,7 @@ fn run_client(cmd: cli::Command) -> ExitCode {
             cli::Command::PlanFailover(a) => client::plan_failover(a).await,
             cli::Command::Jobs { id, wait, server } => client::jobs(server, id.as_deref(), *wait).await,
             cli::Command::JobAction { id, action, wait, server } => client::job_action(server, id, action, *wait).await,
+            cli::Command::Agents(cmd) => client::agents(cmd).await,
             _ => Err(client::Failure { code: 2, message: "not a client command".into() }),
         }
     });
@@ -81,6 +88,20 @@ fn run_client(cmd: cli::Command) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("{}", if f.code == 3 { f.message } else { format!("error: {}", f.message) });
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn agent(args: cli::AgentArgs) -> ExitCode {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        eprintln!("error: cannot start the async runtime");
+        return ExitCode::from(1);
+    };
+    match rt.block_on(agent::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
             ExitCode::from(f.code)
         }
     }

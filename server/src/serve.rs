@@ -24,7 +24,11 @@ use orchestrator::worker::{Node, NodeError, Workers};
 use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::agent_plane::AgentPlane;
 use crate::cli::{ServeArgs, WorkerCount};
+
+/// The agents' endpoint's port when the portal has a fixed one.
+const DEFAULT_AGENT_PORT: u16 = 3443;
 use crate::db;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +47,8 @@ pub enum ServeError {
     Accounts(#[from] orchestrator::accounts::AccountError),
     #[error(transparent)]
     Node(#[from] NodeError),
+    #[error("the vault's certificate authority: {0}")]
+    Pki(#[from] crate::pki::PkiError),
 }
 
 impl ServeError {
@@ -99,10 +105,31 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         Workers::spawn(service.clone(), &node, workers_count, args.lease_seconds * 1000, shutdown.clone(), rt.clone());
     let replication = orchestrator::replication::spawn(service.clone(), &node, shutdown.clone(), rt);
     let health = Health { db: db.clone(), node: node.id.clone(), workers: workers.clone() };
-    let router = router(db, &site_root, addr, service, accounts, health);
+
+    // The agents' endpoint: mutual TLS with certificates of the vault's own CA.
+    let agent_addr = args
+        .agent_listen
+        .unwrap_or_else(|| SocketAddr::new(addr.ip(), if args.listen.port() == 0 { 0 } else { DEFAULT_AGENT_PORT }));
+    let agent_listener = tokio::net::TcpListener::bind(agent_addr)
+        .await
+        .map_err(|source| ServeError::Listen { addr: agent_addr, source })?;
+    let agent_addr = agent_listener.local_addr().map_err(|source| ServeError::Listen { addr: agent_addr, source })?;
+    let pki_dir = args.data_dir.join("pki");
+    let ca = tokio::task::spawn_blocking(move || crate::pki::Ca::load_or_create(&pki_dir))
+        .await
+        .map_err(|e| ServeError::Pki(crate::pki::PkiError::Invalid(e.to_string())))??;
+    let plane = AgentPlane {
+        agents: orchestrator::agents::Agents::new(db.clone()),
+        accounts: accounts.clone(),
+        ca: Arc::new(ca),
+        agent_port: agent_addr.port(),
+    };
+    let agent_endpoint = crate::agent_plane::spawn(agent_listener, plane.clone())?;
+    let router = router(db, &site_root, addr, service, accounts, health, plane);
 
     // The first line on stdout: scripts and tests read the URL from it (port 0 picks a free port).
     println!("Homeward portal: http://{addr}/");
+    println!("Agents' endpoint (mutual TLS): {agent_addr}");
     if let Some(pw) = generated {
         println!("First start: sign in as 'admin' with the one-time password {pw}");
         println!("It is shown only now and stored only as a hash. Create your own accounts with `homeward users add`.");
@@ -112,6 +139,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     // The client's address, for the sign-in throttle.
     let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    agent_endpoint.abort();
     // Running steps stop at their next chunk and their jobs are handed back for any node to take.
     tokio::task::spawn_blocking(move || {
         workers.shutdown();
@@ -140,6 +168,7 @@ pub fn router(
     service: Arc<Service>,
     accounts: Accounts,
     health: Health,
+    plane: AgentPlane,
 ) -> Router {
     let options = LeptosOptions::builder()
         .output_name(OUTPUT_NAME)
@@ -159,7 +188,8 @@ pub fn router(
         )
         .route("/auth/logout", post(crate::auth::logout).with_state(accounts.clone()))
         .route("/events/jobs/{id}", get(crate::events::job_events).with_state(service.clone()))
-        .nest_service("/api/v1", crate::api::router(service, accounts.clone()))
+        .route("/agent/enroll", post(crate::agent_plane::enroll).with_state(plane.clone()))
+        .nest_service("/api/v1", crate::api::router(service, accounts.clone(), plane))
         .leptos_routes_with_context(&options, routes, provide.clone(), {
             let options = options.clone();
             move || shell(options.clone())

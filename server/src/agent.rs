@@ -1,0 +1,240 @@
+//! `homeward agent`: a site agent. The first start enrolls — a new key, a certificate request redeemed with the
+//! one-time token, the vault's CA checked against the fingerprint the Administrator was given — and from then on
+//! the agent heartbeats its inventory to the control plane over mutual TLS. A revoked agent stops (exit 3).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use orchestrator::agents::{AgentDisk, AgentRole, Inventory};
+use serde::{Deserialize, Serialize};
+
+use crate::agent_plane::{EnrollRequest, Enrolled, Heartbeat};
+use crate::cli::AgentArgs;
+use crate::pki::{self, Identity};
+
+/// Exit codes: 1 a failure while running, 2 bad configuration or a refused enrollment, 3 revoked.
+#[derive(Debug)]
+pub struct AgentFailure {
+    pub code: u8,
+    pub message: String,
+}
+
+fn fail(code: u8, message: impl Into<String>) -> AgentFailure {
+    AgentFailure { code, message: message.into() }
+}
+
+/// What the agent remembers between starts (beside its key and certificates).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct State {
+    agent_id: String,
+    name: String,
+    role: AgentRole,
+    /// `host:port` of the control plane's agents' endpoint.
+    endpoint: String,
+}
+
+const STATE: &str = "agent.json";
+const KEY: &str = "agent.key";
+const CERT: &str = "agent.pem";
+const CA: &str = "ca.pem";
+
+pub async fn run(args: AgentArgs) -> Result<(), AgentFailure> {
+    let dir = args.data_dir.clone();
+    prepare(&dir).map_err(|e| fail(2, format!("{}: {e}", dir.display())))?;
+    let disks = args.disks.clone().unwrap_or_else(|| dir.join("disks"));
+    std::fs::create_dir_all(&disks).map_err(|e| fail(2, format!("{}: {e}", disks.display())))?;
+    let state = match read_state(&dir)? {
+        Some(s) => {
+            if args.token.is_some() {
+                eprintln!(
+                    "note: this agent is enrolled already (as {}); --token is used only by a first start",
+                    s.name
+                );
+            }
+            s
+        }
+        None => enroll(&args).await?,
+    };
+    if state.role != args.role {
+        return Err(fail(
+            2,
+            format!(
+                "this agent ({}) was enrolled as a {}; start it with --role {}",
+                state.name,
+                state.role.as_str(),
+                state.role.as_str()
+            ),
+        ));
+    }
+    let identity =
+        Identity { key_pem: read(&dir.join(KEY))?, cert_pem: read(&dir.join(CERT))?, ca_pem: read(&dir.join(CA))? };
+    let tls = identity.control_plane_client().map_err(|e| fail(2, e.to_string()))?;
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| fail(2, format!("the TLS client: {e}")))?;
+    println!(
+        "Homeward agent {} ({}), {}: heartbeating to {} every {} s",
+        state.name,
+        state.agent_id,
+        state.role.title().to_lowercase(),
+        state.endpoint,
+        args.heartbeat_seconds
+    );
+    let url = format!("https://{}/agent/v1/heartbeat", state.endpoint);
+    let period = Duration::from_secs(args.heartbeat_seconds);
+    let mut stop = std::pin::pin!(shutdown());
+    loop {
+        let d = disks.clone();
+        let period_ms = period.as_millis() as u64;
+        let inventory =
+            tokio::task::spawn_blocking(move || inventory(&d, period_ms)).await.map_err(|e| fail(1, e.to_string()))?;
+        let beat = Heartbeat { version: env!("CARGO_PKG_VERSION").into(), inventory };
+        match client.post(&url).json(&beat).send().await {
+            Ok(r) if r.status().is_success() => tracing::debug!("heartbeat accepted"),
+            Ok(r) if r.status() == reqwest::StatusCode::FORBIDDEN => {
+                let v: serde_json::Value = r.json().await.unwrap_or_default();
+                return Err(fail(
+                    3,
+                    format!(
+                        "the control plane refuses this agent: {}",
+                        v["message"].as_str().unwrap_or("revoked or unknown")
+                    ),
+                ));
+            }
+            Ok(r) => tracing::warn!(status = %r.status(), "heartbeat refused; retrying"),
+            Err(e) => {
+                tracing::warn!(error = %e, endpoint = %state.endpoint, "the control plane is unreachable; retrying")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = &mut stop => return Ok(()),
+        }
+    }
+}
+
+/// First start: a key made here (it never leaves this folder), a certificate from the vault's CA for it.
+async fn enroll(args: &AgentArgs) -> Result<State, AgentFailure> {
+    let missing = |what: &str| {
+        fail(
+            2,
+            format!(
+                "this agent is not enrolled yet: pass {what} (an Administrator gets the whole command from \
+                 `homeward agents enroll` or the portal's Infrastructure page)"
+            ),
+        )
+    };
+    let base = args.control_plane.as_deref().ok_or_else(|| missing("--control-plane"))?;
+    let token = args.token.as_deref().ok_or_else(|| missing("--token"))?;
+    let expected = args.ca_fingerprint.as_deref().ok_or_else(|| missing("--ca-fingerprint"))?;
+    let expected = expected.replace(':', "").to_ascii_lowercase();
+    let base = base.trim_end_matches('/');
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(fail(2, format!("--control-plane {base}: expected http://HOST:PORT or https://HOST:PORT")));
+    }
+    let (key_pem, csr) = pki::agent_request("homeward-agent").map_err(|e| fail(1, e.to_string()))?;
+    let req =
+        EnrollRequest { token: token.to_owned(), role: args.role, csr, version: env!("CARGO_PKG_VERSION").into() };
+    let client =
+        reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| fail(1, e.to_string()))?;
+    let url = format!("{base}/agent/enroll");
+    let resp = client
+        .post(&url)
+        .json(&serde_json::to_value(&req).map_err(|e| fail(1, e.to_string()))?)
+        .send()
+        .await
+        .map_err(|e| fail(1, format!("cannot reach the control plane at {url}: {e}")))?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| fail(1, e.to_string()))?;
+    if !status.is_success() {
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        return Err(fail(2, format!("enrollment refused: {}", v["message"].as_str().unwrap_or(&text))));
+    }
+    let enrolled: Enrolled =
+        serde_json::from_str(&text).map_err(|e| fail(1, format!("the control plane's answer: {e}")))?;
+    let ca = pki::cert_der(&enrolled.ca_certificate).map_err(|e| fail(1, e.to_string()))?;
+    let got = pki::fingerprint(&ca);
+    if got != expected {
+        return Err(fail(
+            2,
+            format!(
+                "the control plane presented a CA with fingerprint {got}, not the {expected} you were given: \
+                 refusing to trust it (a wrong address, or someone in between)"
+            ),
+        ));
+    }
+    let dir = &args.data_dir;
+    let write = |name: &str, text: &str| pki::write_private(&dir.join(name), text.as_bytes());
+    let state =
+        State { agent_id: enrolled.agent_id, name: enrolled.name, role: args.role, endpoint: enrolled.endpoint };
+    let json = serde_json::to_string_pretty(&state).map_err(|e| fail(1, e.to_string()))?;
+    // The state file last: its presence means the key and both certificates are in place.
+    write(KEY, &key_pem)
+        .and_then(|()| write(CERT, &enrolled.certificate))
+        .and_then(|()| write(CA, &enrolled.ca_certificate))
+        .and_then(|()| write(STATE, &json))
+        .map_err(|e| fail(1, e.to_string()))?;
+    println!("enrolled as {} ({}); the vault's CA is {got}", state.name, state.agent_id);
+    Ok(state)
+}
+
+fn prepare(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+fn read(path: &Path) -> Result<String, AgentFailure> {
+    std::fs::read_to_string(path).map_err(|e| fail(2, format!("{}: {e}", path.display())))
+}
+
+fn read_state(dir: &Path) -> Result<Option<State>, AgentFailure> {
+    let path: PathBuf = dir.join(STATE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| fail(2, format!("{}: {e}; enroll this agent again in a new folder", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(fail(2, format!("{}: {e}", path.display()))),
+    }
+}
+
+/// The disk images in `disks` and the free space of their filesystem.
+fn inventory(disks: &Path, heartbeat_ms: u64) -> Inventory {
+    let mut list: Vec<AgentDisk> = std::fs::read_dir(disks)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            m.is_file().then(|| AgentDisk { name: e.file_name().to_string_lossy().into_owned(), size_bytes: m.len() })
+        })
+        .collect();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    let (free_bytes, total_bytes) = space(disks).unwrap_or((0, 0));
+    Inventory { disks: list, free_bytes, total_bytes, heartbeat_ms }
+}
+
+fn space(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a properly sized out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    let frsize = s.f_frsize as u64;
+    Some((s.f_bavail as u64 * frsize, s.f_blocks as u64 * frsize))
+}
+
+async fn shutdown() {
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term => {} }
+}

@@ -1,0 +1,237 @@
+//! The control plane's side of the site agents: enrollment (on the portal's port, authenticated by the one-time
+//! token) and the agents' own endpoint (a port of its own, mutual TLS only: an agent is known by its
+//! certificate's fingerprint, checked against the registry on every request so that a revocation holds at once).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
+use orchestrator::accounts::{Accounts, AuditEntry};
+use orchestrator::agents::{Agent, AgentError, AgentRole, Agents, Inventory};
+use orchestrator::service::system_clock;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::pki::{fingerprint, Ca};
+
+/// What enrollment and the agents' endpoint share.
+#[derive(Clone)]
+pub struct AgentPlane {
+    pub agents: Agents,
+    pub accounts: Accounts,
+    pub ca: Arc<Ca>,
+    /// The port of the agents' endpoint (its host is the one the agent reached the portal by).
+    pub agent_port: u16,
+}
+
+/// An agent's first request: its one-time token and a certificate request.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub token: String,
+    pub role: AgentRole,
+    pub csr: String,
+    pub version: String,
+}
+
+/// The control plane's answer: the agent's certificate, the CA to trust, and where to heartbeat.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrolled {
+    pub agent_id: String,
+    pub name: String,
+    pub certificate: String,
+    pub ca_certificate: String,
+    /// `host:port` of the agents' endpoint.
+    pub endpoint: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub version: String,
+    pub inventory: Inventory,
+}
+
+fn refuse(status: StatusCode, code: &str, message: String, action: &str) -> Response {
+    (status, Json(json!({"code": code, "message": message, "recommended_action": action}))).into_response()
+}
+
+fn agent_error(e: &AgentError) -> Response {
+    match e {
+        AgentError::UnknownToken | AgentError::TokenExpired | AgentError::Revoked(_) => {
+            refuse(StatusCode::FORBIDDEN, "enrollment-refused", e.to_string(), "Enroll the agent again.")
+        }
+        AgentError::WrongRole { .. } => {
+            refuse(StatusCode::CONFLICT, "wrong-role", e.to_string(), "Start the agent with the enrolled role.")
+        }
+        AgentError::Invalid(_) | AgentError::NameTaken(_) | AgentError::NotFound(_) => {
+            refuse(StatusCode::BAD_REQUEST, "invalid", e.to_string(), "Fix the request.")
+        }
+        AgentError::Db(_) => {
+            refuse(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string(), "Retry; see the server log.")
+        }
+    }
+}
+
+async fn audit(accounts: &Accounts, action: &str, target: &str, outcome: &str, detail: Option<String>) {
+    let e = AuditEntry {
+        at: system_clock(),
+        user_name: "(agent)".into(),
+        role: "agent".into(),
+        action: action.into(),
+        target: target.into(),
+        outcome: outcome.into(),
+        detail,
+        ..AuditEntry::default()
+    };
+    if let Err(err) = accounts.audit(&e).await {
+        tracing::error!(error = %err, "audit log write failed");
+    }
+}
+
+/// `POST /agent/enroll` on the portal's port: the token is the credential; it is checked before the CA signs.
+pub async fn enroll(State(plane): State<AgentPlane>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+    let req: EnrollRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}"), "Send token, role, csr, version.")
+        }
+    };
+    let now = system_clock();
+    let agent = match plane.agents.pending(&req.token, req.role, now).await {
+        Ok(a) => a,
+        Err(e) => {
+            audit(&plane.accounts, "agent-enroll", "(token)", "refused", Some(e.to_string())).await;
+            return agent_error(&e);
+        }
+    };
+    let (ca, name, csr) = (plane.ca.clone(), agent.name.clone(), req.csr.clone());
+    let signed = tokio::task::spawn_blocking(move || ca.sign_agent(&csr, &name)).await;
+    let (cert, fp) = match signed {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return refuse(StatusCode::BAD_REQUEST, "invalid-csr", e.to_string(), "Send a PKCS #10 request."),
+        Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string(), "Retry."),
+    };
+    let agent = match plane.agents.redeem(&req.token, req.role, &fp, &req.version, now).await {
+        Ok(a) => a,
+        Err(e) => {
+            audit(&plane.accounts, "agent-enroll", &agent.name, "refused", Some(e.to_string())).await;
+            return agent_error(&e);
+        }
+    };
+    audit(&plane.accounts, "agent-enroll", &agent.name, "succeeded", Some(format!("certificate sha256 {fp}"))).await;
+    tracing::info!(agent = %agent.name, id = %agent.id, role = agent.role.as_str(), "agent enrolled");
+    // The agent reached the portal by this host: it reaches the agents' endpoint by the same one.
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_owned())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    Json(Enrolled {
+        agent_id: agent.id,
+        name: agent.name,
+        certificate: cert,
+        ca_certificate: plane.ca.cert_pem.clone(),
+        endpoint: format!("{host}:{}", plane.agent_port),
+    })
+    .into_response()
+}
+
+/// Who is on the other end of an agent link: the certificate's fingerprint, as the handshake verified it.
+#[derive(Clone, Debug)]
+struct Peer {
+    fingerprint: String,
+    addr: SocketAddr,
+}
+
+async fn identify(
+    State(plane): State<AgentPlane>,
+    Extension(peer): Extension<Peer>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    match plane.agents.authenticate(&peer.fingerprint, system_clock()).await {
+        Ok(agent) => {
+            req.extensions_mut().insert(agent);
+            next.run(req).await
+        }
+        Err(e @ (AgentError::Revoked(_) | AgentError::NotFound(_))) => {
+            tracing::warn!(peer = %peer.addr, error = %e, "agent refused");
+            let target = match &e {
+                AgentError::Revoked(name) => name.clone(),
+                _ => peer.fingerprint.clone(),
+            };
+            audit(&plane.accounts, "agent-connect", &target, "refused", Some(format!("{e} (from {})", peer.addr)))
+                .await;
+            refuse(StatusCode::FORBIDDEN, "agent-refused", e.to_string(), "Enroll the agent again.")
+        }
+        Err(e) => agent_error(&e),
+    }
+}
+
+async fn heartbeat(State(plane): State<AgentPlane>, Extension(agent): Extension<Agent>, body: Bytes) -> Response {
+    let hb: Heartbeat = match serde_json::from_slice(&body) {
+        Ok(h) => h,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}"), "Send version, inventory."),
+    };
+    match plane.agents.heartbeat(&agent.id, &hb.version, &hb.inventory, system_clock()).await {
+        Ok(()) => Json(json!({"agent_id": agent.id, "name": agent.name})).into_response(),
+        Err(e) => agent_error(&e),
+    }
+}
+
+fn agent_router(plane: AgentPlane) -> Router {
+    Router::new()
+        .route("/agent/v1/heartbeat", post(heartbeat))
+        .layer(axum::middleware::from_fn_with_state(plane.clone(), identify))
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        .with_state(plane)
+}
+
+/// Serves the agents' endpoint on `listener` until the task is aborted: every connection completes a mutual TLS
+/// handshake (a client without a certificate of the vault's CA never reaches a handler) within 10 s.
+pub fn spawn(
+    listener: tokio::net::TcpListener,
+    plane: AgentPlane,
+) -> Result<tokio::task::JoinHandle<()>, crate::pki::PkiError> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(plane.ca.control_plane_config()?));
+    let router = agent_router(plane);
+    Ok(tokio::spawn(async move {
+        loop {
+            let (tcp, addr) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "agents' endpoint: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (acceptor, router) = (acceptor.clone(), router.clone());
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return tracing::warn!(peer = %addr, error = %e, "agents' endpoint: TLS refused"),
+                    Err(_) => return tracing::warn!(peer = %addr, "agents' endpoint: TLS handshake timed out"),
+                };
+                let Some(fp) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| fingerprint(c))
+                else {
+                    return;
+                };
+                let svc = router.layer(Extension(Peer { fingerprint: fp, addr }));
+                let svc = hyper_util::service::TowerToHyperService::new(svc);
+                let io = hyper_util::rt::TokioIo::new(tls);
+                if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await {
+                    tracing::debug!(peer = %addr, error = %e, "agents' endpoint: connection ended");
+                }
+            });
+        }
+    }))
+}
