@@ -44,7 +44,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentFailure> {
     prepare(&dir).map_err(|e| fail(2, format!("{}: {e}", dir.display())))?;
     let disks = args.disks.clone().unwrap_or_else(|| dir.join("disks"));
     std::fs::create_dir_all(&disks).map_err(|e| fail(2, format!("{}: {e}", disks.display())))?;
-    let state = match read_state(&dir)? {
+    let mut state = match read_state(&dir)? {
         Some(s) => {
             if args.token.is_some() {
                 eprintln!(
@@ -66,6 +66,12 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentFailure> {
                 state.role.as_str()
             ),
         ));
+    }
+    // A control plane that moved: the new address wins (its CA still has to be the vault's).
+    if let Some(moved) = args.control_plane.as_deref().filter(|e| *e != state.endpoint) {
+        state.endpoint = moved.to_owned();
+        let json = serde_json::to_string_pretty(&state).map_err(|e| fail(1, e.to_string()))?;
+        pki::write_private(&dir.join(STATE), json.as_bytes()).map_err(|e| fail(2, e.to_string()))?;
     }
     let identity =
         Identity { key_pem: read(&dir.join(KEY))?, cert_pem: read(&dir.join(CERT))?, ca_pem: read(&dir.join(CA))? };
@@ -127,26 +133,26 @@ async fn enroll(args: &AgentArgs) -> Result<State, AgentFailure> {
             ),
         )
     };
-    let base = args.control_plane.as_deref().ok_or_else(|| missing("--control-plane"))?;
+    let endpoint = args.control_plane.as_deref().ok_or_else(|| missing("--control-plane"))?;
     let token = args.token.as_deref().ok_or_else(|| missing("--token"))?;
-    let expected = args.ca_fingerprint.as_deref().ok_or_else(|| missing("--ca-fingerprint"))?;
-    let expected = expected.replace(':', "").to_ascii_lowercase();
-    let base = base.trim_end_matches('/');
-    if !(base.starts_with("http://") || base.starts_with("https://")) {
-        return Err(fail(2, format!("--control-plane {base}: expected http://HOST:PORT or https://HOST:PORT")));
-    }
+    let pin = args.ca_fingerprint.as_deref().ok_or_else(|| missing("--ca-fingerprint"))?;
+    let pin = pin.replace(':', "").to_ascii_lowercase();
     let (key_pem, csr) = pki::agent_request("homeward-agent").map_err(|e| fail(1, e.to_string()))?;
     let req =
         EnrollRequest { token: token.to_owned(), role: args.role, csr, version: env!("CARGO_PKG_VERSION").into() };
-    let client =
-        reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| fail(1, e.to_string()))?;
-    let url = format!("{base}/agent/enroll");
-    let resp = client
-        .post(&url)
-        .json(&serde_json::to_value(&req).map_err(|e| fail(1, e.to_string()))?)
-        .send()
-        .await
-        .map_err(|e| fail(1, format!("cannot reach the control plane at {url}: {e}")))?;
+    let tls = pki::enrollment_client(&pin).map_err(|e| fail(1, e.to_string()))?;
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| fail(1, e.to_string()))?;
+    let url = format!("https://{endpoint}/agent/v1/enroll");
+    let resp = client.post(&url).json(&req).send().await.map_err(|e| {
+        // The pinned CA's refusal sits deep in the error's sources: say it, not only "error sending request".
+        let why = error_chain(&e);
+        let code = if why.contains("refusing to trust it") { 2 } else { 1 };
+        fail(code, format!("cannot enroll at {endpoint}: {why}"))
+    })?;
     let status = resp.status();
     let text = resp.text().await.map_err(|e| fail(1, e.to_string()))?;
     if !status.is_success() {
@@ -155,21 +161,14 @@ async fn enroll(args: &AgentArgs) -> Result<State, AgentFailure> {
     }
     let enrolled: Enrolled =
         serde_json::from_str(&text).map_err(|e| fail(1, format!("the control plane's answer: {e}")))?;
-    let ca = pki::cert_der(&enrolled.ca_certificate).map_err(|e| fail(1, e.to_string()))?;
-    let got = pki::fingerprint(&ca);
-    if got != expected {
-        return Err(fail(
-            2,
-            format!(
-                "the control plane presented a CA with fingerprint {got}, not the {expected} you were given: \
-                 refusing to trust it (a wrong address, or someone in between)"
-            ),
-        ));
+    let got = pki::fingerprint(&pki::cert_der(&enrolled.ca_certificate).map_err(|e| fail(1, e.to_string()))?);
+    if got != pin {
+        return Err(fail(1, format!("the control plane answered with a CA {got} other than the pinned {pin}")));
     }
     let dir = &args.data_dir;
     let write = |name: &str, text: &str| pki::write_private(&dir.join(name), text.as_bytes());
     let state =
-        State { agent_id: enrolled.agent_id, name: enrolled.name, role: args.role, endpoint: enrolled.endpoint };
+        State { agent_id: enrolled.agent_id, name: enrolled.name, role: args.role, endpoint: endpoint.to_owned() };
     let json = serde_json::to_string_pretty(&state).map_err(|e| fail(1, e.to_string()))?;
     // The state file last: its presence means the key and both certificates are in place.
     write(KEY, &key_pem)
@@ -179,6 +178,18 @@ async fn enroll(args: &AgentArgs) -> Result<State, AgentFailure> {
         .map_err(|e| fail(1, e.to_string()))?;
     println!("enrolled as {} ({}); the vault's CA is {got}", state.name, state.agent_id);
     Ok(state)
+}
+
+/// An error with its sources, which is where TLS and connection errors say what went wrong.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
 }
 
 fn prepare(dir: &Path) -> std::io::Result<()> {

@@ -1,6 +1,7 @@
-//! The control plane's side of the site agents: enrollment (on the portal's port, authenticated by the one-time
-//! token) and the agents' own endpoint (a port of its own, mutual TLS only: an agent is known by its
-//! certificate's fingerprint, checked against the registry on every request so that a revocation holds at once).
+//! The control plane's side of the site agents, on a port of its own, always TLS: enrollment (the one-time token
+//! is the credential; the agent has pinned the vault CA's fingerprint, so the token only ever travels encrypted to
+//! this vault) and every other route with mutual TLS, where an agent is known by its certificate's fingerprint,
+//! checked against the registry on every request so that a revocation holds at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ pub struct AgentPlane {
     pub agents: Agents,
     pub accounts: Accounts,
     pub ca: Arc<Ca>,
-    /// The port of the agents' endpoint (its host is the one the agent reached the portal by).
+    /// The port of the agents' endpoint (the enrollment command names it with the host the portal was reached by).
     pub agent_port: u16,
 }
 
@@ -49,8 +50,6 @@ pub struct Enrolled {
     pub name: String,
     pub certificate: String,
     pub ca_certificate: String,
-    /// `host:port` of the agents' endpoint.
-    pub endpoint: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -97,8 +96,8 @@ async fn audit(accounts: &Accounts, action: &str, target: &str, outcome: &str, d
     }
 }
 
-/// `POST /agent/enroll` on the portal's port: the token is the credential; it is checked before the CA signs.
-pub async fn enroll(State(plane): State<AgentPlane>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+/// `POST /agent/v1/enroll`: the token is the credential; it is checked before the CA signs.
+async fn enroll(State(plane): State<AgentPlane>, body: Bytes) -> Response {
     let req: EnrollRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -129,26 +128,20 @@ pub async fn enroll(State(plane): State<AgentPlane>, headers: axum::http::Header
     };
     audit(&plane.accounts, "agent-enroll", &agent.name, "succeeded", Some(format!("certificate sha256 {fp}"))).await;
     tracing::info!(agent = %agent.name, id = %agent.id, role = agent.role.as_str(), "agent enrolled");
-    // The agent reached the portal by this host: it reaches the agents' endpoint by the same one.
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_owned())
-        .unwrap_or_else(|| "127.0.0.1".into());
     Json(Enrolled {
         agent_id: agent.id,
         name: agent.name,
         certificate: cert,
         ca_certificate: plane.ca.cert_pem.clone(),
-        endpoint: format!("{host}:{}", plane.agent_port),
     })
     .into_response()
 }
 
-/// Who is on the other end of an agent link: the certificate's fingerprint, as the handshake verified it.
+/// Who is on the other end of an agent link: the certificate's fingerprint as the handshake verified it (none
+/// before enrollment).
 #[derive(Clone, Debug)]
 struct Peer {
-    fingerprint: String,
+    fingerprint: Option<String>,
     addr: SocketAddr,
 }
 
@@ -158,7 +151,15 @@ async fn identify(
     mut req: Request,
     next: Next,
 ) -> Response {
-    match plane.agents.authenticate(&peer.fingerprint, system_clock()).await {
+    let Some(fingerprint) = peer.fingerprint else {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "certificate-required",
+            "this route needs the agent's certificate; only enrollment works without one".into(),
+            "Enroll the agent first.",
+        );
+    };
+    match plane.agents.authenticate(&fingerprint, system_clock()).await {
         Ok(agent) => {
             req.extensions_mut().insert(agent);
             next.run(req).await
@@ -167,7 +168,7 @@ async fn identify(
             tracing::warn!(peer = %peer.addr, error = %e, "agent refused");
             let target = match &e {
                 AgentError::Revoked(name) => name.clone(),
-                _ => peer.fingerprint.clone(),
+                _ => fingerprint.clone(),
             };
             audit(&plane.accounts, "agent-connect", &target, "refused", Some(format!("{e} (from {})", peer.addr)))
                 .await;
@@ -189,15 +190,18 @@ async fn heartbeat(State(plane): State<AgentPlane>, Extension(agent): Extension<
 }
 
 fn agent_router(plane: AgentPlane) -> Router {
-    Router::new()
+    let authenticated = Router::new()
         .route("/agent/v1/heartbeat", post(heartbeat))
-        .layer(axum::middleware::from_fn_with_state(plane.clone(), identify))
+        .layer(axum::middleware::from_fn_with_state(plane.clone(), identify));
+    Router::new()
+        .route("/agent/v1/enroll", post(enroll))
+        .merge(authenticated)
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .with_state(plane)
 }
 
-/// Serves the agents' endpoint on `listener` until the task is aborted: every connection completes a mutual TLS
-/// handshake (a client without a certificate of the vault's CA never reaches a handler) within 10 s.
+/// Serves the agents' endpoint on `listener` until the task is aborted. Every connection is TLS, its handshake
+/// done within 10 s; a client certificate, when presented, must be of the vault's CA (else the handshake fails).
 pub fn spawn(
     listener: tokio::net::TcpListener,
     plane: AgentPlane,
@@ -221,10 +225,7 @@ pub fn spawn(
                     Ok(Err(e)) => return tracing::warn!(peer = %addr, error = %e, "agents' endpoint: TLS refused"),
                     Err(_) => return tracing::warn!(peer = %addr, "agents' endpoint: TLS handshake timed out"),
                 };
-                let Some(fp) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| fingerprint(c))
-                else {
-                    return;
-                };
+                let fp = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| fingerprint(c));
                 let svc = router.layer(Extension(Peer { fingerprint: fp, addr }));
                 let svc = hyper_util::service::TowerToHyperService::new(svc);
                 let io = hyper_util::rt::TokioIo::new(tls);

@@ -236,11 +236,14 @@ async fn enroll_agent(
     let change =
         async { Ok::<_, ServiceError>(plane.agents.enroll(&b.name, b.role, site, &user.name, (s.clock)()).await?) };
     let e = actor.administer("agent-enroll-token", b.name.trim(), detail, change).await?;
-    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:3000");
+    // The agent's machine reaches the agents' endpoint by the host this request reached the portal by.
+    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+    let host = host.rsplit_once(':').filter(|(_, port)| port.parse::<u16>().is_ok()).map_or(host, |(h, _)| h);
     let fp = plane.ca.fingerprint();
     let command = format!(
-        "homeward agent --role {} --control-plane http://{host} --token {} --ca-fingerprint {fp}",
+        "homeward agent --role {} --control-plane {host}:{} --token {} --ca-fingerprint {fp}",
         e.agent.role.as_str(),
+        plane.agent_port,
         e.token
     );
     Ok((

@@ -22,9 +22,9 @@ use serde_json::json;
 pub const SESSION_COOKIE: &str = "homeward_session";
 
 /// Paths anyone may open: the sign-in page and its form, health, the vault's name for the sign-in page's header,
-/// an agent's enrollment (its one-time token is the credential), and the site's static files.
+/// and the site's static files.
 fn is_public(path: &str) -> bool {
-    matches!(path, "/login" | "/auth/login" | "/healthz" | "/favicon.ico" | "/api/vault/summary" | "/agent/enroll")
+    matches!(path, "/login" | "/auth/login" | "/healthz" | "/favicon.ico" | "/api/vault/summary")
         || path.starts_with("/pkg/")
 }
 

@@ -142,9 +142,9 @@ pub struct AgentArgs {
     /// process-server or master-target; must be the role the agent was enrolled for.
     #[arg(long, value_parser = parse_agent_role)]
     pub role: orchestrator::agents::AgentRole,
-    /// The portal's URL (http://HOST:PORT), used to enroll; the agent then heartbeats to the agents' endpoint on the
-    /// same host.
-    #[arg(long, env = "HOMEWARD_CONTROL_PLANE", value_name = "URL")]
+    /// The control plane's agents' endpoint, HOST:PORT (printed by `homeward serve` and in the enrollment
+    /// command); needed by the first start, and again only if the control plane moves.
+    #[arg(long, env = "HOMEWARD_CONTROL_PLANE", value_name = "HOST:PORT", value_parser = parse_endpoint)]
     pub control_plane: Option<String>,
     /// The one-time enrollment token (first start only).
     #[arg(long, env = "HOMEWARD_AGENT_TOKEN", value_name = "TOKEN", hide_env_values = true)]
@@ -191,6 +191,15 @@ pub enum AgentsCommand {
         #[command(flatten)]
         server: crate::client::Server,
     },
+}
+
+fn parse_endpoint(s: &str) -> Result<String, String> {
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(s.to_owned())
+        }
+        _ => Err("expected HOST:PORT of the agents' endpoint, e.g. 10.0.0.5:3443".into()),
+    }
 }
 
 fn parse_agent_role(s: &str) -> Result<orchestrator::agents::AgentRole, String> {

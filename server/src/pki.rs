@@ -146,7 +146,10 @@ impl Ca {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         validity(&mut params, 397);
         let cert = params.signed_by(&key, &self.issuer)?;
+        // Unauthenticated clients get through the handshake only to enroll (their token is the credential, and it
+        // travels encrypted); every other route needs a certificate of this CA.
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots()?, provider())
+            .allow_unauthenticated()
             .build()
             .map_err(|e| PkiError::Invalid(format!("client verifier: {e}")))?;
         let key_der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| PkiError::Invalid(e.to_owned()))?;
@@ -226,6 +229,77 @@ impl rustls::client::danger::ServerCertVerifier for FixedName {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.inner.supported_verify_schemes()
+    }
+}
+
+/// The agent's first connection, before it has a certificate: the control plane must present a chain ending in
+/// the CA whose fingerprint the Administrator gave, so the token is sent to the vault and nobody else.
+pub fn enrollment_client(ca_fingerprint: &str) -> Result<ClientConfig, PkiError> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned { fingerprint: ca_fingerprint.to_owned() }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Verifies the server's chain against the CA in it whose fingerprint is pinned, for [`CONTROL_PLANE_NAME`].
+#[derive(Debug)]
+struct Pinned {
+    fingerprint: String,
+}
+
+impl Pinned {
+    fn inner(&self, chain: &[CertificateDer<'_>]) -> Result<Arc<rustls::client::WebPkiServerVerifier>, rustls::Error> {
+        let ca = chain.iter().find(|c| fingerprint(c) == self.fingerprint).ok_or_else(|| {
+            rustls::Error::General(format!(
+                "the control plane's CA is not the one with fingerprint {}: refusing to trust it (a wrong address, \
+                 a mistyped fingerprint, or someone in between)",
+                self.fingerprint
+            ))
+        })?;
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _dialled: &ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let name = ServerName::try_from(CONTROL_PLANE_NAME).map_err(|_| rustls::Error::General("name".into()))?;
+        self.inner(intermediates)?.verify_server_cert(end_entity, &[], &name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &provider().signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &provider().signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        provider().signature_verification_algorithms.supported_schemes()
     }
 }
 

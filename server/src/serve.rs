@@ -188,7 +188,6 @@ pub fn router(
         )
         .route("/auth/logout", post(crate::auth::logout).with_state(accounts.clone()))
         .route("/events/jobs/{id}", get(crate::events::job_events).with_state(service.clone()))
-        .route("/agent/enroll", post(crate::agent_plane::enroll).with_state(plane.clone()))
         .nest_service("/api/v1", crate::api::router(service, accounts.clone(), plane))
         .leptos_routes_with_context(&options, routes, provide.clone(), {
             let options = options.clone();

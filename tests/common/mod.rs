@@ -66,6 +66,8 @@ pub struct Portal {
     /// Base URL with a trailing slash, as printed by the server.
     pub url: String,
     pub data_dir: PathBuf,
+    /// `host:port` of the agents' endpoint (mutual TLS), from the server's second line.
+    pub agent_endpoint: String,
     /// An Administrator's personal API token, and a client that sends it.
     pub token: String,
     pub http: reqwest::Client,
@@ -93,6 +95,7 @@ impl Portal {
 
     /// Starts on `data_dir`, which the caller keeps (for restart tests).
     pub fn start_in(data_dir: &Path, extra_args: &[&str]) -> Portal {
+        install_tls();
         let mut child = homeward(data_dir)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -106,7 +109,7 @@ impl Portal {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
+            for line in lines.by_ref().take(2).map_while(Result::ok) {
                 let _ = tx.send(line);
             }
             for _ in lines {} // keep draining so the server never blocks on a full pipe
@@ -120,9 +123,22 @@ impl Portal {
         };
         let url = line.strip_prefix("Homeward portal: ").unwrap_or_else(|| panic!("unexpected first line: {line}"));
         assert!(url.starts_with("http://127.0.0.1:") && url.ends_with('/'), "{url}");
+        let second = rx.recv_timeout(Duration::from_secs(10)).expect("the agents' endpoint line");
+        let agent_endpoint = second
+            .strip_prefix("Agents' endpoint (mutual TLS): ")
+            .unwrap_or_else(|| panic!("unexpected second line: {second}"))
+            .to_owned();
         let token = token_for(data_dir, "admin");
         let http = client_with_token(&token);
-        Portal { child, url: url.to_owned(), data_dir: data_dir.to_owned(), token, http, _owned_dir: None }
+        Portal {
+            child,
+            url: url.to_owned(),
+            data_dir: data_dir.to_owned(),
+            agent_endpoint,
+            token,
+            http,
+            _owned_dir: None,
+        }
     }
 
     /// Creates an account with `role` (password `ADMIN_PASSWORD`) and returns a personal API token for it.
@@ -151,7 +167,14 @@ pub fn token_for(data_dir: &Path, user: &str) -> String {
     token
 }
 
+/// reqwest is built without a default crypto provider (the binary names ring); a test process installs it once
+/// before building any client.
+pub fn install_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub fn client_with_token(token: &str) -> reqwest::Client {
+    install_tls();
     let mut h = reqwest::header::HeaderMap::new();
     h.insert("authorization", format!("Bearer {token}").parse().unwrap());
     reqwest::Client::builder().default_headers(h).build().unwrap()
