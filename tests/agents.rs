@@ -290,3 +290,180 @@ async fn the_agents_endpoint_refuses_anonymous_forged_and_unregistered_certifica
     // The control plane is still up and answers its own agents (nothing above broke the listener).
     assert_eq!(p.http.get(format!("{}healthz", p.url)).send().await.unwrap().status().as_u16(), 200);
 }
+
+/// Two network namespaces made by this test: the control plane in one, an on-premises agent in the other, joined
+/// by a veth pair shaped to 20 Mbit/s with `tc … tbf`. Deleted on drop, whatever happened.
+struct Namespaces {
+    cp: String,
+    op: String,
+    op_if: String,
+    cp_addr: String,
+    children: Vec<Child>,
+}
+
+impl Namespaces {
+    /// None (with the reason) where the machine refuses namespaces.
+    fn create() -> Result<Namespaces, String> {
+        let id = std::process::id() % 100_000;
+        let (cp, op) = (format!("hw{id}cp"), format!("hw{id}op"));
+        let (cp_if, op_if) = (format!("hw{id}c"), format!("hw{id}o"));
+        let octet = id % 250 + 1;
+        let ns = Namespaces {
+            cp: cp.clone(),
+            op: op.clone(),
+            op_if: op_if.clone(),
+            cp_addr: format!("10.231.{octet}.1"),
+            children: Vec::new(),
+        };
+        ip(&["netns", "add", &cp])?;
+        ip(&["netns", "add", &op])?;
+        for step in [
+            vec!["link", "add", &cp_if, "type", "veth", "peer", "name", &op_if],
+            vec!["link", "set", &cp_if, "netns", &cp],
+            vec!["link", "set", &op_if, "netns", &op],
+        ] {
+            ip(&step)?;
+        }
+        let cp_cidr = format!("10.231.{octet}.1/30");
+        let op_cidr = format!("10.231.{octet}.2/30");
+        for (n, dev, cidr) in [(&cp, &cp_if, &cp_cidr), (&op, &op_if, &op_cidr)] {
+            ip(&["-n", n, "addr", "add", cidr, "dev", dev])?;
+            ip(&["-n", n, "link", "set", dev, "up"])?;
+            ip(&["-n", n, "link", "set", "lo", "up"])?;
+        }
+        // The WAN: 20 Mbit/s from the agent's side.
+        run(
+            "ip",
+            &[
+                "netns", "exec", &op, "tc", "qdisc", "add", "dev", &op_if, "root", "tbf", "rate", "20mbit", "burst",
+                "32kbit", "latency", "400ms",
+            ],
+        )?;
+        Ok(ns)
+    }
+
+    /// `homeward args…` inside namespace `ns`, on SQLite (the test's PostgreSQL listens outside the namespaces).
+    fn homeward(&self, ns: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, BIN]).args(args).env_remove("HOMEWARD_DATABASE_URL");
+        c
+    }
+
+    fn link(&self, up: bool) {
+        ip(&["-n", &self.op, "link", "set", &self.op_if, if up { "up" } else { "down" }]).unwrap();
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Deleting a namespace deletes its end of the veth pair, and with it the other end.
+        let _ = ip(&["netns", "del", &self.cp]);
+        let _ = ip(&["netns", "del", &self.op]);
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(cmd).args(args).output().map_err(|e| format!("{cmd}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    run("ip", args)
+}
+
+/// The agent list as the CLI prints it with --json, from inside the control plane's namespace.
+fn agents_json(ns: &Namespaces, server: &str, token: &str) -> Value {
+    let out =
+        ns.homeward(&ns.cp, &["agents", "list", "--json", "--server", server, "--token", token]).output().unwrap();
+    assert!(out.status.success(), "agents list: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn wait_agent_state(ns: &Namespaces, server: &str, token: &str, state: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let v = agents_json(ns, server, token);
+        if v["agents"][0]["state"] == state {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the agent never became {state}: {v}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn across_namespaces_on_a_shaped_link_an_agent_goes_offline_when_the_link_is_cut_and_comes_back() {
+    let mut ns = match Namespaces::create() {
+        Ok(ns) => ns,
+        Err(why) => {
+            eprintln!("SKIPPED: this machine refuses network namespaces ({why})");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("vault");
+    let listen = format!("{}:0", ns.cp_addr);
+    let mut serve = ns
+        .homeward(&ns.cp, &["serve", "--listen", &listen, "--agent-listen", &listen, "--data-dir"])
+        .arg(&data)
+        .env("HOMEWARD_ADMIN_PASSWORD", common::ADMIN_PASSWORD)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(serve.stdout.take().unwrap()));
+    ns.children.push(serve);
+    let portal = lines.next().unwrap().unwrap();
+    let server = portal.trim_start_matches("Homeward portal: ").trim_end_matches('/').to_owned();
+    assert!(server.starts_with(&format!("http://{}:", ns.cp_addr)), "{portal}");
+    std::thread::spawn(move || for _ in lines {});
+
+    let out = ns.homeward(&ns.cp, &["users", "token", "admin", "--data-dir"]).arg(&data).output().unwrap();
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let out = ns
+        .homeward(
+            &ns.cp,
+            &[
+                "agents",
+                "enroll",
+                "mt-wan",
+                "--role",
+                "master-target",
+                "--json",
+                "--server",
+                &server,
+                "--token",
+                &token,
+            ],
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "enroll: {}", String::from_utf8_lossy(&out.stderr));
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let command = e["command"].as_str().unwrap().to_owned();
+    assert!(command.contains(&format!("--control-plane {}:", ns.cp_addr)), "{command}");
+
+    let agent_dir = dir.path().join("agent");
+    let mut args: Vec<String> = command.split_whitespace().skip(1).map(str::to_owned).collect();
+    args.extend(["--data-dir".into(), agent_dir.display().to_string(), "--heartbeat-seconds".into(), "1".into()]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = ns.homeward(&ns.op, &argv).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    ns.children.push(agent);
+    wait_agent_state(&ns, &server, &token, "online", Duration::from_secs(30));
+
+    // The WAN is cut: three missed heartbeats show the agent offline (a warning, not a failure) …
+    ns.link(false);
+    wait_agent_state(&ns, &server, &token, "offline", Duration::from_secs(30));
+    // … and when it is back, the same agent process reconnects on its own.
+    ns.link(true);
+    wait_agent_state(&ns, &server, &token, "online", Duration::from_secs(40));
+    assert!(ns.children[1].try_wait().unwrap().is_none(), "the agent kept running through the cut");
+}

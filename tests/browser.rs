@@ -595,3 +595,62 @@ async fn a_recovery_plan_fails_over_from_its_page() {
     wait_css(&c, &format!(r#"tr[data-job="{job}"]"#), 10).await;
     c.close().await.unwrap();
 }
+
+/// An Administrator enrolls a master target on the Infrastructure page, runs the command the page shows, sees the
+/// agent online, and revokes it with the row's button; the agent stops.
+#[tokio::test]
+async fn an_agent_is_enrolled_and_revoked_from_the_infrastructure_page() {
+    if !e2e_enabled() {
+        return;
+    }
+    let portal = Portal::start(&[]);
+    let driver = ChromeDriver::start();
+    let c = driver.session(1280, false).await;
+    c.goto(&portal.url).await.unwrap();
+    sign_in(&c, &portal.url, "admin", "/infrastructure").await;
+    assert!(text(&c, r#"[data-testid="agents"]"#).await.contains("No agent is enrolled yet"));
+    type_into(&c, r#"[data-testid="enroll-agent"] input[name="name"]"#, "mt-lab").await;
+    click(&c, r#"[data-testid="enroll-agent"] button[type="submit"]"#).await;
+    let shown = text(&c, r#"[data-testid="enrolled"] code"#).await;
+    assert!(shown.starts_with("homeward agent --role master-target --control-plane 127.0.0.1:"), "{shown}");
+    assert!(shown.contains("--token hwe_") && shown.contains("--ca-fingerprint "), "{shown}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Command::new(common::BIN)
+        .args(shown.split_whitespace().skip(1))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--heartbeat-seconds", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        goto(&c, &portal.url, "/infrastructure").await;
+        if text(&c, r#"[data-testid="agents"] table"#).await.contains("online") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the agent never showed online");
+        assert!(agent.try_wait().unwrap().is_none(), "the agent stopped");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    shot(&c, "infrastructure-agents-light").await;
+    click(&c, r#"[data-testid="agents"] tbody button"#).await;
+    click(&c, r#"[data-testid="agents"] tbody button.danger"#).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !text(&c, r#"[data-testid="agents"] table"#).await.contains("revoked") {
+        assert!(Instant::now() < deadline, "the row never showed revoked");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = agent.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the revoked agent kept running");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.code(), Some(3));
+    c.close().await.unwrap();
+}

@@ -69,6 +69,31 @@ mod server {
         }
     }
 
+    /// An agent action's error: a denial, a taken name, an unknown agent or a bad name are the client's to fix.
+    pub fn agent_error(e: ActError) -> PortalError {
+        use http::StatusCode as S;
+        use orchestrator::agents::AgentError;
+        match e {
+            ActError::Denied(d) => {
+                status(S::FORBIDDEN);
+                PortalError::Denied(d.to_string())
+            }
+            ActError::Service(ServiceError::Agent(a @ AgentError::NameTaken(_))) => {
+                status(S::CONFLICT);
+                PortalError::Conflict(a.to_string())
+            }
+            ActError::Service(ServiceError::Agent(a @ AgentError::NotFound(_))) => {
+                status(S::NOT_FOUND);
+                PortalError::Conflict(a.to_string())
+            }
+            ActError::Service(ServiceError::Agent(a @ AgentError::Invalid(_))) => {
+                status(S::BAD_REQUEST);
+                PortalError::Conflict(a.to_string())
+            }
+            other => PortalError::Server(format!("{other}. Check the server log.")),
+        }
+    }
+
     fn use_context_response() -> Option<leptos_axum::ResponseOptions> {
         leptos::prelude::use_context::<leptos_axum::ResponseOptions>()
     }
@@ -287,5 +312,42 @@ pub async fn set_fault(knob: String, value: String) -> Result<(), PortalError> {
         .await
         .map_err(|e| server::portal_error(Operation::Reprotect, e))?;
     crate::data::server::invalidate();
+    Ok(())
+}
+
+/// Enrolls a site agent (Administrator): `role` is `process-server` or `master-target`, `site` `cloud`,
+/// `on-premises` or empty for the role's usual site. The token and the command come back once.
+#[server(endpoint = "portal/agents/enroll", input = leptos::server_fn::codec::Json)]
+pub async fn enroll_agent(name: String, role: String, site: String) -> Result<EnrolledView, PortalError> {
+    use orchestrator::acting::Actor;
+    use orchestrator::agents::{endpoint_for, start_command, AgentRole, SiteKind};
+    let user = server::signed_in()?;
+    let c = crate::data::server::ctx().map_err(|e| PortalError::Server(e.to_string()))?;
+    let bad = |m: String| {
+        server::status(http::StatusCode::BAD_REQUEST);
+        PortalError::Conflict(m)
+    };
+    let role = AgentRole::parse(&role)
+        .ok_or_else(|| bad(format!("{role:?} is not a role: choose process-server or master-target")))?;
+    let site = match site.as_str() {
+        "" => None,
+        s => Some(SiteKind::parse(s).ok_or_else(|| bad(format!("{s:?} is not a site: choose cloud or on-premises")))?),
+    };
+    let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
+    let e = actor.enroll_agent(&c.agents, &name, role, site).await.map_err(server::agent_error)?;
+    let host = use_context::<http::request::Parts>()
+        .and_then(|p| p.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned));
+    let command = start_command(&e, &endpoint_for(host.as_deref(), c.agent_port), &c.ca_fingerprint);
+    Ok(EnrolledView { name: e.agent.name, token: e.token, command })
+}
+
+/// Revokes a site agent by id (Administrator).
+#[server(endpoint = "portal/agents/revoke", input = leptos::server_fn::codec::Json)]
+pub async fn revoke_agent(id: String) -> Result<(), PortalError> {
+    use orchestrator::acting::Actor;
+    let user = server::signed_in()?;
+    let c = crate::data::server::ctx().map_err(|e| PortalError::Server(e.to_string()))?;
+    let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
+    actor.revoke_agent(&c.agents, &id).await.map_err(server::agent_error)?;
     Ok(())
 }

@@ -690,6 +690,29 @@ pub async fn infrastructure() -> Result<InfraView, ServerFnError> {
     })
 }
 
+#[server(endpoint = "portal/agents", input = leptos::server_fn::codec::GetUrl)]
+pub async fn agents() -> Result<AgentsView, ServerFnError> {
+    let c = server::ctx()?;
+    let now = (c.service.clock)();
+    let list = c.agents.list(now).await.map_err(server::internal)?;
+    let rows = list
+        .into_iter()
+        .map(|a| AgentRow {
+            id: a.id,
+            name: a.name,
+            role: a.role.title().into(),
+            site: a.site.as_str().into(),
+            state: server::words(&a.state),
+            state_title: a.state.title().into(),
+            last_heartbeat_at: a.last_heartbeat_at,
+            version: a.version,
+            disks: a.inventory.as_ref().map_or(0, |i| i.disks.len()),
+            free_bytes: a.inventory.as_ref().map(|i| i.free_bytes),
+        })
+        .collect();
+    Ok(AgentsView { rows, ca_fingerprint: c.ca_fingerprint })
+}
+
 #[server(endpoint = "portal/audit", input = leptos::server_fn::codec::GetUrl)]
 pub async fn audit_log(user: String, target: String, page: usize) -> Result<AuditPage, ServerFnError> {
     let acc = server::ctx()?.accounts;

@@ -266,6 +266,38 @@ pub struct InfraView {
     pub agent_registration_delay_min: u64,
 }
 
+/// A site agent as the Infrastructure page lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentRow {
+    pub id: String,
+    pub name: String,
+    /// "Process server" or "Master target".
+    pub role: String,
+    /// "cloud" or "on-premises".
+    pub site: String,
+    /// `online`, `offline`, `awaiting-agent`, `enrollment-expired`, `revoked` (the badge's class).
+    pub state: String,
+    pub state_title: String,
+    pub last_heartbeat_at: Option<u64>,
+    pub version: Option<String>,
+    pub disks: usize,
+    pub free_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentsView {
+    pub rows: Vec<AgentRow>,
+    pub ca_fingerprint: String,
+}
+
+/// A new enrollment: its token and the command to run, shown once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnrolledView {
+    pub name: String,
+    pub token: String,
+    pub command: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlanRow {
     pub id: String,

@@ -5,7 +5,7 @@ use leptos_meta::Title;
 use leptos_router::components::Form;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
-use crate::actions::{JobAction, PlanFailover, SetFault};
+use crate::actions::{EnrollAgent, JobAction, PlanFailover, RevokeAgent, SetFault};
 use crate::data;
 use crate::model::*;
 use crate::ui::*;
@@ -700,6 +700,7 @@ pub(crate) fn Infrastructure() -> impl IntoView {
                             </table></div>
                         </section>
                     }).collect_view()}
+                    <AgentsPanel admin=admin/>
                     <section class="panel" aria-labelledby="faults-h">
                         <h2 id="faults-h">"Fault knobs (demo estate)"</h2>
                         <p class="muted">"Reproduce what the article warns about, then watch the rules refuse with the reason. Administrators only; every change is audited."</p>
@@ -728,6 +729,101 @@ pub(crate) fn Infrastructure() -> impl IntoView {
                 })
             })}
         </Suspense>
+    }
+}
+
+/// The site agents: state, last heartbeat, version, disks; Administrators enroll (the token and the command are
+/// shown once) and revoke.
+#[component]
+fn AgentsPanel(admin: bool) -> impl IntoView {
+    let enroll = ServerAction::<EnrollAgent>::new();
+    let revoke = ServerAction::<RevokeAgent>::new();
+    let list = Resource::new(move || (enroll.version().get(), revoke.version().get()), |_| data::agents());
+    let (name, role, site) =
+        (RwSignal::new(String::new()), RwSignal::new("master-target".to_owned()), RwSignal::new(String::new()));
+    let confirming = RwSignal::new(None::<String>);
+    view! {
+        <section class="panel" aria-labelledby="agents-h" data-testid="agents">
+            <h2 id="agents-h">"Site agents"</h2>
+            <p class="muted">"Process servers in the cloud and master targets on-premises. Each one enrolls once with a one-time token, then talks to the vault over mutual TLS only; three missed heartbeats show it offline."</p>
+            <Suspense fallback=|| loading("the agents")>
+                {move || Suspend::new(async move {
+                    let v = list.await?;
+                    let empty = v.rows.is_empty();
+                    Ok::<_, ServerFnError>(view! {
+                        <p class="muted small">"Vault CA fingerprint (SHA-256): "<code>{v.ca_fingerprint.clone()}</code></p>
+                        {empty.then(|| view! { <p class="muted">"No agent is enrolled yet."</p> })}
+                        {(!empty).then(|| view! {
+                            <div class="table-wrap"><table class="grid">
+                                <thead><tr><th scope="col">"Name"</th><th scope="col">"Role"</th><th scope="col">"Site"</th><th scope="col">"State"</th><th scope="col">"Last heartbeat"</th><th scope="col">"Version"</th><th scope="col">"Disks"</th><th scope="col">"Free"</th>{admin.then(|| view! { <th scope="col"><span class="sr-only">"Actions"</span></th> })}</tr></thead>
+                                <tbody>{v.rows.into_iter().map(|a| {
+                                    let (id, name) = (a.id.clone(), a.name.clone());
+                                    let revocable = a.state != "revoked";
+                                    view! {
+                                        <tr>
+                                            <td>{a.name.clone()}<div class="muted small">{a.id.clone()}</div></td>
+                                            <td>{a.role.clone()}</td>
+                                            <td>{a.site.clone()}</td>
+                                            <td><span class=format!("badge agent-{}", a.state)>{a.state_title.clone()}</span></td>
+                                            <td>{a.last_heartbeat_at.map(fmt_time).unwrap_or_else(|| "never".into())}</td>
+                                            <td>{a.version.clone().unwrap_or_else(|| "–".into())}</td>
+                                            <td>{a.disks}</td>
+                                            <td>{a.free_bytes.map(fmt_bytes).unwrap_or_else(|| "–".into())}</td>
+                                            {admin.then(|| view! { <td>{revocable.then(|| {
+                                                let (id2, id3) = (id.clone(), id.clone());
+                                                view! {
+                                                    <Show when=move || confirming.get().as_deref() == Some(id.as_str()) fallback=move || {
+                                                        let id = id2.clone();
+                                                        view! { <button type="button" on:click=move |_| confirming.set(Some(id.clone()))>"Revoke…"</button> }
+                                                    }>
+                                                        <span class="confirm">{format!("Revoke {name}? It is refused at its next request. ")}
+                                                            <button type="button" class="danger" on:click={ let id = id3.clone(); move |_| { revoke.dispatch(RevokeAgent { id: id.clone() }); confirming.set(None); } }>"Revoke"</button>
+                                                            <button type="button" on:click=move |_| confirming.set(None)>"Keep"</button>
+                                                        </span>
+                                                    </Show>
+                                                }
+                                            })}</td> })}
+                                        </tr>
+                                    }
+                                }).collect_view()}</tbody>
+                            </table></div>
+                        })}
+                    })
+                })}
+            </Suspense>
+            {move || revoke.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
+            {if admin {
+                view! {
+                    <form class="knobs" data-testid="enroll-agent" on:submit=move |ev| {
+                        ev.prevent_default();
+                        enroll.dispatch(EnrollAgent { name: name.get_untracked(), role: role.get_untracked(), site: site.get_untracked() });
+                    }>
+                        <label>"Name "<input type="text" name="name" required=true size="14" placeholder="mt-01" prop:value=move || name.get() on:input=move |ev| name.set(event_target_value(&ev))/></label>
+                        <label>"Role "<select name="role" on:change=move |ev| role.set(event_target_value(&ev))>
+                            <option value="master-target" selected=true>"Master target (on-premises)"</option>
+                            <option value="process-server">"Process server (cloud)"</option>
+                        </select></label>
+                        <label>"Site "<select name="site" on:change=move |ev| site.set(event_target_value(&ev))>
+                            <option value="" selected=true>"the role's usual site"</option>
+                            <option value="on-premises">"on-premises"</option>
+                            <option value="cloud">"cloud"</option>
+                        </select></label>
+                        <button type="submit" class="primary">"Enroll agent"</button>
+                    </form>
+                    {move || enroll.value().get().map(|r| match r {
+                        Ok(e) => view! {
+                            <div class="enrolled" role="status" data-testid="enrolled">
+                                <p>{format!("{} is enrolled. Its token is shown only now and works once, within 24 hours. On the agent's machine run:", e.name)}</p>
+                                <pre><code>{e.command.clone()}</code></pre>
+                            </div>
+                        }.into_any(),
+                        Err(e) => portal_error(&e),
+                    })}
+                }.into_any()
+            } else {
+                view! { <p class="why-inline">"Your role cannot enroll or revoke agents. Ask an Administrator."</p> }.into_any()
+            }}
+        </section>
     }
 }
 

@@ -25,6 +25,10 @@ pub struct ServerContext {
     pub service: std::sync::Arc<orchestrator::service::Service>,
     /// Accounts and the audit log.
     pub accounts: orchestrator::accounts::Accounts,
+    /// The site agents, the vault CA's fingerprint and the agents' endpoint's port (for enrollment commands).
+    pub agents: orchestrator::agents::Agents,
+    pub ca_fingerprint: String,
+    pub agent_port: u16,
 }
 
 // A read: GET, so the URL can be opened or scripted directly.

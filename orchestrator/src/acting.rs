@@ -3,6 +3,7 @@
 
 use crate::access::{Denied, Permission};
 use crate::accounts::{Accounts, AuditEntry, User};
+use crate::agents::{Agent, AgentRole, Agents, Enrollment, SiteKind};
 use crate::domain::wire_name as words;
 use crate::jobs::{Job, JobAction, JobState};
 use crate::lifecycle::{Operation, Request};
@@ -111,6 +112,37 @@ impl Actor<'_> {
         };
         self.record(self.entry(&format!("job-{}", words(&action)), id, reason), &result, Some(id)).await;
         result
+    }
+
+    /// Enrolls a site agent (Administrator): its site defaults to the role's usual one. The token is in the
+    /// answer only; the audit line names the agent, never the token.
+    pub async fn enroll_agent(
+        &self,
+        agents: &Agents,
+        name: &str,
+        role: AgentRole,
+        site: Option<SiteKind>,
+    ) -> Result<Enrollment, ActError> {
+        let site = site.unwrap_or_else(|| SiteKind::usual_for(role));
+        let detail = format!("{} at the {} site", role.title(), site.as_str());
+        let now = (self.service.clock)();
+        let change = async { Ok(agents.enroll(name, role, site, &self.user.name, now).await?) };
+        self.administer("agent-enroll-token", name.trim(), detail, change).await
+    }
+
+    /// Revokes a site agent by id or name (Administrator): its certificate and token are refused from now on.
+    pub async fn revoke_agent(&self, agents: &Agents, id_or_name: &str) -> Result<Agent, ActError> {
+        let now = (self.service.clock)();
+        let target = match agents.find(id_or_name, now).await {
+            Ok(a) => a,
+            Err(e) => {
+                let result = Err(ActError::Service(e.into()));
+                self.record(self.entry("agent-revoke", id_or_name, None), &result, None).await;
+                return result;
+            }
+        };
+        let change = async { Ok(agents.revoke(&target.id, now).await?) };
+        self.administer("agent-revoke", &target.name, format!("agent {}", target.id), change).await
     }
 
     /// Applies an administrative change (fault knobs, accounts) after checking the role, and records it.

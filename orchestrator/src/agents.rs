@@ -177,6 +177,24 @@ pub enum AgentError {
     Db(#[from] sqlx::Error),
 }
 
+/// The command that starts an enrolled agent on its machine; `endpoint` is the agents' endpoint as that machine
+/// reaches it.
+pub fn start_command(e: &Enrollment, endpoint: &str, ca_fingerprint: &str) -> String {
+    format!(
+        "homeward agent --role {} --control-plane {endpoint} --token {} --ca-fingerprint {ca_fingerprint}",
+        e.agent.role.as_str(),
+        e.token
+    )
+}
+
+/// `host:port` of the agents' endpoint for a machine that reached the portal by `host_header` (the request's
+/// `Host`, with or without its port).
+pub fn endpoint_for(host_header: Option<&str>, agent_port: u16) -> String {
+    let host = host_header.unwrap_or("127.0.0.1");
+    let host = host.rsplit_once(':').filter(|(_, port)| port.parse::<u16>().is_ok()).map_or(host, |(h, _)| h);
+    format!("{host}:{agent_port}")
+}
+
 /// A name people give an agent: 1–63 of `a-z 0-9 . _ -`, starting with a letter or digit (it goes into the
 /// agent's certificate and the audit log).
 pub fn parse_agent_name(s: &str) -> Result<String, AgentError> {
@@ -405,6 +423,16 @@ impl Agents {
         row.ok_or_else(|| AgentError::NotFound(id.to_owned()))?.into_agent(now)
     }
 
+    /// The agent with this id, else the one with this name.
+    pub async fn find(&self, id_or_name: &str, now: Millis) -> Result<Agent, AgentError> {
+        let sql = format!("select {COLUMNS} from agents where id = $1 or name = $2");
+        let rows: Vec<AgentRow> =
+            sqlx::query_as(&sql).bind(id_or_name).bind(id_or_name).fetch_all(&self.db.pool).await?;
+        // An id wins over a name that happens to look like one.
+        let row = rows.into_iter().min_by_key(|r| r.id != id_or_name);
+        row.ok_or_else(|| AgentError::NotFound(id_or_name.to_owned()))?.into_agent(now)
+    }
+
     /// Every agent, by site then name.
     pub async fn list(&self, now: Millis) -> Result<Vec<Agent>, AgentError> {
         let sql = format!("select {COLUMNS} from agents order by site, name");
@@ -423,6 +451,14 @@ mod tests {
         for bad in ["", "-x", "MT", "a b", "a/b", &"x".repeat(64), "é"] {
             assert!(parse_agent_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_endpoint_keeps_the_portals_host_and_takes_the_agents_port() {
+        assert_eq!(endpoint_for(Some("10.0.0.5:3000"), 3443), "10.0.0.5:3443");
+        assert_eq!(endpoint_for(Some("vault.example"), 3443), "vault.example:3443");
+        assert_eq!(endpoint_for(Some("[::1]:3000"), 9), "[::1]:9");
+        assert_eq!(endpoint_for(None, 9), "127.0.0.1:9");
     }
 
     #[test]

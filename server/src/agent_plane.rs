@@ -32,6 +32,14 @@ pub struct AgentPlane {
     pub agent_port: u16,
 }
 
+impl AgentPlane {
+    /// `host:port` of the agents' endpoint as a machine that reached the portal by the request's `Host` reaches it.
+    pub fn endpoint_for(&self, headers: &axum::http::HeaderMap) -> String {
+        let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok());
+        orchestrator::agents::endpoint_for(host, self.agent_port)
+    }
+}
+
 /// An agent's first request: its one-time token and a certificate request.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -13,6 +13,7 @@ use axum::{Extension, Json, Router};
 use orchestrator::accounts::{Accounts, User};
 use orchestrator::acting::{ActError, Actor};
 use orchestrator::agents::{AgentError, AgentRole, SiteKind};
+
 use orchestrator::estate::EstateError;
 use orchestrator::jobs::JobError;
 use orchestrator::lifecycle::{Operation, Request};
@@ -230,22 +231,10 @@ async fn enroll_agent(
     let v: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
     let b: EnrollBody = body_into(v)?;
-    let site = b.site.unwrap_or_else(|| SiteKind::usual_for(b.role));
     let actor = Actor { user: &user, accounts: &accounts, service: &s };
-    let detail = format!("{} at the {} site", b.role.title(), site.as_str());
-    let change =
-        async { Ok::<_, ServiceError>(plane.agents.enroll(&b.name, b.role, site, &user.name, (s.clock)()).await?) };
-    let e = actor.administer("agent-enroll-token", b.name.trim(), detail, change).await?;
-    // The agent's machine reaches the agents' endpoint by the host this request reached the portal by.
-    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
-    let host = host.rsplit_once(':').filter(|(_, port)| port.parse::<u16>().is_ok()).map_or(host, |(h, _)| h);
+    let e = actor.enroll_agent(&plane.agents, &b.name, b.role, b.site).await?;
     let fp = plane.ca.fingerprint();
-    let command = format!(
-        "homeward agent --role {} --control-plane {host}:{} --token {} --ca-fingerprint {fp}",
-        e.agent.role.as_str(),
-        plane.agent_port,
-        e.token
-    );
+    let command = orchestrator::agents::start_command(&e, &plane.endpoint_for(&headers), &fp);
     Ok((
         StatusCode::CREATED,
         Json(json!({"agent": e.agent, "token": e.token, "ca_fingerprint": fp, "command": command})),
@@ -261,21 +250,8 @@ async fn revoke_agent(
     Extension(plane): Extension<AgentPlane>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let now = (s.clock)();
-    let agent = match plane.agents.get(&id, now).await {
-        Ok(a) => a,
-        Err(AgentError::NotFound(_)) => plane
-            .agents
-            .list(now)
-            .await?
-            .into_iter()
-            .find(|a| a.name == id)
-            .ok_or_else(|| ApiError::NotFound(format!("no agent with the id or name {id}")))?,
-        Err(e) => return Err(e.into()),
-    };
     let actor = Actor { user: &user, accounts: &accounts, service: &s };
-    let change = async { Ok::<_, ServiceError>(plane.agents.revoke(&agent.id, now).await?) };
-    let revoked = actor.administer("agent-revoke", &agent.name, format!("agent {}", agent.id), change).await?;
+    let revoked = actor.revoke_agent(&plane.agents, &id).await?;
     Ok(Json(json!({"agent": revoked})))
 }
 

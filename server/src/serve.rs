@@ -176,7 +176,14 @@ pub fn router(
         .site_pkg_dir("pkg")
         .site_addr(addr)
         .build();
-    let context = ServerContext { db, service: service.clone(), accounts: accounts.clone() };
+    let context = ServerContext {
+        db,
+        service: service.clone(),
+        accounts: accounts.clone(),
+        agents: plane.agents.clone(),
+        ca_fingerprint: plane.ca.fingerprint(),
+        agent_port: plane.agent_port,
+    };
     let provide = move || provide_context(context.clone());
     let routes = generate_route_list(App);
     let router = Router::new()
