@@ -13,28 +13,41 @@ use std::time::{Duration, Instant};
 use common::{Portal, BIN};
 use serde_json::{json, Value};
 
+/// An agent process, killed if the test ends (or fails) while it runs.
+struct AgentProcess(Option<Child>);
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// `homeward agent` with `args`, its output piped.
-fn agent(args: &[&str]) -> Child {
-    Command::new(BIN)
+fn agent(args: &[&str]) -> AgentProcess {
+    let child = Command::new(BIN)
         .arg("agent")
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start homeward agent")
+        .expect("start homeward agent");
+    AgentProcess(Some(child))
 }
 
-/// Waits (bounded) for `child` to exit; returns its code and stderr.
-fn exit_of(mut child: Child, within: Duration) -> (i32, String) {
+/// Waits (bounded) for the agent to exit; returns its code and stderr.
+fn exit_of(mut p: AgentProcess, within: Duration) -> (i32, String) {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
+        let child = p.0.as_mut().unwrap();
         if child.try_wait().unwrap().is_some() {
-            let out = child.wait_with_output().unwrap();
+            let out = p.0.take().unwrap().wait_with_output().unwrap();
             return (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = child.kill();
     panic!("the agent did not exit within {within:?}");
 }
 

@@ -616,15 +616,24 @@ async fn an_agent_is_enrolled_and_revoked_from_the_infrastructure_page() {
     assert!(shown.contains("--token hwe_") && shown.contains("--ca-fingerprint "), "{shown}");
 
     let dir = tempfile::tempdir().unwrap();
-    let mut agent = Command::new(common::BIN)
-        .args(shown.split_whitespace().skip(1))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--heartbeat-seconds", "1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    struct Agent(Child);
+    impl Drop for Agent {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut agent = Agent(
+        Command::new(common::BIN)
+            .args(shown.split_whitespace().skip(1))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--heartbeat-seconds", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         goto(&c, &portal.url, "/infrastructure").await;
@@ -632,9 +641,10 @@ async fn an_agent_is_enrolled_and_revoked_from_the_infrastructure_page() {
             break;
         }
         assert!(Instant::now() < deadline, "the agent never showed online");
-        assert!(agent.try_wait().unwrap().is_none(), "the agent stopped");
+        assert!(agent.0.try_wait().unwrap().is_none(), "the agent stopped");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    c.execute(r#"document.querySelector('[data-testid="agents"]').scrollIntoView()"#, vec![]).await.unwrap();
     shot(&c, "infrastructure-agents-light").await;
     click(&c, r#"[data-testid="agents"] tbody button"#).await;
     click(&c, r#"[data-testid="agents"] tbody button.danger"#).await;
@@ -645,7 +655,7 @@ async fn an_agent_is_enrolled_and_revoked_from_the_infrastructure_page() {
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        if let Some(s) = agent.try_wait().unwrap() {
+        if let Some(s) = agent.0.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "the revoked agent kept running");

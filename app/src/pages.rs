@@ -683,7 +683,7 @@ pub(crate) fn Infrastructure() -> impl IntoView {
     view! {
         <Title text="Site Recovery infrastructure · Homeward"/>
         <h1>"Site Recovery infrastructure"</h1>
-        <p class="lead">"Configuration server, vCenter servers and ESXi hosts, datastores, master targets and process servers."</p>
+        <p class="lead">"Configuration server, vCenter servers and ESXi hosts, datastores, master targets, process servers and the site agents."</p>
         <Suspense fallback=|| loading("the infrastructure")>
             {move || Suspend::new(async move {
                 let me = me.await.ok().flatten();

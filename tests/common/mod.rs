@@ -114,12 +114,12 @@ impl Portal {
             }
             for _ in lines {} // keep draining so the server never blocks on a full pipe
         });
+        // Until the Portal owns it, a panic here must not leave the server running (it would hold the test
+        // runner's output pipe open and hang the suite).
+        let mut guard = KillOnDrop(Some(child));
         let line = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("homeward serve printed no URL within 60 s (status: {:?})", child.try_wait());
-            }
+            Err(_) => panic!("homeward serve printed no URL within 60 s"),
         };
         let url = line.strip_prefix("Homeward portal: ").unwrap_or_else(|| panic!("unexpected first line: {line}"));
         assert!(url.starts_with("http://127.0.0.1:") && url.ends_with('/'), "{url}");
@@ -131,7 +131,7 @@ impl Portal {
         let token = token_for(data_dir, "admin");
         let http = client_with_token(&token);
         Portal {
-            child,
+            child: guard.0.take().expect("the server process"),
             url: url.to_owned(),
             data_dir: data_dir.to_owned(),
             agent_endpoint,
@@ -178,6 +178,17 @@ pub fn client_with_token(token: &str) -> reqwest::Client {
     let mut h = reqwest::header::HeaderMap::new();
     h.insert("authorization", format!("Bearer {token}").parse().unwrap());
     reqwest::Client::builder().default_headers(h).build().unwrap()
+}
+
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 impl Drop for Portal {
