@@ -480,3 +480,52 @@ fn across_namespaces_on_a_shaped_link_an_agent_goes_offline_when_the_link_is_cut
     wait_agent_state(&ns, &server, &token, "online", Duration::from_secs(40));
     assert!(ns.children[1].try_wait().unwrap().is_none(), "the agent kept running through the cut");
 }
+
+/// An item replicates through its process server: when that server's agent is killed (SIGKILL) the item's health
+/// turns to a warning naming it — not a failed job — and back to normal when a restarted agent heartbeats again.
+#[tokio::test]
+async fn an_agent_that_stops_heartbeating_turns_its_items_health_to_a_warning() {
+    let p = Portal::start(&[]);
+    let job = common::start_action(
+        &p,
+        "web01",
+        "reprotect",
+        r#"{"master_target":"mt-win-01","process_server":"ps-azure-01"}"#,
+        "agents-health",
+    )
+    .await;
+    assert_eq!(common::wait_job(&p.http, &p.url, &job).await["job"]["state"], "succeeded");
+
+    let (code, e) = enroll(&p, &p.http, "ps-azure-01", "process-server").await;
+    assert_eq!(code, 201, "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = args_of(e["command"].as_str().unwrap());
+    args.extend(["--data-dir".into(), dir.path().display().to_string(), "--heartbeat-seconds".into(), "1".into()]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut running = agent(&argv);
+    wait_state(&p, "ps-azure-01", "online").await;
+    let item = common::get(&p.http, &format!("{}api/v1/items/web01", p.url)).await;
+    let errors = item["item"]["health_errors"].to_string();
+    assert!(!errors.contains("agent"), "{errors}");
+
+    running.0.as_mut().unwrap().kill().unwrap();
+    wait_state(&p, "ps-azure-01", "offline").await;
+    let item = common::get(&p.http, &format!("{}api/v1/items/web01", p.url)).await;
+    assert_eq!(item["item"]["health"], "warning", "{item}");
+    let errors = item["item"]["health_errors"].to_string();
+    assert!(errors.contains("process server ps-azure-01's agent has sent no heartbeat since"), "{errors}");
+    let listed = common::get(&p.http, &format!("{}api/v1/items", p.url)).await;
+    let row = listed["items"].as_array().unwrap().iter().find(|i| i["item"]["id"] == "web01").unwrap().clone();
+    assert_eq!(row["item"]["health"], "warning", "the list says the same: {row}");
+    // Not a job failure: nothing failed, and the item still offers what it offered.
+    assert!(item["item"]["last_failure"].is_null(), "{item}");
+
+    // Restarted from its folder (no token needed), it is online again and the warning is gone.
+    let mut again: Vec<&str> = vec!["--role", "process-server", "--data-dir"];
+    let d = dir.path().display().to_string();
+    again.extend([d.as_str(), "--heartbeat-seconds", "1"]);
+    let _back = agent(&again);
+    wait_state(&p, "ps-azure-01", "online").await;
+    let item = common::get(&p.http, &format!("{}api/v1/items/web01", p.url)).await;
+    assert!(!item["item"]["health_errors"].to_string().contains("agent"), "{item}");
+}

@@ -177,6 +177,32 @@ pub enum AgentError {
     Db(#[from] sqlx::Error),
 }
 
+/// An item replicates through its process server and its master target. When an agent is enrolled under one of
+/// those names and has stopped heartbeating (or was revoked), the item's health turns to a warning that says which
+/// one and since when — a warning, not a failed job: the agent may come back on its own.
+pub fn apply_agent_health(item: &mut crate::domain::ReplicatedItem, agents: &[Agent]) {
+    let roles = [(item.process_server.clone(), "process server"), (item.master_target.clone(), "master target")];
+    for (name, what) in roles {
+        let Some(name) = name else { continue };
+        let Some(a) = agents.iter().find(|a| a.name == name) else { continue };
+        let since = a.last_heartbeat_at.map_or_else(|| "it enrolled".to_owned(), crate::domain::utc_text);
+        let text = match a.state {
+            AgentState::Offline => format!(
+                "The {what} {name}'s agent has sent no heartbeat since {since}: replication through it is stalled. \
+                 Check that machine and its link to the control plane; it is counted online again at its next \
+                 heartbeat."
+            ),
+            AgentState::Revoked => format!(
+                "The {what} {name}'s agent was revoked: nothing replicates through it. Enroll a new agent for {name} \
+                 on the Infrastructure page."
+            ),
+            _ => continue,
+        };
+        item.health = crate::domain::Health::Warning.max(item.health);
+        item.health_errors.push(text);
+    }
+}
+
 /// The command that starts an enrolled agent on its machine; `endpoint` is the agents' endpoint as that machine
 /// reaches it.
 pub fn start_command(e: &Enrollment, endpoint: &str, ca_fingerprint: &str) -> String {

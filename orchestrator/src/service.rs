@@ -77,6 +77,8 @@ pub struct JobRequest {
 pub struct Service {
     pub estate: Estate,
     pub jobs: JobStore,
+    /// The site agents: an item whose process server or master target has an offline agent shows a warning.
+    pub agents: crate::agents::Agents,
     pub clock: fn() -> Millis,
 }
 
@@ -104,8 +106,10 @@ impl Service {
     /// The item with its allowed operations and, for the others, why not.
     pub async fn item(&self, id: &str) -> Result<(ReplicatedItem, Vec<(Operation, Vec<Refusal>)>), ServiceError> {
         let doc = self.doc().await?;
-        let mut item = self.estate.view(&doc, id, (self.clock)())?;
+        let now = (self.clock)();
+        let mut item = self.estate.view(&doc, id, now)?;
         with_sync_progress(&mut item, self.jobs.initial_sync_progress(Some(id)).await?.get(id));
+        crate::agents::apply_agent_health(&mut item, &self.agents.list(now).await?);
         let ctx = self.context(id).await?;
         let ops = lifecycle::allowed_operations(&item, &doc.inventory, &ctx);
         Ok((item, ops))
@@ -117,11 +121,13 @@ impl Service {
         let now = (self.clock)();
         let active = self.jobs.active_jobs_by_item().await?;
         let syncing = self.jobs.initial_sync_progress(None).await?;
+        let agents = self.agents.list(now).await?;
         doc.items
             .iter()
             .map(|rec| {
                 let mut item = self.estate.view_of(&doc, rec, now)?;
                 with_sync_progress(&mut item, syncing.get(&rec.item.id));
+                crate::agents::apply_agent_health(&mut item, &agents);
                 let ctx = Context { now, active_job: active.get(&rec.item.id).cloned() };
                 let ops = lifecycle::allowed_operations(&item, &doc.inventory, &ctx);
                 Ok((item, ops))

@@ -24,7 +24,12 @@ async fn service(dir: &std::path::Path, postgres: bool) -> Service {
     db.migrate().await.unwrap();
     let estate = Estate::new(&dir.join("estate"), db.clone());
     assert!(estate.create_once(orchestrator::demo::seed).await.unwrap().is_some());
-    Service { estate, jobs: JobStore::new(db), clock: system_clock }
+    Service {
+        estate,
+        jobs: JobStore::new(db.clone()),
+        agents: orchestrator::agents::Agents::new(db),
+        clock: system_clock,
+    }
 }
 
 fn same_disk(a: &std::path::Path, fa: &str, b: &std::path::Path, fb: &str) {

@@ -92,7 +92,12 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         Some(Created::Built) => tracing::info!(estate = %estate.root.display(), "seeded the demo estate"),
         None => {}
     }
-    let service = Arc::new(Service { estate, jobs: JobStore::new(db.clone()), clock: system_clock });
+    let service = Arc::new(Service {
+        estate,
+        jobs: JobStore::new(db.clone()),
+        agents: orchestrator::agents::Agents::new(db.clone()),
+        clock: system_clock,
+    });
     if let Err(e) = service.reconcile().await {
         tracing::error!(error = %e, "reconciling items with finished jobs failed");
     }
@@ -119,7 +124,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         .await
         .map_err(|e| ServeError::Pki(crate::pki::PkiError::Invalid(e.to_string())))??;
     let plane = AgentPlane {
-        agents: orchestrator::agents::Agents::new(db.clone()),
+        agents: service.agents.clone(),
         accounts: accounts.clone(),
         ca: Arc::new(ca),
         agent_port: agent_addr.port(),
