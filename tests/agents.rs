@@ -529,3 +529,34 @@ async fn an_agent_that_stops_heartbeating_turns_its_items_health_to_a_warning() 
     let item = common::get(&p.http, &format!("{}api/v1/items/web01", p.url)).await;
     assert!(!item["item"]["health_errors"].to_string().contains("agent"), "{item}");
 }
+
+/// `serve --embedded-agents` (what `./x run` does): an agent for each process server and master target of the
+/// inventory, enrolled through the same token and TLS path; a restart keeps their identities.
+#[tokio::test]
+async fn the_embedded_default_runs_its_agents_through_the_same_enrollment_and_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["cs-01", "mt-linux-01", "mt-win-01", "ps-azure-01"];
+    let mut ids = Vec::new();
+    for round in 0..2 {
+        let p = Portal::start_in(dir.path(), &["--embedded-agents"]);
+        let mut now = Vec::new();
+        for name in names {
+            // Embedded agents heartbeat every 10 s; the first heartbeat comes right after enrollment.
+            let a = wait_state(&p, name, "online").await;
+            now.push(a["id"].as_str().unwrap().to_owned());
+        }
+        let v = common::get(&p.http, &format!("{}api/v1/agents", p.url)).await;
+        let all = v["agents"].as_array().unwrap();
+        assert_eq!(all.len(), 4, "{v}");
+        let ps = all.iter().find(|a| a["name"] == "ps-azure-01").unwrap();
+        assert_eq!((ps["role"].as_str(), ps["site"].as_str()), (Some("process-server"), Some("cloud")));
+        let cs = all.iter().find(|a| a["name"] == "cs-01").unwrap();
+        assert_eq!((cs["role"].as_str(), cs["site"].as_str()), (Some("process-server"), Some("on-premises")));
+        assert!(dir.path().join("agents/mt-win-01/agent.key").exists());
+        if round == 0 {
+            ids = now;
+        } else {
+            assert_eq!(ids, now, "the same agents after a restart, not new enrollments");
+        }
+    }
+}

@@ -249,3 +249,64 @@ async fn shutdown() {
     };
     tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term => {} }
 }
+
+/// `homeward serve --embedded-agents`: one agent per process server and master target of the inventory, run as
+/// tasks of the serving process but enrolled (token, certificate request, pinned CA) and heartbeating over mutual
+/// TLS to the agents' endpoint like any other. An agent enrolled before keeps its folder and identity; one whose
+/// row exists without its folder here (enrolled by another node, or its folder deleted) is left alone with a
+/// warning, as is a revoked one.
+pub async fn spawn_embedded(
+    service: &orchestrator::service::Service,
+    data_dir: &Path,
+    endpoint: std::net::SocketAddr,
+    ca_fingerprint: &str,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    use orchestrator::agents::{AgentError, SiteKind};
+    use orchestrator::domain::Site;
+    let doc = service.doc().await.map_err(|e| e.to_string())?;
+    let now = (service.clock)();
+    let site = |s: Site| match s {
+        Site::Primary => SiteKind::OnPremises,
+        Site::Recovery => SiteKind::Cloud,
+    };
+    let wanted =
+        doc.inventory.process_servers.iter().map(|p| (p.id.clone(), AgentRole::ProcessServer, site(p.site))).chain(
+            doc.inventory.master_targets.iter().map(|m| (m.id.clone(), AgentRole::MasterTarget, SiteKind::OnPremises)),
+        );
+    let mut tasks = Vec::new();
+    for (name, role, site) in wanted {
+        let dir = data_dir.join("agents").join(&name);
+        let enrolled_here = dir.join(STATE).exists();
+        let token = match service.agents.find(&name, now).await {
+            Ok(a) if a.revoked_at.is_some() => {
+                tracing::warn!(agent = %name, "the embedded agent is revoked; enroll a new one to use it again");
+                continue;
+            }
+            Ok(_) if enrolled_here => None,
+            Ok(_) => {
+                tracing::warn!(agent = %name, dir = %dir.display(),
+                    "an agent of this name is enrolled but its folder is not here; not starting an embedded one");
+                continue;
+            }
+            Err(AgentError::NotFound(_)) => Some(
+                service.agents.enroll(&name, role, site, "homeward serve", now).await.map_err(|e| e.to_string())?.token,
+            ),
+            Err(e) => return Err(e.to_string()),
+        };
+        let args = AgentArgs {
+            role,
+            control_plane: Some(endpoint.to_string()),
+            token,
+            ca_fingerprint: Some(ca_fingerprint.to_owned()),
+            data_dir: dir,
+            disks: None,
+            heartbeat_seconds: orchestrator::agents::HEARTBEAT_MS / 1000,
+        };
+        tasks.push(tokio::spawn(async move {
+            if let Err(f) = run(args).await {
+                tracing::error!(agent = %name, error = %f.message, "the embedded agent stopped");
+            }
+        }));
+    }
+    Ok(tasks)
+}

@@ -266,6 +266,10 @@ pub struct ServeArgs {
     /// the portal's URL.
     #[arg(long, env = "HOMEWARD_AGENT_LISTEN", value_name = "ADDR")]
     pub agent_listen: Option<SocketAddr>,
+    /// Also run, inside this process, one agent for each process server and master target of the inventory,
+    /// enrolled and connected exactly as agents on other machines are (the embedded default: `./x run`).
+    #[arg(long, env = "HOMEWARD_EMBEDDED_AGENTS")]
+    pub embedded_agents: bool,
     /// Name given to the vault when the database is created (an existing vault keeps its name).
     #[arg(long, env = "HOMEWARD_VAULT_NAME", default_value = "homeward-vault", value_name = "NAME")]
     pub vault_name: VaultName,

@@ -130,6 +130,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         agent_port: agent_addr.port(),
     };
     let agent_endpoint = crate::agent_plane::spawn(agent_listener, plane.clone())?;
+    let (embedded_service, ca_fingerprint) = (service.clone(), plane.ca.fingerprint());
     let router = router(db, &site_root, addr, service, accounts, health, plane);
 
     // The first line on stdout: scripts and tests read the URL from it (port 0 picks a free port).
@@ -141,10 +142,21 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     }
     tracing::info!(%addr, data_dir = %args.data_dir.display(), site_root = %site_root.display(), node = %node.id,
         workers = workers_count, "serving");
+    let embedded = if args.embedded_agents {
+        crate::agent::spawn_embedded(&embedded_service, &args.data_dir, agent_addr, &ca_fingerprint)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the embedded agents did not start");
+                Vec::new()
+            })
+    } else {
+        Vec::new()
+    };
     // The client's address, for the sign-in throttle.
     let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
     agent_endpoint.abort();
+    embedded.iter().for_each(|t| t.abort());
     // Running steps stop at their next chunk and their jobs are handed back for any node to take.
     tokio::task::spawn_blocking(move || {
         workers.shutdown();
