@@ -220,6 +220,13 @@ async fn sign_in_sessions_roles_and_csrf() {
     ] {
         assert_eq!(r.headers().get(name).map(|v| v.to_str().unwrap()), Some(value), "{name} on /login");
     }
+    // Every answer carries a request id for the log; a client's own id comes back unchanged.
+    let id = r.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    assert_eq!(id.len(), 36, "a UUID request id on /login: {id:?}");
+    let again = anon.get(format!("{base}/login")).send().await.unwrap();
+    assert_ne!(again.headers()["x-request-id"].to_str().unwrap(), id, "one id per request");
+    let r = anon.get(format!("{base}/api/v1/items")).header("x-request-id", "ticket-4711").send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["x-request-id"].to_str().unwrap()), (401, "ticket-4711"));
     let r = anon.get(format!("{base}/pkg/homeward.css")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert!(r.headers().get("cache-control").is_none_or(|v| v != "no-store"), "static files stay cacheable");

@@ -220,7 +220,21 @@ pub fn router(
         .fallback(leptos_axum::file_and_error_handler_with_context(provide, shell))
         .with_state(options)
         .layer(axum::middleware::from_fn_with_state(accounts, crate::auth::authenticate));
-    with_security_headers(router).layer(CompressionLayer::new()).layer(TraceLayer::new_for_http())
+    with_request_ids(with_security_headers(router).layer(CompressionLayer::new()))
+}
+
+/// Every request gets an `X-Request-Id` (a client's own is kept), the response carries it back, and the server
+/// log's line for the request names it: a user reporting a failure can quote the id that finds it in the log.
+fn with_request_ids(router: Router) -> Router {
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    let trace = TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+        let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+        tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+    });
+    router
+        .layer(trace)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
 /// Headers on every response: never framed, never sniffed, no referrer to other sites, and pages and API answers
