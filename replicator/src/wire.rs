@@ -237,7 +237,7 @@ pub struct Tx {
 }
 enum TxInner {
     Chan(SyncSender<Vec<u8>>),
-    Tcp(TcpStream),
+    Stream(Box<dyn Write + Send>),
 }
 
 /// The receiving half of one direction.
@@ -247,7 +247,7 @@ pub struct Rx {
 }
 enum RxInner {
     Chan(Receiver<Vec<u8>>),
-    Tcp(TcpStream),
+    Stream(Box<dyn Read + Send>),
 }
 
 impl Tx {
@@ -258,7 +258,7 @@ impl Tx {
         let n = bytes.len();
         match &mut self.inner {
             TxInner::Chan(s) => s.send(bytes).map_err(|_| Error::Protocol("the peer hung up".into()))?,
-            TxInner::Tcp(s) => s.write_all(&bytes).map_err(|e| Error::Protocol(format!("send: {e}")))?,
+            TxInner::Stream(s) => s.write_all(&bytes).map_err(|e| Error::Protocol(format!("send: {e}")))?,
         }
         self.sent.add(n);
         Ok(())
@@ -269,7 +269,7 @@ impl Rx {
     pub fn recv(&mut self) -> Result<Frame> {
         let buf = match &mut self.inner {
             RxInner::Chan(r) => r.recv().map_err(|_| Error::Protocol("the peer hung up".into()))?,
-            RxInner::Tcp(s) => {
+            RxInner::Stream(s) => {
                 let mut head = [0u8; HEADER];
                 s.read_exact(&mut head).map_err(|e| Error::Protocol(format!("receive: {e}")))?;
                 let len = u32::from_le_bytes(head[1..5].try_into().unwrap()) as usize;
@@ -316,10 +316,21 @@ pub fn in_process(depth: usize) -> (End, End) {
 pub fn tcp(stream: TcpStream) -> Result<End> {
     let _ = stream.set_nodelay(true);
     let rx = stream.try_clone().map_err(|e| Error::Protocol(format!("socket: {e}")))?;
-    Ok(End {
-        tx: Tx { inner: TxInner::Tcp(stream), sent: Counter::default() },
-        rx: Rx { inner: RxInner::Tcp(rx), received: Counter::default() },
-    })
+    Ok(stream_end(Box::new(rx), Box::new(stream)))
+}
+
+/// An end over a local socket whose other end relays elsewhere (TLS between agents: the relay encrypts, the
+/// replicator's threads keep their blocking reads and writes).
+pub fn unix(stream: std::os::unix::net::UnixStream) -> Result<End> {
+    let rx = stream.try_clone().map_err(|e| Error::Protocol(format!("socket: {e}")))?;
+    Ok(stream_end(Box::new(rx), Box::new(stream)))
+}
+
+fn stream_end(read: Box<dyn Read + Send>, write: Box<dyn Write + Send>) -> End {
+    End {
+        tx: Tx { inner: TxInner::Stream(write), sent: Counter::default() },
+        rx: Rx { inner: RxInner::Stream(read), received: Counter::default() },
+    }
 }
 
 #[cfg(test)]

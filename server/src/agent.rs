@@ -26,12 +26,22 @@ fn fail(code: u8, message: impl Into<String>) -> AgentFailure {
 /// What the agent remembers between starts (beside its key and certificates).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct State {
-    agent_id: String,
-    name: String,
-    role: AgentRole,
+pub struct State {
+    pub agent_id: String,
+    pub name: String,
+    pub role: AgentRole,
     /// `host:port` of the control plane's agents' endpoint.
-    endpoint: String,
+    pub endpoint: String,
+}
+
+/// An enrolled agent's state and identity from its folder (for `homeward disk … --agent-dir`).
+pub fn load(dir: &Path) -> Result<(State, Identity), AgentFailure> {
+    let state = read_state(dir)?.ok_or_else(|| {
+        fail(2, format!("{}: no enrolled agent here; enroll it first with `homeward agent`", dir.display()))
+    })?;
+    let identity =
+        Identity { key_pem: read(&dir.join(KEY))?, cert_pem: read(&dir.join(CERT))?, ca_pem: read(&dir.join(CA))? };
+    Ok((state, identity))
 }
 
 const STATE: &str = "agent.json";

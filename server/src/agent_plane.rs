@@ -197,9 +197,34 @@ async fn heartbeat(State(plane): State<AgentPlane>, Extension(agent): Extension<
     }
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerQuery {
+    pub fingerprint: String,
+}
+
+/// Which agent holds the certificate with this fingerprint: an agent asks before it exchanges disk bytes with a
+/// peer, so that a revoked or unknown peer is refused even though its certificate still verifies.
+async fn peer(State(plane): State<AgentPlane>, Extension(asker): Extension<Agent>, body: Bytes) -> Response {
+    let q: PeerQuery = match serde_json::from_slice(&body) {
+        Ok(q) => q,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}"), "Send fingerprint."),
+    };
+    match plane.agents.authenticate(&q.fingerprint, system_clock()).await {
+        Ok(a) => Json(json!({"id": a.id, "name": a.name, "role": a.role, "site": a.site})).into_response(),
+        Err(e @ (AgentError::Revoked(_) | AgentError::NotFound(_))) => {
+            audit(&plane.accounts, "agent-peer", &asker.name, "refused", Some(format!("peer {}: {e}", q.fingerprint)))
+                .await;
+            refuse(StatusCode::NOT_FOUND, "peer-refused", e.to_string(), "Do not exchange data with this peer.")
+        }
+        Err(e) => agent_error(&e),
+    }
+}
+
 fn agent_router(plane: AgentPlane) -> Router {
     let authenticated = Router::new()
         .route("/agent/v1/heartbeat", post(heartbeat))
+        .route("/agent/v1/peer", post(peer))
         .layer(axum::middleware::from_fn_with_state(plane.clone(), identify));
     Router::new()
         .route("/agent/v1/enroll", post(enroll))

@@ -25,15 +25,21 @@ pub enum DiskCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run one replication cycle from SRC to DST (a path, or tcp://HOST:PORT for a `disk receive`).
+    /// Run one replication cycle from SRC to DST: a path; tcp://HOST:PORT for a `disk receive --token-file`; or
+    /// tls://AGENT@HOST:PORT, with --agent-dir of an enrolled process server, for a master target's
+    /// `disk receive --agent-dir`.
     Sync(SyncArgs),
-    /// Be the target half of one cycle, over TCP.
+    /// Be the target half of one cycle: over TCP with a shared token, or as an enrolled master target over mutual
+    /// TLS (--agent-dir), accepting only an enrolled process server the control plane vouches for.
     Receive {
         #[arg(long, value_name = "ADDR")]
         listen: std::net::SocketAddr,
-        /// File holding the shared token both halves must present.
-        #[arg(long, value_name = "FILE")]
-        token_file: PathBuf,
+        /// File holding the shared token both halves must present (plain TCP).
+        #[arg(long, value_name = "FILE", required_unless_present = "agent_dir", conflicts_with = "agent_dir")]
+        token_file: Option<PathBuf>,
+        /// The folder of an enrolled master target agent: receive over mutual TLS as that agent.
+        #[arg(long, value_name = "DIR")]
+        agent_dir: Option<PathBuf>,
         #[command(flatten)]
         retention: RetentionArgs,
         dst: PathBuf,
@@ -88,8 +94,11 @@ pub struct SyncArgs {
     #[arg(long)]
     no_track: bool,
     /// Shared token for a tcp:// target.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "agent_dir")]
     token_file: Option<PathBuf>,
+    /// The folder of an enrolled process server agent, for a tls:// target.
+    #[arg(long, value_name = "DIR")]
+    agent_dir: Option<PathBuf>,
     #[command(flatten)]
     retention: RetentionArgs,
     /// Print the report as one JSON line instead of the summary.
@@ -166,7 +175,23 @@ pub fn run(cmd: DiskCommand) -> Result<(), replicator::Error> {
             }
         }
         DiskCommand::Sync(a) => sync(a)?,
-        DiskCommand::Receive { listen, token_file, retention, dst } => {
+        DiskCommand::Receive { listen, token_file: None, agent_dir: Some(agent_dir), retention, dst } => {
+            let opts = TargetOptions { token: String::new(), retention: retention.policy() };
+            let wire = runtime()?
+                .block_on(crate::agent_link::receive(&agent_dir, listen, &dst, opts))
+                .map_err(replicator::Error::Protocol)?;
+            let (sent, received) = wire.totals();
+            println!(
+                "received a verified cycle into {}; on the wire (TLS included): received {}, sent {}",
+                dst.display(),
+                human_bytes(received),
+                human_bytes(sent)
+            );
+        }
+        DiskCommand::Receive { listen, token_file, retention, dst, .. } => {
+            let token_file = token_file.ok_or_else(|| {
+                replicator::Error::Invalid("pass --token-file (plain TCP) or --agent-dir (mutual TLS)".into())
+            })?;
             let token = read_token(&token_file)?;
             let listener = std::net::TcpListener::bind(listen)
                 .map_err(|e| replicator::Error::Invalid(format!("cannot listen on {listen}: {e}")))?;
@@ -229,6 +254,14 @@ pub fn run(cmd: DiskCommand) -> Result<(), replicator::Error> {
     Ok(())
 }
 
+/// A runtime for the TLS relay of an agent link (the replicator's halves run on its blocking threads).
+fn runtime() -> Result<tokio::runtime::Runtime, replicator::Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| replicator::Error::Invalid(format!("cannot start the async runtime: {e}")))
+}
+
 fn read_token(path: &std::path::Path) -> Result<String, replicator::Error> {
     let t = std::fs::read_to_string(path).map_err(|e| replicator::Error::io(path, e))?.trim().to_owned();
     if t.is_empty() {
@@ -265,7 +298,21 @@ fn sync(a: SyncArgs) -> Result<(), replicator::Error> {
             );
         }));
     }
-    let r = if let Some(addr) = a.dst.strip_prefix("tcp://") {
+    let mut wire = None;
+    let r = if let Some(target) = a.dst.strip_prefix("tls://") {
+        let Some(agent_dir) = &a.agent_dir else {
+            return Err(replicator::Error::Invalid(
+                "a tls:// target needs --agent-dir of an enrolled process server".into(),
+            ));
+        };
+        let (r, w) = runtime()?
+            .block_on(crate::agent_link::send(agent_dir, target.trim_end_matches('/'), &a.src, opts.clone()))
+            .map_err(replicator::Error::Protocol)?;
+        wire = Some(w.totals());
+        r
+    } else if a.agent_dir.is_some() {
+        return Err(replicator::Error::Invalid("--agent-dir is for a tls://AGENT@HOST:PORT target".into()));
+    } else if let Some(addr) = a.dst.strip_prefix("tcp://") {
         let Some(token_file) = &a.token_file else {
             return Err(replicator::Error::Invalid("a tcp:// target needs --token-file".into()));
         };
@@ -278,7 +325,12 @@ fn sync(a: SyncArgs) -> Result<(), replicator::Error> {
         eprintln!();
     }
     if a.json {
-        println!("{}", serde_json::to_string(&r).unwrap());
+        let mut v = serde_json::to_value(&r).unwrap();
+        if let Some((sent, received)) = wire {
+            v["wire_bytes_sent"] = sent.into();
+            v["wire_bytes_received"] = received.into();
+        }
+        println!("{v}");
         return Ok(());
     }
     let secs = r.elapsed_ms as f64 / 1000.0;
@@ -309,6 +361,9 @@ fn sync(a: SyncArgs) -> Result<(), replicator::Error> {
         human_bytes(r.data_bytes),
         human_bytes(r.bytes_received)
     );
+    if let Some((sent, received)) = wire {
+        println!("  on the wire (TLS included): sent {}, received {}", human_bytes(sent), human_bytes(received));
+    }
     println!("  time {secs:.2} s, {}/s over the disk", human_bytes((r.size as f64 / secs.max(1e-3)) as u64));
     println!("  recovery point {} ({}), {}, digest {}", r.point.seq, r.point.id, r.point.consistency, &r.digest[..16]);
     Ok(())

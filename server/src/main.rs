@@ -2,6 +2,7 @@
 //! opens the database, and mounts the portal (`app`) and the health endpoint.
 
 mod agent;
+mod agent_link;
 mod agent_plane;
 mod api;
 mod auth;

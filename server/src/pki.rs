@@ -190,6 +190,46 @@ impl Identity {
     }
 }
 
+impl Identity {
+    fn key(&self) -> Result<PrivateKeyDer<'static>, PkiError> {
+        PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| PkiError::Invalid(format!("the agent's key: {e}")))
+    }
+
+    fn roots(&self) -> Result<Arc<RootCertStore>, PkiError> {
+        let mut roots = RootCertStore::empty();
+        roots.add(cert_der(&self.ca_pem)?)?;
+        Ok(Arc::new(roots))
+    }
+
+    /// The receiving agent's side of a replication link: its own certificate, and the sender must present one of
+    /// the vault's CA (which agent it is, and whether it may send, the control plane says).
+    pub fn link_server(&self) -> Result<ServerConfig, PkiError> {
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots()?, provider())
+            .build()
+            .map_err(|e| PkiError::Invalid(format!("client verifier: {e}")))?;
+        Ok(ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![cert_der(&self.cert_pem)?], self.key()?)?)
+    }
+
+    /// The sending agent's side: the receiver must hold the vault CA's certificate for the agent name expected
+    /// (see [`agent_server_name`]), and the sender presents its own.
+    pub fn link_client(&self) -> Result<ClientConfig, PkiError> {
+        Ok(ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(self.roots()?)
+            .with_client_auth_cert(vec![cert_der(&self.cert_pem)?], self.key()?)?)
+    }
+}
+
+/// The TLS name an agent's certificate carries.
+pub fn agent_server_name(agent: &str) -> Result<ServerName<'static>, PkiError> {
+    ServerName::try_from(format!("{agent}.agent.homeward.invalid"))
+        .map_err(|_| PkiError::Invalid(format!("{agent:?} is not an agent name")))
+}
+
 /// Verifies the server's chain against the vault's CA for [`CONTROL_PLANE_NAME`], whatever host was dialled.
 #[derive(Debug)]
 struct FixedName {
