@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::netns::{fill_random, finished, Sites};
 use common::{Portal, BIN};
 use serde_json::{json, Value};
 
@@ -304,187 +305,6 @@ async fn the_agents_endpoint_refuses_anonymous_forged_and_unregistered_certifica
     assert_eq!(p.http.get(format!("{}healthz", p.url)).send().await.unwrap().status().as_u16(), 200);
 }
 
-/// Two network namespaces made by this test: the control plane in one, an on-premises agent in the other, joined
-/// by a veth pair shaped to 20 Mbit/s with `tc … tbf`. Deleted on drop, whatever happened.
-struct Namespaces {
-    cp: String,
-    op: String,
-    op_if: String,
-    cp_addr: String,
-    children: Vec<Child>,
-}
-
-impl Namespaces {
-    /// None (with the reason) where the machine refuses namespaces.
-    fn create() -> Result<Namespaces, String> {
-        let id = std::process::id() % 100_000;
-        let (cp, op) = (format!("hw{id}cp"), format!("hw{id}op"));
-        let (cp_if, op_if) = (format!("hw{id}c"), format!("hw{id}o"));
-        let octet = id % 250 + 1;
-        let ns = Namespaces {
-            cp: cp.clone(),
-            op: op.clone(),
-            op_if: op_if.clone(),
-            cp_addr: format!("10.231.{octet}.1"),
-            children: Vec::new(),
-        };
-        ip(&["netns", "add", &cp])?;
-        ip(&["netns", "add", &op])?;
-        for step in [
-            vec!["link", "add", &cp_if, "type", "veth", "peer", "name", &op_if],
-            vec!["link", "set", &cp_if, "netns", &cp],
-            vec!["link", "set", &op_if, "netns", &op],
-        ] {
-            ip(&step)?;
-        }
-        let cp_cidr = format!("10.231.{octet}.1/30");
-        let op_cidr = format!("10.231.{octet}.2/30");
-        for (n, dev, cidr) in [(&cp, &cp_if, &cp_cidr), (&op, &op_if, &op_cidr)] {
-            ip(&["-n", n, "addr", "add", cidr, "dev", dev])?;
-            ip(&["-n", n, "link", "set", dev, "up"])?;
-            ip(&["-n", n, "link", "set", "lo", "up"])?;
-        }
-        // The WAN: 20 Mbit/s from the agent's side.
-        run(
-            "ip",
-            &[
-                "netns", "exec", &op, "tc", "qdisc", "add", "dev", &op_if, "root", "tbf", "rate", "20mbit", "burst",
-                "32kbit", "latency", "400ms",
-            ],
-        )?;
-        Ok(ns)
-    }
-
-    /// `homeward args…` inside namespace `ns`, on SQLite (the test's PostgreSQL listens outside the namespaces).
-    fn homeward(&self, ns: &str, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns, BIN]).args(args).env_remove("HOMEWARD_DATABASE_URL");
-        c
-    }
-
-    fn link(&self, up: bool) {
-        ip(&["-n", &self.op, "link", "set", &self.op_if, if up { "up" } else { "down" }]).unwrap();
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        // Deleting a namespace deletes its end of the veth pair, and with it the other end.
-        let _ = ip(&["netns", "del", &self.cp]);
-        let _ = ip(&["netns", "del", &self.op]);
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(cmd).args(args).output().map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{cmd} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    run("ip", args)
-}
-
-/// The agent list as the CLI prints it with --json, from inside the control plane's namespace.
-fn agents_json(ns: &Namespaces, server: &str, token: &str) -> Value {
-    let out =
-        ns.homeward(&ns.cp, &["agents", "list", "--json", "--server", server, "--token", token]).output().unwrap();
-    assert!(out.status.success(), "agents list: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn wait_agent_state(ns: &Namespaces, server: &str, token: &str, state: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let v = agents_json(ns, server, token);
-        if v["agents"][0]["state"] == state {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the agent never became {state}: {v}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-#[test]
-fn across_namespaces_on_a_shaped_link_an_agent_goes_offline_when_the_link_is_cut_and_comes_back() {
-    if common::postgres::wanted() {
-        // Its vault is on SQLite inside the namespace whatever the pass; the SQLite pass ran it already.
-        return;
-    }
-    let mut ns = match Namespaces::create() {
-        Ok(ns) => ns,
-        Err(why) => {
-            eprintln!("SKIPPED: this machine refuses network namespaces ({why})");
-            return;
-        }
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("vault");
-    let listen = format!("{}:0", ns.cp_addr);
-    let mut serve = ns
-        .homeward(&ns.cp, &["serve", "--listen", &listen, "--agent-listen", &listen, "--data-dir"])
-        .arg(&data)
-        .env("HOMEWARD_ADMIN_PASSWORD", common::ADMIN_PASSWORD)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(serve.stdout.take().unwrap()));
-    ns.children.push(serve);
-    let portal = lines.next().unwrap().unwrap();
-    let server = portal.trim_start_matches("Homeward portal: ").trim_end_matches('/').to_owned();
-    assert!(server.starts_with(&format!("http://{}:", ns.cp_addr)), "{portal}");
-    std::thread::spawn(move || for _ in lines {});
-
-    let out = ns.homeward(&ns.cp, &["users", "token", "admin", "--data-dir"]).arg(&data).output().unwrap();
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let out = ns
-        .homeward(
-            &ns.cp,
-            &[
-                "agents",
-                "enroll",
-                "mt-wan",
-                "--role",
-                "master-target",
-                "--json",
-                "--server",
-                &server,
-                "--token",
-                &token,
-            ],
-        )
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "enroll: {}", String::from_utf8_lossy(&out.stderr));
-    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let command = e["command"].as_str().unwrap().to_owned();
-    assert!(command.contains(&format!("--control-plane {}:", ns.cp_addr)), "{command}");
-
-    let agent_dir = dir.path().join("agent");
-    let mut args: Vec<String> = command.split_whitespace().skip(1).map(str::to_owned).collect();
-    args.extend(["--data-dir".into(), agent_dir.display().to_string(), "--heartbeat-seconds".into(), "1".into()]);
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let agent = ns.homeward(&ns.op, &argv).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    ns.children.push(agent);
-    wait_agent_state(&ns, &server, &token, "online", Duration::from_secs(30));
-
-    // The WAN is cut: three missed heartbeats show the agent offline (a warning, not a failure) …
-    ns.link(false);
-    wait_agent_state(&ns, &server, &token, "offline", Duration::from_secs(30));
-    // … and when it is back, the same agent process reconnects on its own.
-    ns.link(true);
-    wait_agent_state(&ns, &server, &token, "online", Duration::from_secs(40));
-    assert!(ns.children[1].try_wait().unwrap().is_none(), "the agent kept running through the cut");
-}
-
 /// An item replicates through its process server: when that server's agent is killed (SIGKILL) the item's health
 /// turns to a warning naming it — not a failed job — and back to normal when a restarted agent heartbeats again.
 #[tokio::test]
@@ -565,169 +385,16 @@ async fn the_embedded_default_runs_its_agents_through_the_same_enrollment_and_tl
     }
 }
 
-/// Three namespaces made by this test — the control plane, the cloud site, the on-premises site — joined by veth
-/// pairs: each site to the control plane, and the two sites to each other by the WAN, shaped to 100 Mbit/s with
-/// `tc … tbf` at the cloud's end. Deleted on drop.
-struct Sites {
-    names: [String; 3],
-    wan_cloud_if: String,
-    children: Vec<Child>,
-    octet: u32,
-}
-
-impl Sites {
-    const CP: usize = 0;
-    const CLOUD: usize = 1;
-    const ONPREM: usize = 2;
-
-    fn create() -> Result<Sites, String> {
-        let id = std::process::id() % 100_000;
-        let names = [format!("hw{id}x"), format!("hw{id}y"), format!("hw{id}z")];
-        let octet = (id + 7) % 250 + 1;
-        let sites = Sites { names: names.clone(), wan_cloud_if: format!("hw{id}yw"), children: Vec::new(), octet };
-        for n in &names {
-            ip(&["netns", "add", n])?;
-            ip(&["-n", n, "link", "set", "lo", "up"])?;
-        }
-        // (namespace a, its interface, its address; namespace b, …): 10.232.<octet>.0/30, .4/30, .8/30.
-        let links = [
-            (Self::CP, format!("hw{id}xz"), 1, Self::ONPREM, format!("hw{id}zx"), 2),
-            (Self::CP, format!("hw{id}xy"), 5, Self::CLOUD, format!("hw{id}yx"), 6),
-            (Self::CLOUD, format!("hw{id}yw"), 9, Self::ONPREM, format!("hw{id}zw"), 10),
-        ];
-        for (a, a_if, a_host, b, b_if, b_host) in &links {
-            ip(&["link", "add", a_if, "type", "veth", "peer", "name", b_if])?;
-            for (ns, dev, host) in [(&names[*a], a_if, a_host), (&names[*b], b_if, b_host)] {
-                ip(&["link", "set", dev, "netns", ns])?;
-                ip(&["-n", ns, "addr", "add", &format!("10.232.{octet}.{host}/30"), "dev", dev])?;
-                ip(&["-n", ns, "link", "set", dev, "up"])?;
-            }
-        }
-        let wan = sites.wan_cloud_if.clone();
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &names[Self::CLOUD],
-                "tc",
-                "qdisc",
-                "add",
-                "dev",
-                &wan,
-                "root",
-                "tbf",
-                "rate",
-                "100mbit",
-                "burst",
-                "64kbit",
-                "latency",
-                "400ms",
-            ],
-        )?;
-        Ok(sites)
-    }
-
-    fn addr(&self, host: u32) -> String {
-        format!("10.232.{}.{host}", self.octet)
-    }
-
-    fn homeward(&self, site: usize, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.names[site], BIN]).args(args).env_remove("HOMEWARD_DATABASE_URL");
-        c
-    }
-
-    fn wan(&self, up: bool) {
-        ip(&["-n", &self.names[Self::CLOUD], "link", "set", &self.wan_cloud_if, if up { "up" } else { "down" }])
-            .unwrap();
-    }
-
-    /// Enrolls `name` through the control plane's API as seen from `site` (the command names the control plane's
-    /// address on that site's link), starts it there and returns its folder.
-    fn agent(
-        &mut self,
-        site: usize,
-        server: &str,
-        token: &str,
-        name: &str,
-        role: &str,
-        dir: &Path,
-    ) -> std::path::PathBuf {
-        let out = self
-            .homeward(
-                Self::CP,
-                &["agents", "enroll", name, "--role", role, "--json", "--server", server, "--token", token],
-            )
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "enroll {name}: {}", String::from_utf8_lossy(&out.stderr));
-        let e: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let folder = dir.join(name);
-        let mut args: Vec<String> =
-            e["command"].as_str().unwrap().split_whitespace().skip(1).map(str::to_owned).collect();
-        args.extend(["--data-dir".into(), folder.display().to_string(), "--heartbeat-seconds".into(), "1".into()]);
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let child = self.homeward(site, &argv).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        self.children.push(child);
-        folder
-    }
-}
-
-impl Drop for Sites {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for n in &self.names {
-            let _ = ip(&["netns", "del", n]);
-        }
-    }
-}
-
-/// Waits (bounded) for `child` to exit; its code and both outputs.
-fn finished(mut child: Child, within: Duration) -> (i32, String, String) {
-    let deadline = Instant::now() + within;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("did not exit within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Starts `disk receive --agent-dir` in the on-premises namespace; the child and the address it listens on.
-fn receive_on(s: &Sites, mt: &Path, dst: &Path) -> (Child, String) {
-    let listen = format!("{}:0", s.addr(10));
-    let mut child = s
-        .homeward(Sites::ONPREM, &["disk", "receive", "--listen", &listen, "--agent-dir"])
-        .arg(mt)
-        .arg(dst)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut first).unwrap();
-    let addr = first.split_whitespace().nth(2).unwrap_or_else(|| panic!("unexpected: {first}")).to_owned();
-    (child, addr)
-}
-
+/// Across namespaces: the control plane in one, an on-premises agent in another, the link between them cut and
+/// restored: three missed heartbeats show the agent offline (a warning, not a failure), and the same agent process
+/// reconnects on its own.
 #[test]
-fn a_process_server_sends_to_a_master_target_over_the_shaped_wan_and_resumes_after_the_link_is_cut() {
+fn across_namespaces_an_agent_goes_offline_when_its_link_is_cut_and_comes_back() {
     if common::postgres::wanted() {
         // Its vault is on SQLite inside the namespace whatever the pass; the SQLite pass ran it already.
         return;
     }
-    let mut s = match Sites::create() {
+    let mut s = match Sites::create("20mbit") {
         Ok(s) => s,
         Err(why) => {
             eprintln!("SKIPPED: this machine refuses network namespaces ({why})");
@@ -735,33 +402,43 @@ fn a_process_server_sends_to_a_master_target_over_the_shaped_wan_and_resumes_aft
         }
     };
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("vault");
-    let mut serve = s
-        .homeward(Sites::CP, &["serve", "--listen", "0.0.0.0:0", "--agent-listen", "0.0.0.0:0", "--data-dir"])
-        .arg(&data)
-        .env("HOMEWARD_ADMIN_PASSWORD", common::ADMIN_PASSWORD)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(serve.stdout.take().unwrap()));
-    s.children.push(serve);
-    let portal = lines.next().unwrap().unwrap();
-    let port = portal.trim_end_matches('/').rsplit(':').next().unwrap().to_owned();
-    std::thread::spawn(move || for _ in lines {});
-    let out = s.homeward(Sites::CP, &["users", "token", "admin", "--data-dir"]).arg(&data).output().unwrap();
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let vault = s.serve(&dir.path().join("vault"));
+    s.agent(Sites::ONPREM, &vault, "mt-wan", "master-target", dir.path());
+    let state = |s: &Sites| s.agents_json(&vault)["agents"][0]["state"].as_str().unwrap_or_default().to_owned();
+    let wait = |s: &Sites, want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while state(s) != want {
+            assert!(Instant::now() < deadline, "the agent never became {want}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    wait(&s, "online");
+    s.onprem_to_cp(false);
+    wait(&s, "offline");
+    s.onprem_to_cp(true);
+    wait(&s, "online");
+    assert!(s.children[1].try_wait().unwrap().is_none(), "the agent kept running through the cut");
+}
 
-    // Each agent enrolls through the control plane's address on its own site's link.
-    let mt =
-        s.agent(Sites::ONPREM, &format!("http://{}:{port}", s.addr(1)), &token, "mt-01", "master-target", dir.path());
-    let ps =
-        s.agent(Sites::CLOUD, &format!("http://{}:{port}", s.addr(5)), &token, "ps-01", "process-server", dir.path());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !(mt.join("agent.json").exists() && ps.join("agent.json").exists()) {
-        assert!(Instant::now() < deadline, "the agents did not enroll");
-        std::thread::sleep(Duration::from_millis(100));
+/// A process server sends to a master target straight over the WAN (mutual TLS, shaped to 100 Mbit/s); the WAN
+/// is cut mid-cycle: both halves fail within seconds, and the next cycle resumes from the target's durable cursor,
+/// re-sending at most one chunk, and verifies.
+#[test]
+fn a_process_server_sends_to_a_master_target_over_the_shaped_wan_and_resumes_after_the_link_is_cut() {
+    if common::postgres::wanted() {
+        return;
     }
+    let mut s = match Sites::create("100mbit") {
+        Ok(s) => s,
+        Err(why) => {
+            eprintln!("SKIPPED: this machine refuses network namespaces ({why})");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let vault = s.serve(&dir.path().join("vault"));
+    let mt = s.agent(Sites::ONPREM, &vault, "mt-01", "master-target", dir.path());
+    let ps = s.agent(Sites::CLOUD, &vault, "ps-01", "process-server", dir.path());
 
     // A 96 MiB disk with 64 MiB of data on the cloud side: about 5.5 s at 100 Mbit/s.
     let src = dir.path().join("cloud-disk0.vmdk");
@@ -769,18 +446,7 @@ fn a_process_server_sends_to_a_master_target_over_the_shaped_wan_and_resumes_aft
     let out =
         Command::new(BIN).args(["disk", "create", "--format", "vmdk", "--size", "96M"]).arg(&src).output().unwrap();
     assert!(out.status.success());
-    let data_file = dir.path().join("cloud-disk0-flat.vmdk");
-    let mut bytes = vec![0u8; 64 << 20];
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for b in bytes.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    let f = std::fs::OpenOptions::new().write(true).open(&data_file).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&f, &bytes, 0).unwrap();
-    drop(f);
+    fill_random(&dir.path().join("cloud-disk0-flat.vmdk"), 0, 64 << 20, 0x9e37_79b9_7f4a_7c15);
 
     let sync = |s: &Sites, addr: &str| {
         s.homeward(Sites::CLOUD, &["disk", "sync", "--json", "--mode", "full", "--chunk-size", "4M", "--agent-dir"])
@@ -794,7 +460,7 @@ fn a_process_server_sends_to_a_master_target_over_the_shaped_wan_and_resumes_aft
     };
 
     // First try: the WAN is cut once a quarter of the data has arrived.
-    let (receiver, addr) = receive_on(&s, &mt, &dst);
+    let (receiver, addr) = s.receive(&mt, &dst);
     let sender = sync(&s, &addr);
     let dst_data = dir.path().join("onprem-disk0-flat.vmdk");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -816,7 +482,7 @@ fn a_process_server_sends_to_a_master_target_over_the_shaped_wan_and_resumes_aft
     s.wan(true);
 
     // Second try: resumes from the durable cursor, re-sends at most one 4 MiB chunk, and verifies.
-    let (receiver, addr) = receive_on(&s, &mt, &dst);
+    let (receiver, addr) = s.receive(&mt, &dst);
     let (code, out, err) = finished(sync(&s, &addr), Duration::from_secs(120));
     assert_eq!(code, 0, "{err}");
     let (rcode, rout, rerr) = finished(receiver, Duration::from_secs(30));
@@ -833,15 +499,11 @@ fn a_process_server_sends_to_a_master_target_over_the_shaped_wan_and_resumes_aft
     let wire = r["wire_bytes_sent"].as_u64().unwrap();
     assert!(wire >= data_sent && wire < r["bytes_sent"].as_u64().unwrap() * 105 / 100 + 65_536, "{r}");
     common::same_disk(&src, "vmdk", &dst, "vmdk", "after the resumed cycle");
-    let ms = r["elapsed_ms"].as_u64().unwrap().max(1);
     eprintln!(
-        "resumed at {} MiB of 64; re-sent {} KiB more than was left; {} bytes on the wire for {} of data ({:.2} %); \
-         {:.1} Mbit/s on a 100 Mbit/s link",
+        "resumed at {} MiB of 64; re-sent {} KiB beyond what was left; {} bytes on the wire for {} of data",
         (resumed * block) >> 20,
-        (data_sent - remaining) >> 10,
+        data_sent.saturating_sub(remaining) >> 10,
         wire,
-        data_sent,
-        (wire as f64 / data_sent as f64 - 1.0) * 100.0,
-        wire as f64 * 8.0 / ms as f64 / 1000.0
+        data_sent
     );
 }

@@ -14,6 +14,8 @@ use serde_json::Value;
 #[path = "../support/postgres.rs"]
 pub mod postgres;
 
+pub mod netns;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_homeward");
 
 /// The database URL the suites use for `data_dir`: none (the SQLite file in the data dir) unless
