@@ -390,17 +390,7 @@ async fn the_embedded_default_runs_its_agents_through_the_same_enrollment_and_tl
 /// reconnects on its own.
 #[test]
 fn across_namespaces_an_agent_goes_offline_when_its_link_is_cut_and_comes_back() {
-    if common::postgres::wanted() {
-        // Its vault is on SQLite inside the namespace whatever the pass; the SQLite pass ran it already.
-        return;
-    }
-    let mut s = match Sites::create("20mbit") {
-        Ok(s) => s,
-        Err(why) => {
-            eprintln!("SKIPPED: this machine refuses network namespaces ({why})");
-            return;
-        }
-    };
+    let Some(mut s) = Sites::for_test("20mbit") else { return };
     let dir = tempfile::tempdir().unwrap();
     let vault = s.serve(&dir.path().join("vault"));
     s.agent(Sites::ONPREM, &vault, "mt-wan", "master-target", dir.path());
@@ -425,16 +415,7 @@ fn across_namespaces_an_agent_goes_offline_when_its_link_is_cut_and_comes_back()
 /// re-sending at most one chunk, and verifies.
 #[test]
 fn a_process_server_sends_to_a_master_target_over_the_shaped_wan_and_resumes_after_the_link_is_cut() {
-    if common::postgres::wanted() {
-        return;
-    }
-    let mut s = match Sites::create("100mbit") {
-        Ok(s) => s,
-        Err(why) => {
-            eprintln!("SKIPPED: this machine refuses network namespaces ({why})");
-            return;
-        }
-    };
+    let Some(mut s) = Sites::for_test("100mbit") else { return };
     let dir = tempfile::tempdir().unwrap();
     let vault = s.serve(&dir.path().join("vault"));
     let mt = s.agent(Sites::ONPREM, &vault, "mt-01", "master-target", dir.path());
@@ -448,6 +429,7 @@ fn a_process_server_sends_to_a_master_target_over_the_shaped_wan_and_resumes_aft
     assert!(out.status.success());
     fill_random(&dir.path().join("cloud-disk0-flat.vmdk"), 0, 64 << 20, 0x9e37_79b9_7f4a_7c15);
 
+    // Checkpoints every 4 MiB, so that the cut falls well after the first durable cursor.
     let sync = |s: &Sites, addr: &str| {
         s.homeward(Sites::CLOUD, &["disk", "sync", "--json", "--mode", "full", "--chunk-size", "4M", "--agent-dir"])
             .arg(&ps)

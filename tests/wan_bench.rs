@@ -11,10 +11,10 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::Duration;
+use std::path::Path;
+use std::process::Command;
 
-use common::netns::{fill_random, finished, Sites};
+use common::netns::{cycle, fill_random, Sites};
 use common::BIN;
 use serde_json::Value;
 
@@ -37,13 +37,7 @@ fn wan_benchmark() {
         eprintln!("WAN benchmark skipped: set HOMEWARD_BENCH=1 (./x bench wan does)");
         return;
     }
-    let mut s = match Sites::create("100mbit") {
-        Ok(s) => s,
-        Err(why) => {
-            eprintln!("WAN benchmark skipped: this machine refuses network namespaces ({why})");
-            return;
-        }
-    };
+    let Some(mut s) = Sites::for_test("100mbit") else { return };
     let size = parse_size(&std::env::var("HOMEWARD_BENCH_WAN_SIZE").unwrap_or_else(|_| "1G".into()));
     let dir = tempfile::tempdir().unwrap();
     let vault = s.serve(&dir.path().join("vault"));
@@ -58,55 +52,16 @@ fn wan_benchmark() {
     let data = (size / 4) as usize;
     fill_random(&data_file, 0, data, 0x5eed);
 
-    // Over mutual TLS between the agents.
-    let tls = |mode: &str, dst: &std::path::Path| -> Value {
+    // Over mutual TLS between the agents, and the baseline: the same replicator over plain TCP with a token.
+    let tls = |mode: &str, dst: &Path| {
         let (receiver, addr) = s.receive(&mt, dst);
-        let sender = s
-            .homeward(Sites::CLOUD, &["disk", "sync", "--json", "--mode", mode, "--agent-dir"])
-            .arg(&ps)
-            .arg(&src)
-            .arg(format!("tls://mt-01@{addr}"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (code, out, err) = finished(sender, Duration::from_secs(1800));
-        assert_eq!(code, 0, "{err}");
-        let (code, _, err) = finished(receiver, Duration::from_secs(60));
-        assert_eq!(code, 0, "{err}");
-        serde_json::from_str(out.lines().last().unwrap()).unwrap()
+        cycle(s.send(mode, "--agent-dir", &ps, &src, &format!("tls://mt-01@{addr}")), receiver)
     };
-    // The baseline: the same replicator over plain TCP with a shared token.
     let token = dir.path().join("token");
     std::fs::write(&token, "bench-token").unwrap();
-    let plain = |mode: &str, dst: &std::path::Path| -> Value {
-        let listen = format!("{}:0", s.addr(Sites::ONPREM_WAN));
-        let mut receiver = s
-            .homeward(Sites::ONPREM, &["disk", "receive", "--listen", &listen, "--token-file"])
-            .arg(&token)
-            .arg(dst)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(receiver.stdout.as_mut().unwrap()), &mut first)
-            .unwrap();
-        let addr = first.split_whitespace().nth(2).unwrap().to_owned();
-        let sender = s
-            .homeward(Sites::CLOUD, &["disk", "sync", "--json", "--mode", mode, "--token-file"])
-            .arg(&token)
-            .arg(&src)
-            .arg(format!("tcp://{addr}"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (code, out, err) = finished(sender, Duration::from_secs(1800));
-        assert_eq!(code, 0, "{err}");
-        let (code, _, err) = finished(receiver, Duration::from_secs(60));
-        assert_eq!(code, 0, "{err}");
-        serde_json::from_str(out.lines().last().unwrap()).unwrap()
+    let plain = |mode: &str, dst: &Path| {
+        let (receiver, addr) = s.receive_with("--token-file", &token, dst);
+        cycle(s.send(mode, "--token-file", &token, &src, &format!("tcp://{addr}")), receiver)
     };
 
     let tls_dst = dir.path().join("onprem-tls.vmdk");
@@ -163,5 +118,3 @@ fn wan_benchmark() {
     );
     common::same_disk(&src, "vmdk", &tls_dst, "vmdk", "the TLS target after the delta");
 }
-
-use std::process::Command;

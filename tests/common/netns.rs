@@ -98,6 +98,21 @@ impl Sites {
         Ok(sites)
     }
 
+    /// For a test: the namespaces, or None (saying why) on a machine that refuses them, and in the PostgreSQL
+    /// pass — the vault inside the namespace is on SQLite whatever the pass, and the SQLite pass ran the test.
+    pub fn for_test(wan_rate: &str) -> Option<Sites> {
+        if super::postgres::wanted() {
+            return None;
+        }
+        match Sites::create(wan_rate) {
+            Ok(s) => Some(s),
+            Err(why) => {
+                eprintln!("SKIPPED: this machine refuses network namespaces ({why})");
+                None
+            }
+        }
+    }
+
     pub fn addr(&self, host: u32) -> String {
         format!("10.232.{}.{host}", self.octet)
     }
@@ -188,10 +203,15 @@ impl Sites {
     /// Starts `disk receive --agent-dir` in the on-premises namespace on its WAN address; the child and the
     /// address it listens on.
     pub fn receive(&self, agent_dir: &Path, dst: &Path) -> (Child, String) {
+        self.receive_with("--agent-dir", agent_dir, dst)
+    }
+
+    /// The same with `--agent-dir DIR` (mutual TLS) or `--token-file FILE` (plain TCP).
+    pub fn receive_with(&self, flag: &str, path: &Path, dst: &Path) -> (Child, String) {
         let listen = format!("{}:0", self.addr(Self::ONPREM_WAN));
         let mut child = self
-            .homeward(Self::ONPREM, &["disk", "receive", "--listen", &listen, "--agent-dir"])
-            .arg(agent_dir)
+            .homeward(Self::ONPREM, &["disk", "receive", "--listen", &listen, flag])
+            .arg(path)
             .arg(dst)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -202,6 +222,27 @@ impl Sites {
         let addr = first.split_whitespace().nth(2).unwrap_or_else(|| panic!("unexpected: {first}")).to_owned();
         (child, addr)
     }
+
+    /// Starts `disk sync --json --mode MODE FLAG PATH SRC TARGET` in the cloud's namespace.
+    pub fn send(&self, mode: &str, flag: &str, path: &Path, src: &Path, target: &str) -> Child {
+        self.homeward(Self::CLOUD, &["disk", "sync", "--json", "--mode", mode, flag])
+            .arg(path)
+            .arg(src)
+            .arg(target)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// One cycle that must succeed: waits (bounded) for the sender, then the receiver; the sender's JSON report.
+pub fn cycle(sender: Child, receiver: Child) -> Value {
+    let (code, out, err) = finished(sender, Duration::from_secs(1800));
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = finished(receiver, Duration::from_secs(60));
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(out.lines().last().unwrap()).unwrap()
 }
 
 impl Drop for Sites {
