@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::netns::{fill_random, finished, Sites};
+use common::netns::{cycle, fill_random, finished, Sites};
 use common::{Portal, BIN};
 use serde_json::{json, Value};
 
@@ -488,4 +488,47 @@ fn a_process_server_sends_to_a_master_target_over_the_shaped_wan_and_resumes_aft
         wire,
         data_sent
     );
+}
+
+/// The sending agent's process is killed (SIGKILL) mid-cycle; the receiver notices the dead stream, and the next
+/// cycle resumes from the target's durable cursor and verifies.
+#[test]
+fn a_sender_killed_mid_cycle_resumes_from_the_durable_cursor() {
+    let Some(mut s) = Sites::for_test("100mbit") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let vault = s.serve(&dir.path().join("vault"));
+    let mt = s.agent(Sites::ONPREM, &vault, "mt-01", "master-target", dir.path());
+    let ps = s.agent(Sites::CLOUD, &vault, "ps-01", "process-server", dir.path());
+    let src = dir.path().join("cloud-disk0.vmdk");
+    let dst = dir.path().join("onprem-disk0.vmdk");
+    let out =
+        Command::new(BIN).args(["disk", "create", "--format", "vmdk", "--size", "64M"]).arg(&src).output().unwrap();
+    assert!(out.status.success());
+    fill_random(&dir.path().join("cloud-disk0-flat.vmdk"), 0, 48 << 20, 0x51_6b11);
+
+    let (receiver, addr) = s.receive(&mt, &dst);
+    let target = format!("tls://mt-01@{addr}");
+    let mut sender = s.send("full", "--agent-dir", &ps, &src, &target);
+    let dst_data = dir.path().join("onprem-disk0-flat.vmdk");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        use std::os::unix::fs::MetadataExt;
+        let written = std::fs::metadata(&dst_data).map(|m| m.blocks() * 512).unwrap_or(0);
+        if written >= 40 << 20 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cycle never got going ({written} bytes written)");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // `ip netns exec` execs the binary: this is the sending process itself.
+    sender.kill().unwrap();
+    let _ = sender.wait();
+    let (code, _, err) = finished(receiver, Duration::from_secs(60));
+    assert_ne!(code, 0, "a cycle whose sender died cannot verify: {err}");
+
+    let (receiver, addr) = s.receive(&mt, &dst);
+    let r = cycle(s.send("auto", "--agent-dir", &ps, &src, &format!("tls://mt-01@{addr}")), receiver);
+    let resumed = r["resumed_from_block"].as_u64().unwrap_or_else(|| panic!("not resumed: {r}"));
+    assert!(resumed * r["block_size"].as_u64().unwrap() >= 8 << 20, "{r}");
+    common::same_disk(&src, "vmdk", &dst, "vmdk", "after the resumed cycle");
 }
