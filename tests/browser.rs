@@ -644,9 +644,21 @@ async fn an_agent_is_enrolled_and_revoked_from_the_infrastructure_page() {
         assert!(agent.0.try_wait().unwrap().is_none(), "the agent stopped");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // A rate cap from the row's form reaches the registry.
+    type_into(&c, r#"[data-testid="agents"] form.rate-cap input"#, "25").await;
+    click(&c, r#"[data-testid="agents"] form.rate-cap button"#).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = api(&portal, "GET", "agents", Value::Null).await;
+        if v["agents"][0]["max_bytes_per_s"] == 25u64 << 20 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rate cap never reached the registry: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     c.execute(r#"document.querySelector('[data-testid="agents"]').scrollIntoView()"#, vec![]).await.unwrap();
     shot(&c, "infrastructure-agents-light").await;
-    click(&c, r#"[data-testid="agents"] tbody button"#).await;
+    click(&c, r#"[data-testid="agents"] tbody td:last-child button"#).await;
     click(&c, r#"[data-testid="agents"] tbody button.danger"#).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !text(&c, r#"[data-testid="agents"] table"#).await.contains("revoked") {

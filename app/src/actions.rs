@@ -351,3 +351,25 @@ pub async fn revoke_agent(id: String) -> Result<(), PortalError> {
     actor.revoke_agent(&c.agents, &id).await.map_err(server::agent_error)?;
     Ok(())
 }
+
+/// Caps the bytes per second an agent sends on its replication links (Administrator): `mib_per_s` in MiB/s, or
+/// empty to lift the cap.
+#[server(endpoint = "portal/agents/rate-cap", input = leptos::server_fn::codec::Json)]
+pub async fn set_agent_rate_cap(id: String, mib_per_s: String) -> Result<(), PortalError> {
+    use orchestrator::acting::Actor;
+    let user = server::signed_in()?;
+    let c = crate::data::server::ctx().map_err(|e| PortalError::Server(e.to_string()))?;
+    let v = mib_per_s.trim();
+    let cap = if v.is_empty() {
+        None
+    } else {
+        let mib: f64 = v.parse().ok().filter(|m: &f64| m.is_finite() && *m > 0.0).ok_or_else(|| {
+            server::status(http::StatusCode::BAD_REQUEST);
+            PortalError::Conflict(format!("{v:?} is not a rate: give MiB per second, e.g. 50, or leave it empty"))
+        })?;
+        Some((mib * 1_048_576.0) as u64)
+    };
+    let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
+    actor.set_agent_rate_cap(&c.agents, &id, cap).await.map_err(server::agent_error)?;
+    Ok(())
+}

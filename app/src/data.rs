@@ -708,6 +708,7 @@ pub async fn agents() -> Result<AgentsView, ServerFnError> {
             version: a.version,
             disks: a.inventory.as_ref().map_or(0, |i| i.disks.len()),
             free_bytes: a.inventory.as_ref().map(|i| i.free_bytes),
+            rate_cap: a.max_bytes_per_s,
         })
         .collect();
     Ok(AgentsView { rows, ca_fingerprint: c.ca_fingerprint })

@@ -282,6 +282,8 @@ pub struct AgentRow {
     pub version: Option<String>,
     pub disks: usize,
     pub free_bytes: Option<u64>,
+    /// Bytes per second it may send on its replication links; none: uncapped.
+    pub rate_cap: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@ use leptos_meta::Title;
 use leptos_router::components::Form;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
-use crate::actions::{EnrollAgent, JobAction, PlanFailover, RevokeAgent, SetFault};
+use crate::actions::{EnrollAgent, JobAction, PlanFailover, RevokeAgent, SetAgentRateCap, SetFault};
 use crate::data;
 use crate::model::*;
 use crate::ui::*;
@@ -738,7 +738,11 @@ pub(crate) fn Infrastructure() -> impl IntoView {
 fn AgentsPanel(admin: bool) -> impl IntoView {
     let enroll = ServerAction::<EnrollAgent>::new();
     let revoke = ServerAction::<RevokeAgent>::new();
-    let list = Resource::new(move || (enroll.version().get(), revoke.version().get()), |_| data::agents());
+    let cap = ServerAction::<SetAgentRateCap>::new();
+    let list = Resource::new(
+        move || (enroll.version().get(), revoke.version().get(), cap.version().get()),
+        |_| data::agents(),
+    );
     let (name, role, site) =
         (RwSignal::new(String::new()), RwSignal::new("master-target".to_owned()), RwSignal::new(String::new()));
     let confirming = RwSignal::new(None::<String>);
@@ -755,7 +759,7 @@ fn AgentsPanel(admin: bool) -> impl IntoView {
                         {empty.then(|| view! { <p class="muted">"No agent is enrolled yet."</p> })}
                         {(!empty).then(|| view! {
                             <div class="table-wrap"><table class="grid">
-                                <thead><tr><th scope="col">"Name"</th><th scope="col">"Role"</th><th scope="col">"Site"</th><th scope="col">"State"</th><th scope="col">"Last heartbeat"</th><th scope="col">"Version"</th><th scope="col">"Disks"</th><th scope="col">"Free"</th>{admin.then(|| view! { <th scope="col"><span class="sr-only">"Actions"</span></th> })}</tr></thead>
+                                <thead><tr><th scope="col">"Name"</th><th scope="col">"Role"</th><th scope="col">"Site"</th><th scope="col">"State"</th><th scope="col">"Last heartbeat"</th><th scope="col">"Version"</th><th scope="col">"Disks"</th><th scope="col">"Free"</th><th scope="col">"Rate cap"</th>{admin.then(|| view! { <th scope="col"><span class="sr-only">"Actions"</span></th> })}</tr></thead>
                                 <tbody>{v.rows.into_iter().map(|a| {
                                     let (id, name) = (a.id.clone(), a.name.clone());
                                     let revocable = a.state != "revoked";
@@ -769,6 +773,21 @@ fn AgentsPanel(admin: bool) -> impl IntoView {
                                             <td>{a.version.clone().unwrap_or_else(|| "–".into())}</td>
                                             <td>{a.disks}</td>
                                             <td>{a.free_bytes.map(fmt_bytes).unwrap_or_else(|| "–".into())}</td>
+                                            <td>{if admin && revocable {
+                                                let id = id.clone();
+                                                let text = RwSignal::new(a.rate_cap.map(|c| format!("{:.0}", c as f64 / 1_048_576.0)).unwrap_or_default());
+                                                view! {
+                                                    <form class="rate-cap" on:submit=move |ev| {
+                                                        ev.prevent_default();
+                                                        cap.dispatch(SetAgentRateCap { id: id.clone(), mib_per_s: text.get_untracked() });
+                                                    }>
+                                                        <label><span class="sr-only">{format!("Rate cap of {name}, MiB/s")}</span><input type="text" name="mib" size="5" inputmode="decimal" placeholder="none" prop:value=move || text.get() on:input=move |ev| text.set(event_target_value(&ev))/></label>" MiB/s "
+                                                        <button type="submit">"Set"</button>
+                                                    </form>
+                                                }.into_any()
+                                            } else {
+                                                a.rate_cap.map(|c| format!("{}/s", fmt_bytes(c))).unwrap_or_else(|| "none".into()).into_any()
+                                            }}</td>
                                             {admin.then(|| view! { <td>{revocable.then(|| {
                                                 let (id2, id3) = (id.clone(), id.clone());
                                                 view! {
@@ -792,6 +811,7 @@ fn AgentsPanel(admin: bool) -> impl IntoView {
                 })}
             </Suspense>
             {move || revoke.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
+            {move || cap.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
             {if admin {
                 view! {
                     <form class="knobs" data-testid="enroll-agent" on:submit=move |ev| {

@@ -145,6 +145,27 @@ impl Actor<'_> {
         self.administer("agent-revoke", &target.name, format!("agent {}", target.id), change).await
     }
 
+    /// Caps the bytes per second a site agent sends on its replication links, or lifts the cap (Administrator).
+    pub async fn set_agent_rate_cap(
+        &self,
+        agents: &Agents,
+        id_or_name: &str,
+        cap: Option<u64>,
+    ) -> Result<Agent, ActError> {
+        let now = (self.service.clock)();
+        let target = match agents.find(id_or_name, now).await {
+            Ok(a) => a,
+            Err(e) => {
+                let result = Err(ActError::Service(e.into()));
+                self.record(self.entry("agent-rate-cap", id_or_name, None), &result, None).await;
+                return result;
+            }
+        };
+        let detail = cap.map_or_else(|| "no cap".to_owned(), |c| format!("{c} bytes per second"));
+        let change = async { Ok(agents.set_rate_cap(&target.id, cap, now).await?) };
+        self.administer("agent-rate-cap", &target.name, detail, change).await
+    }
+
     /// Applies an administrative change (fault knobs, accounts) after checking the role, and records it.
     pub async fn administer<T>(
         &self,

@@ -147,7 +147,12 @@ pub struct Agent {
     pub revoked_at: Option<Millis>,
     /// SHA-256 of the agent's certificate (hex), once enrolled.
     pub cert_fingerprint: Option<String>,
+    /// The most bytes per second it may send on its replication links; none: as fast as the link goes.
+    pub max_bytes_per_s: Option<u64>,
 }
+
+/// The smallest rate cap: below it a cycle of a small disk would take hours.
+pub const MIN_RATE_CAP: u64 = 64 << 10;
 
 /// A new enrollment: the token is shown once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,10 +262,11 @@ struct AgentRow {
     version: Option<String>,
     inventory: Option<String>,
     revoked_at: Option<i64>,
+    max_bytes_per_s: Option<i64>,
 }
 
 const COLUMNS: &str = "id, name, role, site, created_at, created_by, enroll_expires_at, cert_fingerprint, \
-                       enrolled_at, last_heartbeat_at, version, inventory, revoked_at";
+                       enrolled_at, last_heartbeat_at, version, inventory, revoked_at, max_bytes_per_s";
 
 impl AgentRow {
     fn into_agent(self, now: Millis) -> Result<Agent, AgentError> {
@@ -301,6 +307,7 @@ impl AgentRow {
             inventory,
             revoked_at: ms(self.revoked_at),
             cert_fingerprint: self.cert_fingerprint,
+            max_bytes_per_s: self.max_bytes_per_s.map(|v| v.max(0) as u64),
         })
     }
 }
@@ -437,6 +444,25 @@ impl Agents {
         .bind(id)
         .execute(&self.db.pool)
         .await?;
+        if r.rows_affected() == 0 {
+            return Err(AgentError::NotFound(id.to_owned()));
+        }
+        self.get(id, now).await
+    }
+
+    /// Caps (or, with None, uncaps) the bytes per second agent `id` sends on its replication links.
+    pub async fn set_rate_cap(&self, id: &str, cap: Option<u64>, now: Millis) -> Result<Agent, AgentError> {
+        if let Some(c) = cap.filter(|c| *c < MIN_RATE_CAP) {
+            return Err(AgentError::Invalid(format!(
+                "a rate cap of {c} bytes per second is below the smallest, {MIN_RATE_CAP} (64 KiB/s); omit it to \
+                 lift the cap"
+            )));
+        }
+        let r = sqlx::query("update agents set max_bytes_per_s = $1 where id = $2")
+            .bind(cap.map(|c| c as i64))
+            .bind(id)
+            .execute(&self.db.pool)
+            .await?;
         if r.rows_affected() == 0 {
             return Err(AgentError::NotFound(id.to_owned()));
         }

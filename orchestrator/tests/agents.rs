@@ -79,6 +79,11 @@ async fn heartbeats_make_an_agent_online_and_revoking_refuses_it_at_once() {
         assert_eq!(reg.list(T0 + 7_000).await.unwrap()[0].state, AgentState::Revoked);
         assert!(matches!(reg.revoke("agt-none", T0).await, Err(AgentError::NotFound(_))));
 
+        // A rate cap: set, refused below the floor, lifted.
+        assert_eq!(reg.set_rate_cap(&a.id, Some(1 << 20), T0).await.unwrap().max_bytes_per_s, Some(1 << 20));
+        assert!(matches!(reg.set_rate_cap(&a.id, Some(1000), T0).await, Err(AgentError::Invalid(_))));
+        assert_eq!(reg.set_rate_cap(&a.id, None, T0).await.unwrap().max_bytes_per_s, None);
+
         // An unused enrollment can be revoked too: its token stops working.
         let e2 = reg.enroll("ps-02", AgentRole::ProcessServer, SiteKind::Cloud, "admin", T0).await.unwrap();
         reg.revoke(&e2.agent.id, T0 + 1).await.unwrap();

@@ -106,15 +106,35 @@ where
     Ok((replicator::wire::unix(ours).map_err(|e| e.to_string())?, task))
 }
 
-/// Which agent the control plane says holds the certificate with `fingerprint`; refused when it is unknown,
-/// revoked, or not of `role`.
-async fn vouch(state: &State, identity: &Identity, fingerprint: &str, role: AgentRole) -> Result<String, String> {
+fn control_plane(identity: &Identity) -> Result<reqwest::Client, String> {
     let tls = identity.control_plane_client().map_err(|e| e.to_string())?;
-    let client = reqwest::Client::builder()
+    reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .timeout(Duration::from_secs(10))
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// The rate cap an Administrator set for this agent, if any.
+async fn rate_cap(state: &State, identity: &Identity) -> Result<Option<u64>, String> {
+    let url = format!("https://{}/agent/v1/self", state.endpoint);
+    let r = control_plane(identity)?
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("the control plane at {} does not answer: {e}", state.endpoint))?;
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(format!("the control plane refuses this agent: {}", v["message"].as_str().unwrap_or("?")));
+    }
+    Ok(v["max_bytes_per_s"].as_u64())
+}
+
+/// Which agent the control plane says holds the certificate with `fingerprint`; refused when it is unknown,
+/// revoked, or not of `role`.
+async fn vouch(state: &State, identity: &Identity, fingerprint: &str, role: AgentRole) -> Result<String, String> {
+    let client = control_plane(identity)?;
     let url = format!("https://{}/agent/v1/peer", state.endpoint);
     let r = client
         .post(&url)
@@ -180,14 +200,21 @@ pub async fn receive(
     Ok(wire)
 }
 
+/// What a cycle between agents reports beside the replicator's own report.
+pub struct LinkReport {
+    pub wire: WireBytes,
+    /// The control plane's rate cap for the sending agent, when one applied.
+    pub rate_cap: Option<u64>,
+}
+
 /// `homeward disk sync --agent-dir SRC tls://AGENT@HOST:PORT`: a process server sends one cycle to a master
-/// target.
+/// target, no faster than the cap an Administrator set for it (or the command's own --bwlimit, the lower).
 pub async fn send(
     agent_dir: &Path,
     target: &str,
     src: &Path,
-    opts: replicator::sync::SyncOptions,
-) -> Result<(replicator::sync::SyncReport, WireBytes), String> {
+    mut opts: replicator::sync::SyncOptions,
+) -> Result<(replicator::sync::SyncReport, LinkReport), String> {
     let (peer_name, addr) = target
         .split_once('@')
         .ok_or_else(|| format!("tls://{target}: name the master target, as tls://NAME@HOST:PORT"))?;
@@ -215,11 +242,15 @@ pub async fn send(
     if vouched != peer_name {
         return Err(format!("the control plane says the peer is {vouched}, not {peer_name}"));
     }
+    let cap = rate_cap(&state, &identity).await?;
+    if let Some(cap) = cap {
+        opts.bandwidth = Some(opts.bandwidth.map_or(cap, |own| own.min(cap)));
+    }
     let image = replicator::DiskImage::open(src).map_err(|e| e.to_string())?;
     let (end, relay) = relay(tls)?;
     let result = tokio::task::spawn_blocking(move || replicator::sync::run_source(&image, end, &opts))
         .await
         .map_err(|e| e.to_string())?;
     let _ = relay.await;
-    Ok((result.map_err(|e| e.to_string())?, wire))
+    Ok((result.map_err(|e| e.to_string())?, LinkReport { wire, rate_cap: cap }))
 }

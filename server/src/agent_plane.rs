@@ -221,8 +221,15 @@ async fn peer(State(plane): State<AgentPlane>, Extension(asker): Extension<Agent
     }
 }
 
+/// The calling agent as the control plane knows it, with the settings an Administrator gave it (its rate cap).
+async fn whoami(Extension(agent): Extension<Agent>) -> Response {
+    Json(json!({"id": agent.id, "name": agent.name, "role": agent.role, "max_bytes_per_s": agent.max_bytes_per_s}))
+        .into_response()
+}
+
 fn agent_router(plane: AgentPlane) -> Router {
     let authenticated = Router::new()
+        .route("/agent/v1/self", axum::routing::get(whoami))
         .route("/agent/v1/heartbeat", post(heartbeat))
         .route("/agent/v1/peer", post(peer))
         .layer(axum::middleware::from_fn_with_state(plane.clone(), identify));

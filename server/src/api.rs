@@ -199,6 +199,7 @@ pub fn router(service: Svc, accounts: Accounts, plane: AgentPlane) -> Router {
         .route("/infrastructure/faults", post(faults))
         .route("/agents", get(list_agents).post(enroll_agent))
         .route("/agents/{id}/revoke", post(revoke_agent))
+        .route("/agents/{id}/rate-cap", post(set_rate_cap))
         .with_state(service)
         .layer(Extension(accounts))
         .layer(Extension(plane))
@@ -240,6 +241,33 @@ async fn enroll_agent(
         Json(json!({"agent": e.agent, "token": e.token, "ca_fingerprint": fp, "command": command})),
     )
         .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateCapBody {
+    /// Bytes per second; null lifts the cap.
+    max_bytes_per_s: Option<u64>,
+}
+
+/// Caps the bytes per second an agent sends on its replication links, or lifts the cap (Administrator).
+async fn set_rate_cap(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    Extension(plane): Extension<AgentPlane>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let v: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    if v.get("max_bytes_per_s").is_none() {
+        return Err(ApiError::BadRequest("body: send max_bytes_per_s (a number, or null to lift the cap)".into()));
+    }
+    let b: RateCapBody = body_into(v)?;
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    let agent = actor.set_agent_rate_cap(&plane.agents, &id, b.max_bytes_per_s).await?;
+    Ok(Json(json!({"agent": agent})))
 }
 
 /// Revokes an agent by id or name (Administrator).
@@ -518,6 +546,7 @@ async fn openapi() -> Json<Value> {
             "/api/v1/infrastructure/faults": path("Fault knobs of the local estate (Administrator)", "post"),
             "/api/v1/agents": {"get": {"summary": "Site agents (process servers, master targets) with state, last heartbeat, version and inventory; the vault CA's fingerprint", "responses": {"200": {"description": "OK"}}},
                 "post": {"summary": "Enroll an agent (Administrator; body: {name, role: process-server | master-target, site?: cloud | on-premises}); returns the one-time token and the command that starts the agent", "responses": {"201": {"description": "Enrolled"}, "400": {"description": "Malformed or unknown field"}, "403": {"description": "Not an Administrator"}, "409": {"description": "Name taken", "content": {"application/json": {"schema": err}}}, "422": {"description": "Invalid name, role or site"}}}},
+            "/api/v1/agents/{id}/rate-cap": path("Cap the bytes per second an agent sends on its replication links (Administrator; body: {max_bytes_per_s: number | null}; at least 65536)", "post"),
             "/api/v1/agents/{id}/revoke": path("Revoke an agent by id or name (Administrator): its certificate and token are refused at once", "post"),
             "/api/v1/me": path("The account the token belongs to, with its role", "get"),
             "/api/v1/audit": path("The audit log, newest first (filters: user, target; offset)", "get"),

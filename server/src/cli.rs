@@ -184,6 +184,17 @@ pub enum AgentsCommand {
         #[command(flatten)]
         server: crate::client::Server,
     },
+    /// Cap the bytes per second an agent sends on its replication links (Administrator), e.g. 50M; "none" lifts
+    /// the cap.
+    RateCap {
+        /// The agent's id or name.
+        agent: String,
+        /// Bytes per second (K, M, G suffixes), at least 64K; or none.
+        #[arg(value_parser = parse_rate_cap)]
+        rate: RateCap,
+        #[command(flatten)]
+        server: crate::client::Server,
+    },
     /// Revoke an agent (Administrator): its certificate is refused from its next request on.
     Revoke {
         /// The agent's id or name.
@@ -191,6 +202,21 @@ pub enum AgentsCommand {
         #[command(flatten)]
         server: crate::client::Server,
     },
+}
+
+/// A rate cap on the command line: bytes per second, or none.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateCap(pub Option<u64>);
+
+fn parse_rate_cap(s: &str) -> Result<RateCap, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(RateCap(None));
+    }
+    let n = replicator::parse_size(s).map_err(|_| format!("{s:?}: expected bytes per second like 50M, or none"))?;
+    if n < orchestrator::agents::MIN_RATE_CAP {
+        return Err(format!("{s}: at least 64K bytes per second (or none to lift the cap)"));
+    }
+    Ok(RateCap(Some(n)))
 }
 
 fn parse_endpoint(s: &str) -> Result<String, String> {

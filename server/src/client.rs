@@ -439,6 +439,20 @@ pub async fn agents(cmd: &crate::cli::AgentsCommand) -> Result<(), Failure> {
                 );
             }
         }
+        AgentsCommand::RateCap { agent, rate, server } => {
+            let url = format!("{}/agents/{agent}/rate-cap", base(server));
+            let (_, v) =
+                call(server, reqwest::Method::POST, &url, Some(json!({"max_bytes_per_s": rate.0})), None).await?;
+            if server.json {
+                println!("{v}");
+                return Ok(());
+            }
+            let name = v["agent"]["name"].as_str().unwrap_or("");
+            match v["agent"]["max_bytes_per_s"].as_u64() {
+                Some(c) => println!("{name}: sends at most {}/s on its replication links", replicator::human_bytes(c)),
+                None => println!("{name}: no rate cap"),
+            }
+        }
         AgentsCommand::Revoke { agent, server } => {
             let url = format!("{}/agents/{agent}/revoke", base(server));
             let (_, v) = call(server, reqwest::Method::POST, &url, Some(json!({})), None).await?;

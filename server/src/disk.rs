@@ -299,16 +299,18 @@ fn sync(a: SyncArgs) -> Result<(), replicator::Error> {
         }));
     }
     let mut wire = None;
+    let mut rate_cap = None;
     let r = if let Some(target) = a.dst.strip_prefix("tls://") {
         let Some(agent_dir) = &a.agent_dir else {
             return Err(replicator::Error::Invalid(
                 "a tls:// target needs --agent-dir of an enrolled process server".into(),
             ));
         };
-        let (r, w) = runtime()?
+        let (r, link) = runtime()?
             .block_on(crate::agent_link::send(agent_dir, target.trim_end_matches('/'), &a.src, opts.clone()))
             .map_err(replicator::Error::Protocol)?;
-        wire = Some(w.totals());
+        wire = Some(link.wire.totals());
+        rate_cap = link.rate_cap;
         r
     } else if a.agent_dir.is_some() {
         return Err(replicator::Error::Invalid("--agent-dir is for a tls://AGENT@HOST:PORT target".into()));
@@ -329,6 +331,7 @@ fn sync(a: SyncArgs) -> Result<(), replicator::Error> {
         if let Some((sent, received)) = wire {
             v["wire_bytes_sent"] = sent.into();
             v["wire_bytes_received"] = received.into();
+            v["rate_cap"] = rate_cap.into();
         }
         println!("{v}");
         return Ok(());
@@ -363,6 +366,9 @@ fn sync(a: SyncArgs) -> Result<(), replicator::Error> {
     );
     if let Some((sent, received)) = wire {
         println!("  on the wire (TLS included): sent {}, received {}", human_bytes(sent), human_bytes(received));
+    }
+    if let Some(cap) = rate_cap {
+        println!("  capped at {}/s by the control plane", human_bytes(cap));
     }
     println!("  time {secs:.2} s, {}/s over the disk", human_bytes((r.size as f64 / secs.max(1e-3)) as u64));
     println!("  recovery point {} ({}), {}, digest {}", r.point.seq, r.point.id, r.point.consistency, &r.digest[..16]);
