@@ -410,24 +410,38 @@ fn across_namespaces_an_agent_goes_offline_when_its_link_is_cut_and_comes_back()
     assert!(s.children[1].try_wait().unwrap().is_none(), "the agent kept running through the cut");
 }
 
+/// A vault in the control plane's namespace, a master target on-premises, a process server in the cloud, and a
+/// cloud disk of `size` whose first `data` bytes hold incompressible data.
+struct Link {
+    dir: tempfile::TempDir,
+    mt: std::path::PathBuf,
+    ps: std::path::PathBuf,
+    src: std::path::PathBuf,
+    dst: std::path::PathBuf,
+}
+
+impl Link {
+    fn new(s: &mut Sites, size: &str, data: usize) -> Link {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = s.serve(&dir.path().join("vault"));
+        let mt = s.agent(Sites::ONPREM, &vault, "mt-01", "master-target", dir.path());
+        let ps = s.agent(Sites::CLOUD, &vault, "ps-01", "process-server", dir.path());
+        let (src, dst) = (dir.path().join("cloud-disk0.vmdk"), dir.path().join("onprem-disk0.vmdk"));
+        let out = Command::new(BIN).args(["disk", "create", "--format", "vmdk", "--size", size]).arg(&src).output();
+        assert!(out.unwrap().status.success());
+        fill_random(&dir.path().join("cloud-disk0-flat.vmdk"), 0, data, 0x9e37_79b9_7f4a_7c15);
+        Link { dir, mt, ps, src, dst }
+    }
+}
+
 /// A process server sends to a master target straight over the WAN (mutual TLS, shaped to 100 Mbit/s); the WAN
 /// is cut mid-cycle: both halves fail within seconds, and the next cycle resumes from the target's durable cursor,
 /// re-sending at most one chunk, and verifies.
 #[test]
 fn a_process_server_sends_to_a_master_target_over_the_shaped_wan_and_resumes_after_the_link_is_cut() {
     let Some(mut s) = Sites::for_test("100mbit") else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let vault = s.serve(&dir.path().join("vault"));
-    let mt = s.agent(Sites::ONPREM, &vault, "mt-01", "master-target", dir.path());
-    let ps = s.agent(Sites::CLOUD, &vault, "ps-01", "process-server", dir.path());
-
     // A 96 MiB disk with 64 MiB of data on the cloud side: about 5.5 s at 100 Mbit/s.
-    let src = dir.path().join("cloud-disk0.vmdk");
-    let dst = dir.path().join("onprem-disk0.vmdk");
-    let out =
-        Command::new(BIN).args(["disk", "create", "--format", "vmdk", "--size", "96M"]).arg(&src).output().unwrap();
-    assert!(out.status.success());
-    fill_random(&dir.path().join("cloud-disk0-flat.vmdk"), 0, 64 << 20, 0x9e37_79b9_7f4a_7c15);
+    let Link { dir, mt, ps, src, dst } = Link::new(&mut s, "96M", 64 << 20);
 
     // Checkpoints every 4 MiB, so that the cut falls well after the first durable cursor.
     let sync = |s: &Sites, addr: &str| {
@@ -495,16 +509,7 @@ fn a_process_server_sends_to_a_master_target_over_the_shaped_wan_and_resumes_aft
 #[test]
 fn a_sender_killed_mid_cycle_resumes_from_the_durable_cursor() {
     let Some(mut s) = Sites::for_test("100mbit") else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let vault = s.serve(&dir.path().join("vault"));
-    let mt = s.agent(Sites::ONPREM, &vault, "mt-01", "master-target", dir.path());
-    let ps = s.agent(Sites::CLOUD, &vault, "ps-01", "process-server", dir.path());
-    let src = dir.path().join("cloud-disk0.vmdk");
-    let dst = dir.path().join("onprem-disk0.vmdk");
-    let out =
-        Command::new(BIN).args(["disk", "create", "--format", "vmdk", "--size", "64M"]).arg(&src).output().unwrap();
-    assert!(out.status.success());
-    fill_random(&dir.path().join("cloud-disk0-flat.vmdk"), 0, 48 << 20, 0x51_6b11);
+    let Link { dir, mt, ps, src, dst } = Link::new(&mut s, "64M", 48 << 20);
 
     let (receiver, addr) = s.receive(&mt, &dst);
     let target = format!("tls://mt-01@{addr}");

@@ -130,17 +130,19 @@ impl Actor<'_> {
         self.administer("agent-enroll-token", name.trim(), detail, change).await
     }
 
+    /// The agent an administrative `action` names; an unknown one is audited as that action's failure.
+    async fn find_agent(&self, agents: &Agents, id_or_name: &str, action: &str) -> Result<Agent, ActError> {
+        let result = agents.find(id_or_name, (self.service.clock)()).await.map_err(|e| ActError::Service(e.into()));
+        if result.is_err() {
+            self.record(self.entry(action, id_or_name, None), &result, None).await;
+        }
+        result
+    }
+
     /// Revokes a site agent by id or name (Administrator): its certificate and token are refused from now on.
     pub async fn revoke_agent(&self, agents: &Agents, id_or_name: &str) -> Result<Agent, ActError> {
         let now = (self.service.clock)();
-        let target = match agents.find(id_or_name, now).await {
-            Ok(a) => a,
-            Err(e) => {
-                let result = Err(ActError::Service(e.into()));
-                self.record(self.entry("agent-revoke", id_or_name, None), &result, None).await;
-                return result;
-            }
-        };
+        let target = self.find_agent(agents, id_or_name, "agent-revoke").await?;
         let change = async { Ok(agents.revoke(&target.id, now).await?) };
         self.administer("agent-revoke", &target.name, format!("agent {}", target.id), change).await
     }
@@ -153,14 +155,7 @@ impl Actor<'_> {
         cap: Option<u64>,
     ) -> Result<Agent, ActError> {
         let now = (self.service.clock)();
-        let target = match agents.find(id_or_name, now).await {
-            Ok(a) => a,
-            Err(e) => {
-                let result = Err(ActError::Service(e.into()));
-                self.record(self.entry("agent-rate-cap", id_or_name, None), &result, None).await;
-                return result;
-            }
-        };
+        let target = self.find_agent(agents, id_or_name, "agent-rate-cap").await?;
         let detail = cap.map_or_else(|| "no cap".to_owned(), |c| format!("{c} bytes per second"));
         let change = async { Ok(agents.set_rate_cap(&target.id, cap, now).await?) };
         self.administer("agent-rate-cap", &target.name, detail, change).await

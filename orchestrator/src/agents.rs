@@ -444,7 +444,12 @@ impl Agents {
         .bind(id)
         .execute(&self.db.pool)
         .await?;
-        if r.rows_affected() == 0 {
+        self.updated(id, r.rows_affected(), now).await
+    }
+
+    /// The agent after an update of `rows` rows by id: none means no such agent.
+    async fn updated(&self, id: &str, rows: u64, now: Millis) -> Result<Agent, AgentError> {
+        if rows == 0 {
             return Err(AgentError::NotFound(id.to_owned()));
         }
         self.get(id, now).await
@@ -463,10 +468,7 @@ impl Agents {
             .bind(id)
             .execute(&self.db.pool)
             .await?;
-        if r.rows_affected() == 0 {
-            return Err(AgentError::NotFound(id.to_owned()));
-        }
-        self.get(id, now).await
+        self.updated(id, r.rows_affected(), now).await
     }
 
     pub async fn get(&self, id: &str, now: Millis) -> Result<Agent, AgentError> {

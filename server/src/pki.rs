@@ -183,7 +183,7 @@ impl Identity {
         let mut config = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(FixedName { inner }))
+            .with_custom_certificate_verifier(Arc::new(ControlPlane { ca: TrustedCa::Known(inner) }))
             .with_client_auth_cert(vec![cert_der(&self.cert_pem)?], key)?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(config)
@@ -230,73 +230,47 @@ pub fn agent_server_name(agent: &str) -> Result<ServerName<'static>, PkiError> {
         .map_err(|_| PkiError::Invalid(format!("{agent:?} is not an agent name")))
 }
 
-/// Verifies the server's chain against the vault's CA for [`CONTROL_PLANE_NAME`], whatever host was dialled.
-#[derive(Debug)]
-struct FixedName {
-    inner: Arc<rustls::client::WebPkiServerVerifier>,
-}
-
-impl rustls::client::danger::ServerCertVerifier for FixedName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _dialled: &ServerName<'_>,
-        ocsp: &[u8],
-        now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let name = ServerName::try_from(CONTROL_PLANE_NAME).map_err(|_| rustls::Error::General("name".into()))?;
-        self.inner.verify_server_cert(end_entity, intermediates, &name, ocsp, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
 /// The agent's first connection, before it has a certificate: the control plane must present a chain ending in
 /// the CA whose fingerprint the Administrator gave, so the token is sent to the vault and nobody else.
 pub fn enrollment_client(ca_fingerprint: &str) -> Result<ClientConfig, PkiError> {
+    let verifier = ControlPlane { ca: TrustedCa::Pinned(ca_fingerprint.to_owned()) };
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned { fingerprint: ca_fingerprint.to_owned() }))
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 
-/// Verifies the server's chain against the CA in it whose fingerprint is pinned, for [`CONTROL_PLANE_NAME`].
+/// Which CA an agent trusts for the control plane.
 #[derive(Debug)]
-struct Pinned {
-    fingerprint: String,
+enum TrustedCa {
+    /// The vault's CA it was given at enrollment.
+    Known(Arc<rustls::client::WebPkiServerVerifier>),
+    /// Before enrollment: the CA in the presented chain whose fingerprint the Administrator gave.
+    Pinned(String),
 }
 
-impl Pinned {
-    fn inner(&self, chain: &[CertificateDer<'_>]) -> Result<Arc<rustls::client::WebPkiServerVerifier>, rustls::Error> {
-        let ca = chain.iter().find(|c| fingerprint(c) == self.fingerprint).ok_or_else(|| {
+/// Verifies the control plane's chain for [`CONTROL_PLANE_NAME`], whatever host was dialled.
+#[derive(Debug)]
+struct ControlPlane {
+    ca: TrustedCa,
+}
+
+impl ControlPlane {
+    fn verifier(
+        &self,
+        chain: &[CertificateDer<'_>],
+    ) -> Result<Arc<rustls::client::WebPkiServerVerifier>, rustls::Error> {
+        let fp = match &self.ca {
+            TrustedCa::Known(v) => return Ok(v.clone()),
+            TrustedCa::Pinned(fp) => fp,
+        };
+        let ca = chain.iter().find(|c| fingerprint(c) == *fp).ok_or_else(|| {
             rustls::Error::General(format!(
-                "the control plane's CA is not the one with fingerprint {}: refusing to trust it (a wrong address, \
-                 a mistyped fingerprint, or someone in between)",
-                self.fingerprint
+                "the control plane's CA is not the one with fingerprint {fp}: refusing to trust it (a wrong \
+                 address, a mistyped fingerprint, or someone in between)"
             ))
         })?;
         let mut roots = RootCertStore::empty();
@@ -307,7 +281,7 @@ impl Pinned {
     }
 }
 
-impl rustls::client::danger::ServerCertVerifier for Pinned {
+impl rustls::client::danger::ServerCertVerifier for ControlPlane {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -317,7 +291,7 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
         let name = ServerName::try_from(CONTROL_PLANE_NAME).map_err(|_| rustls::Error::General("name".into()))?;
-        self.inner(intermediates)?.verify_server_cert(end_entity, &[], &name, ocsp, now)
+        self.verifier(intermediates)?.verify_server_cert(end_entity, intermediates, &name, ocsp, now)
     }
 
     fn verify_tls12_signature(
