@@ -330,10 +330,9 @@ struct ItemQuery {
 }
 
 async fn list_items(State(s): State<Svc>, Params(f): Params<ItemQuery>) -> Result<Json<Value>, ApiError> {
-    let doc = s.doc().await?;
+    // One read of the estate, the active jobs and the agents for the whole list (one per item was quadratic).
     let mut out = Vec::new();
-    for rec in &doc.items {
-        let (item, ops) = s.item(&rec.item.id).await?;
+    for (item, ops) in s.all_items().await? {
         let v = item_json(&item, &ops);
         let keep = f.state.as_ref().is_none_or(|x| v["item"]["state"] == x.as_str())
             && f.health.as_ref().is_none_or(|x| v["item"]["health"] == x.as_str())
