@@ -132,6 +132,16 @@ async fn text(c: &Client, css: &str) -> String {
     wait_css(c, css, 20).await.text().await.unwrap()
 }
 
+/// The text of `css` now, read in the page in one step: a list that re-renders (a refetch after an action) cannot
+/// hand back a stale element between finding and reading it. Empty while it is absent.
+async fn live_text(c: &Client, css: &str) -> String {
+    let v = c
+        .execute("const e = document.querySelector(arguments[0]); return e ? e.innerText : '';", vec![json!(css)])
+        .await
+        .unwrap();
+    v.as_str().unwrap_or_default().to_owned()
+}
+
 async fn click(c: &Client, css: &str) {
     wait_css(c, css, 20).await.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
 }
@@ -637,7 +647,7 @@ async fn an_agent_is_enrolled_and_revoked_from_the_infrastructure_page() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         goto(&c, &portal.url, "/infrastructure").await;
-        if text(&c, r#"[data-testid="agents"] table"#).await.contains("online") {
+        if live_text(&c, r#"[data-testid="agents"] table"#).await.contains("online") {
             break;
         }
         assert!(Instant::now() < deadline, "the agent never showed online");
@@ -656,12 +666,21 @@ async fn an_agent_is_enrolled_and_revoked_from_the_infrastructure_page() {
         assert!(Instant::now() < deadline, "the rate cap never reached the registry: {v}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A fresh page: no refetch in flight can re-render the rows under the next clicks.
+    goto(&c, &portal.url, "/infrastructure").await;
+    assert_eq!(
+        c.execute(r#"return document.querySelector('[data-testid="agents"] form.rate-cap input').value"#, vec![])
+            .await
+            .unwrap(),
+        json!("25"),
+        "the page shows the cap it set"
+    );
     c.execute(r#"document.querySelector('[data-testid="agents"]').scrollIntoView()"#, vec![]).await.unwrap();
     shot(&c, "infrastructure-agents-light").await;
     click(&c, r#"[data-testid="agents"] tbody td:last-child button"#).await;
     click(&c, r#"[data-testid="agents"] tbody button.danger"#).await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !text(&c, r#"[data-testid="agents"] table"#).await.contains("revoked") {
+    while !live_text(&c, r#"[data-testid="agents"] table"#).await.contains("revoked") {
         assert!(Instant::now() < deadline, "the row never showed revoked");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
