@@ -385,6 +385,58 @@ async fn the_embedded_default_runs_its_agents_through_the_same_enrollment_and_tl
     }
 }
 
+/// The task result of `step` in a finished job.
+fn task_result(job: &Value, step: &str) -> Value {
+    let tasks = job["job"]["tasks"].as_array().unwrap();
+    let t = tasks.iter().find(|t| t["step"] == step).unwrap_or_else(|| panic!("no {step} in {job}"));
+    serde_json::from_str(t["result"].as_str().unwrap_or("null")).unwrap()
+}
+
+/// With agents enrolled under the inventory's names, the jobs' cycles run through them: the reprotect's initial
+/// replication goes from the cloud's process server to the chosen master target, the re-protect to the cloud from
+/// the configuration server's process server to the cloud's one, each task naming the two agents and the bytes on
+/// the wire; the disks come out identical.
+#[tokio::test]
+async fn the_articles_cycles_run_through_the_site_agents() {
+    let p = Portal::start(&["--embedded-agents"]);
+    for name in ["cs-01", "mt-win-01", "ps-azure-01"] {
+        wait_state(&p, name, "online").await;
+    }
+    let faults = format!("{}api/v1/infrastructure/faults", p.url);
+    common::post(&p.http, &faults, r#"{"guest_bytes_per_tick": 0}"#, "quiet").await;
+    let act = |item: &'static str, action: &'static str, body: Value, key: &'static str| {
+        let p = &p;
+        async move {
+            let job = common::start_action(p, item, action, &body.to_string(), key).await;
+            let j = common::wait_job(&p.http, &p.url, &job).await;
+            assert_eq!(j["job"]["state"], "succeeded", "{action} {item}: {j}");
+            j
+        }
+    };
+    let rp = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"});
+    let j = act("web01", "reprotect", rp, "a-r").await;
+    let sync = task_result(&j, "initial-replication");
+    assert_eq!(sync["agents"], "ps-azure-01 → mt-win-01", "{sync}");
+    let (data, wire) = (sync["bytes_sent"].as_u64().unwrap(), sync["wire_bytes"].as_u64().unwrap());
+    assert!(data > 0 && wire > data, "the wire carries the data and the protocol and TLS around it: {sync}");
+    assert!(sync["assignment"].as_str().is_some_and(|a| a.starts_with("asg-")), "{sync}");
+    act("web01", "failover", json!({"point": {"type": "latest-processed"}}), "a-f").await;
+    act("web01", "commit", json!({}), "a-c").await;
+    common::post(&p.http, &faults, r#"{"register_agent": "web01"}"#, "reg").await;
+    let j = act("web01", "reprotect-to-cloud", json!({"process_server": "cs-01"}), "a-rtc").await;
+    let sync = task_result(&j, "initial-replication-to-cloud");
+    assert_eq!(sync["agents"], "cs-01 → ps-azure-01", "{sync}");
+    let rec = common::estate_record(&p.data_dir, "web01").await;
+    let root = p.data_dir.join("estate");
+    common::same_disk(
+        &root.join(rec["onprem_disks"][0].as_str().unwrap()),
+        "vmdk",
+        &root.join(rec["cloud_disks"][0].as_str().unwrap()),
+        "vpc",
+        "web01 re-protected to the cloud through the agents",
+    );
+}
+
 /// Across namespaces: the control plane in one, an on-premises agent in another, the link between them cut and
 /// restored: three missed heartbeats show the agent offline (a warning, not a failure), and the same agent process
 /// reconnects on its own.

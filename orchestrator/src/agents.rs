@@ -94,6 +94,9 @@ pub struct Inventory {
     pub total_bytes: u64,
     /// The agent's heartbeat period, so the control plane knows when it is late.
     pub heartbeat_ms: u64,
+    /// `host:port` where the agent takes replication streams from its peers (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_endpoint: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@
 //! * [`points`]: which recovery point a failover uses (R-RP1 … R-RP4), for one item or a recovery plan.
 //!
 //! * [`agents`]: the site agents (process servers, master targets), their enrollment and heartbeats.
+//! * [`assignments`]: a cycle handed to two agents, fenced by the job or round that created it.
 //! * [`access`]: the roles (Reader, Drill operator, Operator, Administrator) and what each may do.
 //!
 //! Architecture Invariant: the modules above do no IO. The clock ([`domain::Millis`]), identifiers and the inventory are
@@ -23,7 +24,9 @@
 pub mod access;
 pub mod accounts;
 pub mod acting;
+pub mod agent_cycle;
 pub mod agents;
+pub mod assignments;
 pub mod db;
 pub mod demo;
 pub mod domain;

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::agent_cycle::Route;
+use crate::assignments::Fence;
 use crate::domain::*;
 use crate::lifecycle::State;
 use crate::service::{Service, ServiceError, BLOCK_SIZE};
@@ -90,7 +92,14 @@ impl Service {
                     true
                 })
             };
-            let result = self.write_and_cycle(items, cancel).await;
+            // Agents running this cycle stop once the first item's hold is lost (the holds are taken and lost
+            // together: a job wanting any of them ends the round).
+            let fence = held.first().map(|(item, token)| Fence::Item {
+                item: item.clone(),
+                holder: holder.to_owned(),
+                token: *token,
+            });
+            let result = self.write_and_cycle(items, cancel, fence).await;
             drop(keeper);
             for (id, token) in &held {
                 self.jobs.release_item_round(id, holder, *token).await?;
@@ -105,12 +114,19 @@ impl Service {
 
     /// Under the unit's holds: the guests write, then a cycle runs if one is due (read again now, since another
     /// node may have just run it).
-    async fn write_and_cycle(&self, ids: &[String], cancel: Arc<AtomicBool>) -> Result<(), ServiceError> {
+    async fn write_and_cycle(
+        &self,
+        ids: &[String],
+        cancel: Arc<AtomicBool>,
+        fence: Option<Fence>,
+    ) -> Result<(), ServiceError> {
         let doc = self.doc().await?;
         let now = (self.clock)();
         let policy = doc.replication.clone();
         let mut pairs: Vec<(String, String)> = Vec::new();
         let mut cycled: Vec<String> = Vec::new();
+        // A group replicates through its first member's agents (a group shares its process server).
+        let mut route: Option<Route> = None;
         let mut app = true;
         for rec in doc.items.iter().filter(|r| ids.contains(&r.item.id)) {
             let running = if rec.cloud_power && !rec.item.cloud_vm.as_ref().is_some_and(|v| v.deleted) {
@@ -142,6 +158,8 @@ impl Service {
                 continue;
             }
             app &= now.saturating_sub(rec.last_app_cycle_at) >= policy.app_consistent_every_ms;
+            let to_primary = rec.item.state == State::ProtectedToPrimary;
+            route.get_or_insert_with(|| Route::for_item(&rec.item, &doc.inventory, to_primary, None, None));
             pairs.extend(item_pairs);
             cycled.push(rec.item.id.clone());
         }
@@ -150,8 +168,8 @@ impl Service {
         }
         let consistency =
             if app { replicator::Consistency::AppConsistent } else { replicator::Consistency::CrashConsistent };
-        let exec = Workflows::new(self, cancel.clone(), Arc::new(AtomicBool::new(false)));
-        let result = exec.cycle(&pairs, replicator::Mode::Auto, consistency).await;
+        let exec = Workflows::new(self, cancel.clone(), Arc::new(AtomicBool::new(false)), fence);
+        let result = exec.cycle(&route.unwrap_or_default(), &pairs, replicator::Mode::Auto, consistency).await;
         if result.is_err() && cancel.load(Ordering::Relaxed) {
             // Given up for a job (or a shutdown): not a failure of the item's replication.
             return Ok(());

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::assignments::Fence;
 use crate::domain::Millis;
 use crate::jobs::{self, JobError, JobStore, Lease};
 use crate::service::{Service, ServiceError};
@@ -235,7 +236,8 @@ impl Service {
         };
         show(Some(lease.job_id.clone()));
         let cancel = Arc::new(AtomicBool::new(false));
-        let exec = Workflows::new(self, cancel.clone(), shutdown.clone());
+        let fence = Fence::Job { id: lease.job_id.clone(), token: lease.token };
+        let exec = Workflows::new(self, cancel.clone(), shutdown.clone(), Some(fence));
         let beat =
             heartbeat(self.jobs.clone(), lease.clone(), lease_ms, exec.progress.clone(), cancel, shutdown.clone());
         let end = jobs::run_job(&self.jobs, &lease, &exec, lease_ms).await;

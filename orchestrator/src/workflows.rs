@@ -6,6 +6,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::agent_cycle::Route;
+use crate::assignments::Fence;
 use crate::domain::*;
 use crate::estate::{EstateError, ItemRecord};
 use crate::jobs::{self, Job, JobError, JobState, Task, TaskExecutor, TaskFailure, TaskOutcome};
@@ -26,7 +28,7 @@ pub(crate) fn outcome(bytes: u64, result: serde_json::Value) -> TaskOutcome {
 pub(crate) type ProgressSlot = Arc<Mutex<Option<jobs::TaskProgress>>>;
 
 pub(crate) struct Workflows<'a> {
-    service: &'a Service,
+    pub(crate) service: &'a Service,
     pub(crate) progress: ProgressSlot,
     /// The task being run, so the replicator's progress is recorded against it.
     current_task: AtomicI64,
@@ -37,10 +39,19 @@ pub(crate) struct Workflows<'a> {
     pub(crate) stopping: Arc<AtomicBool>,
     /// Milliseconds the running task has spent moving disk bytes (syncs, restores).
     data_ms: AtomicU64,
+    /// The claim this executor runs under, handed to the agents with each cycle so that they stop when it is lost.
+    pub(crate) fence: Option<Fence>,
+    /// How the running task's last cycle went between agents (added to the task's result).
+    link: Mutex<Option<serde_json::Value>>,
 }
 
 impl<'a> Workflows<'a> {
-    pub(crate) fn new(service: &'a Service, cancel: Arc<AtomicBool>, stopping: Arc<AtomicBool>) -> Workflows<'a> {
+    pub(crate) fn new(
+        service: &'a Service,
+        cancel: Arc<AtomicBool>,
+        stopping: Arc<AtomicBool>,
+        fence: Option<Fence>,
+    ) -> Workflows<'a> {
         Workflows {
             service,
             progress: ProgressSlot::default(),
@@ -48,7 +59,21 @@ impl<'a> Workflows<'a> {
             cancel,
             stopping,
             data_ms: AtomicU64::new(0),
+            fence,
+            link: Mutex::new(None),
         }
+    }
+
+    pub(crate) fn current_task(&self) -> i64 {
+        self.current_task.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_data_ms(&self, ms: u64) {
+        self.data_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn note_link(&self, v: serde_json::Value) {
+        *self.link.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
     }
 }
 
@@ -83,14 +108,18 @@ impl Workflows<'_> {
     /// resumes from its cursor), unless the cycle was stopped on purpose.
     pub(crate) async fn cycle(
         &self,
+        route: &Route,
         pairs: &[(String, String)],
         mode: replicator::Mode,
         consistency: replicator::Consistency,
     ) -> Result<(u64, String), TaskFailure> {
+        let bandwidth = self.service.estate.policy().await.ok().and_then(|p| p.replication_bytes_per_s);
+        if let Some((sender, receiver)) = self.agents_for(route).await? {
+            return self.agent_cycle(&sender, &receiver, pairs, mode, consistency, bandwidth).await;
+        }
         let paths: Vec<(std::path::PathBuf, std::path::PathBuf)> =
             pairs.iter().map(|(s, d)| (self.service.estate.path(s), self.service.estate.path(d))).collect();
         let refs: Vec<(&Path, &Path)> = paths.iter().map(|(s, d)| (s.as_path(), d.as_path())).collect();
-        let bandwidth = self.service.estate.policy().await.ok().and_then(|p| p.replication_bytes_per_s);
         let seq = self.current_task.load(Ordering::Relaxed);
         let slot = self.progress.clone();
         let progress: Option<replicator::sync::ProgressFn> = (seq >= 0).then(|| {
@@ -131,6 +160,14 @@ impl Workflows<'_> {
     }
 }
 
+impl Workflows<'_> {
+    /// The agents that move an item's cycle in one direction, by the reprotect's choices or the item's record.
+    fn route(&self, rec: &ItemRecord, inv: &Inventory, to_primary: bool, req: &JobRequest) -> Route {
+        let (ps, mt) = (req.request.process_server.as_deref(), req.request.master_target.as_deref());
+        Route::for_item(&rec.item, inv, to_primary, ps, mt)
+    }
+}
+
 fn vcenter_check(inv: &Inventory, host: &str) -> Result<(), TaskFailure> {
     if let Some(h) = inv.host(host) {
         if let Err(r) = crate::rules::r_c4_vcenter_connected(inv, h) {
@@ -159,6 +196,7 @@ impl TaskExecutor for Workflows<'_> {
     async fn run(&self, job: &Job, task: &Task) -> Result<TaskOutcome, TaskFailure> {
         self.current_task.store(task.seq, Ordering::Relaxed);
         self.data_ms.store(0, Ordering::Relaxed);
+        *self.link.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let mut out = if let Some(item) = task.step.strip_prefix(PLAN_ITEM_FAILOVER) {
             self.plan_item_failover(job, item).await?
         } else {
@@ -171,6 +209,10 @@ impl TaskExecutor for Workflows<'_> {
         // The time the task spent moving disk bytes, so the rest — the orchestration's own cost — can be told.
         if let Ok(serde_json::Value::Object(mut m)) = serde_json::from_str(&out.result) {
             m.insert("data_ms".into(), self.data_ms.load(Ordering::Relaxed).into());
+            // Through the site agents: which two, and the bytes on the wire (TLS included).
+            if let Some(serde_json::Value::Object(link)) = self.link.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                m.extend(link);
+            }
             out.result = serde_json::Value::Object(m).to_string();
         }
         Ok(out)
@@ -347,15 +389,16 @@ impl Workflows<'_> {
                     })
                     .await?;
                 }
-                let (rec, _) = self.record(id).await?;
+                let (rec, inv) = self.record(id).await?;
                 let pairs: Vec<(String, String)> =
                     rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect();
+                let route = self.route(&rec, &inv, true, req);
                 let mode = if plan.transfer == Some(lifecycle::Transfer::Full) {
                     replicator::Mode::Full
                 } else {
                     replicator::Mode::Delta
                 };
-                let (bytes, point) = self.cycle(&pairs, mode, replicator::Consistency::CrashConsistent).await?;
+                let (bytes, point) = self.cycle(&route, &pairs, mode, replicator::Consistency::CrashConsistent).await?;
                 self.update(id, |r, _| {
                     r.item.initial_sync_percent = 100;
                     r.item.master_target = req.request.master_target.clone().or(r.item.master_target.take());
@@ -367,27 +410,30 @@ impl Workflows<'_> {
             }
             Step::StartReplication | Step::StartReplicationToCloud => {
                 // The first app-consistent point of the new direction, with the guest quiesced.
-                let (rec, _) = self.record(id).await?;
+                let (rec, inv) = self.record(id).await?;
+                let route = self.route(&rec, &inv, step == Step::StartReplication, req);
                 let pairs: Vec<(String, String)> = if step == Step::StartReplication {
                     rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect()
                 } else {
                     rec.onprem_disks.iter().cloned().zip(rec.cloud_disks.iter().cloned()).collect()
                 };
                 let (bytes, point) =
-                    self.cycle(&pairs, replicator::Mode::Auto, replicator::Consistency::AppConsistent).await?;
+                    self.cycle(&route, &pairs, replicator::Mode::Auto, replicator::Consistency::AppConsistent).await?;
                 Ok(outcome(bytes, serde_json::json!({"point": point, "consistency": "app-consistent"})))
             }
             Step::ShutDownCloudVm => self.power(id, Site::Recovery, false).await,
             Step::FinalCycle => {
-                let (rec, _) = self.record(id).await?;
+                let (rec, inv) = self.record(id).await?;
+                let route = self.route(&rec, &inv, req.operation != Operation::FailoverToCloud, req);
                 // The last changes of the side that was running, in the direction the item replicates.
                 let pairs: Vec<(String, String)> = if req.operation == Operation::FailoverToCloud {
                     rec.onprem_disks.iter().cloned().zip(rec.cloud_disks.iter().cloned()).collect()
                 } else {
                     rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect()
                 };
-                let (bytes, point) =
-                    self.cycle(&pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent).await?;
+                let (bytes, point) = self
+                    .cycle(&route, &pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent)
+                    .await?;
                 Ok(outcome(bytes, serde_json::json!({"point": point})))
             }
             Step::MaterialiseDisks => {
@@ -538,7 +584,8 @@ impl Workflows<'_> {
                 Ok(outcome(0, serde_json::json!({"agent_registered": true})))
             }
             Step::InitialReplicationToCloud => {
-                let (rec, _) = self.record(id).await?;
+                let (rec, inv) = self.record(id).await?;
+                let route = self.route(&rec, &inv, false, req);
                 let mut cloud = Vec::new();
                 for (i, _) in rec.onprem_disks.iter().enumerate() {
                     cloud.push(format!("recovery/{id}/reprotected-disk{i}.vhd"));
@@ -548,8 +595,9 @@ impl Workflows<'_> {
                 for (_, c) in &pairs {
                     let _ = std::fs::create_dir_all(self.service.estate.path(c).parent().unwrap());
                 }
-                let (bytes, point) =
-                    self.cycle(&pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent).await?;
+                let (bytes, point) = self
+                    .cycle(&route, &pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent)
+                    .await?;
                 self.update(id, |r, _| {
                     r.cloud_disks = cloud.clone();
                     if let Some(vm) = &mut r.item.cloud_vm {

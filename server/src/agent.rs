@@ -24,7 +24,7 @@ fn fail(code: u8, message: impl Into<String>) -> AgentFailure {
 }
 
 /// What the agent remembers between starts (beside its key and certificates).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
     pub agent_id: String,
@@ -91,8 +91,15 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentFailure> {
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| fail(2, format!("the TLS client: {e}")))?;
+    let listen = match args.link_listen {
+        Some(a) => a,
+        None => std::net::SocketAddr::new(source_ip_towards(&state.endpoint), 0),
+    };
+    let links =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| fail(2, format!("cannot listen on {listen}: {e}")))?;
+    let link_endpoint = links.local_addr().map_err(|e| fail(2, e.to_string()))?.to_string();
     println!(
-        "Homeward agent {} ({}), {}: heartbeating to {} every {} s",
+        "Homeward agent {} ({}), {}: heartbeating to {} every {} s; replication streams on {link_endpoint}",
         state.name,
         state.agent_id,
         state.role.title().to_lowercase(),
@@ -100,13 +107,25 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentFailure> {
         args.heartbeat_seconds
     );
     let url = format!("https://{}/agent/v1/heartbeat", state.endpoint);
+    let ctx = std::sync::Arc::new(crate::agent_work::Ctx {
+        state: state.clone(),
+        identity,
+        client: client.clone(),
+        disks: disks.clone(),
+    });
+    // Aborted when this function returns (revoked, or shut down): no stream outlives the agent's standing.
+    let _work = Aborting(vec![
+        tokio::spawn(crate::agent_work::serve_links(ctx.clone(), links)),
+        tokio::spawn(crate::agent_work::take_assignments(ctx.clone())),
+    ]);
     let period = Duration::from_secs(args.heartbeat_seconds);
     let mut stop = std::pin::pin!(shutdown());
     loop {
         let d = disks.clone();
         let period_ms = period.as_millis() as u64;
-        let inventory =
+        let mut inventory =
             tokio::task::spawn_blocking(move || inventory(&d, period_ms)).await.map_err(|e| fail(1, e.to_string()))?;
+        inventory.link_endpoint = Some(link_endpoint.clone());
         let beat = Heartbeat { version: env!("CARGO_PKG_VERSION").into(), inventory };
         match client.post(&url).json(&beat).send().await {
             Ok(r) if r.status().is_success() => tracing::debug!("heartbeat accepted"),
@@ -130,6 +149,30 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentFailure> {
             _ = &mut stop => return Ok(()),
         }
     }
+}
+
+/// Tasks aborted when dropped.
+struct Aborting(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Aborting {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// The local address this machine would use to reach `endpoint` (no packet is sent): the address peers on the
+/// same network reach this agent by. Loopback when it cannot be told.
+fn source_ip_towards(endpoint: &str) -> std::net::IpAddr {
+    use std::net::ToSocketAddrs;
+    let local = std::net::IpAddr::from([127, 0, 0, 1]);
+    let Some(target) = endpoint.to_socket_addrs().ok().and_then(|mut a| a.next()) else { return local };
+    let bind: std::net::SocketAddr = if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    std::net::UdpSocket::bind(bind)
+        .and_then(|s| s.connect(target).and_then(|()| s.local_addr()))
+        .map(|a| a.ip())
+        .unwrap_or(local)
 }
 
 /// First start: a key made here (it never leaves this folder), a certificate from the vault's CA for it.
@@ -236,7 +279,7 @@ fn inventory(disks: &Path, heartbeat_ms: u64) -> Inventory {
         .collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
     let (free_bytes, total_bytes) = space(disks).unwrap_or((0, 0));
-    Inventory { disks: list, free_bytes, total_bytes, heartbeat_ms }
+    Inventory { disks: list, free_bytes, total_bytes, heartbeat_ms, link_endpoint: None }
 }
 
 fn space(path: &Path) -> Option<(u64, u64)> {
@@ -284,6 +327,7 @@ pub async fn spawn_embedded(
             doc.inventory.master_targets.iter().map(|m| (m.id.clone(), AgentRole::MasterTarget, SiteKind::OnPremises)),
         );
     let mut tasks = Vec::new();
+    let disk_root = service.estate.path("");
     for (name, role, site) in wanted {
         let dir = data_dir.join("agents").join(&name);
         let enrolled_here = dir.join(STATE).exists();
@@ -309,8 +353,10 @@ pub async fn spawn_embedded(
             token,
             ca_fingerprint: Some(ca_fingerprint.to_owned()),
             data_dir: dir,
-            disks: None,
+            // The estate's folder: the demo's cloud and on-premises disks both live under it.
+            disks: Some(disk_root.clone()),
             heartbeat_seconds: orchestrator::agents::HEARTBEAT_MS / 1000,
+            link_listen: Some(([127, 0, 0, 1], 0).into()),
         };
         tasks.push(tokio::spawn(async move {
             if let Err(f) = run(args).await {

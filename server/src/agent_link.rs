@@ -34,9 +34,9 @@ impl WireBytes {
 }
 
 /// A TCP stream that counts what it reads and writes.
-struct Counted {
-    inner: TcpStream,
-    wire: WireBytes,
+pub(crate) struct Counted {
+    pub(crate) inner: TcpStream,
+    pub(crate) wire: WireBytes,
 }
 
 impl AsyncRead for Counted {
@@ -66,7 +66,7 @@ impl AsyncWrite for Counted {
 
 /// A WAN link that dies silently (a cut cable, a dropped route) must fail the cycle in seconds, not after the
 /// kernel's 15 minutes of retransmissions: unacknowledged data times out after 20 s, an idle link is probed.
-fn tune(tcp: &TcpStream) {
+pub(crate) fn tune(tcp: &TcpStream) {
     use std::os::fd::AsRawFd;
     let _ = tcp.set_nodelay(true);
     let fd = tcp.as_raw_fd();
@@ -90,7 +90,7 @@ fn tune(tcp: &TcpStream) {
 }
 
 /// The replicator's end of a relayed link, and the task relaying its other end to `tls`.
-fn relay<S>(tls: S) -> Result<(replicator::wire::End, tokio::task::JoinHandle<()>), String>
+pub(crate) fn relay<S>(tls: S) -> Result<(replicator::wire::End, tokio::task::JoinHandle<()>), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -116,7 +116,7 @@ fn control_plane(identity: &Identity) -> Result<reqwest::Client, String> {
 }
 
 /// The rate cap an Administrator set for this agent, if any.
-async fn rate_cap(state: &State, identity: &Identity) -> Result<Option<u64>, String> {
+pub(crate) async fn rate_cap(state: &State, identity: &Identity) -> Result<Option<u64>, String> {
     let url = format!("https://{}/agent/v1/self", state.endpoint);
     let r = control_plane(identity)?
         .get(&url)
@@ -134,6 +134,19 @@ async fn rate_cap(state: &State, identity: &Identity) -> Result<Option<u64>, Str
 /// Which agent the control plane says holds the certificate with `fingerprint`; refused when it is unknown,
 /// revoked, or not of `role`.
 async fn vouch(state: &State, identity: &Identity, fingerprint: &str, role: AgentRole) -> Result<String, String> {
+    let (name, of) = vouch_any(state, identity, fingerprint).await?;
+    if of != role.as_str() {
+        return Err(format!("the peer {name} is a {of}, not a {}", role.as_str()));
+    }
+    Ok(name)
+}
+
+/// Which enrolled, unrevoked agent holds the certificate with `fingerprint`: its name and role.
+pub(crate) async fn vouch_any(
+    state: &State,
+    identity: &Identity,
+    fingerprint: &str,
+) -> Result<(String, String), String> {
     let client = control_plane(identity)?;
     let url = format!("https://{}/agent/v1/peer", state.endpoint);
     let r = client
@@ -152,13 +165,10 @@ async fn vouch(state: &State, identity: &Identity, fingerprint: &str, role: Agen
         return Err(format!("the control plane refuses the peer: {why}"));
     }
     let name = v["name"].as_str().unwrap_or_default().to_owned();
-    if v["role"] != role.as_str() {
-        return Err(format!("the peer {name} is a {}, not a {}", v["role"].as_str().unwrap_or("?"), role.as_str()));
-    }
-    Ok(name)
+    Ok((name, v["role"].as_str().unwrap_or("?").to_owned()))
 }
 
-fn peer_fingerprint(certs: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> Result<String, String> {
+pub(crate) fn peer_fingerprint(certs: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> Result<String, String> {
     certs.and_then(|c| c.first()).map(|c| pki::fingerprint(c)).ok_or_else(|| "the peer presented no certificate".into())
 }
 

@@ -16,6 +16,7 @@ use axum::routing::post;
 use axum::{Extension, Json, Router};
 use orchestrator::accounts::{Accounts, AuditEntry};
 use orchestrator::agents::{Agent, AgentError, AgentRole, Agents, Inventory};
+use orchestrator::assignments::{AssignmentError, Assignments, CycleSpec, Outcome};
 use orchestrator::service::system_clock;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -227,11 +228,178 @@ async fn whoami(Extension(agent): Extension<Agent>) -> Response {
         .into_response()
 }
 
+/// A sender's assignment, as the long poll hands it over.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Taken {
+    pub id: String,
+    pub spec: CycleSpec,
+    pub receiver_name: String,
+    /// `host:port` of the receiving agent's link listener.
+    pub receiver_link: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressReport {
+    pub done: u64,
+    pub total: u64,
+    pub wire_bytes: u64,
+}
+
+/// The sender's last word: an outcome, or the error that ended the cycle.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Finish {
+    pub outcome: Option<Outcome>,
+    pub error: Option<String>,
+}
+
+/// A receiving agent asks whether it may take a stream for an assignment from the peer holding `sender_fingerprint`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveCheck {
+    pub sender_fingerprint: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveGrant {
+    pub spec: CycleSpec,
+}
+
+/// How long a sender's poll for work is held open when there is none.
+const LONG_POLL: Duration = Duration::from_secs(15);
+
+fn assignment_error(e: &AssignmentError) -> Response {
+    match e {
+        AssignmentError::Fenced(_) => {
+            refuse(StatusCode::CONFLICT, "fenced", e.to_string(), "Stop moving bytes for this assignment.")
+        }
+        AssignmentError::NotFound(_) | AssignmentError::Invalid(_) => {
+            refuse(StatusCode::NOT_FOUND, "unknown-assignment", e.to_string(), "Stop; ask for new work.")
+        }
+        AssignmentError::Db(_) => {
+            refuse(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string(), "Retry; see the server log.")
+        }
+    }
+}
+
+fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes, expected: &str) -> Result<T, Response> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}"), &format!("Send {expected}.")))
+}
+
+/// `POST /agent/v1/assignments/next`: the sending agent's long poll for its next cycle (204 when none came).
+async fn next_assignment(State(plane): State<AgentPlane>, Extension(agent): Extension<Agent>) -> Response {
+    let store = Assignments::new(plane.agents.db.clone());
+    let until = tokio::time::Instant::now() + LONG_POLL;
+    loop {
+        match store.take(&agent.id).await {
+            Ok(Some(a)) => {
+                let receiver = match plane.agents.get(&a.receiver_id, system_clock()).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = store.cancel(&a.id, &format!("the receiving agent: {e}")).await;
+                        return agent_error(&e);
+                    }
+                };
+                let Some(link) = receiver.inventory.and_then(|i| i.link_endpoint) else {
+                    let why = format!("the receiving agent {} has not reported its link address", receiver.name);
+                    let _ = store.cancel(&a.id, &why).await;
+                    return refuse(StatusCode::CONFLICT, "no-receiver", why, "Ask for new work.");
+                };
+                tracing::info!(assignment = %a.id, sender = %agent.name, receiver = %receiver.name, "cycle taken");
+                return Json(Taken { id: a.id, spec: a.spec, receiver_name: receiver.name, receiver_link: link })
+                    .into_response();
+            }
+            Ok(None) if tokio::time::Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Ok(None) => return StatusCode::NO_CONTENT.into_response(),
+            Err(e) => return assignment_error(&e),
+        }
+    }
+}
+
+async fn assignment_progress(
+    State(plane): State<AgentPlane>,
+    Extension(agent): Extension<Agent>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let p: ProgressReport = match body(&bytes, "done, total, wire_bytes") {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let store = Assignments::new(plane.agents.db.clone());
+    match store.progress(&id, &agent.id, p.done, p.total, p.wire_bytes).await {
+        Ok(()) => Json(json!({"continue": true})).into_response(),
+        Err(e) => assignment_error(&e),
+    }
+}
+
+async fn assignment_finish(
+    State(plane): State<AgentPlane>,
+    Extension(agent): Extension<Agent>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let f: Finish = match body(&bytes, "outcome or error") {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let store = Assignments::new(plane.agents.db.clone());
+    let result = match (&f.outcome, &f.error) {
+        (Some(o), None) => Ok(o),
+        (None, Some(e)) => Err(e.as_str()),
+        _ => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "send exactly one of outcome and error".into(),
+                "Send outcome or error.",
+            )
+        }
+    };
+    match store.finish(&id, &agent.id, result).await {
+        Ok(()) => Json(json!({"recorded": true})).into_response(),
+        Err(e) => assignment_error(&e),
+    }
+}
+
+/// `POST /agent/v1/assignments/{id}/receive`: the receiving agent, at a stream's start and every second after.
+async fn assignment_receive(
+    State(plane): State<AgentPlane>,
+    Extension(agent): Extension<Agent>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let q: ReceiveCheck = match body(&bytes, "sender_fingerprint") {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let store = Assignments::new(plane.agents.db.clone());
+    match store.check_receiver(&id, &agent.id, Some(&q.sender_fingerprint)).await {
+        Ok(a) => Json(ReceiveGrant { spec: a.spec }).into_response(),
+        Err(e) => {
+            if matches!(e, AssignmentError::Fenced(_)) {
+                tracing::info!(assignment = %id, receiver = %agent.name, "stream refused or stopped: fenced");
+            }
+            assignment_error(&e)
+        }
+    }
+}
+
 fn agent_router(plane: AgentPlane) -> Router {
     let authenticated = Router::new()
         .route("/agent/v1/self", axum::routing::get(whoami))
         .route("/agent/v1/heartbeat", post(heartbeat))
         .route("/agent/v1/peer", post(peer))
+        .route("/agent/v1/assignments/next", post(next_assignment))
+        .route("/agent/v1/assignments/{id}/progress", post(assignment_progress))
+        .route("/agent/v1/assignments/{id}/finish", post(assignment_finish))
+        .route("/agent/v1/assignments/{id}/receive", post(assignment_receive))
         .layer(axum::middleware::from_fn_with_state(plane.clone(), identify));
     Router::new()
         .route("/agent/v1/enroll", post(enroll))

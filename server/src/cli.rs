@@ -161,6 +161,10 @@ pub struct AgentArgs {
     /// Seconds between heartbeats (1 to 300); three missed ones show the agent offline.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub heartbeat_seconds: u64,
+    /// Where this agent takes replication streams from its peers (mutual TLS), IP:PORT; by default the address
+    /// it reaches the control plane from, on a free port. Peers learn it through the control plane.
+    #[arg(long, env = "HOMEWARD_AGENT_LINK_LISTEN", value_name = "IP:PORT")]
+    pub link_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 mod agent;
 mod agent_link;
 mod agent_plane;
+mod agent_work;
 mod api;
 mod auth;
 mod cli;
