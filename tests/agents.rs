@@ -672,3 +672,163 @@ async fn an_agents_rate_cap_is_set_by_an_administrator_and_honoured_by_its_cycle
     let caps = audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "agent-rate-cap").count();
     assert!(caps >= 3, "the cap changes and the refusals are audited: {audit}");
 }
+
+/// The article through the API with the agents in their own namespaces, every byte crossing the shaped WAN:
+/// reprotect (ps-azure-01 in the cloud → mt-win-01 on-premises) with the WAN cut mid-sync — the cycle fails, the
+/// job shows the retry, and the next attempt resumes from the target's cursor, re-sending at most one chunk; then
+/// failover and commit; then re-protect to the cloud (cs-01 on-premises → ps-azure-01), where the sending agent is
+/// killed with SIGKILL mid-sync and restarted: its restart gives the cycle up at once and the job's next attempt
+/// resumes. `qemu-img compare` proves the disks each time.
+#[test]
+fn the_article_runs_through_agents_across_namespaces_surviving_a_cut_link_and_a_killed_agent() {
+    let Some(mut s) = Sites::for_test("8mbit") else { return };
+    s.shape_onprem_wan("8mbit");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("vault");
+    let vault = s.serve(&data);
+    let estate = data.join("estate");
+    let disks = estate.display().to_string();
+    let (cloud_link, onprem_link) =
+        (format!("{}:0", s.addr(Sites::ONPREM_WAN - 1)), format!("{}:0", s.addr(Sites::ONPREM_WAN)));
+    let with = |link: &str| vec!["--disks".to_owned(), disks.clone(), "--link-listen".to_owned(), link.to_owned()];
+    let args = with(&cloud_link);
+    s.agent_with(Sites::CLOUD, &vault, "ps-azure-01", "process-server", dir.path(), &strs(&args));
+    let args = with(&onprem_link);
+    s.agent_with(Sites::ONPREM, &vault, "mt-win-01", "master-target", dir.path(), &strs(&args));
+    let cs = s.agent_with(Sites::ONPREM, &vault, "cs-01", "process-server", dir.path(), &strs(&args));
+    let cs_index = s.children.len() - 1;
+    // Sixteen MiB the on-premises copy lacks: about 17 s over the 8 Mbit/s WAN.
+    let cloud_disk = estate.join("recovery/rg-dr/web01/disk0.vhd");
+    let onprem_disk = estate.join("primary/vmfs-01/web01/disk0.vmdk");
+
+    let api = format!("http://127.0.0.1:{}/api/v1/", vault.port);
+    let token = vault.token.clone();
+    let (cs_log, cs_folder) = (dir.path().join("cs-01.log"), cs.display().to_string());
+    let body = move |sites: &mut Sites| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let c = common::client_with_token(&token);
+            let post = |path: String, body: Value| {
+                let c = c.clone();
+                let url = format!("{api}{path}");
+                async move {
+                    let r = c.post(&url).json(&body).send().await.unwrap();
+                    let status = r.status().as_u16();
+                    (status, r.json::<Value>().await.unwrap_or(Value::Null))
+                }
+            };
+            let job = |id: String| {
+                let c = c.clone();
+                let url = format!("{api}jobs/{id}");
+                async move { common::get(&c, &url).await }
+            };
+            for name in ["ps-azure-01", "mt-win-01", "cs-01"] {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let v = common::get(&c, &format!("{api}agents")).await;
+                    let a = v["agents"].as_array().unwrap().iter().find(|a| a["name"] == name).cloned();
+                    let online = a.as_ref().is_some_and(|a| {
+                        a["state"] == "online" && a["inventory"]["link_endpoint"].as_str().is_some()
+                    });
+                    if online {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "{name} never came online: {v}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            post("infrastructure/faults".into(), json!({"guest_bytes_per_tick": 0})).await;
+            fill_random(&cloud_disk, 0, 16 << 20, 0x5eed);
+
+            // Reprotect; the WAN is cut once a third of the disk has crossed it, until the attempt has failed.
+            let rp = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"});
+            let (status, started) = post("items/web01/reprotect".into(), rp).await;
+            assert_eq!(status, 202, "{started}");
+            let id = started["job_id"].as_str().unwrap().to_owned();
+            let sync_task = |j: &Value, step: &str| {
+                j["job"]["tasks"].as_array().unwrap().iter().find(|t| t["step"] == step).cloned().unwrap()
+            };
+            let wait_for = |what: &'static str, id: String, step: &'static str, done: fn(&Value) -> bool| {
+                let job = &job;
+                async move {
+                    let deadline = Instant::now() + Duration::from_secs(120);
+                    loop {
+                        let j = job(id.clone()).await;
+                        if done(&sync_task(&j, step)) {
+                            return j;
+                        }
+                        assert!(Instant::now() < deadline, "{what}: {j}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            };
+            wait_for("the sync never got a third through", id.clone(), "initial-replication", |t| {
+                t["progress"][0].as_u64().unwrap_or(0) >= 6 << 20
+            })
+            .await;
+            sites.wan(false);
+            let j = wait_for("the cut cycle never failed", id.clone(), "initial-replication", |t| {
+                t["error"].as_str().is_some()
+            })
+            .await;
+            let t = sync_task(&j, "initial-replication");
+            assert!(t["error"].as_str().unwrap().contains("ps-azure-01 → mt-win-01"), "{t}");
+            sites.wan(true);
+            let j = common::wait_job(&c, &api.replace("api/v1/", ""), &id).await;
+            assert_eq!(j["job"]["state"], "succeeded", "{j}");
+            let t = sync_task(&j, "initial-replication");
+            assert!(t["attempts"].as_i64().unwrap() >= 2, "the job shows the retry: {t}");
+            let r: Value = serde_json::from_str(t["result"].as_str().unwrap()).unwrap();
+            assert_eq!(r["agents"], "ps-azure-01 → mt-win-01", "{r}");
+            let d = &r["disks"][0];
+            let resumed = d["resumed_from_block"].as_u64().unwrap_or_else(|| panic!("not resumed: {r}")) << 16;
+            assert!(resumed >= 4 << 20, "resumed from {resumed} only: {r}");
+            let left = (16u64 << 20) - resumed;
+            assert!(d["data_bytes"].as_u64().unwrap() <= left + (4 << 20), "re-sent more than one chunk: {r}");
+            common::same_disk(&cloud_disk, "vpc", &onprem_disk, "vmdk", "after the resumed reprotect");
+
+            for (action, body) in [("failover", json!({"point": {"type": "latest-processed"}})), ("commit", json!({}))] {
+                let (status, v) = post(format!("items/web01/{action}"), body).await;
+                assert_eq!(status, 202, "{v}");
+                let j = common::wait_job(&c, &api.replace("api/v1/", ""), v["job_id"].as_str().unwrap()).await;
+                assert_eq!(j["job"]["state"], "succeeded", "{action}: {j}");
+            }
+            post("infrastructure/faults".into(), json!({"register_agent": "web01"})).await;
+
+            // Re-protect to the cloud; cs-01 is killed mid-sync and started again.
+            let (status, v) = post("items/web01/reprotect-to-cloud".into(), json!({"process_server": "cs-01"})).await;
+            assert_eq!(status, 202, "{v}");
+            let id = v["job_id"].as_str().unwrap().to_owned();
+            wait_for("the sync to the cloud never got going", id.clone(), "initial-replication-to-cloud", |t| {
+                t["progress"][0].as_u64().unwrap_or(0) >= 6 << 20
+            })
+            .await;
+            let victim = &mut sites.children[cs_index];
+            victim.kill().unwrap();
+            let _ = victim.wait();
+            let restart = ["agent", "--role", "process-server", "--data-dir", &cs_folder, "--heartbeat-seconds", "1"];
+            let args: Vec<&str> = restart.iter().copied().chain(strs(&args)).collect();
+            sites.start_agent(Sites::ONPREM, &args, &cs_log);
+            let j = common::wait_job(&c, &api.replace("api/v1/", ""), &id).await;
+            assert_eq!(j["job"]["state"], "succeeded", "{j}");
+            let t = sync_task(&j, "initial-replication-to-cloud");
+            assert!(t["attempts"].as_i64().unwrap() >= 2, "the job shows the retry: {t}");
+            let r: Value = serde_json::from_str(t["result"].as_str().unwrap()).unwrap();
+            assert_eq!(r["agents"], "cs-01 → ps-azure-01", "{r}");
+            assert!(r["disks"][0]["resumed_from_block"].as_u64().is_some(), "resumed from the cursor: {r}");
+            common::same_disk(
+                &onprem_disk,
+                "vmdk",
+                &estate.join("recovery/web01/reprotected-disk0.vhd"),
+                "vpc",
+                "after the resumed re-protect",
+            );
+        })
+    };
+    let ns = s.ns_path(Sites::CP);
+    common::netns::within(&ns, || body(&mut s));
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}

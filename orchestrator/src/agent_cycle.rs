@@ -23,6 +23,9 @@ pub struct Route {
     pub receiver: Option<String>,
 }
 
+/// Checkpoint interval of a cycle between agents.
+pub const WAN_CHUNK_BYTES: u64 = 4 << 20;
+
 impl Route {
     /// Cloud → on-premises: the cloud's process server sends (the reprotect's choice, else the item's, else the
     /// first in the cloud) and the master target receives. On-premises → cloud: the primary site's process server
@@ -157,6 +160,8 @@ impl Workflows<'_> {
             consistency,
             point_id: replicator::sync::new_point_id(),
             block_size: BLOCK_SIZE,
+            // Over a WAN a dropped link is the usual failure: small checkpoints keep a resume's re-send short.
+            chunk_bytes: WAN_CHUNK_BYTES,
             bandwidth,
             stream_token: crate::accounts::random_secret(),
         };
@@ -227,17 +232,24 @@ impl Workflows<'_> {
         };
         self.add_data_ms(started.elapsed().as_millis() as u64);
         let wire = store.get(&id).await.map(|a| a.wire_bytes).unwrap_or(0);
-        self.note_link(serde_json::json!({
-            "agents": link,
-            "assignment": id,
-            "wire_bytes": wire,
-        }));
         let a = result?;
         let outcome = a.outcome.unwrap_or_else(|| crate::assignments::Outcome {
             disks: vec![],
             wire_bytes: a.wire_bytes,
             rate_cap: None,
         });
+        self.note_link(serde_json::json!({
+            "agents": link,
+            "assignment": id,
+            "wire_bytes": wire.max(outcome.wire_bytes),
+            "rate_cap": outcome.rate_cap,
+            "disks": outcome.disks.iter().map(|d| serde_json::json!({
+                "source": d.source,
+                "mode": d.mode,
+                "data_bytes": d.data_bytes,
+                "resumed_from_block": d.resumed_from_block,
+            })).collect::<Vec<_>>(),
+        }));
         let bytes = outcome.disks.iter().map(|d| d.data_bytes).sum();
         // The point the target recorded (a resumed cursor keeps the id of the attempt that began it).
         let point = outcome.disks.first().map(|d| d.point_id.clone()).unwrap_or(spec.point_id);

@@ -42,6 +42,8 @@ pub struct CycleSpec {
     /// Shared by every disk of the cycle (R-RP2's common points).
     pub point_id: String,
     pub block_size: u32,
+    /// A durable checkpoint on the target after every this many bytes: the most a resume sends again.
+    pub chunk_bytes: u64,
     /// The vault's replication bandwidth policy; the sender's own rate cap applies too (the lower wins).
     pub bandwidth: Option<u64>,
     /// The replicator's stream secret: both halves must present it, so a stream is bound to its assignment.
@@ -352,6 +354,18 @@ impl Assignments {
         .execute(&self.db.pool)
         .await?;
         Ok(())
+    }
+
+    /// A sending agent that restarted cannot finish what it was sending: those assignments fail now (the step
+    /// retries and resumes from the target's cursor) instead of after a silence.
+    pub async fn abandon(&self, sender: &str) -> Result<u64, AssignmentError> {
+        let r = sqlx::query(&self.sql(
+            "update assignments set state = 'failed', error = 'the sending agent restarted mid-cycle',              updated_at = {now} where sender_id = $1 and state = 'sending'",
+        ))
+        .bind(sender)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(r.rows_affected())
     }
 
     /// The assignments of a job, oldest first (the job page's retries).

@@ -368,6 +368,14 @@ async fn assignment_finish(
     }
 }
 
+/// `POST /agent/v1/assignments/abandon`: a sending agent that just started gives up what its previous run left.
+async fn assignments_abandon(State(plane): State<AgentPlane>, Extension(agent): Extension<Agent>) -> Response {
+    match Assignments::new(plane.agents.db.clone()).abandon(&agent.id).await {
+        Ok(n) => Json(json!({"abandoned": n})).into_response(),
+        Err(e) => assignment_error(&e),
+    }
+}
+
 /// `POST /agent/v1/assignments/{id}/receive`: the receiving agent, at a stream's start and every second after.
 async fn assignment_receive(
     State(plane): State<AgentPlane>,
@@ -397,6 +405,7 @@ fn agent_router(plane: AgentPlane) -> Router {
         .route("/agent/v1/heartbeat", post(heartbeat))
         .route("/agent/v1/peer", post(peer))
         .route("/agent/v1/assignments/next", post(next_assignment))
+        .route("/agent/v1/assignments/abandon", post(assignments_abandon))
         .route("/agent/v1/assignments/{id}/progress", post(assignment_progress))
         .route("/agent/v1/assignments/{id}/finish", post(assignment_finish))
         .route("/agent/v1/assignments/{id}/receive", post(assignment_receive))

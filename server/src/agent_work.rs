@@ -208,6 +208,20 @@ async fn receive_stream(ctx: &Ctx, acceptor: &tokio_rustls::TlsAcceptor, tcp: Tc
 /// Asks the control plane for work, forever; runs up to [`PARALLEL`] assignments at once.
 pub async fn take_assignments(ctx: Arc<Ctx>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
+    // Whatever this agent was sending before it (re)started is lost with that process: say so at once.
+    loop {
+        match call::<_, serde_json::Value>(&ctx, "assignments/abandon", &serde_json::json!({})).await {
+            Ok(Some(v)) if v["abandoned"].as_u64() > Some(0) => {
+                tracing::warn!(count = %v["abandoned"], "cycles interrupted by this agent's restart were given up");
+                break;
+            }
+            Ok(_) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot reach the control plane yet");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
         let r = ctx
@@ -343,6 +357,7 @@ async fn send_cycle(ctx: &Ctx, taken: &Taken, cancel: &Arc<AtomicBool>, tally: &
         let opts = replicator::SyncOptions {
             mode: taken.spec.mode,
             block_size: taken.spec.block_size,
+            chunk_bytes: taken.spec.chunk_bytes,
             consistency: taken.spec.consistency,
             point_id: Some(taken.spec.point_id.clone()),
             bandwidth,

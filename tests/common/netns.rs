@@ -165,6 +165,19 @@ impl Sites {
     /// Enrolls `name` through the API as `site` reaches it (so the command names the control plane's address on
     /// that site's link), starts it there heartbeating every second, waits for it to enroll; its folder.
     pub fn agent(&mut self, site: usize, vault: &Vault, name: &str, role: &str, dir: &Path) -> PathBuf {
+        self.agent_with(site, vault, name, role, dir, &[])
+    }
+
+    /// Like [`Sites::agent`], with more arguments for `homeward agent`; its log goes to `<dir>/<name>.log`.
+    pub fn agent_with(
+        &mut self,
+        site: usize,
+        vault: &Vault,
+        name: &str,
+        role: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> PathBuf {
         let server = self.portal_for(site, vault);
         let out = self
             .homeward(Self::CP, &["agents", "enroll", name, "--role", role, "--json", "--server", &server, "--token"])
@@ -177,9 +190,9 @@ impl Sites {
         let mut args: Vec<String> =
             e["command"].as_str().unwrap().split_whitespace().skip(1).map(str::to_owned).collect();
         args.extend(["--data-dir".into(), folder.display().to_string(), "--heartbeat-seconds".into(), "1".into()]);
+        args.extend(extra.iter().map(|a| a.to_string()));
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let child = self.homeward(site, &argv).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        self.children.push(child);
+        self.start_agent(site, &argv, &dir.join(format!("{name}.log")));
         let deadline = Instant::now() + Duration::from_secs(30);
         while !folder.join("agent.json").exists() {
             assert!(Instant::now() < deadline, "{name} did not enroll");
@@ -189,6 +202,32 @@ impl Sites {
     }
 
     /// The agents as `homeward agents list --json` prints them, from the control plane's namespace.
+    /// Starts `homeward agent ARGS` in `site`, its stderr appended to `log`; answers its index in `children`.
+    pub fn start_agent(&mut self, site: usize, args: &[&str], log: &Path) -> usize {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let child = self.homeward(site, args).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// Shapes the WAN in the other direction too (on-premises → cloud), at `rate`.
+    pub fn shape_onprem_wan(&self, rate: &str) {
+        let dev = self.wan_cloud_if.replace("yw", "zw");
+        run(
+            "ip",
+            &[
+                "netns", "exec", &self.names[Self::ONPREM], "tc", "qdisc", "add", "dev", &dev, "root", "tbf", "rate",
+                rate, "burst", "64kbit", "latency", "400ms",
+            ],
+        )
+        .unwrap();
+    }
+
+    /// The file naming `site`'s network namespace, for [`within`].
+    pub fn ns_path(&self, site: usize) -> String {
+        format!("/var/run/netns/{}", self.names[site])
+    }
+
     pub fn agents_json(&self, vault: &Vault) -> Value {
         let server = format!("http://{}:{}", self.addr(Self::CP_TO_ONPREM), vault.port);
         let out = self
@@ -237,6 +276,23 @@ impl Sites {
 }
 
 /// One cycle that must succeed: waits (bounded) for the sender, then the receiver; the sender's JSON report.
+/// Runs `f` on a thread that has moved into the network namespace `ns` names (only that thread moves), so that
+/// the test can reach a vault's API there.
+pub fn within<R: Send>(ns: &str, f: impl FnOnce() -> R + Send) -> R {
+    use std::os::fd::AsRawFd;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                let file = std::fs::File::open(ns).unwrap_or_else(|e| panic!("{ns}: {e}"));
+                // SAFETY: a valid namespace fd; CLONE_NEWNET moves only the calling thread.
+                assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns {ns}");
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
 pub fn cycle(sender: Child, receiver: Child) -> Value {
     let (code, out, err) = finished(sender, Duration::from_secs(1800));
     assert_eq!(code, 0, "{err}");
