@@ -437,6 +437,56 @@ async fn the_articles_cycles_run_through_the_site_agents() {
     );
 }
 
+/// Fencing stops the bytes, not only the rows: a reprotect's sync runs between the embedded agents (held to
+/// 256 KiB/s by the sender's rate cap); the job is cancelled mid-sync; its assignment ends, both agents are refused
+/// at their next report, and the target disk stops changing.
+#[tokio::test]
+async fn cancelling_a_job_stops_its_agents_streams() {
+    use std::os::unix::fs::MetadataExt;
+    let p = Portal::start(&["--embedded-agents"]);
+    for name in ["mt-win-01", "ps-azure-01"] {
+        wait_state(&p, name, "online").await;
+    }
+    common::post(&p.http, &format!("{}api/v1/infrastructure/faults", p.url), r#"{"guest_bytes_per_tick": 0}"#, "q")
+        .await;
+    let r = p
+        .http
+        .post(format!("{}api/v1/agents/ps-azure-01/rate-cap", p.url))
+        .json(&json!({"max_bytes_per_s": 256 << 10}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let estate = p.data_dir.join("estate");
+    fill_random(&estate.join("recovery/rg-dr/web01/disk0.vhd"), 0, 16 << 20, 0xfe9ce);
+    let rp = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"});
+    let job = common::start_action(&p, "web01", "reprotect", &rp.to_string(), "fence-1").await;
+    common::wait_until_moving(&p, &job).await;
+    let (status, v) = common::post(&p.http, &format!("{}api/v1/jobs/{job}/cancel", p.url), "{}", "fence-c").await;
+    assert_eq!(status, 200, "{v}");
+    let j = common::wait_job(&p.http, &p.url, &job).await;
+    assert_eq!(j["job"]["state"], "cancelled", "{j}");
+
+    let url = common::database_url(&p.data_dir)
+        .unwrap_or_else(|| format!("sqlite://{}?mode=ro", p.data_dir.join("homeward.db").display()));
+    let db = orchestrator::db::Db::connect(&url, 1).await.unwrap();
+    let states: Vec<String> = sqlx::query_scalar("select state from assignments where job_id = $1")
+        .bind(&job)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert!(!states.is_empty() && states.iter().all(|s| s == "cancelled"), "{states:?}");
+    db.pool.close().await;
+    // The receiver drops the link within a second or two of the fence going; from then on nothing is written.
+    let target = estate.join("primary/vmfs-01/web01/disk0-flat.vmdk");
+    let written = || std::fs::metadata(&target).map(|m| (m.blocks(), m.mtime_nsec(), m.mtime())).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = written();
+    // An observation window: the absence of writes cannot be awaited, only watched.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(written(), before, "the target disk still changes after the job was cancelled");
+}
+
 /// Across namespaces: the control plane in one, an on-premises agent in another, the link between them cut and
 /// restored: three missed heartbeats show the agent offline (a warning, not a failure), and the same agent process
 /// reconnects on its own.
@@ -727,9 +777,9 @@ fn the_article_runs_through_agents_across_namespaces_surviving_a_cut_link_and_a_
                 loop {
                     let v = common::get(&c, &format!("{api}agents")).await;
                     let a = v["agents"].as_array().unwrap().iter().find(|a| a["name"] == name).cloned();
-                    let online = a.as_ref().is_some_and(|a| {
-                        a["state"] == "online" && a["inventory"]["link_endpoint"].as_str().is_some()
-                    });
+                    let online = a
+                        .as_ref()
+                        .is_some_and(|a| a["state"] == "online" && a["inventory"]["link_endpoint"].as_str().is_some());
                     if online {
                         break;
                     }
@@ -787,7 +837,8 @@ fn the_article_runs_through_agents_across_namespaces_surviving_a_cut_link_and_a_
             assert!(d["data_bytes"].as_u64().unwrap() <= left + (4 << 20), "re-sent more than one chunk: {r}");
             common::same_disk(&cloud_disk, "vpc", &onprem_disk, "vmdk", "after the resumed reprotect");
 
-            for (action, body) in [("failover", json!({"point": {"type": "latest-processed"}})), ("commit", json!({}))] {
+            for (action, body) in [("failover", json!({"point": {"type": "latest-processed"}})), ("commit", json!({}))]
+            {
                 let (status, v) = post(format!("items/web01/{action}"), body).await;
                 assert_eq!(status, 202, "{v}");
                 let j = common::wait_job(&c, &api.replace("api/v1/", ""), v["job_id"].as_str().unwrap()).await;

@@ -211,6 +211,17 @@ mod assignments {
             let id = store.create(None, &fence, &ps.id, &mt.id, &spec()).await.unwrap();
             store.take(&ps.id).await.unwrap().unwrap();
             store.progress(&id, &ps.id, 1, 2, 3).await.unwrap();
+            // The sender restarts mid-cycle: what it was sending fails at once, with the reason.
+            assert_eq!(store.abandon(&ps.id).await.unwrap(), 1);
+            let a = store.get(&id).await.unwrap();
+            assert_eq!(
+                (a.state, a.error.as_deref()),
+                (AssignmentState::Failed, Some("the sending agent restarted mid-cycle"))
+            );
+            fenced(store.progress(&id, &ps.id, 2, 2, 3).await);
+
+            let id = store.create(None, &fence, &ps.id, &mt.id, &spec()).await.unwrap();
+            store.take(&ps.id).await.unwrap().unwrap();
             jobs.create(job("j2", "vm2")).await.unwrap();
             fenced(store.progress(&id, &ps.id, 2, 2, 3).await);
             fenced(store.finish(&id, &ps.id, Err("late")).await);

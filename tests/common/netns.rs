@@ -216,8 +216,22 @@ impl Sites {
         run(
             "ip",
             &[
-                "netns", "exec", &self.names[Self::ONPREM], "tc", "qdisc", "add", "dev", &dev, "root", "tbf", "rate",
-                rate, "burst", "64kbit", "latency", "400ms",
+                "netns",
+                "exec",
+                &self.names[Self::ONPREM],
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                &dev,
+                "root",
+                "tbf",
+                "rate",
+                rate,
+                "burst",
+                "64kbit",
+                "latency",
+                "400ms",
             ],
         )
         .unwrap();
