@@ -320,13 +320,25 @@ async fn an_agent_that_stops_heartbeating_turns_its_items_health_to_a_warning() 
     .await;
     assert_eq!(common::wait_job(&p.http, &p.url, &job).await["job"]["state"], "succeeded");
 
+    // Both ends of the item's cycles get an agent (one end alone is a configuration error the item shows).
+    let disks = p.data_dir.join("estate").display().to_string();
+    let (code, e) = enroll(&p, &p.http, "mt-win-01", "master-target").await;
+    assert_eq!(code, 201, "{e}");
+    let mt_dir = tempfile::tempdir().unwrap();
+    let mut args = args_of(e["command"].as_str().unwrap());
+    args.extend(["--data-dir".into(), mt_dir.path().display().to_string(), "--heartbeat-seconds".into(), "1".into()]);
+    args.extend(["--disks".into(), disks.clone()]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _mt = agent(&argv);
     let (code, e) = enroll(&p, &p.http, "ps-azure-01", "process-server").await;
     assert_eq!(code, 201, "{e}");
     let dir = tempfile::tempdir().unwrap();
     let mut args = args_of(e["command"].as_str().unwrap());
     args.extend(["--data-dir".into(), dir.path().display().to_string(), "--heartbeat-seconds".into(), "1".into()]);
+    args.extend(["--disks".into(), disks.clone()]);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut running = agent(&argv);
+    wait_state(&p, "mt-win-01", "online").await;
     wait_state(&p, "ps-azure-01", "online").await;
     let item = common::get(&p.http, &format!("{}api/v1/items/web01", p.url)).await;
     let errors = item["item"]["health_errors"].to_string();
@@ -347,7 +359,7 @@ async fn an_agent_that_stops_heartbeating_turns_its_items_health_to_a_warning() 
     // Restarted from its folder (no token needed), it is online again and the warning is gone.
     let mut again: Vec<&str> = vec!["--role", "process-server", "--data-dir"];
     let d = dir.path().display().to_string();
-    again.extend([d.as_str(), "--heartbeat-seconds", "1"]);
+    again.extend([d.as_str(), "--heartbeat-seconds", "1", "--disks", disks.as_str()]);
     let _back = agent(&again);
     wait_state(&p, "ps-azure-01", "online").await;
     let item = common::get(&p.http, &format!("{}api/v1/items/web01", p.url)).await;
@@ -420,6 +432,12 @@ async fn the_articles_cycles_run_through_the_site_agents() {
     let (data, wire) = (sync["bytes_sent"].as_u64().unwrap(), sync["wire_bytes"].as_u64().unwrap());
     assert!(data > 0 && wire > data, "the wire carries the data and the protocol and TLS around it: {sync}");
     assert!(sync["assignment"].as_str().is_some_and(|a| a.starts_with("asg-")), "{sync}");
+    // The Infrastructure page's throughput: both agents of the cycle streamed lately.
+    for name in ["ps-azure-01", "mt-win-01"] {
+        let a = agent_named(&p, name).await;
+        assert!(a["activity"]["throughput_bytes_per_s"].as_u64() > Some(0), "{a}");
+    }
+    assert!(agent_named(&p, "mt-linux-01").await["activity"]["throughput_bytes_per_s"].is_null());
     act("web01", "failover", json!({"point": {"type": "latest-processed"}}), "a-f").await;
     act("web01", "commit", json!({}), "a-c").await;
     common::post(&p.http, &faults, r#"{"register_agent": "web01"}"#, "reg").await;

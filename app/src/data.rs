@@ -709,6 +709,8 @@ pub async fn agents() -> Result<AgentsView, ServerFnError> {
             disks: a.inventory.as_ref().map_or(0, |i| i.disks.len()),
             free_bytes: a.inventory.as_ref().map(|i| i.free_bytes),
             rate_cap: a.max_bytes_per_s,
+            streams: a.activity.streams,
+            throughput: a.activity.throughput_bytes_per_s,
         })
         .collect();
     Ok(AgentsView { rows, ca_fingerprint: c.ca_fingerprint })

@@ -284,6 +284,9 @@ pub struct AgentRow {
     pub free_bytes: Option<u64>,
     /// Bytes per second it may send on its replication links; none: uncapped.
     pub rate_cap: Option<u64>,
+    /// Replication streams it runs now, and its bytes per second on the wire over the last ten minutes.
+    pub streams: u32,
+    pub throughput: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -759,7 +759,7 @@ fn AgentsPanel(admin: bool) -> impl IntoView {
                         {empty.then(|| view! { <p class="muted">"No agent is enrolled yet."</p> })}
                         {(!empty).then(|| view! {
                             <div class="table-wrap"><table class="grid">
-                                <thead><tr><th scope="col">"Name"</th><th scope="col">"Role"</th><th scope="col">"Site"</th><th scope="col">"State"</th><th scope="col">"Last heartbeat"</th><th scope="col">"Version"</th><th scope="col">"Disks"</th><th scope="col">"Free"</th><th scope="col">"Rate cap"</th>{admin.then(|| view! { <th scope="col"><span class="sr-only">"Actions"</span></th> })}</tr></thead>
+                                <thead><tr><th scope="col">"Name"</th><th scope="col">"Role"</th><th scope="col">"Site"</th><th scope="col">"State"</th><th scope="col">"Last heartbeat"</th><th scope="col">"Version"</th><th scope="col">"Disks"</th><th scope="col">"Free"</th><th scope="col">"Throughput"</th><th scope="col">"Rate cap"</th>{admin.then(|| view! { <th scope="col"><span class="sr-only">"Actions"</span></th> })}</tr></thead>
                                 <tbody>{v.rows.into_iter().map(|a| {
                                     let (id, name) = (a.id.clone(), a.name.clone());
                                     let revocable = a.state != "revoked";
@@ -773,6 +773,11 @@ fn AgentsPanel(admin: bool) -> impl IntoView {
                                             <td>{a.version.clone().unwrap_or_else(|| "–".into())}</td>
                                             <td>{a.disks}</td>
                                             <td>{a.free_bytes.map(fmt_bytes).unwrap_or_else(|| "–".into())}</td>
+                                            <td title="Bytes on the wire per second over its replication streams of the last ten minutes">{match (a.throughput, a.streams) {
+                                                (Some(t), 0) => format!("{}/s", fmt_bytes(t)),
+                                                (Some(t), n) => format!("{}/s, {n} stream{} now", fmt_bytes(t), if n == 1 { "" } else { "s" }),
+                                                (None, _) => "–".into(),
+                                            }}</td>
                                             <td>{if admin && revocable {
                                                 let id = id.clone();
                                                 let text = RwSignal::new(a.rate_cap.map(|c| format!("{:.0}", c as f64 / 1_048_576.0)).unwrap_or_default());

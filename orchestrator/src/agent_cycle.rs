@@ -129,7 +129,7 @@ impl Workflows<'_> {
                          at neither",
                         one.name
                     ),
-                    format!("Enroll an agent named {missing} (Infrastructure → Site agents), then restart the job."),
+                    format!("Enroll an agent named {missing} (Infrastructure → Site agents); then restart the failed job, if any."),
                 ))
             }
         }

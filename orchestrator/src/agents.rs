@@ -152,7 +152,22 @@ pub struct Agent {
     pub cert_fingerprint: Option<String>,
     /// The most bytes per second it may send on its replication links; none: as fast as the link goes.
     pub max_bytes_per_s: Option<u64>,
+    /// Its replication streams of the last ten minutes (filled by [`Agents::list`]).
+    #[serde(default)]
+    pub activity: Activity,
 }
+
+/// An agent's share of the assignments of the last ten minutes, sending or receiving.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Streams running now.
+    pub streams: u32,
+    /// Bytes on the wire over the time spent streaming; none when it streamed nothing lately.
+    pub throughput_bytes_per_s: Option<u64>,
+}
+
+/// How far back [`Activity`] looks.
+pub const ACTIVITY_MS: Millis = 10 * 60 * 1000;
 
 /// The smallest rate cap: below it a cycle of a small disk would take hours.
 pub const MIN_RATE_CAP: u64 = 64 << 10;
@@ -311,6 +326,7 @@ impl AgentRow {
             revoked_at: ms(self.revoked_at),
             cert_fingerprint: self.cert_fingerprint,
             max_bytes_per_s: self.max_bytes_per_s.map(|v| v.max(0) as u64),
+            activity: Activity::default(),
         })
     }
 }
@@ -494,8 +510,42 @@ impl Agents {
     pub async fn list(&self, now: Millis) -> Result<Vec<Agent>, AgentError> {
         let sql = format!("select {COLUMNS} from agents order by site, name");
         let rows: Vec<AgentRow> = sqlx::query_as(&sql).fetch_all(&self.db.pool).await?;
-        rows.into_iter().map(|r| r.into_agent(now)).collect()
+        let mut agents: Vec<Agent> = rows.into_iter().map(|r| r.into_agent(now)).collect::<Result<_, _>>()?;
+        let recent: Vec<StreamRow> = sqlx::query_as(
+            "select sender_id, receiver_id, state, wire_bytes, taken_at, updated_at from assignments \
+             where taken_at is not null and updated_at >= $1",
+        )
+        .bind(now.saturating_sub(ACTIVITY_MS) as i64)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let mut by_agent: std::collections::HashMap<&str, (u32, u64, u64)> = std::collections::HashMap::new();
+        for r in &recent {
+            let ms = (r.updated_at - r.taken_at.unwrap_or(r.updated_at)).max(0) as u64;
+            for id in [r.sender_id.as_str(), r.receiver_id.as_str()] {
+                let e = by_agent.entry(id).or_default();
+                e.0 += u32::from(r.state == "sending");
+                e.1 += r.wire_bytes.max(0) as u64;
+                e.2 += ms;
+            }
+        }
+        for a in &mut agents {
+            if let Some(&(streams, bytes, ms)) = by_agent.get(a.id.as_str()) {
+                a.activity = Activity { streams, throughput_bytes_per_s: (ms > 0).then(|| bytes * 1000 / ms) };
+            }
+        }
+        Ok(agents)
     }
+}
+
+/// An assignment as an agent's activity counts it.
+#[derive(sqlx::FromRow)]
+struct StreamRow {
+    sender_id: String,
+    receiver_id: String,
+    state: String,
+    wire_bytes: i64,
+    taken_at: Option<i64>,
+    updated_at: i64,
 }
 
 #[cfg(test)]

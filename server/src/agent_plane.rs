@@ -285,9 +285,20 @@ fn assignment_error(e: &AssignmentError) -> Response {
     }
 }
 
-fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes, expected: &str) -> Result<T, Response> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| refuse(StatusCode::BAD_REQUEST, "invalid", format!("body: {e}"), &format!("Send {expected}.")))
+/// A request body that does not parse: 400 with what to send.
+struct BadBody {
+    why: String,
+    expected: &'static str,
+}
+
+impl IntoResponse for BadBody {
+    fn into_response(self) -> Response {
+        refuse(StatusCode::BAD_REQUEST, "invalid", format!("body: {}", self.why), &format!("Send {}.", self.expected))
+    }
+}
+
+fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes, expected: &'static str) -> Result<T, BadBody> {
+    serde_json::from_slice(bytes).map_err(|e| BadBody { why: e.to_string(), expected })
 }
 
 /// `POST /agent/v1/assignments/next`: the sending agent's long poll for its next cycle (204 when none came).
@@ -330,7 +341,7 @@ async fn assignment_progress(
 ) -> Response {
     let p: ProgressReport = match body(&bytes, "done, total, wire_bytes") {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let store = Assignments::new(plane.agents.db.clone());
     match store.progress(&id, &agent.id, p.done, p.total, p.wire_bytes).await {
@@ -347,7 +358,7 @@ async fn assignment_finish(
 ) -> Response {
     let f: Finish = match body(&bytes, "outcome or error") {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let store = Assignments::new(plane.agents.db.clone());
     let result = match (&f.outcome, &f.error) {
@@ -385,7 +396,7 @@ async fn assignment_receive(
 ) -> Response {
     let q: ReceiveCheck = match body(&bytes, "sender_fingerprint") {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let store = Assignments::new(plane.agents.db.clone());
     match store.check_receiver(&id, &agent.id, Some(&q.sender_fingerprint)).await {

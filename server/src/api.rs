@@ -543,7 +543,7 @@ async fn openapi() -> Json<Value> {
             "/api/v1/jobs/{id}/{action}": path("cancel | restart | resume", "post"),
             "/api/v1/infrastructure": path("Configuration server, vCenters, hosts, datastores, master targets, process servers", "get"),
             "/api/v1/infrastructure/faults": path("Fault knobs of the local estate (Administrator)", "post"),
-            "/api/v1/agents": {"get": {"summary": "Site agents (process servers, master targets) with state, last heartbeat, version and inventory; the vault CA's fingerprint", "responses": {"200": {"description": "OK"}}},
+            "/api/v1/agents": {"get": {"summary": "Site agents (process servers, master targets) with state, last heartbeat, version, inventory (with the link address) and activity (streams now, throughput over ten minutes); the vault CA's fingerprint", "responses": {"200": {"description": "OK"}}},
                 "post": {"summary": "Enroll an agent (Administrator; body: {name, role: process-server | master-target, site?: cloud | on-premises}); returns the one-time token and the command that starts the agent", "responses": {"201": {"description": "Enrolled"}, "400": {"description": "Malformed or unknown field"}, "403": {"description": "Not an Administrator"}, "409": {"description": "Name taken", "content": {"application/json": {"schema": err}}}, "422": {"description": "Invalid name, role or site"}}}},
             "/api/v1/agents/{id}/rate-cap": path("Cap the bytes per second an agent sends on its replication links (Administrator; body: {max_bytes_per_s: number | null}; at least 65536)", "post"),
             "/api/v1/agents/{id}/revoke": path("Revoke an agent by id or name (Administrator): its certificate and token are refused at once", "post"),
