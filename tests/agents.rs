@@ -438,6 +438,10 @@ async fn the_articles_cycles_run_through_the_site_agents() {
         assert!(a["activity"]["throughput_bytes_per_s"].as_u64() > Some(0), "{a}");
     }
     assert!(agent_named(&p, "mt-linux-01").await["activity"]["throughput_bytes_per_s"].is_null());
+    // The job's page says it too, beside the task.
+    let page = format!("{}jobs/{}", p.url, j["job"]["id"].as_str().unwrap());
+    let html = p.http.get(&page).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("through the site agents ps-azure-01 → mt-win-01,"), "{html}");
     act("web01", "failover", json!({"point": {"type": "latest-processed"}}), "a-f").await;
     act("web01", "commit", json!({}), "a-c").await;
     common::post(&p.http, &faults, r#"{"register_agent": "web01"}"#, "reg").await;

@@ -143,29 +143,36 @@ pub(crate) mod server {
             tasks: j
                 .tasks
                 .into_iter()
-                .map(|t| TaskRow {
-                    name: t.name,
-                    state: t.state.as_str().to_owned(),
-                    attempts: t.attempts,
-                    bytes: t.bytes,
-                    started_at: t.started_at,
-                    finished_at: t.finished_at,
-                    error: t.error,
-                    action: t.recommended_action,
-                    progress: t.progress,
-                    next_attempt_at: t.next_attempt_at,
-                    steps: t
-                        .result
-                        .as_deref()
-                        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
-                        .and_then(|v| v.get("steps").and_then(|s| s.as_array()).cloned())
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|s| {
-                            let n = |k: &str| s[k].as_u64().unwrap_or(0);
-                            (s["name"].as_str().unwrap_or_default().to_owned(), n("bytes"), n("ms"))
-                        })
-                        .collect(),
+                .map(|t| {
+                    let result = t.result.as_deref().and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok());
+                    TaskRow {
+                        link: result.as_ref().and_then(|v| {
+                            Some((v.get("agents")?.as_str()?.to_owned(), v.get("wire_bytes")?.as_u64().unwrap_or(0)))
+                        }),
+                        name: t.name,
+                        state: t.state.as_str().to_owned(),
+                        attempts: t.attempts,
+                        bytes: t.bytes,
+                        started_at: t.started_at,
+                        finished_at: t.finished_at,
+                        error: t.error,
+                        action: t.recommended_action,
+                        progress: t.progress,
+                        next_attempt_at: t.next_attempt_at,
+                        steps: result
+                            .as_ref()
+                            .and_then(|v| v.get("steps").and_then(|s| s.as_array()))
+                            .map(|steps| {
+                                steps
+                                    .iter()
+                                    .map(|s| {
+                                        let n = |k: &str| s[k].as_u64().unwrap_or(0);
+                                        (s["name"].as_str().unwrap_or_default().to_owned(), n("bytes"), n("ms"))
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    }
                 })
                 .collect(),
         }

@@ -221,6 +221,8 @@ pub struct TaskRow {
     pub next_attempt_at: Option<u64>,
     /// A recovery plan's task is one VM's failover: that VM's own steps (name, bytes, milliseconds).
     pub steps: Vec<(String, u64, u64)>,
+    /// A cycle run by the site agents: "sender → receiver", and the bytes on the wire (TLS included).
+    pub link: Option<(String, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -652,7 +652,7 @@ fn job_view(j: JobRow, me: Option<Me>, live: bool, act: ServerAction<JobAction>)
                     <li class=format!("task {}", t.state)>
                         <span class="task-name">{t.name.clone()}</span>
                         " "{badge(&t.state)}
-                        <span class="task-meta">{took}{(t.bytes > 0).then(|| format!(" · {}", fmt_bytes(t.bytes as u64)))}{(t.attempts > 1).then(|| format!(" · {} attempts", t.attempts))}</span>
+                        <span class="task-meta">{took}{(t.bytes > 0).then(|| format!(" · {}", fmt_bytes(t.bytes as u64)))}{(t.attempts > 1).then(|| format!(" · {} attempts", t.attempts))}{t.link.clone().map(|(agents, wire)| format!(" · through the site agents {agents}, {} on the wire", fmt_bytes(wire)))}</span>
                         {(t.state == "in-progress").then_some(t.progress).flatten().filter(|(_, n)| *n > 0).map(|(d, n)| view! {
                             <div class="task-progress" data-testid="task-progress"><progress max=n value=d>{format!("{} %", d * 100 / n)}</progress>" "{format!("{} of {} examined", fmt_bytes(d), fmt_bytes(n))}</div>
                         })}
