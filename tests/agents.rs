@@ -459,6 +459,29 @@ async fn the_articles_cycles_run_through_the_site_agents() {
     );
 }
 
+/// An agent's link listener takes only streams the control plane assigned: an enrolled process server that opens
+/// a stream to a master target without an assignment (the replicator's protocol straight away, no hello naming
+/// one) is refused, and nothing is written.
+#[tokio::test]
+async fn a_stream_without_an_assignment_is_refused_by_the_receiving_agent() {
+    let p = Portal::start(&["--embedded-agents"]);
+    for name in ["cs-01", "mt-win-01"] {
+        wait_state(&p, name, "online").await;
+    }
+    let link = agent_named(&p, "mt-win-01").await["inventory"]["link_endpoint"].as_str().unwrap().to_owned();
+    let src = p.data_dir.join("estate/recovery/rg-dr/web01/disk0.vhd");
+    let before = std::fs::read_dir(p.data_dir.join("estate/primary/vmfs-01")).unwrap().count();
+    let out = Command::new(BIN)
+        .args(["disk", "sync", "--json", "--agent-dir"])
+        .arg(p.data_dir.join("agents/cs-01"))
+        .arg(&src)
+        .arg(format!("tls://mt-win-01@{link}"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the unassigned stream cannot succeed");
+    assert_eq!(std::fs::read_dir(p.data_dir.join("estate/primary/vmfs-01")).unwrap().count(), before);
+}
+
 /// Fencing stops the bytes, not only the rows: a reprotect's sync runs between the embedded agents (held to
 /// 256 KiB/s by the sender's rate cap); the job is cancelled mid-sync; its assignment ends, both agents are refused
 /// at their next report, and the target disk stops changing.

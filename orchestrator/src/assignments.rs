@@ -368,6 +368,17 @@ impl Assignments {
         Ok(r.rows_affected())
     }
 
+    /// Forgets ended assignments last touched before `before_ms` (database time): a job keeps its own summary in
+    /// its task's result, and continuous replication writes one per cycle, so the table must not grow forever.
+    pub async fn prune(&self, before_ms: i64) -> Result<u64, AssignmentError> {
+        let r =
+            sqlx::query("delete from assignments where state in ('done', 'failed', 'cancelled') and updated_at < $1")
+                .bind(before_ms)
+                .execute(&self.db.pool)
+                .await?;
+        Ok(r.rows_affected())
+    }
+
     /// The assignments of a job, oldest first (the job page's retries).
     pub async fn of_job(&self, job_id: &str) -> Result<Vec<Assignment>, AssignmentError> {
         let rows: Vec<Row> = sqlx::query_as(&(self.select("a.job_id = $1") + " order by a.created_at"))
@@ -377,6 +388,9 @@ impl Assignments {
         rows.into_iter().map(Row::decode).collect()
     }
 }
+
+/// How long ended assignments are kept.
+pub const KEEP_MS: Millis = 24 * 3600 * 1000;
 
 /// Until when an assignment may wait for its sender to take it, or go without word from it, before the step gives
 /// it up and retries: a few missed heartbeats of a healthy agent.

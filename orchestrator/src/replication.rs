@@ -213,8 +213,17 @@ pub fn spawn(
         .name("replication".into())
         .spawn(move || {
             rt.block_on(async {
+                let mut rounds: u64 = 0;
                 while !shutdown.load(Ordering::Relaxed) {
                     let started = std::time::Instant::now();
+                    // About once a minute: forget the agents' ended assignments of more than a day ago.
+                    if rounds % 60 == 0 {
+                        let before = (service.clock)().saturating_sub(crate::assignments::KEEP_MS) as i64;
+                        if let Err(e) = service.assignments().prune(before).await {
+                            tracing::warn!(error = %e, "pruning old assignments failed");
+                        }
+                    }
+                    rounds += 1;
                     let round = std::panic::AssertUnwindSafe(service.replication_round(&holder, &shutdown));
                     match futures_util::FutureExt::catch_unwind(round).await {
                         Ok(Ok(())) => {}

@@ -188,6 +188,11 @@ mod assignments {
             store.cancel(&id2, "stopped").await.unwrap();
             assert_eq!(store.get(&id2).await.unwrap().state, AssignmentState::Cancelled);
             assert_eq!(store.of_job("j1").await.unwrap().len(), 2);
+            // Pruning forgets ended assignments only: the fenced-off one still says "sending" and stays.
+            let far = i64::MAX / 2;
+            assert_eq!(store.prune(far).await.unwrap(), 1);
+            assert_eq!(store.of_job("j1").await.unwrap().len(), 1);
+            assert_eq!(store.prune(0).await.unwrap(), 0);
         }
     }
 

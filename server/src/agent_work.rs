@@ -58,11 +58,16 @@ fn under(root: &Path, rel: &str) -> Result<PathBuf, String> {
     Ok(root.join(p))
 }
 
-/// Reads one line of at most 4 KiB, a byte at a time so that nothing after it is consumed.
-async fn read_line<S: AsyncRead + Unpin>(s: &mut S) -> Result<String, String> {
+/// Reads one line of at most 4 KiB, a byte at a time so that nothing after it is consumed. With `json`, a line
+/// that does not open a JSON object is refused at its first byte (a peer speaking the replicator's protocol
+/// straight away, without an assignment, is told at once).
+async fn read_line<S: AsyncRead + Unpin>(s: &mut S, json: bool) -> Result<String, String> {
     let mut line = Vec::new();
     loop {
         let b = s.read_u8().await.map_err(|e| format!("the peer hung up: {e}"))?;
+        if json && line.is_empty() && b != b'{' {
+            return Err("the stream did not open with a hello naming its assignment".into());
+        }
         if b == b'\n' {
             return String::from_utf8(line).map_err(|_| "the peer sent a line that is not UTF-8".into());
         }
@@ -137,7 +142,7 @@ async fn receive_stream(ctx: &Ctx, acceptor: &tokio_rustls::TlsAcceptor, tcp: Tc
         .map_err(|_| "the TLS handshake timed out".to_owned())?
         .map_err(|e| format!("TLS refused: {e}"))?;
     let fp = agent_link::peer_fingerprint(tls.get_ref().1.peer_certificates())?;
-    let hello = tokio::time::timeout(Duration::from_secs(10), read_line(&mut tls))
+    let hello = tokio::time::timeout(Duration::from_secs(10), read_line(&mut tls, true))
         .await
         .map_err(|_| "no stream hello within 10 s".to_owned())??;
     let hello: StreamHello = serde_json::from_str(&hello).map_err(|e| format!("stream hello: {e}"))?;
@@ -341,7 +346,7 @@ async fn send_cycle(ctx: &Ctx, taken: &Taken, cancel: &Arc<AtomicBool>, tally: &
         let mut tls = tls;
         let hello = serde_json::to_string(&StreamHello { assignment: taken.id.clone(), disk: i }).unwrap_or_default();
         write_line(&mut tls, &hello).await?;
-        let answer = tokio::time::timeout(Duration::from_secs(20), read_line(&mut tls))
+        let answer = tokio::time::timeout(Duration::from_secs(20), read_line(&mut tls, false))
             .await
             .map_err(|_| format!("{} did not answer the stream hello", taken.receiver_name))??;
         if answer != "ok" {
