@@ -368,14 +368,12 @@ impl Assignments {
         Ok(r.rows_affected())
     }
 
-    /// Forgets ended assignments last touched before `before_ms` (database time): a job keeps its own summary in
-    /// its task's result, and continuous replication writes one per cycle, so the table must not grow forever.
+    /// Forgets assignments last touched before `before_ms` (database time) — ended ones, and any left unended by a
+    /// step that died, long past [`SILENCE_MS`]: a job keeps its own summary in its task's result, and continuous
+    /// replication writes one per cycle, so the table must not grow forever.
     pub async fn prune(&self, before_ms: i64) -> Result<u64, AssignmentError> {
         let r =
-            sqlx::query("delete from assignments where state in ('done', 'failed', 'cancelled') and updated_at < $1")
-                .bind(before_ms)
-                .execute(&self.db.pool)
-                .await?;
+            sqlx::query("delete from assignments where updated_at < $1").bind(before_ms).execute(&self.db.pool).await?;
         Ok(r.rows_affected())
     }
 
