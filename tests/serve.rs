@@ -529,6 +529,17 @@ async fn portal_actions_answer_4xx_for_refusals_and_mistakes_and_bulk_requests_a
     let jobs: serde_json::Value =
         portal.http.get(format!("{}api/v1/jobs", portal.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(jobs["jobs"].as_array().unwrap().len(), 0, "{jobs}");
+
+    // Arguments that do not parse are the client's mistake too, for actions and reads alike.
+    let (status, body) = post_json(&portal, "api/portal/act", "{not json").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("the request could not be read"), "{body}");
+    let (status, body) = post_json(&portal, "api/portal/act", &format!("\"{}\"", "a".repeat(3 << 20))).await;
+    assert_eq!(status, 413, "{body}");
+    for path in ["api/portal/jobs?item=&plan=&state=&kind=&since=&page=-1", "api/portal/item", "api/portal/audit?page=x"] {
+        let r = portal.http.get(format!("{}{path}", portal.url)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{path}: {}", r.text().await.unwrap());
+    }
 }
 
 /// `homeward users disable` shuts every door — password, session, token — until `users enable`; the last enabled

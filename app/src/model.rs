@@ -34,6 +34,24 @@ pub enum PortalError {
 impl FromServerFnError for PortalError {
     type Encoder = JsonEncoding;
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        // On the server, arguments that do not parse are the client's mistake: 400 (413 past the body limit), with
+        // what went wrong, instead of the server-function layer's 500.
+        #[cfg(feature = "ssr")]
+        if let ServerFnErrorErr::Args(why) | ServerFnErrorErr::MissingArg(why) | ServerFnErrorErr::Deserialization(why) =
+            &value
+        {
+            let code = if why.contains("length limit exceeded") {
+                http::StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                http::StatusCode::BAD_REQUEST
+            };
+            if let Some(r) = leptos::prelude::use_context::<leptos_axum::ResponseOptions>() {
+                r.set_status(code);
+            }
+            return PortalError::Conflict(format!(
+                "the request could not be read ({why}); send the fields the portal's forms send"
+            ));
+        }
         PortalError::Server(value.to_string())
     }
 }

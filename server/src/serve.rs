@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use app::{shell, App, ServerContext, OUTPUT_NAME};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use leptos::config::LeptosOptions;
@@ -219,8 +219,37 @@ pub fn router(
         })
         .fallback(leptos_axum::file_and_error_handler_with_context(provide, shell))
         .with_state(options)
+        .layer(axum::middleware::from_fn(server_fn_client_mistakes))
         .layer(axum::middleware::from_fn_with_state(accounts, crate::auth::authenticate));
     with_request_ids(with_security_headers(router).layer(CompressionLayer::new()))
+}
+
+/// A server function whose arguments do not parse (malformed JSON, a missing field, a page number that is not
+/// one, a body over the limit) answers 500 from the server-function layer; those are the client's mistakes: 400,
+/// or 413 for a body over the limit. The body keeps its encoding (`Args|…`), so the portal still decodes it.
+/// The portal's own error type sets its statuses itself (`PortalError`'s conversion).
+async fn server_fn_client_mistakes(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let res = next.run(req).await;
+    let from_server_fn = res.headers().contains_key("serverfnerror");
+    let plain = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if res.status() != StatusCode::INTERNAL_SERVER_ERROR || !from_server_fn || !plain {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 10).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "the error could not be read").into_response();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let client = ["Args|", "MissingArg|", "Deserialization|"].iter().any(|p| text.starts_with(p));
+    if client {
+        parts.status =
+            if text.contains("length limit exceeded") { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 /// Every request gets an `X-Request-Id` (a client's own is kept), the response carries it back, and the server
