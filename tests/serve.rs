@@ -536,7 +536,9 @@ async fn portal_actions_answer_4xx_for_refusals_and_mistakes_and_bulk_requests_a
     assert!(body.contains("the request could not be read"), "{body}");
     let (status, body) = post_json(&portal, "api/portal/act", &format!("\"{}\"", "a".repeat(3 << 20))).await;
     assert_eq!(status, 413, "{body}");
-    for path in ["api/portal/jobs?item=&plan=&state=&kind=&since=&page=-1", "api/portal/item", "api/portal/audit?page=x"] {
+    for path in
+        ["api/portal/jobs?item=&plan=&state=&kind=&since=&page=-1", "api/portal/item", "api/portal/audit?page=x"]
+    {
         let r = portal.http.get(format!("{}{path}", portal.url)).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 400, "{path}: {}", r.text().await.unwrap());
     }
@@ -611,4 +613,26 @@ async fn a_disabled_account_cannot_sign_in_and_tokens_expire() {
     db.pool.close().await;
     assert_eq!(c.get(&me).send().await.unwrap().status().as_u16(), 401, "expired");
     assert!(!users(&["token", "olga", "--days", "0"]).status.success(), "--days is 1 to 3650");
+}
+
+/// A client that stops sending mid-request (headers sent, the body promised but never finished) gets 408 once the
+/// request timeout passes, and its connection is let go: it cannot hold a handler forever.
+#[tokio::test]
+async fn a_request_whose_body_never_arrives_times_out_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let portal = Portal::start(&["--request-timeout-seconds", "1"]);
+    let addr = portal.url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /auth/login HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://{addr}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nname=adm"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(20), tcp.read(&mut answer))
+        .await
+        .expect("no answer within 20 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
 }

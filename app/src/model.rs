@@ -37,8 +37,9 @@ impl FromServerFnError for PortalError {
         // On the server, arguments that do not parse are the client's mistake: 400 (413 past the body limit), with
         // what went wrong, instead of the server-function layer's 500.
         #[cfg(feature = "ssr")]
-        if let ServerFnErrorErr::Args(why) | ServerFnErrorErr::MissingArg(why) | ServerFnErrorErr::Deserialization(why) =
-            &value
+        if let ServerFnErrorErr::Args(why)
+        | ServerFnErrorErr::MissingArg(why)
+        | ServerFnErrorErr::Deserialization(why) = &value
         {
             let code = if why.contains("length limit exceeded") {
                 http::StatusCode::PAYLOAD_TOO_LARGE

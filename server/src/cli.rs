@@ -287,6 +287,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HOMEWARD_LEASE_SECONDS", default_value = "30", value_name = "S",
           value_parser = clap::value_parser!(u64).range(2..=600))]
     pub lease_seconds: u64,
+    /// Seconds a request may take, reading its body included (1 to 600): a client that stops sending mid-request
+    /// gets 408 instead of holding a connection and its handler forever.
+    #[arg(long, env = "HOMEWARD_REQUEST_TIMEOUT_SECONDS", default_value = "30", value_name = "S",
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub request_timeout_seconds: u64,
     /// Folder holding the built site (pkg/homeward.js, pkg/homeward_bg.wasm, pkg/homeward.css); defaults to the
     /// `site` folder beside the binary's target directory, then ./target/site.
     #[arg(long, env = "HOMEWARD_SITE_ROOT", value_name = "DIR")]

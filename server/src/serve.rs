@@ -131,7 +131,12 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     };
     let agent_endpoint = crate::agent_plane::spawn(agent_listener, plane.clone())?;
     let (embedded_service, ca_fingerprint) = (service.clone(), plane.ca.fingerprint());
-    let router = router(db, &site_root, addr, service, accounts, health, plane);
+    let router = router(db, &site_root, addr, service, accounts, health, plane).layer(
+        tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            std::time::Duration::from_secs(args.request_timeout_seconds),
+        ),
+    );
 
     // The first line on stdout: scripts and tests read the URL from it (port 0 picks a free port).
     println!("Homeward portal: http://{addr}/");
@@ -246,8 +251,11 @@ async fn server_fn_client_mistakes(req: axum::extract::Request, next: axum::midd
     let text = String::from_utf8_lossy(&bytes);
     let client = ["Args|", "MissingArg|", "Deserialization|"].iter().any(|p| text.starts_with(p));
     if client {
-        parts.status =
-            if text.contains("length limit exceeded") { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST };
+        parts.status = if text.contains("length limit exceeded") {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
     }
     Response::from_parts(parts, axum::body::Body::from(bytes))
 }
