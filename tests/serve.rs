@@ -636,3 +636,31 @@ async fn a_request_whose_body_never_arrives_times_out_with_408() {
     let text = String::from_utf8_lossy(&answer[..n]);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
 }
+
+/// Token use never needs a write to serve a read: with another process holding SQLite's write lock (as a full or
+/// busy database would refuse writes), a never-used token still reads at once — its last use is recorded off the
+/// request's path, and dropped with a warning if it cannot be.
+#[tokio::test]
+async fn a_token_reads_while_the_database_refuses_writes() {
+    if engine().0 != "sqlite" {
+        return;
+    }
+    let portal = Portal::start(&[]);
+    let token = portal.add_user("rita", "reader");
+    let url = format!("sqlite://{}", portal.data_dir.join("homeward.db").display());
+    let db = orchestrator::db::Db::connect(&url, 1).await.unwrap();
+    let mut writer = db.pool.begin().await.unwrap();
+    sqlx::query("update users set name = name").execute(&mut *writer).await.unwrap();
+    // The server waits up to 10 s for a busy write lock: a read that needed a write would take that long and fail.
+    let reader = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .default_headers(
+            [(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap())].into_iter().collect(),
+        )
+        .build()
+        .unwrap();
+    let r = reader.get(format!("{}api/v1/items", portal.url)).send().await.expect("the read did not wait");
+    assert_eq!(r.status().as_u16(), 200);
+    writer.rollback().await.unwrap();
+    db.pool.close().await;
+}

@@ -93,6 +93,9 @@ fn verify(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
+/// How precisely an API token's last use is recorded.
+const TOKEN_USE_RESOLUTION_MS: i64 = 60_000;
+
 fn user_from(row: &sqlx::any::AnyRow) -> Result<User, AccountError> {
     let role: String = row.try_get("role")?;
     Ok(User {
@@ -247,19 +250,28 @@ impl Accounts {
     pub async fn token_user(&self, token: &str, now: Millis) -> Result<Option<User>, AccountError> {
         let h = digest(token);
         let row = sqlx::query(
-            "select u.id, u.name, u.role from api_tokens t join users u on u.id = t.user_id \
+            "select u.id, u.name, u.role, t.last_used_at from api_tokens t join users u on u.id = t.user_id \
              where t.token_hash = $1 and t.expires_at > $2 and u.disabled_at is null",
         )
         .bind(&h)
         .bind(now as i64)
         .fetch_optional(&self.db.pool)
         .await?;
-        if row.is_some() {
-            sqlx::query("update api_tokens set last_used_at = $1 where token_hash = $2")
-                .bind(now as i64)
-                .bind(&h)
-                .execute(&self.db.pool)
-                .await?;
+        let last: Option<i64> = row.as_ref().map(|r| r.try_get("last_used_at")).transpose()?.flatten();
+        if row.is_some() && last.is_none_or(|t| now as i64 - t >= TOKEN_USE_RESOLUTION_MS) {
+            // Off the request's path and at most once a minute: a read must never wait for, or fail with, a write
+            // (a busy or full database still serves reads).
+            let pool = self.db.pool.clone();
+            tokio::spawn(async move {
+                let r = sqlx::query("update api_tokens set last_used_at = $1 where token_hash = $2")
+                    .bind(now as i64)
+                    .bind(&h)
+                    .execute(&pool)
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "recording an API token's last use failed");
+                }
+            });
         }
         row.as_ref().map(user_from).transpose()
     }
