@@ -438,6 +438,11 @@ async fn the_articles_cycles_run_through_the_site_agents() {
         assert!(a["activity"]["throughput_bytes_per_s"].as_u64() > Some(0), "{a}");
     }
     assert!(agent_named(&p, "mt-linux-01").await["activity"]["throughput_bytes_per_s"].is_null());
+    let token = common::token_for(&p.data_dir, "admin");
+    let out = common::run_homeward(&["agents", "list", "--server", &p.url, "--token", &token]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.contains("ps-azure-01")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains(" MiB/s"), "the CLI lists the throughput too: {text}");
     // The job's page says it too, beside the task.
     let page = format!("{}jobs/{}", p.url, j["job"]["id"].as_str().unwrap());
     let html = p.http.get(&page).send().await.unwrap().text().await.unwrap();

@@ -421,20 +421,25 @@ pub async fn agents(cmd: &crate::cli::AgentsCommand) -> Result<(), Failure> {
                 return Ok(());
             }
             println!(
-                "{:<20} {:<16} {:<15} {:<12} {:<18} {:<24} version",
-                "id", "name", "role", "site", "state", "last heartbeat"
+                "{:<20} {:<16} {:<15} {:<12} {:<18} {:<24} {:<8} {:<22} version",
+                "id", "name", "role", "site", "state", "last heartbeat", "streams", "throughput (10 min)"
             );
             for a in v["agents"].as_array().into_iter().flatten() {
                 let last =
                     a["last_heartbeat_at"].as_u64().map_or_else(|| "never".to_owned(), orchestrator::domain::utc_text);
+                let rate = a["activity"]["throughput_bytes_per_s"]
+                    .as_u64()
+                    .map_or_else(|| "-".to_owned(), |r| format!("{:.1} MiB/s", r as f64 / 1_048_576.0));
                 println!(
-                    "{:<20} {:<16} {:<15} {:<12} {:<18} {:<24} {}",
+                    "{:<20} {:<16} {:<15} {:<12} {:<18} {:<24} {:<8} {:<22} {}",
                     a["id"].as_str().unwrap_or(""),
                     a["name"].as_str().unwrap_or(""),
                     a["role"].as_str().unwrap_or(""),
                     a["site"].as_str().unwrap_or(""),
                     a["state"].as_str().unwrap_or(""),
                     last,
+                    a["activity"]["streams"].as_u64().unwrap_or(0),
+                    rate,
                     a["version"].as_str().unwrap_or("-")
                 );
             }
