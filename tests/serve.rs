@@ -664,3 +664,34 @@ async fn a_token_reads_while_the_database_refuses_writes() {
     writer.rollback().await.unwrap();
     db.pool.close().await;
 }
+
+/// A database that refuses writes (another process holds SQLite's write lock past the busy timeout) is not the
+/// client's fault and not a crash: 503 with Retry-After, a typed body without the driver's text, and the response's
+/// request id, which the server log's line for the cause names.
+#[tokio::test]
+async fn a_busy_database_answers_503_without_its_raw_text() {
+    if engine().0 != "sqlite" {
+        return;
+    }
+    let portal = Portal::start(&[]);
+    let url = format!("sqlite://{}", portal.data_dir.join("homeward.db").display());
+    let db = orchestrator::db::Db::connect(&url, 1).await.unwrap();
+    let mut writer = db.pool.begin().await.unwrap();
+    sqlx::query("update users set name = name").execute(&mut *writer).await.unwrap();
+    let r = portal
+        .http
+        .post(format!("{}api/v1/agents", portal.url))
+        .json(&serde_json::json!({"name": "mt-busy", "role": "master-target"}))
+        .send()
+        .await
+        .unwrap();
+    writer.rollback().await.unwrap();
+    db.pool.close().await;
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    assert!(r.headers().contains_key("x-request-id"));
+    let body = r.text().await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["code"], "unavailable", "{body}");
+    assert!(!body.contains("locked") && !body.contains("sqlite") && !body.contains("database:"), "{body}");
+}

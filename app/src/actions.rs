@@ -65,7 +65,7 @@ mod server {
                 status(S::NOT_FOUND);
                 PortalError::Conflict(format!("No replicated item {id} in this vault."))
             }
-            other => PortalError::Server(format!("{other}. Check the server log.")),
+            other => server_fault(other),
         }
     }
 
@@ -90,8 +90,14 @@ mod server {
                 status(S::BAD_REQUEST);
                 PortalError::Conflict(a.to_string())
             }
-            other => PortalError::Server(format!("{other}. Check the server log.")),
+            other => server_fault(other),
         }
+    }
+
+    /// A server fault: the cause goes to the log (its line names the request id), not to the browser.
+    pub fn server_fault(e: impl std::fmt::Display) -> PortalError {
+        tracing::error!(error = %e, "portal action failed");
+        PortalError::Server("The server could not complete this request; the server log has the cause.".into())
     }
 
     fn use_context_response() -> Option<leptos_axum::ResponseOptions> {
@@ -222,7 +228,7 @@ pub async fn reprotect_many(
         )));
     }
     // Every id checked before anything starts: unknown ones refuse the request whole, with no job and no audit line.
-    let doc = c.service.doc().await.map_err(|e| PortalError::Server(format!("{e}. Check the server log.")))?;
+    let doc = c.service.doc().await.map_err(server::server_fault)?;
     let known: std::collections::HashSet<&str> = doc.items.iter().map(|r| r.item.id.as_str()).collect();
     let unknown: Vec<&str> = ids.iter().map(String::as_str).filter(|id| !known.contains(id)).collect();
     if !unknown.is_empty() {

@@ -39,8 +39,10 @@ pub(crate) mod server {
 
     pub use orchestrator::domain::wire_name as words;
 
+    /// A server fault: the cause goes to the log (its line names the request id), not to the browser.
     pub fn internal(e: impl std::fmt::Display) -> ServerFnError {
-        ServerFnError::new(format!("{e}. Check the server log."))
+        tracing::error!(error = %e, "portal request failed");
+        ServerFnError::new("The server could not complete this request; the server log has the cause.")
     }
 
     pub fn site(s: Site) -> &'static str {

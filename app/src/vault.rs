@@ -38,7 +38,7 @@ pub async fn get_vault_summary() -> Result<VaultSummary, ServerFnError> {
         .ok_or_else(|| ServerFnError::new("the server did not provide its database context"))?;
     read_summary(&ctx.db).await.map_err(|e| {
         tracing::error!(error = %e, "reading the vault summary failed");
-        ServerFnError::new(format!("Could not read the vault from the database ({e}). Check the server log."))
+        ServerFnError::new("Could not read the vault from the database; the server log has the cause.")
     })
 }
 

@@ -39,7 +39,19 @@ pub enum ApiError {
         message: String,
         action: String,
     },
+    /// The database is busy or unreachable (a pause may cure it): 503 with Retry-After.
+    Unavailable(String),
+    /// A fault of the server: its text goes to the log, never to the client.
     Internal(String),
+}
+
+/// A database error as the client sees it: unavailable when a retry may cure it, else internal.
+fn db_error(e: &sqlx::Error, text: String) -> ApiError {
+    if orchestrator::db::is_transient(e) {
+        ApiError::Unavailable(text)
+    } else {
+        ApiError::Internal(text)
+    }
 }
 
 impl ApiError {
@@ -50,6 +62,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Refused(_) | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -64,6 +77,7 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Job(j) => j.into(),
             ServiceError::Agent(a) => a.into(),
+            ServiceError::Estate(EstateError::Db(d)) => db_error(&d, d.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -79,6 +93,7 @@ impl From<AgentError> for ApiError {
                 message: e.to_string(),
                 action: "Choose another name, or revoke the agent that has it.".into(),
             },
+            AgentError::Db(d) => db_error(&d, d.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -113,6 +128,7 @@ impl From<JobError> for ApiError {
                 message: e.to_string(),
                 action: "See the job's allowed actions.".into(),
             },
+            JobError::Db(d) => db_error(&d, d.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -172,11 +188,29 @@ impl IntoResponse for ApiError {
             ApiError::Unprocessable(m) => {
                 json!({"code": "invalid-input", "message": m, "recommended_action": "Fix the request body."})
             }
+            // The cause goes to the log (its line names the request id); the client gets the id to quote.
+            ApiError::Unavailable(m) => {
+                tracing::warn!(error = %m, "API request failed: the database is busy or unreachable");
+                json!({
+                    "code": "unavailable",
+                    "message": "The vault's database is busy or unreachable; the request may not have completed.",
+                    "recommended_action": "Retry in a few seconds. If it persists, check the database; the server \
+                                           log has the cause under this response's X-Request-Id.",
+                })
+            }
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "API request failed");
-                json!({"code": "internal", "message": m, "recommended_action": "Check the server log and retry."})
+                json!({
+                    "code": "internal",
+                    "message": "The server could not complete this request.",
+                    "recommended_action": "The server log has the cause under this response's X-Request-Id; \
+                                           quote it when reporting the problem.",
+                })
             }
         };
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            return (status, [(axum::http::header::RETRY_AFTER, "5")], Json(body)).into_response();
+        }
         (status, Json(body)).into_response()
     }
 }

@@ -76,7 +76,7 @@ pub async fn authenticate(State(accounts): State<Accounts>, mut req: Request, ne
         Ok(u) => u,
         Err(e) => {
             tracing::error!(error = %e, "reading sessions failed");
-            return deny(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &e.to_string(), "Check the server log.");
+            return deny(StatusCode::SERVICE_UNAVAILABLE, "unavailable", UNAVAILABLE, RETRY);
         }
     };
     let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
@@ -172,7 +172,10 @@ pub async fn login(
                 r.headers_mut().insert(SET_COOKIE, session_cookie(&token, SESSION_MS / 1000));
                 r
             }
-            Err(e) => deny(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &e.to_string(), "Check the server log."),
+            Err(e) => {
+                tracing::error!(error = %e, "starting a session failed");
+                deny(StatusCode::SERVICE_UNAVAILABLE, "unavailable", UNAVAILABLE, RETRY)
+            }
         },
         Err(AccountError::BadCredentials) => {
             // What was typed as a name is stored only when it is an account's (it is sometimes a password).
@@ -188,9 +191,16 @@ pub async fn login(
             let to = format!("/login?error=credentials&next={}", urlencode(&next));
             (StatusCode::SEE_OTHER, [(LOCATION, to)]).into_response()
         }
-        Err(e) => deny(StatusCode::SERVICE_UNAVAILABLE, "unavailable", &e.to_string(), "Check the server log."),
+        Err(e) => {
+            tracing::error!(error = %e, "checking a password failed");
+            deny(StatusCode::SERVICE_UNAVAILABLE, "unavailable", UNAVAILABLE, RETRY)
+        }
     }
 }
+
+/// What a client is told when the accounts cannot be read: the cause is in the log, under the request's id.
+const UNAVAILABLE: &str = "The vault's database is busy or unreachable.";
+const RETRY: &str = "Retry in a few seconds; the server log has the cause under this response's X-Request-Id.";
 
 /// 429 with `Retry-After`, as a page a browser's form post can show.
 fn throttled(retry_after_s: u64) -> Response {
