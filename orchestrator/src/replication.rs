@@ -217,7 +217,7 @@ pub fn spawn(
                 while !shutdown.load(Ordering::Relaxed) {
                     let started = std::time::Instant::now();
                     // About once a minute: forget the agents' ended assignments of more than a day ago.
-                    if rounds % 60 == 0 {
+                    if rounds.is_multiple_of(60) {
                         let before = (service.clock)().saturating_sub(crate::assignments::KEEP_MS) as i64;
                         if let Err(e) = service.assignments().prune(before).await {
                             tracing::warn!(error = %e, "pruning old assignments failed");
