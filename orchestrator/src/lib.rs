@@ -27,6 +27,7 @@ pub mod acting;
 pub mod agent_cycle;
 pub mod agents;
 pub mod assignments;
+pub mod connectors;
 pub mod db;
 pub mod demo;
 pub mod domain;

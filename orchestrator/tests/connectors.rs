@@ -1,0 +1,273 @@
+//! The site connectors against the real APIs' emulators: govmomi's vCenter simulator (vim25 SOAP) and Azurite
+//! (Azure Storage page blobs), each started per test on a free loopback port.
+
+#[path = "../../tests/support/emulators.rs"]
+mod emulators;
+
+use std::path::Path;
+use std::process::Command;
+
+use base64::Engine as _;
+use emulators::{Azurite, Vcsim, AZURITE_ACCOUNT, AZURITE_KEY};
+use orchestrator::connectors::azure_blob::{Container, Credential, StorageConfig};
+use orchestrator::connectors::vsphere::{PowerState, Vcenter, VcenterConfig};
+use orchestrator::connectors::{ConnectorError, Thumbprint};
+
+fn vcenter_config(sim: &Vcsim) -> VcenterConfig {
+    VcenterConfig {
+        url: sim.url.clone(),
+        user: sim.user.clone(),
+        password: sim.password.clone(),
+        thumbprint: Some(Thumbprint::parse(&sim.thumbprint).unwrap()),
+    }
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn a_vcenter_session_reads_the_inventory_and_runs_power_tasks() {
+    let sim = Vcsim::start();
+    let vc = Vcenter::connect(vcenter_config(&sim)).await.unwrap();
+    assert!(vc.about().full_name.contains("vCenter Server"), "{:?}", vc.about());
+
+    let inv = vc.inventory().await.unwrap();
+    assert_eq!(inv.datacenters, vec!["DC0"]);
+    assert_eq!(inv.clusters, vec!["DC0_C0"]);
+    assert_eq!(inv.hosts.len(), 2, "{:?}", inv.hosts);
+    for host in &inv.hosts {
+        assert_eq!(host.cluster.as_deref(), Some("DC0_C0"));
+        assert_eq!(host.connection_state, "connected");
+        assert!(!host.datastores.is_empty());
+    }
+    assert_eq!(inv.datastores.len(), 2);
+    for ds in &inv.datastores {
+        let folder = &sim.datastores.iter().find(|(n, _)| *n == ds.name).expect("a datastore the simulator made").1;
+        assert!(ds.accessible && ds.capacity_bytes > 0 && ds.free_bytes <= ds.capacity_bytes, "{ds:?}");
+        assert!(ds.url.contains(folder.to_str().unwrap()), "{} should name {}", ds.url, folder.display());
+    }
+    assert!(inv.vms.len() >= 2, "{:?}", inv.vms);
+    let vm = inv.vms.iter().find(|v| v.power == PowerState::On).expect("a running VM").clone();
+    assert!(vm.host.as_ref().is_some_and(|h| inv.hosts.iter().any(|x| &x.name == h)), "{vm:?}");
+    let disk = vm.disks.first().expect("a disk");
+    assert!(disk.file.starts_with(&format!("[{}] ", disk.datastore)) && disk.file.ends_with(".vmdk"), "{disk:?}");
+    assert!(disk.capacity_bytes > 0 && !disk.rdm);
+
+    vc.power_off(&vm.id).await.unwrap();
+    let after = vc.inventory().await.unwrap();
+    assert_eq!(after.vms.iter().find(|v| v.id == vm.id).unwrap().power, PowerState::Off);
+    // A task's error is the step's error: vCenter's fault and message, named.
+    match vc.power_off(&vm.id).await {
+        Err(ConnectorError::Refused { operation, fault, message, .. }) => {
+            assert_eq!(operation, "PowerOffVM_Task");
+            assert_eq!(fault, "InvalidPowerState");
+            assert!(!message.is_empty());
+        }
+        other => panic!("powering off a VM that is off should fail its task: {other:?}"),
+    }
+    vc.power_on(&vm.id).await.unwrap();
+    let again = vc.inventory().await.unwrap();
+    assert_eq!(again.vms.iter().find(|v| v.id == vm.id).unwrap().power, PowerState::On);
+    vc.logout().await.unwrap();
+}
+
+#[tokio::test]
+async fn vcenter_connection_mistakes_are_named_without_the_password() {
+    let sim = Vcsim::start();
+
+    let mut wrong = vcenter_config(&sim);
+    wrong.password = "not-the-password".into();
+    let e = Vcenter::connect(wrong).await.unwrap_err();
+    assert!(matches!(e, ConnectorError::Credentials { .. }), "{e:?}");
+    assert!(e.is_configuration());
+    assert!(e.to_string().contains("administrator@vsphere.local") && !e.to_string().contains("not-the-password"));
+
+    let mut unpinned = vcenter_config(&sim);
+    unpinned.thumbprint = None;
+    match Vcenter::connect(unpinned).await.unwrap_err() {
+        ConnectorError::Thumbprint { seen, expected, .. } => {
+            assert_eq!(seen, sim.thumbprint);
+            assert!(expected.contains("no thumbprint"));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let mut impostor = vcenter_config(&sim);
+    impostor.thumbprint = Some(Thumbprint::parse(&format!("{}AB", "AB:".repeat(19))).unwrap());
+    let e = Vcenter::connect(impostor).await.unwrap_err();
+    assert!(matches!(&e, ConnectorError::Thumbprint { seen, .. } if *seen == sim.thumbprint), "{e:?}");
+    assert!(e.to_string().contains("not the AB:AB"), "{e}");
+
+    let mut gone = vcenter_config(&sim);
+    gone.url = format!("https://127.0.0.1:{}/sdk", closed_port());
+    let e = Vcenter::connect(gone).await.unwrap_err();
+    assert!(matches!(e, ConnectorError::Unreachable { .. }), "{e:?}");
+
+    let mut clear = vcenter_config(&sim);
+    clear.url = sim.url.replace("https://", "http://");
+    assert!(matches!(Vcenter::connect(clear).await.unwrap_err(), ConnectorError::NotHttps { .. }));
+
+    // The configuration's Debug never shows the password either (it ends up in logs).
+    assert!(!format!("{:?}", vcenter_config(&sim)).contains(&sim.password));
+}
+
+fn storage(az: &Azurite, container: &str, credential: Credential) -> Container {
+    Container::new(StorageConfig {
+        url: az.url.clone(),
+        container: container.into(),
+        credential,
+        thumbprint: Some(Thumbprint::parse(&az.thumbprint).unwrap()),
+    })
+    .unwrap()
+}
+
+/// An account SAS for the blob service signed with the account key, as the portal or `az` would make one.
+fn account_sas(permissions: &str, expiry: time::OffsetDateTime) -> String {
+    let se = expiry.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let se = se.split('.').next().unwrap().trim_end_matches('Z').to_owned() + "Z";
+    let version = "2021-12-02";
+    let to_sign = format!("{AZURITE_ACCOUNT}\n{permissions}\nb\nsco\n\n{se}\n\nhttps\n{version}\n\n");
+    let key = base64::engine::general_purpose::STANDARD.decode(AZURITE_KEY).unwrap();
+    let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key), to_sign.as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
+    let enc =
+        |s: &str| s.replace('%', "%25").replace(':', "%3A").replace('+', "%2B").replace('/', "%2F").replace('=', "%3D");
+    format!("sv={version}&ss=b&srt=sco&sp={permissions}&se={}&spr=https&sig={}", enc(&se), enc(&sig))
+}
+
+/// Creates a container with the account key (the connectors use one; making it is the administrator's job).
+async fn create_container(az: &Azurite, name: &str) {
+    let c = storage(az, name, Credential::SharedKey(AZURITE_KEY.into()));
+    c.create_container().await.unwrap();
+}
+
+fn qemu_img(args: &[&str]) -> std::process::Output {
+    Command::new("qemu-img").args(args).output().expect("qemu-img (qemu-utils, installed by ./x setup)")
+}
+
+fn write_at(path: &Path, offset: u64, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new().write(true).open(path).unwrap().write_all_at(data, offset).unwrap();
+}
+
+#[tokio::test]
+async fn a_fixed_vhd_travels_through_a_page_blob_and_back_sending_only_written_pages() {
+    let az = Azurite::start();
+    create_container(&az, "disks").await;
+    let disks = storage(&az, "disks", Credential::SharedKey(AZURITE_KEY.into()));
+    disks.probe().await.unwrap();
+
+    // A 64 MiB fixed VHD (Azure's managed-disk format) with data in three places.
+    let dir = tempfile::tempdir().unwrap();
+    let vhd = dir.path().join("os.vhd");
+    let out =
+        qemu_img(&["create", "-q", "-f", "vpc", "-o", "subformat=fixed,force_size=on", vhd.to_str().unwrap(), "64M"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let size = std::fs::metadata(&vhd).unwrap().len();
+    assert_eq!(size, (64 << 20) + 512, "data then a 512-byte footer");
+    write_at(&vhd, 0, &[0xA5; 1 << 20]);
+    write_at(&vhd, 20 << 20, b"the boot sector of a VM that failed over to Azure");
+    write_at(&vhd, (63 << 20) + 4096, &[7; 8192]);
+
+    let sent = disks.upload_file("vm01-os.vhd", &vhd).await.unwrap();
+    assert!(sent < 2 << 20, "only written pages and the footer cross the wire: {sent} bytes");
+    let props = disks.properties("vm01-os.vhd").await.unwrap();
+    assert_eq!(props.size, size);
+    assert!(!props.leased);
+    assert_eq!(disks.list().await.unwrap(), vec!["vm01-os.vhd"]);
+    let ranges = disks.page_ranges("vm01-os.vhd").await.unwrap();
+    let written: u64 = ranges.iter().map(|(_, l)| l).sum();
+    assert_eq!(written, sent, "{ranges:?}");
+    assert_eq!(ranges.last().unwrap().0 + ranges.last().unwrap().1, size, "the footer is the last page");
+
+    let back = dir.path().join("back.vhd");
+    let read = disks.download_file("vm01-os.vhd", &back).await.unwrap();
+    assert_eq!(read, written, "a full copy reads only the written ranges");
+    let cmp = qemu_img(&["compare", "-f", "vpc", "-F", "vpc", vhd.to_str().unwrap(), back.to_str().unwrap()]);
+    assert!(cmp.status.success(), "{}{}", String::from_utf8_lossy(&cmp.stdout), String::from_utf8_lossy(&cmp.stderr));
+
+    // A delta written in place, and a block returned to zeros, read back the same.
+    disks.put_pages("vm01-os.vhd", 20 << 20, vec![0x5A; 4096]).await.unwrap();
+    write_at(&vhd, 20 << 20, &[0x5A; 4096]);
+    disks.clear_pages("vm01-os.vhd", 0, 1 << 20).await.unwrap();
+    write_at(&vhd, 0, &vec![0; 1 << 20]);
+    assert_eq!(disks.read("vm01-os.vhd", 20 << 20, 4).await.unwrap(), vec![0x5A; 4]);
+    disks.download_file("vm01-os.vhd", &back).await.unwrap();
+    let cmp = qemu_img(&["compare", "-f", "vpc", "-F", "vpc", vhd.to_str().unwrap(), back.to_str().unwrap()]);
+    assert!(cmp.status.success(), "{}", String::from_utf8_lossy(&cmp.stdout));
+
+    // Commit deletes the cloud disk; then it is gone, with a message that says so.
+    disks.delete("vm01-os.vhd").await.unwrap();
+    let e = disks.properties("vm01-os.vhd").await.unwrap_err();
+    assert!(matches!(e, ConnectorError::NotFound { .. }), "{e:?}");
+    assert!(disks.list().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn storage_account_mistakes_and_held_leases_are_named_without_the_secret() {
+    let az = Azurite::start();
+    create_container(&az, "disks").await;
+
+    // A valid SAS works; an expired one says so, with its expiry, and never echoes the signature.
+    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    storage(&az, "disks", Credential::Sas(account_sas("rwdlc", later))).probe().await.unwrap();
+    let past = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let expired_sas = account_sas("rwdlc", past);
+    let e = storage(&az, "disks", Credential::Sas(expired_sas.clone())).probe().await.unwrap_err();
+    assert!(matches!(e, ConnectorError::SasExpired { .. }), "{e:?}");
+    assert!(e.is_configuration());
+    let sig = expired_sas.split("sig=").nth(1).unwrap();
+    assert!(!e.to_string().contains(sig) && !format!("{e:?}").contains(sig));
+
+    // A read-only SAS cannot create a disk: the missing permission is named.
+    let read_only = storage(&az, "disks", Credential::Sas(account_sas("rl", later)));
+    read_only.probe().await.unwrap();
+    let e = read_only.create_page_blob("x.vhd", 1 << 20).await.unwrap_err();
+    assert!(matches!(e, ConnectorError::SasPermission { .. }), "{e:?}");
+
+    // A wrong account key.
+    let wrong_key = base64::engine::general_purpose::STANDARD.encode([7u8; 64]);
+    let e = storage(&az, "disks", Credential::SharedKey(wrong_key.clone())).probe().await.unwrap_err();
+    assert!(matches!(e, ConnectorError::Credentials { .. }), "{e:?}");
+    assert!(!e.to_string().contains(&wrong_key));
+
+    // A container that does not exist.
+    let e = storage(&az, "nothere", Credential::SharedKey(AZURITE_KEY.into())).probe().await.unwrap_err();
+    assert!(matches!(e, ConnectorError::NotFound { .. }) && e.to_string().contains("create it"), "{e:?}");
+
+    // The wrong certificate, and nobody listening.
+    let e = Container::new(StorageConfig {
+        url: az.url.clone(),
+        container: "disks".into(),
+        credential: Credential::SharedKey(AZURITE_KEY.into()),
+        thumbprint: Some(Thumbprint::parse(&"CD".repeat(20)).unwrap()),
+    })
+    .unwrap()
+    .probe()
+    .await
+    .unwrap_err();
+    assert!(matches!(&e, ConnectorError::Thumbprint { seen, .. } if *seen == az.thumbprint), "{e:?}");
+    let e = Container::new(StorageConfig {
+        url: format!("https://127.0.0.1:{}/{AZURITE_ACCOUNT}", closed_port()),
+        container: "disks".into(),
+        credential: Credential::SharedKey(AZURITE_KEY.into()),
+        thumbprint: Some(Thumbprint::parse(&az.thumbprint).unwrap()),
+    })
+    .unwrap()
+    .probe()
+    .await
+    .unwrap_err();
+    assert!(matches!(e, ConnectorError::Unreachable { .. }), "{e:?}");
+
+    // A disk leased by someone else (a running VM) can be neither written nor deleted.
+    let disks = storage(&az, "disks", Credential::SharedKey(AZURITE_KEY.into()));
+    disks.create_page_blob("vm01-os.vhd", 1 << 20).await.unwrap();
+    disks.acquire_lease("vm01-os.vhd", -1).await.unwrap();
+    assert!(disks.properties("vm01-os.vhd").await.unwrap().leased);
+    let e = disks.delete("vm01-os.vhd").await.unwrap_err();
+    assert!(matches!(e, ConnectorError::LeaseHeld { verb: "deleted", .. }), "{e:?}");
+    let e = disks.put_pages("vm01-os.vhd", 0, vec![1; 512]).await.unwrap_err();
+    assert!(matches!(e, ConnectorError::LeaseHeld { verb: "changed", .. }), "{e:?}");
+}

@@ -1,0 +1,202 @@
+//! The two sites' real APIs for tests: govmomi's vCenter simulator (built by `./x setup` into target/tools/vcsim)
+//! and Azurite, the Azure Storage emulator (npm). Each test starts its own on a free loopback port with a temp dir;
+//! both are children that die with the test's thread (a parent-death signal) and are stopped on drop.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("a workspace").to_owned()
+}
+
+fn with_parent_death_signal(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// The first line of a child's stdout that `accept` turns into a value, within 60 s. A thread keeps draining the
+/// rest so the child never blocks on a full pipe.
+fn wait_for_line<T>(child: &mut Child, what: &str, mut accept: impl FnMut(&str) -> Option<T>) -> T {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<Option<String>>();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let mut listening = true;
+        loop {
+            line.clear();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(None);
+                    return;
+                }
+                Ok(_) if listening => listening = tx.send(Some(line.clone())).is_ok(),
+                Ok(_) => {}
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut printed = String::new();
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Some(line)) => {
+                if let Some(v) = accept(line.trim()) {
+                    return v;
+                }
+                printed.push_str(&line);
+            }
+            Ok(None) => panic!("{what} stopped before it was ready; it printed:\n{printed}"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("{what} was not ready within 60 s; it printed:\n{printed}");
+            }
+        }
+    }
+}
+
+/// govmomi's simulator: one datacenter, a cluster of two ESXi hosts, two local datastores, two VMs.
+pub struct Vcsim {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    _dir: tempfile::TempDir,
+    pub url: String,
+    pub user: String,
+    pub password: String,
+    pub thumbprint: String,
+    /// Datastore name → the folder backing it.
+    pub datastores: Vec<(String, PathBuf)>,
+}
+
+impl Vcsim {
+    pub fn start() -> Vcsim {
+        let bin = std::env::var_os("HOMEWARD_VCSIM")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace().join("target/tools/vcsim"));
+        assert!(bin.exists(), "the vSphere simulator is not built at {}: run ./x setup", bin.display());
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let password = format!("pw-{}", std::process::id());
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--user", "administrator@vsphere.local", "--password", &password])
+            .env("TMPDIR", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        with_parent_death_signal(&mut cmd);
+        let mut child = cmd.spawn().expect("start the vSphere simulator");
+        let stdin = child.stdin.take();
+        let ready = wait_for_line(&mut child, "the vSphere simulator", |line| {
+            serde_json::from_str::<serde_json::Value>(line).ok()
+        });
+        let datastores = ready["datastores"]
+            .as_object()
+            .expect("datastores")
+            .iter()
+            .map(|(k, v)| (k.clone(), PathBuf::from(v.as_str().expect("a folder"))))
+            .collect();
+        Vcsim {
+            child,
+            stdin,
+            _dir: dir,
+            url: ready["url"].as_str().expect("url").to_owned(),
+            user: "administrator@vsphere.local".into(),
+            password,
+            thumbprint: ready["thumbprint_sha1"].as_str().expect("thumbprint").to_owned(),
+            datastores,
+        }
+    }
+}
+
+impl Drop for Vcsim {
+    fn drop(&mut self) {
+        // Closing stdin asks it to stop and remove its datastore folders; kill if it does not within 5 s.
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The well-known development account every Azurite serves.
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Azurite's blob service over HTTPS with a certificate made for the test.
+pub struct Azurite {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// `https://127.0.0.1:<port>/devstoreaccount1`
+    pub url: String,
+    /// The SHA-1 thumbprint of its certificate.
+    pub thumbprint: String,
+}
+
+impl Azurite {
+    pub fn start() -> Azurite {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("a certificate");
+        let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, cert.der());
+        let thumbprint = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
+        let cert_path = dir.path().join("cert.pem");
+        let key_path = dir.path().join("key.pem");
+        std::fs::write(&cert_path, cert.pem()).expect("write the certificate");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write the key");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("a data folder");
+        let mut cmd = Command::new("azurite-blob");
+        cmd.args([
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            "0",
+            "--silent",
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+        ])
+        .arg("--location")
+        .arg(&data)
+        .arg("--cert")
+        .arg(&cert_path)
+        .arg("--key")
+        .arg(&key_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        with_parent_death_signal(&mut cmd);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => panic!("could not start azurite-blob ({e}): run ./x setup (it installs npm azurite)"),
+        };
+        let port = wait_for_line(&mut child, "Azurite", |line| {
+            line.strip_prefix("Azurite Blob service successfully listens on https://127.0.0.1:").map(str::to_owned)
+        });
+        Azurite { child, _dir: dir, url: format!("https://127.0.0.1:{port}/{AZURITE_ACCOUNT}"), thumbprint }
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
