@@ -2,6 +2,8 @@
 //! refusals with their rule IDs (409), unknown ids (404), malformed input (400/422).
 
 mod common;
+#[path = "support/emulators.rs"]
+mod emulators;
 
 use std::time::{Duration, Instant};
 
@@ -487,4 +489,139 @@ async fn a_failover_that_fails_mid_way_leaves_an_item_that_says_what_happened_an
     assert_eq!(it["item"]["state"], "failed-back-commit-pending", "{it}");
     assert_eq!(it["item"]["health"], "normal", "{it}");
     assert!(it["item"]["last_failure"].is_null(), "{it}");
+}
+
+impl Api {
+    async fn delete(&self, path: &str) -> (u16, Value) {
+        let r = self.http.delete(format!("{}{path}", self.base)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, serde_json::from_str(&r.text().await.unwrap()).unwrap_or(Value::Null))
+    }
+}
+
+/// An Administrator connects the real APIs of both sites (govmomi's vCenter simulator, Azurite): each mistake is a
+/// 4xx that says what to fix, the inventory shows, a lost vCenter shows as failing, and no credential comes back in
+/// an answer, the audit log or the database file.
+#[tokio::test]
+async fn site_connections_are_checked_against_the_real_apis_and_keep_their_secrets() {
+    let vcsim = emulators::Vcsim::start();
+    let azurite = emulators::Azurite::start();
+    let portal = Portal::start(&[]);
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
+    let vc = |extra: Value| {
+        let mut b = json!({"kind": "vcenter", "name": "vc-prod", "url": vcsim.url, "user": vcsim.user,
+                           "password": vcsim.password, "thumbprint": vcsim.thumbprint});
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                b.as_object_mut().unwrap().remove(k);
+            } else {
+                b[k] = v.clone();
+            }
+        }
+        b.to_string()
+    };
+
+    // Mistakes: each a 4xx naming the field or the cause.
+    let (s, v, _) = api.post("connections", &vc(json!({"pasword": "x"})), None).await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("bad-request")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("pasword"), "{v}");
+    let (s, v, _) = api.post("connections", &json!({"kind": "hyper-v"}).to_string(), None).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v, _) = api.post("connections", &vc(json!({"password": "wrong-password"})), None).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("refused the credentials"), "{v}");
+    let (s, v, _) = api.post("connections", &vc(json!({"thumbprint": null})), None).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v["message"].as_str().unwrap().contains(&vcsim.thumbprint), "the thumbprint to confirm is shown: {v}");
+    let (s, v, _) = api.post("connections", &vc(json!({"url": format!("https://127.0.0.1:{}", common::free_port())})), None).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("cannot be reached"), "{v}");
+    let reader = common::client_with_token(&portal.add_user("rita", "reader"));
+    let r = reader.post(format!("{}connections", api.base)).header("content-type", "application/json").body(vc(json!({}))).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+
+    // The vCenter, then its inventory; never its password.
+    let (s, v, _) = api.post("connections", &vc(json!({})), None).await;
+    assert_eq!(s, 201, "{v}");
+    assert!(!v.to_string().contains(&vcsim.password));
+    let inv = &v["connection"]["inventory"]["inventory"];
+    assert_eq!(inv["hosts"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(inv["datastores"].as_array().unwrap().len(), 2, "{v}");
+    assert!(inv["vms"].as_array().unwrap().iter().all(|vm| vm["disks"][0].as_str().unwrap().ends_with(".vmdk")), "{v}");
+    let (s, v, _) = api.post("connections", &vc(json!({})), None).await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("name-taken")), "{v}");
+
+    // The storage account: an expired SAS is refused with its expiry; the account key works.
+    let sa = |cred: Value| {
+        let mut b = json!({"kind": "storage-account", "name": "azure-disks", "url": azurite.url, "container": "vhds",
+                           "thumbprint": azurite.thumbprint});
+        for (k, v) in cred.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b.to_string()
+    };
+    let expired = "sv=2021-12-02&ss=b&srt=sco&sp=rl&se=2020-01-01T00%3A00%3A00Z&spr=https&sig=c2lnbmF0dXJl";
+    let (s, v, _) = api.post("connections", &sa(json!({"sas": expired})), None).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("has expired") && !v.to_string().contains("c2lnbmF0dXJl"), "{v}");
+    let (s, v, _) = api.post("connections", &sa(json!({"account_key": emulators::AZURITE_KEY})), None).await;
+    assert_eq!(s, 422, "the container does not exist yet: {v}");
+    assert!(v["message"].as_str().unwrap().contains("create it"), "{v}");
+    create_container(&azurite, "vhds").await;
+    let (s, v, _) = api.post("connections", &sa(json!({"account_key": emulators::AZURITE_KEY})), None).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["connection"]["credential"], "shared-key");
+
+    // The CLI lists both with what they reported.
+    let out = common::homeward(&portal.data_dir)
+        .args(["connections", "list", "--server", &portal.url, "--token", &portal.token])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("vc-prod") && text.contains("2 host(s)") && text.contains("azure-disks"), "{text}");
+
+    // vCenter goes away: checking again keeps the last inventory and says why it fails.
+    let id = {
+        let (_, l) = api.get("connections").await;
+        l["connections"].as_array().unwrap().iter().find(|c| c["name"] == "vc-prod").unwrap()["id"].as_str().unwrap().to_owned()
+    };
+    drop(vcsim);
+    let (s, v, _) = api.post(&format!("connections/{id}/refresh"), "{}", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["connection"]["last_error"].as_str().unwrap().contains("cannot be reached"), "{v}");
+    assert_eq!(v["connection"]["inventory"]["inventory"]["hosts"].as_array().unwrap().len(), 2);
+
+    // Removed, then gone.
+    let (s, _) = api.delete("connections/vc-prod").await;
+    assert_eq!(s, 200);
+    let (s, _) = api.get(&format!("connections/{id}")).await;
+    assert_eq!(s, 404);
+
+    // No secret in the audit log (every role reads it) nor in the database file.
+    let (_, audit) = api.get("audit").await;
+    let audit = audit.to_string();
+    assert!(audit.contains("connection-add") && audit.contains("connection-remove"), "{audit}");
+    for secret in ["wrong-password", emulators::AZURITE_KEY, "c2lnbmF0dXJl"] {
+        assert!(!audit.contains(secret), "{secret} in the audit log");
+    }
+    if let Some(db) = std::fs::read(portal.data_dir.join("homeward.db")).ok().filter(|_| common::database_url(&portal.data_dir).is_none()) {
+        let db = String::from_utf8_lossy(&db);
+        assert!(!db.contains(emulators::AZURITE_KEY), "the account key is sealed in the database");
+    }
+}
+
+/// Creates a container with the account key, as an administrator would in the storage account.
+async fn create_container(az: &emulators::Azurite, name: &str) {
+    use orchestrator::connectors::azure_blob::{Container, Credential, StorageConfig};
+    Container::new(StorageConfig {
+        url: az.url.clone(),
+        container: name.into(),
+        credential: Credential::SharedKey(emulators::AZURITE_KEY.into()),
+        thumbprint: Some(orchestrator::connectors::Thumbprint::parse(&az.thumbprint).unwrap()),
+    })
+    .unwrap()
+    .create_container()
+    .await
+    .unwrap();
 }

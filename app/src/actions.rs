@@ -94,6 +94,27 @@ mod server {
         }
     }
 
+    pub fn connection_error(e: ActError) -> PortalError {
+        use http::StatusCode as S;
+        use orchestrator::connections::ConnectionError as C;
+        let (code, text) = match e {
+            ActError::Denied(d) => {
+                status(S::FORBIDDEN);
+                return PortalError::Denied(d.to_string());
+            }
+            ActError::Service(ServiceError::Connection(c)) => match c {
+                C::Invalid(_) => (S::BAD_REQUEST, c.to_string()),
+                C::NotFound(_) => (S::NOT_FOUND, c.to_string()),
+                C::NameTaken(_) | C::Sealed(_) => (S::CONFLICT, c.to_string()),
+                C::Connector(_) => (S::UNPROCESSABLE_ENTITY, c.to_string()),
+                other => return server_fault(other),
+            },
+            other => return server_fault(other),
+        };
+        status(code);
+        PortalError::Conflict(text)
+    }
+
     /// A server fault: the cause goes to the log (its line names the request id), not to the browser.
     pub fn server_fault(e: impl std::fmt::Display) -> PortalError {
         tracing::error!(error = %e, "portal action failed");
@@ -377,5 +398,74 @@ pub async fn set_agent_rate_cap(id: String, mib_per_s: String) -> Result<(), Por
     };
     let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
     actor.set_agent_rate_cap(&c.agents, &id, cap).await.map_err(server::agent_error)?;
+    Ok(())
+}
+
+/// Adds the primary site's vCenter (Administrator); it is checked against vCenter before it is saved.
+#[server(endpoint = "portal/connections/add-vcenter", input = leptos::server_fn::codec::Json)]
+pub async fn add_vcenter(
+    name: String,
+    url: String,
+    user: String,
+    password: String,
+    thumbprint: String,
+) -> Result<(), PortalError> {
+    use orchestrator::acting::Actor;
+    use orchestrator::connections::NewConnection;
+    let who = server::signed_in()?;
+    let c = crate::data::server::ctx().map_err(|e| PortalError::Server(e.to_string()))?;
+    let new = NewConnection::Vcenter { name, url, user, password, thumbprint: Some(thumbprint) };
+    let actor = Actor { user: &who, accounts: &c.accounts, service: &c.service };
+    actor.add_connection(&c.service.connections, new).await.map_err(server::connection_error)?;
+    Ok(())
+}
+
+/// Adds the recovery site's storage account (Administrator): `credential` is `account-key` or `sas`.
+#[server(endpoint = "portal/connections/add-storage", input = leptos::server_fn::codec::Json)]
+pub async fn add_storage_account(
+    name: String,
+    url: String,
+    container: String,
+    credential: String,
+    secret: String,
+    thumbprint: String,
+) -> Result<(), PortalError> {
+    use orchestrator::acting::Actor;
+    use orchestrator::connections::NewConnection;
+    let who = server::signed_in()?;
+    let c = crate::data::server::ctx().map_err(|e| PortalError::Server(e.to_string()))?;
+    let (account_key, sas) = match credential.as_str() {
+        "account-key" => (Some(secret), None),
+        "sas" => (None, Some(secret)),
+        other => {
+            server::status(http::StatusCode::BAD_REQUEST);
+            return Err(PortalError::Conflict(format!("{other:?} is not a credential: choose account-key or sas")));
+        }
+    };
+    let new = NewConnection::StorageAccount { name, url, container, account_key, sas, thumbprint: Some(thumbprint) };
+    let actor = Actor { user: &who, accounts: &c.accounts, service: &c.service };
+    actor.add_connection(&c.service.connections, new).await.map_err(server::connection_error)?;
+    Ok(())
+}
+
+/// Checks a connection against its API again (Administrator).
+#[server(endpoint = "portal/connections/refresh", input = leptos::server_fn::codec::Json)]
+pub async fn refresh_connection(id: String) -> Result<(), PortalError> {
+    use orchestrator::acting::Actor;
+    let who = server::signed_in()?;
+    let c = crate::data::server::ctx().map_err(|e| PortalError::Server(e.to_string()))?;
+    let actor = Actor { user: &who, accounts: &c.accounts, service: &c.service };
+    actor.refresh_connection(&c.service.connections, &id).await.map_err(server::connection_error)?;
+    Ok(())
+}
+
+/// Removes a connection and its sealed credential (Administrator).
+#[server(endpoint = "portal/connections/remove", input = leptos::server_fn::codec::Json)]
+pub async fn remove_connection(id: String) -> Result<(), PortalError> {
+    use orchestrator::acting::Actor;
+    let who = server::signed_in()?;
+    let c = crate::data::server::ctx().map_err(|e| PortalError::Server(e.to_string()))?;
+    let actor = Actor { user: &who, accounts: &c.accounts, service: &c.service };
+    actor.remove_connection(&c.service.connections, &id).await.map_err(server::connection_error)?;
     Ok(())
 }

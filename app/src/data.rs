@@ -725,6 +725,69 @@ pub async fn agents() -> Result<AgentsView, ServerFnError> {
     Ok(AgentsView { rows, ca_fingerprint: c.ca_fingerprint })
 }
 
+/// The site connections with what their APIs last reported.
+#[server(endpoint = "portal/connections", input = leptos::server_fn::codec::GetUrl)]
+pub async fn connections() -> Result<Vec<ConnectionRow>, ServerFnError> {
+    use orchestrator::connections::{Connection, Snapshot};
+    let c = server::ctx()?;
+    let list = c.service.connections.list().await.map_err(server::internal)?;
+    let row = |k: Connection| {
+        let mut r = ConnectionRow {
+            id: k.id,
+            kind: k.kind.title().into(),
+            name: k.name,
+            url: k.url,
+            detail: k.user.map(|u| format!("as {u}")).or(k.container.map(|c| format!("container {c}"))).unwrap_or_default(),
+            credential: match k.credential.as_str() {
+                "shared-key" => "account key".into(),
+                "sas" => "SAS".into(),
+                other => other.into(),
+            },
+            thumbprint: k.thumbprint,
+            checked_at: k.checked_at,
+            last_ok_at: k.last_ok_at,
+            last_error: k.last_error,
+            summary: String::new(),
+            hosts: vec![],
+            datastores: vec![],
+            vms: vec![],
+            blobs: vec![],
+        };
+        match k.inventory {
+            Some(Snapshot::Vcenter { about, inventory: i }) => {
+                r.summary = format!(
+                    "{}: {} datacenter{}, {} cluster{}, {} host{}, {} datastore{}, {} VM{}",
+                    about.full_name,
+                    i.datacenters.len(),
+                    plural(i.datacenters.len()),
+                    i.clusters.len(),
+                    plural(i.clusters.len()),
+                    i.hosts.len(),
+                    plural(i.hosts.len()),
+                    i.datastores.len(),
+                    plural(i.datastores.len()),
+                    i.vms.len(),
+                    plural(i.vms.len())
+                );
+                r.hosts = i.hosts.into_iter().map(|h| (h.name, h.cluster.unwrap_or_default(), h.connection_state, h.maintenance)).collect();
+                r.datastores = i.datastores.into_iter().map(|d| (d.name, d.kind, d.free_bytes, d.capacity_bytes, d.accessible)).collect();
+                r.vms = i.vms.into_iter().map(|v| (v.name, v.power, v.host.unwrap_or_default(), v.disks)).collect();
+            }
+            Some(Snapshot::StorageAccount { account, blobs }) => {
+                r.summary = format!("storage account {account}: {} disk blob{} in the container", blobs.len(), plural(blobs.len()));
+                r.blobs = blobs;
+            }
+            None => {}
+        }
+        r
+    };
+    Ok(list.into_iter().map(row).collect())
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 #[server(endpoint = "portal/audit", input = leptos::server_fn::codec::GetUrl)]
 pub async fn audit_log(user: String, target: String, page: usize) -> Result<AuditPage, ServerFnError> {
     let acc = server::ctx()?.accounts;

@@ -316,6 +316,33 @@ pub struct AgentsView {
     pub ca_fingerprint: String,
 }
 
+/// A site connection (a vCenter or a storage account) as the Infrastructure page shows it: never its credential.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionRow {
+    pub id: String,
+    /// "vCenter Server" or "Azure storage account".
+    pub kind: String,
+    pub name: String,
+    pub url: String,
+    /// The vCenter account, or the container.
+    pub detail: String,
+    /// "password", "account key" or "SAS".
+    pub credential: String,
+    pub thumbprint: Option<String>,
+    pub checked_at: u64,
+    pub last_ok_at: Option<u64>,
+    pub last_error: Option<String>,
+    /// One line: the product and the counts it reported.
+    pub summary: String,
+    /// (name, cluster, connection state, in maintenance)
+    pub hosts: Vec<(String, String, String, bool)>,
+    /// (name, type, free bytes, capacity bytes, accessible)
+    pub datastores: Vec<(String, String, u64, u64, bool)>,
+    /// (name, power, host, disks)
+    pub vms: Vec<(String, String, String, Vec<String>)>,
+    pub blobs: Vec<String>,
+}
+
 /// A new enrollment: its token and the command to run, shown once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EnrolledView {

@@ -5,7 +5,10 @@ use leptos_meta::Title;
 use leptos_router::components::Form;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
-use crate::actions::{EnrollAgent, JobAction, PlanFailover, RevokeAgent, SetAgentRateCap, SetFault};
+use crate::actions::{
+    AddStorageAccount, AddVcenter, EnrollAgent, JobAction, PlanFailover, RefreshConnection, RemoveConnection, RevokeAgent,
+    SetAgentRateCap, SetFault,
+};
 use crate::data;
 use crate::model::*;
 use crate::ui::*;
@@ -700,6 +703,7 @@ pub(crate) fn Infrastructure() -> impl IntoView {
                             </table></div>
                         </section>
                     }).collect_view()}
+                    <ConnectionsPanel admin=admin/>
                     <AgentsPanel admin=admin/>
                     <section class="panel" aria-labelledby="faults-h">
                         <h2 id="faults-h">"Fault knobs (demo estate)"</h2>
@@ -729,6 +733,147 @@ pub(crate) fn Infrastructure() -> impl IntoView {
                 })
             })}
         </Suspense>
+    }
+}
+
+/// The sites' real APIs: the vCenter (primary) and the storage account (recovery) an Administrator connected, with
+/// what each reported at its last check; Administrators add (checked before saving), check again and remove.
+#[component]
+fn ConnectionsPanel(admin: bool) -> impl IntoView {
+    let add_vc = ServerAction::<AddVcenter>::new();
+    let add_sa = ServerAction::<AddStorageAccount>::new();
+    let refresh = ServerAction::<RefreshConnection>::new();
+    let remove = ServerAction::<RemoveConnection>::new();
+    let list = Resource::new(
+        move || (add_vc.version().get(), add_sa.version().get(), refresh.version().get(), remove.version().get()),
+        |_| data::connections(),
+    );
+    let confirming = RwSignal::new(None::<String>);
+    let field = || RwSignal::new(String::new());
+    let (vc_name, vc_url, vc_user, vc_password, vc_thumb) = (field(), field(), field(), field(), field());
+    let (sa_name, sa_url, sa_container, sa_secret, sa_thumb) = (field(), field(), field(), field(), field());
+    let sa_kind = RwSignal::new("account-key".to_owned());
+    // A saved connection clears its form: the secret does not linger in the page.
+    Effect::new(move |_| {
+        if let Some(Ok(())) = add_vc.value().get() {
+            for f in [vc_name, vc_url, vc_user, vc_password, vc_thumb] {
+                f.set(String::new());
+            }
+        }
+    });
+    Effect::new(move |_| {
+        if let Some(Ok(())) = add_sa.value().get() {
+            for f in [sa_name, sa_url, sa_container, sa_secret, sa_thumb] {
+                f.set(String::new());
+            }
+        }
+    });
+    let input = move |label: &'static str, name: &'static str, kind: &'static str, sig: RwSignal<String>, hint: &'static str| {
+        view! {
+            <label>{label}" "<input type=kind name=name autocomplete="off" placeholder=hint prop:value=move || sig.get() on:input=move |ev| sig.set(event_target_value(&ev))/></label>
+        }
+    };
+    view! {
+        <section class="panel" aria-labelledby="connections-h" data-testid="connections">
+            <h2 id="connections-h">"Site connections"</h2>
+            <p class="muted">"The primary site's vCenter Server (vSphere API) and the recovery site's storage account (the cloud VM's disks as page blobs). Each is checked against its API when added and when checked again; credentials are stored encrypted and never shown."</p>
+            <Suspense fallback=|| loading("the connections")>
+                {move || Suspend::new(async move {
+                    let rows = list.await?;
+                    let empty = rows.is_empty();
+                    Ok::<_, ServerFnError>(view! {
+                        {empty.then(|| view! { <p class="muted">"No vCenter or storage account is connected yet: the estate is the built-in demo."</p> })}
+                        {rows.into_iter().map(|c| {
+                            let (id, id2, id3, name) = (c.id.clone(), c.id.clone(), c.id.clone(), c.name.clone());
+                            view! {
+                                <article class="connection" data-testid="connection">
+                                    <h3>{c.name.clone()}" "<span class="muted small">{format!("{} · {}", c.kind, c.id)}</span></h3>
+                                    <p><code>{c.url.clone()}</code>" "{c.detail.clone()}<span class="muted small">{format!(" · {}", c.credential)}{c.thumbprint.clone().map(|t| format!(" · certificate {t}"))}</span></p>
+                                    {match c.last_error.clone() {
+                                        Some(e) => view! { <p class="alert" role="status"><span class="badge failed">"Failing"</span>" "{e}<span class="muted small">{format!(" (checked {}; last good check {})", fmt_time(c.checked_at), c.last_ok_at.map(fmt_time).unwrap_or_else(|| "never".into()))}</span></p> }.into_any(),
+                                        None => view! { <p><span class="badge succeeded">"Connected"</span>" "{c.summary.clone()}<span class="muted small">{format!(" (checked {})", fmt_time(c.checked_at))}</span></p> }.into_any(),
+                                    }}
+                                    {(!c.hosts.is_empty()).then(|| view! {
+                                        <details><summary>"Hosts, datastores and VMs"</summary>
+                                            <div class="table-wrap"><table class="grid">
+                                                <caption>"ESXi hosts"</caption>
+                                                <thead><tr><th scope="col">"Host"</th><th scope="col">"Cluster"</th><th scope="col">"State"</th></tr></thead>
+                                                <tbody>{c.hosts.iter().map(|(n, cl, st, m)| view! { <tr><td>{n.clone()}</td><td>{cl.clone()}</td><td>{if *m { format!("{st}, in maintenance") } else { st.clone() }}</td></tr> }).collect_view()}</tbody>
+                                            </table></div>
+                                            <div class="table-wrap"><table class="grid">
+                                                <caption>"Datastores"</caption>
+                                                <thead><tr><th scope="col">"Datastore"</th><th scope="col">"Type"</th><th scope="col">"Free"</th><th scope="col">"Capacity"</th><th scope="col">"Accessible"</th></tr></thead>
+                                                <tbody>{c.datastores.iter().map(|(n, k, f, cap, a)| view! { <tr><td>{n.clone()}</td><td>{k.clone()}</td><td>{fmt_bytes(*f)}</td><td>{fmt_bytes(*cap)}</td><td>{if *a { "yes" } else { "no" }}</td></tr> }).collect_view()}</tbody>
+                                            </table></div>
+                                            <div class="table-wrap"><table class="grid">
+                                                <caption>"Virtual machines"</caption>
+                                                <thead><tr><th scope="col">"VM"</th><th scope="col">"Power"</th><th scope="col">"Host"</th><th scope="col">"Disks"</th></tr></thead>
+                                                <tbody>{c.vms.iter().map(|(n, p, h, d)| view! { <tr><td>{n.clone()}</td><td>{p.clone()}</td><td>{h.clone()}</td><td>{d.join(", ")}</td></tr> }).collect_view()}</tbody>
+                                            </table></div>
+                                        </details>
+                                    })}
+                                    {(!c.blobs.is_empty()).then(|| view! {
+                                        <details><summary>"Disk blobs"</summary><ul>{c.blobs.iter().map(|b| view! { <li><code>{b.clone()}</code></li> }).collect_view()}</ul></details>
+                                    })}
+                                    {admin.then(|| view! {
+                                        <div class="knobs">
+                                            <button type="button" on:click=move |_| { refresh.dispatch(RefreshConnection { id: id.clone() }); }>"Check again"</button>
+                                            <Show when=move || confirming.get().as_deref() == Some(id2.as_str()) fallback=move || {
+                                                let id = id3.clone();
+                                                view! { <button type="button" on:click=move |_| confirming.set(Some(id.clone()))>"Remove…"</button> }
+                                            }>
+                                                <span class="confirm">{format!("Remove {name} and its stored credential? ")}
+                                                    <button type="button" class="danger" on:click={ let id = c.id.clone(); move |_| { remove.dispatch(RemoveConnection { id: id.clone() }); confirming.set(None); } }>"Remove"</button>
+                                                    <button type="button" on:click=move |_| confirming.set(None)>"Keep"</button>
+                                                </span>
+                                            </Show>
+                                        </div>
+                                    })}
+                                </article>
+                            }
+                        }).collect_view()}
+                    })
+                })}
+            </Suspense>
+            {move || refresh.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
+            {move || remove.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
+            {if admin {
+                view! {
+                    <h3>"Add the primary site's vCenter"</h3>
+                    <form class="knobs" data-testid="add-vcenter" on:submit=move |ev| {
+                        ev.prevent_default();
+                        add_vc.dispatch(AddVcenter { name: vc_name.get_untracked(), url: vc_url.get_untracked(), user: vc_user.get_untracked(), password: vc_password.get_untracked(), thumbprint: vc_thumb.get_untracked() });
+                    }>
+                        {input("Name", "name", "text", vc_name, "vc-prod")}
+                        {input("Address", "url", "text", vc_url, "https://vcenter.example")}
+                        {input("User", "user", "text", vc_user, "administrator@vsphere.local")}
+                        {input("Password", "password", "password", vc_password, "")}
+                        {input("Certificate thumbprint", "thumbprint", "text", vc_thumb, "SHA-1, e.g. 2C:11:…")}
+                        <button type="submit" class="primary">"Connect vCenter"</button>
+                    </form>
+                    {move || add_vc.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
+                    <h3>"Add the recovery site's storage account"</h3>
+                    <form class="knobs" data-testid="add-storage" on:submit=move |ev| {
+                        ev.prevent_default();
+                        add_sa.dispatch(AddStorageAccount { name: sa_name.get_untracked(), url: sa_url.get_untracked(), container: sa_container.get_untracked(), credential: sa_kind.get_untracked(), secret: sa_secret.get_untracked(), thumbprint: sa_thumb.get_untracked() });
+                    }>
+                        {input("Name", "name", "text", sa_name, "azure-disks")}
+                        {input("Blob endpoint", "url", "text", sa_url, "https://<account>.blob.core.windows.net")}
+                        {input("Container", "container", "text", sa_container, "vhds")}
+                        <label>"Credential "<select name="credential" on:change=move |ev| sa_kind.set(event_target_value(&ev))>
+                            <option value="account-key" selected=true>"Account key"</option>
+                            <option value="sas">"SAS token"</option>
+                        </select></label>
+                        {input("Key or SAS", "secret", "password", sa_secret, "")}
+                        {input("Certificate thumbprint (optional)", "thumbprint", "text", sa_thumb, "private endpoints only")}
+                        <button type="submit" class="primary">"Connect storage account"</button>
+                    </form>
+                    {move || add_sa.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
+                }.into_any()
+            } else {
+                view! { <p class="why-inline">"Your role cannot add or remove site connections. Ask an Administrator."</p> }.into_any()
+            }}
+        </section>
     }
 }
 

@@ -4,6 +4,7 @@
 use crate::access::{Denied, Permission};
 use crate::accounts::{Accounts, AuditEntry, User};
 use crate::agents::{Agent, AgentRole, Agents, Enrollment, SiteKind};
+use crate::connections::{Connection, Connections, NewConnection};
 use crate::domain::wire_name as words;
 use crate::jobs::{Job, JobAction, JobState};
 use crate::lifecycle::{Operation, Request};
@@ -159,6 +160,34 @@ impl Actor<'_> {
         let detail = cap.map_or_else(|| "no cap".to_owned(), |c| format!("{c} bytes per second"));
         let change = async { Ok(agents.set_rate_cap(&target.id, cap, now).await?) };
         self.administer("agent-rate-cap", &target.name, detail, change).await
+    }
+
+    /// Adds a site connection after checking it against its API (Administrator). The audit line names the
+    /// connection and its address, never the credential.
+    pub async fn add_connection(&self, connections: &Connections, new: NewConnection) -> Result<Connection, ActError> {
+        let (target, detail) = match &new {
+            NewConnection::Vcenter { name, url, user, .. } => (name.trim().to_owned(), format!("vCenter {url} as {user}")),
+            NewConnection::StorageAccount { name, url, container, sas, .. } => (
+                name.trim().to_owned(),
+                format!("storage account {url}, container {container}, with {}", if sas.is_some() { "a SAS" } else { "the account key" }),
+            ),
+        };
+        let now = (self.service.clock)();
+        let change = async { Ok(connections.add(new, &self.user.name, now).await?) };
+        self.administer("connection-add", &target, detail, change).await
+    }
+
+    /// Checks a site connection again and keeps what its API reports (Administrator).
+    pub async fn refresh_connection(&self, connections: &Connections, id_or_name: &str) -> Result<Connection, ActError> {
+        let now = (self.service.clock)();
+        let change = async { Ok(connections.refresh(id_or_name, now).await?) };
+        self.administer("connection-refresh", id_or_name, "checked against its API".into(), change).await
+    }
+
+    /// Forgets a site connection and its sealed credential (Administrator).
+    pub async fn remove_connection(&self, connections: &Connections, id_or_name: &str) -> Result<Connection, ActError> {
+        let change = async { Ok(connections.remove(id_or_name).await?) };
+        self.administer("connection-remove", id_or_name, "its credential is deleted".into(), change).await
     }
 
     /// Applies an administrative change (fault knobs, accounts) after checking the role, and records it.

@@ -186,15 +186,17 @@ pub enum Unique {
     OneActiveJobPerItem,
     UserName,
     AgentName,
+    ConnectionName,
 }
 
 impl Unique {
     /// (constraint, PostgreSQL's name for it, SQLite's "table.column" in its message).
-    const ALL: [(Unique, &'static str, &'static str); 4] = [
+    const ALL: [(Unique, &'static str, &'static str); 5] = [
         (Unique::JobIdempotencyKey, "jobs_idempotency_key", "jobs.idempotency_key"),
         (Unique::OneActiveJobPerItem, "jobs_one_active_per_item", "jobs.item_id"),
         (Unique::UserName, "users_name", "users.name"),
         (Unique::AgentName, "agents_name", "agents.name"),
+        (Unique::ConnectionName, "site_connections_name", "site_connections.name"),
     ];
 }
 

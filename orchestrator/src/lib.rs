@@ -12,6 +12,8 @@
 //!
 //! * [`agents`]: the site agents (process servers, master targets), their enrollment and heartbeats.
 //! * [`assignments`]: a cycle handed to two agents, fenced by the job or round that created it.
+//! * [`connectors`]: the sites' real APIs (vCenter's vim25 SOAP, Azure Storage page blobs); [`connections`]: the
+//!   vCenters and storage accounts an Administrator added, checked against those APIs, credentials sealed.
 //! * [`access`]: the roles (Reader, Drill operator, Operator, Administrator) and what each may do.
 //!
 //! Architecture Invariant: the modules above do no IO. The clock ([`domain::Millis`]), identifiers and the inventory are
@@ -27,6 +29,7 @@ pub mod acting;
 pub mod agent_cycle;
 pub mod agents;
 pub mod assignments;
+pub mod connections;
 pub mod connectors;
 pub mod db;
 pub mod demo;

@@ -26,6 +26,8 @@ pub enum ServiceError {
     Replicator(#[from] replicator::Error),
     #[error(transparent)]
     Agent(#[from] crate::agents::AgentError),
+    #[error(transparent)]
+    Connection(#[from] crate::connections::ConnectionError),
 }
 
 /// Task step prefix of a recovery plan's per-item failover tasks.
@@ -79,6 +81,8 @@ pub struct Service {
     pub jobs: JobStore,
     /// The site agents: an item whose process server or master target has an offline agent shows a warning.
     pub agents: crate::agents::Agents,
+    /// The vCenters and storage accounts an Administrator connected.
+    pub connections: crate::connections::Connections,
     pub clock: fn() -> Millis,
 }
 

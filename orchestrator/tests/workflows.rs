@@ -27,7 +27,11 @@ async fn service(dir: &std::path::Path, postgres: bool) -> Service {
     Service {
         estate,
         jobs: JobStore::new(db.clone()),
-        agents: orchestrator::agents::Agents::new(db),
+        agents: orchestrator::agents::Agents::new(db.clone()),
+        connections: orchestrator::connections::Connections::new(
+            db,
+            orchestrator::connections::Sealer::load_or_create(dir).unwrap(),
+        ),
         clock: system_clock,
     }
 }

@@ -13,6 +13,7 @@ use axum::{Extension, Json, Router};
 use orchestrator::accounts::{Accounts, User};
 use orchestrator::acting::{ActError, Actor};
 use orchestrator::agents::{AgentError, AgentRole, SiteKind};
+use orchestrator::connections::{ConnectionError, NewConnection};
 
 use orchestrator::estate::EstateError;
 use orchestrator::jobs::JobError;
@@ -77,6 +78,7 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Job(j) => j.into(),
             ServiceError::Agent(a) => a.into(),
+            ServiceError::Connection(c) => c.into(),
             ServiceError::Estate(EstateError::Db(d)) => db_error(&d, d.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
@@ -95,6 +97,29 @@ impl From<AgentError> for ApiError {
             },
             AgentError::Db(d) => db_error(&d, d.to_string()),
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ConnectionError> for ApiError {
+    fn from(e: ConnectionError) -> ApiError {
+        match e {
+            ConnectionError::Invalid(m) => ApiError::BadRequest(m),
+            ConnectionError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            ConnectionError::NameTaken(_) => ApiError::Conflict {
+                code: "name-taken",
+                message: e.to_string(),
+                action: "Choose another name, or remove the connection that has it.".into(),
+            },
+            // The connection cannot be made as entered: the connector's sentence says why and what to do.
+            ConnectionError::Connector(c) => ApiError::Unprocessable(c.to_string()),
+            ConnectionError::Sealed(_) => ApiError::Conflict {
+                code: "credential-sealed",
+                message: e.to_string(),
+                action: "Copy connections.key from the node that added the connection, or add it again.".into(),
+            },
+            ConnectionError::Db(d) => db_error(&d, d.to_string()),
+            other @ ConnectionError::Key { .. } => ApiError::Internal(other.to_string()),
         }
     }
 }
@@ -234,6 +259,9 @@ pub fn router(service: Svc, accounts: Accounts, plane: AgentPlane) -> Router {
         .route("/agents", get(list_agents).post(enroll_agent))
         .route("/agents/{id}/revoke", post(revoke_agent))
         .route("/agents/{id}/rate-cap", post(set_rate_cap))
+        .route("/connections", get(list_connections).post(add_connection))
+        .route("/connections/{id}", get(get_connection).delete(remove_connection))
+        .route("/connections/{id}/refresh", post(refresh_connection))
         .with_state(service)
         .layer(Extension(accounts))
         .layer(Extension(plane))
@@ -315,6 +343,55 @@ async fn revoke_agent(
     let actor = Actor { user: &user, accounts: &accounts, service: &s };
     let revoked = actor.revoke_agent(&plane.agents, &id).await?;
     Ok(Json(json!({"agent": revoked})))
+}
+
+async fn list_connections(State(s): State<Svc>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"connections": s.connections.list().await?})))
+}
+
+async fn get_connection(State(s): State<Svc>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"connection": s.connections.get(&id).await?})))
+}
+
+/// Adds a vCenter or a storage account (Administrator): checked against its API first; 422 says why it could not
+/// be made (unreachable, credentials, thumbprint, SAS), and the answer never carries the credential.
+async fn add_connection(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let v: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    match v.get("kind").and_then(Value::as_str) {
+        Some("vcenter" | "storage-account") => {}
+        _ => return Err(ApiError::BadRequest("body: kind must be \"vcenter\" or \"storage-account\"".into())),
+    }
+    let new: NewConnection = body_into(v)?;
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    let c = actor.add_connection(&s.connections, new).await?;
+    Ok((StatusCode::CREATED, Json(json!({"connection": c}))).into_response())
+}
+
+/// Checks a connection again (Administrator); a failed check is in the answer's `last_error`, not an error.
+async fn refresh_connection(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    Ok(Json(json!({"connection": actor.refresh_connection(&s.connections, &id).await?})))
+}
+
+async fn remove_connection(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    Ok(Json(json!({"connection": actor.remove_connection(&s.connections, &id).await?})))
 }
 
 async fn me(Extension(user): Extension<User>) -> Json<Value> {
@@ -581,6 +658,11 @@ async fn openapi() -> Json<Value> {
                 "post": {"summary": "Enroll an agent (Administrator; body: {name, role: process-server | master-target, site?: cloud | on-premises}); returns the one-time token and the command that starts the agent", "responses": {"201": {"description": "Enrolled"}, "400": {"description": "Malformed or unknown field"}, "403": {"description": "Not an Administrator"}, "409": {"description": "Name taken", "content": {"application/json": {"schema": err}}}, "422": {"description": "Invalid name, role or site"}}}},
             "/api/v1/agents/{id}/rate-cap": path("Cap the bytes per second an agent sends on its replication links (Administrator; body: {max_bytes_per_s: number | null}; at least 65536)", "post"),
             "/api/v1/agents/{id}/revoke": path("Revoke an agent by id or name (Administrator): its certificate and token are refused at once", "post"),
+            "/api/v1/connections": {"get": {"summary": "Site connections (vCenters, storage accounts) with what their APIs reported at the last check; never a credential", "responses": {"200": {"description": "OK"}}},
+                "post": {"summary": "Add a vCenter (body: {kind: vcenter, name, url, user, password, thumbprint?}) or a storage account (body: {kind: storage-account, name, url, container, account_key | sas, thumbprint?}) (Administrator); checked against its API first", "responses": {"201": {"description": "Connected"}, "400": {"description": "Malformed, unknown field, or a field that does not parse (named)"}, "403": {"description": "Not an Administrator"}, "409": {"description": "Name taken", "content": {"application/json": {"schema": err}}}, "422": {"description": "The connection cannot be made: unreachable, credentials refused, thumbprint mismatch, SAS expired or without permission, container missing", "content": {"application/json": {"schema": err}}}}}},
+            "/api/v1/connections/{id}": {"get": {"summary": "One connection by id or name", "responses": {"200": {"description": "OK"}, "404": {"description": "Unknown"}}},
+                "delete": {"summary": "Remove a connection and its sealed credential (Administrator)", "responses": {"200": {"description": "Removed"}, "403": {"description": "Not an Administrator"}, "404": {"description": "Unknown"}}}},
+            "/api/v1/connections/{id}/refresh": path("Check a connection against its API again (Administrator): a new inventory, or last_error with the cause beside the last good one", "post"),
             "/api/v1/me": path("The account the token belongs to, with its role", "get"),
             "/api/v1/audit": path("The audit log, newest first (filters: user, target; offset)", "get"),
         },

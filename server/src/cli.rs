@@ -55,6 +55,10 @@ pub enum Command {
     /// The vault's site agents, through the API: enroll one (prints its one-time token), list them, revoke one.
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// The sites' real APIs, through the API: add a vCenter or a storage account (checked before it is saved), list
+    /// them with what they report, check one again, remove one.
+    #[command(subcommand)]
+    Connections(ConnectionsCommand),
     /// Local accounts and personal API tokens, written straight into the vault's database.
     #[command(subcommand)]
     Users(UsersCommand),
@@ -203,6 +207,76 @@ pub enum AgentsCommand {
     Revoke {
         /// The agent's id or name.
         agent: String,
+        #[command(flatten)]
+        server: crate::client::Server,
+    },
+}
+
+/// Where a connection's secret comes from: never the command line, where `ps` and the shell history would show it.
+#[derive(Debug, Args)]
+pub struct SecretArgs {
+    /// A file holding the password, account key or SAS token ("-": standard input). Without it the secret is read
+    /// from HOMEWARD_CONNECTION_SECRET.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsCommand {
+    /// List the connections: state, last check, and what their API reported.
+    List {
+        #[command(flatten)]
+        server: crate::client::Server,
+    },
+    /// Add the primary site's vCenter (Administrator). The password comes from --secret-file or
+    /// HOMEWARD_CONNECTION_SECRET. Without --thumbprint the answer shows the certificate's to confirm.
+    AddVcenter {
+        /// A name for the connection, e.g. vc-prod.
+        name: String,
+        /// https://vcenter.example (the SDK endpoint /sdk is added).
+        #[arg(long)]
+        url: String,
+        /// e.g. administrator@vsphere.local
+        #[arg(long)]
+        user: String,
+        /// The certificate's SHA-1 (or SHA-256) thumbprint, as vCenter's console shows it.
+        #[arg(long)]
+        thumbprint: Option<String>,
+        #[command(flatten)]
+        secret: SecretArgs,
+        #[command(flatten)]
+        server: crate::client::Server,
+    },
+    /// Add the recovery site's storage account, the container holding the cloud VM's disks (Administrator). The
+    /// account key, or with --sas a SAS token, comes from --secret-file or HOMEWARD_CONNECTION_SECRET.
+    AddStorage {
+        name: String,
+        /// https://<account>.blob.core.windows.net
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        container: String,
+        /// The secret is a SAS token rather than the account key.
+        #[arg(long)]
+        sas: bool,
+        /// Trust exactly the certificate with this thumbprint (a private endpoint or an emulator).
+        #[arg(long)]
+        thumbprint: Option<String>,
+        #[command(flatten)]
+        secret: SecretArgs,
+        #[command(flatten)]
+        server: crate::client::Server,
+    },
+    /// Check a connection against its API again (Administrator).
+    Refresh {
+        /// The connection's id or name.
+        connection: String,
+        #[command(flatten)]
+        server: crate::client::Server,
+    },
+    /// Remove a connection and its sealed credential (Administrator).
+    Remove {
+        connection: String,
         #[command(flatten)]
         server: crate::client::Server,
     },

@@ -474,3 +474,125 @@ pub async fn agents(cmd: &crate::cli::AgentsCommand) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+/// A connection's secret from `--secret-file` (a path, or "-" for standard input) or HOMEWARD_CONNECTION_SECRET.
+fn read_secret(args: &crate::cli::SecretArgs) -> Result<String, Failure> {
+    let text = match &args.secret_file {
+        Some(p) if p.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| failure(2, format!("could not read the secret from standard input: {e}")))?;
+            s
+        }
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| failure(2, format!("could not read the secret from {}: {e}", p.display())))?,
+        None => std::env::var("HOMEWARD_CONNECTION_SECRET").map_err(|_| {
+            failure(2, "give the secret with --secret-file FILE (\"-\" for standard input) or HOMEWARD_CONNECTION_SECRET")
+        })?,
+    };
+    let secret = text.trim_end_matches(['\r', '\n']).to_owned();
+    if secret.is_empty() {
+        return Err(failure(2, "the secret is empty"));
+    }
+    Ok(secret)
+}
+
+fn print_connection(c: &Value) {
+    let state = match c["last_error"].as_str() {
+        Some(e) => format!("failing: {e}"),
+        None => "connected".to_owned(),
+    };
+    println!(
+        "{} ({}) {} {}{}",
+        c["name"].as_str().unwrap_or(""),
+        c["id"].as_str().unwrap_or(""),
+        c["kind"].as_str().unwrap_or(""),
+        c["url"].as_str().unwrap_or(""),
+        c["container"].as_str().map(|k| format!(" container {k}")).unwrap_or_default()
+    );
+    println!(
+        "  {state}; checked {}",
+        c["checked_at"].as_u64().map_or_else(|| "never".to_owned(), orchestrator::domain::utc_text)
+    );
+    let inv = &c["inventory"];
+    match inv["kind"].as_str() {
+        Some("vcenter") => {
+            let i = &inv["inventory"];
+            let n = |k: &str| i[k].as_array().map_or(0, Vec::len);
+            println!(
+                "  {}: {} datacenter(s), {} cluster(s), {} host(s), {} datastore(s), {} VM(s)",
+                inv["about"]["full_name"].as_str().unwrap_or(""),
+                n("datacenters"),
+                n("clusters"),
+                n("hosts"),
+                n("datastores"),
+                n("vms")
+            );
+            for d in i["datastores"].as_array().into_iter().flatten() {
+                println!(
+                    "    datastore {} ({}): {} free of {}{}",
+                    d["name"].as_str().unwrap_or(""),
+                    d["kind"].as_str().unwrap_or(""),
+                    replicator::human_bytes(d["free_bytes"].as_u64().unwrap_or(0)),
+                    replicator::human_bytes(d["capacity_bytes"].as_u64().unwrap_or(0)),
+                    if d["accessible"].as_bool() == Some(false) { ", not accessible" } else { "" }
+                );
+            }
+        }
+        Some("storage-account") => println!(
+            "  account {}: {} blob(s) in the container",
+            inv["account"].as_str().unwrap_or(""),
+            inv["blobs"].as_array().map_or(0, Vec::len)
+        ),
+        _ => {}
+    }
+}
+
+/// `homeward connections list | add-vcenter | add-storage | refresh | remove`.
+pub async fn connections(cmd: &crate::cli::ConnectionsCommand) -> Result<(), Failure> {
+    use crate::cli::ConnectionsCommand as C;
+    let (server, method, path, body) = match cmd {
+        C::List { server } => (server, reqwest::Method::GET, "/connections".to_owned(), None),
+        C::AddVcenter { name, url, user, thumbprint, secret, server } => {
+            let mut body = json!({"kind": "vcenter", "name": name, "url": url, "user": user, "password": read_secret(secret)?});
+            if let Some(t) = thumbprint {
+                body["thumbprint"] = json!(t);
+            }
+            (server, reqwest::Method::POST, "/connections".to_owned(), Some(body))
+        }
+        C::AddStorage { name, url, container, sas, thumbprint, secret, server } => {
+            let field = if *sas { "sas" } else { "account_key" };
+            let mut body = json!({"kind": "storage-account", "name": name, "url": url, "container": container});
+            body[field] = json!(read_secret(secret)?);
+            if let Some(t) = thumbprint {
+                body["thumbprint"] = json!(t);
+            }
+            (server, reqwest::Method::POST, "/connections".to_owned(), Some(body))
+        }
+        C::Refresh { connection, server } => {
+            (server, reqwest::Method::POST, format!("/connections/{connection}/refresh"), Some(json!({})))
+        }
+        C::Remove { connection, server } => (server, reqwest::Method::DELETE, format!("/connections/{connection}"), None),
+    };
+    let (_, v) = call(server, method, &format!("{}{path}", base(server)), body, None).await?;
+    if server.json {
+        println!("{v}");
+        return Ok(());
+    }
+    match cmd {
+        C::List { .. } => {
+            let list = v["connections"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("no site connection; add one with `homeward connections add-vcenter` or `add-storage`");
+            }
+            list.iter().for_each(print_connection);
+        }
+        C::Remove { .. } => println!(
+            "removed {} ({}) and its credential",
+            v["connection"]["name"].as_str().unwrap_or(""),
+            v["connection"]["id"].as_str().unwrap_or("")
+        ),
+        _ => print_connection(&v["connection"]),
+    }
+    Ok(())
+}

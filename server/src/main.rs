@@ -83,6 +83,7 @@ fn run_client(cmd: cli::Command) -> ExitCode {
             cli::Command::Jobs { id, wait, server } => client::jobs(server, id.as_deref(), *wait).await,
             cli::Command::JobAction { id, action, wait, server } => client::job_action(server, id, action, *wait).await,
             cli::Command::Agents(cmd) => client::agents(cmd).await,
+            cli::Command::Connections(cmd) => client::connections(cmd).await,
             _ => Err(client::Failure { code: 2, message: "not a client command".into() }),
         }
     });

@@ -49,6 +49,8 @@ pub enum ServeError {
     Node(#[from] NodeError),
     #[error("the vault's certificate authority: {0}")]
     Pki(#[from] crate::pki::PkiError),
+    #[error("site connections: {0}")]
+    Connections(#[from] orchestrator::connections::ConnectionError),
 }
 
 impl ServeError {
@@ -92,10 +94,15 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         Some(Created::Built) => tracing::info!(estate = %estate.root.display(), "seeded the demo estate"),
         None => {}
     }
+    let key_dir = args.data_dir.clone();
+    let sealer = tokio::task::spawn_blocking(move || orchestrator::connections::Sealer::load_or_create(&key_dir))
+        .await
+        .map_err(|e| ServeError::Serve(io::Error::other(e.to_string())))??;
     let service = Arc::new(Service {
         estate,
         jobs: JobStore::new(db.clone()),
         agents: orchestrator::agents::Agents::new(db.clone()),
+        connections: orchestrator::connections::Connections::new(db.clone(), sealer),
         clock: system_clock,
     });
     if let Err(e) = service.reconcile().await {

@@ -1,0 +1,614 @@
+//! Site connections: the vCenter of the primary site and the storage account (a container of page blobs) of the
+//! recovery site, as an Administrator adds them. A connection is checked against the real API before it is saved
+//! (a wrong password, an unreachable address, a thumbprint that does not match or an expired SAS is refused with
+//! what to fix), its credential is sealed with a key that lives in the data dir, never in the database, and no
+//! answer, log line or audit entry carries the credential. Each check keeps what the API reported: the vCenter's
+//! inventory, the container's disks.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+
+use crate::connectors::azure_blob::{Container, Credential, StorageConfig};
+use crate::connectors::vsphere::{About, Inventory, Vcenter, VcenterConfig};
+use crate::connectors::{ConnectorError, Thumbprint};
+use crate::db::{self, Db, Unique};
+use crate::domain::Millis;
+
+/// The file in the data dir holding the key that seals connection credentials. Nodes sharing one vault need the
+/// same file (copy it with the `pki` folder).
+pub const KEY_FILE: &str = "connections.key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("a site connection named {0} exists already; choose another name or remove that connection first")]
+    NameTaken(String),
+    #[error("no site connection {0}")]
+    NotFound(String),
+    /// The connection could not be made: the cause, in words to act on.
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    #[error("the credential of connection {0} cannot be opened with this node's {KEY_FILE}: copy the file from the node that added it, or remove and add the connection again")]
+    Sealed(String),
+    #[error("the connections key {path}: {cause}")]
+    Key { path: String, cause: String },
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// What an Administrator enters to add a connection. Secrets are only in here, on their way to being sealed.
+#[derive(Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum NewConnection {
+    Vcenter {
+        name: String,
+        url: String,
+        user: String,
+        password: String,
+        /// The certificate's SHA-1 or SHA-256 thumbprint; without it the answer names the one presented.
+        #[serde(default)]
+        thumbprint: Option<String>,
+    },
+    StorageAccount {
+        name: String,
+        url: String,
+        container: String,
+        #[serde(default)]
+        account_key: Option<String>,
+        #[serde(default)]
+        sas: Option<String>,
+        #[serde(default)]
+        thumbprint: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for NewConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NewConnection::Vcenter { name, url, user, .. } => {
+                write!(f, "Vcenter {{ name: {name:?}, url: {url:?}, user: {user:?}, password: <hidden> }}")
+            }
+            NewConnection::StorageAccount { name, url, container, .. } => {
+                write!(f, "StorageAccount {{ name: {name:?}, url: {url:?}, container: {container:?}, credential: <hidden> }}")
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConnectionKind {
+    Vcenter,
+    StorageAccount,
+}
+
+impl ConnectionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionKind::Vcenter => "vcenter",
+            ConnectionKind::StorageAccount => "storage-account",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            ConnectionKind::Vcenter => "vCenter Server",
+            ConnectionKind::StorageAccount => "Azure storage account",
+        }
+    }
+}
+
+/// What the last successful check read.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Snapshot {
+    Vcenter { about: AboutView, inventory: InventoryView },
+    StorageAccount { account: String, blobs: Vec<String> },
+}
+
+/// [`About`] as stored (the connector's types are for the wire to vCenter, these for ours).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AboutView {
+    pub full_name: String,
+    pub api_version: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InventoryView {
+    pub datacenters: Vec<String>,
+    pub clusters: Vec<String>,
+    pub hosts: Vec<HostView>,
+    pub datastores: Vec<DatastoreView>,
+    pub networks: Vec<String>,
+    pub vms: Vec<VmView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HostView {
+    pub name: String,
+    pub cluster: Option<String>,
+    pub connection_state: String,
+    pub maintenance: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DatastoreView {
+    pub name: String,
+    pub kind: String,
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+    pub accessible: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VmView {
+    pub name: String,
+    pub power: String,
+    pub host: Option<String>,
+    pub tools: String,
+    pub disks: Vec<String>,
+    pub snapshots: usize,
+}
+
+fn snapshot_of(about: &About, inv: Inventory) -> Snapshot {
+    Snapshot::Vcenter {
+        about: AboutView { full_name: about.full_name.clone(), api_version: about.api_version.clone() },
+        inventory: InventoryView {
+            datacenters: inv.datacenters,
+            clusters: inv.clusters,
+            hosts: inv
+                .hosts
+                .into_iter()
+                .map(|h| HostView {
+                    name: h.name,
+                    cluster: h.cluster,
+                    connection_state: h.connection_state,
+                    maintenance: h.maintenance,
+                })
+                .collect(),
+            datastores: inv
+                .datastores
+                .into_iter()
+                .map(|d| DatastoreView {
+                    name: d.name,
+                    kind: d.kind,
+                    capacity_bytes: d.capacity_bytes,
+                    free_bytes: d.free_bytes,
+                    accessible: d.accessible,
+                })
+                .collect(),
+            networks: inv.networks,
+            vms: inv
+                .vms
+                .into_iter()
+                .map(|v| VmView {
+                    name: v.name,
+                    power: crate::domain::wire_name(&v.power),
+                    host: v.host,
+                    tools: v.tools,
+                    disks: v.disks.into_iter().map(|d| d.file).collect(),
+                    snapshots: v.snapshots.len(),
+                })
+                .collect(),
+        },
+    }
+}
+
+/// A connection as everyone may see it: never the credential.
+#[derive(Clone, Debug, Serialize)]
+pub struct Connection {
+    pub id: String,
+    pub kind: ConnectionKind,
+    pub name: String,
+    pub url: String,
+    pub user: Option<String>,
+    pub container: Option<String>,
+    /// `password`, `shared-key` or `sas`: which kind of credential is sealed, not the credential.
+    pub credential: String,
+    pub thumbprint: Option<String>,
+    pub created_at: Millis,
+    pub created_by: String,
+    pub checked_at: Millis,
+    pub last_ok_at: Option<Millis>,
+    /// Why the last check failed (then the inventory is the last good one, from `last_ok_at`).
+    pub last_error: Option<String>,
+    pub inventory: Option<Snapshot>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ConnectionRow {
+    id: String,
+    kind: String,
+    name: String,
+    url: String,
+    user_name: Option<String>,
+    container: Option<String>,
+    credential_kind: String,
+    secret_sealed: String,
+    thumbprint: Option<String>,
+    created_at: i64,
+    created_by: String,
+    checked_at: i64,
+    last_ok_at: Option<i64>,
+    last_error: Option<String>,
+    inventory: Option<String>,
+}
+
+const COLUMNS: &str = "id, kind, name, url, user_name, container, credential_kind, secret_sealed, thumbprint, \
+                       created_at, created_by, checked_at, last_ok_at, last_error, inventory";
+
+impl ConnectionRow {
+    fn view(&self) -> Connection {
+        Connection {
+            id: self.id.clone(),
+            kind: if self.kind == "vcenter" { ConnectionKind::Vcenter } else { ConnectionKind::StorageAccount },
+            name: self.name.clone(),
+            url: self.url.clone(),
+            user: self.user_name.clone(),
+            container: self.container.clone(),
+            credential: self.credential_kind.clone(),
+            thumbprint: self.thumbprint.clone(),
+            created_at: self.created_at as Millis,
+            created_by: self.created_by.clone(),
+            checked_at: self.checked_at as Millis,
+            last_ok_at: self.last_ok_at.map(|t| t as Millis),
+            last_error: self.last_error.clone(),
+            inventory: self.inventory.as_deref().and_then(|j| serde_json::from_str(j).ok()),
+        }
+    }
+}
+
+/// Seals credentials with ChaCha20-Poly1305 under the data dir's key; the connection's id is the associated data,
+/// so a sealed credential copied onto another row does not open.
+pub struct Sealer {
+    key: LessSafeKey,
+    rng: SystemRandom,
+}
+
+impl Sealer {
+    /// Reads `<dir>/connections.key`, or creates it (32 random bytes, mode 0600, synced with its folder).
+    pub fn load_or_create(dir: &Path) -> Result<Sealer, ConnectionError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(KEY_FILE);
+        let err = |e: std::io::Error| ConnectionError::Key { path: path.display().to_string(), cause: e.to_string() };
+        let rng = SystemRandom::new();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut b = vec![0u8; 32];
+                rng.fill(&mut b).map_err(|_| err(std::io::Error::other("no randomness")))?;
+                let tmp = dir.join(format!("{KEY_FILE}.{}.new", std::process::id()));
+                let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+                f.write_all(&b).and_then(|_| f.sync_all()).map_err(err)?;
+                // Another node or process may have made one meanwhile: the first one wins, everyone reads it.
+                match std::fs::hard_link(&tmp, &path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(err(e)),
+                }
+                let _ = std::fs::remove_file(&tmp);
+                std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+                std::fs::read(&path).map_err(err)?
+            }
+            Err(e) => return Err(err(e)),
+        };
+        if bytes.len() != 32 {
+            return Err(err(std::io::Error::other(format!("it holds {} bytes, not 32", bytes.len()))));
+        }
+        let key = UnboundKey::new(&CHACHA20_POLY1305, &bytes).map_err(|_| err(std::io::Error::other("not a key")))?;
+        Ok(Sealer { key: LessSafeKey::new(key), rng })
+    }
+
+    fn seal(&self, id: &str, secret: &str) -> Result<String, ConnectionError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng.fill(&mut nonce).map_err(|_| ConnectionError::Sealed(id.to_owned()))?;
+        let mut data = secret.as_bytes().to_vec();
+        self.key
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(id.as_bytes()), &mut data)
+            .map_err(|_| ConnectionError::Sealed(id.to_owned()))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&data);
+        Ok(base64::engine::general_purpose::STANDARD.encode(out))
+    }
+
+    fn open(&self, id: &str, sealed: &str) -> Result<String, ConnectionError> {
+        let fail = || ConnectionError::Sealed(id.to_owned());
+        let mut data = base64::engine::general_purpose::STANDARD.decode(sealed).map_err(|_| fail())?;
+        if data.len() < NONCE_LEN {
+            return Err(fail());
+        }
+        let mut rest = data.split_off(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(&data).map_err(|_| fail())?;
+        let plain = self.key.open_in_place(nonce, Aad::from(id.as_bytes()), &mut rest).map_err(|_| fail())?;
+        String::from_utf8(plain.to_vec()).map_err(|_| fail())
+    }
+}
+
+/// A validated connection, ready to be checked and stored.
+struct Parsed {
+    kind: ConnectionKind,
+    name: String,
+    url: String,
+    user: Option<String>,
+    container: Option<String>,
+    credential_kind: &'static str,
+    secret: String,
+    thumbprint: Option<Thumbprint>,
+}
+
+fn parse_name(name: &str) -> Result<String, ConnectionError> {
+    let n = name.trim();
+    let ok = !n.is_empty()
+        && n.len() <= 64
+        && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ' '));
+    if ok {
+        Ok(n.to_owned())
+    } else {
+        Err(ConnectionError::Invalid(format!(
+            "name: {name:?} is not a connection name; use 1 to 64 letters, digits, spaces, dots, hyphens or underscores"
+        )))
+    }
+}
+
+fn parse_thumbprint(t: Option<&str>) -> Result<Option<Thumbprint>, ConnectionError> {
+    match t.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(t) => Thumbprint::parse(t).map(Some).map_err(|e| ConnectionError::Invalid(format!("thumbprint: {e}"))),
+    }
+}
+
+fn required(field: &str, value: &str, hint: &str) -> Result<String, ConnectionError> {
+    let v = value.trim();
+    if v.is_empty() {
+        Err(ConnectionError::Invalid(format!("{field}: required; {hint}")))
+    } else {
+        Ok(v.to_owned())
+    }
+}
+
+impl NewConnection {
+    fn parse(self) -> Result<Parsed, ConnectionError> {
+        match self {
+            NewConnection::Vcenter { name, url, user, password, thumbprint } => {
+                if password.is_empty() {
+                    return Err(ConnectionError::Invalid("password: required; the password of the vCenter account".into()));
+                }
+                Ok(Parsed {
+                    kind: ConnectionKind::Vcenter,
+                    name: parse_name(&name)?,
+                    url: crate::connectors::vsphere::sdk_url(&required("url", &url, "such as https://vcenter.example")?)?,
+                    user: Some(required("user", &user, "such as administrator@vsphere.local")?),
+                    container: None,
+                    credential_kind: "password",
+                    secret: password,
+                    thumbprint: parse_thumbprint(thumbprint.as_deref())?,
+                })
+            }
+            NewConnection::StorageAccount { name, url, container, account_key, sas, thumbprint } => {
+                let key = account_key.filter(|k| !k.trim().is_empty());
+                let sas = sas.filter(|s| !s.trim().is_empty());
+                let (credential_kind, secret) = match (key, sas) {
+                    (Some(k), None) => ("shared-key", k.trim().to_owned()),
+                    (None, Some(s)) => ("sas", s.trim().trim_start_matches('?').to_owned()),
+                    _ => {
+                        return Err(ConnectionError::Invalid(
+                            "account_key, sas: give exactly one, the account's access key or a SAS token".into(),
+                        ))
+                    }
+                };
+                Ok(Parsed {
+                    kind: ConnectionKind::StorageAccount,
+                    name: parse_name(&name)?,
+                    url: required("url", &url, "such as https://<account>.blob.core.windows.net")?.trim_end_matches('/').to_owned(),
+                    user: None,
+                    container: Some(required("container", &container, "the container holding the cloud VM's disks")?),
+                    credential_kind,
+                    secret,
+                    thumbprint: parse_thumbprint(thumbprint.as_deref())?,
+                })
+            }
+        }
+    }
+}
+
+/// Checks a connection against its API: the snapshot on success.
+async fn check(p: &Parsed) -> Result<Snapshot, ConnectorError> {
+    match p.kind {
+        ConnectionKind::Vcenter => {
+            let vc = Vcenter::connect(VcenterConfig {
+                url: p.url.clone(),
+                user: p.user.clone().unwrap_or_default(),
+                password: p.secret.clone(),
+                thumbprint: p.thumbprint.clone(),
+            })
+            .await?;
+            let inventory = vc.inventory().await;
+            let about = vc.about().clone();
+            // A session left open counts against vCenter's limit until it times out.
+            let _ = vc.logout().await;
+            Ok(snapshot_of(&about, inventory?))
+        }
+        ConnectionKind::StorageAccount => {
+            let container = storage(p)?;
+            container.probe().await?;
+            let blobs = container.list().await?;
+            Ok(Snapshot::StorageAccount { account: container.account().to_owned(), blobs })
+        }
+    }
+}
+
+fn storage(p: &Parsed) -> Result<Container, ConnectorError> {
+    Container::new(StorageConfig {
+        url: p.url.clone(),
+        container: p.container.clone().unwrap_or_default(),
+        credential: if p.credential_kind == "sas" {
+            Credential::Sas(p.secret.clone())
+        } else {
+            Credential::SharedKey(p.secret.clone())
+        },
+        thumbprint: p.thumbprint.clone(),
+    })
+}
+
+#[derive(Clone)]
+pub struct Connections {
+    db: Db,
+    sealer: Arc<Sealer>,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connections")
+    }
+}
+
+impl Connections {
+    pub fn new(db: Db, sealer: Sealer) -> Connections {
+        Connections { db, sealer: Arc::new(sealer) }
+    }
+
+    /// Checks the connection against its API, then saves it with its credential sealed.
+    pub async fn add(&self, new: NewConnection, by: &str, now: Millis) -> Result<Connection, ConnectionError> {
+        let p = new.parse()?;
+        let taken: Option<(String,)> =
+            sqlx::query_as("select id from site_connections where name = $1").bind(&p.name).fetch_optional(&self.db.pool).await?;
+        if taken.is_some() {
+            return Err(ConnectionError::NameTaken(p.name));
+        }
+        let snapshot = check(&p).await?;
+        let id = format!("con-{}", &crate::accounts::random_secret()[..16]);
+        let sealed = self.sealer.seal(&id, &p.secret)?;
+        let res = sqlx::query(
+            "insert into site_connections (id, kind, name, url, user_name, container, credential_kind, secret_sealed, \
+             thumbprint, created_at, created_by, checked_at, last_ok_at, last_error, inventory) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, null, $14)",
+        )
+        .bind(&id)
+        .bind(p.kind.as_str())
+        .bind(&p.name)
+        .bind(&p.url)
+        .bind(&p.user)
+        .bind(&p.container)
+        .bind(p.credential_kind)
+        .bind(&sealed)
+        .bind(p.thumbprint.as_ref().map(|t| t.to_string()))
+        .bind(now as i64)
+        .bind(by)
+        .bind(now as i64)
+        .bind(now as i64)
+        .bind(serde_json::to_string(&snapshot).unwrap_or_default())
+        .execute(&self.db.pool)
+        .await;
+        match res {
+            Ok(_) => self.get(&id).await,
+            Err(e) if db::unique_violation(&e) == Some(Unique::ConnectionName) => Err(ConnectionError::NameTaken(p.name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn list(&self) -> Result<Vec<Connection>, ConnectionError> {
+        let sql = format!("select {COLUMNS} from site_connections order by kind, name");
+        let rows: Vec<ConnectionRow> = sqlx::query_as(&sql).fetch_all(&self.db.pool).await?;
+        Ok(rows.iter().map(ConnectionRow::view).collect())
+    }
+
+    async fn row(&self, id_or_name: &str) -> Result<ConnectionRow, ConnectionError> {
+        let sql = format!("select {COLUMNS} from site_connections where id = $1 or name = $1");
+        let row: Option<ConnectionRow> = sqlx::query_as(&sql).bind(id_or_name).fetch_optional(&self.db.pool).await?;
+        row.ok_or_else(|| ConnectionError::NotFound(id_or_name.to_owned()))
+    }
+
+    pub async fn get(&self, id_or_name: &str) -> Result<Connection, ConnectionError> {
+        Ok(self.row(id_or_name).await?.view())
+    }
+
+    /// Checks a saved connection again: a new inventory, or the cause of the failure beside the last good one.
+    pub async fn refresh(&self, id_or_name: &str, now: Millis) -> Result<Connection, ConnectionError> {
+        let row = self.row(id_or_name).await?;
+        let p = Parsed {
+            kind: row.view().kind,
+            name: row.name.clone(),
+            url: row.url.clone(),
+            user: row.user_name.clone(),
+            container: row.container.clone(),
+            credential_kind: if row.credential_kind == "sas" { "sas" } else if row.credential_kind == "shared-key" { "shared-key" } else { "password" },
+            secret: self.sealer.open(&row.id, &row.secret_sealed)?,
+            thumbprint: row.thumbprint.as_deref().and_then(|t| Thumbprint::parse(t).ok()),
+        };
+        match check(&p).await {
+            Ok(snapshot) => {
+                sqlx::query(
+                    "update site_connections set checked_at = $2, last_ok_at = $2, last_error = null, inventory = $3 \
+                     where id = $1",
+                )
+                .bind(&row.id)
+                .bind(now as i64)
+                .bind(serde_json::to_string(&snapshot).unwrap_or_default())
+                .execute(&self.db.pool)
+                .await?;
+            }
+            Err(e) => {
+                sqlx::query("update site_connections set checked_at = $2, last_error = $3 where id = $1")
+                    .bind(&row.id)
+                    .bind(now as i64)
+                    .bind(e.to_string())
+                    .execute(&self.db.pool)
+                    .await?;
+            }
+        }
+        self.get(&row.id).await
+    }
+
+    /// Forgets a connection and its sealed credential.
+    pub async fn remove(&self, id_or_name: &str) -> Result<Connection, ConnectionError> {
+        let row = self.row(id_or_name).await?;
+        sqlx::query("delete from site_connections where id = $1").bind(&row.id).execute(&self.db.pool).await?;
+        Ok(row.view())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_credential_opens_only_on_its_own_row_and_with_its_own_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Sealer::load_or_create(dir.path()).unwrap();
+        let sealed = s.seal("con-1", "hunter2").unwrap();
+        assert!(!sealed.contains("hunter2"));
+        assert_eq!(s.open("con-1", &sealed).unwrap(), "hunter2");
+        assert!(matches!(s.open("con-2", &sealed), Err(ConnectionError::Sealed(_))));
+        // The same key after a restart; another data dir's key opens nothing.
+        assert_eq!(Sealer::load_or_create(dir.path()).unwrap().open("con-1", &sealed).unwrap(), "hunter2");
+        let other = tempfile::tempdir().unwrap();
+        assert!(Sealer::load_or_create(other.path()).unwrap().open("con-1", &sealed).is_err());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn what_an_administrator_enters_is_checked_field_by_field() {
+        let v = |json: serde_json::Value| serde_json::from_value::<NewConnection>(json);
+        let e = v(serde_json::json!({"kind": "vcenter", "name": "vc", "url": "https://vc", "user": "u", "password": "p", "pasword": "x"}));
+        assert!(e.err().unwrap().to_string().contains("pasword"));
+        let no_secret = v(serde_json::json!({"kind": "storage-account", "name": "az", "url": "https://a.blob.core.windows.net", "container": "disks"})).unwrap();
+        assert!(no_secret.parse().err().unwrap().to_string().contains("exactly one"));
+        let http = v(serde_json::json!({"kind": "vcenter", "name": "vc", "url": "http://vc", "user": "u", "password": "p"})).unwrap();
+        assert!(matches!(http.parse(), Err(ConnectionError::Connector(ConnectorError::NotHttps { .. }))));
+        let bad_name = v(serde_json::json!({"kind": "vcenter", "name": "vc/1", "url": "https://vc", "user": "u", "password": "p"})).unwrap();
+        assert!(bad_name.parse().err().unwrap().to_string().starts_with("name:"));
+        let bad_tp = v(serde_json::json!({"kind": "vcenter", "name": "vc", "url": "https://vc", "user": "u", "password": "p", "thumbprint": "12:34"})).unwrap();
+        assert!(bad_tp.parse().err().unwrap().to_string().starts_with("thumbprint:"));
+        let secret = v(serde_json::json!({"kind": "vcenter", "name": "vc", "url": "https://vc", "user": "u", "password": "hunter2"})).unwrap();
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+}
