@@ -533,11 +533,18 @@ async fn site_connections_are_checked_against_the_real_apis_and_keep_their_secre
     let (s, v, _) = api.post("connections", &vc(json!({"thumbprint": null})), None).await;
     assert_eq!(s, 422, "{v}");
     assert!(v["message"].as_str().unwrap().contains(&vcsim.thumbprint), "the thumbprint to confirm is shown: {v}");
-    let (s, v, _) = api.post("connections", &vc(json!({"url": format!("https://127.0.0.1:{}", common::free_port())})), None).await;
+    let (s, v, _) =
+        api.post("connections", &vc(json!({"url": format!("https://127.0.0.1:{}", common::free_port())})), None).await;
     assert_eq!(s, 422, "{v}");
     assert!(v["message"].as_str().unwrap().contains("cannot be reached"), "{v}");
     let reader = common::client_with_token(&portal.add_user("rita", "reader"));
-    let r = reader.post(format!("{}connections", api.base)).header("content-type", "application/json").body(vc(json!({}))).send().await.unwrap();
+    let r = reader
+        .post(format!("{}connections", api.base))
+        .header("content-type", "application/json")
+        .body(vc(json!({})))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 403);
 
     // The vCenter, then its inventory; never its password.
@@ -584,7 +591,10 @@ async fn site_connections_are_checked_against_the_real_apis_and_keep_their_secre
     // vCenter goes away: checking again keeps the last inventory and says why it fails.
     let id = {
         let (_, l) = api.get("connections").await;
-        l["connections"].as_array().unwrap().iter().find(|c| c["name"] == "vc-prod").unwrap()["id"].as_str().unwrap().to_owned()
+        l["connections"].as_array().unwrap().iter().find(|c| c["name"] == "vc-prod").unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     };
     drop(vcsim);
     let (s, v, _) = api.post(&format!("connections/{id}/refresh"), "{}", None).await;
@@ -605,7 +615,10 @@ async fn site_connections_are_checked_against_the_real_apis_and_keep_their_secre
     for secret in ["wrong-password", emulators::AZURITE_KEY, "c2lnbmF0dXJl"] {
         assert!(!audit.contains(secret), "{secret} in the audit log");
     }
-    if let Some(db) = std::fs::read(portal.data_dir.join("homeward.db")).ok().filter(|_| common::database_url(&portal.data_dir).is_none()) {
+    if let Some(db) = std::fs::read(portal.data_dir.join("homeward.db"))
+        .ok()
+        .filter(|_| common::database_url(&portal.data_dir).is_none())
+    {
         let db = String::from_utf8_lossy(&db);
         assert!(!db.contains(emulators::AZURITE_KEY), "the account key is sealed in the database");
     }

@@ -6,6 +6,8 @@
 //! Slow (starts a browser), so it runs when HOMEWARD_E2E=1, which `./x test` and CI set.
 
 mod common;
+#[path = "support/emulators.rs"]
+mod emulators;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -693,5 +695,52 @@ async fn an_agent_is_enrolled_and_revoked_from_the_infrastructure_page() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(status.code(), Some(3));
+    c.close().await.unwrap();
+}
+
+/// An Administrator connects the primary site's vCenter (govmomi's simulator) on the Infrastructure page: without
+/// the thumbprint the page shows the one to confirm; with it the connection shows its hosts; then it is removed.
+#[tokio::test]
+async fn a_vcenter_is_connected_from_the_infrastructure_page() {
+    if !e2e_enabled() {
+        return;
+    }
+    let vcsim = emulators::Vcsim::start();
+    let portal = Portal::start(&[]);
+    let driver = ChromeDriver::start();
+    let c = driver.session(1280, false).await;
+    c.goto(&portal.url).await.unwrap();
+    sign_in(&c, &portal.url, "admin", "/infrastructure").await;
+    assert!(text(&c, r#"[data-testid="connections"]"#)
+        .await
+        .contains("No vCenter or storage account is connected yet"));
+    let form = r#"[data-testid="add-vcenter"]"#;
+    type_into(&c, &format!(r#"{form} input[name="name"]"#), "vc-lab").await;
+    type_into(&c, &format!(r#"{form} input[name="url"]"#), &vcsim.url).await;
+    type_into(&c, &format!(r#"{form} input[name="user"]"#), &vcsim.user).await;
+    type_into(&c, &format!(r#"{form} input[name="password"]"#), &vcsim.password).await;
+    click(&c, &format!(r#"{form} button[type="submit"]"#)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !live_text(&c, r#"[data-testid="connections"]"#).await.contains(&vcsim.thumbprint) {
+        assert!(Instant::now() < deadline, "the page never showed the certificate's thumbprint to confirm");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    type_into(&c, &format!(r#"{form} input[name="thumbprint"]"#), &vcsim.thumbprint).await;
+    click(&c, &format!(r#"{form} button[type="submit"]"#)).await;
+    let article = wait_css(&c, r#"[data-testid="connection"]"#, 20).await;
+    let shown = article.text().await.unwrap();
+    assert!(shown.contains("vc-lab") && shown.contains("Connected") && shown.contains("2 hosts"), "{shown}");
+    assert!(!live_text(&c, "body").await.contains(&vcsim.password));
+    c.execute(r#"document.querySelector('[data-testid="connections"]').scrollIntoView()"#, vec![]).await.unwrap();
+    shot(&c, "infrastructure-connections-light").await;
+    click(&c, r#"[data-testid="connection"] .knobs button:nth-child(2)"#).await;
+    click(&c, r#"[data-testid="connection"] button.danger"#).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !live_text(&c, r#"[data-testid="connections"]"#).await.contains("No vCenter or storage account") {
+        assert!(Instant::now() < deadline, "the removed connection stayed on the page");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let v = api(&portal, "GET", "connections", Value::Null).await;
+    assert_eq!(v["connections"], json!([]));
     c.close().await.unwrap();
 }

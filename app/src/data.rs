@@ -737,7 +737,11 @@ pub async fn connections() -> Result<Vec<ConnectionRow>, ServerFnError> {
             kind: k.kind.title().into(),
             name: k.name,
             url: k.url,
-            detail: k.user.map(|u| format!("as {u}")).or(k.container.map(|c| format!("container {c}"))).unwrap_or_default(),
+            detail: k
+                .user
+                .map(|u| format!("as {u}"))
+                .or(k.container.map(|c| format!("container {c}")))
+                .unwrap_or_default(),
             credential: match k.credential.as_str() {
                 "shared-key" => "account key".into(),
                 "sas" => "SAS".into(),
@@ -769,12 +773,24 @@ pub async fn connections() -> Result<Vec<ConnectionRow>, ServerFnError> {
                     i.vms.len(),
                     plural(i.vms.len())
                 );
-                r.hosts = i.hosts.into_iter().map(|h| (h.name, h.cluster.unwrap_or_default(), h.connection_state, h.maintenance)).collect();
-                r.datastores = i.datastores.into_iter().map(|d| (d.name, d.kind, d.free_bytes, d.capacity_bytes, d.accessible)).collect();
+                r.hosts = i
+                    .hosts
+                    .into_iter()
+                    .map(|h| (h.name, h.cluster.unwrap_or_default(), h.connection_state, h.maintenance))
+                    .collect();
+                r.datastores = i
+                    .datastores
+                    .into_iter()
+                    .map(|d| (d.name, d.kind, d.free_bytes, d.capacity_bytes, d.accessible))
+                    .collect();
                 r.vms = i.vms.into_iter().map(|v| (v.name, v.power, v.host.unwrap_or_default(), v.disks)).collect();
             }
             Some(Snapshot::StorageAccount { account, blobs }) => {
-                r.summary = format!("storage account {account}: {} disk blob{} in the container", blobs.len(), plural(blobs.len()));
+                r.summary = format!(
+                    "storage account {account}: {} disk blob{} in the container",
+                    blobs.len(),
+                    plural(blobs.len())
+                );
                 r.blobs = blobs;
             }
             None => {}
@@ -785,7 +801,11 @@ pub async fn connections() -> Result<Vec<ConnectionRow>, ServerFnError> {
 }
 
 fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 #[server(endpoint = "portal/audit", input = leptos::server_fn::codec::GetUrl)]

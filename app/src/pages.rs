@@ -6,8 +6,8 @@ use leptos_router::components::Form;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::actions::{
-    AddStorageAccount, AddVcenter, EnrollAgent, JobAction, PlanFailover, RefreshConnection, RemoveConnection, RevokeAgent,
-    SetAgentRateCap, SetFault,
+    AddStorageAccount, AddVcenter, EnrollAgent, JobAction, PlanFailover, RefreshConnection, RemoveConnection,
+    RevokeAgent, SetAgentRateCap, SetFault,
 };
 use crate::data;
 use crate::model::*;
@@ -768,7 +768,11 @@ fn ConnectionsPanel(admin: bool) -> impl IntoView {
             }
         }
     });
-    let input = move |label: &'static str, name: &'static str, kind: &'static str, sig: RwSignal<String>, hint: &'static str| {
+    let input = move |label: &'static str,
+                      name: &'static str,
+                      kind: &'static str,
+                      sig: RwSignal<String>,
+                      hint: &'static str| {
         view! {
             <label>{label}" "<input type=kind name=name autocomplete="off" placeholder=hint prop:value=move || sig.get() on:input=move |ev| sig.set(event_target_value(&ev))/></label>
         }

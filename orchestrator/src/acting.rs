@@ -166,10 +166,15 @@ impl Actor<'_> {
     /// connection and its address, never the credential.
     pub async fn add_connection(&self, connections: &Connections, new: NewConnection) -> Result<Connection, ActError> {
         let (target, detail) = match &new {
-            NewConnection::Vcenter { name, url, user, .. } => (name.trim().to_owned(), format!("vCenter {url} as {user}")),
+            NewConnection::Vcenter { name, url, user, .. } => {
+                (name.trim().to_owned(), format!("vCenter {url} as {user}"))
+            }
             NewConnection::StorageAccount { name, url, container, sas, .. } => (
                 name.trim().to_owned(),
-                format!("storage account {url}, container {container}, with {}", if sas.is_some() { "a SAS" } else { "the account key" }),
+                format!(
+                    "storage account {url}, container {container}, with {}",
+                    if sas.is_some() { "a SAS" } else { "the account key" }
+                ),
             ),
         };
         let now = (self.service.clock)();
@@ -178,7 +183,11 @@ impl Actor<'_> {
     }
 
     /// Checks a site connection again and keeps what its API reports (Administrator).
-    pub async fn refresh_connection(&self, connections: &Connections, id_or_name: &str) -> Result<Connection, ActError> {
+    pub async fn refresh_connection(
+        &self,
+        connections: &Connections,
+        id_or_name: &str,
+    ) -> Result<Connection, ActError> {
         let now = (self.service.clock)();
         let change = async { Ok(connections.refresh(id_or_name, now).await?) };
         self.administer("connection-refresh", id_or_name, "checked against its API".into(), change).await

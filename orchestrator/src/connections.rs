@@ -75,7 +75,10 @@ impl std::fmt::Debug for NewConnection {
                 write!(f, "Vcenter {{ name: {name:?}, url: {url:?}, user: {user:?}, password: <hidden> }}")
             }
             NewConnection::StorageAccount { name, url, container, .. } => {
-                write!(f, "StorageAccount {{ name: {name:?}, url: {url:?}, container: {container:?}, credential: <hidden> }}")
+                write!(
+                    f,
+                    "StorageAccount {{ name: {name:?}, url: {url:?}, container: {container:?}, credential: <hidden> }}"
+                )
             }
         }
     }
@@ -285,7 +288,13 @@ impl Sealer {
                 let mut b = vec![0u8; 32];
                 rng.fill(&mut b).map_err(|_| err(std::io::Error::other("no randomness")))?;
                 let tmp = dir.join(format!("{KEY_FILE}.{}.new", std::process::id()));
-                let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(err)?;
                 f.write_all(&b).and_then(|_| f.sync_all()).map_err(err)?;
                 // Another node or process may have made one meanwhile: the first one wins, everyone reads it.
                 match std::fs::hard_link(&tmp, &path) {
@@ -378,12 +387,18 @@ impl NewConnection {
         match self {
             NewConnection::Vcenter { name, url, user, password, thumbprint } => {
                 if password.is_empty() {
-                    return Err(ConnectionError::Invalid("password: required; the password of the vCenter account".into()));
+                    return Err(ConnectionError::Invalid(
+                        "password: required; the password of the vCenter account".into(),
+                    ));
                 }
                 Ok(Parsed {
                     kind: ConnectionKind::Vcenter,
                     name: parse_name(&name)?,
-                    url: crate::connectors::vsphere::sdk_url(&required("url", &url, "such as https://vcenter.example")?)?,
+                    url: crate::connectors::vsphere::sdk_url(&required(
+                        "url",
+                        &url,
+                        "such as https://vcenter.example",
+                    )?)?,
                     user: Some(required("user", &user, "such as administrator@vsphere.local")?),
                     container: None,
                     credential_kind: "password",
@@ -406,7 +421,9 @@ impl NewConnection {
                 Ok(Parsed {
                     kind: ConnectionKind::StorageAccount,
                     name: parse_name(&name)?,
-                    url: required("url", &url, "such as https://<account>.blob.core.windows.net")?.trim_end_matches('/').to_owned(),
+                    url: required("url", &url, "such as https://<account>.blob.core.windows.net")?
+                        .trim_end_matches('/')
+                        .to_owned(),
                     user: None,
                     container: Some(required("container", &container, "the container holding the cloud VM's disks")?),
                     credential_kind,
@@ -477,8 +494,10 @@ impl Connections {
     /// Checks the connection against its API, then saves it with its credential sealed.
     pub async fn add(&self, new: NewConnection, by: &str, now: Millis) -> Result<Connection, ConnectionError> {
         let p = new.parse()?;
-        let taken: Option<(String,)> =
-            sqlx::query_as("select id from site_connections where name = $1").bind(&p.name).fetch_optional(&self.db.pool).await?;
+        let taken: Option<(String,)> = sqlx::query_as("select id from site_connections where name = $1")
+            .bind(&p.name)
+            .fetch_optional(&self.db.pool)
+            .await?;
         if taken.is_some() {
             return Err(ConnectionError::NameTaken(p.name));
         }
@@ -508,7 +527,9 @@ impl Connections {
         .await;
         match res {
             Ok(_) => self.get(&id).await,
-            Err(e) if db::unique_violation(&e) == Some(Unique::ConnectionName) => Err(ConnectionError::NameTaken(p.name)),
+            Err(e) if db::unique_violation(&e) == Some(Unique::ConnectionName) => {
+                Err(ConnectionError::NameTaken(p.name))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -538,7 +559,13 @@ impl Connections {
             url: row.url.clone(),
             user: row.user_name.clone(),
             container: row.container.clone(),
-            credential_kind: if row.credential_kind == "sas" { "sas" } else if row.credential_kind == "shared-key" { "shared-key" } else { "password" },
+            credential_kind: if row.credential_kind == "sas" {
+                "sas"
+            } else if row.credential_kind == "shared-key" {
+                "shared-key"
+            } else {
+                "password"
+            },
             secret: self.sealer.open(&row.id, &row.secret_sealed)?,
             thumbprint: row.thumbprint.as_deref().and_then(|t| Thumbprint::parse(t).ok()),
         };
@@ -598,13 +625,20 @@ mod tests {
     #[test]
     fn what_an_administrator_enters_is_checked_field_by_field() {
         let v = |json: serde_json::Value| serde_json::from_value::<NewConnection>(json);
-        let e = v(serde_json::json!({"kind": "vcenter", "name": "vc", "url": "https://vc", "user": "u", "password": "p", "pasword": "x"}));
+        let e = v(
+            serde_json::json!({"kind": "vcenter", "name": "vc", "url": "https://vc", "user": "u", "password": "p", "pasword": "x"}),
+        );
         assert!(e.err().unwrap().to_string().contains("pasword"));
         let no_secret = v(serde_json::json!({"kind": "storage-account", "name": "az", "url": "https://a.blob.core.windows.net", "container": "disks"})).unwrap();
         assert!(no_secret.parse().err().unwrap().to_string().contains("exactly one"));
-        let http = v(serde_json::json!({"kind": "vcenter", "name": "vc", "url": "http://vc", "user": "u", "password": "p"})).unwrap();
+        let http =
+            v(serde_json::json!({"kind": "vcenter", "name": "vc", "url": "http://vc", "user": "u", "password": "p"}))
+                .unwrap();
         assert!(matches!(http.parse(), Err(ConnectionError::Connector(ConnectorError::NotHttps { .. }))));
-        let bad_name = v(serde_json::json!({"kind": "vcenter", "name": "vc/1", "url": "https://vc", "user": "u", "password": "p"})).unwrap();
+        let bad_name = v(
+            serde_json::json!({"kind": "vcenter", "name": "vc/1", "url": "https://vc", "user": "u", "password": "p"}),
+        )
+        .unwrap();
         assert!(bad_name.parse().err().unwrap().to_string().starts_with("name:"));
         let bad_tp = v(serde_json::json!({"kind": "vcenter", "name": "vc", "url": "https://vc", "user": "u", "password": "p", "thumbprint": "12:34"})).unwrap();
         assert!(bad_tp.parse().err().unwrap().to_string().starts_with("thumbprint:"));

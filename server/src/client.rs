@@ -487,7 +487,10 @@ fn read_secret(args: &crate::cli::SecretArgs) -> Result<String, Failure> {
         Some(p) => std::fs::read_to_string(p)
             .map_err(|e| failure(2, format!("could not read the secret from {}: {e}", p.display())))?,
         None => std::env::var("HOMEWARD_CONNECTION_SECRET").map_err(|_| {
-            failure(2, "give the secret with --secret-file FILE (\"-\" for standard input) or HOMEWARD_CONNECTION_SECRET")
+            failure(
+                2,
+                "give the secret with --secret-file FILE (\"-\" for standard input) or HOMEWARD_CONNECTION_SECRET",
+            )
         })?,
     };
     let secret = text.trim_end_matches(['\r', '\n']).to_owned();
@@ -554,7 +557,8 @@ pub async fn connections(cmd: &crate::cli::ConnectionsCommand) -> Result<(), Fai
     let (server, method, path, body) = match cmd {
         C::List { server } => (server, reqwest::Method::GET, "/connections".to_owned(), None),
         C::AddVcenter { name, url, user, thumbprint, secret, server } => {
-            let mut body = json!({"kind": "vcenter", "name": name, "url": url, "user": user, "password": read_secret(secret)?});
+            let mut body =
+                json!({"kind": "vcenter", "name": name, "url": url, "user": user, "password": read_secret(secret)?});
             if let Some(t) = thumbprint {
                 body["thumbprint"] = json!(t);
             }
@@ -572,7 +576,9 @@ pub async fn connections(cmd: &crate::cli::ConnectionsCommand) -> Result<(), Fai
         C::Refresh { connection, server } => {
             (server, reqwest::Method::POST, format!("/connections/{connection}/refresh"), Some(json!({})))
         }
-        C::Remove { connection, server } => (server, reqwest::Method::DELETE, format!("/connections/{connection}"), None),
+        C::Remove { connection, server } => {
+            (server, reqwest::Method::DELETE, format!("/connections/{connection}"), None)
+        }
     };
     let (_, v) = call(server, method, &format!("{}{path}", base(server)), body, None).await?;
     if server.json {
