@@ -19,6 +19,10 @@ use crate::connectors::{ConnectorError, Thumbprint};
 use crate::db::{self, Db, Unique};
 use crate::domain::Millis;
 
+/// How often each connection is checked again in the background, so a vCenter that went away shows as failing
+/// before anyone acts on it.
+pub const CHECK_EVERY_MS: Millis = 5 * 60 * 1000;
+
 /// The file in the data dir holding the key that seals connection credentials. Nodes sharing one vault need the
 /// same file (copy it with the `pki` folder).
 pub const KEY_FILE: &str = "connections.key";
@@ -582,6 +586,7 @@ impl Connections {
                 .await?;
             }
             Err(e) => {
+                tracing::warn!(connection = %row.name, error = %e, "a site connection's check failed");
                 sqlx::query("update site_connections set checked_at = $2, last_error = $3 where id = $1")
                     .bind(&row.id)
                     .bind(now as i64)
@@ -591,6 +596,31 @@ impl Connections {
             }
         }
         self.get(&row.id).await
+    }
+
+    /// Checks again every connection whose last check is older than [`CHECK_EVERY_MS`]; returns how many. A node
+    /// claims each one by moving its `checked_at` first (compare-and-set), so nodes sharing the vault do not check
+    /// the same connection twice in one period.
+    pub async fn check_due(&self, now: Millis) -> Result<usize, ConnectionError> {
+        let due: Vec<(String, i64)> =
+            sqlx::query_as("select id, checked_at from site_connections where checked_at <= $1")
+                .bind(now.saturating_sub(CHECK_EVERY_MS) as i64)
+                .fetch_all(&self.db.pool)
+                .await?;
+        let mut checked = 0;
+        for (id, at) in due {
+            let claim = sqlx::query("update site_connections set checked_at = $2 where id = $1 and checked_at = $3")
+                .bind(&id)
+                .bind(now as i64)
+                .bind(at)
+                .execute(&self.db.pool)
+                .await?;
+            if claim.rows_affected() == 1 {
+                self.refresh(&id, now).await?;
+                checked += 1;
+            }
+        }
+        Ok(checked)
     }
 
     /// Forgets a connection and its sealed credential.

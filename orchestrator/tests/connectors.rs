@@ -271,3 +271,37 @@ async fn storage_account_mistakes_and_held_leases_are_named_without_the_secret()
     let e = disks.put_pages("vm01-os.vhd", 0, vec![1; 512]).await.unwrap_err();
     assert!(matches!(e, ConnectorError::LeaseHeld { verb: "changed", .. }), "{e:?}");
 }
+
+/// A connection is checked again in the background once its last check is old enough, by one node: a vCenter that
+/// went away then shows its cause while the last good inventory stays.
+#[tokio::test]
+async fn connections_are_checked_again_when_due_and_a_lost_vcenter_shows_why() {
+    use orchestrator::connections::{Connections, NewConnection, Sealer, CHECK_EVERY_MS};
+    let dir = tempfile::tempdir().unwrap();
+    let db = orchestrator::db::Db::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("v.db").display()), 2)
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    let connections = Connections::new(db, Sealer::load_or_create(dir.path()).unwrap());
+    let sim = Vcsim::start();
+    let t0 = 1_800_000_000_000;
+    let new = NewConnection::Vcenter {
+        name: "vc-prod".into(),
+        url: sim.url.clone(),
+        user: sim.user.clone(),
+        password: sim.password.clone(),
+        thumbprint: Some(sim.thumbprint.clone()),
+    };
+    let added = connections.add(new, "admin", t0).await.unwrap();
+    assert!(added.last_error.is_none() && added.inventory.is_some());
+    assert_eq!(connections.check_due(t0 + CHECK_EVERY_MS - 1).await.unwrap(), 0, "not due yet");
+    drop(sim);
+    let due = t0 + CHECK_EVERY_MS;
+    assert_eq!(connections.check_due(due).await.unwrap(), 1);
+    assert_eq!(connections.check_due(due).await.unwrap(), 0, "checked once per period");
+    let after = connections.get("vc-prod").await.unwrap();
+    assert_eq!(after.checked_at, due);
+    assert_eq!(after.last_ok_at, Some(t0));
+    assert!(after.last_error.unwrap().contains("cannot be reached"));
+    assert!(after.inventory.is_some(), "the last good inventory stays");
+}

@@ -117,6 +117,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         Workers::spawn(service.clone(), &node, workers_count, args.lease_seconds * 1000, shutdown.clone(), rt.clone());
     let replication = orchestrator::replication::spawn(service.clone(), &node, shutdown.clone(), rt);
     let health = Health { db: db.clone(), node: node.id.clone(), workers: workers.clone() };
+    spawn_connection_checks(service.clone(), shutdown.clone());
 
     // The agents' endpoint: mutual TLS with certificates of the vault's own CA.
     let agent_addr = args
@@ -333,6 +334,20 @@ async fn healthz(h: Health) -> impl IntoResponse {
 }
 
 /// Creates the data directory and proves it is writable now, rather than failing on the first job.
+/// Checks the site connections again in the background (each one every few minutes, see
+/// `orchestrator::connections::CHECK_EVERY_MS`), so a vCenter or storage account that went away shows as failing
+/// on the Infrastructure page and in the API before anyone acts on it.
+fn spawn_connection_checks(service: Arc<Service>, shutdown: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        while !shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Err(e) = service.connections.check_due((service.clock)()).await {
+                tracing::warn!(error = %e, "checking the site connections failed");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        }
+    });
+}
+
 fn prepare_data_dir(dir: &Path) -> Result<(), ServeError> {
     let err = |source| ServeError::DataDir { path: dir.to_path_buf(), source };
     std::fs::create_dir_all(dir).map_err(err)?;
