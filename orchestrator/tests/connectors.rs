@@ -305,3 +305,88 @@ async fn connections_are_checked_again_when_due_and_a_lost_vcenter_shows_why() {
     assert!(after.last_error.unwrap().contains("cannot be reached"));
     assert!(after.inventory.is_some(), "the last good inventory stays");
 }
+
+/// The alternate-location failback through both real APIs: the cloud VM's disk is a page blob (a fixed VHD); a new
+/// VM is created in vCenter on a host and datastore; the disk's bytes go into a VMDK in that VM's folder on the
+/// datastore (only written pages are read); the VMDK is attached and the VM powers on; the VMDK holds exactly the
+/// cloud disk's data. Then the disk is detached (its file stays) and the VM destroyed.
+#[tokio::test]
+async fn a_cloud_disk_becomes_a_vm_at_an_alternate_location_in_the_simulator() {
+    use orchestrator::connectors::vsphere::NewVm;
+    let az = Azurite::start();
+    create_container(&az, "disks").await;
+    let disks = storage(&az, "disks", Credential::SharedKey(AZURITE_KEY.into()));
+    let dir = tempfile::tempdir().unwrap();
+    let vhd = dir.path().join("cloud.vhd");
+    let out =
+        qemu_img(&["create", "-q", "-f", "vpc", "-o", "subformat=fixed,force_size=on", vhd.to_str().unwrap(), "32M"]);
+    assert!(out.status.success());
+    write_at(&vhd, 0, &[0x33; 65536]);
+    write_at(&vhd, 17 << 20, b"cloud VM data written after the failover to Azure");
+    disks.upload_file("vm01-os.vhd", &vhd).await.unwrap();
+
+    let sim = Vcsim::start();
+    let vc = Vcenter::connect(vcenter_config(&sim)).await.unwrap();
+    let inv = vc.inventory().await.unwrap();
+    let host = inv.hosts[1].name.clone();
+    let datastore = inv.datastores.iter().find(|d| inv.hosts[1].datastores.contains(&d.name)).unwrap().clone();
+    let vm = vc
+        .create_vm(&NewVm {
+            name: "vm01-failback",
+            host: &host,
+            datastore: &datastore.name,
+            guest_id: "otherGuest64",
+            cpus: 2,
+            memory_mb: 2048,
+        })
+        .await
+        .unwrap();
+
+    // The master target writes the disk into the new VM's folder on the datastore.
+    let folder = sim.datastores.iter().find(|(n, _)| *n == datastore.name).unwrap().1.join("vm01-failback");
+    assert!(folder.is_dir(), "CreateVM_Task made the VM's folder on {}", datastore.name);
+    let vmdk = folder.join("vm01-failback-disk0.vmdk");
+    let image = replicator::DiskImage::create(&vmdk, replicator::Format::Vmdk, 32 << 20).unwrap();
+    let read = disks.copy_into("vm01-os.vhd", &image.data_path, image.size).await.unwrap();
+    assert!(read < 1 << 20, "only written pages were read: {read}");
+    let cmp = qemu_img(&["compare", "-f", "vpc", "-F", "vmdk", vhd.to_str().unwrap(), vmdk.to_str().unwrap()]);
+    assert!(cmp.status.success(), "{}", String::from_utf8_lossy(&cmp.stdout));
+
+    let file = format!("[{}] vm01-failback/vm01-failback-disk0.vmdk", datastore.name);
+    vc.attach_disk(&vm, &file).await.unwrap();
+    vc.power_on(&vm).await.unwrap();
+    let inv = vc.inventory().await.unwrap();
+    let created = inv.vms.iter().find(|v| v.id == vm).expect("the new VM in the inventory");
+    assert_eq!(
+        (created.name.as_str(), created.power, created.host.as_deref()),
+        ("vm01-failback", PowerState::On, Some(host.as_str()))
+    );
+    assert_eq!(created.disks.len(), 1, "{created:?}");
+    assert_eq!(created.disks[0].file, file);
+
+    // A disk that is not on the datastore is refused with vCenter's fault.
+    match vc.attach_disk(&vm, &format!("[{}] nowhere/missing.vmdk", datastore.name)).await {
+        Err(ConnectorError::Refused { fault, .. }) => assert_eq!(fault, "FileNotFound"),
+        other => panic!("{other:?}"),
+    }
+
+    vc.power_off(&vm).await.unwrap();
+    vc.detach_disk(&vm, created.disks[0].key).await.unwrap();
+    assert!(vmdk.exists() && image.data_path.exists(), "detaching keeps the replica");
+    let inv = vc.inventory().await.unwrap();
+    assert!(inv.vms.iter().find(|v| v.id == vm).unwrap().disks.is_empty());
+    vc.destroy_vm(&vm).await.unwrap();
+    assert!(vc.inventory().await.unwrap().vms.iter().all(|v| v.id != vm));
+    let e = vc
+        .create_vm(&NewVm {
+            name: "x",
+            host: "no-such-host",
+            datastore: &datastore.name,
+            guest_id: "otherGuest64",
+            cpus: 1,
+            memory_mb: 512,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnectorError::NotFound { .. }), "{e:?}");
+}

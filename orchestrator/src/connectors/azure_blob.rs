@@ -400,41 +400,45 @@ impl Container {
     /// Copies a page blob into a new local file of the same size, reading only the written ranges (the rest stays
     /// a hole) and syncing the file once at the end. Returns the bytes read.
     pub async fn download_file(&self, blob: &str, path: &Path) -> Result<u64, ConnectorError> {
-        let local = |verb: &'static str, e: std::io::Error| ConnectorError::LocalDisk {
-            path: path.display().to_string(),
-            verb,
-            cause: e.to_string(),
-        };
         let size = self.properties(blob).await?.size;
-        let ranges = self.page_ranges(blob).await?;
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(path)
-            .map_err(|e| local("written", e))?;
-        file.set_len(size).map_err(|e| local("written", e))?;
-        let file = Arc::new(file);
+            .and_then(|f| f.set_len(size).map(|_| f))
+            .map_err(|e| local_error(path, e))?;
+        drop(file);
+        self.copy_into(blob, path, size).await
+    }
+
+    /// Copies the first `len` bytes of a page blob into an existing local file (a fixed VHD's data into a VMDK's
+    /// flat extent: the footer stays behind), reading only the written ranges and syncing once at the end.
+    pub async fn copy_into(&self, blob: &str, path: &Path, len: u64) -> Result<u64, ConnectorError> {
+        let file = Arc::new(std::fs::OpenOptions::new().write(true).open(path).map_err(|e| local_error(path, e))?);
+        let ranges = self.page_ranges(blob).await?;
         let mut read = 0;
-        for (start, len) in ranges {
+        for (start, n) in ranges {
+            let end = (start + n).min(len);
             let mut at = start;
-            while at < start + len {
-                let n = MAX_PUT.min(start + len - at);
-                let data = self.read(blob, at, n).await?;
+            while at < end {
+                let step = MAX_PUT.min(end - at);
+                let data = self.read(blob, at, step).await?;
                 let file = file.clone();
+                // File writes stay off the async runtime's threads.
                 tokio::task::spawn_blocking(move || file.write_all_at(&data, at))
                     .await
-                    .map_err(|e| local("written", std::io::Error::other(e.to_string())))?
-                    .map_err(|e| local("written", e))?;
-                read += n;
-                at += n;
+                    .map_err(|e| local_error(path, std::io::Error::other(e.to_string())))?
+                    .map_err(|e| local_error(path, e))?;
+                read += step;
+                at += step;
             }
         }
-        let file2 = file.clone();
-        tokio::task::spawn_blocking(move || file2.sync_all())
+        let f = file.clone();
+        tokio::task::spawn_blocking(move || f.sync_all())
             .await
-            .map_err(|e| local("written", std::io::Error::other(e.to_string())))?
-            .map_err(|e| local("written", e))?;
+            .map_err(|e| local_error(path, std::io::Error::other(e.to_string())))?
+            .map_err(|e| local_error(path, e))?;
         Ok(read)
     }
 
@@ -591,6 +595,10 @@ impl Container {
         }
         ConnectorError::Unreachable { service: SERVICE, url: self.base.clone(), cause: transport_cause(e) }
     }
+}
+
+fn local_error(path: &Path, e: std::io::Error) -> ConnectorError {
+    ConnectorError::LocalDisk { path: path.display().to_string(), verb: "written", cause: e.to_string() }
 }
 
 fn unaligned(blob: &str, operation: &str, offset: u64, len: u64) -> ConnectorError {

@@ -14,6 +14,13 @@ use super::xml::{child, children, escape, find, text, xsi_type};
 use super::{http_client, transport_cause, ConnectorError, Thumbprint};
 
 const SERVICE: &str = "vCenter";
+/// The vim25 types of SCSI controllers a disk can hang off.
+const SCSI_CONTROLLERS: [&str; 4] = [
+    "ParaVirtualSCSIController",
+    "VirtualLsiLogicSASController",
+    "VirtualLsiLogicController",
+    "VirtualBusLogicController",
+];
 /// Objects per property-collector page: large inventories arrive in pages instead of one huge answer.
 const PAGE: u32 = 500;
 
@@ -124,6 +131,8 @@ pub struct Vm {
     pub disks: Vec<Disk>,
     /// Names of the VM's snapshots, the whole tree flattened.
     pub snapshots: Vec<String>,
+    /// Device keys of its SCSI controllers, where disks attach.
+    pub scsi_controllers: Vec<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,6 +145,28 @@ pub struct Disk {
     pub capacity_bytes: u64,
     /// A raw device mapping rather than a VMDK on a datastore.
     pub rdm: bool,
+    pub controller_key: i64,
+    pub unit_number: i64,
+}
+
+/// A VM to create on the primary site (an alternate-location failback).
+#[derive(Debug, Clone)]
+pub struct NewVm<'a> {
+    pub name: &'a str,
+    /// The ESXi host's name, as the inventory shows it.
+    pub host: &'a str,
+    /// The datastore's name; the VM's folder and files go there.
+    pub datastore: &'a str,
+    /// vSphere's guest OS identifier, e.g. `windows9Server64Guest`, `rhel8_64Guest`.
+    pub guest_id: &'a str,
+    pub cpus: u32,
+    pub memory_mb: u64,
+}
+
+struct Placement {
+    host: MoRef,
+    pool: MoRef,
+    folder: MoRef,
 }
 
 /// The service content's references the connector uses.
@@ -452,6 +483,164 @@ impl Vcenter {
         self.vm_task("PowerOffVM_Task", vm, "").await
     }
 
+    /// Creates an empty VM (a paravirtual SCSI controller, no disk) on `host`, its files on `datastore`, in the
+    /// datacenter's VM folder and the host's (or its cluster's) resource pool. Returns the new VM's id.
+    pub async fn create_vm(&self, vm: &NewVm<'_>) -> Result<String, ConnectorError> {
+        let op = "CreateVM_Task";
+        let place = self.placement(vm.host).await?;
+        let body = format!(
+            "<CreateVM_Task xmlns=\"urn:vim25\">{}<config><name>{}</name><guestId>{}</guestId>\
+             <files><vmPathName>[{}]</vmPathName></files><numCPUs>{}</numCPUs><memoryMB>{}</memoryMB>\
+             <deviceChange><operation>add</operation><device xsi:type=\"ParaVirtualSCSIController\"><key>-100</key>\
+             <busNumber>0</busNumber><sharedBus>noSharing</sharedBus></device></deviceChange></config>{}{}</CreateVM_Task>",
+            place.folder.xml("_this"),
+            escape(vm.name),
+            escape(vm.guest_id),
+            escape(vm.datastore),
+            vm.cpus,
+            vm.memory_mb,
+            place.pool.xml("pool"),
+            place.host.xml("host"),
+        );
+        let answer = self.call(op, &body).await?;
+        let task = {
+            let doc = parse(&answer, op)?;
+            find(doc.root(), "returnval").and_then(MoRef::from_node).ok_or_else(|| protocol(op, "no task"))?
+        };
+        let created = self.wait(&task, op, Duration::from_secs(600)).await?;
+        created.map(|m| m.id).ok_or_else(|| protocol(op, "the task succeeded without naming the new VM"))
+    }
+
+    /// Attaches an existing VMDK (`[datastore] folder/name.vmdk`, written by the master target) to a VM, on its
+    /// first SCSI controller's next free unit.
+    pub async fn attach_disk(&self, vm: &str, file: &str) -> Result<(), ConnectorError> {
+        let op = "ReconfigVM_Task";
+        let inv = self.inventory().await?;
+        let target = inv
+            .vms
+            .iter()
+            .find(|v| v.id == vm)
+            .ok_or_else(|| ConnectorError::NotFound { what: format!("the VM {vm} in vCenter"), hint: String::new() })?;
+        let controller = *target.scsi_controllers.first().ok_or_else(|| ConnectorError::Refused {
+            service: SERVICE,
+            operation: op.into(),
+            fault: "NoController".into(),
+            message: format!("{} has no SCSI controller to attach a disk to", target.name),
+        })?;
+        let used: Vec<i64> =
+            target.disks.iter().filter(|d| d.controller_key == controller).map(|d| d.unit_number).collect();
+        // Unit 7 is the controller's own.
+        let unit = (0..16).find(|u| *u != 7 && !used.contains(u)).ok_or_else(|| ConnectorError::Refused {
+            service: SERVICE,
+            operation: op.into(),
+            fault: "NoFreeUnit".into(),
+            message: format!("the SCSI controller of {} has no free unit", target.name),
+        })?;
+        let args = format!(
+            "<spec><deviceChange><operation>add</operation><device xsi:type=\"VirtualDisk\"><key>-1</key>\
+             <backing xsi:type=\"VirtualDiskFlatVer2BackingInfo\"><fileName>{}</fileName><diskMode>persistent</diskMode>\
+             </backing><controllerKey>{controller}</controllerKey><unitNumber>{unit}</unitNumber>\
+             <capacityInKB>0</capacityInKB></device></deviceChange></spec>",
+            escape(file)
+        );
+        self.vm_task(op, vm, &args).await
+    }
+
+    /// Detaches a disk from a VM and keeps its file (the replica stays on the datastore).
+    pub async fn detach_disk(&self, vm: &str, disk_key: i64) -> Result<(), ConnectorError> {
+        let args = format!(
+            "<spec><deviceChange><operation>remove</operation><device xsi:type=\"VirtualDisk\"><key>{disk_key}</key>\
+             <controllerKey>0</controllerKey><capacityInKB>0</capacityInKB></device></deviceChange></spec>"
+        );
+        self.vm_task("ReconfigVM_Task", vm, &args).await
+    }
+
+    /// Deletes a VM and the files in its folder (`Destroy_Task`); it must be powered off.
+    pub async fn destroy_vm(&self, vm: &str) -> Result<(), ConnectorError> {
+        self.vm_task("Destroy_Task", vm, "").await
+    }
+
+    /// Where a new VM on `host` goes: its datacenter's VM folder and the resource pool of its compute resource.
+    async fn placement(&self, host: &str) -> Result<Placement, ConnectorError> {
+        let op = "RetrievePropertiesEx";
+        let types = "<type>HostSystem</type><type>ComputeResource</type><type>ClusterComputeResource</type>\
+                     <type>Datacenter</type><type>Folder</type>";
+        let view = {
+            let body = self
+                .call(
+                    "CreateContainerView",
+                    &format!(
+                        "<CreateContainerView xmlns=\"urn:vim25\">{}{}{types}<recursive>true</recursive>\
+                         </CreateContainerView>",
+                        self.content.view_manager.xml("_this"),
+                        self.content.root_folder.xml("container")
+                    ),
+                )
+                .await?;
+            let doc = parse(&body, "CreateContainerView")?;
+            find(doc.root(), "returnval").and_then(MoRef::from_node).ok_or_else(|| protocol(op, "no view"))?
+        };
+        let spec = format!(
+            "<propSet><type>HostSystem</type><pathSet>name</pathSet><pathSet>parent</pathSet></propSet>\
+             <propSet><type>ComputeResource</type><pathSet>resourcePool</pathSet><pathSet>parent</pathSet></propSet>\
+             <propSet><type>Folder</type><pathSet>parent</pathSet></propSet>\
+             <propSet><type>Datacenter</type><pathSet>vmFolder</pathSet></propSet>\
+             <objectSet>{}<skip>true</skip><selectSet xsi:type=\"TraversalSpec\"><name>view</name>\
+             <type>ContainerView</type><path>view</path><skip>false</skip></selectSet></objectSet>",
+            view.xml("obj")
+        );
+        let pages = self.retrieve(&spec).await;
+        let _ = self
+            .call("DestroyView", &format!("<DestroyView xmlns=\"urn:vim25\">{}</DestroyView>", view.xml("_this")))
+            .await;
+        let pages = pages?;
+        let docs: Vec<Document> = pages.iter().map(|p| parse(p, op)).collect::<Result<_, _>>()?;
+        // Every object's properties by id, then walk host → compute resource → … → datacenter.
+        let mut objects: HashMap<String, (MoRef, HashMap<String, Option<MoRef>>, String)> = HashMap::new();
+        for doc in &docs {
+            for obj in doc.descendants().filter(|n| n.is_element() && n.tag_name().name() == "objects") {
+                let Some(r) = child(obj, "obj").and_then(MoRef::from_node) else { continue };
+                let mut props = HashMap::new();
+                let mut name = String::new();
+                for ps in children(obj, "propSet") {
+                    let val = child(ps, "val");
+                    if text(ps, "name") == "name" {
+                        name = val.and_then(|v| v.text()).unwrap_or("").to_owned();
+                    } else {
+                        props.insert(text(ps, "name").to_owned(), val.and_then(MoRef::from_node));
+                    }
+                }
+                objects.insert(r.id.clone(), (r, props, name));
+            }
+        }
+        let not_found =
+            || ConnectorError::NotFound { what: format!("the ESXi host {host} in vCenter"), hint: String::new() };
+        let (host_ref, host_props, _) =
+            objects.values().find(|(r, _, n)| r.kind == "HostSystem" && n == host).ok_or_else(not_found)?;
+        let compute = host_props.get("parent").cloned().flatten().ok_or_else(not_found)?;
+        let (_, compute_props, _) = objects.get(&compute.id).ok_or_else(not_found)?;
+        let pool = compute_props
+            .get("resourcePool")
+            .cloned()
+            .flatten()
+            .ok_or_else(|| protocol(op, "the host has no resource pool"))?;
+        let mut at = compute_props.get("parent").cloned().flatten();
+        for _ in 0..32 {
+            let Some(r) = at else { break };
+            let (_, props, _) = objects.get(&r.id).ok_or_else(not_found)?;
+            if r.kind == "Datacenter" {
+                let folder = props
+                    .get("vmFolder")
+                    .cloned()
+                    .flatten()
+                    .ok_or_else(|| protocol(op, "the datacenter has no VM folder"))?;
+                return Ok(Placement { host: host_ref.clone(), pool, folder });
+            }
+            at = props.get("parent").cloned().flatten();
+        }
+        Err(protocol(op, &format!("no datacenter above the host {host}")))
+    }
+
     async fn vm_task(&self, method: &str, vm: &str, args: &str) -> Result<(), ConnectorError> {
         let this = MoRef::new("VirtualMachine", vm).xml("_this");
         let body = self.call(method, &format!("<{method} xmlns=\"urn:vim25\">{this}{args}</{method}>")).await?;
@@ -459,14 +648,16 @@ impl Vcenter {
             let doc = parse(&body, method)?;
             find(doc.root(), "returnval").and_then(MoRef::from_node).ok_or_else(|| protocol(method, "no task"))?
         };
-        self.wait(&task, method, Duration::from_secs(600)).await
+        self.wait(&task, method, Duration::from_secs(600)).await.map(|_| ())
     }
 
     /// Waits for a task to end; its error becomes a refusal naming the operation, the fault and vCenter's message.
-    pub async fn wait(&self, task: &MoRef, operation: &str, limit: Duration) -> Result<(), ConnectorError> {
+    /// Returns the task's result when it is a managed object (the new VM of `CreateVM_Task`).
+    pub async fn wait(&self, task: &MoRef, operation: &str, limit: Duration) -> Result<Option<MoRef>, ConnectorError> {
         let started = Instant::now();
         let spec = format!(
-            "<propSet><type>Task</type><pathSet>info.state</pathSet><pathSet>info.error</pathSet></propSet>\
+            "<propSet><type>Task</type><pathSet>info.state</pathSet><pathSet>info.error</pathSet>\
+             <pathSet>info.result</pathSet></propSet>\
              <objectSet>{}<skip>false</skip></objectSet>",
             task.xml("obj")
         );
@@ -476,10 +667,12 @@ impl Vcenter {
             let doc = parse(&pages[0], operation)?;
             let mut state = String::new();
             let mut error = None;
+            let mut result = None;
             for ps in doc.descendants().filter(|n| n.is_element() && n.tag_name().name() == "propSet") {
                 let Some(val) = child(ps, "val") else { continue };
                 match text(ps, "name") {
                     "info.state" => state = val.text().unwrap_or("").to_owned(),
+                    "info.result" => result = MoRef::from_node(val),
                     "info.error" => {
                         let kind = child(val, "fault").map(xsi_type).unwrap_or("").to_owned();
                         error = Some((kind, text(val, "localizedMessage").to_owned()));
@@ -488,7 +681,7 @@ impl Vcenter {
                 }
             }
             match state.as_str() {
-                "success" => return Ok(()),
+                "success" => return Ok(result),
                 "error" => {
                     let (fault, message) = error.unwrap_or_default();
                     let message = if message.is_empty() { fault.clone() } else { message };
@@ -588,6 +781,14 @@ fn read_inventory(pages: &[String]) -> Result<Inventory, ConnectorError> {
                     "suspended" => PowerState::Suspended,
                     _ => PowerState::Off,
                 };
+                let controllers = prop(obj, "config.hardware.device")
+                    .map(|v| {
+                        v.children()
+                            .filter(|d| d.is_element() && SCSI_CONTROLLERS.contains(&xsi_type(*d)))
+                            .filter_map(|d| text(d, "key").parse().ok())
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 let disks = prop(obj, "config.hardware.device")
                     .map(|v| {
                         v.children()
@@ -612,6 +813,7 @@ fn read_inventory(pages: &[String]) -> Result<Inventory, ConnectorError> {
                     tools: value("guest.toolsRunningStatus"),
                     disks,
                     snapshots,
+                    scsi_controllers: controllers,
                 });
             }
             _ => {}
@@ -640,6 +842,8 @@ fn read_disk(device: Node) -> Disk {
         datastore,
         capacity_bytes: bytes.unwrap_or(kib * 1024),
         rdm: backing.is_some_and(|b| xsi_type(b).starts_with("VirtualDiskRawDiskMapping")),
+        controller_key: text(device, "controllerKey").parse().unwrap_or(0),
+        unit_number: text(device, "unitNumber").parse().unwrap_or(0),
     }
 }
 
