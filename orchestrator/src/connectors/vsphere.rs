@@ -163,6 +163,9 @@ pub struct NewVm<'a> {
     pub memory_mb: u64,
 }
 
+/// An object met while placing a VM: its reference, its reference-valued properties, its name.
+type Placed = (MoRef, HashMap<String, Option<MoRef>>, String);
+
 struct Placement {
     host: MoRef,
     pool: MoRef,
@@ -596,7 +599,7 @@ impl Vcenter {
         let pages = pages?;
         let docs: Vec<Document> = pages.iter().map(|p| parse(p, op)).collect::<Result<_, _>>()?;
         // Every object's properties by id, then walk host → compute resource → … → datacenter.
-        let mut objects: HashMap<String, (MoRef, HashMap<String, Option<MoRef>>, String)> = HashMap::new();
+        let mut objects: HashMap<String, Placed> = HashMap::new();
         for doc in &docs {
             for obj in doc.descendants().filter(|n| n.is_element() && n.tag_name().name() == "objects") {
                 let Some(r) = child(obj, "obj").and_then(MoRef::from_node) else { continue };
