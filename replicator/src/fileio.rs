@@ -159,10 +159,35 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> io::Result<()> {
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
+    sync_parent(path)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The folders this thread synced, so tests can check that a name change was made durable.
+    pub(crate) static SYNCED_DIRS: std::cell::RefCell<Vec<std::path::PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Makes the creation, removal or renaming of names in `path`'s folder durable: a file's own fsync does not cover
+/// its directory entry, so after a power cut a new file could be missing or a removed one back.
+pub fn sync_parent(path: &std::path::Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    File::open(dir)?.sync_all()?;
+    #[cfg(test)]
+    SYNCED_DIRS.with(|s| s.borrow_mut().push(dir.to_path_buf()));
     Ok(())
+}
+
+/// Removes `path` (absent is fine) and makes the removal durable.
+pub fn remove_durably(path: &std::path::Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => sync_parent(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Peak resident set size of this process, in bytes.

@@ -115,8 +115,13 @@ impl Journal {
     pub fn begin_cycle(&self) -> Result<Option<UndoLog>> {
         let Some(latest) = self.latest() else { return Ok(None) };
         let path = self.undo_path(latest.seq);
+        let existed = path.exists();
         let mut f =
             OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        if !existed {
+            // The log must still be there after a power cut once old bytes have gone into it and been overwritten.
+            fileio::sync_parent(&path).map_err(|e| Error::io(&path, e))?;
+        }
         // Keep the valid records, cut a torn tail left by a crash.
         let mut logged = HashSet::new();
         let valid_len = read_records(&mut f, &path, |block, _| {
@@ -150,11 +155,7 @@ impl Journal {
         self.save()?;
         for p in pruned {
             let path = self.undo_path(p.seq);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&path, e)),
-            }
+            fileio::remove_durably(&path).map_err(|e| Error::io(&path, e))?;
         }
         Ok(info)
     }
@@ -363,5 +364,22 @@ mod tests {
         let log = j.begin_cycle().unwrap().unwrap();
         assert!(log.contains(2));
         assert_eq!(std::fs::metadata(&p).unwrap().len(), full, "torn tail cut");
+    }
+
+    #[test]
+    fn a_new_undo_log_and_a_pruned_one_are_made_durable_in_their_folder() {
+        let synced = || crate::fileio::SYNCED_DIRS.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.commit_point(point("p1", 0), Retention::default(), 0).unwrap();
+        synced();
+        drop(j.begin_cycle().unwrap().unwrap());
+        assert_eq!(synced(), vec![dir.path().to_path_buf()], "the new undo log's name is durable before it is used");
+        drop(j.begin_cycle().unwrap().unwrap());
+        assert!(synced().is_empty(), "an existing log needs no folder sync");
+        j.commit_point(point("p2", 1), Retention { max_points: Some(1), max_age_ms: None }, 1).unwrap();
+        assert!(!dir.path().join("undo-1.log").exists());
+        // points.json's atomic replace, then the pruned log's removal.
+        assert_eq!(synced(), vec![dir.path().to_path_buf(), dir.path().to_path_buf()]);
     }
 }

@@ -721,7 +721,9 @@ fn target_inner(dst: &Path, tx: &Arc<Mutex<Tx>>, rx: &mut wire::Rx, opts: &Targe
     // From here on the bytes change: the table no longer describes them until the commit writes a new one, and an
     // interrupted cycle must be findable (a full copy resumes as a full copy even before its first checkpoint).
     if table.is_some() {
+        // Durably gone before the first byte changes: after a power cut a stale table must not describe new bytes.
         std::fs::remove_file(&table_path).map_err(|e| Error::io(&table_path, e))?;
+        fileio::sync_parent(&table_path).map_err(|e| Error::io(&table_path, e))?;
     }
     let write_cursor = |next_block: u64| -> Result<()> {
         let c =
@@ -840,11 +842,8 @@ fn target_inner(dst: &Path, tx: &Arc<Mutex<Tx>>, rx: &mut wire::Rx, opts: &Targe
                         opts.retention,
                         now_ms(),
                     )?;
-                    match std::fs::remove_file(&cursor_path) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(Error::io(&cursor_path, e)),
-                    }
+                    // Durably: a cursor back from a power cut would resume a cycle that has committed.
+                    fileio::remove_durably(&cursor_path).map_err(|e| Error::io(&cursor_path, e))?;
                     send(tx, &Frame::Committed { point_json: serde_json::to_string(&point).unwrap() })?;
                     return Ok(());
                 }
