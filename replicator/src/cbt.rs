@@ -3,8 +3,10 @@
 //! The file `<image>.homeward/cbt` holds a header (block size, disk size, the generation of the last committed
 //! cycle, a *clean* flag) and one bit per block. A writer clears *clean* durably before its first write and sets it
 //! again only after the bitmap is on disk, so after an unclean stop the bitmap is untrusted and the next cycle falls
-//! back to delta. Writes that bypass the tracker are caught by the data file's modification time, recorded at
-//! every flush: a different one makes the bitmap untrusted too. Whoever holds the tracker holds an exclusive lock on the file: a sync cycle and the guest's writer
+//! back to delta. Writes that bypass the tracker are caught by the data file's identity, recorded at every flush:
+//! its modification time, its change time (which `touch -d` cannot set back), its inode (a copy put in its place,
+//! even with `cp -p`) and its length; any difference makes the bitmap untrusted too. Left: a bypassing write within
+//! the same timestamp tick as the flush (the filesystem's timestamp granularity) is not seen. Whoever holds the tracker holds an exclusive lock on the file: a sync cycle and the guest's writer
 //! never run at the same moment, so a cycle reads a point-in-time image.
 
 use std::fs::OpenOptions;
@@ -15,8 +17,17 @@ use crate::hashes::Geometry;
 use crate::image::DiskImage;
 use crate::{Error, Result};
 
-const MAGIC: &[u8; 8] = b"HWCBT001";
-const HEADER: usize = 40;
+const MAGIC: &[u8; 8] = b"HWCBT002";
+const HEADER: usize = 64;
+
+/// What identifies the data file's content from outside: any write or replacement changes one of these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DataIdentity {
+    mtime_ns: u64,
+    ctime_ns: u64,
+    ino: u64,
+    len: u64,
+}
 
 pub struct ChangeTracker {
     lock: FileLock,
@@ -25,15 +36,21 @@ pub struct ChangeTracker {
     geom: Geometry,
     clean: bool,
     base_generation: u64,
-    /// The data file's mtime (ns) when the bitmap was last flushed.
-    data_mtime: u64,
+    /// The data file's identity when the bitmap was last flushed.
+    data_id: DataIdentity,
     bits: Vec<u8>,
 }
 
-fn mtime_ns(path: &Path) -> Result<u64> {
+fn identity(path: &Path) -> Result<DataIdentity> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    Ok((m.mtime() as u64).wrapping_mul(1_000_000_000).wrapping_add(m.mtime_nsec() as u64))
+    let ns = |s: i64, n: i64| (s as u64).wrapping_mul(1_000_000_000).wrapping_add(n as u64);
+    Ok(DataIdentity {
+        mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+        ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        ino: m.ino(),
+        len: m.len(),
+    })
 }
 
 impl ChangeTracker {
@@ -58,11 +75,12 @@ impl ChangeTracker {
             let clean = raw[12] == 1;
             let base = u64::from_le_bytes(raw[16..24].try_into().unwrap());
             let size = u64::from_le_bytes(raw[24..32].try_into().unwrap());
-            let mtime = u64::from_le_bytes(raw[32..40].try_into().unwrap());
-            (block_size, clean, base, size, mtime)
+            let word = |at: usize| u64::from_le_bytes(raw[at..at + 8].try_into().unwrap());
+            let id = DataIdentity { mtime_ns: word(32), ctime_ns: word(40), ino: word(48), len: word(56) };
+            (block_size, clean, base, size, id)
         });
         let data_path = image.data_path.clone();
-        let now_mtime = mtime_ns(&data_path)?;
+        let now_id = identity(&data_path)?;
         let mut t = ChangeTracker {
             lock,
             path,
@@ -70,15 +88,15 @@ impl ChangeTracker {
             geom,
             clean: true,
             base_generation: 0,
-            data_mtime: now_mtime,
+            data_id: now_id,
             bits: vec![0; nbytes],
         };
         match parsed {
-            Some((bs, clean, base, size, mtime)) if bs == geom.block_size && size == geom.size => {
-                // Someone wrote the disk without going through the tracker: its bitmap misses those writes.
-                t.clean = clean && mtime == now_mtime;
+            Some((bs, clean, base, size, id)) if bs == geom.block_size && size == geom.size => {
+                // Someone wrote or replaced the disk without going through the tracker: its bitmap misses those.
+                t.clean = clean && id == now_id;
                 t.base_generation = base;
-                t.data_mtime = mtime;
+                t.data_id = id;
                 t.bits.copy_from_slice(&raw[HEADER..]);
             }
             _ => t.write_all()?,
@@ -113,7 +131,7 @@ impl ChangeTracker {
     /// Persists the bitmap, then declares it clean. Call after the data writes are durable.
     pub fn flush(&mut self) -> Result<()> {
         self.clean = true;
-        self.data_mtime = mtime_ns(&self.data_path)?;
+        self.data_id = identity(&self.data_path)?;
         self.write_all()
     }
 
@@ -126,7 +144,7 @@ impl ChangeTracker {
         self.bits.fill(0);
         self.base_generation = generation;
         self.clean = true;
-        self.data_mtime = mtime_ns(&self.data_path)?;
+        self.data_id = identity(&self.data_path)?;
         self.write_all()
     }
 
@@ -137,7 +155,10 @@ impl ChangeTracker {
         h[12] = self.clean as u8;
         h[16..24].copy_from_slice(&self.base_generation.to_le_bytes());
         h[24..32].copy_from_slice(&self.geom.size.to_le_bytes());
-        h[32..40].copy_from_slice(&self.data_mtime.to_le_bytes());
+        h[32..40].copy_from_slice(&self.data_id.mtime_ns.to_le_bytes());
+        h[40..48].copy_from_slice(&self.data_id.ctime_ns.to_le_bytes());
+        h[48..56].copy_from_slice(&self.data_id.ino.to_le_bytes());
+        h[56..64].copy_from_slice(&self.data_id.len.to_le_bytes());
         h
     }
 
@@ -202,5 +223,41 @@ mod tests {
         fileio::write_at(&img.open_data_rw().unwrap(), b"behind its back", 0).unwrap();
         let t = ChangeTracker::open(&img, g).unwrap();
         assert_eq!(t.trusted_generation(), None, "a write that bypassed the tracker makes it untrusted");
+    }
+
+    #[test]
+    fn a_bypassing_write_hidden_by_touch_or_a_copy_with_the_same_times_is_still_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = DiskImage::create(&dir.path().join("s.img"), Format::Raw, 1 << 20).unwrap();
+        let g = Geometry::new(img.size, 4096).unwrap();
+        let mut t = ChangeTracker::open(&img, g).unwrap();
+        t.reset(7).unwrap();
+        drop(t);
+        let modified = std::fs::metadata(&img.data_path).unwrap().modified().unwrap();
+        // A write, then its mtime set back as `touch -d` would: the change time still moves.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let f = img.open_data_rw().unwrap();
+        fileio::write_at(&f, b"behind its back", 4096).unwrap();
+        f.set_modified(modified).unwrap();
+        drop(f);
+        assert_eq!(std::fs::metadata(&img.data_path).unwrap().modified().unwrap(), modified);
+        assert_eq!(ChangeTracker::open(&img, g).unwrap().trusted_generation(), None, "touch -d does not hide a write");
+
+        // A copy put in its place with the same times (`cp -p`): another inode.
+        let mut t = ChangeTracker::open(&img, g).unwrap();
+        t.reset(8).unwrap();
+        drop(t);
+        let modified = std::fs::metadata(&img.data_path).unwrap().modified().unwrap();
+        let copy = dir.path().join("copy.img");
+        std::fs::copy(&img.data_path, &copy).unwrap();
+        std::fs::File::options().write(true).open(&copy).unwrap().set_modified(modified).unwrap();
+        std::fs::rename(&copy, &img.data_path).unwrap();
+        assert_eq!(ChangeTracker::open(&img, g).unwrap().trusted_generation(), None, "a copy in its place is seen");
+
+        // Untouched, it stays trusted.
+        let mut t = ChangeTracker::open(&img, g).unwrap();
+        t.reset(9).unwrap();
+        drop(t);
+        assert_eq!(ChangeTracker::open(&img, g).unwrap().trusted_generation(), Some(9));
     }
 }
