@@ -346,6 +346,20 @@ pub fn location_for(item: &ReplicatedItem) -> Location {
 }
 
 /// Dry run: evaluates every rule for `op` on `item` with `req` and describes the job. Pure.
+/// Whether `op`'s dry run quotes bytes to move (and so needs the disks read): the two reprotects, which copy whole
+/// disks between the sites. Failover, commit, cancel and change of recovery point work on what is already there.
+pub fn moves_disks(op: Operation) -> bool {
+    match op {
+        Operation::Reprotect | Operation::ReprotectToCloud => true,
+        Operation::Failover
+        | Operation::Commit
+        | Operation::CancelFailover
+        | Operation::ChangeRecoveryPoint
+        | Operation::FailoverToCloud
+        | Operation::CommitInCloud => false,
+    }
+}
+
 pub fn dry_run(
     item: &ReplicatedItem,
     inv: &Inventory,

@@ -144,25 +144,36 @@ impl Service {
         Ok(self.estate.update(|doc| knobs.apply(doc)).await?)
     }
 
-    fn estimate(&self, rec: &ItemRecord) -> DataEstimate {
-        let mut est = DataEstimate::default();
-        let mut changed = 0u64;
-        let mut known = true;
-        for (i, c) in rec.cloud_disks.iter().enumerate() {
-            let cloud = self.estate.path(c);
-            // A full copy sends every block holding allocated data.
-            if let Ok(bytes) = replicator::sync::estimate_full(&cloud, BLOCK_SIZE) {
-                est.allocated_bytes += bytes;
-            }
-            match rec.onprem_disks.get(i).map(|d| self.estate.path(d)) {
-                Some(onprem) if onprem.exists() => {
-                    changed += replicator::sync::estimate_changes(&cloud, &onprem, BLOCK_SIZE).unwrap_or(0)
+    /// What a reprotect would move, read from the disks: on a blocking thread (it hashes both sides of each disk),
+    /// never on the web runtime's threads.
+    async fn estimate(&self, rec: &ItemRecord) -> DataEstimate {
+        let disks: Vec<(std::path::PathBuf, Option<std::path::PathBuf>)> = rec
+            .cloud_disks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (self.estate.path(c), rec.onprem_disks.get(i).map(|d| self.estate.path(d))))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let mut est = DataEstimate::default();
+            let mut changed = 0u64;
+            let mut known = true;
+            for (cloud, onprem) in &disks {
+                // A full copy sends every block holding allocated data.
+                if let Ok(bytes) = replicator::sync::estimate_full(cloud, BLOCK_SIZE) {
+                    est.allocated_bytes += bytes;
                 }
-                _ => known = false,
+                match onprem {
+                    Some(onprem) if onprem.exists() => {
+                        changed += replicator::sync::estimate_changes(cloud, onprem, BLOCK_SIZE).unwrap_or(0)
+                    }
+                    _ => known = false,
+                }
             }
-        }
-        est.changed_bytes = known.then_some(changed);
-        est
+            est.changed_bytes = known.then_some(changed);
+            est
+        })
+        .await
+        .unwrap_or_default()
     }
 
     pub async fn dry_run(&self, id: &str, op: Operation, req: &Request) -> Result<Plan, ServiceError> {
@@ -170,7 +181,9 @@ impl Service {
         let item = self.estate.view(&doc, id, (self.clock)())?;
         let rec = doc.items.iter().find(|r| r.item.id == id).expect("view found it");
         let ctx = self.context(id).await?;
-        Ok(lifecycle::dry_run(&item, &doc.inventory, op, req, &ctx, &self.estimate(rec)))
+        // Only the operations that copy whole disks quote bytes and an ETA; the others answer without reading disks.
+        let est = if lifecycle::moves_disks(op) { self.estimate(rec).await } else { DataEstimate::default() };
+        Ok(lifecycle::dry_run(&item, &doc.inventory, op, req, &ctx, &est))
     }
 
     /// Starts `op` on the item as a job, or refuses with every rule that blocks it. Idempotent per key.

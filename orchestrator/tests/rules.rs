@@ -637,3 +637,11 @@ fn allowed_operations_lists_only_what_the_state_allows_and_says_why_for_the_rest
     let ops = allowed_operations(&protected, &inventory(), &ctx());
     assert!(ops.iter().any(|(op, r)| *op == Operation::Failover && r.is_empty()));
 }
+
+/// Only the reprotects quote bytes to move, so only their dry runs read the disks; commit, cancel, failover and a
+/// change of point answer from the state alone.
+#[test]
+fn only_the_reprotects_dry_runs_read_the_disks() {
+    let reading: Vec<Operation> = OPERATIONS.into_iter().filter(|op| moves_disks(*op)).collect();
+    assert_eq!(reading, vec![Operation::Reprotect, Operation::ReprotectToCloud]);
+}
