@@ -16,7 +16,7 @@ mod tls;
 pub mod vsphere;
 mod xml;
 
-pub use tls::Thumbprint;
+pub use tls::{provider, Thumbprint};
 
 /// What went wrong talking to a site's API, in the words an administrator acts on. No variant carries a password,
 /// key or SAS token.

@@ -49,8 +49,41 @@ pub(crate) fn sha1_thumbprint(der: &[u8]) -> String {
 /// The thumbprint of the last certificate refused, so the error can show the administrator what to check.
 pub(crate) type Seen = Arc<Mutex<Option<String>>>;
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+/// The crypto every TLS client of Homeward uses (ring: no cmake or nasm to build).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The handshake-signature half of a `ServerCertVerifier`, the same for every verifier that decides only which
+/// certificate to trust (a pinned thumbprint here, the vault's CA for agents): the signatures are checked with
+/// [`provider`]'s algorithms.
+#[macro_export]
+macro_rules! signature_checks {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            let algorithms = $crate::connectors::provider().signature_verification_algorithms;
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &rustls::pki_types::CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            let algorithms = $crate::connectors::provider().signature_verification_algorithms;
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            $crate::connectors::provider().signature_verification_algorithms.supported_schemes()
+        }
+    };
 }
 
 /// A client config that accepts exactly the certificate with `pin`; with no pin it accepts none, so the first
@@ -106,27 +139,7 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &provider().signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &provider().signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        provider().signature_verification_algorithms.supported_schemes()
-    }
+    crate::signature_checks!();
 }
 
 #[cfg(test)]

@@ -418,6 +418,38 @@ impl Vcenter {
         }
     }
 
+    /// The properties `props` (`<propSet>`s) of every object of `types` in the inventory: a container view over the
+    /// root folder, one property-collector retrieval through it (all pages), and the view released whatever happened.
+    async fn retrieve_everywhere(&self, types: &[&str], props: &str) -> Result<Vec<String>, ConnectorError> {
+        let op = "CreateContainerView";
+        let types: String = types.iter().map(|t| format!("<type>{t}</type>")).collect();
+        let view = {
+            let body = self
+                .call(
+                    op,
+                    &format!(
+                        "<CreateContainerView xmlns=\"urn:vim25\">{}{}{types}<recursive>true</recursive>\
+                         </CreateContainerView>",
+                        self.content.view_manager.xml("_this"),
+                        self.content.root_folder.xml("container")
+                    ),
+                )
+                .await?;
+            let doc = parse(&body, op)?;
+            find(doc.root(), "returnval").and_then(MoRef::from_node).ok_or_else(|| protocol(op, "no view"))?
+        };
+        let spec = format!(
+            "{props}<objectSet>{}<skip>true</skip><selectSet xsi:type=\"TraversalSpec\"><name>view</name>\
+             <type>ContainerView</type><path>view</path><skip>false</skip></selectSet></objectSet>",
+            view.xml("obj")
+        );
+        let pages = self.retrieve(&spec).await;
+        // The view is a server-side object of this session: release it whatever the retrieval gave.
+        let destroy = format!("<DestroyView xmlns=\"urn:vim25\">{}</DestroyView>", view.xml("_this"));
+        let _ = self.call("DestroyView", &destroy).await;
+        pages
+    }
+
     /// The inventory the workflows need, in one pass of the property collector over a container view.
     pub async fn inventory(&self) -> Result<Inventory, ConnectorError> {
         const TYPES: [(&str, &[&str]); 7] = [
@@ -439,23 +471,7 @@ impl Vcenter {
             ),
             ("ComputeResource", &["name"]),
         ];
-        let types: String = TYPES.iter().map(|(t, _)| format!("<type>{t}</type>")).collect();
-        let op = "CreateContainerView";
-        let view = {
-            let body = self
-                .call(
-                    op,
-                    &format!(
-                        "<CreateContainerView xmlns=\"urn:vim25\">{}{}{types}<recursive>true</recursive>\
-                         </CreateContainerView>",
-                        self.content.view_manager.xml("_this"),
-                        self.content.root_folder.xml("container")
-                    ),
-                )
-                .await?;
-            let doc = parse(&body, op)?;
-            find(doc.root(), "returnval").and_then(MoRef::from_node).ok_or_else(|| protocol(op, "no view"))?
-        };
+        let types: Vec<&str> = TYPES.iter().map(|(t, _)| *t).collect();
         let props: String = TYPES
             .iter()
             .map(|(t, paths)| {
@@ -463,17 +479,8 @@ impl Vcenter {
                 format!("<propSet><type>{t}</type>{paths}</propSet>")
             })
             .collect();
-        let spec = format!(
-            "{props}<objectSet>{}<skip>true</skip><selectSet xsi:type=\"TraversalSpec\"><name>view</name>\
-             <type>ContainerView</type><path>view</path><skip>false</skip></selectSet></objectSet>",
-            view.xml("obj")
-        );
-        let pages = self.retrieve(&spec).await;
-        // The view is a server-side object of this session: release it whatever the retrieval gave.
-        let _ = self
-            .call("DestroyView", &format!("<DestroyView xmlns=\"urn:vim25\">{}</DestroyView>", view.xml("_this")))
-            .await;
-        read_inventory(&pages?)
+        let pages = self.retrieve_everywhere(&types, &props).await?;
+        read_inventory(&pages)
     }
 
     /// Powers a VM on and waits for the task.
@@ -566,37 +573,12 @@ impl Vcenter {
     /// Where a new VM on `host` goes: its datacenter's VM folder and the resource pool of its compute resource.
     async fn placement(&self, host: &str) -> Result<Placement, ConnectorError> {
         let op = "RetrievePropertiesEx";
-        let types = "<type>HostSystem</type><type>ComputeResource</type><type>ClusterComputeResource</type>\
-                     <type>Datacenter</type><type>Folder</type>";
-        let view = {
-            let body = self
-                .call(
-                    "CreateContainerView",
-                    &format!(
-                        "<CreateContainerView xmlns=\"urn:vim25\">{}{}{types}<recursive>true</recursive>\
-                         </CreateContainerView>",
-                        self.content.view_manager.xml("_this"),
-                        self.content.root_folder.xml("container")
-                    ),
-                )
-                .await?;
-            let doc = parse(&body, "CreateContainerView")?;
-            find(doc.root(), "returnval").and_then(MoRef::from_node).ok_or_else(|| protocol(op, "no view"))?
-        };
-        let spec = format!(
-            "<propSet><type>HostSystem</type><pathSet>name</pathSet><pathSet>parent</pathSet></propSet>\
-             <propSet><type>ComputeResource</type><pathSet>resourcePool</pathSet><pathSet>parent</pathSet></propSet>\
-             <propSet><type>Folder</type><pathSet>parent</pathSet></propSet>\
-             <propSet><type>Datacenter</type><pathSet>vmFolder</pathSet></propSet>\
-             <objectSet>{}<skip>true</skip><selectSet xsi:type=\"TraversalSpec\"><name>view</name>\
-             <type>ContainerView</type><path>view</path><skip>false</skip></selectSet></objectSet>",
-            view.xml("obj")
-        );
-        let pages = self.retrieve(&spec).await;
-        let _ = self
-            .call("DestroyView", &format!("<DestroyView xmlns=\"urn:vim25\">{}</DestroyView>", view.xml("_this")))
-            .await;
-        let pages = pages?;
+        let props = "<propSet><type>HostSystem</type><pathSet>name</pathSet><pathSet>parent</pathSet></propSet>\
+                     <propSet><type>ComputeResource</type><pathSet>resourcePool</pathSet><pathSet>parent</pathSet>\
+                     </propSet><propSet><type>Folder</type><pathSet>parent</pathSet></propSet>\
+                     <propSet><type>Datacenter</type><pathSet>vmFolder</pathSet></propSet>";
+        let types = ["HostSystem", "ComputeResource", "ClusterComputeResource", "Datacenter", "Folder"];
+        let pages = self.retrieve_everywhere(&types, props).await?;
         let docs: Vec<Document> = pages.iter().map(|p| parse(p, op)).collect::<Result<_, _>>()?;
         // Every object's properties by id, then walk host → compute resource → … → datacenter.
         let mut objects: HashMap<String, Placed> = HashMap::new();
