@@ -785,12 +785,9 @@ pub async fn connections() -> Result<Vec<ConnectionRow>, ServerFnError> {
                     .collect();
                 r.vms = i.vms.into_iter().map(|v| (v.name, v.power, v.host.unwrap_or_default(), v.disks)).collect();
             }
-            Some(Snapshot::StorageAccount { account, blobs }) => {
-                r.summary = format!(
-                    "storage account {account}: {} disk blob{} in the container",
-                    blobs.len(),
-                    plural(blobs.len())
-                );
+            Some(Snapshot::StorageAccount { account, blobs, blob_count }) => {
+                let n = blob_count.max(blobs.len());
+                r.summary = format!("storage account {account}: {n} disk blob{} in the container", plural(n));
                 r.blobs = blobs;
             }
             None => {}

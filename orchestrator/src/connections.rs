@@ -115,9 +115,21 @@ impl ConnectionKind {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Snapshot {
-    Vcenter { about: AboutView, inventory: InventoryView },
-    StorageAccount { account: String, blobs: Vec<String> },
+    Vcenter {
+        about: AboutView,
+        inventory: InventoryView,
+    },
+    /// `blobs`: the first [`BLOBS_KEPT`] names, in the service's order; `blob_count`: all of them.
+    StorageAccount {
+        account: String,
+        blobs: Vec<String>,
+        #[serde(default)]
+        blob_count: usize,
+    },
 }
+
+/// Blob names kept per check: enough to recognise a VM's disks, bounded for a container shared by thousands.
+pub const BLOBS_KEPT: usize = 1000;
 
 /// [`About`] as stored (the connector's types are for the wire to vCenter, these for ours).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -459,8 +471,10 @@ async fn check(p: &Parsed) -> Result<Snapshot, ConnectorError> {
         ConnectionKind::StorageAccount => {
             let container = storage(p)?;
             container.probe().await?;
-            let blobs = container.list().await?;
-            Ok(Snapshot::StorageAccount { account: container.account().to_owned(), blobs })
+            let mut blobs = container.list().await?;
+            let blob_count = blobs.len();
+            blobs.truncate(BLOBS_KEPT);
+            Ok(Snapshot::StorageAccount { account: container.account().to_owned(), blobs, blob_count })
         }
     }
 }

@@ -545,7 +545,7 @@ fn print_connection(c: &Value) {
         Some("storage-account") => println!(
             "  account {}: {} blob(s) in the container",
             inv["account"].as_str().unwrap_or(""),
-            inv["blobs"].as_array().map_or(0, Vec::len)
+            inv["blob_count"].as_u64().unwrap_or(0).max(inv["blobs"].as_array().map_or(0, Vec::len) as u64)
         ),
         _ => {}
     }
