@@ -502,6 +502,146 @@ impl Api {
 /// An Administrator connects the real APIs of both sites (govmomi's vCenter simulator, Azurite): each mistake is a
 /// 4xx that says what to fix, the inventory shows, a lost vCenter shows as failing, and no credential comes back in
 /// an answer, the audit log or the database file.
+/// Accounts through the API (issue 12 §6): an Administrator lists, creates (a generated password is answered once),
+/// changes roles, disables, enables and signs accounts out everywhere; the last enabled Administrator can be neither
+/// demoted nor disabled; anyone changes their own password, which ends their other sessions; no password reaches an
+/// answer's list, or the audit log.
+#[tokio::test]
+async fn accounts_are_managed_through_the_api_and_a_password_change_ends_other_sessions() {
+    let portal = Portal::start(&[]);
+    let base = portal.url.trim_end_matches('/').to_owned();
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
+    let anon = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let sign_in = |name: &'static str, password: String| {
+        let (anon, base) = (anon.clone(), base.clone());
+        async move {
+            let r = anon
+                .post(format!("{base}/auth/login"))
+                .header("origin", &base)
+                .form(&[("name", name), ("password", password.as_str()), ("next", "/")])
+                .send()
+                .await
+                .unwrap();
+            r.headers().get("set-cookie").map(|c| c.to_str().unwrap().split(';').next().unwrap().to_owned())
+        }
+    };
+    let me_with_cookie = |cookie: String| {
+        let (anon, base) = (anon.clone(), base.clone());
+        async move { anon.get(format!("{base}/api/v1/me")).header("cookie", cookie).send().await.unwrap().status().as_u16() }
+    };
+
+    // Create: a generated password, answered once; a chosen one is not echoed.
+    let (status, v, _) = api.post("accounts", r#"{"name": "olga", "role": "operator"}"#, None).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["account"]["role"], "operator", "{v}");
+    let olga_pw = v["password"].as_str().expect("a generated password").to_owned();
+    assert!(olga_pw.len() >= 12, "{v}");
+    let (status, v, _) =
+        api.post("accounts", r#"{"name": "rita", "role": "reader", "password": "rita-password-1"}"#, None).await;
+    assert_eq!(status, 201, "{v}");
+    assert!(v.get("password").is_none(), "a chosen password is never echoed: {v}");
+    for (body, want, says) in [
+        (r#"{"name": "olga", "role": "reader"}"#, 409, "already exists"),
+        (r#"{"name": "ivan", "role": "reader", "pasword": "x"}"#, 400, "pasword"),
+        (r#"{"name": "ivan", "role": "root"}"#, 422, "root"),
+        (r#"{"name": "ivan", "role": "reader", "password": "short"}"#, 422, "12 characters"),
+        ("not json", 400, "not JSON"),
+    ] {
+        let (status, v, _) = api.post("accounts", body, None).await;
+        assert_eq!(status, want, "{body}: {v}");
+        assert!(v["message"].as_str().unwrap().contains(says), "{body}: {v}");
+    }
+
+    // The list: roles and live sign-ins, never a secret; Readers may not see it, nor change anything.
+    let olga_cookie = sign_in("olga", olga_pw.clone()).await.expect("olga signs in with the generated password");
+    let (status, v) = api.get("accounts").await;
+    assert_eq!(status, 200, "{v}");
+    let list = v["accounts"].as_array().unwrap();
+    let names: Vec<&str> = list.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["admin", "olga", "rita"], "{v}");
+    let olga = list.iter().find(|a| a["name"] == "olga").unwrap();
+    assert_eq!((olga["role"].as_str(), olga["sessions"].as_u64(), olga["disabled_at"].as_u64()), (Some("operator"), Some(1), None));
+    assert!(!v.to_string().contains(&olga_pw) && !v.to_string().contains("argon2"), "{v}");
+    let rita = Api { base: api.base.clone(), http: common::client_with_token(&common::token_for(&portal.data_dir, "rita")) };
+    assert_eq!(rita.get("accounts").await.0, 403);
+    let (status, v, _) = rita.post("accounts/olga/disable", "", None).await;
+    assert_eq!(status, 403, "{v}");
+
+    // Roles: a change applies to the next request; the last enabled Administrator keeps its role.
+    let (status, v, _) = api.post("accounts/rita/role", r#"{"role": "operator"}"#, None).await;
+    assert_eq!((status, v["account"]["role"].as_str()), (200, Some("operator")), "{v}");
+    let (_, me) = rita.get("me").await;
+    assert_eq!(me["role"], "operator", "{me}");
+    let (status, v, _) = api.post("accounts/admin/role", r#"{"role": "operator"}"#, None).await;
+    assert_eq!((status, v["code"].as_str()), (409, Some("last-administrator")), "{v}");
+    assert_eq!(api.post("accounts/admin/disable", "", None).await.0, 409);
+    let (status, v, _) = api.post("accounts/nobody/disable", "", None).await;
+    assert_eq!(status, 404, "{v}");
+    let (status, v, _) = api.post("accounts/olga/promote", "", None).await;
+    assert_eq!(status, 404, "{v}");
+    let (status, v, _) = api.post("accounts/olga/disable", r#"{"now": true}"#, None).await;
+    assert_eq!(status, 400, "{v}");
+
+    // Disable shuts every door until enabled; revoke signs out but keeps the password.
+    let (status, v, _) = api.post("accounts/olga/disable", "", None).await;
+    assert_eq!((status, v["sessions_ended"].as_u64()), (200, Some(1)), "{v}");
+    assert_eq!(me_with_cookie(olga_cookie.clone()).await, 401);
+    assert!(sign_in("olga", olga_pw.clone()).await.is_none(), "a disabled account cannot sign in");
+    let (_, v) = api.get("accounts").await;
+    assert!(v["accounts"][1]["disabled_at"].as_u64().is_some(), "{v}");
+    assert_eq!(api.post("accounts/olga/enable", "", None).await.0, 200);
+    let olga_cookie = sign_in("olga", olga_pw.clone()).await.expect("enabled: the password works again");
+    let (status, v, _) = api.post("accounts/olga/revoke", "{}", None).await;
+    assert_eq!((status, v["sessions_ended"].as_u64()), (200, Some(1)), "{v}");
+    assert_eq!(me_with_cookie(olga_cookie).await, 401);
+
+    // Her own password: the current one is checked; her other sessions end, the one she changes it from stays.
+    let laptop = sign_in("olga", olga_pw.clone()).await.unwrap();
+    let phone = sign_in("olga", olga_pw.clone()).await.unwrap();
+    let change = |cookie: String, body: Value| {
+        let (anon, base) = (anon.clone(), base.clone());
+        async move {
+            let r = anon
+                .post(format!("{base}/api/v1/me/password"))
+                .header("cookie", cookie)
+                .header("origin", &base)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let new_pw = "olga-new-password-2026";
+    let (status, v) = change(laptop.clone(), json!({"current_password": "not-hers-at-all", "new_password": new_pw})).await;
+    assert_eq!(status, 422, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("current password is wrong"), "{v}");
+    let (status, v) = change(laptop.clone(), json!({"current_password": olga_pw, "new_password": "short"})).await;
+    assert_eq!(status, 422, "{v}");
+    let (status, v) = change(laptop.clone(), json!({"current_password": olga_pw, "new_password": new_pw})).await;
+    assert_eq!((status, v["sessions_ended"].as_u64()), (200, Some(1)), "{v}");
+    assert_eq!(me_with_cookie(laptop).await, 200, "the session it was changed from stays");
+    assert_eq!(me_with_cookie(phone).await, 401, "the other session ended");
+    assert!(sign_in("olga", olga_pw.clone()).await.is_none(), "the old password no longer signs in");
+    assert!(sign_in("olga", new_pw.to_owned()).await.is_some());
+
+    // Every change is audited, under the account acted on, without a password.
+    let (_, log) = api.get("audit").await;
+    let actions: Vec<String> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target"] == "olga" && e["action"].as_str().unwrap().starts_with(|c| c == 'a' || c == 'p'))
+        .map(|e| format!("{} {}", e["action"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
+        .collect();
+    for want in ["account-create applied", "account-disable applied", "account-enable applied", "account-revoke applied",
+                 "password-change failed", "password-change applied"] {
+        assert!(actions.iter().any(|a| a == want), "{want} in {actions:?}");
+    }
+    let text = log.to_string();
+    assert!(!text.contains(&olga_pw) && !text.contains(new_pw) && !text.contains("rita-password-1"), "{log}");
+}
+
 #[tokio::test]
 async fn site_connections_are_checked_against_the_real_apis_and_keep_their_secrets() {
     let vcsim = emulators::Vcsim::start();

@@ -117,6 +117,16 @@ async fn sign_in(c: &Client, base: &str, user: &str, path: &str) {
     assert_eq!(me.as_deref(), Some(user));
 }
 
+/// A fresh vault, and a browser signed in as its Administrator on `path` (light, 1280 px).
+async fn admin_on(path: &str) -> (Portal, ChromeDriver, Client) {
+    let portal = Portal::start(&[]);
+    let driver = ChromeDriver::start();
+    let c = driver.session(1280, false).await;
+    c.goto(&portal.url).await.unwrap();
+    sign_in(&c, &portal.url, "admin", path).await;
+    (portal, driver, c)
+}
+
 async fn wait_css(c: &Client, css: &str, secs: u64) -> fantoccini::elements::Element {
     match c.wait().at_most(Duration::from_secs(secs)).for_element(Locator::Css(css)).await {
         Ok(e) => e,
@@ -541,6 +551,7 @@ async fn screenshots_of_every_page_light_and_dark() {
         ("job", format!("/jobs/{job}")),
         ("infrastructure", "/infrastructure".to_owned()),
         ("audit", "/audit".to_owned()),
+        ("accounts", "/accounts".to_owned()),
     ];
     let driver = ChromeDriver::start();
     for (dark, width) in [(false, 1280), (true, 1280), (true, 390)] {
@@ -615,11 +626,7 @@ async fn an_agent_is_enrolled_and_revoked_from_the_infrastructure_page() {
     if !e2e_enabled() {
         return;
     }
-    let portal = Portal::start(&[]);
-    let driver = ChromeDriver::start();
-    let c = driver.session(1280, false).await;
-    c.goto(&portal.url).await.unwrap();
-    sign_in(&c, &portal.url, "admin", "/infrastructure").await;
+    let (portal, _driver, c) = admin_on("/infrastructure").await;
     assert!(text(&c, r#"[data-testid="agents"]"#).await.contains("No agent is enrolled yet"));
     type_into(&c, r#"[data-testid="enroll-agent"] input[name="name"]"#, "mt-lab").await;
     click(&c, r#"[data-testid="enroll-agent"] button[type="submit"]"#).await;
@@ -706,11 +713,7 @@ async fn a_vcenter_is_connected_from_the_infrastructure_page() {
         return;
     }
     let vcsim = emulators::Vcsim::start();
-    let portal = Portal::start(&[]);
-    let driver = ChromeDriver::start();
-    let c = driver.session(1280, false).await;
-    c.goto(&portal.url).await.unwrap();
-    sign_in(&c, &portal.url, "admin", "/infrastructure").await;
+    let (portal, _driver, c) = admin_on("/infrastructure").await;
     assert!(text(&c, r#"[data-testid="connections"]"#)
         .await
         .contains("No vCenter or storage account is connected yet"));
@@ -742,5 +745,66 @@ async fn a_vcenter_is_connected_from_the_infrastructure_page() {
     }
     let v = api(&portal, "GET", "connections", Value::Null).await;
     assert_eq!(v["connections"], json!([]));
+    c.close().await.unwrap();
+}
+
+/// The accounts page (issue 12 §6): an Administrator adds an account (its generated password shown once), changes its
+/// role, disables it after confirming, and changes their own password; the vault agrees through the API.
+#[tokio::test]
+async fn accounts_are_managed_from_the_accounts_page() {
+    if !e2e_enabled() {
+        return;
+    }
+    let (portal, _driver, c) = admin_on("/accounts").await;
+    let form = r#"[data-testid="add-account"]"#;
+    type_into(&c, &format!(r#"{form} input[name="name"]"#), "olga").await;
+    choose(&c, &format!(r#"{form} select[name="role"]"#), "operator").await;
+    click(&c, &format!(r#"{form} button[type="submit"]"#)).await;
+    let shown = text(&c, r#"[data-testid="generated-password"] code"#).await;
+    assert_eq!(shown.len(), 20, "a generated password: {shown}");
+    let row = r#"[data-testid="account"][data-name="olga"]"#;
+    wait_css(&c, row, 20).await;
+    choose(&c, &format!("{row} select"), "reader").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = api(&portal, "GET", "accounts", Value::Null).await;
+        let olga = v["accounts"].as_array().unwrap().iter().find(|a| a["name"] == "olga").cloned().unwrap();
+        if olga["role"] == "reader" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the role change never reached the vault: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    click(&c, &format!("{row} td.knobs button:first-child")).await;
+    click(&c, &format!("{row} button.danger")).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !live_text(&c, &format!(r#"{row} [data-testid="account-state"]"#)).await.starts_with("disabled since") {
+        assert!(Instant::now() < deadline, "the row never showed olga disabled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shot(&c, "accounts-light").await;
+
+    let pw = r#"[data-testid="change-password"]"#;
+    type_into(&c, &format!(r#"{pw} input[name="current"]"#), ADMIN_PASSWORD).await;
+    type_into(&c, &format!(r#"{pw} input[name="new"]"#), "a-new-admin-password").await;
+    type_into(&c, &format!(r#"{pw} input[name="repeat"]"#), "a-new-admin-password").await;
+    click(&c, &format!(r#"{pw} button[type="submit"]"#)).await;
+    let said = text(&c, r#"[data-testid="password-changed"]"#).await;
+    assert!(said.starts_with("Password changed"), "{said}");
+    let base = portal.url.trim_end_matches('/');
+    let anon = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for (password, signs_in) in [(ADMIN_PASSWORD, false), ("a-new-admin-password", true)] {
+        let r = anon
+            .post(format!("{base}/auth/login"))
+            .header("origin", base)
+            .form(&[("name", "admin"), ("password", password), ("next", "/")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers().get("set-cookie").is_some(), signs_in, "{password}");
+    }
+    // The page's own session stayed signed in.
+    goto(&c, &portal.url, "/accounts").await;
+    assert_eq!(c.current_url().await.unwrap().path(), "/accounts");
     c.close().await.unwrap();
 }

@@ -8,7 +8,7 @@ use leptos::prelude::*;
 use crate::model::*;
 
 #[cfg(feature = "ssr")]
-mod server {
+pub(crate) mod server {
     use orchestrator::acting::ActError;
     use orchestrator::estate::EstateError;
     use orchestrator::jobs::JobError;

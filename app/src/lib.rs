@@ -10,6 +10,7 @@
 //! Architecture Invariant: with feature `hydrate`, `app` does not pull in `orchestrator`: every decision (rules,
 //! roles) is made on the server and arrives as data ([`model::Refused`], [`model::Me`]).
 
+mod accounts;
 pub mod actions;
 pub mod data;
 mod item;
@@ -97,6 +98,7 @@ pub fn App() -> impl IntoView {
                         <li><A href="/jobs">"Jobs"</A></li>
                         <li><A href="/infrastructure">"Site Recovery infrastructure"</A></li>
                         <li><A href="/audit">"Audit log"</A></li>
+                        <li><A href="/accounts">"Accounts"</A></li>
                     </ul>
                 </nav>
                 <main id="main">
@@ -111,6 +113,7 @@ pub fn App() -> impl IntoView {
                             <Route path=path!("/jobs/:id") view=pages::JobPage/>
                             <Route path=path!("/infrastructure") view=pages::Infrastructure/>
                             <Route path=path!("/audit") view=pages::Audit/>
+                            <Route path=path!("/accounts") view=accounts::AccountsPage/>
                             <Route path=path!("/login") view=pages::Login/>
                         </Routes>
                     </ErrorBoundary>

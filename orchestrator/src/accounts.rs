@@ -34,12 +34,35 @@ pub enum AccountError {
     UnknownUser(String),
     #[error("{0} is the last enabled Administrator; enable or add another Administrator first")]
     LastAdministrator(String),
+    #[error("the current password is wrong")]
+    WrongPassword,
     #[error("{0}")]
     Invalid(String),
     #[error("password hashing failed: {0}")]
     Hash(String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+}
+
+/// The browser session a request came with (the auth layer puts it beside the [`User`]): what a password change
+/// keeps while it ends the account's other sessions.
+#[derive(Clone, Debug)]
+pub struct SessionToken(pub String);
+
+/// An account as the Administrator's list shows it; never a secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub name: String,
+    pub role: Role,
+    pub created_at: Millis,
+    /// When it was disabled; `None` while it may sign in.
+    pub disabled_at: Option<Millis>,
+    /// Browser sessions not yet expired.
+    pub sessions: u64,
+    /// API tokens not yet expired.
+    pub tokens: u64,
+    /// The last use of any of its API tokens (to the minute).
+    pub token_used_at: Option<Millis>,
 }
 
 /// One line of the audit log.
@@ -104,6 +127,19 @@ fn user_from(row: &sqlx::any::AnyRow) -> Result<User, AccountError> {
         role: Role::parse(&role)
             .ok_or_else(|| AccountError::Invalid(format!("unknown role {role} in the database")))?,
     })
+}
+
+/// Refuses a change (inside its transaction, after its write) that leaves no enabled Administrator: nobody could
+/// administer the vault then.
+async fn an_administrator_is_left(tx: &mut sqlx::AnyConnection, name: &str) -> Result<(), AccountError> {
+    let left: i64 =
+        sqlx::query_scalar("select count(*) from users where role = 'administrator' and disabled_at is null")
+            .fetch_one(&mut *tx)
+            .await?;
+    if left == 0 {
+        return Err(AccountError::LastAdministrator(name.to_owned()));
+    }
+    Ok(())
 }
 
 #[derive(Clone, Debug)]
@@ -299,13 +335,7 @@ impl Accounts {
             .execute(&mut *tx)
             .await?;
         if user.role == Role::Administrator {
-            let left: i64 =
-                sqlx::query_scalar("select count(*) from users where role = 'administrator' and disabled_at is null")
-                    .fetch_one(&mut *tx)
-                    .await?;
-            if left == 0 {
-                return Err(AccountError::LastAdministrator(user.name));
-            }
+            an_administrator_is_left(&mut tx, &user.name).await?;
         }
         let s = sqlx::query("delete from sessions where user_id = $1").bind(user.id).execute(&mut *tx).await?;
         let t = sqlx::query("delete from api_tokens where user_id = $1").bind(user.id).execute(&mut *tx).await?;
@@ -325,11 +355,90 @@ impl Accounts {
         Ok(())
     }
 
-    /// Every account with whether it is disabled.
-    pub async fn users_with_status(&self) -> Result<Vec<(User, bool)>, AccountError> {
-        let rows =
-            sqlx::query("select id, name, role, disabled_at from users order by name").fetch_all(&self.db.pool).await?;
-        rows.iter().map(|r| Ok((user_from(r)?, r.try_get::<Option<i64>, _>("disabled_at")?.is_some()))).collect()
+    /// Every account as an Administrator manages it: role, whether disabled, and its live sign-ins.
+    pub async fn accounts(&self, now: Millis) -> Result<Vec<Account>, AccountError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            name: String,
+            role: String,
+            created_at: i64,
+            disabled_at: Option<i64>,
+            sessions: i64,
+            tokens: i64,
+            token_used_at: Option<i64>,
+        }
+        let rows: Vec<Row> = sqlx::query_as(
+            "select u.name as name, u.role as role, u.created_at as created_at, u.disabled_at as disabled_at, \
+               (select count(*) from sessions s where s.user_id = u.id and s.expires_at > $1) as sessions, \
+               (select count(*) from api_tokens t where t.user_id = u.id and t.expires_at > $1) as tokens, \
+               (select max(t.last_used_at) from api_tokens t where t.user_id = u.id) as token_used_at \
+             from users u order by u.name",
+        )
+        .bind(now as i64)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Account {
+                    role: Role::parse(&r.role)
+                        .ok_or_else(|| AccountError::Invalid(format!("unknown role {} in the database", r.role)))?,
+                    name: r.name,
+                    created_at: r.created_at as Millis,
+                    disabled_at: r.disabled_at.map(|t| t as Millis),
+                    sessions: r.sessions as u64,
+                    tokens: r.tokens as u64,
+                    token_used_at: r.token_used_at.map(|t| t as Millis),
+                })
+            })
+            .collect()
+    }
+
+    /// Gives `name` another role. The last enabled Administrator keeps its role (nobody could administer the
+    /// vault otherwise); the change applies to its next request, sessions and tokens included.
+    pub async fn set_role(&self, name: &str, role: Role) -> Result<User, AccountError> {
+        let (user, _) = self.user_by_name(name).await?.ok_or_else(|| AccountError::UnknownUser(name.to_owned()))?;
+        let mut tx = self.db.pool.begin().await?;
+        // The write first, so that two concurrent demotions of the last two Administrators serialise here.
+        sqlx::query("update users set role = $1 where id = $2").bind(role.as_str()).bind(user.id).execute(&mut *tx).await?;
+        an_administrator_is_left(&mut tx, &user.name).await?;
+        tx.commit().await?;
+        Ok(User { role, ..user })
+    }
+
+    /// Changes the signed-in person's own password after checking the current one. Every other session of the
+    /// account ends (whoever else knew the old password is signed out); `keep_session`, the caller's own, stays.
+    /// Returns how many sessions ended.
+    pub async fn change_password(
+        &self,
+        user: &User,
+        current: &str,
+        new: &str,
+        keep_session: Option<&str>,
+    ) -> Result<u64, AccountError> {
+        if self.verify_password(&user.name, current).await.is_err() {
+            return Err(AccountError::WrongPassword);
+        }
+        if current == new {
+            return Err(AccountError::Invalid("the new password is the current one; choose another".into()));
+        }
+        let pw = new.to_owned();
+        let phc = tokio::task::spawn_blocking(move || hash_password(&pw))
+            .await
+            .map_err(|e| AccountError::Hash(e.to_string()))??;
+        let mut tx = self.db.pool.begin().await?;
+        sqlx::query("update users set password_hash = $1 where id = $2")
+            .bind(&phc)
+            .bind(user.id)
+            .execute(&mut *tx)
+            .await?;
+        let keep = keep_session.map(digest).unwrap_or_default();
+        let ended = sqlx::query("delete from sessions where user_id = $1 and token_hash <> $2")
+            .bind(user.id)
+            .bind(&keep)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ended.rows_affected())
     }
 
     pub async fn audit(&self, e: &AuditEntry) -> Result<(), AccountError> {

@@ -2,7 +2,8 @@
 //! the same for the REST API and the portal's server functions, so neither can forget a step.
 
 use crate::access::{Denied, Permission};
-use crate::accounts::{Accounts, AuditEntry, User};
+use crate::access::Role;
+use crate::accounts::{Account, Accounts, AuditEntry, User};
 use crate::agents::{Agent, AgentRole, Agents, Enrollment, SiteKind};
 use crate::connections::{Connection, Connections, NewConnection};
 use crate::domain::wire_name as words;
@@ -197,6 +198,74 @@ impl Actor<'_> {
     pub async fn remove_connection(&self, connections: &Connections, id_or_name: &str) -> Result<Connection, ActError> {
         let change = async { Ok(connections.remove(id_or_name).await?) };
         self.administer("connection-remove", id_or_name, "its credential is deleted".into(), change).await
+    }
+
+    /// The accounts with their roles and live sign-ins (Administrator; a read, so not audited).
+    pub async fn accounts(&self) -> Result<Vec<Account>, ActError> {
+        self.user.role.may(Permission::Administer)?;
+        Ok(self.accounts.accounts((self.service.clock)()).await.map_err(ServiceError::from)?)
+    }
+
+    /// Creates an account (Administrator). Without a password one is generated and returned, to hand over once.
+    pub async fn create_account(
+        &self,
+        name: &str,
+        role: Role,
+        password: Option<&str>,
+    ) -> Result<(User, Option<String>), ActError> {
+        let now = (self.service.clock)();
+        let generated = password.is_none().then(crate::accounts::random_password);
+        let pw = password.map(str::to_owned).or_else(|| generated.clone()).unwrap_or_default();
+        let change = async { Ok(self.accounts.create_user(name, role, &pw, now).await?) };
+        let user = self.administer("account-create", name.trim(), format!("role {}", role.title()), change).await?;
+        Ok((user, generated))
+    }
+
+    /// Gives an account another role (Administrator); the last enabled Administrator keeps its role.
+    pub async fn set_account_role(&self, name: &str, role: Role) -> Result<User, ActError> {
+        let change = async { Ok(self.accounts.set_role(name, role).await?) };
+        self.administer("account-role", name, format!("role {}", role.title()), change).await
+    }
+
+    /// Disables an account (Administrator): it signs in by no means, its sessions end and its tokens are deleted.
+    pub async fn disable_account(&self, name: &str) -> Result<(u64, u64), ActError> {
+        let now = (self.service.clock)();
+        let change = async { Ok(self.accounts.disable(name, now).await?) };
+        self.administer("account-disable", name, "sessions ended, API tokens deleted".into(), change).await
+    }
+
+    /// Lets a disabled account sign in with its password again (Administrator).
+    pub async fn enable_account(&self, name: &str) -> Result<(), ActError> {
+        let change = async { Ok(self.accounts.enable(name).await?) };
+        self.administer("account-enable", name, "may sign in again".into(), change).await
+    }
+
+    /// Signs an account out everywhere (Administrator): its sessions end and its API tokens are deleted.
+    pub async fn revoke_account(&self, name: &str) -> Result<(u64, u64), ActError> {
+        let change = async { Ok(self.accounts.revoke(name).await?) };
+        self.administer("account-revoke", name, "sessions ended, API tokens deleted".into(), change).await
+    }
+
+    /// Changes the caller's own password (any role); its other sessions end, `keep_session` (the caller's) stays.
+    /// Audited without either password.
+    pub async fn change_own_password(
+        &self,
+        current: &str,
+        new: &str,
+        keep_session: Option<&str>,
+    ) -> Result<u64, ActError> {
+        let result = self
+            .accounts
+            .change_password(self.user, current, new, keep_session)
+            .await
+            .map_err(|e| ActError::Service(e.into()));
+        let mut e = self.entry("password-change", &self.user.name, None);
+        e.outcome = "applied".into();
+        if let Ok(n) = &result {
+            e.detail = Some(format!("{n} other session(s) ended"));
+        }
+        self.record(e, &result, None).await;
+        result
     }
 
     /// Applies an administrative change (fault knobs, accounts) after checking the role, and records it.

@@ -28,6 +28,8 @@ pub enum ServiceError {
     Agent(#[from] crate::agents::AgentError),
     #[error(transparent)]
     Connection(#[from] crate::connections::ConnectionError),
+    #[error(transparent)]
+    Account(#[from] crate::accounts::AccountError),
 }
 
 /// Task step prefix of a recovery plan's per-item failover tasks.

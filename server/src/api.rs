@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use orchestrator::accounts::{Accounts, User};
+use orchestrator::access::Role;
+use orchestrator::accounts::{AccountError, Accounts, SessionToken, User};
 use orchestrator::acting::{ActError, Actor};
 use orchestrator::agents::{AgentError, AgentRole, SiteKind};
 use orchestrator::connections::{ConnectionError, NewConnection};
@@ -79,6 +80,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Job(j) => j.into(),
             ServiceError::Agent(a) => a.into(),
             ServiceError::Connection(c) => c.into(),
+            ServiceError::Account(a) => a.into(),
             ServiceError::Estate(EstateError::Db(d)) => db_error(&d, d.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
@@ -120,6 +122,28 @@ impl From<ConnectionError> for ApiError {
             },
             ConnectionError::Db(d) => db_error(&d, d.to_string()),
             other @ ConnectionError::Key { .. } => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> ApiError {
+        match e {
+            AccountError::UnknownUser(_) => ApiError::NotFound(e.to_string()),
+            AccountError::Invalid(m) => ApiError::Unprocessable(m),
+            AccountError::WrongPassword => ApiError::Unprocessable(e.to_string()),
+            AccountError::NameTaken(_) => ApiError::Conflict {
+                code: "name-taken",
+                message: e.to_string(),
+                action: "Choose another name, or enable the account that has it.".into(),
+            },
+            AccountError::LastAdministrator(_) => ApiError::Conflict {
+                code: "last-administrator",
+                message: e.to_string(),
+                action: "Give another enabled account the Administrator role first.".into(),
+            },
+            AccountError::Db(d) => db_error(&d, d.to_string()),
+            other @ (AccountError::BadCredentials | AccountError::Hash(_)) => ApiError::Internal(other.to_string()),
         }
     }
 }
@@ -243,6 +267,9 @@ impl IntoResponse for ApiError {
 pub fn router(service: Svc, accounts: Accounts, plane: AgentPlane) -> Router {
     Router::new()
         .route("/me", get(me))
+        .route("/me/password", post(change_password))
+        .route("/accounts", get(list_accounts).post(create_account))
+        .route("/accounts/{name}/{action}", post(account_action))
         .route("/audit", get(audit))
         .route("/openapi.json", get(openapi))
         .route("/items", get(list_items))
@@ -265,6 +292,116 @@ pub fn router(service: Svc, accounts: Accounts, plane: AgentPlane) -> Router {
         .with_state(service)
         .layer(Extension(accounts))
         .layer(Extension(plane))
+}
+
+async fn list_accounts(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+) -> Result<Json<Value>, ApiError> {
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    Ok(Json(json!({"accounts": actor.accounts().await?})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAccountBody {
+    name: String,
+    role: Role,
+    /// Generated (and returned once) when absent.
+    password: Option<String>,
+}
+
+/// Creates an account (Administrator); a generated password is in the answer, once.
+async fn create_account(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: NewAccountBody = body_into(json_body(&body)?)?;
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    let (created, password) = actor.create_account(&b.name, b.role, b.password.as_deref()).await?;
+    let mut answer = json!({"account": {"name": created.name, "role": created.role}});
+    if let Some(p) = password {
+        answer["password"] = json!(p);
+    }
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleBody {
+    role: Role,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoBody {}
+
+/// `role` (body {role}), `disable`, `enable` or `revoke` an account (Administrator).
+async fn account_action(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    Path((name, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    let v = if body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { json_body(&body)? };
+    let answer = match action.as_str() {
+        "role" => {
+            let b: RoleBody = body_into(v)?;
+            let u = actor.set_account_role(&name, b.role).await?;
+            json!({"account": {"name": u.name, "role": u.role}})
+        }
+        "disable" | "revoke" => {
+            let _: NoBody = body_into(v)?;
+            let (sessions, tokens) = if action == "disable" {
+                actor.disable_account(&name).await?
+            } else {
+                actor.revoke_account(&name).await?
+            };
+            json!({"account": name, "sessions_ended": sessions, "tokens_deleted": tokens})
+        }
+        "enable" => {
+            let _: NoBody = body_into(v)?;
+            actor.enable_account(&name).await?;
+            json!({"account": name, "enabled": true})
+        }
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no account action {other:?}; use role, disable, enable or revoke"
+            )))
+        }
+    };
+    Ok(Json(answer))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+/// Changes the caller's own password; its other browser sessions end (the one making the request stays).
+async fn change_password(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    session: Option<Extension<SessionToken>>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let b: PasswordBody = body_into(json_body(&body)?)?;
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    let keep = session.as_ref().map(|Extension(t)| t.0.as_str());
+    let ended = actor.change_own_password(&b.current_password, &b.new_password, keep).await?;
+    Ok(Json(json!({"account": user.name, "sessions_ended": ended})))
+}
+
+fn json_body(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))
 }
 
 async fn list_agents(Extension(plane): Extension<AgentPlane>, State(s): State<Svc>) -> Result<Json<Value>, ApiError> {
@@ -664,6 +801,10 @@ async fn openapi() -> Json<Value> {
                 "delete": {"summary": "Remove a connection and its sealed credential (Administrator)", "responses": {"200": {"description": "Removed"}, "403": {"description": "Not an Administrator"}, "404": {"description": "Unknown"}}}},
             "/api/v1/connections/{id}/refresh": path("Check a connection against its API again (Administrator): a new inventory, or last_error with the cause beside the last good one", "post"),
             "/api/v1/me": path("The account the token belongs to, with its role", "get"),
+            "/api/v1/me/password": {"post": {"summary": "Change your own password (body: {current_password, new_password}; at least 12 characters); your other browser sessions end, the one making the request stays", "responses": {"200": {"description": "Changed; sessions_ended counts the others"}, "400": {"description": "Malformed or unknown field"}, "422": {"description": "The current password is wrong, or the new one is too short or unchanged", "content": {"application/json": {"schema": err}}}}}},
+            "/api/v1/accounts": {"get": {"summary": "The accounts with role, disabled_at, live sessions and API tokens (Administrator); never a secret", "responses": {"200": {"description": "OK"}, "403": {"description": "Not an Administrator"}}},
+                "post": {"summary": "Create an account (Administrator; body: {name, role: reader | drill-operator | operator | administrator, password?}); without a password one is generated and answered once", "responses": {"201": {"description": "Created"}, "400": {"description": "Malformed or unknown field"}, "403": {"description": "Not an Administrator"}, "409": {"description": "Name taken", "content": {"application/json": {"schema": err}}}, "422": {"description": "Invalid name, role or password"}}}},
+            "/api/v1/accounts/{name}/{action}": {"post": {"summary": "role (body: {role}) | disable | enable | revoke (sign out everywhere: sessions end, API tokens deleted) (Administrator); the last enabled Administrator can be neither demoted nor disabled (409 last-administrator)", "responses": {"200": {"description": "Applied"}, "400": {"description": "Unknown field"}, "403": {"description": "Not an Administrator"}, "404": {"description": "Unknown account or action"}, "409": {"description": "The last enabled Administrator", "content": {"application/json": {"schema": err}}}}}},
             "/api/v1/audit": path("The audit log, newest first (filters: user, target; offset)", "get"),
         },
         "security": [{"token": []}],

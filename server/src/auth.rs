@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use orchestrator::access::safe_next;
-use orchestrator::accounts::{AccountError, Accounts, AuditEntry, User, SESSION_MS};
+use orchestrator::accounts::{AccountError, Accounts, AuditEntry, SessionToken, User, SESSION_MS};
 use orchestrator::service::system_clock;
 use serde::Deserialize;
 use serde_json::json;
@@ -94,6 +94,10 @@ pub async fn authenticate(State(accounts): State<Accounts>, mut req: Request, ne
     let path = req.uri().path().to_owned();
     match user {
         Some(u) => {
+            if let (None, Some(s)) = (bearer, session) {
+                let s = SessionToken(s.to_owned());
+                req.extensions_mut().insert(s);
+            }
             req.extensions_mut().insert(u);
             next.run(req).await
         }

@@ -62,6 +62,12 @@ pub enum Command {
     /// Local accounts and personal API tokens, written straight into the vault's database.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Change your own password, through the API (the token's account): two lines on standard input, the current
+    /// password then the new one. Your other browser sessions end.
+    Password {
+        #[command(flatten)]
+        server: crate::client::Server,
+    },
     /// List jobs, or show (and --wait for) one.
     Jobs {
         id: Option<String>,
@@ -125,6 +131,15 @@ pub enum UsersCommand {
     /// are deleted). The last enabled Administrator cannot be disabled.
     Disable {
         name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Give an account another role; the last enabled Administrator keeps its role.
+    Role {
+        name: String,
+        /// reader, drill-operator, operator or administrator.
+        #[arg(long, value_parser = parse_role)]
+        role: orchestrator::access::Role,
         #[command(flatten)]
         db: DbArgs,
     },

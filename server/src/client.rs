@@ -500,6 +500,25 @@ fn read_secret(args: &crate::cli::SecretArgs) -> Result<String, Failure> {
     Ok(secret)
 }
 
+/// `homeward password`: the token's account changes its own password (current then new, one per line on stdin).
+pub async fn change_password(server: &Server) -> Result<(), Failure> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+        .map_err(|e| failure(2, format!("could not read standard input: {e}")))?;
+    let mut lines = text.lines();
+    let (Some(current), Some(new)) = (lines.next(), lines.next()) else {
+        return Err(failure(2, "give two lines on standard input: the current password, then the new one"));
+    };
+    let body = json!({"current_password": current, "new_password": new});
+    let (_, v) = call(server, reqwest::Method::POST, &format!("{}/me/password", base(server)), Some(body), None).await?;
+    if server.json {
+        println!("{v}");
+    } else {
+        println!("password changed; {} other browser session(s) ended", v["sessions_ended"].as_u64().unwrap_or(0));
+    }
+    Ok(())
+}
+
 fn print_connection(c: &Value) {
     let state = match c["last_error"].as_str() {
         Some(e) => format!("failing: {e}"),

@@ -84,6 +84,7 @@ fn run_client(cmd: cli::Command) -> ExitCode {
             cli::Command::JobAction { id, action, wait, server } => client::job_action(server, id, action, *wait).await,
             cli::Command::Agents(cmd) => client::agents(cmd).await,
             cli::Command::Connections(cmd) => client::connections(cmd).await,
+            cli::Command::Password { server } => client::change_password(server).await,
             _ => Err(client::Failure { code: 2, message: "not a client command".into() }),
         }
     });
@@ -123,6 +124,7 @@ fn users(cmd: cli::UsersCommand) -> ExitCode {
         | UsersCommand::Revoke { db, .. }
         | UsersCommand::Disable { db, .. }
         | UsersCommand::Enable { db, .. }
+        | UsersCommand::Role { db, .. }
         | UsersCommand::List { db } => db,
     };
     let result: Result<(), String> = rt.block_on(async {
@@ -146,6 +148,10 @@ fn users(cmd: cli::UsersCommand) -> ExitCode {
                 let (sessions, tokens) = accounts.disable(name, now).await.map_err(|e| e.to_string())?;
                 println!("{name}: disabled; {sessions} session(s) ended, {tokens} API token(s) deleted");
             }
+            UsersCommand::Role { name, role, .. } => {
+                let u = accounts.set_role(name, *role).await.map_err(|e| e.to_string())?;
+                println!("{}: {}", u.name, u.role.title());
+            }
             UsersCommand::Enable { name, .. } => {
                 accounts.enable(name).await.map_err(|e| e.to_string())?;
                 println!("{name}: enabled; it signs in with its password again");
@@ -155,8 +161,9 @@ fn users(cmd: cli::UsersCommand) -> ExitCode {
                 println!("{name}: {sessions} session(s) ended, {tokens} API token(s) deleted");
             }
             UsersCommand::List { .. } => {
-                for (u, disabled) in accounts.users_with_status().await.map_err(|e| e.to_string())? {
-                    println!("{}\t{}{}", u.name, u.role.as_str(), if disabled { "\tdisabled" } else { "" });
+                for a in accounts.accounts(now).await.map_err(|e| e.to_string())? {
+                    let disabled = if a.disabled_at.is_some() { "\tdisabled" } else { "" };
+                    println!("{}\t{}{disabled}", a.name, a.role.as_str());
                 }
             }
         }
