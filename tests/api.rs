@@ -560,9 +560,13 @@ async fn accounts_are_managed_through_the_api_and_a_password_change_ends_other_s
     let names: Vec<&str> = list.iter().map(|a| a["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["admin", "olga", "rita"], "{v}");
     let olga = list.iter().find(|a| a["name"] == "olga").unwrap();
-    assert_eq!((olga["role"].as_str(), olga["sessions"].as_u64(), olga["disabled_at"].as_u64()), (Some("operator"), Some(1), None));
+    assert_eq!(
+        (olga["role"].as_str(), olga["sessions"].as_u64(), olga["disabled_at"].as_u64()),
+        (Some("operator"), Some(1), None)
+    );
     assert!(!v.to_string().contains(&olga_pw) && !v.to_string().contains("argon2"), "{v}");
-    let rita = Api { base: api.base.clone(), http: common::client_with_token(&common::token_for(&portal.data_dir, "rita")) };
+    let rita =
+        Api { base: api.base.clone(), http: common::client_with_token(&common::token_for(&portal.data_dir, "rita")) };
     assert_eq!(rita.get("accounts").await.0, 403);
     let (status, v, _) = rita.post("accounts/olga/disable", "", None).await;
     assert_eq!(status, 403, "{v}");
@@ -613,7 +617,8 @@ async fn accounts_are_managed_through_the_api_and_a_password_change_ends_other_s
         }
     };
     let new_pw = "olga-new-password-2026";
-    let (status, v) = change(laptop.clone(), json!({"current_password": "not-hers-at-all", "new_password": new_pw})).await;
+    let (status, v) =
+        change(laptop.clone(), json!({"current_password": "not-hers-at-all", "new_password": new_pw})).await;
     assert_eq!(status, 422, "{v}");
     assert!(v["message"].as_str().unwrap().contains("current password is wrong"), "{v}");
     let (status, v) = change(laptop.clone(), json!({"current_password": olga_pw, "new_password": "short"})).await;
@@ -631,11 +636,17 @@ async fn accounts_are_managed_through_the_api_and_a_password_change_ends_other_s
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["target"] == "olga" && e["action"].as_str().unwrap().starts_with(|c| c == 'a' || c == 'p'))
+        .filter(|e| e["target"] == "olga" && e["action"].as_str().unwrap().starts_with(['a', 'p']))
         .map(|e| format!("{} {}", e["action"].as_str().unwrap(), e["outcome"].as_str().unwrap()))
         .collect();
-    for want in ["account-create applied", "account-disable applied", "account-enable applied", "account-revoke applied",
-                 "password-change failed", "password-change applied"] {
+    for want in [
+        "account-create applied",
+        "account-disable applied",
+        "account-enable applied",
+        "account-revoke applied",
+        "password-change failed",
+        "password-change applied",
+    ] {
         assert!(actions.iter().any(|a| a == want), "{want} in {actions:?}");
     }
     let text = log.to_string();

@@ -24,13 +24,17 @@ pub struct AccountRow {
 }
 
 /// The roles an account can have: wire name and title, lowest first.
-const ROLES: [(&str, &str); 4] =
-    [("reader", "Reader"), ("drill-operator", "Drill operator"), ("operator", "Operator"), ("administrator", "Administrator")];
+const ROLES: [(&str, &str); 4] = [
+    ("reader", "Reader"),
+    ("drill-operator", "Drill operator"),
+    ("operator", "Operator"),
+    ("administrator", "Administrator"),
+];
 
 #[cfg(feature = "ssr")]
 mod server {
-    use orchestrator::acting::{ActError, Actor};
     use orchestrator::accounts::{AccountError, User};
+    use orchestrator::acting::{ActError, Actor};
     use orchestrator::service::ServiceError;
 
     use crate::actions::server::{server_fault, signed_in, status};
@@ -75,7 +79,9 @@ mod server {
     pub fn role(r: &str) -> Result<orchestrator::access::Role, PortalError> {
         orchestrator::access::Role::parse(r).ok_or_else(|| {
             status(http::StatusCode::BAD_REQUEST);
-            PortalError::Conflict(format!("{r:?} is not a role: choose reader, drill-operator, operator or administrator"))
+            PortalError::Conflict(format!(
+                "{r:?} is not a role: choose reader, drill-operator, operator or administrator"
+            ))
         })
     }
 }
@@ -85,18 +91,18 @@ mod server {
 pub async fn list_accounts() -> Result<Vec<AccountRow>, PortalError> {
     let (who, c) = server::caller()?;
     server::actor(&who, &c).accounts().await.map_err(server::account_error).map(|list| {
-            list.into_iter()
-                .map(|a| AccountRow {
-                    name: a.name,
-                    role: a.role.as_str().into(),
-                    created_at: a.created_at,
-                    disabled_at: a.disabled_at,
-                    sessions: a.sessions,
-                    tokens: a.tokens,
-                    token_used_at: a.token_used_at,
-                })
-                .collect()
-        })
+        list.into_iter()
+            .map(|a| AccountRow {
+                name: a.name,
+                role: a.role.as_str().into(),
+                created_at: a.created_at,
+                disabled_at: a.disabled_at,
+                sessions: a.sessions,
+                tokens: a.tokens,
+                token_used_at: a.token_used_at,
+            })
+            .collect()
+    })
 }
 
 /// Creates an account (Administrator). An empty password makes the vault generate one, returned once.
@@ -128,7 +134,9 @@ pub async fn account_action(name: String, action: String) -> Result<(), PortalEr
         "revoke" => a.revoke_account(&name).await.map(|_| ()),
         other => {
             crate::actions::server::status(http::StatusCode::BAD_REQUEST);
-            return Err(PortalError::Conflict(format!("{other:?} is not an account action: use disable, enable or revoke")));
+            return Err(PortalError::Conflict(format!(
+                "{other:?} is not an account action: use disable, enable or revoke"
+            )));
         }
     };
     done.map_err(server::account_error)
@@ -171,7 +179,8 @@ pub(crate) fn AccountsPage() -> impl IntoView {
 #[component]
 fn PasswordPanel() -> impl IntoView {
     let change = ServerAction::<ChangePassword>::new();
-    let (current, new, repeat) = (RwSignal::new(String::new()), RwSignal::new(String::new()), RwSignal::new(String::new()));
+    let (current, new, repeat) =
+        (RwSignal::new(String::new()), RwSignal::new(String::new()), RwSignal::new(String::new()));
     // A changed password clears the form: no password lingers in the page.
     Effect::new(move |_| {
         if let Some(Ok(_)) = change.value().get() {

@@ -399,7 +399,11 @@ impl Accounts {
         let (user, _) = self.user_by_name(name).await?.ok_or_else(|| AccountError::UnknownUser(name.to_owned()))?;
         let mut tx = self.db.pool.begin().await?;
         // The write first, so that two concurrent demotions of the last two Administrators serialise here.
-        sqlx::query("update users set role = $1 where id = $2").bind(role.as_str()).bind(user.id).execute(&mut *tx).await?;
+        sqlx::query("update users set role = $1 where id = $2")
+            .bind(role.as_str())
+            .bind(user.id)
+            .execute(&mut *tx)
+            .await?;
         an_administrator_is_left(&mut tx, &user.name).await?;
         tx.commit().await?;
         Ok(User { role, ..user })

@@ -1,8 +1,8 @@
 //! An action taken by a signed-in person: the role check, the action through the [`Service`], and the audit line —
 //! the same for the REST API and the portal's server functions, so neither can forget a step.
 
-use crate::access::{Denied, Permission};
 use crate::access::Role;
+use crate::access::{Denied, Permission};
 use crate::accounts::{Account, Accounts, AuditEntry, User};
 use crate::agents::{Agent, AgentRole, Agents, Enrollment, SiteKind};
 use crate::connections::{Connection, Connections, NewConnection};

@@ -370,9 +370,7 @@ async fn account_action(
             json!({"account": name, "enabled": true})
         }
         other => {
-            return Err(ApiError::NotFound(format!(
-                "no account action {other:?}; use role, disable, enable or revoke"
-            )))
+            return Err(ApiError::NotFound(format!("no account action {other:?}; use role, disable, enable or revoke")))
         }
     };
     Ok(Json(answer))

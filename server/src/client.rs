@@ -510,7 +510,8 @@ pub async fn change_password(server: &Server) -> Result<(), Failure> {
         return Err(failure(2, "give two lines on standard input: the current password, then the new one"));
     };
     let body = json!({"current_password": current, "new_password": new});
-    let (_, v) = call(server, reqwest::Method::POST, &format!("{}/me/password", base(server)), Some(body), None).await?;
+    let (_, v) =
+        call(server, reqwest::Method::POST, &format!("{}/me/password", base(server)), Some(body), None).await?;
     if server.json {
         println!("{v}");
     } else {
