@@ -119,3 +119,54 @@ fn the_cli_drives_the_api_and_explains_refusals() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("Your role, Reader, cannot"), "{err}");
 }
+
+/// Accounts from the command line (issue 12 §6): `homeward password` changes the token's own account password
+/// through the API (current and new on standard input), `homeward users role` changes a role in the database, and
+/// the last enabled Administrator keeps its role.
+#[test]
+fn passwords_and_roles_from_the_command_line() {
+    use std::io::Write;
+    let portal = Portal::start(&[]);
+    let token = portal.add_user("olga", "operator");
+    let server = portal.url.trim_end_matches('/').to_owned();
+    let password = |stdin: String| {
+        let mut child = common::homeward(&portal.data_dir)
+            .args(["password", "--server", &server, "--token", &token])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let (code, text) = password("only-one-line\n".into());
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("two lines"), "{text}");
+    let (code, text) = password("not-her-password\nolga-new-password-1\n".into());
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("current password is wrong"), "{text}");
+    let (code, text) = password(format!("{}\nolga-new-password-1\n", common::ADMIN_PASSWORD));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("password changed"), "{text}");
+
+    let users = |args: &[&str]| {
+        common::homeward(&portal.data_dir)
+            .arg("users")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&portal.data_dir)
+            .output()
+            .unwrap()
+    };
+    let out = users(&["role", "olga", "--role", "reader"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "olga: Reader");
+    let list = String::from_utf8_lossy(&users(&["list"]).stdout).into_owned();
+    assert!(list.contains("olga\treader"), "{list}");
+    let out = users(&["role", "admin", "--role", "operator"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("last enabled Administrator"));
+}

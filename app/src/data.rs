@@ -797,6 +797,7 @@ pub async fn connections() -> Result<Vec<ConnectionRow>, ServerFnError> {
     Ok(list.into_iter().map(row).collect())
 }
 
+#[cfg(feature = "ssr")]
 fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
