@@ -152,15 +152,7 @@ fn passwords_and_roles_from_the_command_line() {
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("password changed"), "{text}");
 
-    let users = |args: &[&str]| {
-        common::homeward(&portal.data_dir)
-            .arg("users")
-            .args(args)
-            .arg("--data-dir")
-            .arg(&portal.data_dir)
-            .output()
-            .unwrap()
-    };
+    let users = |args: &[&str]| portal.users(args);
     let out = users(&["role", "olga", "--role", "reader"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "olga: Reader");

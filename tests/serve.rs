@@ -559,15 +559,7 @@ async fn portal_actions_answer_4xx_for_refusals_and_mistakes_and_bulk_requests_a
 async fn a_disabled_account_cannot_sign_in_and_tokens_expire() {
     let portal = Portal::start(&[]);
     let base = portal.url.trim_end_matches('/').to_owned();
-    let users = |args: &[&str]| {
-        common::homeward(&portal.data_dir)
-            .arg("users")
-            .args(args)
-            .arg("--data-dir")
-            .arg(&portal.data_dir)
-            .output()
-            .unwrap()
-    };
+    let users = |args: &[&str]| portal.users(args);
     let anon = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let sign_in = || {
         anon.post(format!("{base}/auth/login"))

@@ -143,6 +143,11 @@ impl Portal {
         }
     }
 
+    /// `homeward users <args> --data-dir <this vault>`, on this vault's database.
+    pub fn users(&self, args: &[&str]) -> std::process::Output {
+        homeward(&self.data_dir).arg("users").args(args).arg("--data-dir").arg(&self.data_dir).output().unwrap()
+    }
+
     /// Creates an account with `role` (password `ADMIN_PASSWORD`) and returns a personal API token for it.
     pub fn add_user(&self, name: &str, role: &str) -> String {
         let out = homeward(&self.data_dir)
