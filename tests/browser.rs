@@ -724,8 +724,12 @@ async fn a_vcenter_is_connected_from_the_infrastructure_page() {
     type_into(&c, &format!(r#"{form} input[name="password"]"#), &vcsim.password).await;
     click(&c, &format!(r#"{form} button[type="submit"]"#)).await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !live_text(&c, r#"[data-testid="connections"]"#).await.contains(&vcsim.thumbprint) {
-        assert!(Instant::now() < deadline, "the page never showed the certificate's thumbprint to confirm");
+    loop {
+        let shown = live_text(&c, r#"[data-testid="connections"]"#).await;
+        if shown.contains(&vcsim.thumbprint) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the page never showed the certificate's thumbprint to confirm: {shown}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     type_into(&c, &format!(r#"{form} input[name="thumbprint"]"#), &vcsim.thumbprint).await;

@@ -213,15 +213,33 @@ async fn sign_in_sessions_roles_and_csrf() {
     // Never framed or sniffed; pages never stored (Back after sign-out shows nothing), the site's files cacheable.
     for (name, value) in [
         ("x-frame-options", "DENY"),
-        ("content-security-policy", "frame-ancestors 'none'"),
         ("x-content-type-options", "nosniff"),
         ("referrer-policy", "same-origin"),
         ("cache-control", "no-store"),
     ] {
         assert_eq!(r.headers().get(name).map(|v| v.to_str().unwrap()), Some(value), "{name} on /login");
     }
+    // Scripts: only the site's own, and inline ones carrying this response's nonce; wasm only through them.
+    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    for directive in ["frame-ancestors 'none'", "object-src 'none'", "base-uri 'none'", "'wasm-unsafe-eval'"] {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+    let nonce = csp.split("'nonce-").nth(1).and_then(|n| n.split('\'').next()).expect("a nonce in the page's policy");
+    let script_src = csp.split(';').map(str::trim).find(|d| d.starts_with("script-src")).unwrap();
+    assert!(nonce.len() >= 16 && !script_src.contains("unsafe-inline") && !script_src.contains('*'), "{csp}");
+    let page_id = r.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let html = r.text().await.unwrap();
+    let scripts: Vec<_> =
+        html.match_indices("<script").map(|(i, _)| &html[i..html[i..].find('>').unwrap() + i]).collect();
+    assert!(!scripts.is_empty(), "the hydration script");
+    for s in &scripts {
+        assert!(s.contains(&format!("nonce=\"{nonce}\"")), "every inline script carries the nonce: {s}");
+    }
+    let r = anon.get(format!("{base}/login")).send().await.unwrap();
+    let other = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(!other.contains(nonce), "one nonce per response");
     // Every answer carries a request id for the log; a client's own id comes back unchanged.
-    let id = r.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let id = page_id;
     assert_eq!(id.len(), 36, "a UUID request id on /login: {id:?}");
     let again = anon.get(format!("{base}/login")).send().await.unwrap();
     assert_ne!(again.headers()["x-request-id"].to_str().unwrap(), id, "one id per request");
@@ -290,7 +308,19 @@ async fn sign_in_sessions_roles_and_csrf() {
         .unwrap();
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(!cookie.contains("Secure"), "plain HTTP on localhost: a Secure cookie would never come back: {cookie}");
     let session = cookie.split(';').next().unwrap().to_owned();
+    // Behind a TLS-terminating reverse proxy that says so, the cookie is Secure.
+    let proxied = anon
+        .post(format!("{base}/auth/login"))
+        .header("origin", &base)
+        .header("x-forwarded-proto", "https")
+        .form(&[("name", "admin"), ("password", common::ADMIN_PASSWORD), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    let proxied = proxied.headers()["set-cookie"].to_str().unwrap();
+    assert!(proxied.ends_with("; Secure"), "{proxied}");
     let r = anon.get(format!("{base}/jobs")).header("cookie", &session).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
 
@@ -694,4 +724,132 @@ async fn a_busy_database_answers_503_without_its_raw_text() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["code"], "unavailable", "{body}");
     assert!(!body.contains("locked") && !body.contains("sqlite") && !body.contains("database:"), "{body}");
+}
+
+/// A CA and a certificate it signed for 127.0.0.1, as an operator's own PKI would give them: (chain PEM with the
+/// leaf first, the leaf's key PEM, the CA's PEM).
+fn operator_certificate() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(vec![]).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "Operator test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
+    (format!("{}{}", leaf.pem(), ca_cert.pem()), key.serialize_pem(), ca_cert.pem())
+}
+
+/// `serve --tls-cert/--tls-key`: the portal, the API and the CLI over HTTPS with the operator's certificate; the
+/// session cookie is `Secure`; plain HTTP on that port gets no page; files that cannot serve stop the start with
+/// the file named (exit 2) before anything listens.
+#[tokio::test]
+async fn the_portal_serves_https_with_the_operators_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (chain, key, ca) = operator_certificate();
+    let (cert_file, key_file, ca_file) =
+        (dir.path().join("portal.pem"), dir.path().join("portal.key"), dir.path().join("ca.pem"));
+    std::fs::write(&cert_file, &chain).unwrap();
+    std::fs::write(&key_file, &key).unwrap();
+    std::fs::write(&ca_file, &ca).unwrap();
+    let (cert_arg, key_arg) = (cert_file.to_str().unwrap(), key_file.to_str().unwrap());
+
+    let portal = Portal::start(&["--tls-cert", cert_arg, "--tls-key", key_arg]);
+    assert!(portal.url.starts_with("https://127.0.0.1:"), "{}", portal.url);
+    let trusting = || {
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
+            .redirect(reqwest::redirect::Policy::none())
+    };
+    let anon = trusting().build().unwrap();
+    let base = portal.url.trim_end_matches('/').to_owned();
+    let (status, _, body) = get(&anon, &format!("{base}/healthz")).await;
+    assert_eq!(status, 200, "{body}");
+    let r = anon
+        .post(format!("{base}/auth/login"))
+        .header("origin", &base)
+        .form(&[("name", "admin"), ("password", common::ADMIN_PASSWORD), ("next", "/jobs")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((r.status().as_u16(), r.headers()["location"].to_str().unwrap()), (303, "/jobs"));
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.ends_with("; Secure"), "{cookie}");
+    let session = cookie.split(';').next().unwrap();
+    let r = anon.get(format!("{base}/jobs")).header("cookie", session).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.text().await.unwrap().contains("/pkg/homeward.js"), "the page and its hydration script");
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("authorization", format!("Bearer {}", portal.token).parse().unwrap());
+    let api = trusting().default_headers(h).build().unwrap();
+    let r = api.get(format!("{base}/api/v1/items")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // The sign-in throttle still sees the client's address over TLS (30 failures per address, any names).
+    for i in 0..30 {
+        anon.post(format!("{base}/auth/login"))
+            .header("origin", &base)
+            .form(&[("name", format!("nobody-{i}").as_str()), ("password", "wrong-password-123")])
+            .send()
+            .await
+            .unwrap();
+    }
+    let r = anon
+        .post(format!("{base}/auth/login"))
+        .header("origin", &base)
+        .form(&[("name", "someone-else"), ("password", "wrong-password-123")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429, "one address's flood is throttled whatever the name");
+
+    // A client that does not trust the certificate gets no answer; nor does plain HTTP.
+    let untrusting = reqwest::Client::new();
+    assert!(untrusting.get(format!("{base}/healthz")).send().await.is_err(), "an unknown CA is refused");
+    let plain = base.replacen("https://", "http://", 1);
+    assert!(
+        reqwest::Client::new().get(format!("{plain}/healthz")).send().await.is_err(),
+        "plain HTTP on the TLS port gets no page"
+    );
+
+    // The command line reaches it too, trusting the operator's CA through the usual SSL_CERT_FILE.
+    let out = std::process::Command::new(common::BIN)
+        .args(["items", "web01", "--json", "--server", &base])
+        .env("HOMEWARD_TOKEN", &portal.token)
+        .env("SSL_CERT_FILE", &ca_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["item"]["id"], "web01", "{v}");
+
+    // Files that cannot serve: the file is named, exit 2, one line.
+    let data = tempfile::tempdir().unwrap();
+    let data_arg = data.path().to_str().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let out = run_homeward(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_arg,
+        "--tls-cert",
+        missing.to_str().unwrap(),
+        "--tls-key",
+        key_arg,
+    ]);
+    assert_one_line_usage_error(&out, "missing.pem");
+    let out = run_homeward(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_arg,
+        "--tls-cert",
+        cert_arg,
+        "--tls-key",
+        cert_arg,
+    ]);
+    assert_one_line_usage_error(&out, "private key");
+    let out = run_homeward(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data_arg, "--tls-cert", cert_arg]);
+    assert_one_line_usage_error(&out, "--tls-key");
 }

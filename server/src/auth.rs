@@ -132,11 +132,14 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-fn session_cookie(value: &str, max_age_s: u64) -> HeaderValue {
-    // Not `Secure`: the embedded default serves plain HTTP on localhost; behind a TLS proxy the browser still
-    // sends it only to this site (SameSite=Strict).
-    HeaderValue::from_str(&format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}"))
-        .expect("cookie is ASCII")
+/// `Secure` whenever the browser came over HTTPS (see [`crate::https::over_https`]); the embedded default serves
+/// plain HTTP on localhost, where a `Secure` cookie would never come back.
+fn session_cookie(value: &str, max_age_s: u64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}"
+    ))
+    .expect("cookie is ASCII")
 }
 
 /// The sign-in form's handler state: the accounts, and this node's count of failed attempts.
@@ -149,8 +152,11 @@ pub struct SignIn {
 pub async fn login(
     State(SignIn { accounts, throttle }): State<SignIn>,
     client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    https: Option<axum::Extension<crate::https::Https>>,
+    headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
+    let secure = crate::https::over_https(https.map(|h| h.0), &headers);
     let now = system_clock();
     let next = safe_next(f.next.as_deref());
     let addr = client.map(|c| c.0 .0.ip());
@@ -173,7 +179,7 @@ pub async fn login(
                 throttle.succeeded(&f.name);
                 let _ = accounts.audit(&audit(&user.name, user.role.as_str(), "succeeded")).await;
                 let mut r = (StatusCode::SEE_OTHER, [(LOCATION, next)]).into_response();
-                r.headers_mut().insert(SET_COOKIE, session_cookie(&token, SESSION_MS / 1000));
+                r.headers_mut().insert(SET_COOKIE, session_cookie(&token, SESSION_MS / 1000, secure));
                 r
             }
             Err(e) => {
@@ -222,6 +228,7 @@ pub async fn logout(
     State(accounts): State<Accounts>,
     headers: HeaderMap,
     user: Option<axum::Extension<User>>,
+    https: Option<axum::Extension<crate::https::Https>>,
 ) -> Response {
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
         let _ = accounts.end_session(token).await;
@@ -239,7 +246,7 @@ pub async fn logout(
         let _ = accounts.audit(&entry).await;
     }
     let mut r = (StatusCode::SEE_OTHER, [(LOCATION, "/login")]).into_response();
-    r.headers_mut().insert(SET_COOKIE, session_cookie("", 0));
+    r.headers_mut().insert(SET_COOKIE, session_cookie("", 0, crate::https::over_https(https.map(|h| h.0), &headers)));
     r
 }
 

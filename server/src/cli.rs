@@ -397,6 +397,14 @@ pub struct ServeArgs {
     /// Name given to the vault when the database is created (an existing vault keeps its name).
     #[arg(long, env = "HOMEWARD_VAULT_NAME", default_value = "homeward-vault", value_name = "NAME")]
     pub vault_name: VaultName,
+    /// Serve the portal and the API over HTTPS with this PEM certificate chain (leaf first; with --tls-key). The
+    /// session cookie is then `Secure`. Without it the portal speaks plain HTTP: keep that on localhost or behind a
+    /// TLS-terminating reverse proxy.
+    #[arg(long, env = "HOMEWARD_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "HOMEWARD_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A database URL this build can open.
@@ -483,9 +491,15 @@ pub fn report_usage_error(e: clap::Error) -> ExitCode {
             }
         }
         _ => {
+            // One line: the message, with the indented lines that complete it (e.g. the missing arguments' names).
             let rendered = e.render().to_string();
-            let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("error: invalid command line");
-            eprintln!("{first} (see `homeward --help`)");
+            let mut lines = rendered.lines().skip_while(|l| l.trim().is_empty());
+            let mut message = lines.next().unwrap_or("error: invalid command line").trim_end().to_owned();
+            for more in lines.take_while(|l| l.starts_with(char::is_whitespace) && !l.trim().is_empty()) {
+                message.push(' ');
+                message.push_str(more.trim());
+            }
+            eprintln!("{message} (see `homeward --help`)");
             ExitCode::from(2)
         }
     }

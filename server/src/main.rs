@@ -12,6 +12,7 @@ mod client;
 mod db;
 mod disk;
 mod events;
+mod https;
 mod pki;
 mod serve;
 mod throttle;

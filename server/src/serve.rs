@@ -51,6 +51,8 @@ pub enum ServeError {
     Pki(#[from] crate::pki::PkiError),
     #[error("site connections: {0}")]
     Connections(#[from] orchestrator::connections::ConnectionError),
+    #[error("HTTPS: {0}")]
+    Tls(#[from] crate::https::TlsFileError),
 }
 
 impl ServeError {
@@ -64,6 +66,11 @@ impl ServeError {
 }
 
 pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
+    // Before anything starts: a certificate that cannot serve is the operator's to fix (exit 2).
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::https::load_config(cert, key)?),
+        _ => None,
+    };
     prepare_data_dir(&args.data_dir)?;
     let node = Node::acquire(&args.data_dir)?;
     let db = db::open(args.database_url.as_ref(), &args.data_dir).await?;
@@ -147,7 +154,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     );
 
     // The first line on stdout: scripts and tests read the URL from it (port 0 picks a free port).
-    println!("Homeward portal: http://{addr}/");
+    println!("Homeward portal: {}://{addr}/", if tls.is_some() { "https" } else { "http" });
     println!("Agents' endpoint (mutual TLS): {agent_addr}");
     if let Some(pw) = generated {
         println!("First start: sign in as 'admin' with the one-time password {pw}");
@@ -165,9 +172,14 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     } else {
         Vec::new()
     };
-    // The client's address, for the sign-in throttle.
-    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    let served = match tls {
+        Some(config) => crate::https::serve(listener, config, router, shutdown_signal()).await,
+        None => {
+            // The client's address, for the sign-in throttle.
+            let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await
+        }
+    };
     agent_endpoint.abort();
     embedded.iter().for_each(|t| t.abort());
     // Running steps stop at their next chunk and their jobs are handed back for any node to take.
@@ -214,7 +226,11 @@ pub fn router(
         ca_fingerprint: plane.ca.fingerprint(),
         agent_port: plane.agent_port,
     };
-    let provide = move || provide_context(context.clone());
+    // Runs inside every page's render, after Leptos made the response's nonce.
+    let provide = move || {
+        provide_context(context.clone());
+        page_security_policy();
+    };
     let routes = generate_route_list(App);
     let router = Router::new()
         .route("/healthz", get(move || healthz(health.clone())))
@@ -234,7 +250,7 @@ pub fn router(
         .with_state(options)
         .layer(axum::middleware::from_fn(server_fn_client_mistakes))
         .layer(axum::middleware::from_fn_with_state(accounts, crate::auth::authenticate));
-    with_request_ids(with_security_headers(router).layer(CompressionLayer::new()))
+    with_edge_layers(with_security_headers(router))
 }
 
 /// A server function whose arguments do not parse (malformed JSON, a missing field, a page number that is not
@@ -268,23 +284,109 @@ async fn server_fn_client_mistakes(req: axum::extract::Request, next: axum::midd
     Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
-/// Every request gets an `X-Request-Id` (a client's own is kept), the response carries it back, and the server
-/// log's line for the request names it: a user reporting a failure can quote the id that finds it in the log.
-fn with_request_ids(router: Router) -> Router {
+/// The layers between the network and every route, innermost first:
+/// * a panic in a handler answers a JSON 500 and is logged, instead of dropping the client's connection;
+/// * every request gets an `X-Request-Id` (a client's own is kept), the response carries it back, every JSON error
+///   body names it, and the server log's lines for the request carry it: a user reporting a failure can quote the
+///   id that finds its cause in the log;
+/// * compression last, so the error bodies above are still plain JSON when they are completed.
+fn with_edge_layers(router: Router) -> Router {
+    use tower_http::catch_panic::CatchPanicLayer;
     use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
     let trace = TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
         let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
         tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
     });
     router
+        .layer(CatchPanicLayer::custom(panicked))
+        .layer(axum::middleware::from_fn(request_id_in_errors))
         .layer(trace)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(CompressionLayer::new())
 }
 
-/// Headers on every response: never framed, never sniffed, no referrer to other sites, and pages and API answers
-/// never stored (Back after sign-out must not show the vault); the site's script, wasm and style stay cacheable.
-/// A script-restricting Content-Security-Policy needs a nonce on Leptos' inline hydration scripts: not yet.
+/// The answer to a request whose handler panicked; the panic's text goes to the log (inside the request's span,
+/// so under its id), never to the client.
+fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = what, "a request's handler panicked");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(serde_json::json!({
+            "code": "internal",
+            "message": "The server failed while handling this request.",
+            "recommended_action": "Check the jobs and the audit log for what this request did, then retry; if it \
+                fails again, report it with its request id (the server log has the cause under it).",
+        })),
+    )
+        .into_response()
+}
+
+/// Adds `request_id` to every JSON error body that does not name it yet (the header carries it too, but a body is
+/// what users paste into a ticket). Server functions' errors are left as they are: the portal decodes them as
+/// its own error type, where an extra field would not parse (the header still carries the id).
+async fn request_id_in_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let res = next.run(req).await;
+    let id = id.filter(|_| !res.headers().contains_key("serverfnerror"));
+    let json = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let (Some(id), true, true) = (id, json, res.status().is_client_error() || res.status().is_server_error()) else {
+        return res;
+    };
+    let (mut parts, body) = res.into_parts();
+    // Error bodies are small; one that is not is passed on as it came.
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "the error could not be read").into_response();
+    };
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(mut fields)) if !fields.contains_key("request_id") => {
+            fields.insert("request_id".into(), id.into());
+            parts.headers.remove(CONTENT_LENGTH);
+            Response::from_parts(parts, axum::body::Body::from(serde_json::Value::Object(fields).to_string()))
+        }
+        _ => Response::from_parts(parts, axum::body::Body::from(bytes)),
+    }
+}
+
+/// The Content-Security-Policy: scripts only from this site, plus, on a page, the inline ones carrying the
+/// response's nonce (Leptos puts it on its hydration and streamed-resource scripts); WebAssembly compiled only by
+/// those scripts; nothing fetched, framed, posted or based anywhere else; styles from the site and the components'
+/// own `style` attributes. An injected `<script>` or `on…=` attribute does not run.
+fn content_security_policy(nonce: Option<&str>) -> String {
+    let nonce = nonce.map(|n| format!(" 'nonce-{n}'")).unwrap_or_default();
+    format!(
+        "default-src 'self'; script-src 'self'{nonce} 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+/// A rendered page's policy names its own nonce (set from inside the render, where the nonce exists); every
+/// other response gets the policy without one (see [`with_security_headers`]).
+fn page_security_policy() {
+    use axum::http::header::{HeaderValue, CONTENT_SECURITY_POLICY};
+    let (Some(nonce), Some(response)) =
+        (leptos::nonce::use_nonce(), leptos::prelude::use_context::<leptos_axum::ResponseOptions>())
+    else {
+        return;
+    };
+    if let Ok(policy) = HeaderValue::from_str(&content_security_policy(Some(&nonce))) {
+        response.insert_header(CONTENT_SECURITY_POLICY, policy);
+    }
+}
+
+/// Headers on every response: never framed, never sniffed, no referrer to other sites, scripts restricted (see
+/// [`content_security_policy`]), and pages and API answers never stored (Back after sign-out must not show the
+/// vault); the site's script, wasm and style stay cacheable.
 fn with_security_headers(router: Router) -> Router {
     use axum::http::header::{
         HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY,
@@ -300,7 +402,10 @@ fn with_security_headers(router: Router) -> Router {
     router
         .layer(fixed(X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(fixed(X_FRAME_OPTIONS, "DENY"))
-        .layer(fixed(CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"))
+        .layer(Set::if_not_present(
+            CONTENT_SECURITY_POLICY,
+            HeaderValue::from_str(&content_security_policy(None)).expect("the policy is ASCII"),
+        ))
         .layer(fixed(REFERRER_POLICY, "same-origin"))
         .layer(Set::if_not_present(CACHE_CONTROL, no_store))
 }
@@ -400,6 +505,47 @@ mod tests {
         let e = prepare_data_dir(&bad).unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains(&bad.display().to_string()), "{e}");
+    }
+
+    /// A handler's panic is a typed JSON 500 with the request's id, and the connection is answered, not dropped.
+    #[tokio::test]
+    async fn a_panicking_handler_answers_json_500_with_the_request_id() {
+        use tower::ServiceExt;
+        async fn boom() -> &'static str {
+            panic!("a bug")
+        }
+        let app = with_edge_layers(
+            Router::new()
+                .route("/boom", get(boom))
+                .route("/refused", get(|| async { (StatusCode::CONFLICT, Json(serde_json::json!({"code": "x"}))) }))
+                .route(
+                    "/server-fn",
+                    get(|| async {
+                        (StatusCode::CONFLICT, [("serverfnerror", "/api/x")], Json(serde_json::json!({"Refused": 1})))
+                    }),
+                ),
+        );
+        let req = |path: &str| axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+        let res = app.clone().oneshot(req("/boom")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((v["code"].as_str(), v["request_id"].as_str()), (Some("internal"), Some(id.as_str())));
+        assert!(!String::from_utf8_lossy(&body).contains("a bug"), "the panic's text stays in the log");
+        // Every JSON error body names its request id; a client's own id is the one named.
+        let mut r = req("/refused");
+        r.headers_mut().insert("x-request-id", "ticket-9".parse().unwrap());
+        let res = app.clone().oneshot(r).await.unwrap();
+        assert_eq!(res.status(), StatusCode::CONFLICT);
+        let v: serde_json::Value =
+            serde_json::from_slice(&axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap()).unwrap();
+        assert_eq!(v, serde_json::json!({"code": "x", "request_id": "ticket-9"}));
+        // A server function's error is the portal's own type on the wire: left exactly as it is.
+        let res = app.oneshot(req("/server-fn")).await.unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap()).unwrap();
+        assert_eq!(v, serde_json::json!({"Refused": 1}));
     }
 
     #[test]

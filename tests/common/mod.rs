@@ -124,7 +124,10 @@ impl Portal {
             Err(_) => panic!("homeward serve printed no URL within 60 s"),
         };
         let url = line.strip_prefix("Homeward portal: ").unwrap_or_else(|| panic!("unexpected first line: {line}"));
-        assert!(url.starts_with("http://127.0.0.1:") && url.ends_with('/'), "{url}");
+        assert!(
+            (url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:")) && url.ends_with('/'),
+            "{url}"
+        );
         let second = rx.recv_timeout(Duration::from_secs(10)).expect("the agents' endpoint line");
         let agent_endpoint = second
             .strip_prefix("Agents' endpoint (mutual TLS): ")
