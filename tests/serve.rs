@@ -853,3 +853,42 @@ async fn the_portal_serves_https_with_the_operators_certificate() {
     let out = run_homeward(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data_arg, "--tls-cert", cert_arg]);
     assert_one_line_usage_error(&out, "--tls-key");
 }
+
+/// A damaged estate (a row of the database that no longer parses) is not served as errors with `/healthz` saying
+/// ok: `/healthz` turns unavailable naming the row, item calls answer a typed 500 without the parser's text, and
+/// the next start refuses with one line naming the row and what to do (exit 2).
+#[tokio::test]
+async fn a_damaged_estate_makes_healthz_unavailable_and_the_next_start_refuse() {
+    if engine().0 != "sqlite" {
+        return; // the damage is written with SQLite's file; the check is the same code on PostgreSQL
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let portal = Portal::start_in(dir.path(), &[]);
+    let (status, _, body) = get(&reqwest::Client::new(), &format!("{}healthz", portal.url)).await;
+    assert_eq!(status, 200, "{body}");
+    let url = format!("sqlite://{}", dir.path().join("homeward.db").display());
+    let db = orchestrator::db::Db::connect(&url, 1).await.unwrap();
+    sqlx::query("update estate_items set record = '{\"item\": 7' where id = 'web01'").execute(&db.pool).await.unwrap();
+    db.pool.close().await;
+
+    let (status, _, body) = get(&reqwest::Client::new(), &format!("{}healthz", portal.url)).await;
+    assert_eq!(status, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "unavailable");
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains("item web01") && error.contains("restore the vault's database"), "{error}");
+    let r = portal.http.get(format!("{}api/v1/items", portal.url)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 500);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "internal", "{v}");
+    assert!(v["request_id"].is_string() && !v.to_string().contains("EOF while parsing"), "{v}");
+    drop(portal);
+
+    let out = common::homeward(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_one_line_usage_error(&out, "item web01");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("restore the vault's database from its backup"));
+}

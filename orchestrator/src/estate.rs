@@ -171,7 +171,9 @@ pub enum EstateError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: the estate inventory is unreadable: {problem}")]
     Corrupt { path: PathBuf, problem: String },
-    #[error("the estate's {what} in the database is unreadable: {problem}")]
+    #[error(
+        "the estate's {what} in the database is unreadable ({problem}); restore the vault's database from its backup"
+    )]
     CorruptRow { what: String, problem: String },
     #[error("the vault has no estate yet")]
     Missing,

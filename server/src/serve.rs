@@ -101,6 +101,9 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
         Some(Created::Built) => tracing::info!(estate = %estate.root.display(), "seeded the demo estate"),
         None => {}
     }
+    // A damaged estate (a row that does not parse) is refused at start, naming the row, rather than served as
+    // errors on every item call.
+    estate.load().await?;
     let key_dir = args.data_dir.clone();
     let sealer = tokio::task::spawn_blocking(move || orchestrator::connections::Sealer::load_or_create(&key_dir))
         .await
@@ -123,7 +126,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let workers =
         Workers::spawn(service.clone(), &node, workers_count, args.lease_seconds * 1000, shutdown.clone(), rt.clone());
     let replication = orchestrator::replication::spawn(service.clone(), &node, shutdown.clone(), rt);
-    let health = Health { db: db.clone(), node: node.id.clone(), workers: workers.clone() };
+    let health = Health { db: db.clone(), node: node.id.clone(), workers: workers.clone(), service: service.clone() };
     spawn_connection_checks(service.clone(), shutdown.clone());
 
     // The agents' endpoint: mutual TLS with certificates of the vault's own CA.
@@ -195,12 +198,14 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     served.map_err(ServeError::Serve)
 }
 
-/// What `/healthz` reports: the database answers, and at least one worker of this node is alive.
+/// What `/healthz` reports: the database answers, the estate's description in it reads whole, and at least one
+/// worker of this node is alive.
 #[derive(Clone)]
 pub struct Health {
     db: Db,
     node: String,
     workers: Arc<Workers>,
+    service: Arc<Service>,
 }
 
 pub fn router(
@@ -413,6 +418,23 @@ fn with_security_headers(router: Router) -> Router {
 async fn healthz(h: Health) -> impl IntoResponse {
     let workers = h.workers.health();
     let alive = workers.iter().filter(|w| w.alive).count();
+    let estate = match h.service.estate.load().await {
+        Err(
+            e @ (orchestrator::estate::EstateError::CorruptRow { .. } | orchestrator::estate::EstateError::Missing),
+        ) => Some(e),
+        _ => None, // a database that does not answer is reported below
+    };
+    if let Some(e) = estate {
+        tracing::error!(error = %e, "healthz: the estate does not read");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "status": "unavailable",
+                "error": e.to_string(),
+                "node": h.node, "workers": workers,
+            })),
+        );
+    }
     match h.db.applied_version().await {
         Ok(v) if alive > 0 => (
             StatusCode::OK,
