@@ -375,6 +375,13 @@ async fn unknown_parameters_are_refused_plans_have_a_dry_run_and_a_busy_item_ans
     let (status, err) = api.get("items?stat=committed-in-cloud").await;
     assert_eq!(status, 400, "{err}");
     assert!(err["message"].as_str().unwrap().contains("stat"), "{err}");
+    // A filter value that is no state or operation is a mistake to fix, not an empty list.
+    let (status, err) = api.get("items?state=commited-in-cloud").await;
+    assert_eq!(status, 400, "{err}");
+    let said = err["message"].as_str().unwrap();
+    assert!(said.contains("commited-in-cloud") && said.contains("committed-in-cloud"), "names the states: {err}");
+    let (status, err) = api.get("items?allows=failback").await;
+    assert_eq!(status, 400, "{err}");
     let (status, err) = api.get("jobs?itm=web01").await;
     assert_eq!(status, 400, "{err}");
     assert_eq!(api.get("jobs").await.1["jobs"].as_array().unwrap().len(), 0, "nothing started");

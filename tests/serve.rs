@@ -12,6 +12,11 @@ async fn get(c: &reqwest::Client, url: &str) -> (u16, String, String) {
     (status, ctype, resp.text().await.unwrap())
 }
 
+/// The sign-in form's post, as a browser on the portal's own page sends it.
+async fn post_sign_in(c: &reqwest::Client, base: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    c.post(format!("{base}/auth/login")).header("origin", base).form(form).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn serve_creates_the_database_and_healthz_reports_the_schema_version_and_the_workers() {
     let portal = Portal::start(&["--workers", "3"]);
@@ -263,49 +268,32 @@ async fn sign_in_sessions_roles_and_csrf() {
     assert_eq!(r.headers()["cache-control"], "no-store");
 
     // A wrong password: back to the form, with the error, nothing set.
-    let r = anon
-        .post(format!("{base}/auth/login"))
-        .header("origin", &base)
-        .form(&[("name", "admin"), ("password", "wrong-password-123"), ("next", "/jobs")])
-        .send()
-        .await
-        .unwrap();
+    let r =
+        post_sign_in(&anon, &base, &[("name", "admin"), ("password", "wrong-password-123"), ("next", "/jobs")]).await;
     assert_eq!(r.status().as_u16(), 303);
     assert!(r.headers()["location"].to_str().unwrap().starts_with("/login?error=credentials"));
     assert!(r.headers().get("set-cookie").is_none());
     // The right one: a session cookie and the page the user was going to.
-    let r = anon
-        .post(format!("{base}/auth/login"))
-        .header("origin", &base)
-        .form(&[("name", "admin"), ("password", common::ADMIN_PASSWORD), ("next", "//evil.example/")])
-        .send()
-        .await
-        .unwrap();
+    let r = post_sign_in(
+        &anon,
+        &base,
+        &[("name", "admin"), ("password", common::ADMIN_PASSWORD), ("next", "//evil.example/")],
+    )
+    .await;
     assert_eq!(r.status().as_u16(), 303);
     assert_eq!(r.headers()["location"], "/", "an outside redirect target is ignored");
     // Browsers drop tabs and line breaks from URLs ("/\t/evil.example" is "//evil.example" to them), and CR/LF
     // cannot be a header: each is refused whole, and the redirect always has a Location.
     for next in ["/\t/evil.example", "/\r\n/evil.example", "/jobs\r\nSet-Cookie: a=b", "/\\evil.example"] {
-        let r = anon
-            .post(format!("{base}/auth/login"))
-            .header("origin", &base)
-            .form(&[("name", "admin"), ("password", common::ADMIN_PASSWORD), ("next", next)])
-            .send()
-            .await
-            .unwrap();
+        let r = post_sign_in(&anon, &base, &[("name", "admin"), ("password", common::ADMIN_PASSWORD), ("next", next)])
+            .await;
         assert_eq!(
             (r.status().as_u16(), r.headers().get("location").map(|l| l.as_bytes())),
             (303, Some(&b"/"[..])),
             "{next:?}"
         );
     }
-    let r = anon
-        .post(format!("{base}/auth/login"))
-        .header("origin", &base)
-        .form(&[("name", "admin"), ("password", common::ADMIN_PASSWORD), ("next", "/")])
-        .send()
-        .await
-        .unwrap();
+    let r = post_sign_in(&anon, &base, &[("name", "admin"), ("password", common::ADMIN_PASSWORD), ("next", "/")]).await;
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
     assert!(!cookie.contains("Secure"), "plain HTTP on localhost: a Secure cookie would never come back: {cookie}");
@@ -765,13 +753,8 @@ async fn the_portal_serves_https_with_the_operators_certificate() {
     let base = portal.url.trim_end_matches('/').to_owned();
     let (status, _, body) = get(&anon, &format!("{base}/healthz")).await;
     assert_eq!(status, 200, "{body}");
-    let r = anon
-        .post(format!("{base}/auth/login"))
-        .header("origin", &base)
-        .form(&[("name", "admin"), ("password", common::ADMIN_PASSWORD), ("next", "/jobs")])
-        .send()
-        .await
-        .unwrap();
+    let r =
+        post_sign_in(&anon, &base, &[("name", "admin"), ("password", common::ADMIN_PASSWORD), ("next", "/jobs")]).await;
     assert_eq!((r.status().as_u16(), r.headers()["location"].to_str().unwrap()), (303, "/jobs"));
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.contains("HttpOnly") && cookie.ends_with("; Secure"), "{cookie}");
@@ -786,20 +769,10 @@ async fn the_portal_serves_https_with_the_operators_certificate() {
     assert_eq!(r.status().as_u16(), 200);
     // The sign-in throttle still sees the client's address over TLS (30 failures per address, any names).
     for i in 0..30 {
-        anon.post(format!("{base}/auth/login"))
-            .header("origin", &base)
-            .form(&[("name", format!("nobody-{i}").as_str()), ("password", "wrong-password-123")])
-            .send()
-            .await
-            .unwrap();
+        post_sign_in(&anon, &base, &[("name", format!("nobody-{i}").as_str()), ("password", "wrong-password-123")])
+            .await;
     }
-    let r = anon
-        .post(format!("{base}/auth/login"))
-        .header("origin", &base)
-        .form(&[("name", "someone-else"), ("password", "wrong-password-123")])
-        .send()
-        .await
-        .unwrap();
+    let r = post_sign_in(&anon, &base, &[("name", "someone-else"), ("password", "wrong-password-123")]).await;
     assert_eq!(r.status().as_u16(), 429, "one address's flood is throttled whatever the name");
 
     // A client that does not trust the certificate gets no answer; nor does plain HTTP.
