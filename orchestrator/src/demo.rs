@@ -273,7 +273,7 @@ pub fn add_fleet(estate: &Estate, doc: &mut EstateDoc, n: usize) -> Result<(), E
         let (family, os) = oses[k % oses.len()];
         let machine = if k % 10 == 9 { MachineType::PhysicalServer } else { MachineType::VmwareVm };
         if let Some(cs) = &mut doc.inventory.configuration_server {
-            cs.registered_vms.push(id.clone());
+            cs.registered_vms.insert(id.clone());
         }
         doc.items.push(ItemRecord {
             item: ReplicatedItem {

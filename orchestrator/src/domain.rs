@@ -78,8 +78,9 @@ pub enum Health {
 pub struct ConfigurationServer {
     pub id: String,
     pub ip_address: String,
-    /// VMs registered in the configuration server's database.
-    pub registered_vms: Vec<String>,
+    /// VMs registered in the configuration server's database. A set: R-C1 looks every item up in it, and a list
+    /// made that quadratic (5 000 items: a fifth of the items API's time in string compares).
+    pub registered_vms: std::collections::BTreeSet<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -103,7 +103,7 @@ pub fn r_c1_registered_in_configuration_server(item: &ReplicatedItem, inv: &Inve
             "Restore the configuration server from its scheduled backup, with the same IP address.",
         );
     };
-    if !cs.registered_vms.iter().any(|v| v == &item.id) {
+    if !cs.registered_vms.contains(&item.id) {
         return refuse(
             "R-C1",
             format!("{} is not in the configuration server's database ({}).", item.name, cs.ip_address),
