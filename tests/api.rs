@@ -385,6 +385,30 @@ async fn unknown_parameters_are_refused_plans_have_a_dry_run_and_a_busy_item_ans
     assert!(said.contains("commited-in-cloud") && said.contains("committed-in-cloud"), "names the states: {err}");
     let (status, err) = api.get("items?allows=failback").await;
     assert_eq!(status, 400, "{err}");
+    // The list comes in pages; `next` keeps the filters, and the pages together are the whole list once.
+    let (_, all) = api.get("items").await;
+    let total = all["total"].as_u64().unwrap() as usize;
+    assert_eq!((all["items"].as_array().unwrap().len(), &all["next"]), (total, &Value::Null), "{all}");
+    let mut seen = Vec::new();
+    let mut page = api.get("items?limit=3").await.1;
+    loop {
+        assert_eq!(page["total"].as_u64(), Some(total as u64), "{page}");
+        seen.extend(page["items"].as_array().unwrap().iter().map(|i| i["item"]["id"].as_str().unwrap().to_owned()));
+        let Some(next) = page["next"].as_str() else { break };
+        assert!(next.starts_with("/api/v1/items?") && next.ends_with("limit=3"), "{next}");
+        page = api.get(next.trim_start_matches("/api/v1/")).await.1;
+    }
+    let every: Vec<String> =
+        all["items"].as_array().unwrap().iter().map(|i| i["item"]["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(seen, every);
+    let (_, erp) = api.get("items?q=erp&limit=2").await;
+    assert_eq!((erp["total"].as_u64(), erp["next"].as_str()), (Some(3), Some("/api/v1/items?q=erp&offset=2&limit=2")));
+    for bad in ["items?limit=0", "items?limit=5001", "items?offset=-1", "items?limit=many"] {
+        let (status, err) = api.get(bad).await;
+        assert_eq!(status, 400, "{bad}: {err}");
+    }
+    let (status, err) = api.get("items?limit=5001").await;
+    assert!(err["message"].as_str().unwrap().contains("1 to 5000"), "{status} {err}");
     let (status, err) = api.get("jobs?itm=web01").await;
     assert_eq!(status, 400, "{err}");
     assert_eq!(api.get("jobs").await.1["jobs"].as_array().unwrap().len(), 0, "nothing started");
@@ -661,6 +685,101 @@ async fn accounts_are_managed_through_the_api_and_a_password_change_ends_other_s
     }
     let text = log.to_string();
     assert!(!text.contains(&olga_pw) && !text.contains(new_pw) && !text.contains("rita-password-1"), "{log}");
+}
+
+/// The primary site as a connected vCenter (govmomi's simulator, a VM of it named after the Windows master target,
+/// one datastore vSAN). The connection carries the name of the items' original vCenter, so the rules see its hosts, datastores and
+/// master targets as vCenter reports them, and the jobs act through the vim25 API: an alternate-location reprotect
+/// creates the VM with CreateVM_Task and writes its VMDK in the VM's folder on the datastore; the failover attaches
+/// the disk at the chosen point and powers the VM on; commit, then re-protect to the cloud reads the VMDK. The disks
+/// are compared with qemu-img at each step. A vCenter that stops answering then refuses failovers (R-C4).
+#[tokio::test]
+async fn an_item_fails_back_into_a_connected_vcenter_through_its_api() {
+    let vcsim = emulators::Vcsim::start_with(&["--vms", "mt-win-01", "--vsan", "LocalDS_1"]);
+    let portal = Portal::start(&[]);
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
+    let (status, _, _) = api.post("infrastructure/faults", r#"{"guest_bytes_per_tick": 0}"#, None).await;
+    assert_eq!(status, 200);
+    let conn = json!({"kind": "vcenter", "name": "vcenter-01", "url": vcsim.url, "user": vcsim.user,
+                      "password": vcsim.password, "thumbprint": vcsim.thumbprint});
+    let (s, v, _) = api.post("connections", &conn.to_string(), None).await;
+    assert_eq!(s, 201, "{v}");
+
+    // The choices and the checks come from vCenter: a vSAN datastore is refused for a new VM (R-L9).
+    let body = |ds: &str| json!({"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": ds});
+    let (s, plan, _) = api.post("items/app02/reprotect?dry_run=true", &body("LocalDS_1").to_string(), None).await;
+    assert_eq!(s, 200, "{plan}");
+    let refused: Vec<&str> = plan["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["passed"] == false)
+        .map(|c| c["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(refused, ["R-L9"], "{plan}");
+    let (_, plan, _) = api.post("items/app02/reprotect?dry_run=true", &body("LocalDS_0").to_string(), None).await;
+    assert!(plan["checks"].as_array().unwrap().iter().all(|c| c["passed"] == true), "{plan}");
+    let host = plan["target_host"].as_str().unwrap().to_owned();
+    assert!(host.starts_with("DC0_"), "the master target's host as vCenter runs it: {plan}");
+
+    let job = api.act("app02", "reprotect", body("LocalDS_0"), "vc-reprotect").await;
+    let created: Value = serde_json::from_str(job["job"]["tasks"][0]["result"].as_str().unwrap()).unwrap();
+    assert_eq!((created["vcenter"].as_str(), created["vm"].as_str()), (Some("vcenter-01"), Some("app02")), "{job}");
+    let folder = vcsim.datastores.iter().find(|(n, _)| n == "LocalDS_0").unwrap().1.join("app02");
+    let vmdk = folder.join("app02-disk0.vmdk");
+    let root = portal.data_dir.join("estate");
+    let cloud = |rec: &Value| root.join(rec["cloud_disks"][0].as_str().unwrap());
+    let rec = common::estate_record(&portal.data_dir, "app02").await;
+    common::same_disk(&vmdk, "vmdk", &cloud(&rec), "vpc", "the VMDK in vCenter's datastore after the full copy");
+    let (_, it) = api.get("items/app02").await;
+    let onprem = &it["item"]["onprem"];
+    assert_eq!((onprem["id"].as_str(), onprem["host"].as_str()), (Some("app02"), Some(host.as_str())), "{it}");
+    assert_eq!(onprem["disks"][0]["datastore"], "LocalDS_0");
+    let vm = |v: &Value| {
+        v["connection"]["inventory"]["inventory"]["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "app02")
+            .cloned()
+    };
+    let (_, v, _) = api.post("connections/vcenter-01/refresh", "{}", None).await;
+    let made = vm(&v).expect("CreateVM_Task made the VM");
+    assert_eq!((made["power"].as_str(), made["host"].as_str()), (Some("off"), Some(host.as_str())), "{made}");
+
+    // Failover to the latest point: the cloud VM shuts down, one more cycle, the disk at that point is attached and
+    // the VM powered on through vCenter.
+    api.act("app02", "failover", json!({"point": {"type": "latest"}}), "vc-failover").await;
+    let (_, v, _) = api.post("connections/vcenter-01/refresh", "{}", None).await;
+    let running = vm(&v).unwrap();
+    assert_eq!(running["power"], "on", "{running}");
+    assert_eq!(running["disks"], json!(["[LocalDS_0] app02/app02-disk0-failback.vmdk"]), "{running}");
+    common::same_disk(
+        &folder.join("app02-disk0-failback.vmdk"),
+        "vmdk",
+        &cloud(&rec),
+        "vpc",
+        "the attached VMDK holds the cloud disk at the latest point",
+    );
+    api.act("app02", "commit", json!({}), "vc-commit").await;
+
+    // Re-protect to the cloud reads the VM's disk on the datastore.
+    api.post("infrastructure/faults", r#"{"register_agent": "app02"}"#, None).await;
+    api.act("app02", "reprotect-to-cloud", json!({"process_server": "cs-01"}), "vc-rtc").await;
+    let rec = common::estate_record(&portal.data_dir, "app02").await;
+    let onprem_disk = std::path::PathBuf::from(rec["onprem_disks"][0].as_str().unwrap());
+    assert!(onprem_disk.starts_with(&folder), "{rec}");
+    common::same_disk(&onprem_disk, "vmdk", &cloud(&rec), "vpc", "the cloud copy of the VM in vCenter");
+
+    // vCenter stops answering: its last check fails, and a failover to one of its hosts is refused (R-C4).
+    api.act("lin01", "reprotect", json!({"master_target": "mt-linux-01", "process_server": "ps-azure-01"}), "vc-lin")
+        .await;
+    drop(vcsim);
+    let (_, v, _) = api.post("connections/vcenter-01/refresh", "{}", None).await;
+    assert!(v["connection"]["last_error"].as_str().unwrap().contains("cannot be reached"), "{v}");
+    let (s, err, _) = api.post("items/lin01/failover", &json!({"point": {"type": "latest"}}).to_string(), None).await;
+    assert_eq!((s, err["rule"].as_str()), (409, Some("R-C4")), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("vcenter-01"), "{err}");
 }
 
 #[tokio::test]

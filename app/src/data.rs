@@ -617,6 +617,14 @@ pub async fn infrastructure() -> Result<InfraView, ServerFnError> {
     let s = service()?;
     let doc = s.doc().await.map_err(internal)?;
     let inv = &doc.inventory;
+    let real: std::collections::HashSet<String> = s
+        .connections
+        .vcenters()
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .flat_map(|(_, v)| v.datastores.into_iter().map(|d| d.name))
+        .collect();
     let yes = |b: bool| if b { "yes".to_owned() } else { "no".to_owned() };
     let cols = |c: &[&str]| c.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let sections = vec![
@@ -691,7 +699,8 @@ pub async fn infrastructure() -> Result<InfraView, ServerFnError> {
     ];
     Ok(InfraView {
         sections,
-        datastores: inv.datastores.iter().map(|d| d.id.clone()).collect(),
+        // The demo's "fill a datastore" switch acts on the local estate's datastores, not on a real vCenter's.
+        datastores: inv.datastores.iter().filter(|d| !real.contains(&d.id)).map(|d| d.id.clone()).collect(),
         items: doc.items.iter().map(|r| r.item.id.clone()).collect(),
         vcenter_connected: inv.vcenters.iter().all(|v| v.connected),
         master_target_snapshots: inv.master_targets.iter().map(|m| m.snapshots).max().unwrap_or(0),

@@ -154,6 +154,9 @@ pub struct HostView {
     pub cluster: Option<String>,
     pub connection_state: String,
     pub maintenance: bool,
+    /// The datastores it mounts (absent from checks stored before they were kept).
+    #[serde(default)]
+    pub datastores: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -163,6 +166,9 @@ pub struct DatastoreView {
     pub capacity_bytes: u64,
     pub free_bytes: u64,
     pub accessible: bool,
+    /// `ds:///vmfs/volumes/…`, or the folder backing it on the simulator.
+    #[serde(default)]
+    pub url: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -189,6 +195,7 @@ fn snapshot_of(about: &About, inv: Inventory) -> Snapshot {
                     cluster: h.cluster,
                     connection_state: h.connection_state,
                     maintenance: h.maintenance,
+                    datastores: h.datastores,
                 })
                 .collect(),
             datastores: inv
@@ -200,6 +207,7 @@ fn snapshot_of(about: &About, inv: Inventory) -> Snapshot {
                     capacity_bytes: d.capacity_bytes,
                     free_bytes: d.free_bytes,
                     accessible: d.accessible,
+                    url: d.url,
                 })
                 .collect(),
             networks: inv.networks,
@@ -635,6 +643,34 @@ impl Connections {
             }
         }
         Ok(checked)
+    }
+
+    /// The vCenter connections with the inventory of their last good check, and whether the last check succeeded.
+    pub async fn vcenters(&self) -> Result<Vec<(Connection, InventoryView)>, ConnectionError> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .filter_map(|c| match c.inventory.clone() {
+                Some(Snapshot::Vcenter { inventory, .. }) => Some((c, inventory)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// A logged-in session with a connected vCenter, for a job's steps on the primary site.
+    pub async fn vcenter_session(&self, id_or_name: &str) -> Result<Vcenter, ConnectionError> {
+        let row = self.row(id_or_name).await?;
+        if row.kind != ConnectionKind::Vcenter.as_str() {
+            return Err(ConnectionError::Invalid(format!("{} is a storage account, not a vCenter", row.name)));
+        }
+        Ok(Vcenter::connect(VcenterConfig {
+            url: row.url.clone(),
+            user: row.user_name.clone().unwrap_or_default(),
+            password: self.sealer.open(&row.id, &row.secret_sealed)?,
+            thumbprint: row.thumbprint.as_deref().and_then(|t| Thumbprint::parse(t).ok()),
+        })
+        .await?)
     }
 
     /// Forgets a connection and its sealed credential.

@@ -13,7 +13,8 @@
 //! * [`agents`]: the site agents (process servers, master targets), their enrollment and heartbeats.
 //! * [`assignments`]: a cycle handed to two agents, fenced by the job or round that created it.
 //! * [`connectors`]: the sites' real APIs (vCenter's vim25 SOAP, Azure Storage page blobs); [`connections`]: the
-//!   vCenters and storage accounts an Administrator added, checked against those APIs, credentials sealed.
+//!   vCenters and storage accounts an Administrator added, checked against those APIs, credentials sealed;
+//!   [`primary_site`]: a connected vCenter as the primary site the rules see and the jobs act on.
 //! * [`access`]: the roles (Reader, Drill operator, Operator, Administrator) and what each may do.
 //!
 //! Architecture Invariant: the modules above do no IO. The clock ([`domain::Millis`]), identifiers and the inventory are
@@ -38,6 +39,7 @@ pub mod estate;
 pub mod jobs;
 pub mod lifecycle;
 pub mod points;
+pub mod primary_site;
 pub mod replication;
 pub mod rules;
 pub mod service;

@@ -288,7 +288,12 @@ pub fn r_l8_datastore_reachable_from_master_target(ds: &Datastore, mt_host: &Hos
 /// R-L9: alternate location only to VMFS.
 pub fn r_l9_alternate_location_needs_vmfs(ds: &Datastore) -> Check {
     if ds.kind != DatastoreKind::Vmfs {
-        let kind = if ds.kind == DatastoreKind::Vsan { "vSAN" } else { "RDM" };
+        let kind = match ds.kind {
+            DatastoreKind::Vsan => "vSAN",
+            DatastoreKind::Rdm => "RDM",
+            DatastoreKind::Nfs => "NFS",
+            DatastoreKind::Vmfs | DatastoreKind::Other => "not VMFS",
+        };
         return refuse(
             "R-L9",
             format!("Datastore {} is {kind}; alternate-location recovery creates new VMDKs on VMFS only.", ds.id),
@@ -303,7 +308,12 @@ pub fn datastore_has_room(ds: &Datastore, bytes: u64) -> Check {
     if ds.free_bytes < bytes {
         return refuse(
             "R-L8",
-            format!("Datastore {} has {} bytes free; the VM's disks need {bytes}.", ds.id, ds.free_bytes),
+            format!(
+                "Datastore {} has {} free; the VM's disks need {}.",
+                ds.id,
+                bytes_text(ds.free_bytes),
+                bytes_text(bytes)
+            ),
             "Free space on the datastore or choose another one.",
         );
     }

@@ -101,8 +101,14 @@ pub fn system_clock() -> Millis {
 }
 
 impl Service {
+    /// The estate as the rules see it: the local estate, with the primary site as each connected vCenter last
+    /// reported it ([`crate::primary_site::overlay`]).
     pub async fn doc(&self) -> Result<EstateDoc, ServiceError> {
-        Ok(self.estate.load().await?)
+        let mut doc = self.estate.load().await?;
+        for (c, inv) in self.connections.vcenters().await? {
+            crate::primary_site::overlay(&mut doc.inventory, &c.name, &inv, c.last_error.is_none());
+        }
+        Ok(doc)
     }
 
     pub async fn context(&self, item: &str) -> Result<Context, ServiceError> {
@@ -123,22 +129,47 @@ impl Service {
 
     /// Every item with its allowed operations: one read of the estate, one query for the active jobs.
     pub async fn all_items(&self) -> Result<Vec<(ReplicatedItem, Vec<(Operation, Vec<Refusal>)>)>, ServiceError> {
+        Ok(self.items_page(|_| true, None, 0, usize::MAX).await?.0)
+    }
+
+    /// The items `keep` accepts (and, with `allows`, that allow that operation now), from the `offset`-th on, at
+    /// most `limit`, with their operations; and how many matched in all. Only the page's items get their refusals
+    /// written out (unless `allows` needs them to filter): on a large vault that is most of a list's cost.
+    pub async fn items_page(
+        &self,
+        keep: impl Fn(&ReplicatedItem) -> bool,
+        allows: Option<Operation>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<(ReplicatedItem, Vec<(Operation, Vec<Refusal>)>)>, usize), ServiceError> {
         let doc = self.doc().await?;
         let now = (self.clock)();
         let active = self.jobs.active_jobs_by_item().await?;
         let syncing = self.jobs.initial_sync_progress(None).await?;
         let agents = self.agents.list(now).await?;
-        doc.items
-            .iter()
-            .map(|rec| {
-                let mut item = self.estate.view_of(&doc, rec, now)?;
-                with_sync_progress(&mut item, syncing.get(&rec.item.id));
-                crate::agents::apply_agent_health(&mut item, &agents);
+        let mut page = Vec::new();
+        let mut matched = 0;
+        for rec in &doc.items {
+            let mut item = self.estate.view_of(&doc, rec, now)?;
+            with_sync_progress(&mut item, syncing.get(&rec.item.id));
+            crate::agents::apply_agent_health(&mut item, &agents);
+            if !keep(&item) {
+                continue;
+            }
+            let in_page = matched >= offset && page.len() < limit;
+            if in_page || allows.is_some() {
                 let ctx = Context { now, active_job: active.get(&rec.item.id).cloned() };
                 let ops = lifecycle::allowed_operations(&item, &doc.inventory, &ctx);
-                Ok((item, ops))
-            })
-            .collect()
+                if allows.is_some_and(|a| !ops.iter().any(|(op, r)| *op == a && r.is_empty())) {
+                    continue;
+                }
+                if in_page {
+                    page.push((item, ops));
+                }
+            }
+            matched += 1;
+        }
+        Ok((page, matched))
     }
 
     /// Applies fault knobs to the estate; names an unknown item or datastore.

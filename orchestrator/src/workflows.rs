@@ -13,6 +13,7 @@ use crate::estate::{EstateError, ItemRecord};
 use crate::jobs::{self, Job, JobError, JobState, Task, TaskExecutor, TaskFailure, TaskOutcome};
 use crate::lifecycle::{self, Context, DataEstimate, Event, Operation, Request, State, Step};
 use crate::points::PointChoice;
+use crate::primary_site::VcenterSite;
 use crate::service::{JobRequest, PlanJobRequest, Service, ServiceError, BLOCK_SIZE, PLAN_ITEM_FAILOVER};
 
 /// A failure only a person can cure: the job ends with it at once.
@@ -114,7 +115,10 @@ impl Workflows<'_> {
         consistency: replicator::Consistency,
     ) -> Result<(u64, String), TaskFailure> {
         let bandwidth = self.service.estate.policy().await.ok().and_then(|p| p.replication_bytes_per_s);
-        if let Some((sender, receiver)) = self.agents_for(route).await? {
+        // Disks on a connected vCenter's datastore are named by their absolute path in the folder this node reaches
+        // (checked when the VM was made); the agents write only under their own disk folder, so this node moves them.
+        let on_vcenter = pairs.iter().any(|(s, d)| Path::new(s).is_absolute() || Path::new(d).is_absolute());
+        if let Some((sender, receiver)) = if on_vcenter { None } else { self.agents_for(route).await? } {
             return self.agent_cycle(&sender, &receiver, pairs, mode, consistency, bandwidth).await;
         }
         let paths: Vec<(std::path::PathBuf, std::path::PathBuf)> =
@@ -244,6 +248,55 @@ impl Workflows<'_> {
         Ok(disk.size)
     }
 
+    /// An alternate-location failback into a connected vCenter: the VM made by `CreateVM_Task` on the master
+    /// target's host, its new VMDKs (the cloud disks' sizes) in its folder on the chosen datastore.
+    async fn create_vm_in_vcenter(
+        &self,
+        rec: &ItemRecord,
+        vcenter: &str,
+        host: &str,
+        ds: &str,
+    ) -> Result<TaskOutcome, TaskFailure> {
+        let id = rec.item.id.as_str();
+        let mut sizes = Vec::new();
+        for c in &rec.cloud_disks {
+            // The new VMDK has the cloud disk's size (a fixed VHD's size is its data's).
+            sizes.push(
+                replicator::DiskImage::open(&self.service.estate.path(c))
+                    .map_err(|e| fail(e.to_string(), "Check the cloud disk."))?
+                    .size,
+            );
+        }
+        let vc = VcenterSite::open(&self.service.connections, vcenter).await?;
+        let created = vc.create_vm(&rec.item.name, rec.item.os.family, host, ds, &sizes).await;
+        vc.close().await;
+        let created = created?;
+        let disks: Vec<String> = created.disks.iter().map(|p| p.display().to_string()).collect();
+        let (vm, host, ds) = (created.name.clone(), host.to_owned(), ds.to_owned());
+        self.update(id, |r, _| {
+            r.replica_disks = disks.clone();
+            r.onprem_disks = disks.clone();
+            r.item.onprem = Some(OnPremVm {
+                id: vm.clone(),
+                host,
+                exists: true,
+                disks: sizes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &size_bytes)| OnPremDisk {
+                        id: format!("disk{i}"),
+                        datastore: ds.clone(),
+                        size_bytes,
+                        attached: true,
+                    })
+                    .collect(),
+            });
+            Ok(())
+        })
+        .await?;
+        Ok(outcome(0, serde_json::json!({"created": disks, "vm": vm, "vcenter": vcenter})))
+    }
+
     /// One item of a recovery plan's failover: the item's own failover steps, at the point the plan chose for it.
     async fn plan_item_failover(&self, job: &Job, id: &str) -> Result<TaskOutcome, TaskFailure> {
         let estate_err = |e: ServiceError| fail(e.to_string(), "Check the estate folder.");
@@ -313,8 +366,23 @@ impl Workflows<'_> {
         Ok(outcome(bytes, serde_json::json!({"item": id, "point": point, "steps": steps})))
     }
 
-    /// Powers the item's VM on one site on or off.
+    /// The item's primary site when it is a connected vCenter: a session with it, and the VM's name there.
+    async fn vcenter_of(&self, rec: &ItemRecord) -> Result<Option<(VcenterSite, String)>, TaskFailure> {
+        let Some(vm) = &rec.item.onprem else { return Ok(None) };
+        let Some(conn) = VcenterSite::for_host(&self.service.connections, &vm.host).await? else { return Ok(None) };
+        Ok(Some((VcenterSite::open(&self.service.connections, &conn.name).await?, vm.id.clone())))
+    }
+
+    /// Powers the item's VM on one site on or off (through vCenter when the primary site is a connected one).
     async fn power(&self, id: &str, site: Site, on: bool) -> Result<TaskOutcome, TaskFailure> {
+        if site == Site::Primary {
+            let (rec, _) = self.record(id).await?;
+            if let Some((vc, vm)) = self.vcenter_of(&rec).await? {
+                let done = vc.power(&vm, on).await;
+                vc.close().await;
+                done?;
+            }
+        }
         self.update(id, |r, _| {
             match site {
                 Site::Primary => r.onprem_power = on,
@@ -337,6 +405,10 @@ impl Workflows<'_> {
             Step::CreateOnPremVm => {
                 let (rec, _) = self.record(id).await?;
                 let ds = plan.target_datastore.clone().unwrap_or_default();
+                let host = plan.target_host.clone().unwrap_or_default();
+                if let Some(conn) = VcenterSite::for_host(&self.service.connections, &host).await? {
+                    return self.create_vm_in_vcenter(&rec, &conn.name, &host, &ds).await;
+                }
                 let mut disks = Vec::new();
                 let mut sizes = Vec::new();
                 for (i, c) in rec.cloud_disks.iter().enumerate() {
@@ -355,7 +427,6 @@ impl Workflows<'_> {
                     disks.push(rel);
                     sizes.push(size);
                 }
-                let host = plan.target_host.clone().unwrap_or_default();
                 self.update(id, |r, _| {
                     r.replica_disks = disks.clone();
                     r.onprem_disks = disks.clone();
@@ -470,7 +541,18 @@ impl Workflows<'_> {
             Step::ReattachDisks => {
                 let (rec, inv) = self.record(id).await?;
                 let host = rec.item.onprem.as_ref().map(|v| v.host.clone()).unwrap_or_default();
-                vcenter_check(&inv, &host)?;
+                if let Some((vc, vm)) = self.vcenter_of(&rec).await? {
+                    let files: Vec<std::path::PathBuf> = rec
+                        .replica_disks
+                        .iter()
+                        .map(|d| self.service.estate.path(&d.replace(".vmdk", "-failback.vmdk")))
+                        .collect();
+                    let done = vc.attach(&vm, &files).await;
+                    vc.close().await;
+                    done?;
+                } else {
+                    vcenter_check(&inv, &host)?;
+                }
                 self.update(id, |r, _| {
                     r.onprem_disks = r.replica_disks.iter().map(|d| d.replace(".vmdk", "-failback.vmdk")).collect();
                     Ok(())
@@ -495,6 +577,12 @@ impl Workflows<'_> {
                 Ok(outcome(0, serde_json::json!({"vmware_tools": tools})))
             }
             Step::PowerOnOnPrem => {
+                let (rec, _) = self.record(id).await?;
+                if let Some((vc, vm)) = self.vcenter_of(&rec).await? {
+                    let done = vc.power(&vm, true).await;
+                    vc.close().await;
+                    done?;
+                }
                 let now = (self.service.clock)();
                 self.update(id, |r, _| {
                     r.onprem_power = true;
@@ -564,6 +652,12 @@ impl Workflows<'_> {
             }
             Step::RestartCloudVm => {
                 // The on-premises VM goes back to its replica disks; the cloud VM runs again.
+                let (rec, _) = self.record(id).await?;
+                if let Some((vc, vm)) = self.vcenter_of(&rec).await? {
+                    let done = vc.detach(&vm, "-failback.vmdk").await;
+                    vc.close().await;
+                    done?;
+                }
                 self.update(id, |r, _| {
                     r.onprem_disks = r.replica_disks.clone();
                     Ok(())

@@ -593,26 +593,93 @@ struct ItemQuery {
     allows: Option<Operation>,
     /// Substring of the item's name.
     q: Option<String>,
+    /// The first matching item to answer (0 by default).
+    #[serde(default)]
+    offset: usize,
+    /// Items per answer, 1 to [`ITEMS_MAX_LIMIT`] ([`ITEMS_DEFAULT_LIMIT`] by default); `next` names the rest.
+    limit: Option<usize>,
 }
 
+/// A page of the items list: enough for a screen or a script's batch, small enough to answer in milliseconds on a
+/// vault of thousands (each item carries every refused operation's explanation).
+const ITEMS_DEFAULT_LIMIT: usize = 500;
+const ITEMS_MAX_LIMIT: usize = 5000;
+
 impl ItemQuery {
-    fn keeps(&self, (item, ops): &ItemAndOperations) -> bool {
+    fn keeps(&self, item: &orchestrator::domain::ReplicatedItem) -> bool {
         self.state.is_none_or(|s| item.state == s)
             && self.health.is_none_or(|h| item.health == h)
-            && self.allows.is_none_or(|a| ops.iter().any(|(op, r)| *op == a && r.is_empty()))
             && self.q.as_ref().is_none_or(|q| item.name.contains(q.as_str()))
     }
+
+    fn limit(&self) -> Result<usize, ApiError> {
+        match self.limit {
+            None => Ok(ITEMS_DEFAULT_LIMIT),
+            Some(n @ 1..=ITEMS_MAX_LIMIT) => Ok(n),
+            Some(n) => Err(ApiError::BadRequest(format!("limit: {n} is out of range; give 1 to {ITEMS_MAX_LIMIT}"))),
+        }
+    }
+
+    /// The same query from `offset` on.
+    fn at(&self, offset: usize, limit: usize) -> String {
+        use orchestrator::domain::wire_name;
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        if let Some(s) = &self.state {
+            pairs.push(("state", wire_name(s)));
+        }
+        if let Some(h) = &self.health {
+            pairs.push(("health", wire_name(h)));
+        }
+        if let Some(a) = &self.allows {
+            pairs.push(("allows", wire_name(a)));
+        }
+        if let Some(t) = &self.q {
+            pairs.push(("q", t.clone()));
+        }
+        pairs.push(("offset", offset.to_string()));
+        pairs.push(("limit", limit.to_string()));
+        let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={}", percent_encoded(v))).collect();
+        format!("/api/v1/items?{}", query.join("&"))
+    }
+}
+
+/// A query value with everything but the unreserved characters percent-encoded.
+fn percent_encoded(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[derive(serde::Serialize)]
 struct ItemList<'a> {
     items: Vec<ItemView<'a>>,
+    /// How many items match the filters in all.
+    total: usize,
+    offset: usize,
+    limit: usize,
+    /// The next page's address, while there is one.
+    next: Option<String>,
 }
 
 async fn list_items(State(s): State<Svc>, Params(f): Params<ItemQuery>) -> Result<Response, ApiError> {
-    // One read of the estate, the active jobs and the agents for the whole list (one per item was quadratic).
-    let all = s.all_items().await?;
-    let list = ItemList { items: all.iter().filter(|i| f.keeps(i)).map(ItemView::of).collect() };
+    let limit = f.limit()?;
+    // One read of the estate, the active jobs and the agents for the whole list (one per item was quadratic); the
+    // refusals only for the page.
+    let (page, total) = s.items_page(|i| f.keeps(i), f.allows, f.offset, limit).await?;
+    let end = f.offset.saturating_add(page.len());
+    let list = ItemList {
+        items: page.iter().map(ItemView::of).collect(),
+        total,
+        offset: f.offset,
+        limit,
+        next: (end < total).then(|| f.at(end, limit)),
+    };
     Ok(Json(list).into_response())
 }
 
@@ -797,7 +864,18 @@ async fn openapi() -> Json<Value> {
         "openapi": "3.0.3",
         "info": {"title": "Homeward API", "version": "1"},
         "paths": {
-            "/api/v1/items": path("List replicated items with their allowed operations and the reasons for refused ones (filters: state, health, allows, q)", "get"),
+            "/api/v1/items": {"get": {
+                "summary": "List replicated items with their allowed operations and the reasons for refused ones, a page at a time: total counts every match, next names the following page",
+                "parameters": [
+                    {"name": "state", "in": "query", "schema": {"type": "string"}},
+                    {"name": "health", "in": "query", "schema": {"type": "string", "enum": ["normal", "warning", "critical"]}},
+                    {"name": "allows", "in": "query", "schema": {"type": "string"}},
+                    {"name": "q", "in": "query", "description": "Part of the item's name", "schema": {"type": "string"}},
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": ITEMS_MAX_LIMIT, "default": ITEMS_DEFAULT_LIMIT}}
+                ],
+                "responses": {"200": {"description": "{items, total, offset, limit, next}"}, "400": {"description": "An unknown parameter or value, or a limit out of range", "content": {"application/json": {"schema": err}}}}
+            }},
             "/api/v1/items/{id}": path("One replicated item", "get"),
             "/api/v1/items/{id}/points": path("Recovery points and the failover choices with their data-loss windows", "get"),
             "/api/v1/items/{id}/{action}": {"post": {

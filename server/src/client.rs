@@ -212,14 +212,28 @@ pub async fn items(s: &Server, id: Option<&str>) -> Result<(), Failure> {
         None => format!("{}/items", base(s)),
     };
     let (_, v) = call(s, reqwest::Method::GET, &url, None, None).await?;
+    let list: Vec<Value> = match id {
+        Some(_) => vec![v.clone()],
+        None => {
+            // The list comes a page at a time; `next` names the following one.
+            let mut all = v["items"].as_array().cloned().unwrap_or_default();
+            let mut next = v["next"].as_str().map(str::to_owned);
+            while let Some(path) = next {
+                let url = format!("{}{path}", s.server.trim_end_matches('/'));
+                let (_, page) = call(s, reqwest::Method::GET, &url, None, None).await?;
+                all.extend(page["items"].as_array().cloned().unwrap_or_default());
+                next = page["next"].as_str().map(str::to_owned);
+            }
+            all
+        }
+    };
     if s.json {
-        println!("{v}");
+        match id {
+            Some(_) => println!("{v}"),
+            None => println!("{}", serde_json::json!({"items": list, "total": list.len()})),
+        }
         return Ok(());
     }
-    let list: Vec<Value> = match id {
-        Some(_) => vec![v],
-        None => v["items"].as_array().cloned().unwrap_or_default(),
-    };
     println!("{:<10} {:<16} {:<28} {:<28} {:<8} allowed", "item", "machine", "os", "state", "health");
     for e in &list {
         let i = &e["item"];

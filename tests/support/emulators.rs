@@ -79,6 +79,11 @@ pub struct Vcsim {
 
 impl Vcsim {
     pub fn start() -> Vcsim {
+        Vcsim::start_with(&[])
+    }
+
+    /// With the simulator's options: `--vms a,b` names its VMs, `--vsan NAME` reports that datastore as vSAN.
+    pub fn start_with(options: &[&str]) -> Vcsim {
         let bin = std::env::var_os("HOMEWARD_VCSIM")
             .map(PathBuf::from)
             .unwrap_or_else(|| workspace().join("target/tools/vcsim"));
@@ -87,6 +92,7 @@ impl Vcsim {
         let password = format!("pw-{}", std::process::id());
         let mut cmd = Command::new(&bin);
         cmd.args(["--user", "administrator@vsphere.local", "--password", &password])
+            .args(options)
             .env("TMPDIR", dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

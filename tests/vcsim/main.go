@@ -1,5 +1,6 @@
 // vcsim for Homeward's tests: govmomi's vCenter simulator (Debian's golang-github-vmware-govmomi-dev) with the
-// primary site's shape: one datacenter, one cluster of two ESXi hosts, two local VMFS datastores, two VMs. It serves
+// primary site's shape: one datacenter, one cluster of two ESXi hosts, two local VMFS datastores (--vsan makes one
+// vSAN), two VMs (--vms names them, e.g. after the master targets). It serves
 // the vim25 SOAP API over TLS on a free loopback port, prints one JSON line (URL, certificate thumbprints, datastore
 // folders), and exits when its stdin closes or on SIGTERM, removing the datastore folders it made.
 //
@@ -13,9 +14,9 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/tls"
-	"encoding/json"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -66,6 +67,8 @@ func certificate() tls.Certificate {
 func main() {
 	user := flag.String("user", "administrator@vsphere.local", "the one account that may log in")
 	password := flag.String("password", "", "its password (required)")
+	vms := flag.String("vms", "", "comma-separated names for the model's VMs, e.g. the master targets' names")
+	vsan := flag.String("vsan", "", "a datastore to report as vSAN; the others are VMFS, as an ESXi host's local ones")
 	flag.Parse()
 	if *password == "" {
 		fmt.Fprintln(os.Stderr, "vcsim: --password is required")
@@ -82,6 +85,24 @@ func main() {
 	if err := model.Create(); err != nil {
 		fmt.Fprintln(os.Stderr, "vcsim: create the model:", err)
 		os.Exit(1)
+	}
+	for _, ref := range simulator.Map.All("Datastore") {
+		ds := ref.(*simulator.Datastore)
+		ds.Summary.Type = "VMFS"
+		if ds.Name == *vsan {
+			ds.Summary.Type = "vsan"
+		}
+	}
+	if *vms != "" {
+		names := strings.Split(*vms, ",")
+		for i, ref := range simulator.Map.All("VirtualMachine") {
+			if i < len(names) {
+				vm := ref.(*simulator.VirtualMachine)
+				vm.Name = names[i]
+				vm.Config.Name = names[i]
+				vm.Summary.Config.Name = names[i]
+			}
+		}
 	}
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{certificate()}}
 	model.Service.Listen = &url.URL{Host: "127.0.0.1:0", User: url.UserPassword(*user, *password)}
