@@ -691,11 +691,17 @@ async fn accounts_are_managed_through_the_api_and_a_password_change_ends_other_s
 /// one datastore vSAN). The connection carries the name of the items' original vCenter, so the rules see its hosts, datastores and
 /// master targets as vCenter reports them, and the jobs act through the vim25 API: an alternate-location reprotect
 /// creates the VM with CreateVM_Task and writes its VMDK in the VM's folder on the datastore; the failover attaches
-/// the disk at the chosen point and powers the VM on; commit, then re-protect to the cloud reads the VMDK. The disks
-/// are compared with qemu-img at each step. A vCenter that stops answering then refuses failovers (R-C4).
+/// the disk at the chosen point and powers the VM on; commit, then re-protect to the cloud reads the VMDK. An item
+/// whose VM is in vCenter fails back to it (original location, a delta into its own disk). The disks are compared
+/// with qemu-img at each step. A vCenter that stops answering then refuses failovers (R-C4).
+/// A VM of a vCenter connection's last inventory, by name.
+fn vm_named(connection: &Value, name: &str) -> Option<Value> {
+    connection["connection"]["inventory"]["inventory"]["vms"].as_array()?.iter().find(|m| m["name"] == name).cloned()
+}
+
 #[tokio::test]
 async fn an_item_fails_back_into_a_connected_vcenter_through_its_api() {
-    let vcsim = emulators::Vcsim::start_with(&["--vms", "mt-win-01", "--vsan", "LocalDS_1"]);
+    let vcsim = emulators::Vcsim::start_with(&["--vms", "mt-win-01,web01", "--vsan", "LocalDS_1"]);
     let portal = Portal::start(&[]);
     let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
     let (status, _, _) = api.post("infrastructure/faults", r#"{"guest_bytes_per_tick": 0}"#, None).await;
@@ -735,14 +741,7 @@ async fn an_item_fails_back_into_a_connected_vcenter_through_its_api() {
     let onprem = &it["item"]["onprem"];
     assert_eq!((onprem["id"].as_str(), onprem["host"].as_str()), (Some("app02"), Some(host.as_str())), "{it}");
     assert_eq!(onprem["disks"][0]["datastore"], "LocalDS_0");
-    let vm = |v: &Value| {
-        v["connection"]["inventory"]["inventory"]["vms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["name"] == "app02")
-            .cloned()
-    };
+    let vm = |v: &Value| vm_named(v, "app02");
     let (_, v, _) = api.post("connections/vcenter-01/refresh", "{}", None).await;
     let made = vm(&v).expect("CreateVM_Task made the VM");
     assert_eq!((made["power"].as_str(), made["host"].as_str()), (Some("off"), Some(host.as_str())), "{made}");
@@ -770,6 +769,47 @@ async fn an_item_fails_back_into_a_connected_vcenter_through_its_api() {
     let onprem_disk = std::path::PathBuf::from(rec["onprem_disks"][0].as_str().unwrap());
     assert!(onprem_disk.starts_with(&folder), "{rec}");
     common::same_disk(&onprem_disk, "vmdk", &cloud(&rec), "vpc", "the cloud copy of the VM in vCenter");
+
+    // Original location: web01's VM is in vCenter (its disk a VMDK on LocalDS_0 holding the VM's data from before the
+    // failover to the cloud). The reprotect powers it off and sends only the changes into its disk; the failover
+    // detaches that disk, attaches the one at the chosen point and powers the VM on.
+    let (_, v, _) = api.post("connections/vcenter-01/refresh", "{}", None).await;
+    let web01 = vm_named(&v, "web01").expect("the simulator's VM named web01");
+    let backing = web01["disks"][0].as_str().unwrap().to_owned();
+    let (ds, rel) = backing.trim_start_matches('[').split_once("] ").unwrap();
+    let disk = vcsim.datastores.iter().find(|(n, _)| n == ds).unwrap().1.join(rel);
+    let estate_disk =
+        root.join(common::estate_record(&portal.data_dir, "web01").await["onprem_disks"][0].as_str().unwrap());
+    // The simulator's own files for that disk make way for a VMDK holding web01's data.
+    let _ = std::fs::remove_file(&disk);
+    let _ = std::fs::remove_file(disk.with_file_name(rel.rsplit('/').next().unwrap().replace(".vmdk", "-flat.vmdk")));
+    let image = replicator::DiskImage::create(&disk, replicator::Format::Vmdk, 16 << 20).unwrap();
+    std::fs::copy(replicator::DiskImage::open(&estate_disk).unwrap().data_path, &image.data_path).unwrap();
+    let web = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"});
+    let (_, plan, _) = api.post("items/web01/reprotect?dry_run=true", &web.to_string(), None).await;
+    assert_eq!(plan["location"], "original", "{plan}");
+    assert!(plan["checks"].as_array().unwrap().iter().all(|c| c["passed"] == true), "{plan}");
+    let (_, it) = api.get("items/web01").await;
+    assert_eq!(it["item"]["onprem"]["host"], web01["host"], "the VM's host as vCenter reports it: {it}");
+    assert_eq!(it["item"]["onprem"]["disks"][0]["datastore"], ds);
+    let job = api.act("web01", "reprotect", web, "vc-web-r").await;
+    let sent = job["job"]["tasks"].as_array().unwrap().iter().find(|t| t["step"] == "initial-replication").unwrap()
+        ["bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(sent > 0 && sent < 16 << 20, "only the changes went into the VM's disk: {sent}");
+    let (_, v, _) = api.post("connections/vcenter-01/refresh", "{}", None).await;
+    assert_eq!(vm_named(&v, "web01").unwrap()["power"], "off");
+    let rec = common::estate_record(&portal.data_dir, "web01").await;
+    common::same_disk(&disk, "vmdk", &cloud(&rec), "vpc", "the VM's own disk in vCenter after the delta");
+    api.act("web01", "failover", json!({"point": {"type": "latest"}}), "vc-web-f").await;
+    let (_, v, _) = api.post("connections/vcenter-01/refresh", "{}", None).await;
+    let running = vm_named(&v, "web01").unwrap();
+    let failback = backing.replace(".vmdk", "-failback.vmdk");
+    assert_eq!((&running["power"], &running["disks"]), (&json!("on"), &json!([failback])), "{running}");
+    let failback_file =
+        disk.with_file_name(disk.file_name().unwrap().to_str().unwrap().replace(".vmdk", "-failback.vmdk"));
+    common::same_disk(&failback_file, "vmdk", &cloud(&rec), "vpc", "web01 at the latest point");
 
     // vCenter stops answering: its last check fails, and a failover to one of its hosts is refused (R-C4).
     api.act("lin01", "reprotect", json!({"master_target": "mt-linux-01", "process_server": "ps-azure-01"}), "vc-lin")

@@ -178,6 +178,9 @@ pub struct VmView {
     pub host: Option<String>,
     pub tools: String,
     pub disks: Vec<String>,
+    /// Each disk's capacity, in the order of `disks` (absent from checks stored before they were kept).
+    #[serde(default)]
+    pub disk_bytes: Vec<u64>,
     pub snapshots: usize,
 }
 
@@ -219,6 +222,7 @@ fn snapshot_of(about: &About, inv: Inventory) -> Snapshot {
                     power: crate::domain::wire_name(&v.power),
                     host: v.host,
                     tools: v.tools,
+                    disk_bytes: v.disks.iter().map(|d| d.capacity_bytes).collect(),
                     disks: v.disks.into_iter().map(|d| d.file).collect(),
                     snapshots: v.snapshots.len(),
                 })

@@ -263,30 +263,3 @@ pub fn utc_text(ms: Millis) -> String {
         Err(_) => format!("{ms} ms after 1970"),
     }
 }
-
-/// Bytes as people read them in messages: `16 MiB`, `1.5 GiB`.
-pub fn bytes_text(b: u64) -> String {
-    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 || v >= 10.0 || v.fract() < 0.05 {
-        format!("{:.0} {}", v, UNITS[u])
-    } else {
-        format!("{:.1} {}", v, UNITS[u])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes_in_words() {
-        assert_eq!(super::bytes_text(16 << 20), "16 MiB");
-        assert_eq!(super::bytes_text(3 << 29), "1.5 GiB");
-        assert_eq!(super::bytes_text(512), "512 bytes");
-        assert_eq!(super::bytes_text(2 << 40), "2 TiB");
-    }
-}

@@ -14,6 +14,7 @@ use crate::connections::{Connection, ConnectionError, InventoryView};
 use crate::connectors::vsphere::{self, NewVm, PowerState, Vcenter};
 use crate::connectors::ConnectorError;
 use crate::domain::*;
+use crate::estate::ItemRecord;
 use crate::jobs::TaskFailure;
 
 /// vCenter's datastore type → the kind the rules know.
@@ -71,6 +72,55 @@ pub fn overlay(inv: &mut Inventory, name: &str, view: &InventoryView, connected:
             mt.snapshots = vm.snapshots as u32;
         }
     }
+}
+
+/// Whether the item's on-premises disks are files of a vCenter datastore already (named by absolute path).
+pub fn bound_to_vcenter(rec: &ItemRecord) -> bool {
+    rec.onprem_disks.iter().any(|d| Path::new(d).is_absolute())
+}
+
+/// The items protected from vCenter `name` whose VM (by the item's name) is in its inventory and that the estate has
+/// not bound to it yet: their on-premises VM as vCenter reports it (host, disks on their datastores) and their disks'
+/// files in the datastores' folders — none when this node cannot reach a datastore's files. The dry run of the first
+/// reprotect so sees the real VM (original location, R-L4/R-L5/R-L7 on its datastores), and the job binds it.
+pub fn overlay_items(items: &mut [ItemRecord], name: &str, view: &InventoryView) {
+    for rec in items.iter_mut() {
+        if rec.item.original_vcenter.as_deref() != Some(name) || bound_to_vcenter(rec) {
+            continue;
+        }
+        let Some(vm) = view.vms.iter().find(|v| v.name == rec.item.name) else { continue };
+        let Some(host) = vm.host.clone() else { continue };
+        let files: Option<Vec<String>> =
+            vm.disks.iter().map(|d| file_of(view, d).map(|p| p.display().to_string())).collect();
+        rec.onprem_disks = files.unwrap_or_default();
+        rec.item.onprem = Some(OnPremVm {
+            id: vm.name.clone(),
+            host,
+            exists: true,
+            disks: vm
+                .disks
+                .iter()
+                .enumerate()
+                .map(|(i, d)| OnPremDisk {
+                    id: format!("disk{i}"),
+                    datastore: d
+                        .strip_prefix('[')
+                        .and_then(|r| r.split_once(']'))
+                        .map(|(ds, _)| ds.to_owned())
+                        .unwrap_or_default(),
+                    size_bytes: vm.disk_bytes.get(i).copied().unwrap_or(0),
+                    attached: true,
+                })
+                .collect(),
+        });
+    }
+}
+
+/// The file behind `[datastore] folder/name.vmdk`, when this node reaches the datastore's folder.
+fn file_of(view: &InventoryView, backing: &str) -> Option<PathBuf> {
+    let (ds, rel) = backing.strip_prefix('[')?.split_once(']')?;
+    let folder = datastore_folder(&view.datastores.iter().find(|d| d.name == ds)?.url)?;
+    Some(folder.join(rel.trim()))
 }
 
 /// The folder a datastore's URL names, when this node can reach it (a local path, with or without `ds://`).
@@ -201,8 +251,8 @@ impl VcenterSite {
                 return Err(TaskFailure::fatal(
                     format!(
                         "datastore {datastore} has {} free; the new VM's disks need {} (nothing was created)",
-                        bytes_text(ds.free_bytes),
-                        bytes_text(need)
+                        replicator::human_bytes(ds.free_bytes),
+                        replicator::human_bytes(need)
                     ),
                     format!(
                         "Free space on datastore {datastore} or choose another one, then start the reprotect again."
@@ -242,10 +292,10 @@ impl VcenterSite {
         }
     }
 
-    /// Attaches the VMDK files to the VM (those it has already are left as they are); each must lie under a
-    /// datastore's folder.
-    pub async fn attach(&self, vm: &str, files: &[PathBuf]) -> Result<(), TaskFailure> {
-        let op = "attach the disks";
+    /// Gives the VM exactly these VMDK files as its disks: those it has that are not among them are detached (their
+    /// files stay on the datastore), the missing ones attached. Each must lie under a datastore's folder.
+    pub async fn use_disks(&self, vm: &str, files: &[PathBuf]) -> Result<(), TaskFailure> {
+        let op = "detach and re-attach the disks";
         let inv = self.inventory(op).await?;
         let v = inv.vms.iter().find(|v| v.name == vm).ok_or_else(|| {
             TaskFailure::fatal(
@@ -253,27 +303,20 @@ impl VcenterSite {
                 format!("Check whether {vm} was removed or renamed in vCenter {}.", self.name),
             )
         })?;
+        let mut wanted = Vec::new();
         for file in files {
-            let name = datastore_path(&inv, file).ok_or_else(|| {
+            wanted.push(datastore_path(&inv, file).ok_or_else(|| {
                 TaskFailure::fatal(
                     format!("{} is on no datastore of vCenter {}", file.display(), self.name),
                     "Check the item's disks.",
                 )
-            })?;
-            if v.disks.iter().any(|d| d.file == name) {
-                continue;
-            }
-            self.vc.attach_disk(&v.id, &name).await.map_err(connector(&self.name, op))?;
+            })?);
         }
-        Ok(())
-    }
-
-    /// Detaches the VM's disks whose files end with `suffix`; the files stay on the datastore.
-    pub async fn detach(&self, vm: &str, suffix: &str) -> Result<(), TaskFailure> {
-        let op = "detach the disks";
-        let v = self.vm(vm, op).await?;
-        for d in v.disks.iter().filter(|d| d.file.ends_with(suffix)) {
+        for d in v.disks.iter().filter(|d| !wanted.contains(&d.file)) {
             self.vc.detach_disk(&v.id, d.key).await.map_err(connector(&self.name, op))?;
+        }
+        for name in wanted.iter().filter(|w| !v.disks.iter().any(|d| &&d.file == w)) {
+            self.vc.attach_disk(&v.id, name).await.map_err(connector(&self.name, op))?;
         }
         Ok(())
     }
@@ -337,6 +380,7 @@ mod tests {
                 host: Some("esx-a".into()),
                 tools: "guestToolsRunning".into(),
                 disks: vec![],
+                disk_bytes: vec![],
                 snapshots: mt_snapshots,
             }],
         }

@@ -311,8 +311,8 @@ pub fn datastore_has_room(ds: &Datastore, bytes: u64) -> Check {
             format!(
                 "Datastore {} has {} free; the VM's disks need {}.",
                 ds.id,
-                bytes_text(ds.free_bytes),
-                bytes_text(bytes)
+                replicator::human_bytes(ds.free_bytes),
+                replicator::human_bytes(bytes)
             ),
             "Free space on the datastore or choose another one.",
         );

@@ -107,6 +107,7 @@ impl Service {
         let mut doc = self.estate.load().await?;
         for (c, inv) in self.connections.vcenters().await? {
             crate::primary_site::overlay(&mut doc.inventory, &c.name, &inv, c.last_error.is_none());
+            crate::primary_site::overlay_items(&mut doc.items, &c.name, &inv);
         }
         Ok(doc)
     }

@@ -172,6 +172,21 @@ impl Workflows<'_> {
     }
 }
 
+/// The VM an alternate-location reprotect made: on `host`, one disk per size on datastore `ds`.
+fn new_vm(id: String, host: String, ds: &str, sizes: &[u64]) -> OnPremVm {
+    let disks = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size_bytes)| OnPremDisk {
+            id: format!("disk{i}"),
+            datastore: ds.to_owned(),
+            size_bytes,
+            attached: true,
+        })
+        .collect();
+    OnPremVm { id, host, exists: true, disks }
+}
+
 fn vcenter_check(inv: &Inventory, host: &str) -> Result<(), TaskFailure> {
     if let Some(h) = inv.host(host) {
         if let Err(r) = crate::rules::r_c4_vcenter_connected(inv, h) {
@@ -248,6 +263,37 @@ impl Workflows<'_> {
         Ok(disk.size)
     }
 
+    /// Original location on a connected vCenter: the item's VM there (by the item's name, as the rules saw it in the
+    /// dry run) becomes the item's on-premises VM in the estate, and its disks the files in their datastores'
+    /// folders. Nothing to do for a VM of the local estate or one bound already.
+    async fn bind_vcenter_vm(&self, id: &str) -> Result<(), TaskFailure> {
+        let doc = self
+            .service
+            .doc()
+            .await
+            .map_err(|e| TaskFailure::retryable(e.to_string(), "Check the database and the server log."))?;
+        let Some(seen) = doc.items.iter().find(|r| r.item.id == id) else { return Ok(()) };
+        let (rec, _) = self.record(id).await?;
+        if seen.item.onprem == rec.item.onprem && seen.onprem_disks == rec.onprem_disks {
+            return Ok(());
+        }
+        let vm = seen.item.onprem.clone();
+        if seen.onprem_disks.is_empty() {
+            let name = vm.as_ref().map(|v| v.id.clone()).unwrap_or_default();
+            return Err(fail(
+                format!("the disks of VM {name} are on datastores whose files this node cannot reach"),
+                "Mount the datastores' folders on this node, or move the disks through a master-target agent.",
+            ));
+        }
+        let disks = seen.onprem_disks.clone();
+        self.update(id, |r, _| {
+            r.item.onprem = vm;
+            r.onprem_disks = disks;
+            Ok(())
+        })
+        .await
+    }
+
     /// An alternate-location failback into a connected vCenter: the VM made by `CreateVM_Task` on the master
     /// target's host, its new VMDKs (the cloud disks' sizes) in its folder on the chosen datastore.
     async fn create_vm_in_vcenter(
@@ -276,21 +322,7 @@ impl Workflows<'_> {
         self.update(id, |r, _| {
             r.replica_disks = disks.clone();
             r.onprem_disks = disks.clone();
-            r.item.onprem = Some(OnPremVm {
-                id: vm.clone(),
-                host,
-                exists: true,
-                disks: sizes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &size_bytes)| OnPremDisk {
-                        id: format!("disk{i}"),
-                        datastore: ds.clone(),
-                        size_bytes,
-                        attached: true,
-                    })
-                    .collect(),
-            });
+            r.item.onprem = Some(new_vm(vm.clone(), host, &ds, &sizes));
             Ok(())
         })
         .await?;
@@ -399,9 +431,12 @@ impl Workflows<'_> {
         let id = req.item.as_str();
         let plan = &req.plan;
         match step {
-            Step::PowerOffOnPrem | Step::ShutDownOnPrem | Step::ShutDownOnPremForCloud => {
+            Step::PowerOffOnPrem => {
+                // The first step of an original-location reprotect: the VM in a connected vCenter becomes the item's.
+                self.bind_vcenter_vm(id).await?;
                 self.power(id, Site::Primary, false).await
             }
+            Step::ShutDownOnPrem | Step::ShutDownOnPremForCloud => self.power(id, Site::Primary, false).await,
             Step::CreateOnPremVm => {
                 let (rec, _) = self.record(id).await?;
                 let ds = plan.target_datastore.clone().unwrap_or_default();
@@ -430,21 +465,7 @@ impl Workflows<'_> {
                 self.update(id, |r, _| {
                     r.replica_disks = disks.clone();
                     r.onprem_disks = disks.clone();
-                    r.item.onprem = Some(OnPremVm {
-                        id: format!("vm-{id}"),
-                        host,
-                        exists: true,
-                        disks: sizes
-                            .iter()
-                            .enumerate()
-                            .map(|(i, &size_bytes)| OnPremDisk {
-                                id: format!("disk{i}"),
-                                datastore: ds.clone(),
-                                size_bytes,
-                                attached: true,
-                            })
-                            .collect(),
-                    });
+                    r.item.onprem = Some(new_vm(format!("vm-{id}"), host, &ds, &sizes));
                     Ok(())
                 })
                 .await?;
@@ -547,7 +568,7 @@ impl Workflows<'_> {
                         .iter()
                         .map(|d| self.service.estate.path(&d.replace(".vmdk", "-failback.vmdk")))
                         .collect();
-                    let done = vc.attach(&vm, &files).await;
+                    let done = vc.use_disks(&vm, &files).await;
                     vc.close().await;
                     done?;
                 } else {
@@ -654,7 +675,9 @@ impl Workflows<'_> {
                 // The on-premises VM goes back to its replica disks; the cloud VM runs again.
                 let (rec, _) = self.record(id).await?;
                 if let Some((vc, vm)) = self.vcenter_of(&rec).await? {
-                    let done = vc.detach(&vm, "-failback.vmdk").await;
+                    let files: Vec<std::path::PathBuf> =
+                        rec.replica_disks.iter().map(|d| self.service.estate.path(d)).collect();
+                    let done = vc.use_disks(&vm, &files).await;
                     vc.close().await;
                     done?;
                 }
