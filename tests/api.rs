@@ -272,6 +272,36 @@ async fn the_article_over_the_rest_api_with_refusals_explained() {
     let (status, doc) = api.get("openapi.json").await;
     assert_eq!(status, 200);
     assert!(doc["paths"]["/api/v1/items/{id}/{action}"]["post"].is_object());
+    // Every operation says what its address takes, what it reads and what an error looks like, so a client (or a
+    // fuzzer) can be generated from the document alone.
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let names: Vec<&str> =
+            path.split('/').filter_map(|seg| seg.strip_prefix('{').and_then(|x| x.strip_suffix('}'))).collect();
+        for (method, op) in ops.as_object().unwrap() {
+            let declared: Vec<&str> = op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(declared, names, "{method} {path}");
+            assert!(op["responses"]["default"]["content"]["application/json"]["schema"].is_object(), "{method} {path}");
+            if method == "post" {
+                assert!(op["requestBody"]["content"]["application/json"]["schema"].is_object(), "{method} {path}");
+            }
+        }
+    }
+    let action = &doc["paths"]["/api/v1/items/{id}/{action}"]["post"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "action")
+        .unwrap()["schema"]["enum"];
+    for op in action.as_array().unwrap() {
+        let (status, v, _) = api.post(&format!("items/phys08/{}?dry_run=true", op.as_str().unwrap()), "{}", None).await;
+        assert_eq!(status, 200, "every documented action exists: {op} {v}");
+    }
 }
 
 /// R-W4's last words, "can be failed over again": after re-protect the API offers failover to the cloud and it
@@ -810,6 +840,34 @@ async fn an_item_fails_back_into_a_connected_vcenter_through_its_api() {
     let failback_file =
         disk.with_file_name(disk.file_name().unwrap().to_str().unwrap().replace(".vmdk", "-failback.vmdk"));
     common::same_disk(&failback_file, "vmdk", &cloud(&rec), "vpc", "web01 at the latest point");
+
+    // Someone removes web01's VM in vCenter before the failback is committed: cancelling the failback stops at its
+    // first step with vCenter's answer and what to check, and the item shows it.
+    let vc = orchestrator::connectors::vsphere::Vcenter::connect(orchestrator::connectors::vsphere::VcenterConfig {
+        url: vcsim.url.clone(),
+        user: vcsim.user.clone(),
+        password: vcsim.password.clone(),
+        thumbprint: Some(orchestrator::connectors::Thumbprint::parse(&vcsim.thumbprint).unwrap()),
+    })
+    .await
+    .unwrap();
+    let id = vc.inventory().await.unwrap().vms.into_iter().find(|v| v.name == "web01").unwrap().id;
+    vc.power_off(&id).await.unwrap();
+    vc.destroy_vm(&id).await.unwrap();
+    let (s, v, _) = api.post("items/web01/cancel-failover", "{}", Some("vc-web-x")).await;
+    assert_eq!(s, 202, "{v}");
+    let job = common::wait_job(&portal.http, &portal.url, v["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["job"]["state"], "failed", "{job}");
+    let (_, it) = api.get("items/web01").await;
+    let failure = &it["item"]["last_failure"];
+    assert!(
+        failure["error"]
+            .as_str()
+            .unwrap()
+            .contains("vCenter vcenter-01, power off: the VM web01 is not in its inventory"),
+        "{it}"
+    );
+    assert!(failure["recommended_action"].as_str().unwrap().contains("removed or renamed"), "{it}");
 
     // vCenter stops answering: its last check fails, and a failover to one of its hosts is refused (R-C4).
     api.act("lin01", "reprotect", json!({"master_target": "mt-linux-01", "process_server": "ps-azure-01"}), "vc-lin")

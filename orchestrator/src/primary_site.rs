@@ -84,11 +84,14 @@ pub fn bound_to_vcenter(rec: &ItemRecord) -> bool {
 /// files in the datastores' folders — none when this node cannot reach a datastore's files. The dry run of the first
 /// reprotect so sees the real VM (original location, R-L4/R-L5/R-L7 on its datastores), and the job binds it.
 pub fn overlay_items(items: &mut [ItemRecord], name: &str, view: &InventoryView) {
+    // By name once: thousands of items against thousands of VMs must not be a search per item.
+    let vms: std::collections::HashMap<&str, &crate::connections::VmView> =
+        view.vms.iter().map(|v| (v.name.as_str(), v)).collect();
     for rec in items.iter_mut() {
         if rec.item.original_vcenter.as_deref() != Some(name) || bound_to_vcenter(rec) {
             continue;
         }
-        let Some(vm) = view.vms.iter().find(|v| v.name == rec.item.name) else { continue };
+        let Some(vm) = vms.get(rec.item.name.as_str()) else { continue };
         let Some(host) = vm.host.clone() else { continue };
         let files: Option<Vec<String>> =
             vm.disks.iter().map(|d| file_of(view, d).map(|p| p.display().to_string())).collect();

@@ -858,9 +858,132 @@ async fn faults(
 }
 
 async fn openapi() -> Json<Value> {
+    Json(complete_openapi(openapi_paths()))
+}
+
+/// What every operation shares, added to the paths below so that none is forgotten: the path parameters its address
+/// names (with the values an `{action}` takes there), a request body for each POST (an empty object where the
+/// action takes none; unknown fields are refused), and the error answer for any status it does not list.
+fn complete_openapi(mut doc: Value) -> Value {
+    let text = |v: &str| json!({"type": "string", "description": v});
+    let point = json!({"type": "object", "required": ["type"], "additionalProperties": false, "properties": {
+        "type": {"type": "string", "enum": ["latest-processed", "latest", "latest-app-consistent", "specific"]},
+        "id": {"type": "string", "description": "The recovery point's id, with type specific"}}});
+    let object = |props: Value, required: &[&str]| {
+        let mut o = json!({"type": "object", "additionalProperties": false, "properties": props});
+        // OpenAPI 3.0's schema dialect wants `required` absent rather than empty.
+        if !required.is_empty() {
+            o["required"] = json!(required);
+        }
+        o
+    };
+    let body_of = |path: &str| -> Value {
+        match path {
+            "/api/v1/items/{id}/{action}" => object(
+                json!({"master_target": text("reprotect: the master target"), "process_server": text("reprotect, reprotect-to-cloud: the process server"),
+                       "datastore": text("reprotect at an alternate location: the datastore"), "point": point.clone(),
+                       "reason": text("Why, for the audit log")}),
+                &[],
+            ),
+            "/api/v1/plans/{id}/failover" => {
+                object(json!({"point": point.clone(), "reason": text("Why, for the audit log")}), &["point"])
+            }
+            "/api/v1/infrastructure/faults" => object(
+                json!({"vcenter_connected": {"type": "boolean"}, "master_target_snapshots": {"type": "integer", "minimum": 0},
+                       "register_agent": text("an item id"), "delete_original_vm": text("an item id"),
+                       "agent_registration_delay_min": {"type": "integer", "minimum": 0}, "fill_datastore": text("a datastore of the local estate"),
+                       "guest_bytes_per_tick": {"type": "integer", "minimum": 0}, "crash_consistent_every_ms": {"type": "integer", "minimum": 0},
+                       "app_consistent_every_ms": {"type": "integer", "minimum": 0}, "replication_bytes_per_s": {"type": "integer", "minimum": 0}}),
+                &[],
+            ),
+            "/api/v1/agents" => object(
+                json!({"name": text("the agent's name"), "role": {"type": "string", "enum": ["process-server", "master-target"]},
+                       "site": {"type": "string", "enum": ["cloud", "on-premises"]}}),
+                &["name", "role"],
+            ),
+            "/api/v1/agents/{id}/rate-cap" => object(
+                json!({"max_bytes_per_s": {"type": "integer", "minimum": 65536, "nullable": true}}),
+                &["max_bytes_per_s"],
+            ),
+            "/api/v1/connections" => json!({"oneOf": [
+                object(json!({"kind": {"type": "string", "enum": ["vcenter"]}, "name": text("the connection's name"), "url": text("https://vcenter.example"),
+                              "user": text("a vCenter account"), "password": text("its password"), "thumbprint": text("the certificate's SHA-1 or SHA-256 thumbprint")}),
+                       &["kind", "name", "url", "user", "password"]),
+                object(json!({"kind": {"type": "string", "enum": ["storage-account"]}, "name": text("the connection's name"),
+                              "url": text("https://<account>.blob.core.windows.net"), "container": text("the container of the cloud VM's disks"),
+                              "account_key": text("the account's key (or sas)"), "sas": text("a SAS token (or account_key)"), "thumbprint": text("a pinned thumbprint")}),
+                       &["kind", "name", "url", "container"])]}),
+            "/api/v1/me/password" => object(
+                json!({"current_password": text("your password now"), "new_password": text("at least 12 characters")}),
+                &["current_password", "new_password"],
+            ),
+            "/api/v1/accounts" => object(
+                json!({"name": text("the account's name"), "role": {"type": "string", "enum": ["reader", "drill-operator", "operator", "administrator"]},
+                       "password": text("generated and answered once when absent")}),
+                &["name", "role"],
+            ),
+            "/api/v1/accounts/{name}/{action}" => object(
+                json!({"role": {"type": "string", "enum": ["reader", "drill-operator", "operator", "administrator"]}}),
+                &[],
+            ),
+            _ => object(json!({}), &[]),
+        }
+    };
+    let actions = |path: &str| -> Option<Vec<&str>> {
+        match path {
+            "/api/v1/items/{id}/{action}" => Some(vec![
+                "reprotect",
+                "failover",
+                "commit",
+                "cancel-failover",
+                "change-recovery-point",
+                "reprotect-to-cloud",
+                "failover-to-cloud",
+                "commit-in-cloud",
+            ]),
+            "/api/v1/jobs/{id}/{action}" => Some(vec!["cancel", "restart", "resume"]),
+            "/api/v1/accounts/{name}/{action}" => Some(vec!["role", "disable", "enable", "revoke"]),
+            _ => None,
+        }
+    };
+    let error = json!({"description": "An error: code and message; a refusal adds the rule and the recommended action",
+                       "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else { return doc };
+    for (path, ops) in paths.iter_mut() {
+        let names: Vec<&str> =
+            path.split('/').filter_map(|seg| seg.strip_prefix('{').and_then(|x| x.strip_suffix('}'))).collect();
+        let Some(ops) = ops.as_object_mut() else { continue };
+        for (method, op) in ops.iter_mut() {
+            let Some(op) = op.as_object_mut() else { continue };
+            let params = op.entry("parameters").or_insert_with(|| json!([]));
+            if let Some(list) = params.as_array_mut() {
+                for name in &names {
+                    let schema = match (*name, actions(path)) {
+                        ("action", Some(values)) => json!({"type": "string", "enum": values}),
+                        _ => json!({"type": "string"}),
+                    };
+                    list.push(json!({"name": name, "in": "path", "required": true, "schema": schema}));
+                }
+            }
+            if method == "post" && !op.contains_key("requestBody") {
+                op.insert(
+                    "requestBody".into(),
+                    json!({"required": false, "content": {"application/json": {"schema": body_of(path)}}}),
+                );
+            }
+            if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
+                responses.entry("401").or_insert_with(|| json!({"description": "No valid session or token"}));
+                responses.entry("default").or_insert_with(|| error.clone());
+            }
+        }
+    }
+    doc
+}
+
+fn openapi_paths() -> Value {
     let err = json!({"$ref": "#/components/schemas/Error"});
     let path = |summary: &str, method: &str| json!({ method: {"summary": summary, "responses": {"200": {"description": "OK"}, "404": {"description": "Unknown id", "content": {"application/json": {"schema": err}}}}}});
-    Json(json!({
+    json!({
         "openapi": "3.0.3",
         "info": {"title": "Homeward API", "version": "1"},
         "paths": {
@@ -910,5 +1033,5 @@ async fn openapi() -> Json<Value> {
         "components": {"securitySchemes": {"token": {"type": "http", "scheme": "bearer", "description": "A personal API token: `homeward users token <name>`. Reads need any role; actions need Operator; fault knobs Administrator."}}, "schemas": {"Error": {"type": "object", "required": ["code", "message"], "properties": {
             "code": {"type": "string"}, "rule": {"type": "string"}, "message": {"type": "string"}, "recommended_action": {"type": "string"}
         }}}}
-    }))
+    })
 }
