@@ -302,6 +302,15 @@ async fn the_article_over_the_rest_api_with_refusals_explained() {
         let (status, v, _) = api.post(&format!("items/phys08/{}?dry_run=true", op.as_str().unwrap()), "{}", None).await;
         assert_eq!(status, 200, "every documented action exists: {op} {v}");
     }
+    // What the document says of bodies holds: an action without one refuses fields rather than ignoring them, and
+    // an optional field may be null.
+    for path in ["jobs/nope/cancel", "agents/nope/revoke", "connections/nope/refresh"] {
+        let (status, v, _) = api.post(path, r#"{"force": true}"#, None).await;
+        assert_eq!(status, 400, "{path}: {v}");
+        assert!(v["message"].as_str().unwrap().contains("force"), "{path}: {v}");
+    }
+    let nulls = r#"{"master_target": null, "process_server": null, "datastore": null, "reason": null}"#;
+    assert_eq!(api.post("items/web01/reprotect?dry_run=true", nulls, None).await.0, 200);
 }
 
 /// R-W4's last words, "can be failed over again": after re-protect the API offers failover to the cloud and it

@@ -339,6 +339,14 @@ struct RoleBody {
 #[serde(deny_unknown_fields)]
 struct NoBody {}
 
+/// An action that takes no body: none, or `{}`; anything else is refused rather than ignored.
+fn no_body(body: &Bytes) -> Result<(), ApiError> {
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let _: NoBody = body_into(json_body(body)?)?;
+    }
+    Ok(())
+}
+
 /// `role` (body {role}), `disable`, `enable` or `revoke` an account (Administrator).
 async fn account_action(
     State(s): State<Svc>,
@@ -474,7 +482,9 @@ async fn revoke_agent(
     Extension(accounts): Extension<Accounts>,
     Extension(plane): Extension<AgentPlane>,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    no_body(&body)?;
     let actor = Actor { user: &user, accounts: &accounts, service: &s };
     let revoked = actor.revoke_agent(&plane.agents, &id).await?;
     Ok(Json(json!({"agent": revoked})))
@@ -514,7 +524,9 @@ async fn refresh_connection(
     Extension(user): Extension<User>,
     Extension(accounts): Extension<Accounts>,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    no_body(&body)?;
     let actor = Actor { user: &user, accounts: &accounts, service: &s };
     Ok(Json(json!({"connection": actor.refresh_connection(&s.connections, &id).await?})))
 }
@@ -738,7 +750,10 @@ async fn item_action(
             serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
         // The operator's reason goes to the audit log, not to the core.
         if let Some(r) = v.as_object_mut().and_then(|o| o.remove("reason")) {
-            reason = Some(r.as_str().map(str::to_owned).ok_or(ApiError::Unprocessable("reason must be text".into()))?);
+            if !r.is_null() {
+                reason =
+                    Some(r.as_str().map(str::to_owned).ok_or(ApiError::Unprocessable("reason must be text".into()))?);
+            }
         }
         body_into(v)?
     };
@@ -830,7 +845,9 @@ async fn job_action(
     Extension(user): Extension<User>,
     Extension(accounts): Extension<Accounts>,
     Path((id, action)): Path<(String, String)>,
+    body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    no_body(&body)?;
     let action: orchestrator::jobs::JobAction = serde_json::from_value(Value::String(action.clone()))
         .map_err(|_| ApiError::NotFound(format!("no job action {action:?}; use cancel, restart or resume")))?;
     let actor = Actor { user: &user, accounts: &accounts, service: &s };
@@ -866,10 +883,27 @@ async fn openapi() -> Json<Value> {
 /// action takes none; unknown fields are refused), and the error answer for any status it does not list.
 fn complete_openapi(mut doc: Value) -> Value {
     let text = |v: &str| json!({"type": "string", "description": v});
-    let point = json!({"type": "object", "required": ["type"], "additionalProperties": false, "properties": {
-        "type": {"type": "string", "enum": ["latest-processed", "latest", "latest-app-consistent", "specific"]},
-        "id": {"type": "string", "description": "The recovery point's id, with type specific"}}});
+    let point = json!({"oneOf": [
+        {"type": "object", "required": ["type"], "additionalProperties": false, "properties": {
+            "type": {"type": "string", "enum": ["latest-processed", "latest", "latest-app-consistent"]}}},
+        {"type": "object", "required": ["type", "id"], "additionalProperties": false, "properties": {
+            "type": {"type": "string", "enum": ["specific"]}, "id": {"type": "string", "description": "The recovery point's id"}}}]});
+    let role = json!({"type": "string", "enum": ["reader", "drill-operator", "operator", "administrator"]});
+    let connection_name = json!({"type": "string", "pattern": "^[A-Za-z0-9._-]([A-Za-z0-9._ -]{0,62}[A-Za-z0-9._-])?$", "description": "the connection's name"});
     let object = |props: Value, required: &[&str]| {
+        // What a client may leave out it may also send as null (the server reads both as absent).
+        let mut props = props;
+        if let Some(p) = props.as_object_mut() {
+            for (name, schema) in p.iter_mut() {
+                if !required.contains(&name.as_str()) && schema.get("oneOf").is_none() {
+                    schema["nullable"] = json!(true);
+                    // OpenAPI 3.0: an enum must list null itself for `nullable` to admit it.
+                    if let Some(values) = schema.get_mut("enum").and_then(Value::as_array_mut) {
+                        values.push(Value::Null);
+                    }
+                }
+            }
+        }
         let mut o = json!({"type": "object", "additionalProperties": false, "properties": props});
         // OpenAPI 3.0's schema dialect wants `required` absent rather than empty.
         if !required.is_empty() {
@@ -889,43 +923,52 @@ fn complete_openapi(mut doc: Value) -> Value {
                 object(json!({"point": point.clone(), "reason": text("Why, for the audit log")}), &["point"])
             }
             "/api/v1/infrastructure/faults" => object(
-                json!({"vcenter_connected": {"type": "boolean"}, "master_target_snapshots": {"type": "integer", "minimum": 0},
+                json!({"vcenter_connected": {"type": "boolean"}, "master_target_snapshots": {"type": "integer", "minimum": 0, "maximum": u32::MAX},
                        "register_agent": text("an item id"), "delete_original_vm": text("an item id"),
-                       "agent_registration_delay_min": {"type": "integer", "minimum": 0}, "fill_datastore": text("a datastore of the local estate"),
-                       "guest_bytes_per_tick": {"type": "integer", "minimum": 0}, "crash_consistent_every_ms": {"type": "integer", "minimum": 0},
-                       "app_consistent_every_ms": {"type": "integer", "minimum": 0}, "replication_bytes_per_s": {"type": "integer", "minimum": 0}}),
+                       "agent_registration_delay_min": {"type": "integer", "minimum": 0, "maximum": u64::MAX}, "fill_datastore": text("a datastore of the local estate"),
+                       "guest_bytes_per_tick": {"type": "integer", "minimum": 0, "maximum": u64::MAX}, "crash_consistent_every_ms": {"type": "integer", "minimum": 0, "maximum": u64::MAX},
+                       "app_consistent_every_ms": {"type": "integer", "minimum": 0, "maximum": u64::MAX}, "replication_bytes_per_s": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}),
                 &[],
             ),
             "/api/v1/agents" => object(
-                json!({"name": text("the agent's name"), "role": {"type": "string", "enum": ["process-server", "master-target"]},
+                json!({"name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,62}$", "description": "the agent's name"},
+                       "role": {"type": "string", "enum": ["process-server", "master-target"]},
                        "site": {"type": "string", "enum": ["cloud", "on-premises"]}}),
                 &["name", "role"],
             ),
             "/api/v1/agents/{id}/rate-cap" => object(
-                json!({"max_bytes_per_s": {"type": "integer", "minimum": 65536, "nullable": true}}),
+                json!({"max_bytes_per_s": {"type": "integer", "minimum": 65536, "maximum": u64::MAX, "nullable": true}}),
                 &["max_bytes_per_s"],
             ),
-            "/api/v1/connections" => json!({"oneOf": [
-                object(json!({"kind": {"type": "string", "enum": ["vcenter"]}, "name": text("the connection's name"), "url": text("https://vcenter.example"),
-                              "user": text("a vCenter account"), "password": text("its password"), "thumbprint": text("the certificate's SHA-1 or SHA-256 thumbprint")}),
-                       &["kind", "name", "url", "user", "password"]),
-                object(json!({"kind": {"type": "string", "enum": ["storage-account"]}, "name": text("the connection's name"),
-                              "url": text("https://<account>.blob.core.windows.net"), "container": text("the container of the cloud VM's disks"),
-                              "account_key": text("the account's key (or sas)"), "sas": text("a SAS token (or account_key)"), "thumbprint": text("a pinned thumbprint")}),
-                       &["kind", "name", "url", "container"])]}),
+            "/api/v1/connections" => {
+                let storage = |secret: &str| {
+                    let mut props = json!({"kind": {"type": "string", "enum": ["storage-account"]}, "name": connection_name.clone(),
+                                           "url": {"type": "string", "pattern": "^https://", "description": "https://<account>.blob.core.windows.net"},
+                                           "container": {"type": "string", "minLength": 1, "description": "the container of the cloud VM's disks"},
+                                           "thumbprint": text("a pinned thumbprint")});
+                    props[secret] = json!({"type": "string", "minLength": 1, "description": "the account's key or a SAS token: exactly one"});
+                    object(props, &["kind", "name", "url", "container", secret])
+                };
+                json!({"oneOf": [
+                    object(json!({"kind": {"type": "string", "enum": ["vcenter"]}, "name": connection_name.clone(),
+                                  "url": {"type": "string", "pattern": "^https://", "description": "https://vcenter.example"},
+                                  "user": {"type": "string", "minLength": 1, "description": "a vCenter account"},
+                                  "password": {"type": "string", "minLength": 1, "description": "its password"},
+                                  "thumbprint": text("the certificate's SHA-1 or SHA-256 thumbprint")}),
+                           &["kind", "name", "url", "user", "password"]),
+                    storage("account_key"),
+                    storage("sas")]})
+            }
             "/api/v1/me/password" => object(
                 json!({"current_password": text("your password now"), "new_password": text("at least 12 characters")}),
                 &["current_password", "new_password"],
             ),
             "/api/v1/accounts" => object(
-                json!({"name": text("the account's name"), "role": {"type": "string", "enum": ["reader", "drill-operator", "operator", "administrator"]},
-                       "password": text("generated and answered once when absent")}),
+                json!({"name": {"type": "string", "pattern": "^[A-Za-z0-9._@-]{1,64}$", "description": "the account's name"},
+                       "role": role.clone(), "password": {"type": "string", "minLength": 12, "description": "generated and answered once when absent"}}),
                 &["name", "role"],
             ),
-            "/api/v1/accounts/{name}/{action}" => object(
-                json!({"role": {"type": "string", "enum": ["reader", "drill-operator", "operator", "administrator"]}}),
-                &[],
-            ),
+            "/api/v1/accounts/{name}/{action}" => object(json!({"role": role.clone()}), &[]),
             _ => object(json!({}), &[]),
         }
     };
@@ -966,9 +1009,11 @@ fn complete_openapi(mut doc: Value) -> Value {
                 }
             }
             if method == "post" && !op.contains_key("requestBody") {
+                // An item's action and the bodiless actions take an empty body; the others need theirs.
+                let required = !(path == "/api/v1/items/{id}/{action}" || body_of(path) == object(json!({}), &[]));
                 op.insert(
                     "requestBody".into(),
-                    json!({"required": false, "content": {"application/json": {"schema": body_of(path)}}}),
+                    json!({"required": required, "content": {"application/json": {"schema": body_of(path)}}}),
                 );
             }
             if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
@@ -990,9 +1035,14 @@ fn openapi_paths() -> Value {
             "/api/v1/items": {"get": {
                 "summary": "List replicated items with their allowed operations and the reasons for refused ones, a page at a time: total counts every match, next names the following page",
                 "parameters": [
-                    {"name": "state", "in": "query", "schema": {"type": "string"}},
+                    {"name": "state", "in": "query", "schema": {"type": "string", "enum": [
+                        "protected-to-cloud", "failover-to-cloud-in-progress", "failed-over-to-cloud", "committed-in-cloud",
+                        "reprotect-in-progress", "protected-to-primary", "failback-in-progress", "failed-back-commit-pending",
+                        "commit-in-progress", "committed-on-primary", "reprotect-to-cloud-in-progress"]}},
                     {"name": "health", "in": "query", "schema": {"type": "string", "enum": ["normal", "warning", "critical"]}},
-                    {"name": "allows", "in": "query", "schema": {"type": "string"}},
+                    {"name": "allows", "in": "query", "schema": {"type": "string", "enum": [
+                        "reprotect", "failover", "commit", "cancel-failover", "change-recovery-point", "reprotect-to-cloud",
+                        "failover-to-cloud", "commit-in-cloud"]}},
                     {"name": "q", "in": "query", "description": "Part of the item's name", "schema": {"type": "string"}},
                     {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": ITEMS_MAX_LIMIT, "default": ITEMS_DEFAULT_LIMIT}}
