@@ -889,6 +889,8 @@ fn complete_openapi(mut doc: Value) -> Value {
         {"type": "object", "required": ["type", "id"], "additionalProperties": false, "properties": {
             "type": {"type": "string", "enum": ["specific"]}, "id": {"type": "string", "description": "The recovery point's id"}}}]});
     let role = json!({"type": "string", "enum": ["reader", "drill-operator", "operator", "administrator"]});
+    let thumbprint = json!({"type": "string", "description": "the certificate's SHA-1 or SHA-256 thumbprint, e.g. 2C:11:ED:…",
+                            "pattern": "^$|^(([0-9A-Fa-f]{2}[: ]?){19}|([0-9A-Fa-f]{2}[: ]?){31})[0-9A-Fa-f]{2}$"});
     let connection_name = json!({"type": "string", "pattern": "^[A-Za-z0-9._-]([A-Za-z0-9._ -]{0,62}[A-Za-z0-9._-])?$", "description": "the connection's name"});
     let object = |props: Value, required: &[&str]| {
         // What a client may leave out it may also send as null (the server reads both as absent).
@@ -943,18 +945,18 @@ fn complete_openapi(mut doc: Value) -> Value {
             "/api/v1/connections" => {
                 let storage = |secret: &str| {
                     let mut props = json!({"kind": {"type": "string", "enum": ["storage-account"]}, "name": connection_name.clone(),
-                                           "url": {"type": "string", "pattern": "^https://", "description": "https://<account>.blob.core.windows.net"},
+                                           "url": {"type": "string", "pattern": "^https://[^/?#@ ]+", "description": "https://<account>.blob.core.windows.net"},
                                            "container": {"type": "string", "minLength": 1, "description": "the container of the cloud VM's disks"},
-                                           "thumbprint": text("a pinned thumbprint")});
+                                           "thumbprint": thumbprint.clone()});
                     props[secret] = json!({"type": "string", "minLength": 1, "description": "the account's key or a SAS token: exactly one"});
                     object(props, &["kind", "name", "url", "container", secret])
                 };
                 json!({"oneOf": [
                     object(json!({"kind": {"type": "string", "enum": ["vcenter"]}, "name": connection_name.clone(),
-                                  "url": {"type": "string", "pattern": "^https://", "description": "https://vcenter.example"},
+                                  "url": {"type": "string", "pattern": "^https://[^/?#@ ]+", "description": "https://vcenter.example"},
                                   "user": {"type": "string", "minLength": 1, "description": "a vCenter account"},
                                   "password": {"type": "string", "minLength": 1, "description": "its password"},
-                                  "thumbprint": text("the certificate's SHA-1 or SHA-256 thumbprint")}),
+                                  "thumbprint": thumbprint.clone()}),
                            &["kind", "name", "url", "user", "password"]),
                     storage("account_key"),
                     storage("sas")]})
