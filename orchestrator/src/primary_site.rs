@@ -79,16 +79,21 @@ pub fn bound_to_vcenter(rec: &ItemRecord) -> bool {
     rec.onprem_disks.iter().any(|d| Path::new(d).is_absolute())
 }
 
-/// The items protected from vCenter `name` whose VM (by the item's name) is in its inventory and that the estate has
-/// not bound to it yet: their on-premises VM as vCenter reports it (host, disks on their datastores) and their disks'
-/// files in the datastores' folders — none when this node cannot reach a datastore's files. The dry run of the first
-/// reprotect so sees the real VM (original location, R-L4/R-L5/R-L7 on its datastores), and the job binds it.
+/// The items protected from vCenter `name` whose reprotect to on-premises is next or under way, whose VM (by the
+/// item's name) is in its inventory, and that the estate has not bound to it yet: their on-premises VM as vCenter
+/// reports it (host, disks on their datastores) and their disks' files in the datastores' folders — none when this
+/// node cannot reach a datastore's files. The dry run of the reprotect so sees the real VM (original location,
+/// R-L4/R-L5/R-L7 on its datastores), and the job's first step binds it.
 pub fn overlay_items(items: &mut [ItemRecord], name: &str, view: &InventoryView) {
     // By name once: thousands of items against thousands of VMs must not be a search per item.
     let vms: std::collections::HashMap<&str, &crate::connections::VmView> =
         view.vms.iter().map(|v| (v.name.as_str(), v)).collect();
     for rec in items.iter_mut() {
-        if rec.item.original_vcenter.as_deref() != Some(name) || bound_to_vcenter(rec) {
+        // Only where a reprotect to on-premises is the next step: an item replicating to the local estate's disks
+        // keeps them.
+        use crate::lifecycle::State;
+        let waiting = matches!(rec.item.state, State::CommittedInCloud | State::ReprotectInProgress);
+        if !waiting || rec.item.original_vcenter.as_deref() != Some(name) || bound_to_vcenter(rec) {
             continue;
         }
         let Some(vm) = vms.get(rec.item.name.as_str()) else { continue };
