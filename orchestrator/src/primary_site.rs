@@ -445,8 +445,84 @@ mod tests {
         assert_eq!(crate::rules::r_p3_master_target_discovered(&inv, Some(&host)).unwrap_err().rule, "R-P3");
     }
 
+    fn record(state: crate::lifecycle::State, onprem_disks: Vec<String>) -> ItemRecord {
+        ItemRecord {
+            item: ReplicatedItem {
+                id: "web01".into(),
+                name: "web01".into(),
+                machine: MachineType::VmwareVm,
+                os: Os { family: OsFamily::Windows, name: "Windows Server 2019".into() },
+                state,
+                health: Health::Normal,
+                health_errors: vec![],
+                initial_sync_percent: 0,
+                onprem: Some(OnPremVm { id: "vm-web01".into(), host: "esxi-01".into(), exists: true, disks: vec![] }),
+                original_vcenter: Some("vc".into()),
+                original_configuration_server: "cs".into(),
+                cloud_vm: None,
+                recovery_points: vec![],
+                replication_group: None,
+                master_target: None,
+                process_server: None,
+                booted_at: None,
+                agent_registered: true,
+                disk_bytes: 16 << 20,
+                last_failure: None,
+            },
+            cloud_disks: vec!["recovery/web01/disk0.vhd".into()],
+            onprem_disks,
+            replica_disks: vec![],
+            cloud_power: true,
+            onprem_power: false,
+            vmware_tools: "disabled".into(),
+            failed_back_point: None,
+            last_cycle_at: 0,
+            last_app_cycle_at: 0,
+        }
+    }
+
     #[test]
-    fn datastore_types_and_sizes_in_words() {
+    fn an_items_vm_in_vcenter_stands_in_for_it_until_the_reprotect_binds_it() {
+        use crate::lifecycle::State;
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = view("connected", 0);
+        v.datastores[0].url = format!("ds://{}/", dir.path().display());
+        v.vms.push(VmView {
+            name: "web01".into(),
+            power: "on".into(),
+            host: Some("esx-b".into()),
+            tools: "guestToolsRunning".into(),
+            disks: vec!["[ds-vmfs] web01/web01.vmdk".into()],
+            disk_bytes: vec![16 << 20],
+            snapshots: 0,
+        });
+        let local = vec!["primary/vmfs-01/web01/disk0.vmdk".to_owned()];
+        let mut items = vec![
+            record(State::CommittedInCloud, local.clone()),
+            record(State::ProtectedToPrimary, local.clone()),
+            record(State::CommittedInCloud, vec!["/srv/ds/web01/web01.vmdk".into()]),
+        ];
+        overlay_items(&mut items, "vc", &v);
+        let vm = items[0].item.onprem.clone().unwrap();
+        assert_eq!((vm.id.as_str(), vm.host.as_str()), ("web01", "esx-b"));
+        assert_eq!((vm.disks[0].datastore.as_str(), vm.disks[0].size_bytes), ("ds-vmfs", 16 << 20));
+        assert_eq!(items[0].onprem_disks, [dir.path().join("web01/web01.vmdk").display().to_string()]);
+        assert_eq!(items[1].onprem_disks, local, "an item replicating to the estate's disks keeps them");
+        assert_eq!(items[2].onprem_disks, ["/srv/ds/web01/web01.vmdk"], "one bound already is left alone");
+
+        // Another vCenter's item is not touched; a datastore this node cannot reach leaves no disk to write.
+        let mut other = vec![record(State::CommittedInCloud, local.clone())];
+        overlay_items(&mut other, "another-vc", &v);
+        assert_eq!(other[0].onprem_disks, local);
+        v.datastores[0].url = "ds:///vmfs/volumes/5f0c/".into();
+        let mut far = vec![record(State::CommittedInCloud, local)];
+        overlay_items(&mut far, "vc", &v);
+        assert_eq!(far[0].item.onprem.as_ref().unwrap().host, "esx-b");
+        assert!(far[0].onprem_disks.is_empty(), "the reprotect's first step then says why");
+    }
+
+    #[test]
+    fn datastore_types_in_words() {
         assert_eq!(datastore_kind("VMFS"), DatastoreKind::Vmfs);
         assert_eq!(datastore_kind("vsan"), DatastoreKind::Vsan);
         assert_eq!(datastore_kind("NFS41"), DatastoreKind::Nfs);
