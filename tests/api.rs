@@ -889,6 +889,28 @@ async fn an_item_fails_back_into_a_connected_vcenter_through_its_api() {
     assert!(err["message"].as_str().unwrap().contains("vcenter-01"), "{err}");
 }
 
+/// R-C2 from what vCenter reports: the Windows master target is a VM of the connected vCenter with a snapshot, so a
+/// failover through it is refused before any job starts, naming the rule and what to do.
+#[tokio::test]
+async fn a_master_target_snapshot_in_vcenter_refuses_the_failover() {
+    let vcsim = emulators::Vcsim::start_with(&["--vms", "mt-win-01", "--snapshot", "mt-win-01"]);
+    let portal = Portal::start(&[]);
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
+    api.post("infrastructure/faults", r#"{"guest_bytes_per_tick": 0}"#, None).await;
+    let conn = json!({"kind": "vcenter", "name": "vcenter-01", "url": vcsim.url, "user": vcsim.user,
+                      "password": vcsim.password, "thumbprint": vcsim.thumbprint});
+    assert_eq!(api.post("connections", &conn.to_string(), None).await.0, 201);
+    let (_, infra) = api.get("infrastructure").await;
+    assert!(infra.to_string().contains("mt-win-01"), "{infra}");
+    let body = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "LocalDS_0"});
+    api.act("app02", "reprotect", body, "snap-r").await;
+    let fo = json!({"point": {"type": "latest-processed"}}).to_string();
+    let (s, err, _) = api.post("items/app02/failover", &fo, Some("snap-f")).await;
+    assert_eq!((s, err["rule"].as_str()), (409, Some("R-C2")), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("mt-win-01"), "{err}");
+    assert_eq!(api.get("jobs?item=app02").await.1["jobs"].as_array().unwrap().len(), 1, "only the reprotect ran");
+}
+
 #[tokio::test]
 async fn site_connections_are_checked_against_the_real_apis_and_keep_their_secrets() {
     let vcsim = emulators::Vcsim::start();

@@ -1,6 +1,6 @@
 // vcsim for Homeward's tests: govmomi's vCenter simulator (Debian's golang-github-vmware-govmomi-dev) with the
 // primary site's shape: one datacenter, one cluster of two ESXi hosts, two local VMFS datastores (--vsan makes one
-// vSAN), two VMs (--vms names them, e.g. after the master targets). It serves
+// vSAN), two VMs (--vms names them, e.g. after the master targets; --snapshot gives one a snapshot). It serves
 // the vim25 SOAP API over TLS on a free loopback port, prints one JSON line (URL, certificate thumbprints, datastore
 // folders), and exits when its stdin closes or on SIGTERM, removing the datastore folders it made.
 //
@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/types"
 )
 
 func thumbprint(sum []byte) string {
@@ -69,6 +70,7 @@ func main() {
 	password := flag.String("password", "", "its password (required)")
 	vms := flag.String("vms", "", "comma-separated names for the model's VMs, e.g. the master targets' names")
 	vsan := flag.String("vsan", "", "a datastore to report as vSAN; the others are VMFS, as an ESXi host's local ones")
+	snapshot := flag.String("snapshot", "", "a VM (by its name after --vms) that has a snapshot")
 	flag.Parse()
 	if *password == "" {
 		fmt.Fprintln(os.Stderr, "vcsim: --password is required")
@@ -102,6 +104,12 @@ func main() {
 				vm.Config.Name = names[i]
 				vm.Summary.Config.Name = names[i]
 			}
+		}
+	}
+	for _, ref := range simulator.Map.All("VirtualMachine") {
+		vm := ref.(*simulator.VirtualMachine)
+		if vm.Name == *snapshot {
+			vm.CreateSnapshotTask(&types.CreateSnapshot_Task{This: vm.Self, Name: "before-patching"})
 		}
 	}
 	model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{certificate()}}
