@@ -889,6 +889,128 @@ async fn an_item_fails_back_into_a_connected_vcenter_through_its_api() {
     assert!(err["message"].as_str().unwrap().contains("vcenter-01"), "{err}");
 }
 
+/// Both sites through their real APIs: app02's cloud disk is a page blob in a storage account (Azurite) holding
+/// data the estate's file does not have, and its VM is made in vCenter (the simulator). The reprotect binds the item
+/// to the account and copies the blob into the new VM's VMDK; writes to the blob after it reach the failback through
+/// the final cycle; commit deletes the blob; re-protect writes a new blob from the VM's disk. `qemu-img compare`
+/// checks the VMDK against the VHD read back from the blob at each step.
+#[tokio::test]
+async fn an_item_whose_cloud_disk_is_a_page_blob_fails_back_into_vcenter_and_returns_to_a_blob() {
+    use orchestrator::connectors::azure_blob::{Container, Credential, StorageConfig};
+    let vcsim = emulators::Vcsim::start_with(&["--vms", "mt-win-01"]);
+    let azurite = emulators::Azurite::start();
+    let portal = Portal::start(&[]);
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
+    api.post("infrastructure/faults", r#"{"guest_bytes_per_tick": 0}"#, None).await;
+    let blobs = Container::new(StorageConfig {
+        url: azurite.url.clone(),
+        container: "vhds".into(),
+        credential: Credential::SharedKey(emulators::AZURITE_KEY.into()),
+        thumbprint: Some(orchestrator::connectors::Thumbprint::parse(&azurite.thumbprint).unwrap()),
+    })
+    .unwrap();
+    blobs.create_container().await.unwrap();
+    let root = portal.data_dir.join("estate");
+    let rec = common::estate_record(&portal.data_dir, "app02").await;
+    let estate_cloud = root.join(rec["cloud_disks"][0].as_str().unwrap());
+    blobs.upload_file("app02-disk0.vhd", &estate_cloud).await.unwrap();
+    // The cloud VM wrote after the failover to Azure: only the blob has it.
+    blobs.put_pages("app02-disk0.vhd", 3 << 20, vec![0x5a; 64 << 10]).await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    // The estate's file becomes the process server's cache of the blob: keep what it held.
+    let before = scratch.path().join("before.vhd");
+    std::fs::copy(&estate_cloud, &before).unwrap();
+    let read_back = |name: &'static str| {
+        let (blobs, path) = (&blobs, scratch.path().join(name));
+        async move {
+            blobs.download_file(name, &path).await.unwrap();
+            path
+        }
+    };
+
+    let vc = json!({"kind": "vcenter", "name": "vcenter-01", "url": vcsim.url, "user": vcsim.user,
+                    "password": vcsim.password, "thumbprint": vcsim.thumbprint});
+    assert_eq!(api.post("connections", &vc.to_string(), None).await.0, 201);
+    let sa = json!({"kind": "storage-account", "name": "azure-disks", "url": azurite.url, "container": "vhds",
+                    "account_key": emulators::AZURITE_KEY, "thumbprint": azurite.thumbprint});
+    let (s, v, _) = api.post("connections", &sa.to_string(), None).await;
+    assert_eq!(s, 201, "{v}");
+
+    let body = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "LocalDS_0"});
+    api.act("app02", "reprotect", body, "blob-reprotect").await;
+    let rec = common::estate_record(&portal.data_dir, "app02").await;
+    assert_eq!(rec["cloud_storage"], "azure-disks", "bound to the account holding its disk: {rec}");
+    let (_, it) = api.get("items/app02").await;
+    let cloud_vm = &it["item"]["cloud_vm"];
+    assert_eq!(
+        (&cloud_vm["storage_account"], &cloud_vm["blobs"]),
+        (&json!("azure-disks"), &json!(["app02-disk0.vhd"]))
+    );
+    let folder = vcsim.datastores.iter().find(|(n, _)| n == "LocalDS_0").unwrap().1.join("app02");
+    let vmdk = folder.join("app02-disk0.vmdk");
+    let blob = read_back("app02-disk0.vhd").await;
+    common::same_disk(&vmdk, "vmdk", &blob, "vpc", "the VMDK in vCenter holds the page blob");
+    let differs = std::process::Command::new("qemu-img")
+        .args(["compare", "-q", "-f", "vmdk", "-F", "vpc"])
+        .arg(&vmdk)
+        .arg(&before)
+        .status()
+        .unwrap();
+    assert!(!differs.success(), "the data came from the blob, not from the estate's old file");
+
+    // More writes in the cloud before the failover: its final cycle reads them from a snapshot of the blob.
+    blobs
+        .put_pages("app02-disk0.vhd", 5 << 20, b"the last order before the failback".repeat(16)[..512].to_vec())
+        .await
+        .unwrap();
+    let job = api.act("app02", "failover", json!({"point": {"type": "latest"}}), "blob-failover").await;
+    let last = job["job"]["tasks"].as_array().unwrap().iter().find(|t| t["step"] == "final-cycle").unwrap().clone();
+    let result: Value = serde_json::from_str(last["result"].as_str().unwrap()).unwrap();
+    let read = result["blob_bytes_read"].as_u64().unwrap();
+    assert!(read > 0 && read < 16 << 20, "only the blob's written pages were read: {result}");
+    let blob = read_back("app02-disk0.vhd").await;
+    common::same_disk(&folder.join("app02-disk0-failback.vmdk"), "vmdk", &blob, "vpc", "the failback at the latest");
+
+    // Commit deletes the cloud VM's disk in the storage account.
+    api.act("app02", "commit", json!({}), "blob-commit").await;
+    assert!(!blobs.list().await.unwrap().contains(&"app02-disk0.vhd".to_owned()), "the blob is deleted");
+
+    // Re-protect to the cloud writes the VM's disk as a new page blob, only its written blocks.
+    api.post("infrastructure/faults", r#"{"register_agent": "app02"}"#, None).await;
+    let job = api.act("app02", "reprotect-to-cloud", json!({"process_server": "cs-01"}), "blob-rtc").await;
+    let first = job["job"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["step"] == "initial-replication-to-cloud")
+        .unwrap()
+        .clone();
+    let result: Value = serde_json::from_str(first["result"].as_str().unwrap()).unwrap();
+    let written = result["blob_bytes_written"].as_u64().unwrap();
+    // The demo's guest wrote all over its disk: every block but the footer's page holds data.
+    assert!(written > 8 << 20 && written <= (16 << 20) + 512, "{result}");
+    let rec = common::estate_record(&portal.data_dir, "app02").await;
+    let onprem = std::path::PathBuf::from(rec["onprem_disks"][0].as_str().unwrap());
+    let blob = read_back("app02-reprotected-disk0.vhd").await;
+    common::same_disk(&onprem, "vmdk", &blob, "vpc", "the blob written by the re-protect holds the VM's disk");
+
+    // A lease held on the blob (someone else's copy) stops the next write to it with the cause and what to do.
+    blobs.acquire_lease("app02-reprotected-disk0.vhd", -1).await.unwrap();
+    let knobs = r#"{"guest_bytes_per_tick": 65536, "crash_consistent_every_ms": 1000}"#;
+    assert_eq!(api.post("infrastructure/faults", knobs, None).await.0, 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, it) = api.get("items/app02").await;
+        let text = it.to_string();
+        if text.contains("active lease") {
+            assert!(text.contains("app02-reprotected-disk0.vhd"), "{it}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the held lease never showed on the item: {it}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// R-C2 from what vCenter reports: the Windows master target is a VM of the connected vCenter with a snapshot, so a
 /// failover through it is refused before any job starts, naming the rule and what to do.
 #[tokio::test]

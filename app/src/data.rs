@@ -417,6 +417,17 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
             "vCenter".into(),
             item.original_vcenter.clone().unwrap_or_else(|| "none (standalone host or physical)".into()),
         ),
+        (
+            "Cloud disks".into(),
+            match item.cloud_vm.as_ref() {
+                Some(vm) if vm.deleted => "deleted with the cloud VM".into(),
+                Some(vm) => match &vm.storage_account {
+                    Some(account) => format!("page blobs {} in storage account {account}", vm.blobs.join(", ")),
+                    None => "files of the local estate".into(),
+                },
+                None => "—".into(),
+            },
+        ),
         ("Master target".into(), item.master_target.clone().unwrap_or_else(|| "—".into())),
         ("Process server".into(), item.process_server.clone().unwrap_or_else(|| "—".into())),
         ("Replication group".into(), item.replication_group.clone().unwrap_or_else(|| "—".into())),

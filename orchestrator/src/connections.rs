@@ -677,6 +677,39 @@ impl Connections {
         .await?)
     }
 
+    /// The storage-account connections with the blobs their last good check listed (at most [`BLOBS_KEPT`]) and
+    /// how many there were.
+    pub async fn storage_accounts(&self) -> Result<Vec<(Connection, Vec<String>, usize)>, ConnectionError> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .filter_map(|c| match c.inventory.clone() {
+                Some(Snapshot::StorageAccount { blobs, blob_count, .. }) => Some((c, blobs, blob_count)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// A client for a storage account's container, for a job's steps on the recovery site.
+    pub async fn storage_container(&self, id_or_name: &str) -> Result<Container, ConnectionError> {
+        let row = self.row(id_or_name).await?;
+        if row.kind != ConnectionKind::StorageAccount.as_str() {
+            return Err(ConnectionError::Invalid(format!("{} is a vCenter, not a storage account", row.name)));
+        }
+        let secret = self.sealer.open(&row.id, &row.secret_sealed)?;
+        Ok(Container::new(StorageConfig {
+            url: row.url.clone(),
+            container: row.container.clone().unwrap_or_default(),
+            credential: if row.credential_kind == "sas" {
+                Credential::Sas(secret)
+            } else {
+                Credential::SharedKey(secret)
+            },
+            thumbprint: row.thumbprint.as_deref().and_then(|t| Thumbprint::parse(t).ok()),
+        })?)
+    }
+
     /// Forgets a connection and its sealed credential.
     pub async fn remove(&self, id_or_name: &str) -> Result<Connection, ConnectionError> {
         let row = self.row(id_or_name).await?;

@@ -208,6 +208,8 @@ pub fn seed(estate: &Estate) -> Result<EstateDoc, EstateError> {
                 deleted: false,
                 migration_completed: s.migrated,
                 running: true,
+                storage_account: None,
+                blobs: Vec::new(),
             }),
             recovery_points: Vec::new(),
             replication_group: s.group.map(Into::into),
@@ -232,6 +234,7 @@ pub fn seed(estate: &Estate) -> Result<EstateDoc, EstateError> {
             failed_back_point: None,
             last_cycle_at: 0,
             last_app_cycle_at: 0,
+            cloud_storage: None,
         });
     }
     let doc = EstateDoc {
@@ -295,6 +298,8 @@ pub fn add_fleet(estate: &Estate, doc: &mut EstateDoc, n: usize) -> Result<(), E
                     deleted: false,
                     migration_completed: false,
                     running: true,
+                    storage_account: None,
+                    blobs: Vec::new(),
                 }),
                 recovery_points: Vec::new(),
                 replication_group: None,
@@ -317,6 +322,7 @@ pub fn add_fleet(estate: &Estate, doc: &mut EstateDoc, n: usize) -> Result<(), E
             failed_back_point: None,
             last_cycle_at: 0,
             last_app_cycle_at: 0,
+            cloud_storage: None,
         });
     }
     doc.replication.guest_bytes_per_tick = 0;

@@ -141,6 +141,13 @@ pub struct CloudVm {
     pub deleted: bool,
     pub migration_completed: bool,
     pub running: bool,
+    /// The storage-account connection whose container holds the VM's disks as page blobs; none while its disks
+    /// are the local estate's files.
+    #[serde(default)]
+    pub storage_account: Option<String>,
+    /// The page blobs of its disks in that container.
+    #[serde(default)]
+    pub blobs: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

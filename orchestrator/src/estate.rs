@@ -36,6 +36,10 @@ pub struct ItemRecord {
     pub last_cycle_at: Millis,
     #[serde(default)]
     pub last_app_cycle_at: Millis,
+    /// The storage-account connection whose container holds the cloud VM's disks as page blobs; the cloud disks
+    /// above are then this node's cache of them (see `recovery_site`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_storage: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -502,6 +506,10 @@ impl Estate {
         // The power state the workflows keep is the one truth; the item's copy of it is never written apart.
         if let Some(vm) = &mut item.cloud_vm {
             vm.running = rec.cloud_power && !vm.deleted;
+            vm.storage_account = rec.cloud_storage.clone();
+            if rec.cloud_storage.is_some() && !vm.deleted {
+                vm.blobs = rec.cloud_disks.iter().map(|d| crate::recovery_site::blob_name(d)).collect();
+            }
         }
         // A failed job is the first thing its item's health says, with what to do; worst when the VM now runs
         // nowhere (a failover that failed after shutting the cloud VM down).

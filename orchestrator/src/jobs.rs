@@ -873,6 +873,7 @@ pub struct TaskOutcome {
 }
 
 /// A task that could not be done, with what the operator should do.
+#[derive(Debug)]
 pub struct TaskFailure {
     pub error: String,
     pub recommended_action: String,

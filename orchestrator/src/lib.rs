@@ -40,6 +40,7 @@ pub mod jobs;
 pub mod lifecycle;
 pub mod points;
 pub mod primary_site;
+pub mod recovery_site;
 pub mod replication;
 pub mod rules;
 pub mod service;

@@ -478,6 +478,7 @@ mod tests {
             failed_back_point: None,
             last_cycle_at: 0,
             last_app_cycle_at: 0,
+            cloud_storage: None,
         }
     }
 

@@ -125,6 +125,7 @@ impl Service {
         let policy = doc.replication.clone();
         let mut pairs: Vec<(String, String)> = Vec::new();
         let mut cycled: Vec<String> = Vec::new();
+        let mut blobs = crate::workflows::Blobs::new();
         // A group replicates through its first member's agents (a group shares its process server).
         let mut route: Option<Route> = None;
         let mut app = true;
@@ -136,7 +137,9 @@ impl Service {
             } else {
                 &Vec::new()
             };
-            if policy.guest_bytes_per_tick > 0 {
+            // A cloud VM whose disks are page blobs runs in Azure: nothing here simulates its guest.
+            let simulated = !(rec.cloud_storage.is_some() && std::ptr::eq(running, &rec.cloud_disks));
+            if policy.guest_bytes_per_tick > 0 && simulated {
                 for d in running {
                     let Ok(img) = replicator::DiskImage::open(&self.estate.path(d)) else { continue };
                     let pattern = replicator::workload::Pattern::HotSpot { hot_fraction: 0.05, hot_share: 0.9 };
@@ -160,6 +163,7 @@ impl Service {
             app &= now.saturating_sub(rec.last_app_cycle_at) >= policy.app_consistent_every_ms;
             let to_primary = rec.item.state == State::ProtectedToPrimary;
             route.get_or_insert_with(|| Route::for_item(&rec.item, &doc.inventory, to_primary, None, None));
+            blobs.extend(crate::workflows::blobs_of(rec, &[]));
             pairs.extend(item_pairs);
             cycled.push(rec.item.id.clone());
         }
@@ -169,7 +173,7 @@ impl Service {
         let consistency =
             if app { replicator::Consistency::AppConsistent } else { replicator::Consistency::CrashConsistent };
         let exec = Workflows::new(self, cancel.clone(), Arc::new(AtomicBool::new(false)), fence);
-        let result = exec.cycle(&route.unwrap_or_default(), &pairs, replicator::Mode::Auto, consistency).await;
+        let result = exec.cycle(&route.unwrap_or_default(), &pairs, replicator::Mode::Auto, consistency, &blobs).await;
         if result.is_err() && cancel.load(Ordering::Relaxed) {
             // Given up for a job (or a shutdown): not a failure of the item's replication.
             return Ok(());

@@ -2,6 +2,7 @@
 //! failover) as one task executor over the local estate and the replicator. Each step is idempotent: after a crash
 //! or a lost lease the interrupted step runs again, and a sync resumes from its durable cursor.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use crate::jobs::{self, Job, JobError, JobState, Task, TaskExecutor, TaskFailure
 use crate::lifecycle::{self, Context, DataEstimate, Event, Operation, Request, State, Step};
 use crate::points::PointChoice;
 use crate::primary_site::VcenterSite;
+use crate::recovery_site::RecoverySite;
 use crate::service::{JobRequest, PlanJobRequest, Service, ServiceError, BLOCK_SIZE, PLAN_ITEM_FAILOVER};
 
 /// A failure only a person can cure: the job ends with it at once.
@@ -23,6 +25,18 @@ pub(crate) fn fail(error: impl Into<String>, action: impl Into<String>) -> TaskF
 
 pub(crate) fn outcome(bytes: u64, result: serde_json::Value) -> TaskOutcome {
     TaskOutcome { bytes: bytes as i64, result: result.to_string() }
+}
+
+/// Cloud disks that are page blobs: the estate's path of each → the storage-account connection that holds it.
+pub(crate) type Blobs = HashMap<String, String>;
+
+/// The item's cloud disks that are page blobs (all of them once it is bound to a storage account), plus `extra`
+/// disks it is about to have there.
+pub(crate) fn blobs_of(rec: &ItemRecord, extra: &[String]) -> Blobs {
+    match &rec.cloud_storage {
+        Some(conn) => rec.cloud_disks.iter().chain(extra).map(|d| (d.clone(), conn.clone())).collect(),
+        None => Blobs::new(),
+    }
 }
 
 /// The running task's latest progress, shared by the task (writer) and the heartbeat thread (which persists it).
@@ -113,13 +127,26 @@ impl Workflows<'_> {
         pairs: &[(String, String)],
         mode: replicator::Mode,
         consistency: replicator::Consistency,
+        blobs: &Blobs,
     ) -> Result<(u64, String), TaskFailure> {
         let bandwidth = self.service.estate.policy().await.ok().and_then(|p| p.replication_bytes_per_s);
         // Disks on a connected vCenter's datastore are named by their absolute path in the folder this node reaches
         // (checked when the VM was made); the agents write only under their own disk folder, so this node moves them.
+        // So are cloud disks that are page blobs: this node keeps their cache.
         let on_vcenter = pairs.iter().any(|(s, d)| Path::new(s).is_absolute() || Path::new(d).is_absolute());
-        if let Some((sender, receiver)) = if on_vcenter { None } else { self.agents_for(route).await? } {
+        let on_blobs = pairs.iter().any(|(s, d)| blobs.contains_key(s) || blobs.contains_key(d));
+        if let Some((sender, receiver)) = if on_vcenter || on_blobs { None } else { self.agents_for(route).await? } {
             return self.agent_cycle(&sender, &receiver, pairs, mode, consistency, bandwidth).await;
+        }
+        let mut sites: HashMap<String, RecoverySite> = HashMap::new();
+        let mut blob_read = 0;
+        for (s, _) in pairs {
+            if let Some(conn) = blobs.get(s) {
+                if !sites.contains_key(conn) {
+                    sites.insert(conn.clone(), RecoverySite::open(&self.service.connections, conn).await?);
+                }
+                blob_read += sites[conn].pull(s, &self.service.estate.path(s)).await?;
+            }
         }
         let paths: Vec<(std::path::PathBuf, std::path::PathBuf)> =
             pairs.iter().map(|(s, d)| (self.service.estate.path(s), self.service.estate.path(d))).collect();
@@ -160,6 +187,22 @@ impl Workflows<'_> {
         })?;
         let bytes = reports.iter().map(|r| r.data_bytes).sum();
         let point = reports.first().map(|r| r.point.id.clone()).unwrap_or_default();
+        let mut blob_written = 0;
+        for (_, d) in pairs {
+            if let Some(conn) = blobs.get(d) {
+                if !sites.contains_key(conn) {
+                    sites.insert(conn.clone(), RecoverySite::open(&self.service.connections, conn).await?);
+                }
+                blob_written += sites[conn].push(d, &self.service.estate.path(d)).await?;
+            }
+        }
+        if on_blobs {
+            // What crossed to and from the storage account, beside what the sync moved between the two copies.
+            let account: Vec<&String> = sites.keys().collect();
+            self.note_link(serde_json::json!({
+                "storage_account": account, "blob_bytes_read": blob_read, "blob_bytes_written": blob_written,
+            }));
+        }
         Ok((bytes, point))
     }
 }
@@ -292,6 +335,32 @@ impl Workflows<'_> {
             Ok(())
         })
         .await
+    }
+
+    /// The cloud VM's disks as page blobs of a connected storage account: the item is bound to the account whose
+    /// container holds them all (its cloud disk files become this node's cache of them), and the cache is brought up
+    /// to the blobs. Nothing to do for an item whose cloud disks are the local estate's.
+    async fn bind_cloud_blobs(&self, id: &str) -> Result<(), TaskFailure> {
+        let (rec, _) = self.record(id).await?;
+        let conn = match &rec.cloud_storage {
+            Some(c) => c.clone(),
+            None => {
+                let Some(c) = crate::recovery_site::find(&self.service.connections, &rec.cloud_disks).await? else {
+                    return Ok(());
+                };
+                self.update(id, |r, _| {
+                    r.cloud_storage = Some(c.clone());
+                    Ok(())
+                })
+                .await?;
+                c
+            }
+        };
+        let site = RecoverySite::open(&self.service.connections, &conn).await?;
+        for d in &rec.cloud_disks {
+            site.pull(d, &self.service.estate.path(d)).await?;
+        }
+        Ok(())
     }
 
     /// An alternate-location failback into a connected vCenter: the VM made by `CreateVM_Task` on the master
@@ -432,12 +501,16 @@ impl Workflows<'_> {
         let plan = &req.plan;
         match step {
             Step::PowerOffOnPrem => {
-                // The first step of an original-location reprotect: the VM in a connected vCenter becomes the item's.
+                // The first step of an original-location reprotect: the VM in a connected vCenter becomes the item's,
+                // and the disks in a connected storage account the cloud VM's.
                 self.bind_vcenter_vm(id).await?;
+                self.bind_cloud_blobs(id).await?;
                 self.power(id, Site::Primary, false).await
             }
             Step::ShutDownOnPrem | Step::ShutDownOnPremForCloud => self.power(id, Site::Primary, false).await,
             Step::CreateOnPremVm => {
+                // The first step of an alternate-location reprotect: the new VM's disks get the blobs' sizes.
+                self.bind_cloud_blobs(id).await?;
                 let (rec, _) = self.record(id).await?;
                 let ds = plan.target_datastore.clone().unwrap_or_default();
                 let host = plan.target_host.clone().unwrap_or_default();
@@ -490,7 +563,9 @@ impl Workflows<'_> {
                 } else {
                     replicator::Mode::Delta
                 };
-                let (bytes, point) = self.cycle(&route, &pairs, mode, replicator::Consistency::CrashConsistent).await?;
+                let blobs = blobs_of(&rec, &[]);
+                let (bytes, point) =
+                    self.cycle(&route, &pairs, mode, replicator::Consistency::CrashConsistent, &blobs).await?;
                 self.update(id, |r, _| {
                     r.item.initial_sync_percent = 100;
                     r.item.master_target = req.request.master_target.clone().or(r.item.master_target.take());
@@ -509,8 +584,10 @@ impl Workflows<'_> {
                 } else {
                     rec.onprem_disks.iter().cloned().zip(rec.cloud_disks.iter().cloned()).collect()
                 };
-                let (bytes, point) =
-                    self.cycle(&route, &pairs, replicator::Mode::Auto, replicator::Consistency::AppConsistent).await?;
+                let blobs = blobs_of(&rec, &[]);
+                let (bytes, point) = self
+                    .cycle(&route, &pairs, replicator::Mode::Auto, replicator::Consistency::AppConsistent, &blobs)
+                    .await?;
                 Ok(outcome(bytes, serde_json::json!({"point": point, "consistency": "app-consistent"})))
             }
             Step::ShutDownCloudVm => self.power(id, Site::Recovery, false).await,
@@ -523,8 +600,9 @@ impl Workflows<'_> {
                 } else {
                     rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect()
                 };
+                let blobs = blobs_of(&rec, &[]);
                 let (bytes, point) = self
-                    .cycle(&route, &pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent)
+                    .cycle(&route, &pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent, &blobs)
                     .await?;
                 Ok(outcome(bytes, serde_json::json!({"point": point})))
             }
@@ -616,6 +694,13 @@ impl Workflows<'_> {
             }
             Step::DeleteCloudVm => {
                 let (rec, _) = self.record(id).await?;
+                if let Some(conn) = &rec.cloud_storage {
+                    // The cloud VM's disks in the storage account first: a lease held refuses before anything goes.
+                    let site = RecoverySite::open(&self.service.connections, conn).await?;
+                    for c in &rec.cloud_disks {
+                        site.delete(c).await?;
+                    }
+                }
                 for c in &rec.cloud_disks {
                     let p = self.service.estate.path(c);
                     if let Ok(img) = replicator::DiskImage::open(&p) {
@@ -653,6 +738,11 @@ impl Workflows<'_> {
                     let copy = format!("recovery/{id}/reprotected-disk{i}.vhd");
                     if rec.cloud_disks.contains(&copy) {
                         continue;
+                    }
+                    if let Some(conn) = &rec.cloud_storage {
+                        if RecoverySite::open(&self.service.connections, conn).await?.delete(&copy).await? {
+                            deleted.push(crate::recovery_site::blob_name(&copy));
+                        }
                     }
                     let p = self.service.estate.path(&copy);
                     if let Ok(img) = replicator::DiskImage::open(&p) {
@@ -712,8 +802,10 @@ impl Workflows<'_> {
                 for (_, c) in &pairs {
                     let _ = std::fs::create_dir_all(self.service.estate.path(c).parent().unwrap());
                 }
+                // Bound to a storage account, the re-protected copies are page blobs there too.
+                let blobs = blobs_of(&rec, &cloud);
                 let (bytes, point) = self
-                    .cycle(&route, &pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent)
+                    .cycle(&route, &pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent, &blobs)
                     .await?;
                 self.update(id, |r, _| {
                     r.cloud_disks = cloud.clone();
@@ -751,6 +843,13 @@ impl Workflows<'_> {
                     bytes +=
                         self.materialise(c, &point_id, &rel, "Free space in the cloud folder, then restart the job.")?;
                     disks.push(rel);
+                }
+                if let Some(conn) = &rec.cloud_storage {
+                    // The new cloud VM's disks are page blobs in the storage account the item replicates to.
+                    let site = RecoverySite::open(&self.service.connections, conn).await?;
+                    for d in &disks {
+                        site.push(d, &self.service.estate.path(d)).await?;
+                    }
                 }
                 self.update(id, |r, _| {
                     r.cloud_disks = disks.clone();

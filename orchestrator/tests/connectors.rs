@@ -390,3 +390,92 @@ async fn a_cloud_disk_becomes_a_vm_at_an_alternate_location_in_the_simulator() {
         .unwrap_err();
     assert!(matches!(e, ConnectorError::NotFound { .. }), "{e:?}");
 }
+
+/// The process server's cache of a cloud disk that is a page blob: a push sends only the blocks that changed since
+/// the last one (and clears blocks that became zeros), a pull reads only written pages from a snapshot and nothing
+/// while the blob is unchanged, a blob written by someone else is sent whole again, and a held lease stops a push
+/// with its cause. The item's binding comes from the account's listing.
+#[tokio::test]
+async fn the_cache_of_a_page_blob_moves_only_what_changed() {
+    use orchestrator::connections::{Connections, NewConnection, Sealer};
+    use orchestrator::recovery_site::{self, RecoverySite};
+    let az = Azurite::start();
+    create_container(&az, "disks").await;
+    let blobs = storage(&az, "disks", Credential::SharedKey(AZURITE_KEY.into()));
+    let dir = tempfile::tempdir().unwrap();
+    let db = orchestrator::db::Db::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("v.db").display()), 2)
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    let connections = Connections::new(db, Sealer::load_or_create(dir.path()).unwrap());
+    let new = NewConnection::StorageAccount {
+        name: "azure-disks".into(),
+        url: az.url.clone(),
+        container: "disks".into(),
+        account_key: Some(AZURITE_KEY.into()),
+        sas: None,
+        thumbprint: Some(az.thumbprint.clone()),
+    };
+    connections.add(new, "admin", 1).await.unwrap();
+    let disk = "recovery/vm01/disk0.vhd".to_owned();
+    assert_eq!(recovery_site::find(&connections, std::slice::from_ref(&disk)).await.unwrap(), None, "no blob yet");
+
+    let cache = dir.path().join(&disk);
+    std::fs::create_dir_all(cache.parent().unwrap()).unwrap();
+    let img = replicator::DiskImage::create(&cache, replicator::Format::Vhd, 8 << 20).unwrap();
+    write_at(&img.data_path, 0, &[0x11; 65536]);
+    write_at(&img.data_path, 3 << 20, b"written in the cloud");
+    let site = RecoverySite::open(&connections, "azure-disks").await.unwrap();
+    let read_back = dir.path().join("read-back.vhd");
+    let same = |what: &str| {
+        let out = qemu_img(&[
+            "compare",
+            "-q",
+            "-f",
+            "vpc",
+            "-F",
+            "vpc",
+            cache.to_str().unwrap(),
+            read_back.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{what}");
+    };
+
+    // A new blob: the two written blocks and the VHD footer's page.
+    assert_eq!(site.push(&disk, &cache).await.unwrap(), 2 * 65536 + 512);
+    blobs.download_file("vm01-disk0.vhd", &read_back).await.unwrap();
+    same("the new blob holds the disk");
+    assert_eq!(site.push(&disk, &cache).await.unwrap(), 0, "nothing changed, nothing sent");
+    write_at(&img.data_path, 5 << 20, b"one more block");
+    write_at(&img.data_path, 0, &[0; 65536]);
+    assert_eq!(site.push(&disk, &cache).await.unwrap(), 65536, "one block written, one cleared");
+    blobs.download_file("vm01-disk0.vhd", &read_back).await.unwrap();
+    same("the blob after a delta push");
+    let ranges = blobs.page_ranges("vm01-disk0.vhd").await.unwrap();
+    assert!(ranges.iter().all(|&(start, _)| start >= 65536), "block 0 is cleared, not written with zeros: {ranges:?}");
+
+    // The cloud VM writes: the next pull reads the written pages from a snapshot; an unchanged blob is not read.
+    blobs.put_pages("vm01-disk0.vhd", 7 << 20, vec![0x77; 4096]).await.unwrap();
+    let read = site.pull(&disk, &cache).await.unwrap();
+    assert!(read > 0 && read < 1 << 20, "only written pages: {read}");
+    blobs.download_file("vm01-disk0.vhd", &read_back).await.unwrap();
+    same("the cache holds what the cloud VM wrote");
+    assert_eq!(site.pull(&disk, &cache).await.unwrap(), 0, "the blob's ETag has not changed");
+    assert!(blobs.list().await.unwrap() == ["vm01-disk0.vhd"], "the pull's snapshot is gone");
+    // After a pull nothing says which blocks the blob has as hashes: the next push sends every written block.
+    assert_eq!(site.push(&disk, &cache).await.unwrap(), 3 * 65536 + 512);
+
+    // The listing binds the disk to the account once the account is checked again.
+    connections.refresh("azure-disks", 2).await.unwrap();
+    assert_eq!(
+        recovery_site::find(&connections, std::slice::from_ref(&disk)).await.unwrap().as_deref(),
+        Some("azure-disks")
+    );
+
+    // A lease held by someone else stops the push with the cause and what to do.
+    blobs.acquire_lease("vm01-disk0.vhd", -1).await.unwrap();
+    write_at(&img.data_path, 6 << 20, b"blocked");
+    let e = site.push(&disk, &cache).await.unwrap_err();
+    assert!(e.error.contains("active lease") && e.error.contains("vm01-disk0.vhd"), "{e:?}");
+    assert!(e.recommended_action.contains("azure-disks"), "{e:?}");
+}

@@ -92,6 +92,8 @@ fn web01() -> ReplicatedItem {
             deleted: false,
             migration_completed: false,
             running: true,
+            storage_account: None,
+            blobs: Vec::new(),
         }),
         recovery_points: vec![
             point("rp-1", 1_000, PointKind::AppConsistent),

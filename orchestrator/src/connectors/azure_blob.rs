@@ -64,6 +64,8 @@ impl std::fmt::Debug for StorageConfig {
 pub struct BlobProperties {
     pub size: u64,
     pub leased: bool,
+    /// Changes with every write to the blob: a copy taken at one ETag is still the blob while it is unchanged.
+    pub etag: String,
 }
 
 /// A client for one container.
@@ -274,10 +276,18 @@ impl Container {
 
     /// The written ranges of a page blob, as `(offset, length)`, in order.
     pub async fn page_ranges(&self, blob: &str) -> Result<Vec<(u64, u64)>, ConnectorError> {
+        self.page_ranges_at(blob, None).await
+    }
+
+    /// The written ranges of a page blob, or of one of its snapshots.
+    pub async fn page_ranges_at(&self, blob: &str, snapshot: Option<&str>) -> Result<Vec<(u64, u64)>, ConnectorError> {
         let mut ranges = Vec::new();
         let mut marker = String::new();
         loop {
             let mut query = vec![("comp", "pagelist")];
+            if let Some(at) = snapshot {
+                query.push(("snapshot", at));
+            }
             if !marker.is_empty() {
                 query.push(("marker", marker.as_str()));
             }
@@ -301,12 +311,25 @@ impl Container {
 
     /// `len` bytes at `offset` (a ranged GET).
     pub async fn read(&self, blob: &str, offset: u64, len: u64) -> Result<Vec<u8>, ConnectorError> {
+        self.read_at(blob, None, offset, len).await
+    }
+
+    /// `len` bytes at `offset` of a blob, or of one of its snapshots.
+    pub async fn read_at(
+        &self,
+        blob: &str,
+        snapshot: Option<&str>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, ConnectorError> {
         if len == 0 {
             return Ok(Vec::new());
         }
         let range = format!("bytes={}-{}", offset, offset + len - 1);
-        let answer =
-            self.send(reqwest::Method::GET, Some(blob), &[], &[("x-ms-range", &range)], None, "read the blob").await?;
+        let query: Vec<(&str, &str)> = snapshot.map(|at| ("snapshot", at)).into_iter().collect();
+        let answer = self
+            .send(reqwest::Method::GET, Some(blob), &query, &[("x-ms-range", &range)], None, "read the blob")
+            .await?;
         if answer.bytes.len() as u64 != len {
             return Err(ConnectorError::Protocol {
                 service: SERVICE,
@@ -323,7 +346,31 @@ impl Container {
         Ok(BlobProperties {
             size: header("content-length").parse().unwrap_or(0),
             leased: header("x-ms-lease-state") == "leased",
+            etag: header("etag"),
         })
+    }
+
+    /// Takes a read-only snapshot of a blob: one instant of a disk the cloud VM may still be writing. Returns the
+    /// snapshot's timestamp, which names it.
+    pub async fn snapshot(&self, blob: &str) -> Result<String, ConnectorError> {
+        let answer = self
+            .send(reqwest::Method::PUT, Some(blob), &[("comp", "snapshot")], &[], Some(Vec::new()), "snapshot the blob")
+            .await?;
+        match answer.headers.get("x-ms-snapshot").and_then(|v| v.to_str().ok()) {
+            Some(at) if !at.is_empty() => Ok(at.to_owned()),
+            _ => Err(ConnectorError::Protocol {
+                service: SERVICE,
+                operation: format!("snapshot {blob}"),
+                detail: "the answer names no snapshot (x-ms-snapshot)".into(),
+            }),
+        }
+    }
+
+    /// Deletes one snapshot of a blob, leaving the blob.
+    pub async fn delete_snapshot(&self, blob: &str, snapshot: &str) -> Result<(), ConnectorError> {
+        self.send(reqwest::Method::DELETE, Some(blob), &[("snapshot", snapshot)], &[], None, "delete the snapshot")
+            .await
+            .map(|_| ())
     }
 
     /// Deletes a blob and its snapshots; a lease held by someone else refuses it.
