@@ -1011,6 +1011,50 @@ async fn an_item_whose_cloud_disk_is_a_page_blob_fails_back_into_vcenter_and_ret
     }
 }
 
+/// vCenter stops answering in the middle of a failover (the link to it fails; the last check still said it was
+/// connected, so the failover was allowed): the first step that needs it fails with vCenter's cause, the job waits
+/// 2 s, then 4 s before the next attempts, and finishes by itself once vCenter answers again.
+#[tokio::test]
+async fn a_failover_waits_out_a_vcenter_that_stops_answering_and_finishes_when_it_is_back() {
+    let vcsim = emulators::Vcsim::start_with(&["--vms", "mt-win-01"]);
+    let mut gate = emulators::Gate::new(&vcsim.url);
+    let portal = Portal::start(&[]);
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
+    api.post("infrastructure/faults", r#"{"guest_bytes_per_tick": 0}"#, None).await;
+    let conn = json!({"kind": "vcenter", "name": "vcenter-01", "url": gate.url, "user": vcsim.user,
+                      "password": vcsim.password, "thumbprint": vcsim.thumbprint});
+    assert_eq!(api.post("connections", &conn.to_string(), None).await.0, 201);
+    let body = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "LocalDS_0"});
+    api.act("app02", "reprotect", body, "gate-r").await;
+
+    gate.close();
+    let (s, v, _) = api.post("items/app02/failover", &json!({"point": {"type": "latest"}}).to_string(), None).await;
+    assert_eq!(s, 202, "{v}");
+    let job = v["job_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let waiting = loop {
+        let (_, j) = api.get(&format!("jobs/{job}")).await;
+        let task = j["job"]["tasks"].as_array().unwrap().iter().find(|t| t["attempts"].as_i64() >= Some(2)).cloned();
+        if let Some(t) = task.filter(|t| !t["next_attempt_at"].is_null()) {
+            break t;
+        }
+        assert_ne!(j["job"]["state"], "failed", "{j}");
+        assert!(Instant::now() < deadline, "no second attempt: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let error = waiting["error"].as_str().unwrap();
+    assert!(error.contains("vCenter vcenter-01") && error.contains("cannot be reached"), "{waiting}");
+    assert_eq!(waiting["step"], "reattach-disks", "the steps before it needed no vCenter: {waiting}");
+    let (started, next) = (waiting["started_at"].as_u64().unwrap(), waiting["next_attempt_at"].as_u64().unwrap());
+    assert!(next >= started + 4_000, "the second wait is twice the first: {waiting}");
+
+    gate.open();
+    let j = common::wait_job(&portal.http, &portal.url, &job).await;
+    assert_eq!(j["job"]["state"], "succeeded", "{j}");
+    let (_, v, _) = api.post("connections/vcenter-01/refresh", "{}", None).await;
+    assert_eq!(vm_named(&v, "app02").unwrap()["power"], "on", "{v}");
+}
+
 /// R-C2 from what vCenter reports: the Windows master target is a VM of the connected vCenter with a snapshot, so a
 /// failover through it is refused before any job starts, naming the rule and what to do.
 #[tokio::test]

@@ -206,3 +206,90 @@ impl Drop for Azurite {
         let _ = self.child.wait();
     }
 }
+
+/// A TCP relay in front of an emulator that a test closes and opens again on the same loopback port: the service
+/// stops answering (connections refused, open ones cut) and comes back with its state intact, as a vCenter behind a
+/// failed link does.
+pub struct Gate {
+    /// The emulator's URL with the gate's port in place of its own.
+    pub url: String,
+    port: u16,
+    target: std::net::SocketAddr,
+    open: Option<(std::sync::Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>)>,
+    streams: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Gate {
+    /// A gate in front of `url` (`https://127.0.0.1:<port>/…`), open.
+    pub fn new(url: &str) -> Gate {
+        let rest = url.strip_prefix("https://").expect("an https URL");
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let target: std::net::SocketAddr = authority.parse().expect("an ip:port authority");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut gate = Gate {
+            url: format!("https://127.0.0.1:{port}/{path}"),
+            port,
+            target,
+            open: None,
+            streams: Default::default(),
+        };
+        gate.open();
+        gate
+    }
+
+    /// Accepts again on the same port.
+    pub fn open(&mut self) {
+        if self.open.is_some() {
+            return;
+        }
+        // std sets SO_REUSEADDR on Unix: the port is taken again at once, whatever lingers in TIME_WAIT.
+        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("the gate's port");
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, target, streams) = (stop.clone(), self.target, self.streams.clone());
+        let accept = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let Ok(server) = std::net::TcpStream::connect(target) else { continue };
+                        let mut kept = streams.lock().unwrap();
+                        kept.push(client.try_clone().unwrap());
+                        kept.push(server.try_clone().unwrap());
+                        for (mut from, mut to) in
+                            [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                        {
+                            std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut from, &mut to);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                            });
+                        }
+                    }
+                    // Polled so that closing the gate drops the listener within 10 ms.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        self.open = Some((stop, accept));
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    pub fn close(&mut self) {
+        if let Some((stop, accept)) = self.open.take() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = accept.join();
+        }
+        for s in self.streams.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
