@@ -1,6 +1,8 @@
 //! The REST API end to end on the demo estate that the first start seeds: the article's failback driven over HTTP,
 //! refusals with their rule IDs (409), unknown ids (404), malformed input (400/422).
 
+#[path = "support/arm.rs"]
+mod arm;
 mod common;
 #[path = "support/emulators.rs"]
 mod emulators;
@@ -1053,6 +1055,82 @@ async fn a_failover_waits_out_a_vcenter_that_stops_answering_and_finishes_when_i
     assert_eq!(j["job"]["state"], "succeeded", "{j}");
     let (_, v, _) = api.post("connections/vcenter-01/refresh", "{}", None).await;
     assert_eq!(vm_named(&v, "app02").unwrap()["power"], "on", "{v}");
+}
+
+/// The cloud VMs in an Azure subscription (Azure Resource Manager's stand-in, answering as the API specification's
+/// examples do): a failover powers the item's cloud VM off, commit deletes it and then its managed disk, and a
+/// resource lock that makes the power-off fail stops the failover with Azure's cause and what to do. The client
+/// secret is checked when the subscription is added and never shown.
+#[tokio::test]
+async fn the_cloud_vm_in_an_azure_subscription_is_powered_off_and_deleted_through_resource_manager() {
+    let arm = arm::Arm::start("rg-dr", &["azvm-lin01", "azvm-web01"]);
+    let portal = Portal::start(&[]);
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
+    api.post("infrastructure/faults", r#"{"guest_bytes_per_tick": 0}"#, None).await;
+    let subscription = |secret: &str| {
+        json!({"kind": "azure-subscription", "name": "azure-dr", "tenant": arm::TENANT, "client_id": arm::CLIENT_ID,
+               "client_secret": secret, "subscription": arm::SUBSCRIPTION, "resource_group": "rg-dr",
+               "management_url": arm.url, "authority_url": arm.url, "thumbprint": arm.thumbprint})
+        .to_string()
+    };
+    let (s, v, _) = api.post("connections", &subscription("not-the-secret"), None).await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("refused the credentials of application homeward-failback"), "{v}");
+    let (s, v, _) = api.post("connections", &subscription(arm::CLIENT_SECRET), None).await;
+    assert_eq!(s, 201, "{v}");
+    assert!(!v.to_string().contains(arm::CLIENT_SECRET), "{v}");
+    let vms: Vec<&str> =
+        v["connection"]["inventory"]["vms"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(vms, ["azvm-lin01", "azvm-web01"], "{v}");
+
+    api.act("lin01", "reprotect", json!({"master_target": "mt-linux-01", "process_server": "ps-azure-01"}), "az-r")
+        .await;
+    let job = api.act("lin01", "failover", json!({"point": {"type": "latest"}}), "az-f").await;
+    assert_eq!(arm.vm("azvm-lin01").unwrap().power, "stopped", "powered off through Resource Manager");
+    let shut =
+        job["job"]["tasks"].as_array().unwrap().iter().find(|t| t["step"] == "shut-down-cloud-vm").unwrap().clone();
+    let result: Value = serde_json::from_str(shut["result"].as_str().unwrap()).unwrap();
+    assert_eq!((&result["azure"]["vm"], &result["azure"]["changed"]), (&json!("azvm-lin01"), &json!(true)), "{result}");
+
+    let job = api.act("lin01", "commit", json!({}), "az-c").await;
+    assert!(arm.vm("azvm-lin01").is_none(), "the cloud VM is deleted");
+    assert!(!arm.disks().iter().any(|d| d.ends_with("/azvm-lin01_OsDisk")), "and its managed disk: {:?}", arm.disks());
+    let delete =
+        job["job"]["tasks"].as_array().unwrap().iter().find(|t| t["step"] == "delete-cloud-vm").unwrap().clone();
+    let result: Value = serde_json::from_str(delete["result"].as_str().unwrap()).unwrap();
+    assert_eq!(result["deleted_in_azure"], json!(["VM azvm-lin01", "disk azvm-lin01_OsDisk"]), "{result}");
+    let requests = arm.requests();
+    let vm = format!(
+        "/subscriptions/{}/resourceGroups/rg-dr/providers/Microsoft.Compute/virtualMachines/azvm-lin01",
+        arm::SUBSCRIPTION
+    );
+    for expected in [
+        format!("POST {vm}/powerOff?api-version=2024-07-01"),
+        format!("DELETE {vm}?api-version=2024-07-01"),
+        format!("DELETE /subscriptions/{}/resourceGroups/rg-dr/providers/Microsoft.Compute/disks/azvm-lin01_OsDisk?api-version=2024-03-02", arm::SUBSCRIPTION),
+    ] {
+        assert!(requests.contains(&expected), "{expected} in {requests:#?}");
+    }
+    let delete_vm = requests.iter().position(|r| r.starts_with(&format!("DELETE {vm}?"))).unwrap();
+    let delete_disk = requests.iter().position(|r| r.contains("/disks/azvm-lin01_OsDisk")).unwrap();
+    let polled = requests[delete_vm..delete_disk].iter().any(|r| r.contains("/operations/"));
+    assert!(polled, "the VM's deletion was followed to its end before its disk went: {requests:#?}");
+    assert!(arm.tokens_issued() <= 3, "the token is kept while it is valid: {}", arm.tokens_issued());
+
+    // A resource lock refuses the power-off: the failover stops there, with Azure's cause, and says what to do.
+    arm.refuse_power_off("azvm-web01");
+    api.act("web01", "reprotect", json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"}), "az-wr")
+        .await;
+    let (s, v, _) = api.post("items/web01/failover", &json!({"point": {"type": "latest"}}).to_string(), None).await;
+    assert_eq!(s, 202, "{v}");
+    let job = common::wait_job(&portal.http, &portal.url, v["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["job"]["state"], "failed", "{job}");
+    let (_, it) = api.get("items/web01").await;
+    let failure = &it["item"]["last_failure"];
+    let error = failure["error"].as_str().unwrap();
+    assert!(error.contains("Azure subscription azure-dr, power off VM azvm-web01") && error.contains("lock"), "{it}");
+    assert!(failure["recommended_action"].as_str().unwrap().contains("azure-dr"), "{it}");
+    assert_eq!(arm.vm("azvm-web01").unwrap().power, "running");
 }
 
 /// R-C2 from what vCenter reports: the Windows master target is a VM of the connected vCenter with a snapshot, so a

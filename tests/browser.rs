@@ -5,6 +5,8 @@
 //!
 //! Slow (starts a browser), so it runs when HOMEWARD_E2E=1, which `./x test` and CI set.
 
+#[path = "support/arm.rs"]
+mod arm;
 mod common;
 #[path = "support/emulators.rs"]
 mod emulators;
@@ -749,6 +751,43 @@ async fn a_vcenter_is_connected_from_the_infrastructure_page() {
     }
     let v = api(&portal, "GET", "connections", Value::Null).await;
     assert_eq!(v["connections"], json!([]));
+    c.close().await.unwrap();
+}
+
+/// An Administrator connects the recovery site's Azure subscription on the Infrastructure page (Resource
+/// Manager's stand-in): the page shows its resource group's VMs and never the client secret.
+#[tokio::test]
+async fn an_azure_subscription_is_connected_from_the_infrastructure_page() {
+    if !e2e_enabled() {
+        return;
+    }
+    let arm = arm::Arm::start("rg-dr", &["azvm-web01", "azvm-app02"]);
+    let (portal, _driver, c) = admin_on("/infrastructure").await;
+    let form = r#"[data-testid="add-azure"]"#;
+    for (name, value) in [
+        ("name", "azure-dr"),
+        ("tenant", arm::TENANT),
+        ("client_id", arm::CLIENT_ID),
+        ("client_secret", arm::CLIENT_SECRET),
+        ("subscription", arm::SUBSCRIPTION),
+        ("resource_group", "rg-dr"),
+        ("management_url", arm.url.as_str()),
+        ("authority_url", arm.url.as_str()),
+        ("thumbprint", arm.thumbprint.as_str()),
+    ] {
+        type_into(&c, &format!(r#"{form} input[name="{name}"]"#), value).await;
+    }
+    click(&c, &format!(r#"{form} button[type="submit"]"#)).await;
+    let article = wait_css(&c, r#"[data-testid="connection"]"#, 20).await;
+    let shown = article.text().await.unwrap();
+    assert!(
+        shown.contains("azure-dr") && shown.contains("Connected") && shown.contains("resource group rg-dr: 2 VMs"),
+        "{shown}"
+    );
+    assert!(!live_text(&c, "body").await.contains(arm::CLIENT_SECRET));
+    let v = api(&portal, "GET", "connections", Value::Null).await;
+    assert_eq!(v["connections"][0]["kind"], "azure-subscription", "{v}");
+    assert_eq!(v["connections"][0]["credential"], "client-secret", "{v}");
     c.close().await.unwrap();
 }
 

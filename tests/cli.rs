@@ -1,6 +1,8 @@
 //! The API's command-line clients against a running server on the demo estate: the refused scenarios name their
 //! rule (exit code 3), the article's steps run with --wait, a dry run prints its checks.
 
+#[path = "support/arm.rs"]
+mod arm;
 mod common;
 
 use common::{run_homeward, Portal};
@@ -161,4 +163,50 @@ fn passwords_and_roles_from_the_command_line() {
     let out = users(&["role", "admin", "--role", "operator"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("last enabled Administrator"));
+}
+
+/// `homeward connections add-azure` adds the recovery site's Azure subscription (the client secret read from a file,
+/// never printed) and `list` shows its resource group's VMs; a wrong secret is refused with the cause.
+#[test]
+fn the_cli_connects_an_azure_subscription() {
+    let arm = arm::Arm::start("rg-dr", &["azvm-web01"]);
+    let portal = Portal::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    let add = |name: &str| {
+        vec![
+            "connections".to_owned(),
+            "add-azure".into(),
+            name.into(),
+            "--tenant".into(),
+            arm::TENANT.into(),
+            "--client-id".into(),
+            arm::CLIENT_ID.into(),
+            "--subscription".into(),
+            arm::SUBSCRIPTION.into(),
+            "--resource-group".into(),
+            "rg-dr".into(),
+            "--management-url".into(),
+            arm.url.clone(),
+            "--authority-url".into(),
+            arm.url.clone(),
+            "--thumbprint".into(),
+            arm.thumbprint.clone(),
+            "--secret-file".into(),
+            secret.display().to_string(),
+        ]
+    };
+    std::fs::write(&secret, "wrong").unwrap();
+    let args = add("azure-dr");
+    let (code, _, err) = hw(&portal, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_ne!(code, 0);
+    assert!(err.contains("refused the credentials of application homeward-failback"), "{err}");
+    std::fs::write(&secret, arm::CLIENT_SECRET).unwrap();
+    let (code, out, err) = hw(&portal, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("resource group rg-dr: 1 VM(s)") && out.contains("VM azvm-web01"), "{out}");
+    assert!(!out.contains(arm::CLIENT_SECRET) && !err.contains(arm::CLIENT_SECRET));
+    let (code, out, _) = hw(&portal, &["connections", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("azure-dr") && out.contains("azvm-web01_OsDisk"), "{out}");
 }

@@ -448,6 +448,41 @@ pub async fn add_storage_account(
     Ok(())
 }
 
+/// Adds the recovery site's Azure subscription (Administrator): the resource group of the cloud VMs, reached as a
+/// service principal; empty endpoints mean Azure's public cloud.
+#[allow(clippy::too_many_arguments)]
+#[server(endpoint = "portal/connections/add-azure", input = leptos::server_fn::codec::Json)]
+pub async fn add_azure_subscription(
+    name: String,
+    tenant: String,
+    client_id: String,
+    client_secret: String,
+    subscription: String,
+    resource_group: String,
+    management_url: String,
+    authority_url: String,
+    thumbprint: String,
+) -> Result<(), PortalError> {
+    use orchestrator::acting::Actor;
+    use orchestrator::connections::NewConnection;
+    let who = server::signed_in()?;
+    let c = crate::data::server::ctx().map_err(|e| PortalError::Server(e.to_string()))?;
+    let new = NewConnection::AzureSubscription {
+        name,
+        tenant,
+        client_id,
+        client_secret,
+        subscription,
+        resource_group,
+        management_url: Some(management_url),
+        authority_url: Some(authority_url),
+        thumbprint: Some(thumbprint),
+    };
+    let actor = Actor { user: &who, accounts: &c.accounts, service: &c.service };
+    actor.add_connection(&c.service.connections, new).await.map_err(server::connection_error)?;
+    Ok(())
+}
+
 /// Checks a connection against its API again (Administrator).
 #[server(endpoint = "portal/connections/refresh", input = leptos::server_fn::codec::Json)]
 pub async fn refresh_connection(id: String) -> Result<(), PortalError> {

@@ -765,6 +765,7 @@ pub async fn connections() -> Result<Vec<ConnectionRow>, ServerFnError> {
             credential: match k.credential.as_str() {
                 "shared-key" => "account key".into(),
                 "sas" => "SAS".into(),
+                "client-secret" => "client secret".into(),
                 other => other.into(),
             },
             thumbprint: k.thumbprint,
@@ -776,6 +777,7 @@ pub async fn connections() -> Result<Vec<ConnectionRow>, ServerFnError> {
             datastores: vec![],
             vms: vec![],
             blobs: vec![],
+            cloud_vms: vec![],
         };
         match k.inventory {
             Some(Snapshot::Vcenter { about, inventory: i }) => {
@@ -809,6 +811,14 @@ pub async fn connections() -> Result<Vec<ConnectionRow>, ServerFnError> {
                 let n = blob_count.max(blobs.len());
                 r.summary = format!("storage account {account}: {n} disk blob{} in the container", plural(n));
                 r.blobs = blobs;
+            }
+            Some(Snapshot::AzureSubscription { subscription, resource_group, vms }) => {
+                r.summary = format!(
+                    "subscription {subscription}, resource group {resource_group}: {} VM{}",
+                    vms.len(),
+                    plural(vms.len())
+                );
+                r.cloud_vms = vms.into_iter().map(|v| (v.name, v.provisioning_state, v.disks)).collect();
             }
             None => {}
         }

@@ -341,6 +341,8 @@ pub struct ConnectionRow {
     /// (name, power, host, disks)
     pub vms: Vec<(String, String, String, Vec<String>)>,
     pub blobs: Vec<String>,
+    /// An Azure subscription's VMs: (name, provisioning state, disks)
+    pub cloud_vms: Vec<(String, String, Vec<String>)>,
 }
 
 /// A new enrollment: its token and the command to run, shown once.

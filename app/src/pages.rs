@@ -6,8 +6,8 @@ use leptos_router::components::Form;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::actions::{
-    AddStorageAccount, AddVcenter, EnrollAgent, JobAction, PlanFailover, RefreshConnection, RemoveConnection,
-    RevokeAgent, SetAgentRateCap, SetFault,
+    AddAzureSubscription, AddStorageAccount, AddVcenter, EnrollAgent, JobAction, PlanFailover, RefreshConnection,
+    RemoveConnection, RevokeAgent, SetAgentRateCap, SetFault,
 };
 use crate::data;
 use crate::model::*;
@@ -742,10 +742,19 @@ pub(crate) fn Infrastructure() -> impl IntoView {
 fn ConnectionsPanel(admin: bool) -> impl IntoView {
     let add_vc = ServerAction::<AddVcenter>::new();
     let add_sa = ServerAction::<AddStorageAccount>::new();
+    let add_az = ServerAction::<AddAzureSubscription>::new();
     let refresh = ServerAction::<RefreshConnection>::new();
     let remove = ServerAction::<RemoveConnection>::new();
     let list = Resource::new(
-        move || (add_vc.version().get(), add_sa.version().get(), refresh.version().get(), remove.version().get()),
+        move || {
+            (
+                add_vc.version().get(),
+                add_sa.version().get(),
+                add_az.version().get(),
+                refresh.version().get(),
+                remove.version().get(),
+            )
+        },
         |_| data::connections(),
     );
     let confirming = RwSignal::new(None::<String>);
@@ -753,6 +762,16 @@ fn ConnectionsPanel(admin: bool) -> impl IntoView {
     let (vc_name, vc_url, vc_user, vc_password, vc_thumb) = (field(), field(), field(), field(), field());
     let (sa_name, sa_url, sa_container, sa_secret, sa_thumb) = (field(), field(), field(), field(), field());
     let sa_kind = RwSignal::new("account-key".to_owned());
+    let (az_name, az_tenant, az_client, az_secret, az_sub, az_rg) =
+        (field(), field(), field(), field(), field(), field());
+    let (az_management, az_authority, az_thumb) = (field(), field(), field());
+    Effect::new(move |_| {
+        if let Some(Ok(())) = add_az.value().get() {
+            for f in [az_name, az_tenant, az_client, az_secret, az_sub, az_rg, az_management, az_authority, az_thumb] {
+                f.set(String::new());
+            }
+        }
+    });
     // A saved connection clears its form: the secret does not linger in the page.
     Effect::new(move |_| {
         if let Some(Ok(())) = add_vc.value().get() {
@@ -816,6 +835,15 @@ fn ConnectionsPanel(admin: bool) -> impl IntoView {
                                             </table></div>
                                         </details>
                                     })}
+                                    {(!c.cloud_vms.is_empty()).then(|| view! {
+                                        <details><summary>"Cloud VMs"</summary>
+                                            <div class="table-wrap"><table class="grid">
+                                                <caption>"Virtual machines in the resource group"</caption>
+                                                <thead><tr><th scope="col">"VM"</th><th scope="col">"Provisioning"</th><th scope="col">"Disks"</th></tr></thead>
+                                                <tbody>{c.cloud_vms.iter().map(|(n, p, d)| view! { <tr><td>{n.clone()}</td><td>{p.clone()}</td><td>{d.join(", ")}</td></tr> }).collect_view()}</tbody>
+                                            </table></div>
+                                        </details>
+                                    })}
                                     {(!c.blobs.is_empty()).then(|| view! {
                                         <details><summary>"Disk blobs"</summary><ul>{c.blobs.iter().map(|b| view! { <li><code>{b.clone()}</code></li> }).collect_view()}</ul></details>
                                     })}
@@ -873,6 +901,24 @@ fn ConnectionsPanel(admin: bool) -> impl IntoView {
                         <button type="submit" class="primary">"Connect storage account"</button>
                     </form>
                     {move || add_sa.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
+                    <h3>"Add the recovery site's Azure subscription"</h3>
+                    <p class="muted small">"The resource group of the cloud VMs: failovers power them off and commits delete them (and their managed disks) through Azure Resource Manager, as an app registration with the Virtual Machine Contributor role there."</p>
+                    <form class="knobs" data-testid="add-azure" on:submit=move |ev| {
+                        ev.prevent_default();
+                        add_az.dispatch(AddAzureSubscription { name: az_name.get_untracked(), tenant: az_tenant.get_untracked(), client_id: az_client.get_untracked(), client_secret: az_secret.get_untracked(), subscription: az_sub.get_untracked(), resource_group: az_rg.get_untracked(), management_url: az_management.get_untracked(), authority_url: az_authority.get_untracked(), thumbprint: az_thumb.get_untracked() });
+                    }>
+                        {input("Name", "name", "text", az_name, "azure-dr")}
+                        {input("Tenant id", "tenant", "text", az_tenant, "directory (tenant) id")}
+                        {input("Application id", "client_id", "text", az_client, "application (client) id")}
+                        {input("Client secret", "client_secret", "password", az_secret, "")}
+                        {input("Subscription id", "subscription", "text", az_sub, "")}
+                        {input("Resource group", "resource_group", "text", az_rg, "rg-dr")}
+                        {input("Management endpoint (optional)", "management_url", "text", az_management, "https://management.azure.com")}
+                        {input("Identity provider (optional)", "authority_url", "text", az_authority, "https://login.microsoftonline.com")}
+                        {input("Certificate thumbprint (optional)", "thumbprint", "text", az_thumb, "private endpoints only")}
+                        <button type="submit" class="primary">"Connect subscription"</button>
+                    </form>
+                    {move || add_az.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
                 }.into_any()
             } else {
                 view! { <p class="why-inline">"Your role cannot add or remove site connections. Ask an Administrator."</p> }.into_any()

@@ -177,6 +177,12 @@ impl Actor<'_> {
                     if sas.is_some() { "a SAS" } else { "the account key" }
                 ),
             ),
+            NewConnection::AzureSubscription { name, subscription, resource_group, client_id, .. } => (
+                name.trim().to_owned(),
+                format!(
+                    "Azure subscription {subscription}, resource group {resource_group}, as application {client_id}"
+                ),
+            ),
         };
         let now = (self.service.clock)();
         let change = async { Ok(connections.add(new, &self.user.name, now).await?) };

@@ -14,6 +14,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use crate::connectors::azure_blob::{Container, Credential, StorageConfig};
+use crate::connectors::azure_compute::{AzureVm, Compute, ComputeConfig};
 use crate::connectors::vsphere::{About, Inventory, Vcenter, VcenterConfig};
 use crate::connectors::{ConnectorError, Thumbprint};
 use crate::db::{self, Db, Unique};
@@ -70,7 +71,28 @@ pub enum NewConnection {
         #[serde(default)]
         thumbprint: Option<String>,
     },
+    AzureSubscription {
+        name: String,
+        /// The directory (tenant) id.
+        tenant: String,
+        /// The service principal: its application (client) id and a client secret.
+        client_id: String,
+        client_secret: String,
+        subscription: String,
+        resource_group: String,
+        /// `https://management.azure.com` unless another cloud's.
+        #[serde(default)]
+        management_url: Option<String>,
+        /// `https://login.microsoftonline.com` unless another cloud's.
+        #[serde(default)]
+        authority_url: Option<String>,
+        #[serde(default)]
+        thumbprint: Option<String>,
+    },
 }
+
+pub const AZURE_MANAGEMENT: &str = "https://management.azure.com";
+pub const AZURE_AUTHORITY: &str = "https://login.microsoftonline.com";
 
 impl std::fmt::Debug for NewConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -84,6 +106,11 @@ impl std::fmt::Debug for NewConnection {
                     "StorageAccount {{ name: {name:?}, url: {url:?}, container: {container:?}, credential: <hidden> }}"
                 )
             }
+            NewConnection::AzureSubscription { name, subscription, resource_group, client_id, .. } => write!(
+                f,
+                "AzureSubscription {{ name: {name:?}, subscription: {subscription:?}, resource_group: \
+                 {resource_group:?}, client_id: {client_id:?}, client_secret: <hidden> }}"
+            ),
         }
     }
 }
@@ -93,6 +120,7 @@ impl std::fmt::Debug for NewConnection {
 pub enum ConnectionKind {
     Vcenter,
     StorageAccount,
+    AzureSubscription,
 }
 
 impl ConnectionKind {
@@ -100,6 +128,7 @@ impl ConnectionKind {
         match self {
             ConnectionKind::Vcenter => "vcenter",
             ConnectionKind::StorageAccount => "storage-account",
+            ConnectionKind::AzureSubscription => "azure-subscription",
         }
     }
 
@@ -107,6 +136,7 @@ impl ConnectionKind {
         match self {
             ConnectionKind::Vcenter => "vCenter Server",
             ConnectionKind::StorageAccount => "Azure storage account",
+            ConnectionKind::AzureSubscription => "Azure subscription",
         }
     }
 }
@@ -126,6 +156,31 @@ pub enum Snapshot {
         #[serde(default)]
         blob_count: usize,
     },
+    AzureSubscription {
+        subscription: String,
+        resource_group: String,
+        vms: Vec<AzureVmView>,
+    },
+}
+
+/// A VM of the subscription's resource group, as its last check listed it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AzureVmView {
+    pub name: String,
+    pub provisioning_state: String,
+    /// Its managed disks' names, then its unmanaged disks' blobs.
+    pub disks: Vec<String>,
+}
+
+impl AzureVmView {
+    fn of(vm: &AzureVm) -> AzureVmView {
+        let last = |s: &String| s.rsplit('/').next().unwrap_or(s).to_owned();
+        AzureVmView {
+            name: vm.name.clone(),
+            provisioning_state: vm.provisioning_state.clone(),
+            disks: vm.managed_disks.iter().chain(&vm.vhds).map(last).collect(),
+        }
+    }
 }
 
 /// Blob names kept per check: enough to recognise a VM's disks, bounded for a container shared by thousands.
@@ -240,7 +295,9 @@ pub struct Connection {
     pub url: String,
     pub user: Option<String>,
     pub container: Option<String>,
-    /// `password`, `shared-key` or `sas`: which kind of credential is sealed, not the credential.
+    /// The identity provider's address with the tenant (Azure subscriptions).
+    pub authority: Option<String>,
+    /// `password`, `shared-key`, `sas` or `client-secret`: which kind of credential is sealed, not the credential.
     pub credential: String,
     pub thumbprint: Option<String>,
     pub created_at: Millis,
@@ -260,6 +317,7 @@ struct ConnectionRow {
     url: String,
     user_name: Option<String>,
     container: Option<String>,
+    authority: Option<String>,
     credential_kind: String,
     secret_sealed: String,
     thumbprint: Option<String>,
@@ -271,18 +329,20 @@ struct ConnectionRow {
     inventory: Option<String>,
 }
 
-const COLUMNS: &str = "id, kind, name, url, user_name, container, credential_kind, secret_sealed, thumbprint, \
+const COLUMNS: &str =
+    "id, kind, name, url, user_name, container, authority, credential_kind, secret_sealed, thumbprint, \
                        created_at, created_by, checked_at, last_ok_at, last_error, inventory";
 
 impl ConnectionRow {
     fn view(&self) -> Connection {
         Connection {
             id: self.id.clone(),
-            kind: if self.kind == "vcenter" { ConnectionKind::Vcenter } else { ConnectionKind::StorageAccount },
+            kind: kind_of(&self.kind),
             name: self.name.clone(),
             url: self.url.clone(),
             user: self.user_name.clone(),
             container: self.container.clone(),
+            authority: self.authority.clone(),
             credential: self.credential_kind.clone(),
             thumbprint: self.thumbprint.clone(),
             created_at: self.created_at as Millis,
@@ -368,6 +428,14 @@ impl Sealer {
     }
 }
 
+fn kind_of(text: &str) -> ConnectionKind {
+    match text {
+        "vcenter" => ConnectionKind::Vcenter,
+        "azure-subscription" => ConnectionKind::AzureSubscription,
+        _ => ConnectionKind::StorageAccount,
+    }
+}
+
 /// A validated connection, ready to be checked and stored.
 struct Parsed {
     kind: ConnectionKind,
@@ -375,6 +443,7 @@ struct Parsed {
     url: String,
     user: Option<String>,
     container: Option<String>,
+    authority: Option<String>,
     credential_kind: &'static str,
     secret: String,
     thumbprint: Option<Thumbprint>,
@@ -429,6 +498,7 @@ impl NewConnection {
                     )?)?,
                     user: Some(required("user", &user, "such as administrator@vsphere.local")?),
                     container: None,
+                    authority: None,
                     credential_kind: "password",
                     secret: password,
                     thumbprint: parse_thumbprint(thumbprint.as_deref())?,
@@ -454,13 +524,82 @@ impl NewConnection {
                         .to_owned(),
                     user: None,
                     container: Some(required("container", &container, "the container holding the cloud VM's disks")?),
+                    authority: None,
                     credential_kind,
                     secret,
                     thumbprint: parse_thumbprint(thumbprint.as_deref())?,
                 })
             }
+            NewConnection::AzureSubscription {
+                name,
+                tenant,
+                client_id,
+                client_secret,
+                subscription,
+                resource_group,
+                management_url,
+                authority_url,
+                thumbprint,
+            } => {
+                if client_secret.is_empty() {
+                    return Err(ConnectionError::Invalid(
+                        "client_secret: required; a client secret of the app registration".into(),
+                    ));
+                }
+                let tenant = required("tenant", &tenant, "the directory (tenant) id of the app registration")?;
+                let subscription = required("subscription", &subscription, "the subscription id of the cloud VMs")?;
+                let resource_group =
+                    required("resource_group", &resource_group, "the resource group holding the cloud VMs")?;
+                let endpoint = |v: Option<String>, default: &str| {
+                    v.map(|u| u.trim().trim_end_matches('/').to_owned())
+                        .filter(|u| !u.is_empty())
+                        .unwrap_or_else(|| default.to_owned())
+                };
+                let management = endpoint(management_url, AZURE_MANAGEMENT);
+                let authority = endpoint(authority_url, AZURE_AUTHORITY);
+                Ok(Parsed {
+                    kind: ConnectionKind::AzureSubscription,
+                    name: parse_name(&name)?,
+                    url: format!("{management}/subscriptions/{subscription}/resourceGroups/{resource_group}"),
+                    user: Some(required(
+                        "client_id",
+                        &client_id,
+                        "the application (client) id of the app registration",
+                    )?),
+                    container: None,
+                    authority: Some(format!("{authority}/{tenant}")),
+                    credential_kind: "client-secret",
+                    secret: client_secret,
+                    thumbprint: parse_thumbprint(thumbprint.as_deref())?,
+                })
+            }
         }
     }
+}
+
+/// The ARM settings of an Azure-subscription connection, from its saved address and authority.
+fn compute_config(p: &Parsed) -> Result<ComputeConfig, ConnectorError> {
+    let bad = |detail: String| ConnectorError::Protocol {
+        service: "Azure Resource Manager",
+        operation: "connect".into(),
+        detail,
+    };
+    let (management, scope) =
+        p.url.split_once("/subscriptions/").ok_or_else(|| bad(format!("{} names no subscription", p.url)))?;
+    let (subscription, resource_group) =
+        scope.split_once("/resourceGroups/").ok_or_else(|| bad(format!("{} names no resource group", p.url)))?;
+    let authority = p.authority.clone().unwrap_or_default();
+    let (authority, tenant) = authority.rsplit_once('/').ok_or_else(|| bad(format!("{authority} names no tenant")))?;
+    Ok(ComputeConfig {
+        management: management.to_owned(),
+        authority: authority.to_owned(),
+        tenant: tenant.to_owned(),
+        client_id: p.user.clone().unwrap_or_default(),
+        client_secret: p.secret.clone(),
+        subscription: subscription.to_owned(),
+        resource_group: resource_group.to_owned(),
+        thumbprint: p.thumbprint.clone(),
+    })
 }
 
 /// Checks a connection against its API: the snapshot on success.
@@ -487,6 +626,16 @@ async fn check(p: &Parsed) -> Result<Snapshot, ConnectorError> {
             let blob_count = blobs.len();
             blobs.truncate(BLOBS_KEPT);
             Ok(Snapshot::StorageAccount { account: container.account().to_owned(), blobs, blob_count })
+        }
+        ConnectionKind::AzureSubscription => {
+            let config = compute_config(p)?;
+            let (subscription, resource_group) = (config.subscription.clone(), config.resource_group.clone());
+            let vms = Compute::new(config)?.list_vms().await?;
+            Ok(Snapshot::AzureSubscription {
+                subscription,
+                resource_group,
+                vms: vms.iter().map(AzureVmView::of).collect(),
+            })
         }
     }
 }
@@ -536,8 +685,8 @@ impl Connections {
         let sealed = self.sealer.seal(&id, &p.secret)?;
         let res = sqlx::query(
             "insert into site_connections (id, kind, name, url, user_name, container, credential_kind, secret_sealed, \
-             thumbprint, created_at, created_by, checked_at, last_ok_at, last_error, inventory) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, null, $14)",
+             thumbprint, created_at, created_by, checked_at, last_ok_at, last_error, inventory, authority) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, null, $14, $15)",
         )
         .bind(&id)
         .bind(p.kind.as_str())
@@ -553,6 +702,7 @@ impl Connections {
         .bind(now as i64)
         .bind(now as i64)
         .bind(serde_json::to_string(&snapshot).unwrap_or_default())
+        .bind(&p.authority)
         .execute(&self.db.pool)
         .await;
         match res {
@@ -589,12 +739,12 @@ impl Connections {
             url: row.url.clone(),
             user: row.user_name.clone(),
             container: row.container.clone(),
-            credential_kind: if row.credential_kind == "sas" {
-                "sas"
-            } else if row.credential_kind == "shared-key" {
-                "shared-key"
-            } else {
-                "password"
+            authority: row.authority.clone(),
+            credential_kind: match row.credential_kind.as_str() {
+                "sas" => "sas",
+                "shared-key" => "shared-key",
+                "client-secret" => "client-secret",
+                _ => "password",
             },
             secret: self.sealer.open(&row.id, &row.secret_sealed)?,
             thumbprint: row.thumbprint.as_deref().and_then(|t| Thumbprint::parse(t).ok()),
@@ -708,6 +858,39 @@ impl Connections {
             },
             thumbprint: row.thumbprint.as_deref().and_then(|t| Thumbprint::parse(t).ok()),
         })?)
+    }
+
+    /// A client for an Azure subscription's resource group, for a job's steps on the recovery site.
+    pub async fn azure_compute(&self, id_or_name: &str) -> Result<Compute, ConnectionError> {
+        let row = self.row(id_or_name).await?;
+        if row.kind != ConnectionKind::AzureSubscription.as_str() {
+            return Err(ConnectionError::Invalid(format!("{} is not an Azure subscription", row.name)));
+        }
+        let p = Parsed {
+            kind: ConnectionKind::AzureSubscription,
+            name: row.name.clone(),
+            url: row.url.clone(),
+            user: row.user_name.clone(),
+            container: None,
+            authority: row.authority.clone(),
+            credential_kind: "client-secret",
+            secret: self.sealer.open(&row.id, &row.secret_sealed)?,
+            thumbprint: row.thumbprint.as_deref().and_then(|t| Thumbprint::parse(t).ok()),
+        };
+        Ok(Compute::new(compute_config(&p)?)?)
+    }
+
+    /// The Azure-subscription connections with the resource group and VMs of their last good check.
+    pub async fn azure_subscriptions(&self) -> Result<Vec<(Connection, String, Vec<AzureVmView>)>, ConnectionError> {
+        Ok(self
+            .list()
+            .await?
+            .into_iter()
+            .filter_map(|c| match c.inventory.clone() {
+                Some(Snapshot::AzureSubscription { resource_group, vms, .. }) => Some((c, resource_group, vms)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Forgets a connection and its sealed credential.

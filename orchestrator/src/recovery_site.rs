@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::connections::{ConnectionError, Connections};
 use crate::connectors::azure_blob::{Container, MAX_PUT, PAGE};
+use crate::connectors::azure_compute::Compute;
 use crate::connectors::ConnectorError;
+use crate::domain::CloudVm;
 use crate::jobs::TaskFailure;
 
 /// The unit of change between two pushes: the replicator's block size.
@@ -331,6 +333,94 @@ impl RecoverySite {
             Err(ConnectorError::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.failure(&format!("delete {blob}"))(e)),
         }
+    }
+}
+
+/// An item's cloud VM in a connected Azure subscription: the subscription connection whose resource group is the
+/// VM's and whose last check listed a VM of that name. Failovers power it off, a cancelled failover starts it again
+/// and commit deletes it with its managed disks, through Azure Resource Manager; without such a connection the
+/// cloud VM is the local estate's.
+pub struct CloudVmSite {
+    pub name: String,
+    vm: String,
+    compute: Compute,
+}
+
+impl CloudVmSite {
+    pub async fn for_vm(connections: &Connections, vm: &CloudVm) -> Result<Option<CloudVmSite>, TaskFailure> {
+        let subscriptions = connections.azure_subscriptions().await.map_err(|e| {
+            TaskFailure::retryable(format!("the site connections cannot be read: {e}"), "Check the database.")
+        })?;
+        let Some((conn, _, _)) = subscriptions.into_iter().find(|(_, group, vms)| {
+            group.eq_ignore_ascii_case(&vm.resource_group) && vms.iter().any(|v| v.name.eq_ignore_ascii_case(&vm.id))
+        }) else {
+            return Ok(None);
+        };
+        let compute = connections.azure_compute(&conn.name).await.map_err(|e| match e {
+            ConnectionError::Connector(e) => arm_failure(&conn.name, "connect", e),
+            other => TaskFailure::fatal(
+                format!("Azure subscription {}: {other}", conn.name),
+                "Check the subscription on the Infrastructure page, then restart the job.",
+            ),
+        })?;
+        Ok(Some(CloudVmSite { name: conn.name, vm: vm.id.clone(), compute }))
+    }
+
+    /// Powers the cloud VM off or starts it; nothing is sent when it is in that state already.
+    pub async fn power(&self, on: bool) -> Result<serde_json::Value, TaskFailure> {
+        let operation = if on { "start" } else { "power off" };
+        let failure = |e| arm_failure(&self.name, &format!("{operation} VM {}", self.vm), e);
+        let state = self.compute.vm(&self.vm).await.map_err(failure)?.power.unwrap_or_default();
+        let already =
+            if on { state == "running" || state == "starting" } else { state == "stopped" || state == "deallocated" };
+        if !already {
+            if on {
+                self.compute.start(&self.vm).await.map_err(failure)?;
+            } else {
+                self.compute.power_off(&self.vm).await.map_err(failure)?;
+            }
+        }
+        Ok(serde_json::json!({"azure_subscription": self.name, "vm": self.vm, "was": state, "changed": !already}))
+    }
+
+    /// Deletes the cloud VM, then its managed disks (its unmanaged disks are blobs, deleted with the storage
+    /// account's). Returns what was deleted; a VM gone already is not an error.
+    pub async fn delete(&self) -> Result<Vec<String>, TaskFailure> {
+        let failure = |what: &str| {
+            let operation = format!("delete {what}");
+            let name = self.name.clone();
+            move |e| arm_failure(&name, &operation, e)
+        };
+        let vm = match self.compute.vm(&self.vm).await {
+            Ok(vm) => Some(vm),
+            Err(ConnectorError::NotFound { .. }) => None,
+            Err(e) => return Err(failure(&format!("VM {}", self.vm))(e)),
+        };
+        let mut deleted = Vec::new();
+        if let Some(vm) = vm {
+            // The VM first: it holds leases on its disks until it is gone.
+            if self.compute.delete_vm(&vm.name).await.map_err(failure(&format!("VM {}", vm.name)))? {
+                deleted.push(format!("VM {}", vm.name));
+            }
+            for disk in &vm.managed_disks {
+                let name = disk.rsplit('/').next().unwrap_or(disk);
+                if self.compute.delete_disk(disk).await.map_err(failure(&format!("disk {name}")))? {
+                    deleted.push(format!("disk {name}"));
+                }
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+fn arm_failure(subscription: &str, operation: &str, e: ConnectorError) -> TaskFailure {
+    let unreachable = matches!(e, ConnectorError::Unreachable { .. });
+    let error = format!("Azure subscription {subscription}, {operation}: {e}");
+    let action = format!("Fix the cause in Azure subscription {subscription}, then restart the job.");
+    if unreachable {
+        TaskFailure::retryable(error, action)
+    } else {
+        TaskFailure::fatal(error, action)
     }
 }
 

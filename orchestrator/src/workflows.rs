@@ -15,7 +15,7 @@ use crate::jobs::{self, Job, JobError, JobState, Task, TaskExecutor, TaskFailure
 use crate::lifecycle::{self, Context, DataEstimate, Event, Operation, Request, State, Step};
 use crate::points::PointChoice;
 use crate::primary_site::VcenterSite;
-use crate::recovery_site::RecoverySite;
+use crate::recovery_site::{CloudVmSite, RecoverySite};
 use crate::service::{JobRequest, PlanJobRequest, Service, ServiceError, BLOCK_SIZE, PLAN_ITEM_FAILOVER};
 
 /// A failure only a person can cure: the job ends with it at once.
@@ -474,14 +474,23 @@ impl Workflows<'_> {
         Ok(Some((VcenterSite::open(&self.service.connections, &conn.name).await?, vm.id.clone())))
     }
 
-    /// Powers the item's VM on one site on or off (through vCenter when the primary site is a connected one).
+    /// Powers the item's VM on one site on or off (through vCenter when the primary site is a connected one, and
+    /// through Azure Resource Manager when the cloud VM is in a connected subscription).
     async fn power(&self, id: &str, site: Site, on: bool) -> Result<TaskOutcome, TaskFailure> {
+        let mut azure = None;
         if site == Site::Primary {
             let (rec, _) = self.record(id).await?;
             if let Some((vc, vm)) = self.vcenter_of(&rec).await? {
                 let done = vc.power(&vm, on).await;
                 vc.close().await;
                 done?;
+            }
+        } else {
+            let (rec, _) = self.record(id).await?;
+            if let Some(vm) = rec.item.cloud_vm.as_ref().filter(|v| !v.deleted) {
+                if let Some(cloud) = CloudVmSite::for_vm(&self.service.connections, vm).await? {
+                    azure = Some(cloud.power(on).await?);
+                }
             }
         }
         self.update(id, |r, _| {
@@ -493,7 +502,11 @@ impl Workflows<'_> {
         })
         .await?;
         let key = if site == Site::Primary { "onprem_power" } else { "cloud_power" };
-        Ok(outcome(0, serde_json::json!({ key: on })))
+        let mut result = serde_json::json!({ key: on });
+        if let Some(a) = azure {
+            result["azure"] = a;
+        }
+        Ok(outcome(0, result))
     }
 
     async fn exec_step(&self, req: &JobRequest, step: Step) -> Result<TaskOutcome, TaskFailure> {
@@ -694,6 +707,13 @@ impl Workflows<'_> {
             }
             Step::DeleteCloudVm => {
                 let (rec, _) = self.record(id).await?;
+                let mut in_azure = Vec::new();
+                if let Some(vm) = rec.item.cloud_vm.as_ref().filter(|v| !v.deleted) {
+                    // The VM in Azure first: it holds leases on its disks' blobs while it exists.
+                    if let Some(cloud) = CloudVmSite::for_vm(&self.service.connections, vm).await? {
+                        in_azure = cloud.delete().await?;
+                    }
+                }
                 if let Some(conn) = &rec.cloud_storage {
                     // The cloud VM's disks in the storage account first: a lease held refuses before anything goes.
                     let site = RecoverySite::open(&self.service.connections, conn).await?;
@@ -726,7 +746,7 @@ impl Workflows<'_> {
                     Ok(())
                 })
                 .await?;
-                Ok(outcome(0, serde_json::json!({"deleted": rec.cloud_disks})))
+                Ok(outcome(0, serde_json::json!({"deleted": rec.cloud_disks, "deleted_in_azure": in_azure})))
             }
             Step::MarkCommitted => Ok(outcome(0, serde_json::json!({}))),
             Step::CommitInCloud => {

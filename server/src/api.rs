@@ -509,8 +509,12 @@ async fn add_connection(
     let v: Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
     match v.get("kind").and_then(Value::as_str) {
-        Some("vcenter" | "storage-account") => {}
-        _ => return Err(ApiError::BadRequest("body: kind must be \"vcenter\" or \"storage-account\"".into())),
+        Some("vcenter" | "storage-account" | "azure-subscription") => {}
+        _ => {
+            return Err(ApiError::BadRequest(
+                "body: kind must be \"vcenter\", \"storage-account\" or \"azure-subscription\"".into(),
+            ))
+        }
     }
     let new: NewConnection = body_into(v)?;
     let actor = Actor { user: &user, accounts: &accounts, service: &s };
@@ -959,7 +963,17 @@ fn complete_openapi(mut doc: Value) -> Value {
                                   "thumbprint": thumbprint.clone()}),
                            &["kind", "name", "url", "user", "password"]),
                     storage("account_key"),
-                    storage("sas")]})
+                    storage("sas"),
+                    object(json!({"kind": {"type": "string", "enum": ["azure-subscription"]}, "name": connection_name.clone(),
+                                  "tenant": {"type": "string", "pattern": "^[A-Za-z0-9.-]{1,64}$", "description": "the directory (tenant) id"},
+                                  "client_id": {"type": "string", "minLength": 1, "description": "the service principal's application (client) id"},
+                                  "client_secret": {"type": "string", "minLength": 1, "description": "a client secret of that application"},
+                                  "subscription": {"type": "string", "pattern": "^[A-Za-z0-9.-]{1,64}$", "description": "the subscription id of the cloud VMs"},
+                                  "resource_group": {"type": "string", "pattern": "^[-\\w.()]{1,90}$", "description": "the resource group of the cloud VMs"},
+                                  "management_url": {"type": "string", "pattern": "^https://[^/?#@ ]+", "nullable": true, "description": "https://management.azure.com unless another cloud's"},
+                                  "authority_url": {"type": "string", "pattern": "^https://[^/?#@ ]+", "nullable": true, "description": "https://login.microsoftonline.com unless another cloud's"},
+                                  "thumbprint": thumbprint.clone()}),
+                           &["kind", "name", "tenant", "client_id", "client_secret", "subscription", "resource_group"])]})
             }
             "/api/v1/me/password" => object(
                 json!({"current_password": text("your password now"), "new_password": text("at least 12 characters")}),
@@ -1070,7 +1084,7 @@ fn openapi_paths() -> Value {
             "/api/v1/agents/{id}/rate-cap": path("Cap the bytes per second an agent sends on its replication links (Administrator; body: {max_bytes_per_s: number | null}; at least 65536)", "post"),
             "/api/v1/agents/{id}/revoke": path("Revoke an agent by id or name (Administrator): its certificate and token are refused at once", "post"),
             "/api/v1/connections": {"get": {"summary": "Site connections (vCenters, storage accounts) with what their APIs reported at the last check; never a credential", "responses": {"200": {"description": "OK"}}},
-                "post": {"summary": "Add a vCenter (body: {kind: vcenter, name, url, user, password, thumbprint?}) or a storage account (body: {kind: storage-account, name, url, container, account_key | sas, thumbprint?}) (Administrator); checked against its API first", "responses": {"201": {"description": "Connected"}, "400": {"description": "Malformed, unknown field, or a field that does not parse (named)"}, "403": {"description": "Not an Administrator"}, "409": {"description": "Name taken", "content": {"application/json": {"schema": err}}}, "422": {"description": "The connection cannot be made: unreachable, credentials refused, thumbprint mismatch, SAS expired or without permission, container missing", "content": {"application/json": {"schema": err}}}}}},
+                "post": {"summary": "Add a vCenter (body: {kind: vcenter, name, url, user, password, thumbprint?}) a storage account (body: {kind: storage-account, name, url, container, account_key | sas, thumbprint?}) or an Azure subscription's resource group (body: {kind: azure-subscription, name, tenant, client_id, client_secret, subscription, resource_group, management_url?, authority_url?, thumbprint?}) (Administrator); checked against its API first", "responses": {"201": {"description": "Connected"}, "400": {"description": "Malformed, unknown field, or a field that does not parse (named)"}, "403": {"description": "Not an Administrator"}, "409": {"description": "Name taken", "content": {"application/json": {"schema": err}}}, "422": {"description": "The connection cannot be made: unreachable, credentials refused, thumbprint mismatch, SAS expired or without permission, container missing", "content": {"application/json": {"schema": err}}}}}},
             "/api/v1/connections/{id}": {"get": {"summary": "One connection by id or name", "responses": {"200": {"description": "OK"}, "404": {"description": "Unknown"}}},
                 "delete": {"summary": "Remove a connection and its sealed credential (Administrator)", "responses": {"200": {"description": "Removed"}, "403": {"description": "Not an Administrator"}, "404": {"description": "Unknown"}}}},
             "/api/v1/connections/{id}/refresh": path("Check a connection against its API again (Administrator): a new inventory, or last_error with the cause beside the last good one", "post"),

@@ -282,6 +282,35 @@ pub enum ConnectionsCommand {
         #[command(flatten)]
         server: crate::client::Server,
     },
+    /// Add the recovery site's Azure subscription (Administrator): the resource group of the cloud VMs, which
+    /// failovers power off and commits delete through Azure Resource Manager. The service principal's client secret
+    /// comes from --secret-file or HOMEWARD_CONNECTION_SECRET.
+    AddAzure {
+        name: String,
+        /// The directory (tenant) id of the app registration.
+        #[arg(long)]
+        tenant: String,
+        /// The application (client) id of the app registration.
+        #[arg(long)]
+        client_id: String,
+        #[arg(long)]
+        subscription: String,
+        #[arg(long)]
+        resource_group: String,
+        /// Another cloud's management endpoint (default https://management.azure.com).
+        #[arg(long)]
+        management_url: Option<String>,
+        /// Another cloud's identity provider (default https://login.microsoftonline.com).
+        #[arg(long)]
+        authority_url: Option<String>,
+        /// Trust exactly the certificate with this thumbprint (a private endpoint).
+        #[arg(long)]
+        thumbprint: Option<String>,
+        #[command(flatten)]
+        secret: SecretArgs,
+        #[command(flatten)]
+        server: crate::client::Server,
+    },
     /// Check a connection against its API again (Administrator).
     Refresh {
         /// The connection's id or name.

@@ -576,6 +576,24 @@ fn print_connection(c: &Value) {
                 );
             }
         }
+        Some("azure-subscription") => {
+            let vms = inv["vms"].as_array().cloned().unwrap_or_default();
+            println!(
+                "  subscription {}, resource group {}: {} VM(s)",
+                inv["subscription"].as_str().unwrap_or(""),
+                inv["resource_group"].as_str().unwrap_or(""),
+                vms.len()
+            );
+            for v in &vms {
+                let disks: Vec<&str> = v["disks"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                println!(
+                    "    VM {} ({}): {}",
+                    v["name"].as_str().unwrap_or(""),
+                    v["provisioning_state"].as_str().unwrap_or(""),
+                    disks.join(", ")
+                );
+            }
+        }
         Some("storage-account") => println!(
             "  account {}: {} blob(s) in the container",
             inv["account"].as_str().unwrap_or(""),
@@ -607,6 +625,24 @@ pub async fn connections(cmd: &crate::cli::ConnectionsCommand) -> Result<(), Fai
             }
             (server, reqwest::Method::POST, "/connections".to_owned(), Some(body))
         }
+        C::AddAzure {
+            name,
+            tenant,
+            client_id,
+            subscription,
+            resource_group,
+            management_url,
+            authority_url,
+            thumbprint,
+            secret,
+            server,
+        } => {
+            let body = json!({"kind": "azure-subscription", "name": name, "tenant": tenant, "client_id": client_id,
+                              "client_secret": read_secret(secret)?, "subscription": subscription,
+                              "resource_group": resource_group, "management_url": management_url,
+                              "authority_url": authority_url, "thumbprint": thumbprint});
+            (server, reqwest::Method::POST, "/connections".to_owned(), Some(body))
+        }
         C::Refresh { connection, server } => {
             (server, reqwest::Method::POST, format!("/connections/{connection}/refresh"), Some(json!({})))
         }
@@ -623,7 +659,9 @@ pub async fn connections(cmd: &crate::cli::ConnectionsCommand) -> Result<(), Fai
         C::List { .. } => {
             let list = v["connections"].as_array().cloned().unwrap_or_default();
             if list.is_empty() {
-                println!("no site connection; add one with `homeward connections add-vcenter` or `add-storage`");
+                println!(
+                    "no site connection; add one with `homeward connections add-vcenter`, `add-storage` or `add-azure`"
+                );
             }
             list.iter().for_each(print_connection);
         }

@@ -12,6 +12,7 @@
 //! [`ConnectorError`] that names the cause and what to do; credentials never appear in one.
 
 pub mod azure_blob;
+pub mod azure_compute;
 mod tls;
 pub mod vsphere;
 mod xml;
