@@ -4,6 +4,8 @@
 //! are all refused; revoking stops the running agent at its next heartbeat.
 
 mod common;
+#[path = "support/emulators.rs"]
+mod emulators;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -462,6 +464,52 @@ async fn the_articles_cycles_run_through_the_site_agents() {
         "vpc",
         "web01 re-protected to the cloud through the agents",
     );
+}
+
+/// A master target's agent that mounts a vCenter datastore (`--datastore NAME=DIR`) writes the failback's VMDK there:
+/// the alternate-location reprotect into govmomi's simulator runs its cycles from the cloud's process server to it,
+/// the disk named as vCenter names it, and the VMDK in the datastore's folder holds the cloud disk.
+#[tokio::test]
+async fn a_master_target_agent_writes_the_vcenter_datastore_it_mounts() {
+    let vcsim = emulators::Vcsim::start_with(&["--vms", "mt-win-01"]);
+    let p = Portal::start(&[]);
+    let api = |path: &str| format!("{}api/v1/{path}", p.url);
+    common::post(&p.http, &api("infrastructure/faults"), r#"{"guest_bytes_per_tick": 0}"#, "quiet").await;
+    let conn = json!({"kind": "vcenter", "name": "vcenter-01", "url": vcsim.url, "user": vcsim.user,
+                      "password": vcsim.password, "thumbprint": vcsim.thumbprint});
+    let (code, v) = common::post(&p.http, &api("connections"), &conn.to_string(), "vc").await;
+    assert_eq!(code, 201, "{v}");
+    let ds = vcsim.datastores.iter().find(|(n, _)| n == "LocalDS_0").unwrap().1.clone();
+    let disks = p.data_dir.join("estate").display().to_string();
+    let mut agents = Vec::new();
+    for (name, role, extra) in [
+        ("mt-win-01", "master-target", vec!["--datastore".to_owned(), format!("LocalDS_0={}", ds.display())]),
+        ("ps-azure-01", "process-server", vec![]),
+    ] {
+        let (code, e) = enroll(&p, &p.http, name, role).await;
+        assert_eq!(code, 201, "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = args_of(e["command"].as_str().unwrap());
+        args.extend(["--data-dir".into(), dir.path().display().to_string(), "--heartbeat-seconds".into(), "1".into()]);
+        args.extend(["--disks".into(), disks.clone()]);
+        args.extend(extra);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        agents.push((agent(&argv), dir));
+        wait_state(&p, name, "online").await;
+    }
+    assert_eq!(agent_named(&p, "mt-win-01").await["inventory"]["datastores"], json!(["LocalDS_0"]));
+
+    let body = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "LocalDS_0"});
+    let job = common::start_action(&p, "app02", "reprotect", &body.to_string(), "ds-r").await;
+    let j = common::wait_job(&p.http, &p.url, &job).await;
+    assert_eq!(j["job"]["state"], "succeeded", "{j}");
+    let sync = task_result(&j, "initial-replication");
+    assert_eq!(sync["agents"], "ps-azure-01 → mt-win-01", "through the agents: {sync}");
+    let rec = common::estate_record(&p.data_dir, "app02").await;
+    let vmdk = ds.join("app02").join("app02-disk0.vmdk");
+    assert_eq!(rec["replica_disks"][0].as_str(), vmdk.to_str(), "{rec}");
+    let cloud = p.data_dir.join("estate").join(rec["cloud_disks"][0].as_str().unwrap());
+    common::same_disk(&vmdk, "vmdk", &cloud, "vpc", "the master target's agent wrote the VMDK in the datastore");
 }
 
 /// An agent's link listener takes only streams the control plane assigned: an enrolled process server that opens

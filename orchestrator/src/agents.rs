@@ -97,6 +97,9 @@ pub struct Inventory {
     /// `host:port` where the agent takes replication streams from its peers (mutual TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_endpoint: Option<String>,
+    /// The vCenter datastores the agent mounts (`--datastore`): the disks on them go through it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datastores: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,6 +17,15 @@ use crate::domain::*;
 use crate::estate::ItemRecord;
 use crate::jobs::TaskFailure;
 
+/// A disk file in a connected vCenter's datastore as vCenter names it, `[datastore] folder/file.vmdk`, with the
+/// datastore's name: from the folder each datastore is reached at (its URL as this node mounts it).
+pub fn in_datastore(vcenters: &[(Connection, InventoryView)], file: &Path) -> Option<(String, String)> {
+    vcenters.iter().flat_map(|(_, inv)| &inv.datastores).find_map(|d| {
+        let rel = file.strip_prefix(datastore_folder(&d.url)?).ok()?;
+        Some((d.name.clone(), format!("[{}] {}", d.name, rel.to_str()?)))
+    })
+}
+
 /// vCenter's datastore type → the kind the rules know.
 pub fn datastore_kind(vsphere_type: &str) -> DatastoreKind {
     match vsphere_type.to_ascii_lowercase().as_str() {

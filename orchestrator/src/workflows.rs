@@ -130,13 +130,12 @@ impl Workflows<'_> {
         blobs: &Blobs,
     ) -> Result<(u64, String), TaskFailure> {
         let bandwidth = self.service.estate.policy().await.ok().and_then(|p| p.replication_bytes_per_s);
-        // Disks on a connected vCenter's datastore are named by their absolute path in the folder this node reaches
-        // (checked when the VM was made); the agents write only under their own disk folder, so this node moves them.
-        // So are cloud disks that are page blobs: this node keeps their cache.
-        let on_vcenter = pairs.iter().any(|(s, d)| Path::new(s).is_absolute() || Path::new(d).is_absolute());
+        // Cloud disks that are page blobs go through this node, which keeps their cache.
         let on_blobs = pairs.iter().any(|(s, d)| blobs.contains_key(s) || blobs.contains_key(d));
-        if let Some((sender, receiver)) = if on_vcenter || on_blobs { None } else { self.agents_for(route).await? } {
-            return self.agent_cycle(&sender, &receiver, pairs, mode, consistency, bandwidth).await;
+        if let Some((sender, receiver)) = if on_blobs { None } else { self.agents_for(route).await? } {
+            if let Some(named) = self.through_agents(pairs, &sender, &receiver).await? {
+                return self.agent_cycle(&sender, &receiver, &named, mode, consistency, bandwidth).await;
+            }
         }
         let mut sites: HashMap<String, RecoverySite> = HashMap::new();
         let mut blob_read = 0;
@@ -208,6 +207,32 @@ impl Workflows<'_> {
 }
 
 impl Workflows<'_> {
+    /// The disk pairs as the two agents name them, or `None` when this node moves the cycle itself: a disk on a
+    /// connected vCenter's datastore (an absolute path in the folder this node reaches) goes through the agents only
+    /// when the agent at its end mounts that datastore (`--datastore`), and is then named `[datastore] path`.
+    async fn through_agents(
+        &self,
+        pairs: &[(String, String)],
+        sender: &crate::agents::Agent,
+        receiver: &crate::agents::Agent,
+    ) -> Result<Option<Vec<(String, String)>>, TaskFailure> {
+        if !pairs.iter().any(|(s, d)| Path::new(s).is_absolute() || Path::new(d).is_absolute()) {
+            return Ok(Some(pairs.to_vec()));
+        }
+        let vcenters = self.service.connections.vcenters().await.map_err(|e| {
+            TaskFailure::retryable(format!("the site connections cannot be read: {e}"), "Check the database.")
+        })?;
+        let name = |path: &str, agent: &crate::agents::Agent| -> Option<String> {
+            if !Path::new(path).is_absolute() {
+                return Some(path.to_owned());
+            }
+            let (datastore, named) = crate::primary_site::in_datastore(&vcenters, Path::new(path))?;
+            let mounts = agent.inventory.as_ref().is_some_and(|i| i.datastores.contains(&datastore));
+            mounts.then_some(named)
+        };
+        Ok(pairs.iter().map(|(s, d)| Some((name(s, sender)?, name(d, receiver)?))).collect())
+    }
+
     /// The agents that move an item's cycle in one direction, by the reprotect's choices or the item's record.
     fn route(&self, rec: &ItemRecord, inv: &Inventory, to_primary: bool, req: &JobRequest) -> Route {
         let (ps, mt) = (req.request.process_server.as_deref(), req.request.master_target.as_deref());

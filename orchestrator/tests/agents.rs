@@ -64,6 +64,7 @@ async fn heartbeats_make_an_agent_online_and_revoking_refuses_it_at_once() {
             total_bytes: 20,
             heartbeat_ms: 1_000,
             link_endpoint: Some("10.0.0.2:4000".into()),
+            datastores: vec!["LocalDS_0".into()],
         };
         reg.heartbeat(&a.id, "1.1", &inv, T0 + 1_000).await.unwrap();
         let now = reg.get(&a.id, T0 + 2_000).await.unwrap();

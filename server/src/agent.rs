@@ -112,6 +112,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentFailure> {
         identity,
         client: client.clone(),
         disks: disks.clone(),
+        datastores: args.datastores.clone(),
     });
     // Aborted when this function returns (revoked, or shut down): no stream outlives the agent's standing.
     let _work = Aborting(vec![
@@ -126,6 +127,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentFailure> {
         let mut inventory =
             tokio::task::spawn_blocking(move || inventory(&d, period_ms)).await.map_err(|e| fail(1, e.to_string()))?;
         inventory.link_endpoint = Some(link_endpoint.clone());
+        inventory.datastores = args.datastores.iter().map(|(name, _)| name.clone()).collect();
         let beat = Heartbeat { version: env!("CARGO_PKG_VERSION").into(), inventory };
         match client.post(&url).json(&beat).send().await {
             Ok(r) if r.status().is_success() => tracing::debug!("heartbeat accepted"),
@@ -279,7 +281,7 @@ fn inventory(disks: &Path, heartbeat_ms: u64) -> Inventory {
         .collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
     let (free_bytes, total_bytes) = space(disks).unwrap_or((0, 0));
-    Inventory { disks: list, free_bytes, total_bytes, heartbeat_ms, link_endpoint: None }
+    Inventory { disks: list, free_bytes, total_bytes, heartbeat_ms, link_endpoint: None, datastores: Vec::new() }
 }
 
 fn space(path: &Path) -> Option<(u64, u64)> {
@@ -355,6 +357,7 @@ pub async fn spawn_embedded(
             data_dir: dir,
             // The estate's folder: the demo's cloud and on-premises disks both live under it.
             disks: Some(disk_root.clone()),
+            datastores: Vec::new(),
             heartbeat_seconds: orchestrator::agents::HEARTBEAT_MS / 1000,
             link_listen: Some(([127, 0, 0, 1], 0).into()),
         };

@@ -29,6 +29,24 @@ pub struct Ctx {
     pub client: reqwest::Client,
     /// The root the assignments' disk paths are relative to.
     pub disks: PathBuf,
+    /// The vCenter datastores this agent mounts: a disk path `[name] folder/file.vmdk` lives there.
+    pub datastores: Vec<(String, PathBuf)>,
+}
+
+impl Ctx {
+    /// Where an assignment's disk path is on this agent: under its disk folder, or `[datastore] path` under the
+    /// folder that datastore is mounted at.
+    fn resolve(&self, path: &str) -> Result<PathBuf, String> {
+        match path.strip_prefix('[').and_then(|p| p.split_once("] ")) {
+            Some((name, rel)) => {
+                let root = self.datastores.iter().find(|(n, _)| n == name).map(|(_, d)| d).ok_or_else(|| {
+                    format!("this agent mounts no datastore {name}: start it with --datastore {name}=<folder>")
+                })?;
+                under(root, rel)
+            }
+            None => under(&self.disks, path),
+        }
+    }
 }
 
 impl Ctx {
@@ -153,7 +171,7 @@ async fn receive_stream(ctx: &Ctx, acceptor: &tokio_rustls::TlsAcceptor, tcp: Tc
             .await?
             .ok_or_else(|| format!("the control plane refuses this stream for {}", hello.assignment))?;
         let disk = grant.spec.disks.get(hello.disk).ok_or_else(|| format!("no disk {} in it", hello.disk))?;
-        let target = under(&ctx.disks, &disk.target)?;
+        let target = ctx.resolve(&disk.target)?;
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         }
@@ -340,7 +358,7 @@ async fn send_cycle(ctx: &Ctx, taken: &Taken, cancel: &Arc<AtomicBool>, tally: &
     let mut disks = Vec::new();
     let mut totals_before = 0u64;
     for (i, disk) in taken.spec.disks.iter().enumerate() {
-        let src = under(&ctx.disks, &disk.source)?;
+        let src = ctx.resolve(&disk.source)?;
         let (tls, wire) = connect(ctx, &taken.receiver_name, &taken.receiver_link).await?;
         *tally.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(wire.clone());
         let mut tls = tls;

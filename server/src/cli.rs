@@ -177,6 +177,10 @@ pub struct AgentArgs {
     /// Folder of the disk images this agent reads or writes; defaults to <data-dir>/disks.
     #[arg(long, env = "HOMEWARD_AGENT_DISKS", value_name = "DIR")]
     pub disks: Option<PathBuf>,
+    /// A vCenter datastore this agent reaches as a folder (the master target's mount of it): its VMDKs are
+    /// read and written there. Repeat for each datastore.
+    #[arg(long = "datastore", value_name = "NAME=DIR", value_parser = parse_datastore)]
+    pub datastores: Vec<(String, PathBuf)>,
     /// Seconds between heartbeats (1 to 300); three missed ones show the agent offline.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub heartbeat_seconds: u64,
@@ -347,6 +351,15 @@ fn parse_endpoint(s: &str) -> Result<String, String> {
             Ok(s.to_owned())
         }
         _ => Err("expected HOST:PORT of the agents' endpoint, e.g. 10.0.0.5:3443".into()),
+    }
+}
+
+fn parse_datastore(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, dir)) if !name.trim().is_empty() && !dir.is_empty() && !name.contains([']', '[']) => {
+            Ok((name.trim().to_owned(), PathBuf::from(dir)))
+        }
+        _ => Err("expected NAME=DIR: the datastore's name in vCenter and the folder it is mounted at".into()),
     }
 }
 
