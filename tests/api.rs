@@ -899,7 +899,7 @@ async fn an_item_fails_back_into_a_connected_vcenter_through_its_api() {
 #[tokio::test]
 async fn an_item_whose_cloud_disk_is_a_page_blob_fails_back_into_vcenter_and_returns_to_a_blob() {
     use orchestrator::connectors::azure_blob::{Container, Credential, StorageConfig};
-    let vcsim = emulators::Vcsim::start_with(&["--vms", "mt-win-01"]);
+    let vcsim = emulators::Vcsim::start_with(&["--vms", "mt-win-01,web01"]);
     let azurite = emulators::Azurite::start();
     let portal = Portal::start(&[]);
     let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
@@ -916,6 +916,10 @@ async fn an_item_whose_cloud_disk_is_a_page_blob_fails_back_into_vcenter_and_ret
     let rec = common::estate_record(&portal.data_dir, "app02").await;
     let estate_cloud = root.join(rec["cloud_disks"][0].as_str().unwrap());
     blobs.upload_file("app02-disk0.vhd", &estate_cloud).await.unwrap();
+    let web01 = common::estate_record(&portal.data_dir, "web01").await;
+    let web01_cloud = root.join(web01["cloud_disks"][0].as_str().unwrap());
+    blobs.upload_file("web01-disk0.vhd", &web01_cloud).await.unwrap();
+    blobs.put_pages("web01-disk0.vhd", 9 << 20, vec![0x3c; 4096]).await.unwrap();
     // The cloud VM wrote after the failover to Azure: only the blob has it.
     blobs.put_pages("app02-disk0.vhd", 3 << 20, vec![0x5a; 64 << 10]).await.unwrap();
     let scratch = tempfile::tempdir().unwrap();
@@ -995,6 +999,33 @@ async fn an_item_whose_cloud_disk_is_a_page_blob_fails_back_into_vcenter_and_ret
     let onprem = std::path::PathBuf::from(rec["onprem_disks"][0].as_str().unwrap());
     let blob = read_back("app02-reprotected-disk0.vhd").await;
     common::same_disk(&onprem, "vmdk", &blob, "vpc", "the blob written by the re-protect holds the VM's disk");
+
+    // Original location: web01's VM is in vCenter (its VMDK holds its data from before the failover to the cloud).
+    // The reprotect sends only what differs from the blob into that VMDK; commit deletes the blob.
+    let (_, v, _) = api.post("connections/vcenter-01/refresh", "{}", None).await;
+    let backing =
+        vm_named(&v, "web01").expect("the simulator's VM named web01")["disks"][0].as_str().unwrap().to_owned();
+    let (ds, rel) = backing.trim_start_matches('[').split_once("] ").unwrap();
+    let disk = vcsim.datastores.iter().find(|(n, _)| n == ds).unwrap().1.join(rel);
+    let _ = std::fs::remove_file(&disk);
+    let _ = std::fs::remove_file(disk.with_file_name(rel.rsplit('/').next().unwrap().replace(".vmdk", "-flat.vmdk")));
+    let image = replicator::DiskImage::create(&disk, replicator::Format::Vmdk, 16 << 20).unwrap();
+    let onprem = root.join(web01["onprem_disks"][0].as_str().unwrap());
+    std::fs::copy(replicator::DiskImage::open(&onprem).unwrap().data_path, &image.data_path).unwrap();
+    let web = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"});
+    let job = api.act("web01", "reprotect", web, "blob-web-r").await;
+    let sent = job["job"]["tasks"].as_array().unwrap().iter().find(|t| t["step"] == "initial-replication").unwrap()
+        ["bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(sent > 0 && sent < 16 << 20, "only the changes went into the VM's disk: {sent}");
+    let blob = read_back("web01-disk0.vhd").await;
+    common::same_disk(&disk, "vmdk", &blob, "vpc", "web01's own VMDK holds its page blob");
+    api.act("web01", "failover", json!({"point": {"type": "latest"}}), "blob-web-f").await;
+    let failback = disk.with_file_name(disk.file_name().unwrap().to_str().unwrap().replace(".vmdk", "-failback.vmdk"));
+    common::same_disk(&failback, "vmdk", &blob, "vpc", "web01 at the latest point");
+    api.act("web01", "commit", json!({}), "blob-web-c").await;
+    assert!(!blobs.list().await.unwrap().contains(&"web01-disk0.vhd".to_owned()), "web01's blob is deleted");
 
     // A lease held on the blob (someone else's copy) stops the next write to it with the cause and what to do.
     blobs.acquire_lease("app02-reprotected-disk0.vhd", -1).await.unwrap();
