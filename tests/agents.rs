@@ -512,6 +512,98 @@ async fn a_master_target_agent_writes_the_vcenter_datastore_it_mounts() {
     common::same_disk(&vmdk, "vmdk", &cloud, "vpc", "the master target's agent wrote the VMDK in the datastore");
 }
 
+/// A cloud disk held as a page blob (Azurite) moves through the site agents: for each cycle the control plane takes a
+/// snapshot of the blob and hands the cloud's process server a SAS for that snapshot alone, which it reads into its
+/// cache before sending; on the way back the receiving process server pushes what it received to the blob before
+/// the cycle counts. Each step is compared with the blob read back.
+#[tokio::test]
+async fn page_blobs_move_through_the_process_servers_agents() {
+    use orchestrator::connectors::azure_blob::{Container, Credential, StorageConfig};
+    let az = emulators::Azurite::start();
+    let p = Portal::start(&[]);
+    let api = |path: &str| format!("{}api/v1/{path}", p.url);
+    common::post(&p.http, &api("infrastructure/faults"), r#"{"guest_bytes_per_tick": 0}"#, "quiet").await;
+    let blobs = Container::new(StorageConfig {
+        url: az.url.clone(),
+        container: "vhds".into(),
+        credential: Credential::SharedKey(emulators::AZURITE_KEY.into()),
+        thumbprint: Some(orchestrator::connectors::Thumbprint::parse(&az.thumbprint).unwrap()),
+    })
+    .unwrap();
+    blobs.create_container().await.unwrap();
+    let root = p.data_dir.join("estate");
+    let rec = common::estate_record(&p.data_dir, "app02").await;
+    blobs.upload_file("app02-disk0.vhd", &root.join(rec["cloud_disks"][0].as_str().unwrap())).await.unwrap();
+    blobs.put_pages("app02-disk0.vhd", 3 << 20, vec![0x5a; 65536]).await.unwrap();
+    let sa = json!({"kind": "storage-account", "name": "azure-disks", "url": az.url, "container": "vhds",
+                    "account_key": emulators::AZURITE_KEY, "thumbprint": az.thumbprint});
+    let (code, v) = common::post(&p.http, &api("connections"), &sa.to_string(), "sa").await;
+    assert_eq!(code, 201, "{v}");
+
+    let disks = root.display().to_string();
+    let mut agents = Vec::new();
+    for (name, role, site) in [
+        ("mt-win-01", "master-target", "on-premises"),
+        ("ps-azure-01", "process-server", "cloud"),
+        ("cs-01", "process-server", "on-premises"),
+    ] {
+        let r =
+            p.http.post(api("agents")).json(&json!({"name": name, "role": role, "site": site})).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let e: Value = r.json().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = args_of(e["command"].as_str().unwrap());
+        args.extend(["--data-dir".into(), dir.path().display().to_string(), "--heartbeat-seconds".into(), "1".into()]);
+        args.extend(["--disks".into(), disks.clone()]);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        agents.push((agent(&argv), dir));
+        wait_state(&p, name, "online").await;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let read_back = |name: &'static str| {
+        let (blobs, path) = (&blobs, scratch.path().join(name));
+        async move {
+            blobs.download_file(name, &path).await.unwrap();
+            path
+        }
+    };
+    let act = |item: &'static str, action: &'static str, body: Value, key: &'static str| {
+        let p = &p;
+        async move {
+            let job = common::start_action(p, item, action, &body.to_string(), key).await;
+            let j = common::wait_job(&p.http, &p.url, &job).await;
+            assert_eq!(j["job"]["state"], "succeeded", "{action} {item}: {j}");
+            j
+        }
+    };
+
+    let body = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "vmfs-01"});
+    let j = act("app02", "reprotect", body, "pb-r").await;
+    assert_eq!(task_result(&j, "initial-replication")["agents"], "ps-azure-01 → mt-win-01");
+    let rec = common::estate_record(&p.data_dir, "app02").await;
+    assert_eq!(rec["cloud_storage"], "azure-disks", "{rec}");
+    let replica = root.join(rec["replica_disks"][0].as_str().unwrap());
+    common::same_disk(&replica, "vmdk", &read_back("app02-disk0.vhd").await, "vpc", "the replica holds the blob");
+
+    blobs.put_pages("app02-disk0.vhd", 5 << 20, vec![0x6b; 4096]).await.unwrap();
+    let j = act("app02", "failover", json!({"point": {"type": "latest"}}), "pb-f").await;
+    assert_eq!(task_result(&j, "final-cycle")["agents"], "ps-azure-01 → mt-win-01");
+    let failback = root.join(rec["replica_disks"][0].as_str().unwrap().replace(".vmdk", "-failback.vmdk"));
+    let blob = read_back("app02-disk0.vhd").await;
+    common::same_disk(&failback, "vmdk", &blob, "vpc", "the failback holds the blob's last writes");
+    assert_eq!(blobs.list().await.unwrap(), ["app02-disk0.vhd"], "no snapshot is left behind");
+    act("app02", "commit", json!({}), "pb-c").await;
+    assert!(blobs.list().await.unwrap().is_empty(), "commit deleted the blob");
+
+    common::post(&p.http, &api("infrastructure/faults"), r#"{"register_agent": "app02"}"#, "reg").await;
+    let j = act("app02", "reprotect-to-cloud", json!({"process_server": "cs-01"}), "pb-rtc").await;
+    assert_eq!(task_result(&j, "initial-replication-to-cloud")["agents"], "cs-01 → ps-azure-01");
+    let rec = common::estate_record(&p.data_dir, "app02").await;
+    let onprem = root.join(rec["onprem_disks"][0].as_str().unwrap());
+    let blob = read_back("app02-reprotected-disk0.vhd").await;
+    common::same_disk(&onprem, "vmdk", &blob, "vpc", "the receiving process server pushed the re-protected disk");
+}
+
 /// An agent's link listener takes only streams the control plane assigned: an enrolled process server that opens
 /// a stream to a master target without an assignment (the replicator's protocol straight away, no hello naming
 /// one) is refused, and nothing is written.

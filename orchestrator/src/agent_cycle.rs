@@ -141,7 +141,7 @@ impl Workflows<'_> {
         &self,
         sender: &Agent,
         receiver: &Agent,
-        pairs: &[(String, String)],
+        disks: Vec<DiskPair>,
         mode: replicator::Mode,
         consistency: replicator::Consistency,
         bandwidth: Option<u64>,
@@ -155,7 +155,7 @@ impl Workflows<'_> {
             Fence::Item { .. } => None,
         };
         let spec = CycleSpec {
-            disks: pairs.iter().map(|(s, t)| DiskPair { source: s.clone(), target: t.clone() }).collect(),
+            disks,
             mode,
             consistency,
             point_id: replicator::sync::new_point_id(),
@@ -169,7 +169,7 @@ impl Workflows<'_> {
         let db = |e: AssignmentError| retry(e.to_string(), "Check the database and the server log.");
         let id = store.create(job_id.as_deref(), &fence, &sender.id, &receiver.id, &spec).await.map_err(db)?;
         let link = format!("{} → {}", sender.name, receiver.name);
-        tracing::info!(assignment = %id, %link, disks = pairs.len(), "cycle assigned to the site agents");
+        tracing::info!(assignment = %id, %link, disks = spec.disks.len(), "cycle assigned to the site agents");
         let started = Instant::now();
         let seq = self.current_task();
         let result = loop {

@@ -30,6 +30,32 @@ pub enum Fence {
 pub struct DiskPair {
     pub source: String,
     pub target: String,
+    /// The source is a cloud disk held as a page blob: the sender first brings its cache (`source`) up to this
+    /// snapshot of the blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_blob: Option<BlobAccess>,
+    /// The target is a cloud disk held as a page blob: the receiver pushes its cache (`target`) to the blob after
+    /// the cycle's point is committed, before the sender hears of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_blob: Option<BlobAccess>,
+}
+
+/// One blob (or one snapshot of it) of a connected storage account, as a site agent reaches it: with a shared
+/// access signature for that blob alone, valid for the assignment's life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobAccess {
+    /// The storage-account connection's name (for messages).
+    pub account: String,
+    pub url: String,
+    pub container: String,
+    pub blob: String,
+    pub sas: String,
+    pub thumbprint: Option<String>,
+    /// The snapshot to read, its blob's ETag then and its size.
+    pub snapshot: Option<String>,
+    pub etag: String,
+    pub size: u64,
 }
 
 /// What the sending agent runs.

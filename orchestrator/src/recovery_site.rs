@@ -157,6 +157,16 @@ impl RecoverySite {
         }
     }
 
+    /// A client for one storage account already made (a site agent's, with the SAS it was handed); `name` is
+    /// what its errors call it.
+    pub fn with_container(name: &str, container: Container) -> RecoverySite {
+        RecoverySite { name: name.to_owned(), container }
+    }
+
+    pub fn container(&self) -> &Container {
+        &self.container
+    }
+
     fn failure(&self, operation: &str) -> impl Fn(ConnectorError) -> TaskFailure {
         let (name, operation) = (self.name.clone(), operation.to_owned());
         move |e| task_failure(&name, &operation, e)
@@ -167,27 +177,34 @@ impl RecoverySite {
     pub async fn pull(&self, disk: &str, cache: &Path) -> Result<u64, TaskFailure> {
         let blob = blob_name(disk);
         let props = self.container.properties(&blob).await.map_err(self.failure(&format!("read {blob}")))?;
-        let size = props.size;
-        let unchanged = {
-            let (cache, etag) = (cache.to_owned(), props.etag.clone());
-            blocking(move || {
-                let len = std::fs::metadata(&cache).map(|m| m.len()).unwrap_or(u64::MAX);
-                Ok(CacheState::load(&cache).is_some_and(|s| s.etag == etag && s.size == size) && len == size)
-            })
-            .await
-            .unwrap_or(false)
-        };
-        if unchanged {
+        if cache_holds(cache, &props.etag, props.size).await {
             return Ok(0);
         }
         let snapshot = self.container.snapshot(&blob).await.map_err(self.failure(&format!("snapshot {blob}")))?;
-        let copied = self.copy_snapshot(&blob, &snapshot, size, cache).await;
+        let copied = self.pull_snapshot(&blob, &snapshot, &props.etag, props.size, cache).await;
         // A snapshot left behind is billed; failing to delete it does not make the copy wrong.
         if let Err(e) = self.container.delete_snapshot(&blob, &snapshot).await {
             tracing::warn!(blob, snapshot, error = %e, "a snapshot of a cloud disk could not be deleted");
         }
-        let read = copied?;
-        let state = CacheState { etag: props.etag, size, hashes: Vec::new() };
+        copied
+    }
+
+    /// Makes the cache file `cache` hold snapshot `snapshot` of `blob`, taken when the blob's ETag was `etag` and
+    /// its size `size` (a site agent is handed these with a SAS for that snapshot). Nothing is read when the cache
+    /// was taken at that ETag already.
+    pub async fn pull_snapshot(
+        &self,
+        blob: &str,
+        snapshot: &str,
+        etag: &str,
+        size: u64,
+        cache: &Path,
+    ) -> Result<u64, TaskFailure> {
+        if cache_holds(cache, etag, size).await {
+            return Ok(0);
+        }
+        let read = self.copy_snapshot(blob, snapshot, size, cache).await?;
+        let state = CacheState { etag: etag.to_owned(), size, hashes: Vec::new() };
         let at = cache.to_owned();
         blocking(move || state.save(&at)).await.map_err(local(cache, "written"))?;
         Ok(read)
@@ -244,7 +261,13 @@ impl RecoverySite {
     /// the last push, or every written block when the blob is new or someone else wrote it since. Returns the
     /// bytes written to the storage account.
     pub async fn push(&self, disk: &str, cache: &Path) -> Result<u64, TaskFailure> {
-        let blob = blob_name(disk);
+        self.push_blob(&blob_name(disk), cache).await
+    }
+
+    /// Makes `blob` hold what the cache file `cache` holds (see [`Self::push`]).
+    pub async fn push_blob(&self, blob: &str, cache: &Path) -> Result<u64, TaskFailure> {
+        let disk = cache.display().to_string();
+        let blob = blob.to_owned();
         let write = self.failure(&format!("write {blob}"));
         let (file, size, known) = {
             let path = cache.to_owned();
@@ -422,6 +445,17 @@ fn arm_failure(subscription: &str, operation: &str, e: ConnectorError) -> TaskFa
     } else {
         TaskFailure::fatal(error, action)
     }
+}
+
+/// Whether the cache file was taken from its blob at `etag` and still has the blob's size.
+async fn cache_holds(cache: &Path, etag: &str, size: u64) -> bool {
+    let (cache, etag) = (cache.to_owned(), etag.to_owned());
+    blocking(move || {
+        let len = std::fs::metadata(&cache).map(|m| m.len()).unwrap_or(u64::MAX);
+        Ok(CacheState::load(&cache).is_some_and(|s| s.etag == etag && s.size == size) && len == size)
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// A connector failure as a task's failure: an account that cannot be reached is worth retrying (the job backs off

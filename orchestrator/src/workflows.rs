@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::agent_cycle::Route;
+use crate::assignments::BlobAccess;
 use crate::assignments::Fence;
 use crate::domain::*;
 use crate::estate::{EstateError, ItemRecord};
@@ -36,6 +37,32 @@ pub(crate) fn blobs_of(rec: &ItemRecord, extra: &[String]) -> Blobs {
     match &rec.cloud_storage {
         Some(conn) => rec.cloud_disks.iter().chain(extra).map(|d| (d.clone(), conn.clone())).collect(),
         None => Blobs::new(),
+    }
+}
+
+fn blob_access(
+    account: &str,
+    c: &crate::connectors::azure_blob::Container,
+    blob: &str,
+    sas: String,
+    snapshot: Option<String>,
+    etag: String,
+    size: u64,
+) -> BlobAccess {
+    let config = c.config_with_sas(sas);
+    BlobAccess {
+        account: account.to_owned(),
+        url: config.url,
+        container: config.container,
+        blob: blob.to_owned(),
+        sas: match config.credential {
+            crate::connectors::azure_blob::Credential::Sas(s) => s,
+            crate::connectors::azure_blob::Credential::SharedKey(_) => String::new(),
+        },
+        thumbprint: config.thumbprint.map(|t| t.to_string()),
+        snapshot,
+        etag,
+        size,
     }
 }
 
@@ -130,11 +157,28 @@ impl Workflows<'_> {
         blobs: &Blobs,
     ) -> Result<(u64, String), TaskFailure> {
         let bandwidth = self.service.estate.policy().await.ok().and_then(|p| p.replication_bytes_per_s);
-        // Cloud disks that are page blobs go through this node, which keeps their cache.
         let on_blobs = pairs.iter().any(|(s, d)| blobs.contains_key(s) || blobs.contains_key(d));
-        if let Some((sender, receiver)) = if on_blobs { None } else { self.agents_for(route).await? } {
+        if let Some((sender, receiver)) = self.agents_for(route).await? {
             if let Some(named) = self.through_agents(pairs, &sender, &receiver).await? {
-                return self.agent_cycle(&sender, &receiver, &named, mode, consistency, bandwidth).await;
+                // Cloud disks that are page blobs: the agents hold their cache, each handed a SAS for its blob.
+                let (access, snapshots) = self.blob_access(pairs, blobs).await?;
+                let disks = named
+                    .into_iter()
+                    .zip(access)
+                    .map(|((source, target), (source_blob, target_blob))| crate::assignments::DiskPair {
+                        source,
+                        target,
+                        source_blob,
+                        target_blob,
+                    })
+                    .collect();
+                let done = self.agent_cycle(&sender, &receiver, disks, mode, consistency, bandwidth).await;
+                for (site, blob, snapshot) in snapshots {
+                    if let Err(e) = site.container().delete_snapshot(&blob, &snapshot).await {
+                        tracing::warn!(blob, snapshot, error = %e, "a snapshot of a cloud disk could not be deleted");
+                    }
+                }
+                return done;
             }
         }
         let mut sites: HashMap<String, RecoverySite> = HashMap::new();
@@ -231,6 +275,47 @@ impl Workflows<'_> {
             mounts.then_some(named)
         };
         Ok(pairs.iter().map(|(s, d)| Some((name(s, sender)?, name(d, receiver)?))).collect())
+    }
+
+    /// What the agents need to reach the page blobs among `pairs`: a snapshot of each source blob (one instant of a
+    /// disk the cloud VM may be writing) with a SAS to read it, and a SAS to write each target blob; plus the
+    /// snapshots to delete once the cycle has ended.
+    #[allow(clippy::type_complexity)]
+    async fn blob_access(
+        &self,
+        pairs: &[(String, String)],
+        blobs: &Blobs,
+    ) -> Result<(Vec<(Option<BlobAccess>, Option<BlobAccess>)>, Vec<(RecoverySite, String, String)>), TaskFailure> {
+        let until = time::OffsetDateTime::now_utc() + time::Duration::hours(6);
+        let mut access = Vec::new();
+        let mut snapshots = Vec::new();
+        for (s, d) in pairs {
+            let mut pair = (None, None);
+            if let Some(conn) = blobs.get(s) {
+                let site = RecoverySite::open(&self.service.connections, conn).await?;
+                let blob = crate::recovery_site::blob_name(s);
+                let c = site.container();
+                let failure = |e| {
+                    fail(
+                        format!("storage account {conn}, read {blob}: {e}"),
+                        format!("Fix the cause in storage account {conn}, then restart the job."),
+                    )
+                };
+                let props = c.properties(&blob).await.map_err(failure)?;
+                let snapshot = c.snapshot(&blob).await.map_err(failure)?;
+                let sas = c.blob_sas(&blob, Some(&snapshot), "r", until);
+                pair.0 = Some(blob_access(conn, c, &blob, sas, Some(snapshot.clone()), props.etag, props.size));
+                snapshots.push((site, blob, snapshot));
+            }
+            if let Some(conn) = blobs.get(d) {
+                let site = RecoverySite::open(&self.service.connections, conn).await?;
+                let blob = crate::recovery_site::blob_name(d);
+                let sas = site.container().blob_sas(&blob, None, "rcw", until);
+                pair.1 = Some(blob_access(conn, site.container(), &blob, sas, None, String::new(), 0));
+            }
+            access.push(pair);
+        }
+        Ok((access, snapshots))
     }
 
     /// The agents that move an item's cycle in one direction, by the reprotect's choices or the item's record.

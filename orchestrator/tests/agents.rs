@@ -112,7 +112,12 @@ mod assignments {
 
     fn spec() -> CycleSpec {
         CycleSpec {
-            disks: vec![DiskPair { source: "recovery/vm/disk0.vhd".into(), target: "primary/ds/vm/disk0.vmdk".into() }],
+            disks: vec![DiskPair {
+                source: "recovery/vm/disk0.vhd".into(),
+                target: "primary/ds/vm/disk0.vmdk".into(),
+                source_blob: None,
+                target_blob: None,
+            }],
             mode: replicator::Mode::Delta,
             consistency: replicator::Consistency::CrashConsistent,
             point_id: "rp-1".into(),

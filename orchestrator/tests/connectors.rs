@@ -479,3 +479,39 @@ async fn the_cache_of_a_page_blob_moves_only_what_changed() {
     assert!(e.error.contains("active lease") && e.error.contains("vm01-disk0.vhd"), "{e:?}");
     assert!(e.recommended_action.contains("azure-disks"), "{e:?}");
 }
+
+/// A SAS for one blob, signed with the account key, lets a site agent write that blob and nothing else in the
+/// container; a SAS for one snapshot lets it read that snapshot (its page ranges and bytes) and not the blob.
+#[tokio::test]
+async fn a_blob_sas_reaches_its_blob_and_no_other() {
+    let az = Azurite::start();
+    create_container(&az, "disks").await;
+    let owner = storage(&az, "disks", Credential::SharedKey(AZURITE_KEY.into()));
+    owner.create_page_blob("other.vhd", 1 << 20).await.unwrap();
+    let until = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let sas = owner.blob_sas("vm01-disk0.vhd", None, "rcwd", until);
+    assert!(sas.contains("sr=b&") && sas.contains("sp=rcwd") && !sas.contains(AZURITE_KEY), "{sas}");
+    let agent = Container::new(owner.config_with_sas(sas)).unwrap();
+    agent.create_page_blob("vm01-disk0.vhd", 1 << 20).await.unwrap();
+    agent.put_pages("vm01-disk0.vhd", 4096, vec![7; 512]).await.unwrap();
+    assert_eq!(agent.properties("vm01-disk0.vhd").await.unwrap().size, 1 << 20);
+    let e = agent.put_pages("other.vhd", 0, vec![1; 512]).await.unwrap_err();
+    assert!(matches!(e, ConnectorError::SasPermission { .. } | ConnectorError::Credentials { .. }), "{e:?}");
+
+    let snap = owner.snapshot("vm01-disk0.vhd").await.unwrap();
+    owner.put_pages("vm01-disk0.vhd", 8192, vec![9; 512]).await.unwrap();
+    let reader =
+        Container::new(owner.config_with_sas(owner.blob_sas("vm01-disk0.vhd", Some(&snap), "r", until))).unwrap();
+    assert_eq!(reader.page_ranges_at("vm01-disk0.vhd", Some(&snap)).await.unwrap(), [(4096, 512)]);
+    assert_eq!(reader.read_at("vm01-disk0.vhd", Some(&snap), 4096, 512).await.unwrap(), vec![7; 512]);
+    assert!(reader.read("vm01-disk0.vhd", 8192, 512).await.is_err(), "the snapshot's SAS does not read the blob");
+    owner.delete_snapshot("vm01-disk0.vhd", &snap).await.unwrap();
+    let expired = Container::new(owner.config_with_sas(owner.blob_sas(
+        "vm01-disk0.vhd",
+        None,
+        "r",
+        time::OffsetDateTime::now_utc() - time::Duration::hours(1),
+    )))
+    .unwrap();
+    assert!(matches!(expired.properties("vm01-disk0.vhd").await.unwrap_err(), ConnectorError::SasExpired { .. }));
+}

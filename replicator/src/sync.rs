@@ -171,11 +171,25 @@ pub struct SyncReport {
     pub point: PointInfo,
 }
 
+/// Runs after a cycle's point is committed on the target and before the source is told so: publishes the target's
+/// new state elsewhere (a cloud disk's blob); an error fails the cycle, which the source then reports.
+pub type AfterCommit = Arc<dyn Fn(&Path) -> std::result::Result<(), String> + Send + Sync>;
+
 /// Target-side options.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct TargetOptions {
     pub token: String,
     pub retention: Retention,
+    pub after_commit: Option<AfterCommit>,
+}
+
+impl std::fmt::Debug for TargetOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetOptions")
+            .field("retention", &self.retention)
+            .field("after_commit", &self.after_commit.is_some())
+            .finish()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -204,7 +218,7 @@ fn fresh_u64() -> u64 {
 pub fn sync(src: &Path, dst: &Path, opts: &SyncOptions) -> Result<SyncReport> {
     let source = DiskImage::open(src)?;
     let (a, b) = wire::in_process(64);
-    let target_opts = TargetOptions { token: opts.token.clone(), retention: opts.retention };
+    let target_opts = TargetOptions { token: opts.token.clone(), retention: opts.retention, after_commit: None };
     let dst = dst.to_path_buf();
     let target = std::thread::Builder::new()
         .name("replication-target".into())
@@ -844,6 +858,9 @@ fn target_inner(dst: &Path, tx: &Arc<Mutex<Tx>>, rx: &mut wire::Rx, opts: &Targe
                     )?;
                     // Durably: a cursor back from a power cut would resume a cycle that has committed.
                     fileio::remove_durably(&cursor_path).map_err(|e| Error::io(&cursor_path, e))?;
+                    if let Some(publish) = &opts.after_commit {
+                        publish(dst).map_err(Error::Invalid)?;
+                    }
                     send(tx, &Frame::Committed { point_json: serde_json::to_string(&point).unwrap() })?;
                     return Ok(());
                 }

@@ -67,6 +67,27 @@ struct StreamHello {
     disk: usize,
 }
 
+/// A client for the one blob an assignment names, with the shared access signature it carries.
+fn blob_site(b: &orchestrator::assignments::BlobAccess) -> Result<orchestrator::recovery_site::RecoverySite, String> {
+    use orchestrator::connectors::azure_blob::{Container, Credential, StorageConfig};
+    let thumbprint = match b.thumbprint.as_deref() {
+        Some(t) => Some(orchestrator::connectors::Thumbprint::parse(t).map_err(|e| format!("thumbprint: {e}"))?),
+        None => None,
+    };
+    let config = StorageConfig {
+        url: b.url.clone(),
+        container: b.container.clone(),
+        credential: Credential::Sas(b.sas.clone()),
+        thumbprint,
+    };
+    let container = Container::new(config).map_err(|e| e.to_string())?;
+    Ok(orchestrator::recovery_site::RecoverySite::with_container(&b.account, container))
+}
+
+fn task_text(f: orchestrator::jobs::TaskFailure) -> String {
+    format!("{} {}", f.error, f.recommended_action)
+}
+
 /// `rel` under `root`: refused when absolute or climbing out with `..`.
 fn under(root: &Path, rel: &str) -> Result<PathBuf, String> {
     let p = Path::new(rel);
@@ -175,10 +196,10 @@ async fn receive_stream(ctx: &Ctx, acceptor: &tokio_rustls::TlsAcceptor, tcp: Tc
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         }
-        Ok::<_, String>((target, grant.spec.stream_token))
+        Ok::<_, String>((target, grant.spec.stream_token, disk.target_blob.clone()))
     }
     .await;
-    let (target, token) = match target {
+    let (target, token, target_blob) = match target {
         Ok(t) => t,
         Err(why) => {
             let _ = write_line(&mut tls, &format!("refused: {why}")).await;
@@ -217,7 +238,15 @@ async fn receive_stream(ctx: &Ctx, acceptor: &tokio_rustls::TlsAcceptor, tcp: Tc
             }
         })
     };
-    let opts = replicator::sync::TargetOptions { token, ..Default::default() };
+    // A cloud disk held as a page blob: the committed cycle reaches the blob before the sender hears of it.
+    let after_commit = target_blob.map(|b| {
+        let runtime = tokio::runtime::Handle::current();
+        std::sync::Arc::new(move |path: &Path| {
+            let site = blob_site(&b)?;
+            runtime.block_on(site.push_blob(&b.blob, path)).map(|_| ()).map_err(task_text)
+        }) as replicator::sync::AfterCommit
+    });
+    let opts = replicator::sync::TargetOptions { token, after_commit, ..Default::default() };
     let result = tokio::task::spawn_blocking(move || replicator::sync::run_target(&target, end, &opts))
         .await
         .map_err(|e| e.to_string());
@@ -359,6 +388,11 @@ async fn send_cycle(ctx: &Ctx, taken: &Taken, cancel: &Arc<AtomicBool>, tally: &
     let mut totals_before = 0u64;
     for (i, disk) in taken.spec.disks.iter().enumerate() {
         let src = ctx.resolve(&disk.source)?;
+        if let Some(b) = &disk.source_blob {
+            // A cloud disk held as a page blob: the cache first becomes the snapshot the control plane took.
+            let snapshot = b.snapshot.as_deref().ok_or("the assignment names no snapshot of the source blob")?;
+            blob_site(b)?.pull_snapshot(&b.blob, snapshot, &b.etag, b.size, &src).await.map_err(task_text)?;
+        }
         let (tls, wire) = connect(ctx, &taken.receiver_name, &taken.receiver_link).await?;
         *tally.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(wire.clone());
         let mut tls = tls;

@@ -176,7 +176,7 @@ pub fn run(cmd: DiskCommand) -> Result<(), replicator::Error> {
         }
         DiskCommand::Sync(a) => sync(a)?,
         DiskCommand::Receive { listen, token_file: None, agent_dir: Some(agent_dir), retention, dst } => {
-            let opts = TargetOptions { token: String::new(), retention: retention.policy() };
+            let opts = TargetOptions { token: String::new(), retention: retention.policy(), after_commit: None };
             let wire = runtime()?
                 .block_on(crate::agent_link::receive(&agent_dir, listen, &dst, opts))
                 .map_err(replicator::Error::Protocol)?;
@@ -198,7 +198,11 @@ pub fn run(cmd: DiskCommand) -> Result<(), replicator::Error> {
             let addr = listener.local_addr().map_err(|e| replicator::Error::Invalid(e.to_string()))?;
             println!("receiving on {addr}");
             let _ = std::io::stdout().flush();
-            replicator::sync::receive_tcp(&listener, &dst, &TargetOptions { token, retention: retention.policy() })?;
+            replicator::sync::receive_tcp(
+                &listener,
+                &dst,
+                &TargetOptions { token, retention: retention.policy(), after_commit: None },
+            )?;
             println!("received a verified cycle into {}", dst.display());
         }
         DiskCommand::Points { dst, json } => {

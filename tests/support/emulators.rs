@@ -170,24 +170,21 @@ impl Azurite {
         let data = dir.path().join("data");
         std::fs::create_dir(&data).expect("a data folder");
         let mut cmd = Command::new("azurite-blob");
-        cmd.args([
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            "0",
-            "--silent",
-            "--skipApiVersionCheck",
-            "--disableTelemetry",
-        ])
-        .arg("--location")
-        .arg(&data)
-        .arg("--cert")
-        .arg(&cert_path)
-        .arg("--key")
-        .arg(&key_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        cmd.args(["--blobHost", "127.0.0.1", "--blobPort", "0", "--skipApiVersionCheck", "--disableTelemetry"])
+            .args(match std::env::var_os("HOMEWARD_AZURITE_DEBUG") {
+                // A file for Azurite's debug log (what it computed for each request), when a test needs looking into.
+                Some(log) => vec![std::ffi::OsString::from("--debug"), log],
+                None => vec![std::ffi::OsString::from("--silent")],
+            })
+            .arg("--location")
+            .arg(&data)
+            .arg("--cert")
+            .arg(&cert_path)
+            .arg("--key")
+            .arg(&key_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         with_parent_death_signal(&mut cmd);
         let mut child = match cmd.spawn() {
             Ok(c) => c,

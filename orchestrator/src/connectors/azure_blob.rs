@@ -163,6 +163,50 @@ impl Container {
         &self.account
     }
 
+    /// The container's settings for a client that is to use `sas` instead of this one's credential.
+    pub fn config_with_sas(&self, sas: String) -> StorageConfig {
+        StorageConfig {
+            url: self.base.clone(),
+            container: self.container.clone(),
+            credential: Credential::Sas(sas),
+            thumbprint: self.thumbprint.clone(),
+        }
+    }
+
+    /// A shared access signature for one blob of this container, with `permissions` (of `rcwd`) until `expiry`, over
+    /// HTTPS only: what a site agent is handed so that it reaches that blob and nothing else. A container reached
+    /// with a SAS hands that SAS on (it cannot sign a narrower one).
+    /// With `snapshot`, the SAS reaches only that snapshot of the blob.
+    pub fn blob_sas(
+        &self,
+        blob: &str,
+        snapshot: Option<&str>,
+        permissions: &str,
+        expiry: time::OffsetDateTime,
+    ) -> String {
+        let Some(key) = &self.key else {
+            return match &self.credential {
+                Credential::Sas(sas) => sas.clone(),
+                Credential::SharedKey(_) => String::new(),
+            };
+        };
+        let expiry = expiry.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).unwrap_or(expiry);
+        let se = expiry.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let resource = format!("/blob/{}/{}/{blob}", self.account, self.container);
+        // The service SAS's string to sign (version 2020-12-06 and later): permissions, start, expiry, resource,
+        // identifier, IP, protocol, version, resource type, snapshot time, encryption scope, five response headers.
+        let kind = if snapshot.is_some() { "bs" } else { "b" };
+        let at = snapshot.unwrap_or("");
+        let fields = [permissions, "", &se, &resource, "", "", "https", API_VERSION, kind, at, "", "", "", "", "", ""];
+        let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), fields.join("\n").as_bytes());
+        let sig = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
+        format!(
+            "sv={API_VERSION}&sr={kind}&sp={permissions}&se={}&spr=https&sig={}",
+            encode_query(&se),
+            encode_query(&sig)
+        )
+    }
+
     /// Lists at most one blob: proves the address, the credential (and a SAS's list permission) and the container.
     pub async fn probe(&self) -> Result<(), ConnectorError> {
         self.send(
