@@ -77,6 +77,31 @@ async fn wait_state(p: &Portal, name: &str, state: &str) -> Value {
     }
 }
 
+/// Enrolls and starts agents `(name, role, site, extra arguments)` over the estate's folder, each online before the
+/// next; they stop (and their folders go) when the returned list is dropped.
+async fn start_agents<const N: usize>(
+    p: &Portal,
+    list: [(&str, &str, &str, Vec<String>); N],
+) -> Vec<(AgentProcess, tempfile::TempDir)> {
+    let disks = p.data_dir.join("estate").display().to_string();
+    let mut agents = Vec::new();
+    for (name, role, site, extra) in list {
+        let body = json!({"name": name, "role": role, "site": site});
+        let r = p.http.post(format!("{}api/v1/agents", p.url)).json(&body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let e: Value = r.json().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = args_of(e["command"].as_str().unwrap());
+        args.extend(["--data-dir".into(), dir.path().display().to_string(), "--heartbeat-seconds".into(), "1".into()]);
+        args.extend(["--disks".into(), disks.clone()]);
+        args.extend(extra);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        agents.push((agent(&argv), dir));
+        wait_state(p, name, "online").await;
+    }
+    agents
+}
+
 /// Splits the enrollment's command line into `homeward agent`'s arguments.
 fn args_of(command: &str) -> Vec<String> {
     let words: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
@@ -480,23 +505,12 @@ async fn a_master_target_agent_writes_the_vcenter_datastore_it_mounts() {
     let (code, v) = common::post(&p.http, &api("connections"), &conn.to_string(), "vc").await;
     assert_eq!(code, 201, "{v}");
     let ds = vcsim.datastores.iter().find(|(n, _)| n == "LocalDS_0").unwrap().1.clone();
-    let disks = p.data_dir.join("estate").display().to_string();
-    let mut agents = Vec::new();
-    for (name, role, extra) in [
-        ("mt-win-01", "master-target", vec!["--datastore".to_owned(), format!("LocalDS_0={}", ds.display())]),
-        ("ps-azure-01", "process-server", vec![]),
-    ] {
-        let (code, e) = enroll(&p, &p.http, name, role).await;
-        assert_eq!(code, 201, "{e}");
-        let dir = tempfile::tempdir().unwrap();
-        let mut args = args_of(e["command"].as_str().unwrap());
-        args.extend(["--data-dir".into(), dir.path().display().to_string(), "--heartbeat-seconds".into(), "1".into()]);
-        args.extend(["--disks".into(), disks.clone()]);
-        args.extend(extra);
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        agents.push((agent(&argv), dir));
-        wait_state(&p, name, "online").await;
-    }
+    let mount = vec!["--datastore".to_owned(), format!("LocalDS_0={}", ds.display())];
+    let _agents = start_agents(
+        &p,
+        [("mt-win-01", "master-target", "on-premises", mount), ("ps-azure-01", "process-server", "cloud", vec![])],
+    )
+    .await;
     assert_eq!(agent_named(&p, "mt-win-01").await["inventory"]["datastores"], json!(["LocalDS_0"]));
 
     let body = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "LocalDS_0"});
@@ -540,25 +554,15 @@ async fn page_blobs_move_through_the_process_servers_agents() {
     let (code, v) = common::post(&p.http, &api("connections"), &sa.to_string(), "sa").await;
     assert_eq!(code, 201, "{v}");
 
-    let disks = root.display().to_string();
-    let mut agents = Vec::new();
-    for (name, role, site) in [
-        ("mt-win-01", "master-target", "on-premises"),
-        ("ps-azure-01", "process-server", "cloud"),
-        ("cs-01", "process-server", "on-premises"),
-    ] {
-        let r =
-            p.http.post(api("agents")).json(&json!({"name": name, "role": role, "site": site})).send().await.unwrap();
-        assert_eq!(r.status().as_u16(), 201);
-        let e: Value = r.json().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let mut args = args_of(e["command"].as_str().unwrap());
-        args.extend(["--data-dir".into(), dir.path().display().to_string(), "--heartbeat-seconds".into(), "1".into()]);
-        args.extend(["--disks".into(), disks.clone()]);
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        agents.push((agent(&argv), dir));
-        wait_state(&p, name, "online").await;
-    }
+    let _agents = start_agents(
+        &p,
+        [
+            ("mt-win-01", "master-target", "on-premises", vec![]),
+            ("ps-azure-01", "process-server", "cloud", vec![]),
+            ("cs-01", "process-server", "on-premises", vec![]),
+        ],
+    )
+    .await;
     let scratch = tempfile::tempdir().unwrap();
     let read_back = |name: &'static str| {
         let (blobs, path) = (&blobs, scratch.path().join(name));

@@ -726,14 +726,9 @@ impl Connections {
         row.ok_or_else(|| ConnectionError::NotFound(id_or_name.to_owned()))
     }
 
-    pub async fn get(&self, id_or_name: &str) -> Result<Connection, ConnectionError> {
-        Ok(self.row(id_or_name).await?.view())
-    }
-
-    /// Checks a saved connection again: a new inventory, or the cause of the failure beside the last good one.
-    pub async fn refresh(&self, id_or_name: &str, now: Millis) -> Result<Connection, ConnectionError> {
-        let row = self.row(id_or_name).await?;
-        let p = Parsed {
+    /// A saved connection as it was entered, its credential unsealed: what a check or a client is made from.
+    fn parsed(&self, row: &ConnectionRow) -> Result<Parsed, ConnectionError> {
+        Ok(Parsed {
             kind: row.view().kind,
             name: row.name.clone(),
             url: row.url.clone(),
@@ -748,7 +743,17 @@ impl Connections {
             },
             secret: self.sealer.open(&row.id, &row.secret_sealed)?,
             thumbprint: row.thumbprint.as_deref().and_then(|t| Thumbprint::parse(t).ok()),
-        };
+        })
+    }
+
+    pub async fn get(&self, id_or_name: &str) -> Result<Connection, ConnectionError> {
+        Ok(self.row(id_or_name).await?.view())
+    }
+
+    /// Checks a saved connection again: a new inventory, or the cause of the failure beside the last good one.
+    pub async fn refresh(&self, id_or_name: &str, now: Millis) -> Result<Connection, ConnectionError> {
+        let row = self.row(id_or_name).await?;
+        let p = self.parsed(&row)?;
         match check(&p).await {
             Ok(snapshot) => {
                 sqlx::query(
@@ -847,17 +852,7 @@ impl Connections {
         if row.kind != ConnectionKind::StorageAccount.as_str() {
             return Err(ConnectionError::Invalid(format!("{} is a vCenter, not a storage account", row.name)));
         }
-        let secret = self.sealer.open(&row.id, &row.secret_sealed)?;
-        Ok(Container::new(StorageConfig {
-            url: row.url.clone(),
-            container: row.container.clone().unwrap_or_default(),
-            credential: if row.credential_kind == "sas" {
-                Credential::Sas(secret)
-            } else {
-                Credential::SharedKey(secret)
-            },
-            thumbprint: row.thumbprint.as_deref().and_then(|t| Thumbprint::parse(t).ok()),
-        })?)
+        Ok(storage(&self.parsed(&row)?)?)
     }
 
     /// A client for an Azure subscription's resource group, for a job's steps on the recovery site.
@@ -866,18 +861,7 @@ impl Connections {
         if row.kind != ConnectionKind::AzureSubscription.as_str() {
             return Err(ConnectionError::Invalid(format!("{} is not an Azure subscription", row.name)));
         }
-        let p = Parsed {
-            kind: ConnectionKind::AzureSubscription,
-            name: row.name.clone(),
-            url: row.url.clone(),
-            user: row.user_name.clone(),
-            container: None,
-            authority: row.authority.clone(),
-            credential_kind: "client-secret",
-            secret: self.sealer.open(&row.id, &row.secret_sealed)?,
-            thumbprint: row.thumbprint.as_deref().and_then(|t| Thumbprint::parse(t).ok()),
-        };
-        Ok(Compute::new(compute_config(&p)?)?)
+        Ok(Compute::new(compute_config(&self.parsed(&row)?)?)?)
     }
 
     /// The Azure-subscription connections with the resource group and VMs of their last good check.

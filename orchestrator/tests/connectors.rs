@@ -22,6 +22,15 @@ fn vcenter_config(sim: &Vcsim) -> VcenterConfig {
     }
 }
 
+/// The site connections of a throw-away vault (SQLite) in `dir`.
+async fn connections_in(dir: &Path) -> orchestrator::connections::Connections {
+    use orchestrator::connections::{Connections, Sealer};
+    let db =
+        orchestrator::db::Db::connect(&format!("sqlite://{}?mode=rwc", dir.join("v.db").display()), 2).await.unwrap();
+    db.migrate().await.unwrap();
+    Connections::new(db, Sealer::load_or_create(dir).unwrap())
+}
+
 /// A port nothing listens on.
 fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -276,13 +285,9 @@ async fn storage_account_mistakes_and_held_leases_are_named_without_the_secret()
 /// went away then shows its cause while the last good inventory stays.
 #[tokio::test]
 async fn connections_are_checked_again_when_due_and_a_lost_vcenter_shows_why() {
-    use orchestrator::connections::{Connections, NewConnection, Sealer, CHECK_EVERY_MS};
+    use orchestrator::connections::{NewConnection, CHECK_EVERY_MS};
     let dir = tempfile::tempdir().unwrap();
-    let db = orchestrator::db::Db::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("v.db").display()), 2)
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
-    let connections = Connections::new(db, Sealer::load_or_create(dir.path()).unwrap());
+    let connections = connections_in(dir.path()).await;
     let sim = Vcsim::start();
     let t0 = 1_800_000_000_000;
     let new = NewConnection::Vcenter {
@@ -397,17 +402,13 @@ async fn a_cloud_disk_becomes_a_vm_at_an_alternate_location_in_the_simulator() {
 /// with its cause. The item's binding comes from the account's listing.
 #[tokio::test]
 async fn the_cache_of_a_page_blob_moves_only_what_changed() {
-    use orchestrator::connections::{Connections, NewConnection, Sealer};
+    use orchestrator::connections::NewConnection;
     use orchestrator::recovery_site::{self, RecoverySite};
     let az = Azurite::start();
     create_container(&az, "disks").await;
     let blobs = storage(&az, "disks", Credential::SharedKey(AZURITE_KEY.into()));
     let dir = tempfile::tempdir().unwrap();
-    let db = orchestrator::db::Db::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("v.db").display()), 2)
-        .await
-        .unwrap();
-    db.migrate().await.unwrap();
-    let connections = Connections::new(db, Sealer::load_or_create(dir.path()).unwrap());
+    let connections = connections_in(dir.path()).await;
     let new = NewConnection::StorageAccount {
         name: "azure-disks".into(),
         url: az.url.clone(),
