@@ -582,6 +582,44 @@ async fn screenshots_of_every_page_light_and_dark() {
 
 /// A recovery plan failed over from its page (R-RP1: latest processed gives every item its own newest point), groups
 /// in order; the plan's job is then listed on the plan page and by the jobs filter in the URL.
+/// The rows' operations menus behave as menus (issue 15): opening one (by the keyboard too) closes the one open
+/// before, and Escape closes it and gives the focus back to its button.
+#[tokio::test]
+async fn row_menus_open_one_at_a_time_and_escape_closes_them() {
+    if !e2e_enabled() {
+        return;
+    }
+    let (_portal, _driver, c) = admin_on("/replicated-items").await;
+    let menu = |row: usize| format!("tbody tr:nth-child({row}) details.row-menu");
+    let open = |row: usize| {
+        let c = &c;
+        let css = format!("{}[open]", menu(row));
+        async move { c.find(Locator::Css(&css)).await.is_ok() }
+    };
+    click(&c, &format!("{} summary", menu(1))).await;
+    assert!(open(1).await, "the first row's menu opened");
+    // The keyboard opens the next row's menu (the first one's list covers that button for a pointer).
+    let enter = fantoccini::key::Key::Enter.to_string();
+    wait_css(&c, &format!("{} summary", menu(2)), 5).await.send_keys(&enter).await.unwrap();
+    assert!(open(2).await, "the second row's menu opened");
+    assert!(!open(1).await, "and the first one closed");
+    c.active_element().await.unwrap().send_keys(&fantoccini::key::Key::Escape.to_string()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open(2).await {
+        assert!(Instant::now() < deadline, "Escape did not close the menu");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let focused = c
+        .execute(
+            "return document.activeElement === document.querySelector(arguments[0]);",
+            vec![json!(format!("{} summary", menu(2)))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(focused, json!(true), "the focus is back on the menu's button");
+    c.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_recovery_plan_fails_over_from_its_page() {
     if !e2e_enabled() {

@@ -170,7 +170,7 @@ pub(crate) fn ops_menu(r: &ItemRow, me: Option<&Me>) -> impl IntoView {
     let ops = ITEM_OPERATIONS;
     let id = r.id.clone();
     view! {
-        <details class="row-menu">
+        <details class="row-menu" on:toggle=one_menu_open on:keydown=escape_closes_menu>
             <summary aria-label=format!("Operations for {}", r.name)>"⋯"</summary>
             <ul role="menu">
                 {ops.into_iter().map(|op| {
@@ -186,6 +186,56 @@ pub(crate) fn ops_menu(r: &ItemRow, me: Option<&Me>) -> impl IntoView {
             </ul>
         </details>
     }
+}
+
+/// A row menu that opens closes the others: one menu at a time, as a menu bar behaves.
+fn one_menu_open(ev: leptos::ev::Event) {
+    #[cfg(feature = "hydrate")]
+    {
+        use wasm_bindgen::JsCast;
+        let Some(opened) = ev.target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()) else { return };
+        if !opened.has_attribute("open") {
+            return;
+        }
+        let Some(others) = web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.query_selector_all("details.row-menu[open]").ok())
+        else {
+            return;
+        };
+        for i in 0..others.length() {
+            if let Some(other) = others.item(i).and_then(|n| n.dyn_into::<web_sys::Element>().ok()) {
+                if other != opened {
+                    let _ = other.remove_attribute("open");
+                }
+            }
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = ev;
+}
+
+/// Escape closes an open row menu and gives the focus back to its button.
+fn escape_closes_menu(ev: leptos::ev::KeyboardEvent) {
+    #[cfg(feature = "hydrate")]
+    {
+        use wasm_bindgen::JsCast;
+        if ev.key() != "Escape" {
+            return;
+        }
+        let Some(menu) = ev.current_target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()) else { return };
+        if menu.has_attribute("open") {
+            ev.prevent_default();
+            let _ = menu.remove_attribute("open");
+            if let Some(button) = menu.query_selector("summary").ok().flatten() {
+                if let Ok(button) = button.dyn_into::<web_sys::HtmlElement>() {
+                    let _ = button.focus();
+                }
+            }
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = ev;
 }
 
 /// Why `op` is not offered on this row to this person: the rules' refusals (rule, sentence, what to do), else the
