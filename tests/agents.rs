@@ -102,6 +102,14 @@ async fn start_agents<const N: usize>(
     agents
 }
 
+/// Starts `action` on `item` and waits for its job, which must succeed; the job as the API shows it.
+async fn succeeded(p: &Portal, item: &str, action: &str, body: Value, key: &str) -> Value {
+    let job = common::start_action(p, item, action, &body.to_string(), key).await;
+    let j = common::wait_job(&p.http, &p.url, &job).await;
+    assert_eq!(j["job"]["state"], "succeeded", "{action} {item}: {j}");
+    j
+}
+
 /// Splits the enrollment's command line into `homeward agent`'s arguments.
 fn args_of(command: &str) -> Vec<String> {
     let words: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
@@ -444,13 +452,7 @@ async fn the_articles_cycles_run_through_the_site_agents() {
     let faults = format!("{}api/v1/infrastructure/faults", p.url);
     common::post(&p.http, &faults, r#"{"guest_bytes_per_tick": 0}"#, "quiet").await;
     let act = |item: &'static str, action: &'static str, body: Value, key: &'static str| {
-        let p = &p;
-        async move {
-            let job = common::start_action(p, item, action, &body.to_string(), key).await;
-            let j = common::wait_job(&p.http, &p.url, &job).await;
-            assert_eq!(j["job"]["state"], "succeeded", "{action} {item}: {j}");
-            j
-        }
+        succeeded(&p, item, action, body, key)
     };
     let rp = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"});
     let j = act("web01", "reprotect", rp, "a-r").await;
@@ -572,13 +574,7 @@ async fn page_blobs_move_through_the_process_servers_agents() {
         }
     };
     let act = |item: &'static str, action: &'static str, body: Value, key: &'static str| {
-        let p = &p;
-        async move {
-            let job = common::start_action(p, item, action, &body.to_string(), key).await;
-            let j = common::wait_job(&p.http, &p.url, &job).await;
-            assert_eq!(j["job"]["state"], "succeeded", "{action} {item}: {j}");
-            j
-        }
+        succeeded(&p, item, action, body, key)
     };
 
     let body = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "vmfs-01"});
