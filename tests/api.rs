@@ -787,6 +787,29 @@ async fn an_item_fails_back_into_a_connected_vcenter_through_its_api() {
     let made = vm(&v).expect("CreateVM_Task made the VM");
     assert_eq!((made["power"].as_str(), made["host"].as_str()), (Some("off"), Some(host.as_str())), "{made}");
 
+    // A drill in vCenter: the test VM is made by CreateVM_Task with its one adapter on the network an Administrator
+    // marked isolated, the chosen point's disk attached, and powered on; its cleanup destroys it.
+    let (s, v, _) = api.post("infrastructure/networks/VM%20Network", r#"{"isolated": true}"#, None).await;
+    assert_eq!((s, v["network"]["vcenter"].as_str()), (200, Some("vcenter-01")), "{v}");
+    let job = api.act("app02", "test-failover", json!({"network": "VM Network"}), "vc-drill").await;
+    let drill = job["job"]["id"].as_str().unwrap().to_owned();
+    let (_, v, _) = api.post("connections/vcenter-01/refresh", "{}", None).await;
+    let test_vm = vm_named(&v, "app02-test").expect("the test VM in vCenter");
+    assert_eq!(test_vm["power"], "on", "{test_vm}");
+    assert_eq!(test_vm["disks"], json!(["[LocalDS_0] app02-test/app02-test-disk0.vmdk"]), "{test_vm}");
+    let test_disk = folder.with_file_name("app02-test").join("app02-test-disk0.vmdk");
+    common::same_disk(&test_disk, "vmdk", &cloud(&rec), "vpc", "the test VM's disk holds the point");
+    let (_, report) = api.get(&format!("drills/{drill}")).await;
+    let checks = report["drill"]["checks"].as_array().unwrap();
+    assert!(checks.iter().all(|c| c["passed"] == true), "{report}");
+    assert!(report.to_string().contains("its one adapter is on VM Network"), "vCenter reports the adapter: {report}");
+    assert_eq!(vm(&v).unwrap()["power"], "off", "the item's own VM is left alone");
+    api.act("app02", "cleanup-test-failover", json!({"notes": "vCenter drill"}), "vc-drill-c").await;
+    let (_, v, _) = api.post("connections/vcenter-01/refresh", "{}", None).await;
+    assert!(vm_named(&v, "app02-test").is_none(), "the cleanup destroyed the test VM");
+    assert!(!test_disk.exists(), "and its disk");
+    api.post("infrastructure/networks/VM%20Network", r#"{"isolated": false}"#, None).await;
+
     // Failover to the latest point: the cloud VM shuts down, one more cycle, the disk at that point is attached and
     // the VM powered on through vCenter.
     api.act("app02", "failover", json!({"point": {"type": "latest"}}), "vc-failover").await;
@@ -1321,4 +1344,166 @@ async fn create_container(az: &emulators::Azurite, name: &str) {
     .create_container()
     .await
     .unwrap();
+}
+
+/// Drills (issue 12 §2): a test failover brings web01's copy up on the primary site from a chosen recovery point, on
+/// a network marked isolated — a production one is refused —, while the cloud VM runs and replication goes on. The
+/// Drill operator may run and clean up drills and nothing else; the report (point, its age, time to power on, the
+/// checks, who, notes) is JSON and CSV; a real failover cleans a live drill up first.
+#[tokio::test]
+async fn a_drill_runs_on_an_isolated_network_beside_replication_and_leaves_a_report() {
+    let portal = Portal::start(&[]);
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
+    api.post("infrastructure/faults", r#"{"guest_bytes_per_tick": 0}"#, None).await;
+    let rp = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"});
+    api.act("web01", "reprotect", rp, "d-r1").await;
+
+    let drill_op = common::client_with_token(&portal.add_user("dora", "drill-operator"));
+    let dora = Api { base: api.base.clone(), http: drill_op };
+    // The dialog's networks: the estate has a production one and an isolated one.
+    let (_, infra) = api.get("infrastructure").await;
+    let nets = infra["inventory"]["networks"].as_array().unwrap().clone();
+    assert!(nets.iter().any(|n| n["id"] == "VM Network" && n["isolated"] == false), "{infra}");
+    assert!(nets.iter().any(|n| n["id"] == "drill-isolated" && n["isolated"] == true), "{infra}");
+
+    // Refusals: no network, a production network, an unknown one; each says what to do.
+    let (status, err, _) = dora.post("items/web01/test-failover", "{}", None).await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("DR-1")), "{err}");
+    assert!(err["recommended_action"].as_str().unwrap().contains("drill-isolated"), "{err}");
+    let (status, err, _) = dora.post("items/web01/test-failover", r#"{"network": "VM Network"}"#, None).await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("DR-1")), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("production network"), "{err}");
+    let (status, err, _) = dora.post("items/web01/test-failover", r#"{"network": "nowhere"}"#, None).await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("DR-1")), "{err}");
+    let (status, err, _) =
+        dora.post("items/web01/test-failover", r#"{"network": "drill-isolated", "netwrk": 1}"#, None).await;
+    assert_eq!(status, 400, "an unknown body field is named: {err}");
+    // The Drill operator may not touch production.
+    let (status, err, _) = dora.post("items/web01/failover", "{}", None).await;
+    assert_eq!(status, 403, "{err}");
+    let (status, _, _) = dora.post("infrastructure/networks/VM%20Network", r#"{"isolated": true}"#, None).await;
+    assert_eq!(status, 403, "marking a network isolated is an Administrator's");
+
+    // The dry run names the point, the network and the tasks; then the drill, by the Drill operator.
+    let (_, pts) = api.get("items/web01/points").await;
+    let first = pts["points"][0]["id"].as_str().unwrap().to_owned();
+    let body = json!({"network": "drill-isolated", "point": {"type": "specific", "id": first}});
+    let (status, plan, _) = dora.post("items/web01/test-failover?dry_run=true", &body.to_string(), None).await;
+    assert_eq!((status, plan["allowed"].as_bool()), (200, Some(true)), "{plan}");
+    assert_eq!(plan["point"]["id"], first.as_str(), "{plan}");
+    let job = dora.act("web01", "test-failover", body.clone(), "d-t1").await;
+    let steps: Vec<&str> =
+        job["job"]["tasks"].as_array().unwrap().iter().map(|t| t["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["create-test-vm", "power-on-test-vm", "check-test-vm"], "{job}");
+    let drill_id = job["job"]["id"].as_str().unwrap().to_owned();
+
+    // Production untouched: still protected, the cloud VM runs; the item shows its live drill.
+    let (_, it) = api.get("items/web01").await;
+    assert_eq!(it["item"]["state"], "protected-to-primary", "{it}");
+    assert_eq!(it["item"]["cloud_vm"]["running"], true, "{it}");
+    assert_eq!(it["item"]["drill"]["id"], drill_id.as_str(), "{it}");
+    assert_eq!(it["item"]["drill"]["vm"], "web01-test", "{it}");
+    let ops = it["allowed_operations"].as_array().unwrap();
+    assert!(ops.iter().any(|o| o == "cleanup-test-failover") && ops.iter().any(|o| o == "failover"), "{it}");
+    assert!(!ops.iter().any(|o| o == "test-failover"), "one drill at a time: {it}");
+    let (status, err, _) = dora.post("items/web01/test-failover", &body.to_string(), None).await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("DR-3")), "{err}");
+
+    // The test VM's disk holds the chosen point (the job's own check compared digests with the replica's journal);
+    // the guest has been quiet since the reprotect, so that point's bytes are the cloud disk's.
+    let rec = common::estate_record(&portal.data_dir, "web01").await;
+    let root = portal.data_dir.join("estate");
+    let test_disk = root.join(it["item"]["drill"]["disks"][0].as_str().unwrap());
+    assert!(test_disk.exists(), "{}", test_disk.display());
+    let cloud = root.join(rec["cloud_disks"][0].as_str().unwrap());
+    common::same_disk(&test_disk, "vmdk", &cloud, "vpc", "the test VM's disk is the chosen point");
+
+    // Replication goes on beside the drill: a newer point arrives while the test VM exists.
+    let before = pts["points"].as_array().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, p) = api.get("items/web01/points").await;
+        if p["points"].as_array().unwrap().len() > before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery point since the drill started: {p}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The report: the point and its age, time to power on, every check passed, who ran it.
+    let (status, report) = api.get(&format!("drills/{drill_id}")).await;
+    assert_eq!(status, 200, "{report}");
+    let d = &report["drill"];
+    assert_eq!(
+        (d["item"].as_str(), d["network"].as_str(), d["status"].as_str()),
+        (Some("web01"), Some("drill-isolated"), Some("running")),
+        "{d}"
+    );
+    assert_eq!(d["point"]["id"], first.as_str(), "{d}");
+    assert!(d["point_age_ms"].as_u64().is_some() && d["time_to_power_on_ms"].as_u64().is_some(), "{d}");
+    assert_eq!(d["started_by"], "dora", "{d}");
+    let checks = d["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 4, "{d}");
+    assert!(checks.iter().all(|c| c["passed"] == true), "{d}");
+    let csv = api.http.get(format!("{}drills/{drill_id}?format=csv", api.base)).send().await.unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    assert!(csv.headers()["content-disposition"].to_str().unwrap().contains("drill-web01-"));
+    let csv = csv.text().await.unwrap();
+    assert_eq!(csv.lines().count(), 1 + 4, "a header and one line per check: {csv}");
+    assert!(csv.contains("\"disks hold the recovery point\",\"yes\""), "{csv}");
+    let (status, err) = api.get(&format!("drills/{drill_id}?format=pdf")).await;
+    assert_eq!(status, 400, "{err}");
+    let (status, _) = api.get("drills/no-such-drill").await;
+    assert_eq!(status, 404);
+
+    // Cleanup with notes, by the Drill operator: the test VM's disks go, the report keeps the notes.
+    let (status, err, _) =
+        dora.post("items/web01/cleanup-test-failover", &json!({"notes": "x".repeat(4001)}).to_string(), None).await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("DR-4")), "{err}");
+    dora.act(
+        "web01",
+        "cleanup-test-failover",
+        json!({"notes": "App answered on the isolated network; login OK."}),
+        "d-c1",
+    )
+    .await;
+    assert!(!test_disk.exists(), "the cleanup deletes the test VM's disks");
+    let (_, it) = api.get("items/web01").await;
+    assert!(it["item"]["drill"].is_null(), "{it}");
+    let (_, report) = api.get(&format!("drills/{drill_id}")).await;
+    assert_eq!(report["drill"]["status"], "cleaned-up", "{report}");
+    assert_eq!(report["drill"]["notes"], "App answered on the isolated network; login OK.", "{report}");
+    assert_eq!(report["drill"]["cleaned_by"], "dora", "{report}");
+    let (status, err, _) = dora.post("items/web01/cleanup-test-failover", "{}", None).await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("DR-3")), "nothing left to clean up: {err}");
+
+    // A network an Administrator marks isolated can take a drill; the mark is audited.
+    let (status, v, _) = api.post("infrastructure/networks/VM%20Network", r#"{"isolated": true}"#, None).await;
+    assert_eq!((status, v["network"]["isolated"].as_bool()), (200, Some(true)), "{v}");
+    let (status, _, _) = api.post("infrastructure/networks/nowhere", r#"{"isolated": true}"#, None).await;
+    assert_eq!(status, 404);
+    api.post("infrastructure/networks/VM%20Network", r#"{"isolated": false}"#, None).await;
+    let (_, audit) = api.get("audit?target=VM%20Network").await;
+    assert!(audit.to_string().contains("network-isolation"), "{audit}");
+
+    // A second drill, then the real failover: the drill is cleaned up first, as its first tasks.
+    dora.act("web01", "test-failover", json!({"network": "drill-isolated"}), "d-t2").await;
+    let (_, plan, _) = api.post("items/web01/failover?dry_run=true", "{}", None).await;
+    assert_eq!(plan["tasks"][0]["step"], "remove-test-vm", "{plan}");
+    let job = api.act("web01", "failover", json!({}), "d-f1").await;
+    let steps: Vec<&str> =
+        job["job"]["tasks"].as_array().unwrap().iter().map(|t| t["step"].as_str().unwrap()).collect();
+    assert_eq!(&steps[..2], ["remove-test-vm", "record-cleanup"], "{job}");
+    let (_, it) = api.get("items/web01").await;
+    assert_eq!(it["item"]["state"], "failed-back-commit-pending", "{it}");
+    assert!(it["item"]["drill"].is_null(), "{it}");
+    let (_, list) = api.get("drills?item=web01").await;
+    let list = list["drills"].as_array().unwrap().clone();
+    assert_eq!(list.len(), 2, "{list:?}");
+    assert_eq!(list[0]["status"], "cleaned-up");
+    assert_eq!(list[0]["cleanup_job"], job["job"]["id"], "{list:?}");
+    assert!(list[0]["notes"].as_str().unwrap().contains("Cleaned up by the failover"), "{list:?}");
+    let (_, audit) = api.get("audit?user=dora").await;
+    let text = audit.to_string();
+    assert!(text.contains("test-failover") && text.contains("cleanup-test-failover"), "{audit}");
 }

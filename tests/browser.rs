@@ -889,3 +889,100 @@ async fn accounts_are_managed_from_the_accounts_page() {
     assert_eq!(c.current_url().await.unwrap().path(), "/accounts");
     c.close().await.unwrap();
 }
+
+/// A drill from the browser (issue 12 §2), by a Drill operator: the item's Test failover dialog offers the isolated
+/// network (a production one disabled with the reason), its dry run goes stale when a choice changes; the job page,
+/// the live drill on the item page, the report page with its downloads, the cleanup with notes, the overview's "last
+/// drill"; an Administrator marks a network isolated on the Infrastructure page.
+#[tokio::test]
+async fn a_drill_operator_runs_a_test_failover_and_reads_its_report() {
+    if !e2e_enabled() {
+        return;
+    }
+    let portal = Portal::start(&[]);
+    api(&portal, "POST", "infrastructure/faults", json!({"guest_bytes_per_tick": 0})).await;
+    api_job(&portal, "web01", "reprotect", json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"}))
+        .await;
+    portal.add_user("dora", "drill-operator");
+    let driver = ChromeDriver::start();
+    let c = driver.session(1280, false).await;
+    c.goto(&portal.url).await.unwrap();
+    sign_in(&c, &portal.url, "dora", "/replicated-items/web01").await;
+    // The Drill operator's toolbar: production operations are refused by role, the test failover is offered.
+    let failover = wait_css(&c, r#"[data-testid="item-toolbar"] button[data-op="failover"]"#, 10).await;
+    assert_eq!(failover.attr("disabled").await.unwrap().as_deref(), Some("true"));
+    click(&c, r#"[data-testid="item-toolbar"] button[data-op="test-failover"]"#).await;
+    wait_css(&c, "#test-failover-dialog[open]", 10).await;
+    let production =
+        wait_css(&c, r#"#test-failover-dialog select[name="network"] option[value="VM Network"]"#, 5).await;
+    assert_eq!(
+        production.attr("disabled").await.unwrap().as_deref(),
+        Some("true"),
+        "a production network is not offered"
+    );
+    choose(&c, r#"#test-failover-dialog select[name="network"]"#, "drill-isolated").await;
+    click(&c, r#"#test-failover-dialog [data-testid="review"]"#).await;
+    let dry = text(&c, r#"#test-failover-dialog [data-testid="dry-run"]"#).await;
+    assert!(dry.contains("every check passed") && dry.contains("isolated network chosen"), "{dry}");
+    // A changed choice makes the dry run stale: it goes, and Start waits for a new one.
+    choose(&c, r#"#test-failover-dialog select[name="point"]"#, "latest-app-consistent").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !live_text(&c, r#"#test-failover-dialog [data-testid="dry-run"]"#).await.is_empty() {
+        assert!(Instant::now() < deadline, "the dry run stayed after the point changed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    click(&c, r#"#test-failover-dialog [data-testid="review"]"#).await;
+    wait_css(&c, r#"#test-failover-dialog [data-testid="dry-run"]"#, 10).await;
+    type_into(&c, "#test-failover-dialog textarea[name=reason]", "quarterly DR drill").await;
+    shot(&c, "test-failover-dialog-light").await;
+    click(&c, r#"#test-failover-dialog [data-testid="confirm"]"#).await;
+    wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
+    let (job, _) = watch_job(&c).await;
+
+    goto(&c, &portal.url, "/replicated-items/web01").await;
+    let live = text(&c, r#"[data-testid="live-drill"]"#).await;
+    assert!(live.contains("web01-test") && live.contains("drill-isolated"), "{live}");
+    goto(&c, &portal.url, &format!("/drills/{job}")).await;
+    assert_eq!(text(&c, r#"[data-testid="drill-status"]"#).await, "test VM running");
+    let checks = text(&c, r#"[data-testid="drill-checks"]"#).await;
+    assert!(checks.contains("disks hold the recovery point") && checks.contains("on an isolated network"), "{checks}");
+    let csv = wait_css(&c, r#"[data-testid="csv"]"#, 5).await.attr("href").await.unwrap().unwrap();
+    assert_eq!(csv, format!("/api/v1/drills/{job}?format=csv"));
+    shot(&c, "drill-report-light").await;
+
+    // The cleanup with notes, from the item page.
+    goto(&c, &portal.url, "/replicated-items/web01?action=cleanup-test-failover").await;
+    wait_css(&c, "#cleanup-test-failover-dialog[open]", 10).await;
+    let warning = text(&c, r#"#cleanup-test-failover-dialog [data-testid="warning"]"#).await;
+    assert!(warning.contains("web01-test"), "{warning}");
+    type_into(&c, "#cleanup-test-failover-dialog textarea[name=notes]", "IIS answered; sign-in worked").await;
+    type_into(&c, "#cleanup-test-failover-dialog textarea[name=reason]", "drill done").await;
+    click(&c, r#"#cleanup-test-failover-dialog [data-testid="confirm"]"#).await;
+    wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
+    watch_job(&c).await;
+    goto(&c, &portal.url, &format!("/drills/{job}")).await;
+    assert_eq!(text(&c, r#"[data-testid="drill-status"]"#).await, "cleaned up");
+    assert_eq!(text(&c, r#"[data-testid="drill-notes"]"#).await, "IIS answered; sign-in worked");
+    goto(&c, &portal.url, "/").await;
+    let last = text(&c, r#"[data-testid="last-drill"]"#).await;
+    assert!(last.starts_with("Last drill: web01,"), "{last}");
+    goto(&c, &portal.url, "/drills").await;
+    assert!(text(&c, r#"[data-testid="drills"]"#).await.contains("cleaned up"));
+    c.close().await.unwrap();
+
+    // An Administrator marks the production network isolated on the Infrastructure page.
+    let c = driver.session(1280, false).await;
+    c.goto(&portal.url).await.unwrap();
+    sign_in(&c, &portal.url, "admin", "/infrastructure").await;
+    click(&c, r#"[data-testid="networks"] button[data-network="VM Network"]"#).await;
+    let button = r#"[data-testid="networks"] button[data-network="VM Network"]"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live_text(&c, button).await != "Mark production" {
+        assert!(Instant::now() < deadline, "the network was not marked isolated: {}", live_text(&c, button).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let infra = api(&portal, "GET", "infrastructure", Value::Null).await;
+    let net = infra["inventory"]["networks"].as_array().unwrap().iter().find(|n| n["id"] == "VM Network").cloned();
+    assert_eq!(net.unwrap()["isolated"], true);
+    c.close().await.unwrap();
+}

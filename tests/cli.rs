@@ -210,3 +210,53 @@ fn the_cli_connects_an_azure_subscription() {
     assert_eq!(code, 0);
     assert!(out.contains("azure-dr") && out.contains("azvm-web01_OsDisk"), "{out}");
 }
+
+/// Drills from the command line: the networks with their isolation, a production network refused (exit 3, DR-1),
+/// a test failover and its cleanup with notes, the report as text and CSV; marking a network isolated.
+#[test]
+fn the_cli_runs_a_drill_and_prints_its_report() {
+    let portal = Portal::start(&[]);
+    let (code, _, err) = hw(
+        &portal,
+        &["reprotect", "lin01", "--master-target", "mt-linux-01", "--process-server", "ps-azure-01", "--wait"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = hw(&portal, &["networks", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("drill-isolated") && out.contains("isolated") && out.contains("production"), "{out}");
+
+    let (code, _, err) = hw(&portal, &["test-failover", "lin01", "--network", "VM Network"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("refused (DR-1)") && err.contains("production network"), "{err}");
+    let (code, out, err) = hw(&portal, &["test-failover", "lin01", "--network", "drill-isolated", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Create test VM lin01-test") && out.contains("[ok  ] DR-1"), "{out}");
+    let (code, out, err) = hw(&portal, &["test-failover", "lin01", "--network", "drill-isolated", "--wait"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(": succeeded") && out.contains("Power on test VM lin01-test"), "{out}");
+    let (code, out, err) =
+        hw(&portal, &["cleanup-test-failover", "lin01", "--notes", "booted; SSH answered", "--wait"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(": succeeded"), "{out}");
+
+    let (code, out, _) = hw(&portal, &["drills", "--item", "lin01"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("cleaned-up") && out.contains("4/4 passed"), "{out}");
+    let id = out.lines().nth(1).and_then(|l| l.split_whitespace().next()).unwrap().to_owned();
+    let (code, out, _) = hw(&portal, &["drills", &id]);
+    assert_eq!(code, 0);
+    assert!(out.contains("test VM lin01-test") && out.contains("notes: booted; SSH answered"), "{out}");
+    assert!(out.contains("[ok  ] the test VM runs"), "{out}");
+    let (code, out, _) = hw(&portal, &["drills", &id, "--csv"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("drill,item,vm,") && out.lines().count() == 5, "{out}");
+    let (code, _, err) = hw(&portal, &["drills", "no-such-drill"]);
+    assert_eq!(code, 2, "{err}");
+
+    let (code, out, err) = hw(&portal, &["networks", "isolate", "VM Network"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("network VM Network: isolated"), "{out}");
+    let (code, _, err) = hw(&portal, &["networks", "production", "no-such-net"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no network"), "{err}");
+}

@@ -65,6 +65,10 @@ pub(crate) mod server {
                 status(S::NOT_FOUND);
                 PortalError::Conflict(format!("No replicated item {id} in this vault."))
             }
+            ActError::Service(ServiceError::NotFound(m)) => {
+                status(S::NOT_FOUND);
+                PortalError::Conflict(m)
+            }
             other => server_fault(other),
         }
     }
@@ -148,6 +152,8 @@ pub(crate) mod server {
             process_server: some(&input.process_server),
             datastore: some(&input.datastore),
             point: some(&input.point).map(|p| point_choice(&p)),
+            network: some(&input.network),
+            notes: some(&input.notes),
         }
     }
 

@@ -129,6 +129,34 @@ pub(crate) mod server {
         }
     }
 
+    pub fn drill_row(d: orchestrator::drills::Drill) -> DrillRow {
+        DrillRow {
+            point_kind: words(&d.point.kind),
+            point_id: d.point.id,
+            point_time: d.point.time,
+            point_age_ms: d.point_age_ms,
+            id: d.id,
+            item: d.item,
+            item_name: d.item_name,
+            vm: d.vm,
+            host: d.host,
+            network: d.network,
+            started_at: d.started_at,
+            time_to_power_on_ms: d.time_to_power_on_ms,
+            checks: d
+                .checks
+                .into_iter()
+                .map(|c| DrillCheckRow { name: c.name, passed: c.passed, detail: c.detail })
+                .collect(),
+            cleaned_at: d.cleaned_at,
+            cleanup_job: d.cleanup_job,
+            notes: d.notes,
+            started_by: d.started_by,
+            cleaned_by: d.cleaned_by,
+            status: d.status.to_owned(),
+        }
+    }
+
     pub fn job_row(j: orchestrator::jobs::Job) -> JobRow {
         JobRow {
             allowed_actions: j.allowed_actions().iter().map(words).collect(),
@@ -227,6 +255,8 @@ pub async fn whoami() -> Result<Option<Me>, ServerFnError> {
         may_operate: u.role.may(Permission::Operate).is_ok(),
         may_administer: u.role.may(Permission::Administer).is_ok(),
         operate_denied: u.role.may(Permission::Operate).err().map(|d| d.to_string()),
+        may_drill: u.role.may(Permission::TestFailover).is_ok(),
+        drill_denied: u.role.may(Permission::TestFailover).err().map(|d| d.to_string()),
         name: u.name,
     }))
 }
@@ -474,6 +504,24 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
         })
     });
     let jobs: Vec<JobRow> = item_jobs.into_iter().map(job_row).collect();
+    let drills: Vec<DrillRow> =
+        s.drills().list(Some(&id), 5).await.map_err(internal)?.into_iter().map(drill_row).collect();
+    let drill = item.drill.as_ref().and_then(|live| drills.iter().find(|d| d.id == live.id).cloned());
+    // A test VM joins an isolated network only; a production one is shown, disabled, with the reason.
+    let networks = inv
+        .networks
+        .iter()
+        .map(|n| Choice {
+            id: n.id.clone(),
+            label: format!("{}{}", n.id, if n.isolated { " (isolated)" } else { " (production)" }),
+            disabled: (!n.isolated).then(|| {
+                "a production network: the copy would answer for the real VM; an Administrator can mark an isolated \
+                 one on the Infrastructure page"
+                    .to_owned()
+            }),
+            reach: Vec::new(),
+        })
+        .collect();
     Ok(Some(ItemDetail {
         row,
         properties: props,
@@ -485,6 +533,9 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
         cloud_vm,
         cloud_process_servers: cloud_process_servers().await?,
         initial_sync,
+        drill,
+        networks,
+        drills,
     }))
 }
 
@@ -638,6 +689,11 @@ pub async fn infrastructure() -> Result<InfraView, ServerFnError> {
         .collect();
     let yes = |b: bool| if b { "yes".to_owned() } else { "no".to_owned() };
     let cols = |c: &[&str]| c.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let networks = inv
+        .networks
+        .iter()
+        .map(|n| NetworkRow { name: n.id.clone(), isolated: n.isolated, vcenter: n.vcenter.clone() })
+        .collect();
     let sections = vec![
         Section {
             title: "Configuration server".into(),
@@ -710,6 +766,7 @@ pub async fn infrastructure() -> Result<InfraView, ServerFnError> {
     ];
     Ok(InfraView {
         sections,
+        networks,
         // The demo's "fill a datastore" switch acts on the local estate's datastores, not on a real vCenter's.
         datastores: inv.datastores.iter().filter(|d| !real.contains(&d.id)).map(|d| d.id.clone()).collect(),
         items: doc.items.iter().map(|r| r.item.id.clone()).collect(),
@@ -914,7 +971,11 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
             .collect();
         rpo.push((r.id.clone(), series));
     }
+    let last_drill =
+        s.drills().list(None, 1).await.map_err(internal)?.into_iter().next().map(|d| (d.id, d.item_name, d.started_at));
     Ok(OverviewData {
+        last_drill,
+        now,
         total: all.len(),
         by_state: count(&|r| r.state.clone()),
         by_health: count(&|r| r.health.clone()),

@@ -19,7 +19,7 @@ pub(crate) fn ItemPage() -> impl IntoView {
     let id = Memo::new(move |_| params.read().get("id").unwrap_or_default());
     let item = Resource::new(move || id.get(), data::get_item);
     let action = query_param("action");
-    let dialogs: [(&'static str, RwSignal<bool>); 8] = ITEM_OPERATIONS.map(|op| (op, RwSignal::new(false)));
+    let dialogs: [(&'static str, RwSignal<bool>); 10] = ITEM_OPERATIONS.map(|op| (op, RwSignal::new(false)));
     // `?action=failover` (the row menu's links) opens that dialog once the page is interactive.
     Effect::new(move |_| {
         let a = action.get();
@@ -105,6 +105,7 @@ pub(crate) fn ItemPage() -> impl IntoView {
                             </tbody></table></div> }.into_any()
                         }}
                     </section>
+                    {crate::drills::drill_panel(&d)}
                     <section class="panel"><h2>"Jobs"</h2>{job_table(d.jobs.clone())}<p><a href=format!("/jobs?item={}", r.id)>"All jobs of this item"</a></p></section>
                     <ReprotectWizard open=open_of("reprotect") d=d.clone()/>
                     <FailoverDialog open=open_of("failover") d=d.clone() op="failover"/>
@@ -127,6 +128,13 @@ pub(crate) fn ItemPage() -> impl IntoView {
                     <ConfirmDialog open=open_of("commit-in-cloud") d=d.clone() op="commit-in-cloud" title="Commit in Azure"
                         warning=format!("Commits the failover of {} to Azure: the replication disks it was started from are deleted, and its recovery points with them. Afterwards reprotect brings it back under protection to on-premises.", r.name)
                         confirm="Commit"/>
+                    <crate::drills::TestFailoverDialog open=open_of("test-failover") d=d.clone()/>
+                    <ConfirmDialog open=open_of("cleanup-test-failover") d=d.clone() op="cleanup-test-failover" title="Clean up test failover"
+                        warning=match &d.drill {
+                            Some(l) => format!("Powers off and deletes the test VM {} and its disks on {}. The drill's report stays, with the notes below. Production is not touched.", l.vm, l.host),
+                            None => "There is no test VM to clean up.".into(),
+                        }
+                        confirm="Delete the test VM" notes=true/>
                 }.into_any())
             })}
         </Suspense>
@@ -134,7 +142,7 @@ pub(crate) fn ItemPage() -> impl IntoView {
 }
 
 /// Starts the action and goes to its job page; shared by every dialog.
-fn start_action() -> ServerAction<StartAction> {
+pub(crate) fn start_action() -> ServerAction<StartAction> {
     let act = ServerAction::<StartAction>::new();
     let navigate = use_navigate();
     Effect::new(move |_| {
@@ -145,7 +153,7 @@ fn start_action() -> ServerAction<StartAction> {
     act
 }
 
-fn reason_field(reason: RwSignal<String>) -> impl IntoView {
+pub(crate) fn reason_field(reason: RwSignal<String>) -> impl IntoView {
     view! {
         <label class="block">"Reason (recorded in the audit log)"
             <textarea name="reason" rows="2" required=true placeholder="e.g. datacenter power restored; change CHG-1234"
@@ -154,7 +162,7 @@ fn reason_field(reason: RwSignal<String>) -> impl IntoView {
     }
 }
 
-fn dry_run_view(v: DryRunView) -> impl IntoView {
+pub(crate) fn dry_run_view(v: DryRunView) -> impl IntoView {
     view! {
         <section class="dry-run" data-testid="dry-run" aria-live="polite">
             <h3>{if v.allowed { "Dry run: every check passed" } else { "Dry run: refused" }}</h3>
@@ -181,7 +189,12 @@ fn dry_run_view(v: DryRunView) -> impl IntoView {
     }
 }
 
-fn select(label: &'static str, name: &'static str, choices: Vec<Choice>, value: RwSignal<String>) -> impl IntoView {
+pub(crate) fn select(
+    label: &'static str,
+    name: &'static str,
+    choices: Vec<Choice>,
+    value: RwSignal<String>,
+) -> impl IntoView {
     view! {
         <label class="block">{label}
             <select name=name on:change=move |ev| value.set(event_target_value(&ev)) prop:value=move || value.get()>
@@ -217,7 +230,7 @@ fn ReprotectWizard(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
         master_target: Some(mt.get()),
         process_server: Some(ps.get()),
         datastore: Some(ds.get()),
-        point: None,
+        ..ActionInput::default()
     };
     let hosts = opts.master_target_hosts.clone();
     let all_ds = opts.datastores.clone();
@@ -265,6 +278,7 @@ fn ReprotectWizard(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
 #[component]
 fn FailoverDialog(open: RwSignal<bool>, d: ItemDetail, op: &'static str) -> impl IntoView {
     let change = op == "change-recovery-point";
+    let drill = d.drill.clone().filter(|_| !change);
     let choice = RwSignal::new("latest-processed".to_owned());
     let specific = RwSignal::new(String::new());
     let ack = RwSignal::new(false);
@@ -289,6 +303,7 @@ fn FailoverDialog(open: RwSignal<bool>, d: ItemDetail, op: &'static str) -> impl
         <Modal open=open title=format!("{}: {}", if change { "Change recovery point" } else { "Confirm failover" }, d.row.name) id=format!("{op}-dialog")>
             <p class="direction" data-testid="direction">"Failover direction: "<strong>"from Azure → on-premises"</strong>
                 {if change { " (the failback is not committed yet: the on-premises VM restarts from another point)." } else { " (unplanned failover of the failback)." }}</p>
+            {drill.map(|l| view! { <p class="warning" data-testid="drill-first">{format!("A test failover exists: its VM {} on network {} is powered off and deleted first, as the failover's first tasks. Its report stays.", l.vm, l.network)}</p> })}
             <fieldset>
                 <legend>"Recovery point"</legend>
                 {d.choices.iter().map(|c| {
@@ -346,7 +361,11 @@ fn ConfirmDialog(
     title: &'static str,
     #[prop(into)] warning: String,
     confirm: &'static str,
+    /// A notes field for the drill's report (the cleanup of a test failover).
+    #[prop(optional)]
+    notes: bool,
 ) -> impl IntoView {
+    let note = RwSignal::new(String::new());
     let reason = RwSignal::new(String::new());
     let key = RwSignal::new(String::new());
     let ps = RwSignal::new(String::new());
@@ -355,7 +374,11 @@ fn ConfirmDialog(
     let id = d.row.id.clone();
     let id2 = id.clone();
     let needs_ps = op == "reprotect-to-cloud";
-    let input = move || ActionInput { process_server: needs_ps.then(|| ps.get()), ..ActionInput::default() };
+    let input = move || ActionInput {
+        process_server: needs_ps.then(|| ps.get()),
+        notes: notes.then(|| note.get()),
+        ..ActionInput::default()
+    };
     Effect::new(move |_| {
         if open.get() {
             key.set(new_key());
@@ -367,6 +390,12 @@ fn ConfirmDialog(
         <Modal open=open title=format!("{title}: {}", d.row.name) id=format!("{op}-dialog")>
             <p class="warning" data-testid="warning">{warning}</p>
             {needs_ps.then(|| select("Process server (on-premises, sends data to Azure)", "process_server", choices.clone(), ps))}
+            {notes.then(|| view! {
+                <label class="block">"Notes for the drill report: what worked, what did not"
+                    <textarea name="notes" rows="3" maxlength="4000" placeholder="e.g. the application answered on the isolated network; logins worked"
+                        prop:value=move || note.get() on:input=move |ev| note.set(event_target_value(&ev))></textarea>
+                </label>
+            })}
             {move || dry.value().get().map(|r| match r { Ok(v) => dry_run_view(v).into_any(), Err(e) => portal_error(&e) })}
             {reason_field(reason)}
             {move || act.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}

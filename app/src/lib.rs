@@ -13,6 +13,7 @@
 mod accounts;
 pub mod actions;
 pub mod data;
+mod drills;
 mod item;
 pub mod model;
 mod pages;
@@ -96,6 +97,7 @@ pub fn App() -> impl IntoView {
                         <li><A href="/replicated-items">"Replicated items"</A></li>
                         <li><A href="/recovery-plans">"Recovery plans"</A></li>
                         <li><A href="/jobs">"Jobs"</A></li>
+                        <li><A href="/drills">"Drills"</A></li>
                         <li><A href="/infrastructure">"Site Recovery infrastructure"</A></li>
                         <li><A href="/audit">"Audit log"</A></li>
                         <li><A href="/accounts">"Accounts"</A></li>
@@ -112,6 +114,8 @@ pub fn App() -> impl IntoView {
                             <Route path=path!("/jobs") view=pages::Jobs/>
                             <Route path=path!("/jobs/:id") view=pages::JobPage/>
                             <Route path=path!("/infrastructure") view=pages::Infrastructure/>
+                            <Route path=path!("/drills") view=drills::DrillsPage/>
+                            <Route path=path!("/drills/:id") view=drills::DrillReportPage/>
                             <Route path=path!("/audit") view=pages::Audit/>
                             <Route path=path!("/accounts") view=accounts::AccountsPage/>
                             <Route path=path!("/login") view=pages::Login/>

@@ -67,6 +67,9 @@ pub struct Me {
     pub may_administer: bool,
     /// The sentence shown where an operation is not offered to this role.
     pub operate_denied: Option<String>,
+    /// Test failovers (drills): a Drill operator's, an Operator's and an Administrator's.
+    pub may_drill: bool,
+    pub drill_denied: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -177,6 +180,52 @@ pub struct ItemDetail {
     /// sent, seconds elapsed) when the worker has reported it, and the dry run's bytes to move and ETA (from the
     /// process server's rate).
     pub initial_sync: Option<InitialSync>,
+    /// The test failover whose VM exists now.
+    pub drill: Option<DrillRow>,
+    /// The networks a test VM may join: the isolated ones enabled, production ones disabled with the reason.
+    pub networks: Vec<Choice>,
+    /// The item's last drills, newest first.
+    pub drills: Vec<DrillRow>,
+}
+
+/// A drill (test failover) as its report shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DrillRow {
+    pub id: String,
+    pub item: String,
+    pub item_name: String,
+    pub vm: String,
+    pub host: String,
+    pub network: String,
+    pub point_id: String,
+    pub point_kind: String,
+    pub point_time: u64,
+    pub point_age_ms: u64,
+    pub started_at: u64,
+    pub time_to_power_on_ms: Option<u64>,
+    pub checks: Vec<DrillCheckRow>,
+    pub cleaned_at: Option<u64>,
+    pub cleanup_job: Option<String>,
+    pub notes: Option<String>,
+    pub started_by: Option<String>,
+    pub cleaned_by: Option<String>,
+    /// `running`, `checks-failed`, `not-running` or `cleaned-up` (the badge's class).
+    pub status: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DrillCheckRow {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// A network of the primary site and whether drills may use it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetworkRow {
+    pub name: String,
+    pub isolated: bool,
+    pub vcenter: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -197,6 +246,12 @@ pub struct ActionInput {
     pub datastore: Option<String>,
     /// `latest-processed`, `latest`, `latest-app-consistent` or a point id.
     pub point: Option<String>,
+    /// Test failover: the isolated network.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Test failover cleanup: the operator's notes for the drill report.
+    #[serde(default)]
+    pub notes: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -280,6 +335,7 @@ pub struct Section {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InfraView {
     pub sections: Vec<Section>,
+    pub networks: Vec<NetworkRow>,
     pub datastores: Vec<String>,
     pub items: Vec<String>,
     pub vcenter_connected: bool,
@@ -405,4 +461,8 @@ pub struct OverviewData {
     /// (item, [(minutes ago, RPO seconds)]) for replicating items, at most 12 items.
     pub rpo: Vec<(String, Vec<(u32, u64)>)>,
     pub rpo_window_min: u32,
+    /// The newest drill: its id, the item's name, when it started.
+    pub last_drill: Option<(String, String, u64)>,
+    /// When the overview was made, for "N days ago".
+    pub now: u64,
 }

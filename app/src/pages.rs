@@ -104,6 +104,10 @@ pub(crate) fn Overview() -> impl IntoView {
                             </ul>
                         </section>
                     </div>
+                    <p data-testid="last-drill">{match d.last_drill.clone() {
+                        Some((id, item, at)) => view! { "Last drill: "<a href=format!("/drills/{id}")>{format!("{item}, {} ago", fmt_duration(d.now.saturating_sub(at)))}</a>"." }.into_any(),
+                        None => view! { "No drill yet: a test failover proves a failback works without touching production." }.into_any(),
+                    }}</p>
                     <section class="panel" aria-labelledby="running-h">
                         <h2 id="running-h">"Running jobs"</h2>
                         {if d.running.is_empty() {
@@ -250,7 +254,10 @@ pub(crate) fn why_not(r: &ItemRow, op: &str, me: Option<&Me>) -> Option<String> 
     if !rules.is_empty() {
         return Some(rules.join("\n"));
     }
+    let drill = matches!(op, "test-failover" | "cleanup-test-failover");
     match me {
+        Some(m) if drill && m.may_drill => None,
+        Some(m) if drill => Some(m.drill_denied.clone().unwrap_or_default()),
         Some(m) if m.may_operate => None,
         Some(m) => Some(m.operate_denied.clone().unwrap_or_default()),
         None => Some("Sign in to act on replicated items.".into()),
@@ -258,7 +265,7 @@ pub(crate) fn why_not(r: &ItemRow, op: &str, me: Option<&Me>) -> Option<String> 
 }
 
 /// Every operation of a replicated item, in the order of its lifecycle; the toolbar and the row menu offer these.
-pub(crate) const ITEM_OPERATIONS: [&str; 8] = [
+pub(crate) const ITEM_OPERATIONS: [&str; 10] = [
     "reprotect",
     "failover",
     "change-recovery-point",
@@ -267,6 +274,8 @@ pub(crate) const ITEM_OPERATIONS: [&str; 8] = [
     "reprotect-to-cloud",
     "failover-to-cloud",
     "commit-in-cloud",
+    "test-failover",
+    "cleanup-test-failover",
 ];
 
 pub(crate) fn op_label(op: &str) -> &'static str {
@@ -279,6 +288,8 @@ pub(crate) fn op_label(op: &str) -> &'static str {
         "reprotect-to-cloud" => "Re-protect to Azure",
         "failover-to-cloud" => "Failover to Azure",
         "commit-in-cloud" => "Commit in Azure",
+        "test-failover" => "Test failover",
+        "cleanup-test-failover" => "Clean up test failover",
         _ => "Operation",
     }
 }
@@ -569,7 +580,7 @@ pub(crate) fn Jobs() -> impl IntoView {
             <label>"Item "<input type="text" name="item" value=move || item.get() size="10"/></label>
             <label>"Plan "<input type="text" name="plan" value=move || plan.get() size="10"/></label>
             <label>"State "{select("state", state, &[("", "any"), ("not-started", "not started"), ("in-progress", "in progress"), ("suspended", "suspended"), ("succeeded", "succeeded"), ("failed", "failed"), ("cancelled", "cancelled")])}</label>
-            <label>"Type "{select("kind", kind, &[("", "any"), ("reprotect", "reprotect"), ("failover", "failover"), ("commit", "commit"), ("cancel-failover", "cancel failover"), ("change-recovery-point", "change recovery point"), ("reprotect-to-cloud", "re-protect to Azure"), ("failover-to-cloud", "failover to Azure"), ("commit-in-cloud", "commit in Azure"), ("plan-failover", "plan failover")])}</label>
+            <label>"Type "{select("kind", kind, &[("", "any"), ("reprotect", "reprotect"), ("failover", "failover"), ("commit", "commit"), ("cancel-failover", "cancel failover"), ("change-recovery-point", "change recovery point"), ("reprotect-to-cloud", "re-protect to Azure"), ("failover-to-cloud", "failover to Azure"), ("commit-in-cloud", "commit in Azure"), ("test-failover", "test failover"), ("cleanup-test-failover", "test failover cleanup"), ("plan-failover", "plan failover")])}</label>
             <label>"Time "{select("since", since, &[("", "all time"), ("1h", "last hour"), ("24h", "last 24 hours"), ("7d", "last 7 days")])}</label>
             <button type="submit">"Apply"</button>
             <a href="/jobs">"Clear"</a>
@@ -753,6 +764,7 @@ pub(crate) fn Infrastructure() -> impl IntoView {
                             </table></div>
                         </section>
                     }).collect_view()}
+                    <crate::drills::NetworksPanel networks=i.networks.clone() admin=admin changed=Callback::new(move |()| infra.refetch())/>
                     <ConnectionsPanel admin=admin/>
                     <AgentsPanel admin=admin/>
                     <section class="panel" aria-labelledby="faults-h">

@@ -63,7 +63,7 @@ impl Actor<'_> {
         }
     }
 
-    /// Starts `op` on an item (Operator or Administrator).
+    /// Starts `op` on an item (Operator or Administrator; a drill, a Drill operator too).
     pub async fn item_action(
         &self,
         id: &str,
@@ -72,7 +72,8 @@ impl Actor<'_> {
         key: &str,
         reason: Option<&str>,
     ) -> Result<Job, ActError> {
-        let result = match self.user.role.may(Permission::Operate) {
+        let needs = if op.is_drill() { Permission::TestFailover } else { Permission::Operate };
+        let result = match self.user.role.may(needs) {
             Ok(()) => self.service.start(id, op, req, key).await.map_err(ActError::from),
             Err(d) => Err(d.into()),
         };
@@ -187,6 +188,13 @@ impl Actor<'_> {
         let now = (self.service.clock)();
         let change = async { Ok(connections.add(new, &self.user.name, now).await?) };
         self.administer("connection-add", &target, detail, change).await
+    }
+
+    /// Marks a network of the primary site isolated (drills may use it) or production (Administrator).
+    pub async fn set_network_isolation(&self, name: &str, isolated: bool) -> Result<crate::domain::Network, ActError> {
+        let detail = if isolated { "marked isolated: test failovers may use it" } else { "marked production" };
+        let change = self.service.set_network_isolation(name, isolated);
+        self.administer("network-isolation", name, detail.into(), change).await
     }
 
     /// Checks a site connection again and keeps what its API reports (Administrator).

@@ -141,6 +141,10 @@ fn inventory() -> Inventory {
             ProcessServer { id: "ps-azure-01".into(), site: Site::Recovery, bandwidth_bytes_per_s: 50 << 20 },
             ProcessServer { id: "cs-01".into(), site: Site::Primary, bandwidth_bytes_per_s: 50 << 20 },
         ],
+        networks: vec![
+            Network { id: "VM Network".into(), isolated: false, vcenter: Some("vcenter-01".into()) },
+            Network { id: "drill-isolated".into(), isolated: true, vcenter: Some("vcenter-01".into()) },
+        ],
     }
 }
 
@@ -218,6 +222,7 @@ pub fn seed(estate: &Estate) -> Result<EstateDoc, EstateError> {
             booted_at: None,
             agent_registered: true,
             last_failure: None,
+            drill: None,
             disk_bytes: DISK_BYTES,
         };
         items.push(ItemRecord {
@@ -308,6 +313,7 @@ pub fn add_fleet(estate: &Estate, doc: &mut EstateDoc, n: usize) -> Result<(), E
                 booted_at: None,
                 agent_registered: true,
                 last_failure: None,
+                drill: None,
                 disk_bytes: FLEET_DISK_BYTES,
             },
             cloud_disks: vec![cloud_rel],

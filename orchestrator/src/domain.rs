@@ -217,6 +217,25 @@ pub struct ReplicatedItem {
     /// The last job on the item that failed, until the next one starts or succeeds: what happened and what to do.
     #[serde(default)]
     pub last_failure: Option<JobFailure>,
+    /// The test failover whose VM exists now, until it is cleaned up (a real failover cleans it up first).
+    #[serde(default)]
+    pub drill: Option<LiveDrill>,
+}
+
+/// A test failover's VM on the primary site, while it exists: a copy of the item at a recovery point, on an
+/// isolated network, beside the replication that goes on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveDrill {
+    /// The test failover's job id; the drill report's link.
+    pub id: String,
+    /// The test VM's name.
+    pub vm: String,
+    pub host: String,
+    pub network: String,
+    pub point: RecoveryPoint,
+    pub started_at: Millis,
+    /// The test VM's disks (relative to the estate root, or absolute in a connected vCenter's datastore).
+    pub disks: Vec<String>,
 }
 
 /// A failed job as its item shows it.
@@ -232,6 +251,17 @@ pub struct JobFailure {
     pub at: Millis,
 }
 
+/// A VM network of the primary site. Drills run only on networks an Administrator marked isolated: a test VM is a
+/// second copy of a production machine, with its name and addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub isolated: bool,
+    /// The connected vCenter that reports it; none for the local estate's.
+    #[serde(default)]
+    pub vcenter: Option<String>,
+}
+
 /// The estate around the items.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inventory {
@@ -241,6 +271,8 @@ pub struct Inventory {
     pub datastores: Vec<Datastore>,
     pub master_targets: Vec<MasterTarget>,
     pub process_servers: Vec<ProcessServer>,
+    #[serde(default)]
+    pub networks: Vec<Network>,
 }
 
 impl Inventory {
@@ -255,6 +287,9 @@ impl Inventory {
     }
     pub fn master_target(&self, id: &str) -> Option<&MasterTarget> {
         self.master_targets.iter().find(|m| m.id == id)
+    }
+    pub fn network(&self, id: &str) -> Option<&Network> {
+        self.networks.iter().find(|n| n.id == id)
     }
     pub fn process_server(&self, id: &str) -> Option<&ProcessServer> {
         self.process_servers.iter().find(|p| p.id == id)

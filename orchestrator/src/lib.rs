@@ -21,8 +21,8 @@
 //! inputs; the job runtime around this crate reads the estate, calls the replicator and persists jobs. Every rule is
 //! therefore a fast table-driven test. Around them the runtime does the IO: [`db`] (SQLite or PostgreSQL, the one
 //! place they differ), [`jobs`] (the durable job engine), [`estate`], [`accounts`], [`service`] (the facade),
-//! [`workflows`] (the steps), [`worker`] (the node's workers, heartbeats, supervision) and [`replication`]
-//! (continuous replication beside the jobs).
+//! [`workflows`] (the steps; a drill's in `drill_steps`), [`drills`] (drill reports), [`worker`] (the node's
+//! workers, heartbeats, supervision) and [`replication`] (continuous replication beside the jobs).
 
 pub mod access;
 pub mod accounts;
@@ -35,6 +35,8 @@ pub mod connectors;
 pub mod db;
 pub mod demo;
 pub mod domain;
+mod drill_steps;
+pub mod drills;
 pub mod estate;
 pub mod jobs;
 pub mod lifecycle;

@@ -40,9 +40,14 @@ pub enum Operation {
     ChangeRecoveryPoint,
     /// Primary → recovery replication after commit (R-W4).
     ReprotectToCloud,
+    /// A drill: a copy of the VM on the primary site from a recovery point, on an isolated network; the cloud VM
+    /// and replication go on.
+    TestFailover,
+    /// Removes the drill's VM and records the operator's notes.
+    CleanupTestFailover,
 }
 
-pub const OPERATIONS: [Operation; 8] = [
+pub const OPERATIONS: [Operation; 10] = [
     Operation::FailoverToCloud,
     Operation::CommitInCloud,
     Operation::Reprotect,
@@ -51,7 +56,16 @@ pub const OPERATIONS: [Operation; 8] = [
     Operation::CancelFailover,
     Operation::ChangeRecoveryPoint,
     Operation::ReprotectToCloud,
+    Operation::TestFailover,
+    Operation::CleanupTestFailover,
 ];
+
+impl Operation {
+    /// A drill leaves the item's state and its replication alone; only the Drill operator's permission is needed.
+    pub fn is_drill(self) -> bool {
+        matches!(self, Operation::TestFailover | Operation::CleanupTestFailover)
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -95,6 +109,10 @@ pub fn next(state: State, event: Event) -> Result<State, InvalidTransition> {
         (S::CommittedOnPrimary, Started(O::ReprotectToCloud)) => S::ReprotectToCloudInProgress,
         (S::ReprotectToCloudInProgress, Succeeded(O::ReprotectToCloud)) => S::ProtectedToCloud,
         (S::ReprotectToCloudInProgress, Failed(O::ReprotectToCloud)) => S::CommittedOnPrimary,
+        // Drills run beside the replication to on-premises: the item stays protected whatever they do.
+        (S::ProtectedToPrimary, Started(O::TestFailover | O::CleanupTestFailover)) => S::ProtectedToPrimary,
+        (S::ProtectedToPrimary, Succeeded(O::TestFailover | O::CleanupTestFailover)) => S::ProtectedToPrimary,
+        (S::ProtectedToPrimary, Failed(O::TestFailover | O::CleanupTestFailover)) => S::ProtectedToPrimary,
         _ => return Err(InvalidTransition { state, event }),
     };
     Ok(to)
@@ -131,7 +149,7 @@ pub fn required_state(op: Operation) -> State {
         Operation::FailoverToCloud => State::ProtectedToCloud,
         Operation::CommitInCloud => State::FailedOverToCloud,
         Operation::Reprotect => State::CommittedInCloud,
-        Operation::Failover => State::ProtectedToPrimary,
+        Operation::Failover | Operation::TestFailover | Operation::CleanupTestFailover => State::ProtectedToPrimary,
         Operation::Commit | Operation::CancelFailover | Operation::ChangeRecoveryPoint => {
             State::FailedBackCommitPending
         }
@@ -143,7 +161,7 @@ pub fn required_state(op: Operation) -> State {
 fn lifecycle_rule(op: Operation) -> &'static str {
     match op {
         Operation::Reprotect => "R-W1",
-        Operation::Failover => "R-W2",
+        Operation::Failover | Operation::TestFailover | Operation::CleanupTestFailover => "R-W2",
         Operation::Commit | Operation::CancelFailover | Operation::ChangeRecoveryPoint => "R-W3",
         // R-W4: once re-protected, the VM "can be failed over again".
         Operation::ReprotectToCloud | Operation::FailoverToCloud | Operation::CommitInCloud => "R-W4",
@@ -161,10 +179,12 @@ pub fn operation_words(op: Operation) -> &'static str {
         Operation::CancelFailover => "cancel failover",
         Operation::ChangeRecoveryPoint => "change recovery point",
         Operation::ReprotectToCloud => "re-protect to the cloud",
+        Operation::TestFailover => "test failover",
+        Operation::CleanupTestFailover => "test failover cleanup",
     }
 }
 
-fn state_words(s: State) -> &'static str {
+pub fn state_words(s: State) -> &'static str {
     match s {
         State::ProtectedToCloud => "protected to the cloud",
         State::FailoverToCloudInProgress => "failing over to the cloud",
@@ -194,6 +214,10 @@ fn state_check(item: &ReplicatedItem, op: Operation) -> Check {
         Operation::ReprotectToCloud => "Commit the failback first; then re-protect the item to the cloud.",
         Operation::FailoverToCloud => "Re-protect the item to the cloud first and wait for its first recovery point.",
         Operation::CommitInCloud => "Fail the item over to the cloud first; then commit.",
+        Operation::TestFailover | Operation::CleanupTestFailover => {
+            "Reprotect the item to on-premises first and wait until it is protected; drills run from its recovery \
+             points."
+        }
     };
     Err(Refusal::new(
         lifecycle_rule(op),
@@ -217,6 +241,12 @@ pub struct Request {
     pub process_server: Option<String>,
     pub datastore: Option<String>,
     pub point: Option<PointChoice>,
+    /// Test failover: the isolated network the test VM joins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Test failover cleanup: what the drill showed, for its report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
 }
 
 /// What the runtime knows around a decision: the clock and the job in flight.
@@ -276,6 +306,11 @@ pub enum Step {
     ShutDownOnPremForCloud,
     CreateCloudVm,
     CommitInCloud,
+    CreateTestVm,
+    PowerOnTestVm,
+    CheckTestVm,
+    RemoveTestVm,
+    RecordCleanup,
 }
 
 impl Step {
@@ -356,7 +391,9 @@ pub fn moves_disks(op: Operation) -> bool {
         | Operation::CancelFailover
         | Operation::ChangeRecoveryPoint
         | Operation::FailoverToCloud
-        | Operation::CommitInCloud => false,
+        | Operation::CommitInCloud
+        | Operation::TestFailover
+        | Operation::CleanupTestFailover => false,
     }
 }
 
@@ -434,6 +471,21 @@ pub fn dry_run(
         Operation::FailoverToCloud => failover_to_cloud(item, req, &mut c, &mut plan),
         Operation::CommitInCloud => {
             plan.tasks = vec![t(Step::CommitInCloud, "Commit the failover: delete the cloud replication disks")]
+        }
+        Operation::TestFailover => test_failover(item, inv, req, &mut c, &mut plan),
+        Operation::CleanupTestFailover => {
+            match &item.drill {
+                None => {
+                    c.add("a test failover exists", "DR-3", Err(no_drill(item)));
+                    plan.tasks = cleanup_tasks(&test_vm_name(item));
+                }
+                Some(d) => {
+                    c.add("a test failover exists", "DR-3", Ok(()));
+                    plan.tasks = cleanup_tasks(&d.vm);
+                    plan.target_host = Some(d.host.clone());
+                }
+            }
+            c.add("notes are short", "DR-4", notes_check(req.notes.as_deref()));
         }
     }
     plan.checks = c.0;
@@ -650,6 +702,10 @@ fn failover(item: &ReplicatedItem, inv: &Inventory, req: &Request, c: &mut Check
     let choice = req.point.clone().unwrap_or(PointChoice::LatestProcessed);
     choose_point(item, &choice, c, plan);
     let mut tasks = Vec::new();
+    if let (Operation::Failover, Some(d)) = (op, &item.drill) {
+        // A drill does not hold a real failover back: its VM goes first, as the confirmation says.
+        tasks.extend(cleanup_tasks(&d.vm));
+    }
     if op == Operation::Failover {
         tasks.push(t(Step::ShutDownCloudVm, "Shut down the cloud VM"));
         if choice == PointChoice::Latest {
@@ -667,6 +723,128 @@ fn failover(item: &ReplicatedItem, inv: &Inventory, req: &Request, c: &mut Check
     tasks.push(t(Step::VmwareTools, tools_task_back(item)));
     tasks.push(t(Step::PowerOnOnPrem, "Power on the on-premises VM"));
     plan.tasks = tasks;
+}
+
+/// The test VM's name beside the production VM's.
+pub fn test_vm_name(item: &ReplicatedItem) -> String {
+    format!("{}-test", item.name)
+}
+
+fn no_drill(item: &ReplicatedItem) -> Refusal {
+    Refusal::new(
+        "DR-3",
+        format!("{} has no test failover to clean up.", item.name),
+        "Run a test failover first; its cleanup removes the test VM.",
+    )
+}
+
+/// What the operator writes at cleanup goes into the drill's report: plain text of reasonable length.
+fn notes_check(notes: Option<&str>) -> Check {
+    match notes {
+        Some(n) if n.chars().count() > 4000 => Err(Refusal::new(
+            "DR-4",
+            format!("The notes have {} characters; a drill report keeps at most 4000.", n.chars().count()),
+            "Shorten the notes, or link a longer document from them.",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn cleanup_tasks(vm: &str) -> Vec<PlannedTask> {
+    vec![
+        t(Step::RemoveTestVm, format!("Power off and delete test VM {vm} and its disks")),
+        t(Step::RecordCleanup, "Record the drill's cleanup and notes"),
+    ]
+}
+
+/// A drill: the VM's copy on the primary site from a recovery point, on a network marked isolated, while the cloud
+/// VM keeps running and replication goes on.
+fn test_failover(item: &ReplicatedItem, inv: &Inventory, req: &Request, c: &mut Checks, plan: &mut Plan) {
+    if let Some(d) = &item.drill {
+        c.add(
+            "no test failover exists",
+            "DR-3",
+            Err(Refusal::new(
+                "DR-3",
+                format!(
+                    "{} has a test failover since {} (VM {} on network {}).",
+                    item.name,
+                    utc_text(d.started_at),
+                    d.vm,
+                    d.network
+                ),
+                "Clean up that test failover first; then start another.",
+            )),
+        );
+    }
+    match req.network.as_deref().map(|n| (n, inv.network(n))) {
+        None => {
+            let isolated: Vec<&str> = inv.networks.iter().filter(|n| n.isolated).map(|n| n.id.as_str()).collect();
+            c.add(
+                "isolated network chosen",
+                "DR-1",
+                Err(Refusal::new(
+                    "DR-1",
+                    "A test failover needs the network its VM joins.",
+                    if isolated.is_empty() {
+                        "Ask an Administrator to mark a network isolated on the Infrastructure page, then choose it."
+                            .to_owned()
+                    } else {
+                        format!("Choose an isolated network: {}.", isolated.join(", "))
+                    },
+                )),
+            )
+        }
+        Some((n, None)) => c.add(
+            "isolated network chosen",
+            "DR-1",
+            Err(Refusal::new(
+                "DR-1",
+                format!("There is no network {n} on the primary site."),
+                "Choose a network from the Infrastructure page.",
+            )),
+        ),
+        Some((n, Some(net))) if !net.isolated => c.add(
+            "isolated network chosen",
+            "DR-1",
+            Err(Refusal::new(
+                "DR-1",
+                format!(
+                    "Network {n} is a production network: a second {} there would answer for the real one.",
+                    item.name
+                ),
+                "Choose a network marked isolated, or ask an Administrator to mark one isolated on the \
+                 Infrastructure page.",
+            )),
+        ),
+        Some(_) => c.add("isolated network chosen", "DR-1", Ok(())),
+    }
+    let vm = item.onprem.as_ref();
+    let host = vm.and_then(|v| inv.host(&v.host));
+    if let Some(h) = host {
+        c.add("vCenter connected", "R-C4", rules::r_c4_vcenter_connected(inv, h));
+        plan.target_host = Some(h.id.clone());
+    }
+    let ds = vm.and_then(|v| v.disks.first()).map(|d| d.datastore.clone());
+    if let Some(d) = ds.as_deref().and_then(|d| inv.datastore(d)) {
+        c.add("room on the datastore", "R-L8", rules::datastore_has_room(d, item.disk_bytes));
+    }
+    plan.target_datastore = ds;
+    let choice = req.point.clone().unwrap_or(PointChoice::LatestProcessed);
+    choose_point(item, &choice, c, plan);
+    let name = test_vm_name(item);
+    plan.tasks = vec![
+        t(
+            Step::CreateTestVm,
+            format!(
+                "Create test VM {name} from recovery point {} on network {}",
+                plan.point.as_ref().map_or("?".to_owned(), |p| p.id.clone()),
+                req.network.as_deref().unwrap_or("?")
+            ),
+        ),
+        t(Step::PowerOnTestVm, format!("Power on test VM {name}")),
+        t(Step::CheckTestVm, "Check the test VM: its disks are the point's, its network is isolated, it runs"),
+    ];
 }
 
 /// The recovery point `choice` picks (R-RP3 when none), and the writes it loses against the newest (R-RP4).
@@ -738,6 +916,14 @@ pub fn allowed_operations(item: &ReplicatedItem, inv: &Inventory, ctx: &Context)
                     refusals = plan.refusals();
                 }
                 Operation::ReprotectToCloud => push(rules::r_a1_agent_registered(item, ctx.now)),
+                Operation::TestFailover => {
+                    if item.drill.is_some() || item.recovery_points.is_empty() {
+                        let plan = dry_run(item, inv, op, &Request::default(), ctx, &DataEstimate::default());
+                        // The network is the dialog's choice; what the item itself allows is the rest.
+                        refusals = plan.refusals().into_iter().filter(|r| r.rule != "DR-1").collect();
+                    }
+                }
+                Operation::CleanupTestFailover if item.drill.is_none() => push(Err(no_drill(item))),
                 _ => {}
             }
             refusals.dedup();

@@ -75,6 +75,14 @@ pub fn overlay(inv: &mut Inventory, name: &str, view: &InventoryView, connected:
         free_bytes: d.free_bytes,
     }));
 
+    // vCenter's networks, each isolated only when an Administrator marked it so (the mark is the estate's).
+    for n in &view.networks {
+        match inv.networks.iter_mut().find(|e| &e.id == n) {
+            Some(e) => e.vcenter = Some(name.to_owned()),
+            None => inv.networks.push(Network { id: n.clone(), isolated: false, vcenter: Some(name.to_owned()) }),
+        }
+    }
+
     for mt in &mut inv.master_targets {
         if let Some(vm) = view.vms.iter().find(|v| v.name == mt.id) {
             mt.host = vm.host.clone().unwrap_or_default();
@@ -238,6 +246,7 @@ impl VcenterSite {
         host: &str,
         datastore: &str,
         sizes: &[u64],
+        network: Option<&str>,
     ) -> Result<CreatedVm, TaskFailure> {
         let op = "create the VM";
         let inv = self.inventory(op).await?;
@@ -276,7 +285,7 @@ impl VcenterSite {
                     ),
                 ));
             }
-            let new = NewVm { name, host, datastore, guest_id: guest_id(os), cpus: 2, memory_mb: 4096 };
+            let new = NewVm { name, host, datastore, guest_id: guest_id(os), cpus: 2, memory_mb: 4096, network };
             self.vc.create_vm(&new).await.map_err(connector(&self.name, op))?;
         }
         std::fs::create_dir_all(&vm_folder).map_err(|e| {
@@ -296,6 +305,22 @@ impl VcenterSite {
             disks.push(path);
         }
         Ok(CreatedVm { name: name.to_owned(), disks })
+    }
+
+    /// The VM named `name` as vCenter reports it now, if it exists.
+    pub async fn find_vm(&self, name: &str, operation: &str) -> Result<Option<vsphere::Vm>, TaskFailure> {
+        Ok(self.inventory(operation).await?.vms.into_iter().find(|v| v.name == name))
+    }
+
+    /// Powers the VM off and deletes it with the files in its folder; nothing to do when it is gone already.
+    pub async fn destroy(&self, name: &str) -> Result<bool, TaskFailure> {
+        let op = "delete the VM";
+        let Some(v) = self.find_vm(name, op).await? else { return Ok(false) };
+        if v.power != PowerState::Off {
+            self.vc.power_off(&v.id).await.map_err(connector(&self.name, op))?;
+        }
+        self.vc.destroy_vm(&v.id).await.map_err(connector(&self.name, op))?;
+        Ok(true)
     }
 
     /// Powers the VM on or off; nothing to do when it already is.
@@ -420,6 +445,7 @@ mod tests {
                 snapshots: 0,
             }],
             process_servers: vec![],
+            networks: vec![],
         }
     }
 
@@ -477,6 +503,7 @@ mod tests {
                 agent_registered: true,
                 disk_bytes: 16 << 20,
                 last_failure: None,
+                drill: None,
             },
             cloud_disks: vec!["recovery/web01/disk0.vhd".into()],
             onprem_disks,

@@ -30,6 +30,9 @@ pub enum ServiceError {
     Connection(#[from] crate::connections::ConnectionError),
     #[error(transparent)]
     Account(#[from] crate::accounts::AccountError),
+    /// Something named that the vault does not have (a network, a drill), in words.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// Task step prefix of a recovery plan's per-item failover tasks.
@@ -112,6 +115,11 @@ impl Service {
         Ok(doc)
     }
 
+    /// The drills' records (their reports).
+    pub fn drills(&self) -> crate::drills::Drills {
+        crate::drills::Drills::new(self.estate.db.clone())
+    }
+
     pub async fn context(&self, item: &str) -> Result<Context, ServiceError> {
         Ok(Context { now: (self.clock)(), active_job: self.jobs.active_job_for_item(item).await? })
     }
@@ -171,6 +179,31 @@ impl Service {
             matched += 1;
         }
         Ok((page, matched))
+    }
+
+    /// Marks a network of the primary site (the estate's or a connected vCenter's) isolated, where drills may put
+    /// their VMs, or production.
+    pub async fn set_network_isolation(&self, name: &str, isolated: bool) -> Result<Network, ServiceError> {
+        let doc = self.doc().await?;
+        let Some(found) = doc.inventory.network(name).cloned() else {
+            let known: Vec<&str> = doc.inventory.networks.iter().map(|n| n.id.as_str()).collect();
+            return Err(ServiceError::NotFound(format!(
+                "There is no network {name:?} on the primary site; it has {}.",
+                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            )));
+        };
+        let marked = Network { isolated, ..found };
+        let keep = marked.clone();
+        self.estate
+            .update(move |doc| {
+                match doc.inventory.networks.iter_mut().find(|n| n.id == keep.id) {
+                    Some(n) => n.isolated = keep.isolated,
+                    None => doc.inventory.networks.push(keep),
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(marked)
     }
 
     /// Applies fault knobs to the estate; names an unknown item or datastore.
@@ -457,7 +490,9 @@ impl Service {
                 if let Ok(req) = serde_json::from_str::<JobRequest>(&job.request) {
                     let doc = self.doc().await?;
                     let Some(rec) = doc.items.iter().find(|r| r.item.id == req.item) else { continue };
-                    let in_progress = lifecycle::next(rec.item.state, Event::Succeeded(req.operation)).is_ok();
+                    // A drill leaves the state as it was: nothing of it can be left "in progress".
+                    let in_progress = !req.operation.is_drill()
+                        && lifecycle::next(rec.item.state, Event::Succeeded(req.operation)).is_ok();
                     let newer_active = self.jobs.active_job_for_item(&req.item).await?.is_some();
                     if in_progress && !newer_active {
                         self.settle(&job, job.state).await?;

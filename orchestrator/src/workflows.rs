@@ -120,7 +120,7 @@ impl<'a> Workflows<'a> {
 }
 
 impl Workflows<'_> {
-    async fn update(
+    pub(crate) async fn update(
         &self,
         item: &str,
         f: impl FnOnce(&mut ItemRecord, &Inventory) -> Result<(), TaskFailure>,
@@ -139,7 +139,7 @@ impl Workflows<'_> {
         failure.map_or(Ok(()), Err)
     }
 
-    async fn record(&self, item: &str) -> Result<(ItemRecord, Inventory), TaskFailure> {
+    pub(crate) async fn record(&self, item: &str) -> Result<(ItemRecord, Inventory), TaskFailure> {
         self.service.estate.item(item).await.map_err(|e| match e {
             EstateError::UnknownItem(_) => fail(format!("no item {item}"), "Refresh the item list."),
             other => TaskFailure::retryable(other.to_string(), "Check the database and the server log."),
@@ -376,7 +376,7 @@ impl TaskExecutor for Workflows<'_> {
                 .map_err(|e| fail(format!("unreadable job request: {e}"), "Start the action again."))?;
             let step = Step::parse(&task.step)
                 .ok_or_else(|| fail(format!("unknown step {}", task.step), "Start the action again."))?;
-            self.exec_step(&req, step).await?
+            self.exec_step(&job.id, &req, step).await?
         };
         // The time the task spent moving disk bytes, so the rest — the orchestration's own cost — can be told.
         if let Ok(serde_json::Value::Object(mut m)) = serde_json::from_str(&out.result) {
@@ -394,7 +394,7 @@ impl TaskExecutor for Workflows<'_> {
 impl Workflows<'_> {
     /// Writes recovery point `point_id` of the disk `from` (its journal undoes the newer writes) as a new image
     /// `to`, in the format its name gives; returns the disk's size. Idempotent: a rerun after a crash starts over.
-    fn materialise(&self, from: &str, point_id: &str, to: &str, no_space: &str) -> Result<u64, TaskFailure> {
+    pub(crate) fn materialise(&self, from: &str, point_id: &str, to: &str, no_space: &str) -> Result<u64, TaskFailure> {
         let disk = replicator::DiskImage::open(&self.service.estate.path(from))
             .map_err(|e| fail(e.to_string(), format!("Check the disk {from}.")))?;
         let journal = replicator::journal::Journal::open(&disk.state_dir().join("points"))
@@ -493,7 +493,7 @@ impl Workflows<'_> {
             );
         }
         let vc = VcenterSite::open(&self.service.connections, vcenter).await?;
-        let created = vc.create_vm(&rec.item.name, rec.item.os.family, host, ds, &sizes).await;
+        let created = vc.create_vm(&rec.item.name, rec.item.os.family, host, ds, &sizes, None).await;
         vc.close().await;
         let created = created?;
         let disks: Vec<String> = created.disks.iter().map(|p| p.display().to_string()).collect();
@@ -560,7 +560,7 @@ impl Workflows<'_> {
         let mut steps = Vec::new();
         for t in sub.plan.tasks.clone() {
             let started = std::time::Instant::now();
-            match self.exec_step(&sub, t.step).await {
+            match self.exec_step(&job.id, &sub, t.step).await {
                 Ok(o) => {
                     bytes += o.bytes as u64;
                     let ms = started.elapsed().as_millis() as u64;
@@ -619,7 +619,7 @@ impl Workflows<'_> {
         Ok(outcome(0, result))
     }
 
-    async fn exec_step(&self, req: &JobRequest, step: Step) -> Result<TaskOutcome, TaskFailure> {
+    async fn exec_step(&self, job_id: &str, req: &JobRequest, step: Step) -> Result<TaskOutcome, TaskFailure> {
         let id = req.item.as_str();
         let plan = &req.plan;
         match step {
@@ -908,6 +908,11 @@ impl Workflows<'_> {
                 .await?;
                 self.power(id, Site::Recovery, true).await
             }
+            Step::CreateTestVm => self.create_test_vm(job_id, req).await,
+            Step::PowerOnTestVm => self.power_on_test_vm(id).await,
+            Step::CheckTestVm => self.check_test_vm(id).await,
+            Step::RemoveTestVm => self.remove_test_vm(id).await,
+            Step::RecordCleanup => self.record_cleanup(job_id, req).await,
             Step::CheckAgent => {
                 let now = (self.service.clock)();
                 let doc = self.service.doc().await.map_err(|e| fail(e.to_string(), "Check the estate folder."))?;

@@ -335,6 +335,8 @@ async fn a_cloud_disk_becomes_a_vm_at_an_alternate_location_in_the_simulator() {
     let inv = vc.inventory().await.unwrap();
     let host = inv.hosts[1].name.clone();
     let datastore = inv.datastores.iter().find(|d| inv.hosts[1].datastores.contains(&d.name)).unwrap().clone();
+    // Its one adapter on a network of the inventory (a test failover's isolated network).
+    let network = inv.networks.iter().find(|n| n.as_str() == "VM Network").expect("the simulator's VM Network").clone();
     let vm = vc
         .create_vm(&NewVm {
             name: "vm01-failback",
@@ -343,6 +345,7 @@ async fn a_cloud_disk_becomes_a_vm_at_an_alternate_location_in_the_simulator() {
             guest_id: "otherGuest64",
             cpus: 2,
             memory_mb: 2048,
+            network: Some(&network),
         })
         .await
         .unwrap();
@@ -368,6 +371,7 @@ async fn a_cloud_disk_becomes_a_vm_at_an_alternate_location_in_the_simulator() {
     );
     assert_eq!(created.disks.len(), 1, "{created:?}");
     assert_eq!(created.disks[0].file, file);
+    assert_eq!(created.networks, vec![network.clone()], "its adapter is on the network asked for");
 
     // A disk that is not on the datastore is refused with vCenter's fault.
     match vc.attach_disk(&vm, &format!("[{}] nowhere/missing.vmdk", datastore.name)).await {
@@ -390,6 +394,7 @@ async fn a_cloud_disk_becomes_a_vm_at_an_alternate_location_in_the_simulator() {
             guest_id: "otherGuest64",
             cpus: 1,
             memory_mb: 512,
+            network: None,
         })
         .await
         .unwrap_err();

@@ -59,6 +59,10 @@ fn inventory() -> Inventory {
             ProcessServer { id: "ps-cloud".into(), site: Site::Recovery, bandwidth_bytes_per_s: 100 << 20 },
             ProcessServer { id: "ps-onprem".into(), site: Site::Primary, bandwidth_bytes_per_s: 100 << 20 },
         ],
+        networks: vec![
+            Network { id: "prod".into(), isolated: false, vcenter: Some("vc1".into()) },
+            Network { id: "bubble".into(), isolated: true, vcenter: Some("vc1".into()) },
+        ],
     }
 }
 
@@ -107,6 +111,7 @@ fn web01() -> ReplicatedItem {
         booted_at: None,
         agent_registered: true,
         last_failure: None,
+        drill: None,
         disk_bytes: 1 << 30,
     }
 }
@@ -121,7 +126,7 @@ fn req(mt: &str, ps: &str, datastore: Option<&str>) -> Request {
         master_target: Some(mt.into()),
         process_server: Some(ps.into()),
         datastore: datastore.map(Into::into),
-        point: None,
+        ..Request::default()
     }
 }
 
@@ -646,4 +651,68 @@ fn allowed_operations_lists_only_what_the_state_allows_and_says_why_for_the_rest
 fn only_the_reprotects_dry_runs_read_the_disks() {
     let reading: Vec<Operation> = OPERATIONS.into_iter().filter(|op| moves_disks(*op)).collect();
     assert_eq!(reading, vec![Operation::Reprotect, Operation::ReprotectToCloud]);
+}
+
+/// Drills: a test failover needs the item protected to on-premises, a network marked isolated (a production or an
+/// unknown one is refused, and the refusal names the isolated ones), a recovery point; one drill at a time; its
+/// cleanup needs a drill and short notes; a real failover cleans a live drill up first; the item's state never moves.
+#[test]
+fn drills_need_an_isolated_network_run_one_at_a_time_and_never_move_the_state() {
+    use Event::*;
+    let item = in_state(web01(), State::ProtectedToPrimary);
+    let run = |item: &ReplicatedItem, op, req: &Request| {
+        dry_run(item, &inventory(), op, req, &ctx(), &DataEstimate::default())
+    };
+    let net = |n: &str| Request { network: Some(n.into()), ..Request::default() };
+    let refused = |p: &Plan| p.refusals().into_iter().map(|r| r.rule).collect::<Vec<_>>();
+
+    let p = run(&item, Operation::TestFailover, &Request::default());
+    assert_eq!(refused(&p), ["DR-1"], "{p:?}");
+    assert!(p.refusals()[0].recommended_action.contains("bubble"), "names the isolated networks: {p:?}");
+    let p = run(&item, Operation::TestFailover, &net("prod"));
+    assert_eq!(refused(&p), ["DR-1"]);
+    assert!(p.refusals()[0].message.contains("production network"), "{p:?}");
+    assert_eq!(refused(&run(&item, Operation::TestFailover, &net("nowhere"))), ["DR-1"]);
+    let p = run(&item, Operation::TestFailover, &net("bubble"));
+    assert!(p.allowed, "{p:?}");
+    let steps: Vec<Step> = p.tasks.iter().map(|t| t.step).collect();
+    assert_eq!(steps, [Step::CreateTestVm, Step::PowerOnTestVm, Step::CheckTestVm]);
+    assert!(p.tasks[0].name.contains("web01-test") && p.tasks[0].name.contains("bubble"), "{:?}", p.tasks);
+
+    // Not before the reprotect; not without a recovery point (R-RP3).
+    assert_eq!(refused(&run(&web01(), Operation::TestFailover, &net("bubble")))[0], "R-W2");
+    let mut pointless = item.clone();
+    pointless.recovery_points.clear();
+    assert!(refused(&run(&pointless, Operation::TestFailover, &net("bubble"))).contains(&"R-RP3".to_owned()));
+
+    // Nothing to clean up yet; then a live drill: no second one, cleanup allowed, and a failover removes it first.
+    assert_eq!(refused(&run(&item, Operation::CleanupTestFailover, &Request::default())), ["DR-3"]);
+    let mut drilled = item.clone();
+    drilled.drill = Some(LiveDrill {
+        id: "job-1".into(),
+        vm: "web01-test".into(),
+        host: "esx1".into(),
+        network: "bubble".into(),
+        point: item.recovery_points[0].clone(),
+        started_at: 1,
+        disks: vec![],
+    });
+    assert_eq!(refused(&run(&drilled, Operation::TestFailover, &net("bubble"))), ["DR-3"]);
+    assert!(run(&drilled, Operation::CleanupTestFailover, &Request::default()).allowed);
+    let long = Request { notes: Some("n".repeat(4001)), ..Request::default() };
+    assert_eq!(refused(&run(&drilled, Operation::CleanupTestFailover, &long)), ["DR-4"]);
+    let f = run(&drilled, Operation::Failover, &Request::default());
+    assert!(f.allowed, "a drill does not hold a failover back: {f:?}");
+    assert_eq!(f.tasks[0].step, Step::RemoveTestVm);
+    assert_eq!(f.tasks[1].step, Step::RecordCleanup);
+    let ops = allowed_operations(&drilled, &inventory(), &ctx());
+    let allowed: Vec<Operation> = ops.iter().filter(|(_, r)| r.is_empty()).map(|(op, _)| *op).collect();
+    assert_eq!(allowed, [Operation::Failover, Operation::CleanupTestFailover]);
+
+    for op in [Operation::TestFailover, Operation::CleanupTestFailover] {
+        for event in [Started(op), Succeeded(op), Failed(op)] {
+            assert_eq!(next(State::ProtectedToPrimary, event), Ok(State::ProtectedToPrimary), "{event:?}");
+        }
+        assert!(op.is_drill());
+    }
 }

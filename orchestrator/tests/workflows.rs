@@ -53,7 +53,7 @@ fn req(mt: &str, ps: &str, ds: Option<&str>) -> Request {
         master_target: Some(mt.into()),
         process_server: Some(ps.into()),
         datastore: ds.map(Into::into),
-        point: None,
+        ..Request::default()
     }
 }
 

@@ -223,12 +223,7 @@ impl Journal {
                 })?;
             }
             w.sync_all().map_err(|e| Error::io(&dst.data_path, e))?;
-            let mut hs = Vec::with_capacity(geom.blocks() as usize);
-            hashes::scan(&w, &dst.data_path, geom, 0, geom.blocks(), |b, data| {
-                hs.push(data.map_or_else(|| geom.zero_hash(b), hashes::hash_block));
-                Ok(())
-            })?;
-            let got = hashes::hex(&hashes::disk_digest(geom, &hs));
+            let got = digest_of(&w, &dst.data_path, geom)?;
             if got != point.digest {
                 return Err(Error::DigestMismatch { source_digest: point.digest.clone(), target_digest: got });
             }
@@ -242,6 +237,21 @@ impl Journal {
         }
         result
     }
+}
+
+/// The whole-disk digest (hex) of an image's data, as recovery points record it, with `block_size` blocks.
+pub fn image_digest(img: &DiskImage, block_size: u32) -> Result<String> {
+    let geom = Geometry::new(img.size, block_size)?;
+    digest_of(&img.open_data_read()?, &img.data_path, geom)
+}
+
+fn digest_of(f: &File, path: &Path, geom: Geometry) -> Result<String> {
+    let mut hs = Vec::with_capacity(geom.blocks() as usize);
+    hashes::scan(f, path, geom, 0, geom.blocks(), |b, data| {
+        hs.push(data.map_or_else(|| geom.zero_hash(b), hashes::hash_block));
+        Ok(())
+    })?;
+    Ok(hashes::hex(&hashes::disk_digest(geom, &hs)))
 }
 
 impl UndoLog {

@@ -81,6 +81,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Agent(a) => a.into(),
             ServiceError::Connection(c) => c.into(),
             ServiceError::Account(a) => a.into(),
+            ServiceError::NotFound(m) => ApiError::NotFound(m),
             ServiceError::Estate(EstateError::Db(d)) => db_error(&d, d.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
@@ -283,6 +284,9 @@ pub fn router(service: Svc, accounts: Accounts, plane: AgentPlane) -> Router {
         .route("/jobs/{id}/{action}", post(job_action))
         .route("/infrastructure", get(infrastructure))
         .route("/infrastructure/faults", post(faults))
+        .route("/infrastructure/networks/{name}", post(set_network_isolation))
+        .route("/drills", get(list_drills))
+        .route("/drills/{id}", get(get_drill))
         .route("/agents", get(list_agents).post(enroll_agent))
         .route("/agents/{id}/revoke", post(revoke_agent))
         .route("/agents/{id}/rate-cap", post(set_rate_cap))
@@ -726,10 +730,12 @@ fn parse_operation(action: &str) -> Result<Operation, ApiError> {
         "reprotect-to-cloud" => Operation::ReprotectToCloud,
         "failover-to-cloud" => Operation::FailoverToCloud,
         "commit-in-cloud" => Operation::CommitInCloud,
+        "test-failover" => Operation::TestFailover,
+        "cleanup-test-failover" => Operation::CleanupTestFailover,
         other => {
             return Err(ApiError::NotFound(format!(
                 "no action {other:?}; use reprotect, failover, commit, cancel-failover, change-recovery-point, \
-                 reprotect-to-cloud, failover-to-cloud or commit-in-cloud"
+                 reprotect-to-cloud, failover-to-cloud, commit-in-cloud, test-failover or cleanup-test-failover"
             )))
         }
     })
@@ -878,6 +884,80 @@ async fn faults(
     infrastructure(State(s)).await
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkIsolation {
+    isolated: bool,
+}
+
+/// Marks a network of the primary site isolated (drills may use it) or production (Administrator).
+async fn set_network_isolation(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let v: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let NetworkIsolation { isolated } = body_into(v)?;
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    let network = actor.set_network_isolation(&name, isolated).await?;
+    Ok(Json(json!({ "network": network })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrillQuery {
+    item: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_drills(State(s): State<Svc>, Params(q): Params<DrillQuery>) -> Result<Json<Value>, ApiError> {
+    let limit = match q.limit {
+        None => 100,
+        Some(n @ 1..=1000) => n,
+        Some(n) => return Err(ApiError::BadRequest(format!("limit {n} is out of range; use 1 to 1000"))),
+    };
+    let drills = s.drills().list(q.item.as_deref(), limit).await.map_err(|e| db_error(&e, e.to_string()))?;
+    Ok(Json(json!({ "drills": drills })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportQuery {
+    format: Option<String>,
+}
+
+/// A drill's report: JSON, or CSV to download (`?format=csv`).
+async fn get_drill(
+    State(s): State<Svc>,
+    Path(id): Path<String>,
+    Params(q): Params<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let drill = s
+        .drills()
+        .get(&id)
+        .await
+        .map_err(|e| db_error(&e, e.to_string()))?
+        .ok_or_else(|| ApiError::NotFound(format!("no drill {id}; GET /api/v1/drills lists them")))?;
+    match q.format.as_deref() {
+        None | Some("json") => Ok(Json(json!({ "drill": drill })).into_response()),
+        Some("csv") => {
+            let name = format!("attachment; filename=\"drill-{}-{}.csv\"", drill.item_name, drill.id);
+            Ok((
+                [
+                    (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                    (axum::http::header::CONTENT_DISPOSITION, name),
+                ],
+                orchestrator::drills::report_csv(&drill),
+            )
+                .into_response())
+        }
+        Some(other) => Err(ApiError::BadRequest(format!("format {other:?} is unknown; use json or csv"))),
+    }
+}
+
 async fn openapi() -> Json<Value> {
     Json(complete_openapi(openapi_paths()))
 }
@@ -922,6 +1002,8 @@ fn complete_openapi(mut doc: Value) -> Value {
             "/api/v1/items/{id}/{action}" => object(
                 json!({"master_target": text("reprotect: the master target"), "process_server": text("reprotect, reprotect-to-cloud: the process server"),
                        "datastore": text("reprotect at an alternate location: the datastore"), "point": point.clone(),
+                       "network": text("test-failover: the isolated network the test VM joins"),
+                       "notes": {"type": "string", "maxLength": 4000, "description": "cleanup-test-failover: what the drill showed, for its report"},
                        "reason": text("Why, for the audit log")}),
                 &[],
             ),
@@ -985,6 +1067,7 @@ fn complete_openapi(mut doc: Value) -> Value {
                 &["name", "role"],
             ),
             "/api/v1/accounts/{name}/{action}" => object(json!({"role": role.clone()}), &[]),
+            "/api/v1/infrastructure/networks/{name}" => object(json!({"isolated": {"type": "boolean"}}), &["isolated"]),
             _ => object(json!({}), &[]),
         }
     };
@@ -999,6 +1082,8 @@ fn complete_openapi(mut doc: Value) -> Value {
                 "reprotect-to-cloud",
                 "failover-to-cloud",
                 "commit-in-cloud",
+                "test-failover",
+                "cleanup-test-failover",
             ]),
             "/api/v1/jobs/{id}/{action}" => Some(vec!["cancel", "restart", "resume"]),
             "/api/v1/accounts/{name}/{action}" => Some(vec!["role", "disable", "enable", "revoke"]),
@@ -1058,7 +1143,7 @@ fn openapi_paths() -> Value {
                     {"name": "health", "in": "query", "schema": {"type": "string", "enum": ["normal", "warning", "critical"]}},
                     {"name": "allows", "in": "query", "schema": {"type": "string", "enum": [
                         "reprotect", "failover", "commit", "cancel-failover", "change-recovery-point", "reprotect-to-cloud",
-                        "failover-to-cloud", "commit-in-cloud"]}},
+                        "failover-to-cloud", "commit-in-cloud", "test-failover", "cleanup-test-failover"]}},
                     {"name": "q", "in": "query", "description": "Part of the item's name", "schema": {"type": "string"}},
                     {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": ITEMS_MAX_LIMIT, "default": ITEMS_DEFAULT_LIMIT}}
@@ -1068,7 +1153,7 @@ fn openapi_paths() -> Value {
             "/api/v1/items/{id}": path("One replicated item", "get"),
             "/api/v1/items/{id}/points": path("Recovery points and the failover choices with their data-loss windows", "get"),
             "/api/v1/items/{id}/{action}": {"post": {
-                "summary": "reprotect | failover | commit | cancel-failover | change-recovery-point | reprotect-to-cloud | failover-to-cloud | commit-in-cloud; ?dry_run=true returns the plan; unknown parameters and body fields are refused (400)",
+                "summary": "reprotect | failover | commit | cancel-failover | change-recovery-point | reprotect-to-cloud | failover-to-cloud | commit-in-cloud | test-failover (a drill: body {network, point?}; Drill operator or above) | cleanup-test-failover (body {notes?}); ?dry_run=true returns the plan; unknown parameters and body fields are refused (400)",
                 "parameters": [{"name": "dry_run", "in": "query", "schema": {"type": "boolean"}}, {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
                 "responses": {"202": {"description": "Job started; Location names it"}, "200": {"description": "Dry-run plan"}, "409": {"description": "Refused, with the rule ID", "content": {"application/json": {"schema": err}}}, "400": {"description": "Malformed"}, "422": {"description": "Invalid"}}
             }},
@@ -1079,6 +1164,13 @@ fn openapi_paths() -> Value {
             "/api/v1/jobs/{id}/{action}": path("cancel | restart | resume", "post"),
             "/api/v1/infrastructure": path("Configuration server, vCenters, hosts, datastores, master targets, process servers", "get"),
             "/api/v1/infrastructure/faults": path("Fault knobs of the local estate (Administrator)", "post"),
+            "/api/v1/infrastructure/networks/{name}": {"post": {"summary": "Mark a network of the primary site isolated, where test failovers may put their VMs, or production (Administrator; body: {isolated: bool})", "responses": {"200": {"description": "The network"}, "400": {"description": "Malformed or unknown field"}, "403": {"description": "Not an Administrator"}, "404": {"description": "No such network", "content": {"application/json": {"schema": err}}}}}},
+            "/api/v1/drills": {"get": {"summary": "Drills (test failovers), newest first, each with its report: point and its age, time to power on, checks, cleanup and notes",
+                "parameters": [{"name": "item", "in": "query", "schema": {"type": "string"}}, {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}],
+                "responses": {"200": {"description": "{drills}"}, "400": {"description": "An unknown parameter, or a limit out of range", "content": {"application/json": {"schema": err}}}}}},
+            "/api/v1/drills/{id}": {"get": {"summary": "A drill's report (its id is the test failover's job id); ?format=csv downloads it as CSV",
+                "parameters": [{"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "csv"]}}],
+                "responses": {"200": {"description": "{drill}, or text/csv"}, "400": {"description": "An unknown parameter or format", "content": {"application/json": {"schema": err}}}, "404": {"description": "Unknown drill", "content": {"application/json": {"schema": err}}}}}},
             "/api/v1/agents": {"get": {"summary": "Site agents (process servers, master targets) with state, last heartbeat, version, inventory (with the link address) and activity (streams now, throughput over ten minutes); the vault CA's fingerprint", "responses": {"200": {"description": "OK"}}},
                 "post": {"summary": "Enroll an agent (Administrator; body: {name, role: process-server | master-target, site?: cloud | on-premises}); returns the one-time token and the command that starts the agent", "responses": {"201": {"description": "Enrolled"}, "400": {"description": "Malformed or unknown field"}, "403": {"description": "Not an Administrator"}, "409": {"description": "Name taken", "content": {"application/json": {"schema": err}}}, "422": {"description": "Invalid name, role or site"}}}},
             "/api/v1/agents/{id}/rate-cap": path("Cap the bytes per second an agent sends on its replication links (Administrator; body: {max_bytes_per_s: number | null}; at least 65536)", "post"),

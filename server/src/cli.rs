@@ -47,6 +47,17 @@ pub enum Command {
     FailoverToCloud(crate::client::ActionArgs),
     /// Commit a failover to the cloud: deletes the cloud replication disks it was made from.
     CommitInCloud(crate::client::ActionArgs),
+    /// A drill: bring a copy of a protected item up on-premises from a recovery point, on an isolated network,
+    /// while the cloud VM runs and replication goes on (Drill operator or above).
+    TestFailover(crate::client::TestFailoverArgs),
+    /// End a drill: power off and delete its test VM; --notes go into the drill's report.
+    CleanupTestFailover(crate::client::CleanupArgs),
+    /// List drills (test failovers) with their reports, or show one; --csv prints a report as CSV.
+    Drills(crate::client::DrillsArgs),
+    /// The primary site's networks, through the API: list them, or mark one isolated (drills may use it) or
+    /// production (Administrator).
+    #[command(subcommand)]
+    Networks(crate::client::NetworksCommand),
     /// Fail a recovery plan back, group after group; --dry-run shows each item's point and checks.
     PlanFailover(crate::client::PlanArgs),
     /// Run a site agent: a process server (cloud side) or a master target (on-premises). The first start enrolls

@@ -1,6 +1,7 @@
 //! Command-line clients of the REST API: `homeward items`, `homeward reprotect|failover|commit|cancel-failover|
-//! change-recovery-point|reprotect-to-cloud|failover-to-cloud|commit-in-cloud`, `homeward plan-failover`,
-//! `homeward jobs`, `homeward job-action`. They only call `/api/v1`; every decision stays on the server.
+//! change-recovery-point|reprotect-to-cloud|failover-to-cloud|commit-in-cloud`, `homeward test-failover|
+//! cleanup-test-failover`, `homeward drills`, `homeward networks`, `homeward plan-failover`, `homeward jobs`,
+//! `homeward job-action`. They only call `/api/v1`; every decision stays on the server.
 
 use std::time::Duration;
 
@@ -66,6 +67,212 @@ pub struct PlanArgs {
     /// Why: recorded in the audit log.
     #[arg(long)]
     pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TestFailoverArgs {
+    pub item: String,
+    #[command(flatten)]
+    pub server: Server,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The isolated network the test VM joins (`homeward networks list` shows which are).
+    #[arg(long)]
+    pub network: String,
+    /// latest-processed (the default), latest-app-consistent, or a recovery point id.
+    #[arg(long)]
+    pub point: Option<String>,
+    /// Why: recorded in the audit log.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    pub item: String,
+    #[command(flatten)]
+    pub server: Server,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// What the drill showed, kept in its report (at most 4000 characters).
+    #[arg(long)]
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillsArgs {
+    /// A drill's id (its test failover's job id); without it, the list.
+    pub id: Option<String>,
+    /// Only this item's drills.
+    #[arg(long, conflicts_with = "id")]
+    pub item: Option<String>,
+    /// Print the drill's report as CSV.
+    #[arg(long, requires = "id")]
+    pub csv: bool,
+    #[command(flatten)]
+    pub server: Server,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NetworksCommand {
+    /// The networks with their isolation.
+    List {
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Mark a network isolated: test failovers may put their VMs on it.
+    Isolate {
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Mark a network production: no test failover may use it.
+    Production {
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
+}
+
+fn point_body(p: &str) -> Value {
+    match p {
+        "latest-processed" | "latest" | "latest-app-consistent" => json!({"type": p}),
+        id => json!({"type": "specific", "id": id}),
+    }
+}
+
+pub async fn test_failover(a: &TestFailoverArgs) -> Result<(), Failure> {
+    let mut body = json!({"network": a.network});
+    if let Some(p) = &a.point {
+        body["point"] = point_body(p);
+    }
+    if let Some(r) = &a.reason {
+        body["reason"] = json!(r);
+    }
+    let url = format!("{}/items/{}/test-failover", base(&a.server), a.item);
+    Run { server: &a.server, args: &a.run }.post(&url, body, print_plan).await
+}
+
+pub async fn cleanup_test_failover(a: &CleanupArgs) -> Result<(), Failure> {
+    let mut body = json!({});
+    if let Some(n) = &a.notes {
+        body["notes"] = json!(n);
+    }
+    let url = format!("{}/items/{}/cleanup-test-failover", base(&a.server), a.item);
+    Run { server: &a.server, args: &a.run }.post(&url, body, print_plan).await
+}
+
+fn seconds(ms: &Value) -> String {
+    ms.as_u64().map_or("-".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0))
+}
+
+pub async fn drills(a: &DrillsArgs) -> Result<(), Failure> {
+    let s = &a.server;
+    if let Some(id) = &a.id {
+        if a.csv {
+            let url = format!("{}/drills/{id}?format=csv", base(s));
+            let (_, v) = call(s, reqwest::Method::GET, &url, None, None).await?;
+            print!("{}", v.as_str().unwrap_or_default());
+            return Ok(());
+        }
+        let (_, v) = call(s, reqwest::Method::GET, &format!("{}/drills/{id}", base(s)), None, None).await?;
+        if s.json {
+            println!("{v}");
+            return Ok(());
+        }
+        let d = &v["drill"];
+        println!(
+            "drill {} of {}: {} (test VM {} on {}, network {})",
+            d["id"].as_str().unwrap_or(""),
+            d["item_name"].as_str().unwrap_or(""),
+            d["status"].as_str().unwrap_or(""),
+            d["vm"].as_str().unwrap_or(""),
+            d["host"].as_str().unwrap_or(""),
+            d["network"].as_str().unwrap_or("")
+        );
+        println!(
+            "  point {} ({}), {} old at the start; powered on after {}",
+            d["point"]["id"].as_str().unwrap_or(""),
+            d["point"]["kind"].as_str().unwrap_or(""),
+            seconds(&d["point_age_ms"]),
+            seconds(&d["time_to_power_on_ms"])
+        );
+        for c in d["checks"].as_array().into_iter().flatten() {
+            let mark = if c["passed"] == true { "ok  " } else { "FAIL" };
+            println!("  [{mark}] {}: {}", c["name"].as_str().unwrap_or(""), c["detail"].as_str().unwrap_or(""));
+        }
+        if let Some(n) = d["notes"].as_str() {
+            println!("  notes: {n}");
+        }
+        return Ok(());
+    }
+    let url = match &a.item {
+        Some(item) => format!("{}/drills?item={}", base(s), urlencoding(item)),
+        None => format!("{}/drills", base(s)),
+    };
+    let (_, v) = call(s, reqwest::Method::GET, &url, None, None).await?;
+    if s.json {
+        println!("{v}");
+        return Ok(());
+    }
+    println!("{:<38} {:<10} {:<12} {:<16} {:<10} checks", "drill", "item", "status", "network", "power-on");
+    for d in v["drills"].as_array().into_iter().flatten() {
+        let checks = d["checks"].as_array().map_or(0, Vec::len);
+        let passed = d["checks"].as_array().into_iter().flatten().filter(|c| c["passed"] == true).count();
+        println!(
+            "{:<38} {:<10} {:<12} {:<16} {:<10} {passed}/{checks} passed",
+            d["id"].as_str().unwrap_or(""),
+            d["item_name"].as_str().unwrap_or(""),
+            d["status"].as_str().unwrap_or(""),
+            d["network"].as_str().unwrap_or(""),
+            seconds(&d["time_to_power_on_ms"])
+        );
+    }
+    Ok(())
+}
+
+/// A path segment or query value with the characters a URL reserves escaped.
+fn urlencoding(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn networks(cmd: &NetworksCommand) -> Result<(), Failure> {
+    let (s, name, isolated) = match cmd {
+        NetworksCommand::List { server } => {
+            let (_, v) =
+                call(server, reqwest::Method::GET, &format!("{}/infrastructure", base(server)), None, None).await?;
+            let nets = &v["inventory"]["networks"];
+            if server.json {
+                println!("{}", json!({ "networks": nets }));
+                return Ok(());
+            }
+            println!("{:<24} {:<12} vcenter", "network", "isolation");
+            for n in nets.as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:<12} {}",
+                    n["id"].as_str().unwrap_or(""),
+                    if n["isolated"] == true { "isolated" } else { "production" },
+                    n["vcenter"].as_str().unwrap_or("-")
+                );
+            }
+            return Ok(());
+        }
+        NetworksCommand::Isolate { name, server } => (server, name, true),
+        NetworksCommand::Production { name, server } => (server, name, false),
+    };
+    let url = format!("{}/infrastructure/networks/{}", base(s), urlencoding(name));
+    let (_, v) = call(s, reqwest::Method::POST, &url, Some(json!({ "isolated": isolated })), None).await?;
+    if s.json {
+        println!("{v}");
+    } else {
+        println!("network {name}: {}", if isolated { "isolated; test failovers may use it" } else { "production" });
+    }
+    Ok(())
 }
 
 pub async fn plan_failover(a: &PlanArgs) -> Result<(), Failure> {
@@ -265,10 +472,7 @@ pub async fn items(s: &Server, id: Option<&str>) -> Result<(), Failure> {
 }
 
 pub async fn action(action: &str, a: &ActionArgs) -> Result<(), Failure> {
-    let point = a.point.as_deref().map(|p| match p {
-        "latest-processed" | "latest" | "latest-app-consistent" => json!({"type": p}),
-        id => json!({"type": "specific", "id": id}),
-    });
+    let point = a.point.as_deref().map(point_body);
     let mut body = json!({});
     for (k, v) in
         [("master_target", &a.master_target), ("process_server", &a.process_server), ("datastore", &a.datastore)]

@@ -133,6 +133,8 @@ pub struct Vm {
     pub snapshots: Vec<String>,
     /// Device keys of its SCSI controllers, where disks attach.
     pub scsi_controllers: Vec<i64>,
+    /// Names of the networks its network adapters are on.
+    pub networks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -161,6 +163,8 @@ pub struct NewVm<'a> {
     pub guest_id: &'a str,
     pub cpus: u32,
     pub memory_mb: u64,
+    /// The network its one adapter joins (a test failover's isolated network); no adapter when `None`.
+    pub network: Option<&'a str>,
 }
 
 /// An object met while placing a VM: its reference, its reference-valued properties, its name.
@@ -467,6 +471,7 @@ impl Vcenter {
                     "guest.toolsRunningStatus",
                     "config.hardware.device",
                     "snapshot",
+                    "network",
                 ],
             ),
             ("ComputeResource", &["name"]),
@@ -498,11 +503,25 @@ impl Vcenter {
     pub async fn create_vm(&self, vm: &NewVm<'_>) -> Result<String, ConnectorError> {
         let op = "CreateVM_Task";
         let place = self.placement(vm.host).await?;
+        let nic = vm
+            .network
+            .map(|n| {
+                format!(
+                    "<deviceChange><operation>add</operation><device xsi:type=\"VirtualVmxnet3\"><key>-101</key>\
+                     <backing xsi:type=\"VirtualEthernetCardNetworkBackingInfo\"><deviceName>{}</deviceName>\
+                     </backing><connectable><startConnected>true</startConnected>\
+                     <allowGuestControl>true</allowGuestControl><connected>true</connected></connectable>\
+                     <addressType>generated</addressType></device></deviceChange>",
+                    escape(n)
+                )
+            })
+            .unwrap_or_default();
         let body = format!(
             "<CreateVM_Task xmlns=\"urn:vim25\">{}<config><name>{}</name><guestId>{}</guestId>\
              <files><vmPathName>[{}]</vmPathName></files><numCPUs>{}</numCPUs><memoryMB>{}</memoryMB>\
              <deviceChange><operation>add</operation><device xsi:type=\"ParaVirtualSCSIController\"><key>-100</key>\
-             <busNumber>0</busNumber><sharedBus>noSharing</sharedBus></device></deviceChange></config>{}{}</CreateVM_Task>",
+             <busNumber>0</busNumber><sharedBus>noSharing</sharedBus></device></deviceChange>{nic}</config>{}{}\
+             </CreateVM_Task>",
             place.folder.xml("_this"),
             escape(vm.name),
             escape(vm.guest_id),
@@ -799,6 +818,9 @@ fn read_inventory(pages: &[String]) -> Result<Inventory, ConnectorError> {
                     disks,
                     snapshots,
                     scsi_controllers: controllers,
+                    networks: prop(obj, "network")
+                        .map(|v| children(v, "ManagedObjectReference").filter_map(|m| m.text()).map(name_of).collect())
+                        .unwrap_or_default(),
                 });
             }
             _ => {}
