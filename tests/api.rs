@@ -1507,3 +1507,232 @@ async fn a_drill_runs_on_an_isolated_network_beside_replication_and_leaves_a_rep
     let text = audit.to_string();
     assert!(text.contains("test-failover") && text.contains("cleanup-test-failover"), "{audit}");
 }
+
+/// Protection settings (issue 12 §5): chosen with the reprotect — its dry run refuses settings that do not hold
+/// (PS-1) —, read and replaced later at their own address (422 saying what to enter, 400 for an unknown field, 403
+/// for a Reader), audited. Retention's pruning is proven in the core's tests (orchestrator/tests/workflows.rs).
+#[tokio::test]
+async fn protection_settings_are_chosen_with_the_reprotect_and_changed_later() {
+    let portal = Portal::start(&[]);
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
+    let body = |retention: u32, app: u32| {
+        json!({"master_target": "mt-win-01", "process_server": "ps-azure-01", "retention_min": retention,
+               "app_consistent_every_min": app, "rpo_threshold_min": 5})
+    };
+    let (status, plan, _) = api.post("items/web01/reprotect?dry_run=true", &body(10, 30).to_string(), None).await;
+    assert_eq!((status, plan["allowed"].as_bool()), (200, Some(false)), "{plan}");
+    let refused: Vec<&Value> = plan["checks"].as_array().unwrap().iter().filter(|c| c["passed"] == false).collect();
+    assert_eq!(refused.len(), 1, "{plan}");
+    assert_eq!(refused[0]["rule"], "PS-1");
+    assert!(refused[0]["refusal"]["message"].as_str().unwrap().contains("shorter than the app-consistent"), "{plan}");
+    let (status, err, _) = api.post("items/web01/reprotect", &body(10, 30).to_string(), None).await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("PS-1")), "{err}");
+
+    api.act("web01", "reprotect", body(120, 10), "ps-r1").await;
+    let (status, p) = api.get("items/web01/protection").await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["chosen"], json!({"retention_min": 120, "app_consistent_every_min": 10, "rpo_threshold_min": 5}));
+    assert_eq!(p["effective"], p["chosen"], "{p}");
+
+    let put = |body: &str| {
+        let req =
+            api.http.put(format!("{}items/web01/protection", api.base)).header("content-type", "application/json");
+        req.body(body.to_owned()).send()
+    };
+    let r = put(r#"{"retention_min": 0}"#).await.unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    assert!(r.text().await.unwrap().contains("enter 1 to 43200"));
+    let r = put(r#"{"retention": 5}"#).await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap().contains("unknown field"));
+    let reader = common::client_with_token(&portal.add_user("rita", "reader"));
+    let r = reader
+        .put(format!("{}items/web01/protection", api.base))
+        .header("content-type", "application/json")
+        .body(r#"{"retention_min": 60}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = put(r#"{"retention_min": 180, "reason": "keep three hours"}"#).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["chosen"], json!({"retention_min": 180, "app_consistent_every_min": null, "rpo_threshold_min": null}));
+    assert_eq!(p["effective"], json!({"retention_min": 180, "app_consistent_every_min": 5, "rpo_threshold_min": 15}));
+    let (_, audit) = api.get("audit?target=web01").await;
+    assert!(
+        audit.to_string().contains("protection-settings") && audit.to_string().contains("retention 180 min"),
+        "{audit}"
+    );
+    let (status, _) = api.get("items/nope/protection").await;
+    assert_eq!(status, 404);
+}
+
+/// A webhook receiver on a loopback port: records each request's headers and body, and answers 500 to the first
+/// `fail_first` of them (a receiver that is down for a while).
+struct Receiver {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(reqwest::header::HeaderMap, String)>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(fail_first: usize) -> Receiver {
+        use axum::http::StatusCode;
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<(reqwest::header::HeaderMap, String)>>> = Default::default();
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s2, c2) = (seen.clone(), calls.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let (seen, calls) = (s2.clone(), c2.clone());
+                async move {
+                    if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < fail_first {
+                        return StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    let mut h = reqwest::header::HeaderMap::new();
+                    for (k, v) in headers.iter() {
+                        h.insert(
+                            reqwest::header::HeaderName::from_bytes(k.as_str().as_bytes()).unwrap(),
+                            v.to_str().unwrap().parse().unwrap(),
+                        );
+                    }
+                    seen.lock().unwrap().push((h, body));
+                    StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Receiver { url, seen, _task: task }
+    }
+
+    /// Waits (bounded) until an event named `event` arrived whose body satisfies `pick`; returns the body.
+    async fn wait_for(&self, event: &str, pick: impl Fn(&Value) -> bool) -> (reqwest::header::HeaderMap, Value) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let found = self.seen.lock().unwrap().iter().find_map(|(h, b)| {
+                let v: Value = serde_json::from_str(b).ok()?;
+                (h["x-homeward-event"] == event && pick(&v)).then(|| (h.clone(), v))
+            });
+            if let Some(f) = found {
+                return f;
+            }
+            assert!(Instant::now() < deadline, "no {event} within 60 s: {:?}", self.seen.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Alerts and webhooks (issue 12 §5): a datastore filled opens an alert (listed, acknowledged by an Operator, not by
+/// a Reader) that resolves itself once space is back; a webhook on a local listener receives the alert opening, its
+/// resolution and a job's end, each signed with HMAC-SHA256 under the webhook's secret; the receiver failing at
+/// first is retried with backoff and the delivery log shows the attempts.
+#[tokio::test]
+async fn alerts_open_and_resolve_and_webhooks_deliver_them_signed_with_retries() {
+    let portal = Portal::start(&[]);
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
+    let receiver = Receiver::start(2).await;
+
+    let reader = common::client_with_token(&portal.add_user("rita", "reader"));
+    let r = reader.post(format!("{}webhooks", api.base)).json(&json!({"url": receiver.url})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let (status, err, _) = api.post("webhooks", r#"{"url": "ftp://hooks.example/x"}"#, None).await;
+    assert_eq!(status, 422, "{err}");
+    let (status, err, _) = api.post("webhooks", r#"{"url": "https://user:pw@hooks.example/x"}"#, None).await;
+    assert_eq!(status, 422, "{err}");
+    let (status, _, _) =
+        api.post("webhooks", &json!({"url": receiver.url, "events": ["alerts"]}).to_string(), None).await;
+    assert_eq!(status, 422, "an unknown event kind");
+    let (status, hook, _) = api.post("webhooks", &json!({"url": receiver.url}).to_string(), None).await;
+    assert_eq!(status, 201, "{hook}");
+    let secret = hook["secret"].as_str().unwrap().to_owned();
+    let hook_id = hook["webhook"]["id"].as_str().unwrap().to_owned();
+    let (_, list) = api.get("webhooks").await;
+    assert!(!list.to_string().contains(&secret), "the secret is answered once, never listed: {list}");
+
+    // A datastore fills: its alert opens.
+    api.post("infrastructure/faults", r#"{"fill_datastore": "vmfs-02"}"#, None).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let alert = loop {
+        let (_, a) = api.get("alerts").await;
+        if let Some(a) = a["alerts"].as_array().unwrap().iter().find(|a| a["subject"] == "vmfs-02").cloned() {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no alert for the full datastore: {a}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!((alert["kind"].as_str(), alert["state"].as_str()), (Some("datastore-nearly-full"), Some("open")));
+    assert!(alert["message"].as_str().unwrap().contains("Free space"), "{alert}");
+    let id = alert["id"].as_str().unwrap().to_owned();
+    let r = reader.post(format!("{}alerts/{id}/acknowledge", api.base)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let (status, acked, _) = api.post(&format!("alerts/{id}/acknowledge"), "", None).await;
+    assert_eq!((status, acked["alert"]["state"].as_str()), (200, Some("acknowledged")), "{acked}");
+    assert_eq!(acked["alert"]["acknowledged_by"], "admin");
+    let (status, _, _) = api.post("alerts/alr-nope/acknowledge", "", None).await;
+    assert_eq!(status, 404);
+
+    // The webhook hears of it once the receiver is back (its first two answers were 500), signed.
+    let (headers, body) = receiver.wait_for("alert.opened", |v| v["alert"]["subject"] == "vmfs-02").await;
+    let ts = headers["x-homeward-timestamp"].to_str().unwrap().to_owned();
+    let raw = serde_json::to_string(&body).unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let signed = headers["x-homeward-signature"].to_str().unwrap().strip_prefix("sha256=").unwrap().to_owned();
+    let tag: Vec<u8> =
+        (0..signed.len()).step_by(2).map(|i| u8::from_str_radix(&signed[i..i + 2], 16).unwrap()).collect();
+    let delivered = receiver
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(h, _)| h["x-homeward-signature"] == headers["x-homeward-signature"])
+        .unwrap()
+        .1
+        .clone();
+    assert!(
+        ring::hmac::verify(&key, format!("{ts}.{delivered}").as_bytes(), &tag).is_ok(),
+        "the signature checks: {raw}"
+    );
+    assert!(ring::hmac::verify(&key, format!("{ts}.{delivered} ").as_bytes(), &tag).is_err(), "and binds the body");
+
+    // Space is back: the alert resolves itself; a job's end arrives too.
+    api.post("infrastructure/faults", r#"{"free_datastore": "vmfs-02"}"#, None).await;
+    receiver.wait_for("alert.resolved", |v| v["alert"]["id"] == id.as_str()).await;
+    let (_, open) = api.get("alerts").await;
+    assert!(!open.to_string().contains(&id), "resolved alerts leave the open list: {open}");
+    let (_, all) = api.get("alerts?state=all").await;
+    let resolved = all["alerts"].as_array().unwrap().iter().find(|a| a["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(resolved["state"], "resolved", "{resolved}");
+    let (status, _, _) = api.post(&format!("alerts/{id}/acknowledge"), "", None).await;
+    assert_eq!(status, 409, "nothing to acknowledge once resolved");
+    let job = api
+        .act("lin01", "reprotect", json!({"master_target": "mt-linux-01", "process_server": "ps-azure-01"}), "wh-r")
+        .await;
+    let job_id = job["job"]["id"].as_str().unwrap().to_owned();
+    let (_, ended) = receiver.wait_for("job.ended", |v| v["job"]["id"] == job_id.as_str()).await;
+    assert_eq!(
+        (ended["job"]["state"].as_str(), ended["job"]["item"].as_str()),
+        (Some("succeeded"), Some("lin01")),
+        "{ended}"
+    );
+
+    // The delivery log: the first delivery took three attempts (two 500s), every one delivered now.
+    let (status, log) = api.get(&format!("webhooks/{hook_id}/deliveries")).await;
+    assert_eq!(status, 200, "{log}");
+    let log = log["deliveries"].as_array().unwrap().clone();
+    let first = log.last().unwrap();
+    assert_eq!((first["event"].as_str(), first["attempts"].as_i64()), (Some("alert.opened"), Some(3)), "{log:?}");
+    assert!(log.iter().filter(|d| d["state"] == "delivered").count() >= 3, "{log:?}");
+    let (status, _) = api.get("webhooks/whk-nope/deliveries").await;
+    assert_eq!(status, 404);
+    let r = api.http.delete(format!("{}webhooks/{hook_id}", api.base)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (_, audit) = api.get("audit").await;
+    for action in ["webhook-add", "alert-acknowledge", "webhook-remove"] {
+        assert!(audit.to_string().contains(action), "{action} is audited");
+    }
+}

@@ -986,3 +986,53 @@ async fn a_drill_operator_runs_a_test_failover_and_reads_its_report() {
     assert_eq!(net.unwrap()["isolated"], true);
     c.close().await.unwrap();
 }
+
+/// Alerts and protection settings in the browser (issue 12 §5): a full datastore's alert on the Alerts page,
+/// acknowledged by its button; the overview counts it; a webhook added there shows its secret once; an item's
+/// retention changed from its Protection panel.
+#[tokio::test]
+async fn alerts_are_acknowledged_and_protection_settings_changed_in_the_portal() {
+    if !e2e_enabled() {
+        return;
+    }
+    let (portal, _driver, c) = admin_on("/alerts").await;
+    api(&portal, "POST", "infrastructure/faults", json!({"fill_datastore": "vmfs-02"})).await;
+    let row = r#"[data-testid="alerts"] tr"#;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !live_text(&c, r#"[data-testid="alerts"]"#).await.contains("vmfs-02") {
+        assert!(Instant::now() < deadline, "the full datastore's alert did not show");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        goto(&c, &portal.url, "/alerts").await;
+    }
+    assert!(!live_text(&c, row).await.is_empty());
+    goto(&c, &portal.url, "/").await;
+    let open = text(&c, r#"[data-testid="open-alerts"]"#).await;
+    assert!(open.starts_with("1 open alert"), "{open}");
+    goto(&c, &portal.url, "/alerts").await;
+    click(&c, r#"[data-testid="alerts"] button[data-testid="ack"]"#).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !live_text(&c, r#"[data-testid="alerts"]"#).await.contains("acknowledged by admin") {
+        assert!(Instant::now() < deadline, "the alert was not shown acknowledged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shot(&c, "alerts-light").await;
+
+    type_into(&c, r#"input[name="webhook-url"]"#, "https://hooks.example/dr").await;
+    click(&c, r#"[data-testid="add-webhook"]"#).await;
+    let secret = text(&c, r#"[data-testid="webhook-secret"]"#).await;
+    assert!(secret.contains("shown this once"), "{secret}");
+    wait_css(&c, r#"[data-testid="webhooks"] li[data-webhook]"#, 10).await;
+
+    goto(&c, &portal.url, "/replicated-items/web01").await;
+    click(&c, r#"[data-testid="protection"] summary"#).await;
+    type_into(&c, r#"[data-testid="protection"] input[name="retention_min"]"#, "120").await;
+    click(&c, r#"[data-testid="save-protection"]"#).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live_text(&c, r#"[data-testid="retention"]"#).await != "2 h 0 min" {
+        assert!(Instant::now() < deadline, "retention shows {}", live_text(&c, r#"[data-testid="retention"]"#).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let p = api(&portal, "GET", "items/web01/protection", Value::Null).await;
+    assert_eq!(p["chosen"]["retention_min"], 120);
+    c.close().await.unwrap();
+}

@@ -253,10 +253,70 @@ fn the_cli_runs_a_drill_and_prints_its_report() {
     let (code, _, err) = hw(&portal, &["drills", "no-such-drill"]);
     assert_eq!(code, 2, "{err}");
 
+    let (code, out, err) =
+        hw(&portal, &["protection", "set", "lin01", "--retention-min", "90", "--rpo-threshold-min", "10"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("recovery points kept: 90 min") && out.contains("RPO threshold: 10 min"), "{out}");
+    assert!(out.contains("app-consistent point every: 5 min (vault default)"), "{out}");
+    let (code, _, err) = hw(&portal, &["protection", "set", "lin01", "--retention-min", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("enter 1 to 43200"), "{err}");
+    let (code, out, _) = hw(&portal, &["protection", "show", "lin01"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("recovery points kept: 90 min"), "{out}");
+
     let (code, out, err) = hw(&portal, &["networks", "isolate", "VM Network"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("network VM Network: isolated"), "{out}");
     let (code, _, err) = hw(&portal, &["networks", "production", "no-such-net"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no network"), "{err}");
+}
+
+/// Alerts and webhooks from the command line: a full datastore's alert listed and acknowledged; a webhook added
+/// (its secret printed once), listed, its delivery log shown, removed; a bad address refused (exit 2).
+#[test]
+fn the_cli_lists_and_acknowledges_alerts_and_manages_webhooks() {
+    let portal = Portal::start(&[]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(common::post(
+        &portal.http,
+        &format!("{}api/v1/infrastructure/faults", portal.url),
+        r#"{"fill_datastore": "vsan-01"}"#,
+        "cli-fill",
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let out = loop {
+        let (code, out, err) = hw(&portal, &["alerts", "list"]);
+        assert_eq!(code, 0, "{err}");
+        if out.contains("vsan-01") {
+            break out;
+        }
+        assert!(std::time::Instant::now() < deadline, "no alert: {out}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(out.contains("datastore-nearly-full") && out.contains("open"), "{out}");
+    let id = out.split_whitespace().next().unwrap().to_owned();
+    let (code, out, err) = hw(&portal, &["alerts", "ack", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("acknowledged by admin"), "{out}");
+
+    let (code, _, err) = hw(&portal, &["webhooks", "add", "gopher://x"]);
+    assert_eq!(code, 2, "{err}");
+    let port = common::free_port();
+    let (code, out, err) =
+        hw(&portal, &["webhooks", "add", &format!("http://127.0.0.1:{port}/hook"), "--events", "job"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("signing secret (shown once): "), "{out}");
+    let hook = out.split_whitespace().nth(1).unwrap().to_owned();
+    let (code, out, _) = hw(&portal, &["webhooks", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&hook) && out.contains("(job)"), "{out}");
+    let (code, _, err) = hw(&portal, &["webhooks", "deliveries", &hook]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = hw(&portal, &["webhooks", "remove", &hook]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("removed"), "{out}");
+    let (code, _, _) = hw(&portal, &["webhooks", "remove", &hook]);
+    assert_eq!(code, 2, "an unknown webhook");
 }

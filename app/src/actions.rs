@@ -69,6 +69,26 @@ pub(crate) mod server {
                 status(S::NOT_FOUND);
                 PortalError::Conflict(m)
             }
+            ActError::Service(ServiceError::Invalid(m)) => {
+                status(S::UNPROCESSABLE_ENTITY);
+                PortalError::Conflict(m)
+            }
+            ActError::Service(ServiceError::Alert(a @ orchestrator::alerts::AlertError::NotFound(_))) => {
+                status(S::NOT_FOUND);
+                PortalError::Conflict(a.to_string())
+            }
+            ActError::Service(ServiceError::Alert(a @ orchestrator::alerts::AlertError::Resolved(_))) => {
+                status(S::CONFLICT);
+                PortalError::Conflict(a.to_string())
+            }
+            ActError::Service(ServiceError::Webhook(w @ orchestrator::webhooks::WebhookError::Invalid(_))) => {
+                status(S::UNPROCESSABLE_ENTITY);
+                PortalError::Conflict(w.to_string())
+            }
+            ActError::Service(ServiceError::Webhook(w @ orchestrator::webhooks::WebhookError::NotFound(_))) => {
+                status(S::NOT_FOUND);
+                PortalError::Conflict(w.to_string())
+            }
             other => server_fault(other),
         }
     }
@@ -154,6 +174,9 @@ pub(crate) mod server {
             point: some(&input.point).map(|p| point_choice(&p)),
             network: some(&input.network),
             notes: some(&input.notes),
+            retention_min: input.retention_min,
+            app_consistent_every_min: input.app_consistent_every_min,
+            rpo_threshold_min: input.rpo_threshold_min,
         }
     }
 
@@ -229,6 +252,28 @@ pub async fn start_action(
         .map_err(|e| server::portal_error(operation, e))?;
     crate::data::server::invalidate();
     Ok(job.id)
+}
+
+/// Replaces an item's protection settings (Operator); `None` goes back to the vault's default.
+#[server(endpoint = "portal/protection", input = leptos::server_fn::codec::Json)]
+pub async fn set_protection(
+    id: String,
+    retention_min: Option<u32>,
+    app_consistent_every_min: Option<u32>,
+    rpo_threshold_min: Option<u32>,
+) -> Result<(), PortalError> {
+    use orchestrator::acting::Actor;
+    let user = server::signed_in()?;
+    let c = server::service_ctx()?;
+    let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
+    let settings =
+        orchestrator::domain::ProtectionSettings { retention_min, app_consistent_every_min, rpo_threshold_min };
+    actor
+        .set_protection(&id, settings, None)
+        .await
+        .map_err(|e| server::portal_error(orchestrator::lifecycle::Operation::Reprotect, e))?;
+    crate::data::server::invalidate();
+    Ok(())
 }
 
 /// Re-protects several failed-back items to the cloud (R-W4): one job each. Returns (item, job id or why not).
@@ -320,7 +365,7 @@ pub async fn job_action(id: String, action: String) -> Result<String, PortalErro
 
 /// Turns one fault knob of the demo estate (Administrator): `vcenter_connected` (true/false),
 /// `master_target_snapshots` (a number), `agent_registration_delay_min` (minutes), `fill_datastore`,
-/// `delete_original_vm`, `register_agent` (an id).
+/// `free_datastore`, `delete_original_vm`, `register_agent` (an id).
 #[server(endpoint = "portal/fault", input = leptos::server_fn::codec::Json)]
 pub async fn set_fault(knob: String, value: String) -> Result<(), PortalError> {
     use orchestrator::acting::Actor;

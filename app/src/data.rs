@@ -507,6 +507,17 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
     let drills: Vec<DrillRow> =
         s.drills().list(Some(&id), 5).await.map_err(internal)?.into_iter().map(drill_row).collect();
     let drill = item.drill.as_ref().and_then(|live| drills.iter().find(|d| d.id == live.id).cloned());
+    let policy = s.estate.policy().await.map_err(internal)?;
+    let p = item.protection;
+    let protection = ProtectionView {
+        retention_min: p.retention_min,
+        app_consistent_every_min: p.app_consistent_every_min,
+        rpo_threshold_min: p.rpo_threshold_min,
+        effective_retention_min: p.retention_ms() / 60_000,
+        effective_app_consistent_every_min: p.app_consistent_every_ms(policy.app_consistent_every_ms) / 60_000,
+        effective_rpo_threshold_min: p.rpo_threshold_ms() / 60_000,
+        rpo_breached: row.rpo_ms.is_some_and(|r| r > p.rpo_threshold_ms()),
+    };
     // A test VM joins an isolated network only; a production one is shown, disabled, with the reason.
     let networks = inv
         .networks
@@ -536,6 +547,7 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
         drill,
         networks,
         drills,
+        protection,
     }))
 }
 
@@ -973,7 +985,10 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
     }
     let last_drill =
         s.drills().list(None, 1).await.map_err(internal)?.into_iter().next().map(|d| (d.id, d.item_name, d.started_at));
+    let alerts = s.alerts().list(false, 1000).await.map_err(internal)?;
+    let critical = alerts.iter().filter(|a| a.severity == orchestrator::domain::Health::Critical).count();
     Ok(OverviewData {
+        open_alerts: (alerts.len(), critical),
         last_drill,
         now,
         total: all.len(),

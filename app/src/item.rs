@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_navigate, use_params_map};
 
-use crate::actions::{DryRun, ReprotectMany, StartAction};
+use crate::actions::{DryRun, ReprotectMany, SetProtection, StartAction};
 use crate::data;
 use crate::model::*;
 use crate::pages::{job_table, op_label, why_not, ITEM_OPERATIONS};
@@ -105,6 +105,7 @@ pub(crate) fn ItemPage() -> impl IntoView {
                             </tbody></table></div> }.into_any()
                         }}
                     </section>
+                    <ProtectionPanel d=d.clone() may=may changed=Callback::new(move |()| item.refetch())/>
                     {crate::drills::drill_panel(&d)}
                     <section class="panel"><h2>"Jobs"</h2>{job_table(d.jobs.clone())}<p><a href=format!("/jobs?item={}", r.id)>"All jobs of this item"</a></p></section>
                     <ReprotectWizard open=open_of("reprotect") d=d.clone()/>
@@ -138,6 +139,61 @@ pub(crate) fn ItemPage() -> impl IntoView {
                 }.into_any())
             })}
         </Suspense>
+    }
+}
+
+/// A minutes field: empty is the vault's default.
+fn minutes_field(label: &'static str, name: &'static str, value: RwSignal<Option<u32>>, default: u64) -> impl IntoView {
+    view! {
+        <label class="block">{label}
+            <input type="number" min="1" name=name placeholder=format!("default: {default}")
+                prop:value=move || value.get().map(|v| v.to_string()).unwrap_or_default()
+                on:input=move |ev| value.set(event_target_value(&ev).trim().parse().ok())/>
+        </label>
+    }
+}
+
+/// How the item's points are kept and taken, and its RPO threshold; an Operator changes them here.
+#[component]
+fn ProtectionPanel(d: ItemDetail, may: bool, changed: Callback<()>) -> impl IntoView {
+    let p = d.protection.clone();
+    let retention = RwSignal::new(p.retention_min);
+    let app = RwSignal::new(p.app_consistent_every_min);
+    let rpo = RwSignal::new(p.rpo_threshold_min);
+    let save = ServerAction::<SetProtection>::new();
+    Effect::new(move |_| {
+        if let Some(Ok(())) = save.value().get() {
+            changed.run(());
+        }
+    });
+    let id = d.row.id.clone();
+    let shown = |chosen: Option<u32>, effective: u64| match chosen {
+        Some(m) => fmt_duration(u64::from(m) * 60_000),
+        None => format!("{} (vault default)", fmt_duration(effective * 60_000)),
+    };
+    view! {
+        <section class="panel" data-testid="protection"><h2>"Protection"</h2>
+            <dl class="props">
+                <dt>"Recovery points kept"</dt><dd data-testid="retention">{shown(p.retention_min, p.effective_retention_min)}</dd>
+                <dt>"App-consistent point every"</dt><dd>{shown(p.app_consistent_every_min, p.effective_app_consistent_every_min)}</dd>
+                <dt>"RPO threshold"</dt><dd>{shown(p.rpo_threshold_min, p.effective_rpo_threshold_min)}
+                    {p.rpo_breached.then(|| view! { <strong class="loss" data-testid="rpo-breached">" · breached now"</strong> })}</dd>
+            </dl>
+            {may.then(|| view! {
+                <details><summary>"Change (minutes; empty is the vault's default)"</summary>
+                    <div class="form-grid">
+                        {minutes_field("Keep recovery points for", "retention_min", retention, p.effective_retention_min)}
+                        {minutes_field("App-consistent point every", "app_consistent_every_min", app, p.effective_app_consistent_every_min)}
+                        {minutes_field("Alert when the RPO exceeds", "rpo_threshold_min", rpo, p.effective_rpo_threshold_min)}
+                    </div>
+                    {move || save.value().get().map(|r| match r { Ok(()) => view! { <p class="notice">"Saved: the next replication cycle applies it."</p> }.into_any(), Err(e) => portal_error(&e) })}
+                    <div class="actions"><button type="button" class="primary" data-testid="save-protection" disabled=move || save.pending().get()
+                        on:click=move |_| { save.dispatch(SetProtection { id: id.clone(), retention_min: retention.get(), app_consistent_every_min: app.get(), rpo_threshold_min: rpo.get() }); }>
+                        "Save"
+                    </button></div>
+                </details>
+            })}
+        </section>
     }
 }
 
@@ -214,12 +270,26 @@ fn ReprotectWizard(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
     let mt = RwSignal::new(String::new());
     let ps = RwSignal::new(String::new());
     let ds = RwSignal::new(String::new());
+    let retention = RwSignal::new(d.protection.retention_min);
+    let app = RwSignal::new(d.protection.app_consistent_every_min);
+    let rpo = RwSignal::new(d.protection.rpo_threshold_min);
     let reason = RwSignal::new(String::new());
     let key = RwSignal::new(String::new());
     let dry = ServerAction::<DryRun>::new();
     let act = start_action();
     let id = d.row.id.clone();
     let opts = d.reprotect.clone();
+    let defaults = d.protection.clone();
+    // The dry run answers for the choices it was made with: a change makes it stale.
+    Effect::new(move |_| {
+        mt.track();
+        ps.track();
+        ds.track();
+        retention.track();
+        app.track();
+        rpo.track();
+        dry.value().set(None);
+    });
     Effect::new(move |_| {
         if open.get() {
             key.set(new_key());
@@ -230,6 +300,9 @@ fn ReprotectWizard(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
         master_target: Some(mt.get()),
         process_server: Some(ps.get()),
         datastore: Some(ds.get()),
+        retention_min: retention.get(),
+        app_consistent_every_min: app.get(),
+        rpo_threshold_min: rpo.get(),
         ..ActionInput::default()
     };
     let hosts = opts.master_target_hosts.clone();
@@ -251,6 +324,13 @@ fn ReprotectWizard(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
                 {select("Process server (in Azure)", "process_server", opts.process_servers.clone(), ps)}
                 {move || select("Datastore (reachable from the master target's host)", "datastore", reachable(), ds)}
             </div>
+            <details class="protection-choices"><summary>"Recovery points and RPO alert (minutes; empty is the vault's default)"</summary>
+                <div class="form-grid">
+                    {minutes_field("Keep recovery points for", "retention_min", retention, defaults.effective_retention_min)}
+                    {minutes_field("App-consistent point every", "app_consistent_every_min", app, defaults.effective_app_consistent_every_min)}
+                    {minutes_field("Alert when the RPO exceeds", "rpo_threshold_min", rpo, defaults.effective_rpo_threshold_min)}
+                </div>
+            </details>
             {reason_field(reason)}
             <div class="actions">
                 <button type="button" data-testid="review" disabled=move || mt.get().is_empty() || ps.get().is_empty() || ds.get().is_empty() || dry.pending().get()

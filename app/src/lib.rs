@@ -12,6 +12,7 @@
 
 mod accounts;
 pub mod actions;
+mod alerts;
 pub mod data;
 mod drills;
 mod item;
@@ -97,6 +98,7 @@ pub fn App() -> impl IntoView {
                         <li><A href="/replicated-items">"Replicated items"</A></li>
                         <li><A href="/recovery-plans">"Recovery plans"</A></li>
                         <li><A href="/jobs">"Jobs"</A></li>
+                        <li><A href="/alerts">"Alerts"</A></li>
                         <li><A href="/drills">"Drills"</A></li>
                         <li><A href="/infrastructure">"Site Recovery infrastructure"</A></li>
                         <li><A href="/audit">"Audit log"</A></li>
@@ -115,6 +117,7 @@ pub fn App() -> impl IntoView {
                             <Route path=path!("/jobs/:id") view=pages::JobPage/>
                             <Route path=path!("/infrastructure") view=pages::Infrastructure/>
                             <Route path=path!("/drills") view=drills::DrillsPage/>
+                            <Route path=path!("/alerts") view=alerts::AlertsPage/>
                             <Route path=path!("/drills/:id") view=drills::DrillReportPage/>
                             <Route path=path!("/audit") view=pages::Audit/>
                             <Route path=path!("/accounts") view=accounts::AccountsPage/>

@@ -186,6 +186,7 @@ pub struct ItemDetail {
     pub networks: Vec<Choice>,
     /// The item's last drills, newest first.
     pub drills: Vec<DrillRow>,
+    pub protection: ProtectionView,
 }
 
 /// A drill (test failover) as its report shows it.
@@ -252,6 +253,26 @@ pub struct ActionInput {
     /// Test failover cleanup: the operator's notes for the drill report.
     #[serde(default)]
     pub notes: Option<String>,
+    /// Reprotect: minutes recovery points are kept, between app-consistent points, and the RPO threshold.
+    #[serde(default)]
+    pub retention_min: Option<u32>,
+    #[serde(default)]
+    pub app_consistent_every_min: Option<u32>,
+    #[serde(default)]
+    pub rpo_threshold_min: Option<u32>,
+}
+
+/// An item's protection settings as the item page shows them: chosen (none: the vault's default) and effective.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProtectionView {
+    pub retention_min: Option<u32>,
+    pub app_consistent_every_min: Option<u32>,
+    pub rpo_threshold_min: Option<u32>,
+    pub effective_retention_min: u64,
+    pub effective_app_consistent_every_min: u64,
+    pub effective_rpo_threshold_min: u64,
+    /// The newest point's age against the threshold, while the item replicates.
+    pub rpo_breached: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -463,6 +484,47 @@ pub struct OverviewData {
     pub rpo_window_min: u32,
     /// The newest drill: its id, the item's name, when it started.
     pub last_drill: Option<(String, String, u64)>,
+    /// Alerts not resolved yet: (open, of them critical).
+    pub open_alerts: (usize, usize),
     /// When the overview was made, for "N days ago".
     pub now: u64,
+}
+
+/// An alert as the portal lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlertRow {
+    pub id: String,
+    /// `rpo-breached`, `connection-failing`, `agent-offline`, `datastore-nearly-full`.
+    pub kind: String,
+    pub subject: String,
+    /// `warning` or `critical`.
+    pub severity: String,
+    pub message: String,
+    pub started_at: u64,
+    pub resolved_at: Option<u64>,
+    pub acknowledged_at: Option<u64>,
+    pub acknowledged_by: Option<String>,
+    /// `open`, `acknowledged`, `resolved`.
+    pub state: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WebhookRow {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub created_at: u64,
+    pub created_by: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryRow {
+    pub id: String,
+    pub event: String,
+    pub state: String,
+    pub attempts: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: u64,
+    pub delivered_at: Option<u64>,
 }

@@ -104,6 +104,10 @@ pub(crate) fn Overview() -> impl IntoView {
                             </ul>
                         </section>
                     </div>
+                    <p data-testid="open-alerts">{match d.open_alerts {
+                        (0, _) => view! { "No open alert." }.into_any(),
+                        (n, c) => view! { <a href="/alerts"><strong>{format!("{n} open alert{}", if n == 1 { "" } else { "s" })}</strong>{(c > 0).then(|| format!(", {c} critical"))}</a>"." }.into_any(),
+                    }}</p>
                     <p data-testid="last-drill">{match d.last_drill.clone() {
                         Some((id, item, at)) => view! { "Last drill: "<a href=format!("/drills/{id}")>{format!("{item}, {} ago", fmt_duration(d.now.saturating_sub(at)))}</a>"." }.into_any(),
                         None => view! { "No drill yet: a test failover proves a failback works without touching production." }.into_any(),
@@ -782,6 +786,9 @@ pub(crate) fn Infrastructure() -> impl IntoView {
                                 </div>
                                 <div class="knobs">
                                     <label>"Fill datastore "<select on:change=move |ev| { let v = event_target_value(&ev); if !v.is_empty() { knob("fill_datastore", v) } }>
+                                        <option value="">"choose…"</option>{i.datastores.iter().map(|d| view! { <option value=d.clone()>{d.clone()}</option> }).collect_view()}
+                                    </select></label>
+                                    <label>"Free datastore "<select on:change=move |ev| { let v = event_target_value(&ev); if !v.is_empty() { knob("free_datastore", v) } }>
                                         <option value="">"choose…"</option>{i.datastores.iter().map(|d| view! { <option value=d.clone()>{d.clone()}</option> }).collect_view()}
                                     </select></label>
                                     <label>"Delete the original VM of "<select on:change=move |ev| { let v = event_target_value(&ev); if !v.is_empty() { knob("delete_original_vm", v) } }>

@@ -190,6 +190,70 @@ impl Actor<'_> {
         self.administer("connection-add", &target, detail, change).await
     }
 
+    /// Changes an item's protection settings (Operator or Administrator), audited with the values.
+    pub async fn set_protection(
+        &self,
+        id: &str,
+        settings: crate::domain::ProtectionSettings,
+        reason: Option<&str>,
+    ) -> Result<crate::domain::ProtectionSettings, ActError> {
+        let result = match self.user.role.may(Permission::Operate) {
+            Ok(()) => self.service.set_protection(id, settings).await.map_err(ActError::from),
+            Err(d) => Err(d.into()),
+        };
+        let mut e = self.entry("protection-settings", id, reason);
+        e.outcome = "applied".into();
+        let minutes = |v: Option<u32>| v.map_or("the vault's default".to_owned(), |m| format!("{m} min"));
+        e.detail = Some(format!(
+            "retention {}, app-consistent every {}, RPO threshold {}",
+            minutes(settings.retention_min),
+            minutes(settings.app_consistent_every_min),
+            minutes(settings.rpo_threshold_min)
+        ));
+        self.record(e, &result, None).await;
+        result
+    }
+
+    /// Acknowledges an alert (Operator or Administrator): someone is on it; it stays until its condition clears.
+    pub async fn acknowledge_alert(&self, id: &str) -> Result<crate::alerts::Alert, ActError> {
+        let now = (self.service.clock)();
+        let result = match self.user.role.may(Permission::Operate) {
+            Ok(()) => self
+                .service
+                .alerts()
+                .acknowledge(id, &self.user.name, now)
+                .await
+                .map_err(|e| ActError::Service(e.into())),
+            Err(d) => Err(d.into()),
+        };
+        let mut e = self.entry("alert-acknowledge", id, None);
+        e.outcome = "applied".into();
+        if let Ok(a) = &result {
+            e.detail = Some(a.message.clone());
+        }
+        self.record(e, &result, None).await;
+        result
+    }
+
+    /// Adds a webhook (Administrator); its signing secret is answered once. The audit line names the address only.
+    pub async fn add_webhook(
+        &self,
+        url: &str,
+        secret: Option<&str>,
+        events: &[crate::webhooks::EventKind],
+    ) -> Result<(crate::webhooks::Webhook, String), ActError> {
+        let now = (self.service.clock)();
+        let names: Vec<String> = events.iter().map(words).collect();
+        let change = async { Ok(self.service.webhooks().add(url, secret, events, &self.user.name, now).await?) };
+        self.administer("webhook-add", url.trim(), format!("events: {}", names.join(", ")), change).await
+    }
+
+    /// Removes a webhook (Administrator); its pending deliveries are given up, its log stays.
+    pub async fn remove_webhook(&self, id: &str) -> Result<(), ActError> {
+        let change = async { Ok(self.service.webhooks().remove(id).await?) };
+        self.administer("webhook-remove", id, "pending deliveries given up".into(), change).await
+    }
+
     /// Marks a network of the primary site isolated (drills may use it) or production (Administrator).
     pub async fn set_network_isolation(&self, name: &str, isolated: bool) -> Result<crate::domain::Network, ActError> {
         let detail = if isolated { "marked isolated: test failovers may use it" } else { "marked production" };

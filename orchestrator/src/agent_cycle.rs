@@ -89,6 +89,14 @@ fn usable(a: &Agent, part: &str) -> Result<(), TaskFailure> {
     ))
 }
 
+/// How a cycle between agents runs: its mode and consistency, the vault's bandwidth policy, the target's retention.
+pub(crate) struct CycleTerms {
+    pub(crate) mode: replicator::Mode,
+    pub(crate) consistency: replicator::Consistency,
+    pub(crate) bandwidth: Option<u64>,
+    pub(crate) retention: replicator::journal::Retention,
+}
+
 impl Workflows<'_> {
     /// The two agents of `route`, when the cycle runs through agents; none when neither end has an agent.
     pub(crate) async fn agents_for(&self, route: &Route) -> Result<Option<(Agent, Agent)>, TaskFailure> {
@@ -142,10 +150,9 @@ impl Workflows<'_> {
         sender: &Agent,
         receiver: &Agent,
         disks: Vec<DiskPair>,
-        mode: replicator::Mode,
-        consistency: replicator::Consistency,
-        bandwidth: Option<u64>,
+        how: CycleTerms,
     ) -> Result<(u64, String), TaskFailure> {
+        let CycleTerms { mode, consistency, bandwidth, retention } = how;
         let fence = self
             .fence
             .clone()
@@ -164,6 +171,7 @@ impl Workflows<'_> {
             chunk_bytes: WAN_CHUNK_BYTES,
             bandwidth,
             stream_token: crate::accounts::random_secret(),
+            retention_ms: retention.max_age_ms,
         };
         let store = self.service.assignments();
         let db = |e: AssignmentError| retry(e.to_string(), "Check the database and the server log.");

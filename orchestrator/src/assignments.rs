@@ -74,6 +74,9 @@ pub struct CycleSpec {
     pub bandwidth: Option<u64>,
     /// The replicator's stream secret: both halves must present it, so a stream is bound to its assignment.
     pub stream_token: String,
+    /// How long the target keeps recovery points (the item's retention); older ones are pruned at commit.
+    #[serde(default)]
+    pub retention_ms: Option<u64>,
 }
 
 /// Where an assignment is.

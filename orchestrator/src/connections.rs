@@ -403,7 +403,7 @@ impl Sealer {
         Ok(Sealer { key: LessSafeKey::new(key), rng })
     }
 
-    fn seal(&self, id: &str, secret: &str) -> Result<String, ConnectionError> {
+    pub(crate) fn seal(&self, id: &str, secret: &str) -> Result<String, ConnectionError> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce).map_err(|_| ConnectionError::Sealed(id.to_owned()))?;
         let mut data = secret.as_bytes().to_vec();
@@ -415,7 +415,7 @@ impl Sealer {
         Ok(base64::engine::general_purpose::STANDARD.encode(out))
     }
 
-    fn open(&self, id: &str, sealed: &str) -> Result<String, ConnectionError> {
+    pub(crate) fn open(&self, id: &str, sealed: &str) -> Result<String, ConnectionError> {
         let fail = || ConnectionError::Sealed(id.to_owned());
         let mut data = base64::engine::general_purpose::STANDARD.decode(sealed).map_err(|_| fail())?;
         if data.len() < NONCE_LEN {
@@ -668,6 +668,11 @@ impl std::fmt::Debug for Connections {
 impl Connections {
     pub fn new(db: Db, sealer: Sealer) -> Connections {
         Connections { db, sealer: Arc::new(sealer) }
+    }
+
+    /// The data dir's sealer, for other secrets kept in the vault (webhooks' signing secrets).
+    pub(crate) fn sealer(&self) -> Arc<Sealer> {
+        self.sealer.clone()
     }
 
     /// Checks the connection against its API, then saves it with its credential sealed.

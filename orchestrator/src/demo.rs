@@ -223,6 +223,7 @@ pub fn seed(estate: &Estate) -> Result<EstateDoc, EstateError> {
             agent_registered: true,
             last_failure: None,
             drill: None,
+            protection: Default::default(),
             disk_bytes: DISK_BYTES,
         };
         items.push(ItemRecord {
@@ -314,6 +315,7 @@ pub fn add_fleet(estate: &Estate, doc: &mut EstateDoc, n: usize) -> Result<(), E
                 agent_registered: true,
                 last_failure: None,
                 drill: None,
+                protection: Default::default(),
                 disk_bytes: FLEET_DISK_BYTES,
             },
             cloud_disks: vec![cloud_rel],

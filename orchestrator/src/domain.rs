@@ -220,6 +220,77 @@ pub struct ReplicatedItem {
     /// The test failover whose VM exists now, until it is cleaned up (a real failover cleans it up first).
     #[serde(default)]
     pub drill: Option<LiveDrill>,
+    /// How its recovery points are kept and taken, and when its RPO alerts.
+    #[serde(default)]
+    pub protection: ProtectionSettings,
+}
+
+/// Recovery points are kept this long unless an item says otherwise (Azure Site Recovery's default is a day).
+pub const DEFAULT_RETENTION_MIN: u32 = 24 * 60;
+/// An item whose newest point is older than this alerts, unless it says otherwise.
+pub const DEFAULT_RPO_THRESHOLD_MIN: u32 = 15;
+
+/// How an item is protected: how long its recovery points are kept, how often an app-consistent one is taken, and
+/// the RPO past which it alerts. `None` is the vault's default. Minutes, as Azure Site Recovery's policies count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectionSettings {
+    #[serde(default)]
+    pub retention_min: Option<u32>,
+    #[serde(default)]
+    pub app_consistent_every_min: Option<u32>,
+    #[serde(default)]
+    pub rpo_threshold_min: Option<u32>,
+}
+
+impl ProtectionSettings {
+    pub fn retention_ms(&self) -> Millis {
+        Millis::from(self.retention_min.unwrap_or(DEFAULT_RETENTION_MIN)) * MINUTE
+    }
+
+    /// How often an app-consistent point is taken: the item's choice, else the vault's replication policy.
+    pub fn app_consistent_every_ms(&self, vault_default: Millis) -> Millis {
+        self.app_consistent_every_min.map_or(vault_default, |m| Millis::from(m) * MINUTE)
+    }
+
+    pub fn rpo_threshold_ms(&self) -> Millis {
+        Millis::from(self.rpo_threshold_min.unwrap_or(DEFAULT_RPO_THRESHOLD_MIN)) * MINUTE
+    }
+
+    /// The settings `other` chooses, over these.
+    pub fn with(&self, other: &ProtectionSettings) -> ProtectionSettings {
+        ProtectionSettings {
+            retention_min: other.retention_min.or(self.retention_min),
+            app_consistent_every_min: other.app_consistent_every_min.or(self.app_consistent_every_min),
+            rpo_threshold_min: other.rpo_threshold_min.or(self.rpo_threshold_min),
+        }
+    }
+
+    /// What is wrong with the settings, in words that say what to enter instead.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let range = |name: &str, v: Option<u32>, max: u32, out: &mut Vec<String>| {
+            if let Some(v) = v {
+                if v == 0 || v > max {
+                    out.push(format!("{name} is {v} minutes; enter 1 to {max}"));
+                }
+            }
+        };
+        range("the retention", self.retention_min, 30 * 24 * 60, &mut out);
+        range("the app-consistent frequency", self.app_consistent_every_min, 12 * 60, &mut out);
+        range("the RPO threshold", self.rpo_threshold_min, 24 * 60, &mut out);
+        if let (Some(app), retention) =
+            (self.app_consistent_every_min, self.retention_min.unwrap_or(DEFAULT_RETENTION_MIN))
+        {
+            if app > retention {
+                out.push(format!(
+                    "the retention ({retention} minutes) is shorter than the app-consistent frequency ({app} \
+                     minutes): at times no app-consistent point would be left; keep points at least as long"
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// A test failover's VM on the primary site, while it exists: a copy of the item at a recovery point, on an

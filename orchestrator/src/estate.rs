@@ -69,6 +69,9 @@ pub struct FaultKnobs {
     pub agent_registration_delay_min: Option<u64>,
     /// Leaves no free space on this datastore.
     pub fill_datastore: Option<String>,
+    /// Gives this datastore half its capacity free again.
+    #[serde(default)]
+    pub free_datastore: Option<String>,
     pub guest_bytes_per_tick: Option<u64>,
     pub crash_consistent_every_ms: Option<u64>,
     pub app_consistent_every_ms: Option<u64>,
@@ -81,6 +84,11 @@ impl FaultKnobs {
         if let Some(ds) = &self.fill_datastore {
             let d = doc.inventory.datastores.iter_mut().find(|d| &d.id == ds);
             d.ok_or_else(|| EstateError::UnknownItem(format!("datastore {ds}")))?.free_bytes = 0;
+        }
+        if let Some(ds) = &self.free_datastore {
+            let d = doc.inventory.datastores.iter_mut().find(|d| &d.id == ds);
+            let d = d.ok_or_else(|| EstateError::UnknownItem(format!("datastore {ds}")))?;
+            d.free_bytes = d.capacity_bytes / 2;
         }
         if let Some(id) = &self.register_agent {
             doc.item_mut(id)?.item.agent_registered = true;

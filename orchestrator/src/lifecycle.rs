@@ -247,6 +247,38 @@ pub struct Request {
     /// Test failover cleanup: what the drill showed, for its report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
+    /// Reprotect and re-protect: how long recovery points are kept, how often an app-consistent one is taken, the
+    /// RPO past which the item alerts (minutes; the vault's defaults when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_min: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_consistent_every_min: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_threshold_min: Option<u32>,
+}
+
+impl Request {
+    /// The protection settings the request chooses (none chosen: the item keeps its own).
+    pub fn protection(&self) -> ProtectionSettings {
+        ProtectionSettings {
+            retention_min: self.retention_min,
+            app_consistent_every_min: self.app_consistent_every_min,
+            rpo_threshold_min: self.rpo_threshold_min,
+        }
+    }
+}
+
+/// The item's protection settings with the request's over them: entered values that make sense.
+fn protection_check(item: &ReplicatedItem, req: &Request) -> Check {
+    let problems = item.protection.with(&req.protection()).problems();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        "PS-1",
+        format!("The protection settings do not hold: {}.", problems.join("; ")),
+        "Correct the retention, the app-consistent frequency or the RPO threshold as said.",
+    ))
 }
 
 /// What the runtime knows around a decision: the clock and the job in flight.
@@ -424,6 +456,9 @@ pub fn dry_run(
     };
     c.add("no other job runs on the item", "R-W5", rules::r_w5_no_active_job(item, ctx.active_job.as_deref()));
     c.add("lifecycle state", lifecycle_rule(op), state_check(item, op));
+    if matches!(op, Operation::Reprotect | Operation::ReprotectToCloud) {
+        c.add("protection settings", "PS-1", protection_check(item, req));
+    }
     match op {
         Operation::Reprotect => reprotect(item, inv, req, est, &mut c, &mut plan),
         Operation::Failover | Operation::ChangeRecoveryPoint => failover(item, inv, req, &mut c, &mut plan, op),

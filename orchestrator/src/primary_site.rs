@@ -504,6 +504,7 @@ mod tests {
                 disk_bytes: 16 << 20,
                 last_failure: None,
                 drill: None,
+                protection: Default::default(),
             },
             cloud_disks: vec!["recovery/web01/disk0.vhd".into()],
             onprem_disks,

@@ -129,6 +129,7 @@ impl Service {
         // A group replicates through its first member's agents (a group shares its process server).
         let mut route: Option<Route> = None;
         let mut app = true;
+        let mut keep_ms: Millis = 0;
         for rec in doc.items.iter().filter(|r| ids.contains(&r.item.id)) {
             let running = if rec.cloud_power && !rec.item.cloud_vm.as_ref().is_some_and(|v| v.deleted) {
                 &rec.cloud_disks
@@ -160,7 +161,11 @@ impl Service {
             if item_pairs.is_empty() || now.saturating_sub(rec.last_cycle_at) < policy.crash_consistent_every_ms {
                 continue;
             }
-            app &= now.saturating_sub(rec.last_app_cycle_at) >= policy.app_consistent_every_ms;
+            app &= now.saturating_sub(rec.last_app_cycle_at)
+                >= rec.item.protection.app_consistent_every_ms(policy.app_consistent_every_ms);
+            // A group keeps its points as long as its longest-keeping member asks: its common points (R-RP2) are
+            // pruned together.
+            keep_ms = keep_ms.max(rec.item.protection.retention_ms());
             let to_primary = rec.item.state == State::ProtectedToPrimary;
             route.get_or_insert_with(|| Route::for_item(&rec.item, &doc.inventory, to_primary, None, None));
             blobs.extend(crate::workflows::blobs_of(rec, &[]));
@@ -173,7 +178,10 @@ impl Service {
         let consistency =
             if app { replicator::Consistency::AppConsistent } else { replicator::Consistency::CrashConsistent };
         let exec = Workflows::new(self, cancel.clone(), Arc::new(AtomicBool::new(false)), fence);
-        let result = exec.cycle(&route.unwrap_or_default(), &pairs, replicator::Mode::Auto, consistency, &blobs).await;
+        let retention = replicator::journal::Retention { max_age_ms: Some(keep_ms), max_points: None };
+        let result = exec
+            .cycle(&route.unwrap_or_default(), &pairs, replicator::Mode::Auto, consistency, &blobs, retention)
+            .await;
         if result.is_err() && cancel.load(Ordering::Relaxed) {
             // Given up for a job (or a shutdown): not a failure of the item's replication.
             return Ok(());

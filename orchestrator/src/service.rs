@@ -33,6 +33,13 @@ pub enum ServiceError {
     /// Something named that the vault does not have (a network, a drill), in words.
     #[error("{0}")]
     NotFound(String),
+    /// Values that do not hold, with what to enter instead.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Alert(#[from] crate::alerts::AlertError),
+    #[error(transparent)]
+    Webhook(#[from] crate::webhooks::WebhookError),
 }
 
 /// Task step prefix of a recovery plan's per-item failover tasks.
@@ -179,6 +186,29 @@ impl Service {
             matched += 1;
         }
         Ok((page, matched))
+    }
+
+    /// Changes how an item is protected (retention, app-consistent frequency, RPO threshold); `None` fields go back
+    /// to the vault's defaults. Takes effect at its next replication cycle.
+    pub async fn set_protection(
+        &self,
+        id: &str,
+        settings: ProtectionSettings,
+    ) -> Result<ProtectionSettings, ServiceError> {
+        let problems = settings.problems();
+        if !problems.is_empty() {
+            return Err(ServiceError::Invalid(format!(
+                "The protection settings do not hold: {}.",
+                problems.join("; ")
+            )));
+        }
+        self.estate
+            .update_item(id, |rec, _| {
+                rec.item.protection = settings;
+                Ok(())
+            })
+            .await?;
+        Ok(settings)
     }
 
     /// Marks a network of the primary site (the estate's or a connected vCenter's) isolated, where drills may put
@@ -405,17 +435,33 @@ impl Service {
 
     /// Moves the job's item to where the job's end takes it, inside `tx` (the transaction recording the end).
     pub(crate) async fn settle_on(tx: &mut sqlx::AnyConnection, job: &Job, end: JobState) -> Result<(), EstateError> {
-        let Ok(req) = serde_json::from_str::<JobRequest>(&job.request) else { return Ok(()) };
-        let event = match end {
-            JobState::Succeeded => Event::Succeeded(req.operation),
-            JobState::Failed | JobState::Cancelled => Event::Failed(req.operation),
-            _ => return Ok(()),
-        };
+        if !matches!(end, JobState::Succeeded | JobState::Failed | JobState::Cancelled) {
+            return Ok(());
+        }
+        let req = serde_json::from_str::<JobRequest>(&job.request).ok();
+        let words = req.as_ref().map_or("plan failover", |r| lifecycle::operation_words(r.operation));
         // A failed job stays on its item until the next one starts or succeeds: the item page says what happened
         // and what to do, whatever replication reports meanwhile.
         let failure = match end {
-            JobState::Failed => Some(Self::failure_of(tx, job, req.operation).await?),
+            JobState::Failed => Some(Self::failure_of(tx, job, words).await?),
             _ => None,
+        };
+        // The webhooks that take job ends hear of it exactly when it is recorded: in this transaction.
+        let now = system_clock();
+        let payload = serde_json::json!({
+            "event": "job.ended",
+            "at": now,
+            "job": {
+                "id": job.id, "kind": job.kind, "item": job.item_id, "plan": job.plan_id, "state": end,
+                "failed_task": failure.as_ref().map(|f| &f.task), "error": failure.as_ref().map(|f| &f.error),
+                "recommended_action": failure.as_ref().map(|f| &f.recommended_action),
+            },
+        });
+        crate::webhooks::Webhooks::enqueue_on(tx, crate::webhooks::EventKind::Job, "job.ended", &payload, now).await?;
+        let Some(req) = req else { return Ok(()) };
+        let event = match end {
+            JobState::Succeeded => Event::Succeeded(req.operation),
+            _ => Event::Failed(req.operation),
         };
         // A crash between creating the job and moving the item may have skipped `Started`: apply it first.
         Estate::update_item_on(tx, &req.item, |rec, _| {
@@ -433,7 +479,7 @@ impl Service {
     async fn failure_of(
         tx: &mut sqlx::AnyConnection,
         job: &Job,
-        op: Operation,
+        operation: &str,
     ) -> Result<crate::domain::JobFailure, EstateError> {
         #[derive(sqlx::FromRow)]
         struct Failed {
@@ -454,7 +500,7 @@ impl Service {
         let row = row.unwrap_or(Failed { name: None, error: None, recommended_action: None, finished_at: None });
         Ok(crate::domain::JobFailure {
             job: job.id.clone(),
-            operation: lifecycle::operation_words(op).to_owned(),
+            operation: operation.to_owned(),
             task: row.name.unwrap_or_default(),
             error: row.error.unwrap_or_else(|| "the job failed".into()),
             recommended_action: row.recommended_action.unwrap_or_default(),

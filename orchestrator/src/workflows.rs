@@ -155,6 +155,7 @@ impl Workflows<'_> {
         mode: replicator::Mode,
         consistency: replicator::Consistency,
         blobs: &Blobs,
+        retention: replicator::journal::Retention,
     ) -> Result<(u64, String), TaskFailure> {
         let bandwidth = self.service.estate.policy().await.ok().and_then(|p| p.replication_bytes_per_s);
         let on_blobs = pairs.iter().any(|(s, d)| blobs.contains_key(s) || blobs.contains_key(d));
@@ -172,7 +173,8 @@ impl Workflows<'_> {
                         target_blob,
                     })
                     .collect();
-                let done = self.agent_cycle(&sender, &receiver, disks, mode, consistency, bandwidth).await;
+                let how = crate::agent_cycle::CycleTerms { mode, consistency, bandwidth, retention };
+                let done = self.agent_cycle(&sender, &receiver, disks, how).await;
                 for (site, blob, snapshot) in snapshots {
                     if let Err(e) = site.container().delete_snapshot(&blob, &snapshot).await {
                         tracing::warn!(blob, snapshot, error = %e, "a snapshot of a cloud disk could not be deleted");
@@ -208,6 +210,7 @@ impl Workflows<'_> {
             block_size: BLOCK_SIZE,
             consistency,
             bandwidth,
+            retention,
             progress,
             cancel: Some(self.cancel.clone()),
             ..Default::default()
@@ -323,6 +326,27 @@ impl Workflows<'_> {
         let (ps, mt) = (req.request.process_server.as_deref(), req.request.master_target.as_deref());
         Route::for_item(&rec.item, inv, to_primary, ps, mt)
     }
+}
+
+impl Workflows<'_> {
+    /// One cycle of the item's disk `pairs` through `route`, with its page blobs (and `extra` disks about to be
+    /// blobs) and its retention.
+    async fn item_cycle(
+        &self,
+        rec: &ItemRecord,
+        route: &Route,
+        pairs: &[(String, String)],
+        mode: replicator::Mode,
+        consistency: replicator::Consistency,
+        extra: &[String],
+    ) -> Result<(u64, String), TaskFailure> {
+        self.cycle(route, pairs, mode, consistency, &blobs_of(rec, extra), retention(rec)).await
+    }
+}
+
+/// How long the item's replica keeps recovery points (its protection settings).
+pub(crate) fn retention(rec: &ItemRecord) -> replicator::journal::Retention {
+    replicator::journal::Retention { max_age_ms: Some(rec.item.protection.retention_ms()), max_points: None }
 }
 
 /// The VM an alternate-location reprotect made: on `host`, one disk per size on datastore `ds`.
@@ -668,15 +692,17 @@ impl Workflows<'_> {
                 Ok(outcome(0, serde_json::json!({"created": disks})))
             }
             Step::InitialReplication | Step::ResumeReplication => {
-                let (rec, _) = self.record(id).await?;
-                if rec.replica_disks.is_empty() {
-                    // Original location: the on-premises VM's own disks become the replica.
-                    self.update(id, |r, _| {
+                // The protection settings chosen with the reprotect apply from its first point on.
+                let chosen = req.request.protection();
+                self.update(id, |r, _| {
+                    if r.replica_disks.is_empty() {
+                        // Original location: the on-premises VM's own disks become the replica.
                         r.replica_disks = r.onprem_disks.clone();
-                        Ok(())
-                    })
-                    .await?;
-                }
+                    }
+                    r.item.protection = r.item.protection.with(&chosen);
+                    Ok(())
+                })
+                .await?;
                 let (rec, inv) = self.record(id).await?;
                 let pairs: Vec<(String, String)> =
                     rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect();
@@ -686,9 +712,8 @@ impl Workflows<'_> {
                 } else {
                     replicator::Mode::Delta
                 };
-                let blobs = blobs_of(&rec, &[]);
                 let (bytes, point) =
-                    self.cycle(&route, &pairs, mode, replicator::Consistency::CrashConsistent, &blobs).await?;
+                    self.item_cycle(&rec, &route, &pairs, mode, replicator::Consistency::CrashConsistent, &[]).await?;
                 self.update(id, |r, _| {
                     r.item.initial_sync_percent = 100;
                     r.item.master_target = req.request.master_target.clone().or(r.item.master_target.take());
@@ -707,9 +732,15 @@ impl Workflows<'_> {
                 } else {
                     rec.onprem_disks.iter().cloned().zip(rec.cloud_disks.iter().cloned()).collect()
                 };
-                let blobs = blobs_of(&rec, &[]);
                 let (bytes, point) = self
-                    .cycle(&route, &pairs, replicator::Mode::Auto, replicator::Consistency::AppConsistent, &blobs)
+                    .item_cycle(
+                        &rec,
+                        &route,
+                        &pairs,
+                        replicator::Mode::Auto,
+                        replicator::Consistency::AppConsistent,
+                        &[],
+                    )
                     .await?;
                 Ok(outcome(bytes, serde_json::json!({"point": point, "consistency": "app-consistent"})))
             }
@@ -723,9 +754,15 @@ impl Workflows<'_> {
                 } else {
                     rec.cloud_disks.iter().cloned().zip(rec.replica_disks.iter().cloned()).collect()
                 };
-                let blobs = blobs_of(&rec, &[]);
                 let (bytes, point) = self
-                    .cycle(&route, &pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent, &blobs)
+                    .item_cycle(
+                        &rec,
+                        &route,
+                        &pairs,
+                        replicator::Mode::Auto,
+                        replicator::Consistency::CrashConsistent,
+                        &[],
+                    )
                     .await?;
                 Ok(outcome(bytes, serde_json::json!({"point": point})))
             }
@@ -926,6 +963,12 @@ impl Workflows<'_> {
                 Ok(outcome(0, serde_json::json!({"agent_registered": true})))
             }
             Step::InitialReplicationToCloud => {
+                let chosen = req.request.protection();
+                self.update(id, |r, _| {
+                    r.item.protection = r.item.protection.with(&chosen);
+                    Ok(())
+                })
+                .await?;
                 let (rec, inv) = self.record(id).await?;
                 let route = self.route(&rec, &inv, false, req);
                 let mut cloud = Vec::new();
@@ -938,9 +981,15 @@ impl Workflows<'_> {
                     let _ = std::fs::create_dir_all(self.service.estate.path(c).parent().unwrap());
                 }
                 // Bound to a storage account, the re-protected copies are page blobs there too.
-                let blobs = blobs_of(&rec, &cloud);
                 let (bytes, point) = self
-                    .cycle(&route, &pairs, replicator::Mode::Auto, replicator::Consistency::CrashConsistent, &blobs)
+                    .item_cycle(
+                        &rec,
+                        &route,
+                        &pairs,
+                        replicator::Mode::Auto,
+                        replicator::Consistency::CrashConsistent,
+                        &cloud,
+                    )
                     .await?;
                 self.update(id, |r, _| {
                     r.cloud_disks = cloud.clone();

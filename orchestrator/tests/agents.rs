@@ -125,6 +125,7 @@ mod assignments {
             chunk_bytes: 4 << 20,
             bandwidth: None,
             stream_token: "secret".into(),
+            retention_ms: Some(86_400_000),
         }
     }
 

@@ -112,6 +112,7 @@ fn web01() -> ReplicatedItem {
         agent_registered: true,
         last_failure: None,
         drill: None,
+        protection: Default::default(),
         disk_bytes: 1 << 30,
     }
 }

@@ -198,3 +198,63 @@ async fn cancelling_a_job_that_has_not_started_puts_the_item_back() {
     assert_eq!(state(&s, "web01").await, State::CommittedInCloud);
     assert!(!s.work_once("w").await.unwrap(), "nothing left to run");
 }
+
+/// Retention per item (issue 12 §5): the retention chosen with the reprotect reaches the replica's journal. Points
+/// older than it go at the next cycle, with their undo logs, and the journal's disk usage falls; newer ones stay.
+#[tokio::test]
+async fn an_items_retention_prunes_its_old_recovery_points_at_the_next_cycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = service(dir.path(), false).await;
+    // A cycle at every round, and a guest that writes between them: each undo log holds the bytes it overwrote.
+    s.estate
+        .update(|doc| {
+            doc.replication.crash_consistent_every_ms = 0;
+            doc.replication.guest_bytes_per_tick = 1 << 20;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let r = Request { retention_min: Some(60), ..req("mt-win-01", "ps-azure-01", None) };
+    run(&s, "web01", Operation::Reprotect, &r, "k-retention").await;
+    let (item, _) = s.item("web01").await.unwrap();
+    assert_eq!(item.protection.retention_min, Some(60), "the reprotect's choice is the item's");
+    let shutdown = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for _ in 0..3 {
+        s.replication_round("replication/test", &shutdown).await.unwrap();
+    }
+    let before: Vec<String> = s.item("web01").await.unwrap().0.recovery_points.iter().map(|p| p.id.clone()).collect();
+    assert!(before.len() >= 5, "{before:?}");
+
+    let doc = s.doc().await.unwrap();
+    let rec = doc.items.iter().find(|r| r.item.id == "web01").unwrap();
+    let replica = replicator::DiskImage::open(&dir.path().join("estate").join(&rec.replica_disks[0])).unwrap();
+    let journal = replica.state_dir().join("points");
+    let undo_bytes = || -> u64 {
+        std::fs::read_dir(&journal)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("undo-"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let used_before = undo_bytes();
+    // Two hours pass for every point but the newest two, as the journal records when each was taken.
+    let file = journal.join("points.json");
+    let mut points: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let n = points.len();
+    let mut aged = Vec::new();
+    for p in &mut points[..n - 2] {
+        let t = p["created_at_ms"].as_u64().unwrap();
+        p["created_at_ms"] = (t - 2 * 3_600_000).into();
+        aged.push(p["id"].as_str().unwrap().to_owned());
+    }
+    std::fs::write(&file, serde_json::to_vec(&points).unwrap()).unwrap();
+
+    s.replication_round("replication/test", &shutdown).await.unwrap();
+    let after: Vec<String> = s.item("web01").await.unwrap().0.recovery_points.iter().map(|p| p.id.clone()).collect();
+    assert!(after.iter().all(|p| !aged.contains(p)), "points older than the retention are gone: {after:?}");
+    assert_eq!(after.len(), 3, "the newest two and the new one stay: {after:?}");
+    assert_eq!(&after[..2], &before[before.len() - 2..]);
+    let used_after = undo_bytes();
+    assert!(used_after < used_before, "the journal's undo logs shrank: {used_before} → {used_after} bytes");
+}

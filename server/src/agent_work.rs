@@ -196,10 +196,11 @@ async fn receive_stream(ctx: &Ctx, acceptor: &tokio_rustls::TlsAcceptor, tcp: Tc
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         }
-        Ok::<_, String>((target, grant.spec.stream_token, disk.target_blob.clone()))
+        let retention = replicator::journal::Retention { max_age_ms: grant.spec.retention_ms, max_points: None };
+        Ok::<_, String>((target, grant.spec.stream_token, disk.target_blob.clone(), retention))
     }
     .await;
-    let (target, token, target_blob) = match target {
+    let (target, token, target_blob, retention) = match target {
         Ok(t) => t,
         Err(why) => {
             let _ = write_line(&mut tls, &format!("refused: {why}")).await;
@@ -246,7 +247,7 @@ async fn receive_stream(ctx: &Ctx, acceptor: &tokio_rustls::TlsAcceptor, tcp: Tc
             runtime.block_on(site.push_blob(&b.blob, path)).map(|_| ()).map_err(task_text)
         }) as replicator::sync::AfterCommit
     });
-    let opts = replicator::sync::TargetOptions { token, after_commit, ..Default::default() };
+    let opts = replicator::sync::TargetOptions { token, after_commit, retention };
     let result = tokio::task::spawn_blocking(move || replicator::sync::run_target(&target, end, &opts))
         .await
         .map_err(|e| e.to_string());

@@ -82,6 +82,22 @@ impl From<ServiceError> for ApiError {
             ServiceError::Connection(c) => c.into(),
             ServiceError::Account(a) => a.into(),
             ServiceError::NotFound(m) => ApiError::NotFound(m),
+            ServiceError::Invalid(m) => ApiError::Unprocessable(m),
+            ServiceError::Alert(a) => match a {
+                orchestrator::alerts::AlertError::NotFound(_) => ApiError::NotFound(a.to_string()),
+                orchestrator::alerts::AlertError::Resolved(_) => ApiError::Conflict {
+                    code: "alert-resolved",
+                    message: a.to_string(),
+                    action: "Nothing to do: GET /api/v1/alerts lists the open ones.".into(),
+                },
+                orchestrator::alerts::AlertError::Db(d) => db_error(&d, d.to_string()),
+            },
+            ServiceError::Webhook(w) => match w {
+                orchestrator::webhooks::WebhookError::Invalid(m) => ApiError::Unprocessable(m),
+                orchestrator::webhooks::WebhookError::NotFound(_) => ApiError::NotFound(w.to_string()),
+                orchestrator::webhooks::WebhookError::Db(d) => db_error(&d, d.to_string()),
+                other @ orchestrator::webhooks::WebhookError::Sealed => ApiError::Internal(other.to_string()),
+            },
             ServiceError::Estate(EstateError::Db(d)) => db_error(&d, d.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
@@ -276,6 +292,7 @@ pub fn router(service: Svc, accounts: Accounts, plane: AgentPlane) -> Router {
         .route("/items", get(list_items))
         .route("/items/{id}", get(get_item))
         .route("/items/{id}/points", get(item_points))
+        .route("/items/{id}/protection", get(get_protection).put(put_protection))
         .route("/items/{id}/{action}", post(item_action))
         .route("/plans", get(list_plans))
         .route("/plans/{id}/failover", post(plan_failover))
@@ -285,6 +302,11 @@ pub fn router(service: Svc, accounts: Accounts, plane: AgentPlane) -> Router {
         .route("/infrastructure", get(infrastructure))
         .route("/infrastructure/faults", post(faults))
         .route("/infrastructure/networks/{name}", post(set_network_isolation))
+        .route("/alerts", get(list_alerts))
+        .route("/alerts/{id}/acknowledge", post(acknowledge_alert))
+        .route("/webhooks", get(list_webhooks).post(add_webhook))
+        .route("/webhooks/{id}", axum::routing::delete(remove_webhook))
+        .route("/webhooks/{id}/deliveries", get(webhook_deliveries))
         .route("/drills", get(list_drills))
         .route("/drills/{id}", get(get_drill))
         .route("/agents", get(list_agents).post(enroll_agent))
@@ -438,8 +460,7 @@ async fn enroll_agent(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let v: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let v: Value = json_body(&body)?;
     let b: EnrollBody = body_into(v)?;
     let actor = Actor { user: &user, accounts: &accounts, service: &s };
     let e = actor.enroll_agent(&plane.agents, &b.name, b.role, b.site).await?;
@@ -468,8 +489,7 @@ async fn set_rate_cap(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let v: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let v: Value = json_body(&body)?;
     if v.get("max_bytes_per_s").is_none() {
         return Err(ApiError::BadRequest("body: send max_bytes_per_s (a number, or null to lift the cap)".into()));
     }
@@ -510,8 +530,7 @@ async fn add_connection(
     Extension(accounts): Extension<Accounts>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let v: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let v: Value = json_body(&body)?;
     match v.get("kind").and_then(Value::as_str) {
         Some("vcenter" | "storage-account" | "azure-subscription") => {}
         _ => {
@@ -804,8 +823,7 @@ async fn plan_failover(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let v: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let v: Value = json_body(&body)?;
     let req: PlanFailover = body_into(v)?;
     if q.dry_run {
         let preview = s.plan_failover_preview(&id, &req.point).await?;
@@ -884,6 +902,54 @@ async fn faults(
     infrastructure(State(s)).await
 }
 
+/// The item's protection settings as chosen (`null`: the vault's default) and as they apply.
+fn protection_view(p: &orchestrator::domain::ProtectionSettings, vault_app_ms: u64) -> Value {
+    json!({
+        "chosen": p,
+        "effective": {
+            "retention_min": p.retention_ms() / 60_000,
+            "app_consistent_every_min": p.app_consistent_every_ms(vault_app_ms) / 60_000,
+            "rpo_threshold_min": p.rpo_threshold_ms() / 60_000,
+        }
+    })
+}
+
+async fn get_protection(State(s): State<Svc>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let (item, _) = s.item(&id).await?;
+    let policy = s.estate.policy().await.map_err(ServiceError::from)?;
+    Ok(Json(protection_view(&item.protection, policy.app_consistent_every_ms)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProtectionBody {
+    retention_min: Option<u32>,
+    app_consistent_every_min: Option<u32>,
+    rpo_threshold_min: Option<u32>,
+    reason: Option<String>,
+}
+
+/// Replaces the item's protection settings: a field absent or null goes back to the vault's default.
+async fn put_protection(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let v: Value = json_body(&body)?;
+    let b: ProtectionBody = body_into(v)?;
+    let settings = orchestrator::domain::ProtectionSettings {
+        retention_min: b.retention_min,
+        app_consistent_every_min: b.app_consistent_every_min,
+        rpo_threshold_min: b.rpo_threshold_min,
+    };
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    let set = actor.set_protection(&id, settings, b.reason.as_deref()).await?;
+    let policy = s.estate.policy().await.map_err(ServiceError::from)?;
+    Ok(Json(protection_view(&set, policy.app_consistent_every_ms)))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NetworkIsolation {
@@ -898,12 +964,113 @@ async fn set_network_isolation(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let v: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let v: Value = json_body(&body)?;
     let NetworkIsolation { isolated } = body_into(v)?;
     let actor = Actor { user: &user, accounts: &accounts, service: &s };
     let network = actor.set_network_isolation(&name, isolated).await?;
     Ok(Json(json!({ "network": network })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertQuery {
+    /// `open` (the default: open and acknowledged) or `all`.
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+fn limit_of(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n @ 1..=1000) => Ok(n),
+        Some(n) => Err(ApiError::BadRequest(format!("limit {n} is out of range; use 1 to 1000"))),
+    }
+}
+
+async fn list_alerts(State(s): State<Svc>, Params(q): Params<AlertQuery>) -> Result<Json<Value>, ApiError> {
+    let all = match q.state.as_deref() {
+        None | Some("open") => false,
+        Some("all") => true,
+        Some(other) => return Err(ApiError::BadRequest(format!("state {other:?} is unknown; use open or all"))),
+    };
+    let alerts = s.alerts().list(all, limit_of(q.limit)?).await.map_err(|e| db_error(&e, e.to_string()))?;
+    Ok(Json(json!({ "alerts": alerts })))
+}
+
+async fn acknowledge_alert(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    no_body(&body)?;
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    let alert = actor.acknowledge_alert(&id).await?;
+    Ok(Json(json!({ "alert": alert })))
+}
+
+async fn list_webhooks(State(s): State<Svc>, Extension(user): Extension<User>) -> Result<Json<Value>, ApiError> {
+    user.role.may(orchestrator::access::Permission::Administer).map_err(|d| ApiError::Forbidden(d.to_string()))?;
+    let hooks = s.webhooks().list().await.map_err(ServiceError::from)?;
+    Ok(Json(json!({ "webhooks": hooks })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewWebhook {
+    url: String,
+    secret: Option<String>,
+    events: Option<Vec<orchestrator::webhooks::EventKind>>,
+}
+
+async fn add_webhook(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let v: Value = json_body(&body)?;
+    let b: NewWebhook = body_into(v)?;
+    let events = b
+        .events
+        .unwrap_or_else(|| vec![orchestrator::webhooks::EventKind::Alert, orchestrator::webhooks::EventKind::Job]);
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    let (hook, secret) = actor.add_webhook(&b.url, b.secret.as_deref(), &events).await?;
+    // The secret is shown this once: the receiver needs it to check signatures.
+    Ok((StatusCode::CREATED, Json(json!({ "webhook": hook, "secret": secret }))).into_response())
+}
+
+async fn remove_webhook(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    actor.remove_webhook(&id).await?;
+    Ok(Json(json!({ "removed": id })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveryQuery {
+    limit: Option<u32>,
+}
+
+async fn webhook_deliveries(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Path(id): Path<String>,
+    Params(q): Params<DeliveryQuery>,
+) -> Result<Json<Value>, ApiError> {
+    user.role.may(orchestrator::access::Permission::Administer).map_err(|d| ApiError::Forbidden(d.to_string()))?;
+    let hooks = s.webhooks();
+    if !hooks.list().await.map_err(ServiceError::from)?.iter().any(|h| h.id == id) {
+        return Err(ApiError::NotFound(format!("no webhook {id}; GET /api/v1/webhooks lists them")));
+    }
+    let deliveries = hooks.deliveries(&id, limit_of(q.limit)?).await.map_err(ServiceError::from)?;
+    Ok(Json(json!({ "deliveries": deliveries })))
 }
 
 #[derive(Deserialize)]
@@ -914,11 +1081,7 @@ struct DrillQuery {
 }
 
 async fn list_drills(State(s): State<Svc>, Params(q): Params<DrillQuery>) -> Result<Json<Value>, ApiError> {
-    let limit = match q.limit {
-        None => 100,
-        Some(n @ 1..=1000) => n,
-        Some(n) => return Err(ApiError::BadRequest(format!("limit {n} is out of range; use 1 to 1000"))),
-    };
+    let limit = limit_of(q.limit)?;
     let drills = s.drills().list(q.item.as_deref(), limit).await.map_err(|e| db_error(&e, e.to_string()))?;
     Ok(Json(json!({ "drills": drills })))
 }
@@ -1003,6 +1166,9 @@ fn complete_openapi(mut doc: Value) -> Value {
                 json!({"master_target": text("reprotect: the master target"), "process_server": text("reprotect, reprotect-to-cloud: the process server"),
                        "datastore": text("reprotect at an alternate location: the datastore"), "point": point.clone(),
                        "network": text("test-failover: the isolated network the test VM joins"),
+                       "retention_min": {"type": "integer", "minimum": 1, "maximum": 43200, "description": "reprotect, reprotect-to-cloud: minutes recovery points are kept (default 1440)"},
+                       "app_consistent_every_min": {"type": "integer", "minimum": 1, "maximum": 720, "description": "reprotect, reprotect-to-cloud: minutes between app-consistent points (default: the vault's policy)"},
+                       "rpo_threshold_min": {"type": "integer", "minimum": 1, "maximum": 1440, "description": "reprotect, reprotect-to-cloud: the RPO past which the item alerts (default 15)"},
                        "notes": {"type": "string", "maxLength": 4000, "description": "cleanup-test-failover: what the drill showed, for its report"},
                        "reason": text("Why, for the audit log")}),
                 &[],
@@ -1013,7 +1179,7 @@ fn complete_openapi(mut doc: Value) -> Value {
             "/api/v1/infrastructure/faults" => object(
                 json!({"vcenter_connected": {"type": "boolean"}, "master_target_snapshots": {"type": "integer", "minimum": 0, "maximum": u32::MAX},
                        "register_agent": text("an item id"), "delete_original_vm": text("an item id"),
-                       "agent_registration_delay_min": {"type": "integer", "minimum": 0, "maximum": u64::MAX}, "fill_datastore": text("a datastore of the local estate"),
+                       "agent_registration_delay_min": {"type": "integer", "minimum": 0, "maximum": u64::MAX}, "fill_datastore": text("a datastore of the local estate"), "free_datastore": text("a datastore of the local estate: half its capacity free again"),
                        "guest_bytes_per_tick": {"type": "integer", "minimum": 0, "maximum": u64::MAX}, "crash_consistent_every_ms": {"type": "integer", "minimum": 0, "maximum": u64::MAX},
                        "app_consistent_every_ms": {"type": "integer", "minimum": 0, "maximum": u64::MAX}, "replication_bytes_per_s": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}),
                 &[],
@@ -1164,7 +1330,31 @@ fn openapi_paths() -> Value {
             "/api/v1/jobs/{id}/{action}": path("cancel | restart | resume", "post"),
             "/api/v1/infrastructure": path("Configuration server, vCenters, hosts, datastores, master targets, process servers", "get"),
             "/api/v1/infrastructure/faults": path("Fault knobs of the local estate (Administrator)", "post"),
+            "/api/v1/items/{id}/protection": {
+                "get": {"summary": "The item's protection settings: as chosen (null: the vault's default) and as they apply", "responses": {"200": {"description": "{chosen, effective}"}, "404": {"description": "Unknown item", "content": {"application/json": {"schema": err}}}}},
+                "put": {"summary": "Replace the item's protection settings (Operator): retention, app-consistent frequency, RPO threshold, in minutes; absent or null goes back to the vault's default; applies from the next cycle",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "properties": {
+                        "retention_min": {"type": "integer", "minimum": 1, "maximum": 43200, "nullable": true},
+                        "app_consistent_every_min": {"type": "integer", "minimum": 1, "maximum": 720, "nullable": true},
+                        "rpo_threshold_min": {"type": "integer", "minimum": 1, "maximum": 1440, "nullable": true},
+                        "reason": {"type": "string", "nullable": true}}}}}},
+                    "responses": {"200": {"description": "{chosen, effective}"}, "400": {"description": "Malformed or unknown field"}, "403": {"description": "Not an Operator"}, "404": {"description": "Unknown item", "content": {"application/json": {"schema": err}}}, "422": {"description": "Values that do not hold, with what to enter", "content": {"application/json": {"schema": err}}}}}},
             "/api/v1/infrastructure/networks/{name}": {"post": {"summary": "Mark a network of the primary site isolated, where test failovers may put their VMs, or production (Administrator; body: {isolated: bool})", "responses": {"200": {"description": "The network"}, "400": {"description": "Malformed or unknown field"}, "403": {"description": "Not an Administrator"}, "404": {"description": "No such network", "content": {"application/json": {"schema": err}}}}}},
+            "/api/v1/alerts": {"get": {"summary": "Alerts, newest first: an RPO past its item's threshold, a site connection failing, an agent offline, a datastore nearly full; each opens when its condition appears and resolves itself when it clears",
+                "parameters": [{"name": "state", "in": "query", "schema": {"type": "string", "enum": ["open", "all"], "default": "open"}}, {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}],
+                "responses": {"200": {"description": "{alerts}"}, "400": {"description": "An unknown parameter or value", "content": {"application/json": {"schema": err}}}}}},
+            "/api/v1/alerts/{id}/acknowledge": {"post": {"summary": "Acknowledge an open alert (Operator): it stays listed until its condition clears", "responses": {"200": {"description": "{alert}"}, "403": {"description": "Not an Operator"}, "404": {"description": "Unknown alert", "content": {"application/json": {"schema": err}}}, "409": {"description": "Resolved already", "content": {"application/json": {"schema": err}}}}}},
+            "/api/v1/webhooks": {"get": {"summary": "Webhooks (Administrator); never their secrets", "responses": {"200": {"description": "{webhooks}"}, "403": {"description": "Not an Administrator"}}},
+                "post": {"summary": "Add a webhook (Administrator; body: {url, secret?, events?: [alert, job]}): alerts opening and resolving and jobs ending are POSTed as JSON, signed X-Homeward-Signature: sha256=HMAC-SHA256(secret, timestamp + '.' + body) with X-Homeward-Timestamp; retried with doubling backoff; the secret (made when absent) is answered once",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "required": ["url"], "properties": {
+                        "url": {"type": "string", "pattern": "^https?://[^/?#@ ]+", "description": "http:// or https://, no user or password"},
+                        "secret": {"type": "string", "minLength": 16, "nullable": true},
+                        "events": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": ["alert", "job"]}, "nullable": true}}}}}},
+                    "responses": {"201": {"description": "{webhook, secret}"}, "400": {"description": "Malformed or unknown field"}, "403": {"description": "Not an Administrator"}, "422": {"description": "An address or secret that does not hold", "content": {"application/json": {"schema": err}}}}}},
+            "/api/v1/webhooks/{id}": {"delete": {"summary": "Remove a webhook (Administrator); its pending deliveries are given up, its log stays", "responses": {"200": {"description": "Removed"}, "403": {"description": "Not an Administrator"}, "404": {"description": "Unknown webhook", "content": {"application/json": {"schema": err}}}}}},
+            "/api/v1/webhooks/{id}/deliveries": {"get": {"summary": "A webhook's delivery log, newest first (Administrator): event, state, attempts, last status or error",
+                "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}],
+                "responses": {"200": {"description": "{deliveries}"}, "400": {"description": "An unknown parameter", "content": {"application/json": {"schema": err}}}, "403": {"description": "Not an Administrator"}, "404": {"description": "Unknown webhook", "content": {"application/json": {"schema": err}}}}}},
             "/api/v1/drills": {"get": {"summary": "Drills (test failovers), newest first, each with its report: point and its age, time to power on, checks, cleanup and notes",
                 "parameters": [{"name": "item", "in": "query", "schema": {"type": "string"}}, {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}],
                 "responses": {"200": {"description": "{drills}"}, "400": {"description": "An unknown parameter, or a limit out of range", "content": {"application/json": {"schema": err}}}}}},

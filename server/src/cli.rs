@@ -54,6 +54,17 @@ pub enum Command {
     CleanupTestFailover(crate::client::CleanupArgs),
     /// List drills (test failovers) with their reports, or show one; --csv prints a report as CSV.
     Drills(crate::client::DrillsArgs),
+    /// Alerts, through the API: list the open ones (or all), acknowledge one.
+    #[command(subcommand)]
+    Alerts(crate::client::AlertsCommand),
+    /// Webhooks, through the API (Administrator): add one (prints its signing secret once), list them, show one's
+    /// delivery log, remove one.
+    #[command(subcommand)]
+    Webhooks(crate::client::WebhooksCommand),
+    /// An item's protection settings, through the API: show them, or set the retention, the app-consistent
+    /// frequency and the RPO threshold (minutes; a value left out goes back to the vault's default).
+    #[command(subcommand)]
+    Protection(crate::client::ProtectionCommand),
     /// The primary site's networks, through the API: list them, or mark one isolated (drills may use it) or
     /// production (Administrator).
     #[command(subcommand)]

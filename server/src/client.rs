@@ -134,6 +134,223 @@ pub enum NetworksCommand {
     },
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum ProtectionCommand {
+    /// The item's settings: as chosen and as they apply.
+    Show {
+        item: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Replace the item's settings; each one left out goes back to the vault's default.
+    Set {
+        item: String,
+        /// Minutes recovery points are kept (1 to 43200; default 1440).
+        #[arg(long)]
+        retention_min: Option<u32>,
+        /// Minutes between app-consistent points (1 to 720; default: the vault's policy).
+        #[arg(long)]
+        app_consistent_every_min: Option<u32>,
+        /// The RPO, in minutes, past which the item alerts (1 to 1440; default 15).
+        #[arg(long)]
+        rpo_threshold_min: Option<u32>,
+        /// Why: recorded in the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        server: Server,
+    },
+}
+
+pub async fn protection(cmd: &ProtectionCommand) -> Result<(), Failure> {
+    let (s, item, v) = match cmd {
+        ProtectionCommand::Show { item, server } => {
+            let url = format!("{}/items/{}/protection", base(server), urlencoding(item));
+            (server, item, call(server, reqwest::Method::GET, &url, None, None).await?.1)
+        }
+        ProtectionCommand::Set { item, retention_min, app_consistent_every_min, rpo_threshold_min, reason, server } => {
+            let url = format!("{}/items/{}/protection", base(server), urlencoding(item));
+            let body = json!({"retention_min": retention_min, "app_consistent_every_min": app_consistent_every_min,
+                              "rpo_threshold_min": rpo_threshold_min, "reason": reason});
+            (server, item, call(server, reqwest::Method::PUT, &url, Some(body), None).await?.1)
+        }
+    };
+    if s.json {
+        println!("{v}");
+        return Ok(());
+    }
+    let line = |name: &str, key: &str| {
+        let chosen = &v["chosen"][key];
+        let effective = v["effective"][key].as_u64().unwrap_or(0);
+        let how = if chosen.is_null() { " (vault default)" } else { "" };
+        println!("  {name}: {effective} min{how}");
+    };
+    println!("protection of {item}:");
+    line("recovery points kept", "retention_min");
+    line("app-consistent point every", "app_consistent_every_min");
+    line("RPO threshold", "rpo_threshold_min");
+    Ok(())
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AlertsCommand {
+    /// The open alerts, newest first (with --all the resolved ones too).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Acknowledge an open alert: it stays listed until its condition clears.
+    Ack {
+        id: String,
+        #[command(flatten)]
+        server: Server,
+    },
+}
+
+pub async fn alerts(cmd: &AlertsCommand) -> Result<(), Failure> {
+    match cmd {
+        AlertsCommand::List { all, server } => {
+            let url = format!("{}/alerts{}", base(server), if *all { "?state=all" } else { "" });
+            let (_, v) = call(server, reqwest::Method::GET, &url, None, None).await?;
+            if server.json {
+                println!("{v}");
+                return Ok(());
+            }
+            let list = v["alerts"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("no {}alerts", if *all { "" } else { "open " });
+            }
+            for a in list {
+                println!(
+                    "{} {:<13} {:<8} {:<22} {}\n  {}",
+                    a["id"].as_str().unwrap_or(""),
+                    a["state"].as_str().unwrap_or(""),
+                    a["severity"].as_str().unwrap_or(""),
+                    a["kind"].as_str().unwrap_or(""),
+                    a["subject"].as_str().unwrap_or(""),
+                    a["message"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        AlertsCommand::Ack { id, server } => {
+            let url = format!("{}/alerts/{}/acknowledge", base(server), urlencoding(id));
+            let (_, v) = call(server, reqwest::Method::POST, &url, None, None).await?;
+            if server.json {
+                println!("{v}");
+            } else {
+                println!("alert {id} acknowledged by {}", v["alert"]["acknowledged_by"].as_str().unwrap_or(""));
+            }
+            Ok(())
+        }
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum WebhooksCommand {
+    /// Add a webhook: alerts and job ends are POSTed to URL, signed with HMAC-SHA256 (the secret is printed once).
+    Add {
+        url: String,
+        /// alert, job, or both (the default).
+        #[arg(long, value_delimiter = ',', value_parser = ["alert", "job"])]
+        events: Vec<String>,
+        /// The signing secret (at least 16 characters); made when left out.
+        #[arg(long, env = "HOMEWARD_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// The webhooks (never their secrets).
+    List {
+        #[command(flatten)]
+        server: Server,
+    },
+    /// A webhook's delivery log, newest first.
+    Deliveries {
+        id: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Remove a webhook; its pending deliveries are given up.
+    Remove {
+        id: String,
+        #[command(flatten)]
+        server: Server,
+    },
+}
+
+pub async fn webhooks(cmd: &WebhooksCommand) -> Result<(), Failure> {
+    match cmd {
+        WebhooksCommand::Add { url, events, secret, server } => {
+            let mut body = json!({ "url": url });
+            if !events.is_empty() {
+                body["events"] = json!(events);
+            }
+            if let Some(s) = secret {
+                body["secret"] = json!(s);
+            }
+            let (_, v) =
+                call(server, reqwest::Method::POST, &format!("{}/webhooks", base(server)), Some(body), None).await?;
+            if server.json {
+                println!("{v}");
+            } else {
+                println!(
+                    "webhook {} added for {}",
+                    v["webhook"]["id"].as_str().unwrap_or(""),
+                    v["webhook"]["url"].as_str().unwrap_or("")
+                );
+                println!("signing secret (shown once): {}", v["secret"].as_str().unwrap_or(""));
+            }
+            Ok(())
+        }
+        WebhooksCommand::List { server } => {
+            let (_, v) = call(server, reqwest::Method::GET, &format!("{}/webhooks", base(server)), None, None).await?;
+            if server.json {
+                println!("{v}");
+                return Ok(());
+            }
+            for h in v["webhooks"].as_array().into_iter().flatten() {
+                let events: Vec<&str> =
+                    h["events"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                println!(
+                    "{} {} ({})",
+                    h["id"].as_str().unwrap_or(""),
+                    h["url"].as_str().unwrap_or(""),
+                    events.join(", ")
+                );
+            }
+            Ok(())
+        }
+        WebhooksCommand::Deliveries { id, server } => {
+            let url = format!("{}/webhooks/{}/deliveries", base(server), urlencoding(id));
+            let (_, v) = call(server, reqwest::Method::GET, &url, None, None).await?;
+            if server.json {
+                println!("{v}");
+                return Ok(());
+            }
+            for d in v["deliveries"].as_array().into_iter().flatten() {
+                println!(
+                    "{} {:<15} {:<9} attempts {} {}",
+                    d["id"].as_str().unwrap_or(""),
+                    d["event"].as_str().unwrap_or(""),
+                    d["state"].as_str().unwrap_or(""),
+                    d["attempts"],
+                    d["last_error"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        WebhooksCommand::Remove { id, server } => {
+            let url = format!("{}/webhooks/{}", base(server), urlencoding(id));
+            call(server, reqwest::Method::DELETE, &url, None, None).await?;
+            println!("webhook {id} removed");
+            Ok(())
+        }
+    }
+}
+
 fn point_body(p: &str) -> Value {
     match p {
         "latest-processed" | "latest" | "latest-app-consistent" => json!({"type": p}),

@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! The `homeward` binary. Only this crate knows axum, the listener and the process: it parses the command line,
 //! opens the database, and mounts the portal (`app`) and the health endpoint.
 
@@ -84,6 +85,9 @@ fn run_client(cmd: cli::Command) -> ExitCode {
             cli::Command::CleanupTestFailover(a) => client::cleanup_test_failover(a).await,
             cli::Command::Drills(a) => client::drills(a).await,
             cli::Command::Networks(cmd) => client::networks(cmd).await,
+            cli::Command::Protection(cmd) => client::protection(cmd).await,
+            cli::Command::Alerts(cmd) => client::alerts(cmd).await,
+            cli::Command::Webhooks(cmd) => client::webhooks(cmd).await,
             cli::Command::PlanFailover(a) => client::plan_failover(a).await,
             cli::Command::Jobs { id, wait, server } => client::jobs(server, id.as_deref(), *wait).await,
             cli::Command::JobAction { id, action, wait, server } => client::job_action(server, id, action, *wait).await,

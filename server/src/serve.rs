@@ -128,6 +128,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let replication = orchestrator::replication::spawn(service.clone(), &node, shutdown.clone(), rt);
     let health = Health { db: db.clone(), node: node.id.clone(), workers: workers.clone(), service: service.clone() };
     spawn_connection_checks(service.clone(), shutdown.clone());
+    orchestrator::alerts::spawn(service.clone(), shutdown.clone());
 
     // The agents' endpoint: mutual TLS with certificates of the vault's own CA.
     let agent_addr = args

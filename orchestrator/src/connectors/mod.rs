@@ -13,7 +13,7 @@
 
 pub mod azure_blob;
 pub mod azure_compute;
-mod tls;
+pub(crate) mod tls;
 pub mod vsphere;
 mod xml;
 
