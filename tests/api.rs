@@ -1736,3 +1736,84 @@ async fn alerts_open_and_resolve_and_webhooks_deliver_them_signed_with_retries()
         assert!(audit.to_string().contains(action), "{action} is audited");
     }
 }
+
+/// A recovery plan's drill (issue 12 §2 and §3): a Drill operator runs every item's test VM from its point, group
+/// by group, on the isolated network; each item's drill has a report of its own; the plan's cleanup removes them
+/// all. A production network refuses the whole plan; a second drill while one exists too.
+#[tokio::test]
+async fn a_recovery_plan_is_drilled_as_a_whole_and_cleaned_up() {
+    let portal = Portal::start(&[]);
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
+    api.post("infrastructure/faults", r#"{"guest_bytes_per_tick": 0}"#, None).await;
+    for (item, mt) in [("erp-db", "mt-win-01"), ("erp-app", "mt-win-01"), ("erp-web", "mt-linux-01")] {
+        api.act(
+            item,
+            "reprotect",
+            json!({"master_target": mt, "process_server": "ps-azure-01"}),
+            &format!("pd-{item}"),
+        )
+        .await;
+    }
+    let dora =
+        Api { base: api.base.clone(), http: common::client_with_token(&portal.add_user("dora", "drill-operator")) };
+    let body = |net: &str| json!({"network": net, "point": {"type": "latest-processed"}}).to_string();
+
+    let (status, preview, _) = dora.post("plans/plan-erp/test-failover?dry_run=true", &body("VM Network"), None).await;
+    assert_eq!((status, preview["allowed"].as_bool()), (200, Some(false)), "{preview}");
+    let rules: Vec<&str> =
+        preview["refusals"].as_array().unwrap().iter().map(|r| r["rule"].as_str().unwrap()).collect();
+    assert_eq!(rules, ["DR-1"], "one refusal for the plan, however many items share it: {preview}");
+    let (status, preview, _) =
+        dora.post("plans/plan-erp/test-failover?dry_run=true", &body("drill-isolated"), None).await;
+    assert_eq!((status, preview["allowed"].as_bool()), (200, Some(true)), "{preview}");
+    let points: Vec<&str> = preview["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g.as_array().unwrap())
+        .map(|i| i["point"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(points.len(), 3, "{preview}");
+    let (status, _, _) = dora.post("plans/plan-erp/failover", r#"{"point": {"type": "latest-processed"}}"#, None).await;
+    assert_eq!(status, 403, "a Drill operator may not fail the plan over");
+
+    let (status, v, _) = dora.post("plans/plan-erp/test-failover", &body("drill-isolated"), Some("pd-t1")).await;
+    assert_eq!(status, 202, "{v}");
+    let job_id = v["job_id"].as_str().unwrap().to_owned();
+    let job = common::wait_job(&portal.http, &portal.url, &job_id).await;
+    assert_eq!(job["job"]["state"], "succeeded", "{job}");
+    assert_eq!(job["job"]["kind"], "plan-test-failover");
+    for item in ["erp-db", "erp-app", "erp-web"] {
+        let (_, it) = api.get(&format!("items/{item}")).await;
+        let drill = format!("{job_id}.{item}");
+        assert_eq!(it["item"]["drill"]["id"], drill.as_str(), "{it}");
+        assert_eq!(it["item"]["state"], "protected-to-primary", "{it}");
+        let (status, report) = api.get(&format!("drills/{drill}")).await;
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(
+            (report["drill"]["status"].as_str(), report["drill"]["started_by"].as_str()),
+            (Some("running"), Some("dora")),
+            "{report}"
+        );
+        assert!(report["drill"]["checks"].as_array().unwrap().iter().all(|c| c["passed"] == true), "{report}");
+    }
+    let (status, err, _) = dora.post("plans/plan-erp/test-failover", &body("drill-isolated"), None).await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("DR-3")), "{err}");
+
+    let (status, v, _) =
+        dora.post("plans/plan-erp/cleanup-test-failover", r#"{"notes": "ERP answered end to end"}"#, None).await;
+    assert_eq!(status, 202, "{v}");
+    let job = common::wait_job(&portal.http, &portal.url, v["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["job"]["state"], "succeeded", "{job}");
+    for item in ["erp-db", "erp-app", "erp-web"] {
+        let (_, it) = api.get(&format!("items/{item}")).await;
+        assert!(it["item"]["drill"].is_null(), "{it}");
+        let (_, report) = api.get(&format!("drills/{job_id}.{item}")).await;
+        assert_eq!(report["drill"]["status"], "cleaned-up", "{report}");
+        assert_eq!(report["drill"]["notes"], "ERP answered end to end");
+    }
+    let (status, err, _) = dora.post("plans/plan-erp/cleanup-test-failover", "{}", None).await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("DR-3")), "{err}");
+    let (status, _, _) = dora.post("plans/plan-erp/drill", "{}", None).await;
+    assert_eq!(status, 404, "an unknown plan action");
+}

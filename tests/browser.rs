@@ -635,6 +635,30 @@ async fn a_recovery_plan_fails_over_from_its_page() {
     let c = driver.session(1280, false).await;
     c.goto(&portal.url).await.unwrap();
     sign_in(&c, &portal.url, "admin", "/recovery-plans/plan-erp").await;
+    // First a drill of the whole plan (issue 12 §2, §3), then its cleanup, from the plan page.
+    click(&c, r#"[data-testid="plan-test-failover"]"#).await;
+    wait_css(&c, "#plan-test-failover-dialog[open]", 10).await;
+    choose(&c, r#"#plan-test-failover-dialog select[name="network"]"#, "drill-isolated").await;
+    type_into(&c, "#plan-test-failover-dialog textarea[name=reason]", "ERP drill").await;
+    click(&c, r#"#plan-test-failover-dialog [data-testid="confirm"]"#).await;
+    wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
+    watch_job(&c).await;
+    for item in ["erp-db", "erp-app", "erp-web"] {
+        let v = api(&portal, "GET", &format!("items/{item}"), Value::Null).await;
+        assert_eq!(v["item"]["drill"]["network"], "drill-isolated", "{item}: {v}");
+    }
+    goto(&c, &portal.url, "/recovery-plans/plan-erp").await;
+    assert_eq!(text(&c, r#"[data-testid="plan-cleanup"]"#).await, "Clean up test failover (3)");
+    click(&c, r#"[data-testid="plan-cleanup"]"#).await;
+    wait_css(&c, "#plan-cleanup-dialog[open]", 10).await;
+    type_into(&c, "#plan-cleanup-dialog textarea[name=notes]", "ERP answered").await;
+    type_into(&c, "#plan-cleanup-dialog textarea[name=reason]", "drill done").await;
+    click(&c, r#"#plan-cleanup-dialog [data-testid="confirm"]"#).await;
+    wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
+    watch_job(&c).await;
+    let v = api(&portal, "GET", "items/erp-db", Value::Null).await;
+    assert!(v["item"]["drill"].is_null(), "{v}");
+    goto(&c, &portal.url, "/recovery-plans/plan-erp").await;
     let groups = text(&c, "ol.groups").await;
     assert!(groups.contains("Group 1") && groups.contains("erp-db") && groups.contains("Group 2"), "{groups}");
     click(&c, r#"[data-testid="plan-failover"]"#).await;

@@ -330,6 +330,42 @@ pub async fn reprotect_many(
     Ok(out)
 }
 
+/// A recovery plan's drill (`test-failover`, with an isolated network and a point choice) or its cleanup
+/// (`cleanup-test-failover`, with notes); returns the job id.
+#[server(endpoint = "portal/plan-drill", input = leptos::server_fn::codec::Json)]
+pub async fn plan_drill(
+    plan: String,
+    op: String,
+    choice: String,
+    network: String,
+    notes: String,
+    reason: String,
+    key: String,
+) -> Result<String, PortalError> {
+    use orchestrator::acting::Actor;
+    let user = server::signed_in()?;
+    let c = server::service_ctx()?;
+    let operation = server::operation(&op)?;
+    if !operation.is_drill() {
+        server::status(http::StatusCode::BAD_REQUEST);
+        return Err(PortalError::Conflict(format!("{op} is not a drill of a recovery plan.")));
+    }
+    let some = |s: String| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+    let what = orchestrator::service::PlanAction {
+        choice: server::point_choice(&choice),
+        network: some(network),
+        notes: some(notes),
+    };
+    let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
+    let key = server::key(&user.name, &key, &format!("{plan}-{op}"));
+    let job = actor
+        .plan_action(&plan, operation, what, &key, Some(&reason))
+        .await
+        .map_err(|e| server::portal_error(operation, e))?;
+    crate::data::server::invalidate();
+    Ok(job.id)
+}
+
 /// Fails a whole recovery plan over, group by group.
 #[server(endpoint = "portal/plan-failover", input = leptos::server_fn::codec::Json)]
 pub async fn plan_failover(plan: String, choice: String, reason: String, key: String) -> Result<String, PortalError> {

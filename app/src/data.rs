@@ -518,21 +518,7 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
         effective_rpo_threshold_min: p.rpo_threshold_ms() / 60_000,
         rpo_breached: row.rpo_ms.is_some_and(|r| r > p.rpo_threshold_ms()),
     };
-    // A test VM joins an isolated network only; a production one is shown, disabled, with the reason.
-    let networks = inv
-        .networks
-        .iter()
-        .map(|n| Choice {
-            id: n.id.clone(),
-            label: format!("{}{}", n.id, if n.isolated { " (isolated)" } else { " (production)" }),
-            disabled: (!n.isolated).then(|| {
-                "a production network: the copy would answer for the real VM; an Administrator can mark an isolated \
-                 one on the Infrastructure page"
-                    .to_owned()
-            }),
-            reach: Vec::new(),
-        })
-        .collect();
+    let networks = network_choices(inv);
     Ok(Some(ItemDetail {
         row,
         properties: props,
@@ -621,9 +607,33 @@ pub async fn get_plan(id: String) -> Result<Option<PlanRow>, ServerFnError> {
     use server::*;
     let s = service()?;
     let doc = s.doc().await.map_err(internal)?;
-    let Some(p) = doc.plans.into_iter().find(|p| p.id == id) else { return Ok(None) };
+    let Some(p) = doc.plans.iter().find(|p| p.id == id).cloned() else { return Ok(None) };
+    let members: std::collections::HashSet<&String> = p.groups.iter().flatten().collect();
+    let drilled = doc.items.iter().filter(|r| members.contains(&r.item.id) && r.item.drill.is_some()).count();
+    let networks = network_choices(&doc.inventory);
     let all = all_rows().await?;
-    Ok(Some(plan_row(&s, &all, p, true).await?))
+    let mut row = plan_row(&s, &all, p, true).await?;
+    row.networks = networks;
+    row.drilled = drilled;
+    Ok(Some(row))
+}
+
+/// The networks a test VM may join: the isolated ones; a production one is shown, disabled, with the reason.
+#[cfg(feature = "ssr")]
+fn network_choices(inv: &orchestrator::domain::Inventory) -> Vec<Choice> {
+    inv.networks
+        .iter()
+        .map(|n| Choice {
+            id: n.id.clone(),
+            label: format!("{}{}", n.id, if n.isolated { " (isolated)" } else { " (production)" }),
+            disabled: (!n.isolated).then(|| {
+                "a production network: the copy would answer for the real VM; an Administrator can mark an isolated \
+                 one on the Infrastructure page"
+                    .to_owned()
+            }),
+            reach: Vec::new(),
+        })
+        .collect()
 }
 
 #[cfg(feature = "ssr")]
@@ -682,7 +692,7 @@ async fn plan_row(
             .map(job_row)
             .collect();
     }
-    Ok(PlanRow { id: p.id, name: p.name, groups, choices, jobs })
+    Ok(PlanRow { id: p.id, name: p.name, groups, choices, jobs, networks: Vec::new(), drilled: 0 })
 }
 
 #[server(endpoint = "portal/infrastructure", input = leptos::server_fn::codec::GetUrl)]

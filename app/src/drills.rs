@@ -289,3 +289,66 @@ pub(crate) fn NetworksPanel(networks: Vec<NetworkRow>, admin: bool, changed: Cal
         </section>
     }
 }
+
+/// A recovery plan's drill and its cleanup, from the plan page: the isolated network, the point choice (each VM its
+/// newest, or one shared app-consistent point), a reason; the cleanup's notes go to every item's report.
+#[component]
+pub(crate) fn PlanDrill(plan: PlanRow, may: bool, denied: String) -> impl IntoView {
+    let test = RwSignal::new(false);
+    let clean = RwSignal::new(false);
+    let network = RwSignal::new(String::new());
+    let choice = RwSignal::new("latest-processed".to_owned());
+    let notes = RwSignal::new(String::new());
+    let reason = RwSignal::new(String::new());
+    let key = RwSignal::new(String::new());
+    let act = ServerAction::<crate::actions::PlanDrill>::new();
+    let navigate = leptos_router::hooks::use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(job)) = act.value().get() {
+            navigate(&format!("/jobs/{job}"), Default::default());
+        }
+    });
+    let (p1, p2) = (plan.id.clone(), plan.id.clone());
+    let drilled = plan.drilled;
+    let cleanup_why = if drilled == 0 { "No item of this plan has a test VM." } else { "" };
+    view! {
+        <button type="button" data-testid="plan-test-failover" disabled=!may title=denied.clone()
+            on:click=move |_| { key.set(new_key()); test.set(true); }>"Test failover"</button>
+        <button type="button" data-testid="plan-cleanup" disabled=!may || drilled == 0 title=if may { cleanup_why.to_owned() } else { denied.clone() }
+            on:click=move |_| { key.set(new_key()); clean.set(true); }>{format!("Clean up test failover ({drilled})")}</button>
+        <Modal open=test title=format!("Test failover of the recovery plan {}", plan.name) id="plan-test-failover-dialog">
+            <p class="direction">"A drill of every item, group after group: each one's copy starts on-premises from its recovery point, on an isolated network. The cloud VMs keep running and replication goes on."</p>
+            {crate::item::select("Network (isolated)", "network", plan.networks.clone(), network)}
+            <fieldset>
+                <legend>"Recovery point"</legend>
+                {[("latest-processed", "Latest processed: each VM its newest point"), ("latest-app-consistent", "Latest app-consistent: one point shared by a replication group")].into_iter().map(|(v, label)| view! {
+                    <label class="choice"><input type="radio" name="plan-drill-point" value=v prop:checked=move || choice.get() == v on:change=move |_| choice.set(v.to_owned())/>" "{label}</label>
+                }).collect_view()}
+            </fieldset>
+            {crate::item::reason_field(reason)}
+            {move || act.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
+            <div class="actions">
+                <button type="button" on:click=move |_| test.set(false)>"Cancel"</button>
+                <button type="button" class="primary" data-testid="confirm" disabled=move || network.get().is_empty() || reason.get().trim().is_empty() || act.pending().get()
+                    on:click=move |_| { act.dispatch(crate::actions::PlanDrill { plan: p1.clone(), op: "test-failover".into(), choice: choice.get(), network: network.get(), notes: String::new(), reason: reason.get(), key: key.get() }); }>
+                    {move || if act.pending().get() { "Starting…" } else { "Start the plan's test failover" }}
+                </button>
+            </div>
+        </Modal>
+        <Modal open=clean title=format!("Clean up the test failover of {}", plan.name) id="plan-cleanup-dialog">
+            <p class="warning">{format!("Powers off and deletes the test VMs of {drilled} item(s) of this plan, with their disks. Each drill's report stays, with the notes below. Production is not touched.")}</p>
+            <label class="block">"Notes for the drill reports"
+                <textarea name="notes" rows="3" maxlength="4000" prop:value=move || notes.get() on:input=move |ev| notes.set(event_target_value(&ev))></textarea>
+            </label>
+            {crate::item::reason_field(reason)}
+            {move || act.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
+            <div class="actions">
+                <button type="button" on:click=move |_| clean.set(false)>"Keep them"</button>
+                <button type="button" class="primary danger" data-testid="confirm" disabled=move || reason.get().trim().is_empty() || act.pending().get()
+                    on:click=move |_| { act.dispatch(crate::actions::PlanDrill { plan: p2.clone(), op: "cleanup-test-failover".into(), choice: String::new(), network: String::new(), notes: notes.get(), reason: reason.get(), key: key.get() }); }>
+                    {move || if act.pending().get() { "Starting…" } else { "Delete the test VMs" }}
+                </button>
+            </div>
+        </Modal>
+    }
+}

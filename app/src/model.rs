@@ -439,6 +439,12 @@ pub struct PlanRow {
     /// Failover choices for the whole plan, each with what it would pick, or the refusal.
     pub choices: Vec<PlanChoiceRow>,
     pub jobs: Vec<JobRow>,
+    /// The networks a plan's drill may use (the plan page only).
+    #[serde(default)]
+    pub networks: Vec<Choice>,
+    /// How many of its items have a test VM now.
+    #[serde(default)]
+    pub drilled: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -472,12 +472,16 @@ pub(crate) fn PlanPage() -> impl IntoView {
                 };
                 let may = me.as_ref().is_some_and(|m| m.may_operate);
                 let denied = me.as_ref().and_then(|m| m.operate_denied.clone()).unwrap_or_default();
+                let may_drill = me.as_ref().is_some_and(|m| m.may_drill);
+                let drill_denied = me.as_ref().and_then(|m| m.drill_denied.clone()).unwrap_or_default();
+                let drill_plan = p.clone();
                 let pid = p.id.clone();
                 let choices = p.choices.clone();
                 Ok(view! {
                     <h1>{p.name.clone()}" "<small>{p.id.clone()}</small></h1>
                     <div class="toolbar" role="toolbar">
                         <button type="button" data-testid="plan-failover" disabled=!may title=denied.clone() on:click=move |_| { key.set(new_key()); open.set(true); }>"Failover (from Azure)"</button>
+                        <crate::drills::PlanDrill plan=drill_plan may=may_drill denied=drill_denied/>
                         {(!may).then(|| view! { <span class="why-inline">{denied.clone()}</span> })}
                     </div>
                     <ol class="groups">

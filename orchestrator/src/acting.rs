@@ -90,12 +90,27 @@ impl Actor<'_> {
         key: &str,
         reason: Option<&str>,
     ) -> Result<Job, ActError> {
-        let result = match self.user.role.may(Permission::Operate) {
-            Ok(()) => self.service.start_plan_failover(plan, choice, key).await.map_err(ActError::from),
+        let what = crate::service::PlanAction { choice, ..Default::default() };
+        self.plan_action(plan, Operation::Failover, what, key, reason).await
+    }
+
+    /// Runs a plan-level operation: failover (Operator or Administrator), test failover or its cleanup (a Drill
+    /// operator too).
+    pub async fn plan_action(
+        &self,
+        plan: &str,
+        op: Operation,
+        what: crate::service::PlanAction,
+        key: &str,
+        reason: Option<&str>,
+    ) -> Result<Job, ActError> {
+        let needs = if op.is_drill() { Permission::TestFailover } else { Permission::Operate };
+        let result = match self.user.role.may(needs) {
+            Ok(()) => self.service.start_plan_action(plan, op, what, key).await.map_err(ActError::from),
             Err(d) => Err(d.into()),
         };
         let job = result.as_ref().ok().map(|j| j.id.clone());
-        self.record(self.entry("plan-failover", plan, reason), &result, job.as_deref()).await;
+        self.record(self.entry(&crate::service::plan_kind(op), plan, reason), &result, job.as_deref()).await;
         result
     }
 

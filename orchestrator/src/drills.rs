@@ -18,7 +18,7 @@ pub struct DrillCheck {
 /// A drill as its report shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Drill {
-    /// The test failover's job id.
+    /// The test failover's job id; `<plan job>.<item>` for an item of a recovery plan's test failover.
     pub id: String,
     pub item: String,
     pub item_name: String,
@@ -72,8 +72,8 @@ const SELECT: &str = "select d.id as id, d.item_id as item_id, d.item_name as it
      d.network as network, d.point_id as point_id, d.point_time as point_time, d.point_kind as point_kind, \
      d.disks as disks, d.started_at as started_at, d.powered_on_at as powered_on_at, d.checks as checks, \
      d.cleaned_at as cleaned_at, d.cleanup_job_id as cleanup_job_id, d.notes as notes, \
-     (select a.user_name from audit a where a.job_id = d.id and a.outcome = 'started' order by a.id limit 1) \
-       as started_by, \
+     (select a.user_name from audit a where a.job_id = substr(d.id, 1, 36) and a.outcome = 'started' \
+       order by a.id limit 1) as started_by, \
      (select a.user_name from audit a where a.job_id = d.cleanup_job_id and a.outcome = 'started' order by a.id \
        limit 1) as cleaned_by \
      from drills d";

@@ -844,10 +844,7 @@ fn test_failover(item: &ReplicatedItem, inv: &Inventory, req: &Request, c: &mut 
             "DR-1",
             Err(Refusal::new(
                 "DR-1",
-                format!(
-                    "Network {n} is a production network: a second {} there would answer for the real one.",
-                    item.name
-                ),
+                format!("Network {n} is a production network: a test VM there would answer for the real machine."),
                 "Choose a network marked isolated, or ask an Administrator to mark one isolated on the \
                  Infrastructure page.",
             )),

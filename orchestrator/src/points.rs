@@ -5,10 +5,11 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{Millis, PointKind, RecoveryPoint, ReplicatedItem};
 use crate::rules::Refusal;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "type", content = "id")]
 pub enum PointChoice {
     /// The newest point already processed (R-RP1): no wait, each VM its own point.
+    #[default]
     LatestProcessed,
     /// Process what is pending first (one more cycle), then use that point: the least data lost.
     Latest,

@@ -42,15 +42,59 @@ pub enum ServiceError {
     Webhook(#[from] crate::webhooks::WebhookError),
 }
 
-/// Task step prefix of a recovery plan's per-item failover tasks.
+/// Task step prefixes of a recovery plan's per-item tasks: failover, test failover, test failover cleanup.
 pub(crate) const PLAN_ITEM_FAILOVER: &str = "plan-item-failover/";
+pub(crate) const PLAN_ITEM_TEST_FAILOVER: &str = "plan-item-test-failover/";
+pub(crate) const PLAN_ITEM_CLEANUP: &str = "plan-item-cleanup-test-failover/";
 
-/// A recovery plan's failover job: the plan and the point chosen for each item (R-RP1/R-RP2).
+/// The operations a recovery plan runs as a whole.
+pub const PLAN_OPERATIONS: [Operation; 3] =
+    [Operation::Failover, Operation::TestFailover, Operation::CleanupTestFailover];
+
+fn plan_task_prefix(op: Operation) -> &'static str {
+    match op {
+        Operation::TestFailover => PLAN_ITEM_TEST_FAILOVER,
+        Operation::CleanupTestFailover => PLAN_ITEM_CLEANUP,
+        _ => PLAN_ITEM_FAILOVER,
+    }
+}
+
+/// A plan job's kind, e.g. `plan-test-failover`.
+pub fn plan_kind(op: Operation) -> String {
+    format!("plan-{}", wire_name(&op))
+}
+
+/// The item task of a plan job, by its step: the item and the operation.
+pub(crate) fn plan_item_task(step: &str) -> Option<(&str, Operation)> {
+    [
+        (PLAN_ITEM_FAILOVER, Operation::Failover),
+        (PLAN_ITEM_TEST_FAILOVER, Operation::TestFailover),
+        (PLAN_ITEM_CLEANUP, Operation::CleanupTestFailover),
+    ]
+    .into_iter()
+    .find_map(|(prefix, op)| step.strip_prefix(prefix).map(|item| (item, op)))
+}
+
+/// What a plan-level operation was asked with: the point choice (R-RP1/R-RP2), and for drills the isolated
+/// network and the cleanup's notes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlanAction {
+    pub choice: PointChoice,
+    pub network: Option<String>,
+    pub notes: Option<String>,
+}
+
+/// A recovery plan's job: the plan and the point chosen for each item (R-RP1/R-RP2), and a drill's network and
+/// notes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlanJobRequest {
     pub plan: String,
     pub choice: PointChoice,
     pub points: Vec<(String, String)>,
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub notes: Option<String>,
 }
 
 /// A plan failover's dry run (`?dry_run=true` on the plan's failover).
@@ -323,27 +367,58 @@ impl Service {
         plan_id: &str,
         choice: &PointChoice,
     ) -> Result<PlanPreview, ServiceError> {
+        let what = PlanAction { choice: choice.clone(), ..PlanAction::default() };
+        self.plan_preview(plan_id, Operation::Failover, &what).await
+    }
+
+    /// The dry run of a plan-level operation (failover, test failover, test failover cleanup): every item's point
+    /// (R-RP1/R-RP2 over the plan), checks and tasks, group by group. A cleanup covers the items that have a test
+    /// VM; the others are left out.
+    pub async fn plan_preview(
+        &self,
+        plan_id: &str,
+        op: Operation,
+        what: &PlanAction,
+    ) -> Result<PlanPreview, ServiceError> {
         let doc = self.doc().await?;
-        let plan = doc
-            .plans
-            .iter()
-            .find(|p| p.id == plan_id)
-            .ok_or_else(|| EstateError::UnknownItem(format!("recovery plan {plan_id}")))?;
+        let plan = doc.plans.iter().find(|p| p.id == plan_id).ok_or_else(|| {
+            ServiceError::NotFound(format!("There is no recovery plan {plan_id}; GET /api/v1/plans lists them."))
+        })?;
         let now = (self.clock)();
         let ids: Vec<&String> = plan.groups.iter().flatten().collect();
-        let items = ids.iter().map(|id| self.estate.view(&doc, id, now)).collect::<Result<Vec<_>, _>>()?;
+        let mut items = ids.iter().map(|id| self.estate.view(&doc, id, now)).collect::<Result<Vec<_>, _>>()?;
+        if op == Operation::CleanupTestFailover {
+            items.retain(|i| i.drill.is_some());
+        }
         let refs: Vec<&ReplicatedItem> = items.iter().collect();
-        let (chosen, mut refusals) = match crate::points::plan_points(&refs, choice) {
-            Ok(c) => (Some(c), Vec::new()),
-            Err(r) => (None, vec![r]),
+        let (chosen, mut refusals) = if op == Operation::CleanupTestFailover {
+            (None, Vec::new())
+        } else {
+            match crate::points::plan_points(&refs, &what.choice) {
+                Ok(c) => (Some(c), Vec::new()),
+                Err(r) => (None, vec![r]),
+            }
         };
+        if items.is_empty() {
+            refusals.push(Refusal::new(
+                "DR-3",
+                format!("No item of {} has a test failover to clean up.", plan.name),
+                "Run a test failover of the plan first; its cleanup removes the test VMs.",
+            ));
+        }
         let mut previews = std::collections::HashMap::new();
         for item in &items {
             let point = chosen.as_ref().and_then(|c| c.iter().find(|(i, _)| i == &item.id)).map(|(_, p)| p);
-            let req = Request { point: point.map(|p| PointChoice::Specific(p.id.clone())), ..Request::default() };
+            let req = Request {
+                point: point.map(|p| PointChoice::Specific(p.id.clone())),
+                network: what.network.clone(),
+                notes: what.notes.clone(),
+                ..Request::default()
+            };
             let ctx = self.context(&item.id).await?;
-            let p = lifecycle::dry_run(item, &doc.inventory, Operation::Failover, &req, &ctx, &DataEstimate::default());
+            let p = lifecycle::dry_run(item, &doc.inventory, op, &req, &ctx, &DataEstimate::default());
             refusals.extend(p.refusals());
+            let needs_point = op != Operation::CleanupTestFailover;
             previews.insert(
                 item.id.clone(),
                 PlanItemPreview {
@@ -351,17 +426,20 @@ impl Service {
                     name: item.name.clone(),
                     point: point.cloned(),
                     data_loss_ms: point.and(p.data_loss_ms),
-                    allowed: p.allowed && point.is_some(),
+                    allowed: p.allowed && (point.is_some() || !needs_point),
                     checks: p.checks,
                     tasks: p.tasks,
                 },
             );
         }
+        // One refusal said once, though several items share it (a production network, a disconnected vCenter).
+        let mut seen = std::collections::HashSet::new();
+        refusals.retain(|r| seen.insert((r.rule.clone(), r.message.clone())));
         let groups = plan.groups.iter().map(|g| g.iter().filter_map(|id| previews.remove(id)).collect()).collect();
         Ok(PlanPreview {
             plan: plan.id.clone(),
             name: plan.name.clone(),
-            choice: choice.clone(),
+            choice: what.choice.clone(),
             allowed: refusals.is_empty(),
             refusals,
             groups,
@@ -376,13 +454,26 @@ impl Service {
         choice: PointChoice,
         key: &str,
     ) -> Result<Job, ServiceError> {
+        let what = PlanAction { choice, ..PlanAction::default() };
+        self.start_plan_action(plan_id, Operation::Failover, what, key).await
+    }
+
+    /// Runs a plan-level operation (failover, test failover, test failover cleanup) as one job: a task per item,
+    /// group after group; refused as a whole when any item may not.
+    pub async fn start_plan_action(
+        &self,
+        plan_id: &str,
+        op: Operation,
+        what: PlanAction,
+        key: &str,
+    ) -> Result<Job, ServiceError> {
         if let Some(job) = self.jobs.by_idempotency_key(key).await? {
-            if job.plan_id.as_deref() == Some(plan_id) {
+            if job.plan_id.as_deref() == Some(plan_id) && job.kind == plan_kind(op) {
                 return Ok(job);
             }
             return Err(JobError::IdempotencyConflict { key: key.to_owned(), job: job.id }.into());
         }
-        let preview = self.plan_failover_preview(plan_id, &choice).await?;
+        let preview = self.plan_preview(plan_id, op, &what).await?;
         if !preview.allowed {
             return Err(ServiceError::Refused(preview.refusals));
         }
@@ -391,17 +482,25 @@ impl Service {
         for (g, group) in preview.groups.iter().enumerate() {
             for it in group {
                 let pid = it.point.as_ref().map(|p| p.id.clone()).unwrap_or_default();
-                tasks.push((
-                    format!("{PLAN_ITEM_FAILOVER}{}", it.item),
-                    format!("Group {}: fail over {} to point {pid}", g + 1, it.item),
-                ));
+                let name = match op {
+                    Operation::TestFailover => format!("Group {}: test failover of {} at point {pid}", g + 1, it.item),
+                    Operation::CleanupTestFailover => format!("Group {}: clean up the test VM of {}", g + 1, it.item),
+                    _ => format!("Group {}: fail over {} to point {pid}", g + 1, it.item),
+                };
+                tasks.push((format!("{}{}", plan_task_prefix(op), it.item), name));
                 points.push((it.item.clone(), pid));
             }
         }
-        let request = PlanJobRequest { plan: plan_id.to_owned(), choice, points };
+        let request = PlanJobRequest {
+            plan: plan_id.to_owned(),
+            choice: what.choice,
+            points,
+            network: what.network,
+            notes: what.notes,
+        };
         let new = NewJob {
             id: jobs::new_id(),
-            kind: "plan-failover".into(),
+            kind: plan_kind(op),
             item_id: None,
             plan_id: Some(plan_id.to_owned()),
             request: serde_json::to_string(&request).unwrap(),

@@ -17,7 +17,7 @@ use crate::lifecycle::{self, Context, DataEstimate, Event, Operation, Request, S
 use crate::points::PointChoice;
 use crate::primary_site::VcenterSite;
 use crate::recovery_site::{CloudVmSite, RecoverySite};
-use crate::service::{JobRequest, PlanJobRequest, Service, ServiceError, BLOCK_SIZE, PLAN_ITEM_FAILOVER};
+use crate::service::{plan_item_task, JobRequest, PlanJobRequest, Service, ServiceError, BLOCK_SIZE};
 
 /// A failure only a person can cure: the job ends with it at once.
 pub(crate) fn fail(error: impl Into<String>, action: impl Into<String>) -> TaskFailure {
@@ -382,7 +382,7 @@ impl TaskExecutor for Workflows<'_> {
     }
 
     fn item_of(&self, job: &Job, task: &Task) -> Option<String> {
-        task.step.strip_prefix(PLAN_ITEM_FAILOVER).map(str::to_owned).or_else(|| job.item_id.clone())
+        plan_item_task(&task.step).map(|(item, _)| item.to_owned()).or_else(|| job.item_id.clone())
     }
 
     fn stopping(&self) -> bool {
@@ -393,8 +393,12 @@ impl TaskExecutor for Workflows<'_> {
         self.current_task.store(task.seq, Ordering::Relaxed);
         self.data_ms.store(0, Ordering::Relaxed);
         *self.link.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let mut out = if let Some(item) = task.step.strip_prefix(PLAN_ITEM_FAILOVER) {
-            self.plan_item_failover(job, item).await?
+        let mut out = if let Some((item, op)) = plan_item_task(&task.step) {
+            if op == Operation::Failover {
+                self.plan_item_failover(job, item).await?
+            } else {
+                self.plan_item_drill(job, item, op).await?
+            }
         } else {
             let req: JobRequest = serde_json::from_str(&job.request)
                 .map_err(|e| fail(format!("unreadable job request: {e}"), "Start the action again."))?;
@@ -599,6 +603,74 @@ impl Workflows<'_> {
         }
         self.service.transition(id, Event::Succeeded(Operation::Failover)).await.map_err(estate_err)?;
         Ok(outcome(bytes, serde_json::json!({"item": id, "point": point, "steps": steps})))
+    }
+
+    /// One item of a recovery plan's test failover or its cleanup: the item's own drill steps. Each item's drill is
+    /// named `<plan job>.<item>`, so its report has a link of its own.
+    async fn plan_item_drill(&self, job: &Job, id: &str, op: Operation) -> Result<TaskOutcome, TaskFailure> {
+        let again = "Start the plan's test failover again.";
+        let preq: PlanJobRequest =
+            serde_json::from_str(&job.request).map_err(|e| fail(format!("unreadable plan job: {e}"), again))?;
+        let drill_id = format!("{}.{id}", job.id);
+        let (rec, _) = self.record(id).await?;
+        let point = preq.points.iter().find(|(i, _)| i == id).map(|(_, p)| p.clone()).filter(|p| !p.is_empty());
+        let mine = rec.item.drill.as_ref().is_some_and(|d| d.id == drill_id);
+        let request = Request {
+            point: point.clone().map(PointChoice::Specific),
+            network: preq.network.clone(),
+            notes: preq.notes.clone(),
+            ..Request::default()
+        };
+        let now = (self.service.clock)();
+        let estate_err = |e: ServiceError| fail(e.to_string(), "Check the database and the server log.");
+        let doc = self.service.doc().await.map_err(estate_err)?;
+        let item = self.service.estate.view(&doc, id, now).map_err(|e| estate_err(e.into()))?;
+        let plan = lifecycle::dry_run(
+            &item,
+            &doc.inventory,
+            op,
+            &request,
+            &Context { now, active_job: None },
+            &DataEstimate::default(),
+        );
+        let done_already = match op {
+            // A rerun after a crash: the drill this job started continues where it was.
+            Operation::TestFailover => mine,
+            _ => rec.item.drill.is_none(),
+        };
+        if done_already && op == Operation::CleanupTestFailover {
+            return Ok(outcome(0, serde_json::json!({"item": id, "already": true})));
+        }
+        if !plan.allowed && !done_already {
+            let r = plan.refusals();
+            return Err(fail(
+                format!(
+                    "{id}: {}",
+                    r.iter().map(|r| format!("{} ({})", r.message, r.rule)).collect::<Vec<_>>().join("; ")
+                ),
+                r.first().map(|r| r.recommended_action.clone()).unwrap_or_default(),
+            ));
+        }
+        let sub = JobRequest { item: id.to_owned(), operation: op, request, plan };
+        let step_job = if op == Operation::TestFailover { drill_id.as_str() } else { job.id.as_str() };
+        let mut bytes = 0u64;
+        let mut steps = Vec::new();
+        for t in sub.plan.tasks.clone() {
+            let started = std::time::Instant::now();
+            let o = self.exec_step(step_job, &sub, t.step).await.map_err(|mut f| {
+                f.error = format!("{id} at \u{201c}{}\u{201d}: {}", t.name, f.error);
+                f
+            })?;
+            bytes += o.bytes as u64;
+            steps.push(
+                serde_json::json!({"name": t.name, "bytes": o.bytes, "ms": started.elapsed().as_millis() as u64}),
+            );
+        }
+        let mut result = serde_json::json!({"item": id, "point": point, "steps": steps});
+        if op == Operation::TestFailover {
+            result["drill"] = drill_id.into();
+        }
+        Ok(outcome(bytes, result))
     }
 
     /// The item's primary site when it is a connected vCenter: a session with it, and the VM's name there.

@@ -295,7 +295,7 @@ pub fn router(service: Svc, accounts: Accounts, plane: AgentPlane) -> Router {
         .route("/items/{id}/protection", get(get_protection).put(put_protection))
         .route("/items/{id}/{action}", post(item_action))
         .route("/plans", get(list_plans))
-        .route("/plans/{id}/failover", post(plan_failover))
+        .route("/plans/{id}/{action}", post(plan_action))
         .route("/jobs", get(list_jobs))
         .route("/jobs/{id}", get(get_job))
         .route("/jobs/{id}/{action}", post(job_action))
@@ -809,24 +809,46 @@ async fn list_plans(State(s): State<Svc>) -> Result<Json<Value>, ApiError> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PlanFailover {
-    point: orchestrator::points::PointChoice,
+struct PlanBody {
+    point: Option<orchestrator::points::PointChoice>,
+    /// Test failover: the isolated network.
+    network: Option<String>,
+    /// Test failover cleanup: the notes for each drill's report.
+    notes: Option<String>,
     reason: Option<String>,
 }
 
-async fn plan_failover(
+/// A plan-level operation: `failover`, `test-failover` or `cleanup-test-failover`; `?dry_run=true` previews it.
+async fn plan_action(
     State(s): State<Svc>,
     Extension(user): Extension<User>,
     Extension(accounts): Extension<Accounts>,
-    Path(id): Path<String>,
+    Path((id, action)): Path<(String, String)>,
     Params(q): Params<ActionQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let v: Value = json_body(&body)?;
-    let req: PlanFailover = body_into(v)?;
+    let op = match action.as_str() {
+        "failover" => Operation::Failover,
+        "test-failover" => Operation::TestFailover,
+        "cleanup-test-failover" => Operation::CleanupTestFailover,
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no plan action {other:?}; use failover, test-failover or cleanup-test-failover"
+            )))
+        }
+    };
+    let b: PlanBody =
+        if body.iter().all(u8::is_ascii_whitespace) { body_into(json!({}))? } else { body_into(json_body(&body)?)? };
+    if op == Operation::Failover && b.point.is_none() {
+        return Err(ApiError::BadRequest(
+            "body: send point, e.g. {\"point\": {\"type\": \"latest-processed\"}}".into(),
+        ));
+    }
+    let what =
+        orchestrator::service::PlanAction { choice: b.point.unwrap_or_default(), network: b.network, notes: b.notes };
     if q.dry_run {
-        let preview = s.plan_failover_preview(&id, &req.point).await?;
+        let preview = s.plan_preview(&id, op, &what).await?;
         return Ok(Json(preview).into_response());
     }
     let key = match headers.get("idempotency-key") {
@@ -834,7 +856,7 @@ async fn plan_failover(
         None => format!("auto-{}", orchestrator::jobs::new_id()),
     };
     let actor = Actor { user: &user, accounts: &accounts, service: &s };
-    let job = actor.plan_failover(&id, req.point, &key, req.reason.as_deref()).await?;
+    let job = actor.plan_action(&id, op, what, &key, b.reason.as_deref()).await?;
     let location = format!("/api/v1/jobs/{}", job.id);
     Ok((StatusCode::ACCEPTED, [("location", location.clone())], Json(json!({"job_id": job.id, "location": location})))
         .into_response())
@@ -1173,9 +1195,12 @@ fn complete_openapi(mut doc: Value) -> Value {
                        "reason": text("Why, for the audit log")}),
                 &[],
             ),
-            "/api/v1/plans/{id}/failover" => {
-                object(json!({"point": point.clone(), "reason": text("Why, for the audit log")}), &["point"])
-            }
+            "/api/v1/plans/{id}/{action}" => object(
+                json!({"point": point.clone(), "network": text("test-failover: the isolated network"),
+                       "notes": {"type": "string", "maxLength": 4000, "description": "cleanup-test-failover: for each drill's report"},
+                       "reason": text("Why, for the audit log")}),
+                &[],
+            ),
             "/api/v1/infrastructure/faults" => object(
                 json!({"vcenter_connected": {"type": "boolean"}, "master_target_snapshots": {"type": "integer", "minimum": 0, "maximum": u32::MAX},
                        "register_agent": text("an item id"), "delete_original_vm": text("an item id"),
@@ -1252,6 +1277,7 @@ fn complete_openapi(mut doc: Value) -> Value {
                 "cleanup-test-failover",
             ]),
             "/api/v1/jobs/{id}/{action}" => Some(vec!["cancel", "restart", "resume"]),
+            "/api/v1/plans/{id}/{action}" => Some(vec!["failover", "test-failover", "cleanup-test-failover"]),
             "/api/v1/accounts/{name}/{action}" => Some(vec!["role", "disable", "enable", "revoke"]),
             _ => None,
         }
@@ -1277,7 +1303,9 @@ fn complete_openapi(mut doc: Value) -> Value {
             }
             if method == "post" && !op.contains_key("requestBody") {
                 // An item's action and the bodiless actions take an empty body; the others need theirs.
-                let required = !(path == "/api/v1/items/{id}/{action}" || body_of(path) == object(json!({}), &[]));
+                let required = !(path == "/api/v1/items/{id}/{action}"
+                    || path == "/api/v1/plans/{id}/{action}"
+                    || body_of(path) == object(json!({}), &[]));
                 op.insert(
                     "requestBody".into(),
                     json!({"required": required, "content": {"application/json": {"schema": body_of(path)}}}),
@@ -1324,7 +1352,7 @@ fn openapi_paths() -> Value {
                 "responses": {"202": {"description": "Job started; Location names it"}, "200": {"description": "Dry-run plan"}, "409": {"description": "Refused, with the rule ID", "content": {"application/json": {"schema": err}}}, "400": {"description": "Malformed"}, "422": {"description": "Invalid"}}
             }},
             "/api/v1/plans": path("Recovery plans with their ordered groups", "get"),
-            "/api/v1/plans/{id}/failover": path("Fail a recovery plan over, group by group (body: {point: {type: latest-processed | latest-app-consistent}}); ?dry_run=true returns the preview: groups in order, each item's point, data loss, checks and tasks", "post"),
+            "/api/v1/plans/{id}/{action}": path("failover: fail a recovery plan over, group by group (body: {point: {type: latest-processed | latest-app-consistent}}) | test-failover: a drill of every item, group by group, on an isolated network (body: {network, point?}; a Drill operator may) | cleanup-test-failover: remove the plan's test VMs (body: {notes?}); ?dry_run=true returns the preview: groups in order, each item's point, data loss, checks and tasks", "post"),
             "/api/v1/jobs": path("List jobs (filters: item, state, kind)", "get"),
             "/api/v1/jobs/{id}": path("A job with its tasks and allowed actions", "get"),
             "/api/v1/jobs/{id}/{action}": path("cancel | restart | resume", "post"),

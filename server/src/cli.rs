@@ -71,6 +71,11 @@ pub enum Command {
     Networks(crate::client::NetworksCommand),
     /// Fail a recovery plan back, group after group; --dry-run shows each item's point and checks.
     PlanFailover(crate::client::PlanArgs),
+    /// A drill of a whole recovery plan: each item's test VM from its point, group after group, on an isolated
+    /// network (Drill operator or above).
+    PlanTestFailover(crate::client::PlanDrillArgs),
+    /// End a recovery plan's drill: every test VM of its items is powered off and deleted.
+    PlanCleanupTestFailover(crate::client::PlanCleanupArgs),
     /// Run a site agent: a process server (cloud side) or a master target (on-premises). The first start enrolls
     /// with the token an Administrator made (`homeward agents enroll`); later starts reuse the agent's certificate.
     Agent(AgentArgs),

@@ -492,6 +492,55 @@ pub async fn networks(cmd: &NetworksCommand) -> Result<(), Failure> {
     Ok(())
 }
 
+#[derive(Debug, Args)]
+pub struct PlanDrillArgs {
+    /// The recovery plan's id (`GET /api/v1/plans` lists them).
+    pub plan: String,
+    #[command(flatten)]
+    pub server: Server,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The isolated network the test VMs join.
+    #[arg(long)]
+    pub network: String,
+    /// latest-processed (each VM its newest point) or latest-app-consistent (one shared app-consistent point).
+    #[arg(long, default_value = "latest-processed", value_parser = ["latest-processed", "latest-app-consistent"])]
+    pub point: String,
+    /// Why: recorded in the audit log.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanCleanupArgs {
+    pub plan: String,
+    #[command(flatten)]
+    pub server: Server,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// What the drill showed, kept in each item's drill report.
+    #[arg(long)]
+    pub notes: Option<String>,
+}
+
+pub async fn plan_test_failover(a: &PlanDrillArgs) -> Result<(), Failure> {
+    let mut body = json!({"point": {"type": a.point}, "network": a.network});
+    if let Some(r) = &a.reason {
+        body["reason"] = json!(r);
+    }
+    let url = format!("{}/plans/{}/test-failover", base(&a.server), urlencoding(&a.plan));
+    Run { server: &a.server, args: &a.run }.post(&url, body, print_plan_preview).await
+}
+
+pub async fn plan_cleanup_test_failover(a: &PlanCleanupArgs) -> Result<(), Failure> {
+    let mut body = json!({});
+    if let Some(n) = &a.notes {
+        body["notes"] = json!(n);
+    }
+    let url = format!("{}/plans/{}/cleanup-test-failover", base(&a.server), urlencoding(&a.plan));
+    Run { server: &a.server, args: &a.run }.post(&url, body, print_plan_preview).await
+}
+
 pub async fn plan_failover(a: &PlanArgs) -> Result<(), Failure> {
     let mut body = json!({"point": {"type": a.point}});
     if let Some(r) = &a.reason {
@@ -535,11 +584,7 @@ impl Run<'_> {
 }
 
 fn print_plan_preview(v: &Value) {
-    println!(
-        "failover of plan {}: {}",
-        v["name"].as_str().unwrap_or(""),
-        if v["allowed"] == true { "allowed" } else { "REFUSED" }
-    );
+    println!("plan {}: {}", v["name"].as_str().unwrap_or(""), if v["allowed"] == true { "allowed" } else { "REFUSED" });
     for r in v["refusals"].as_array().into_iter().flatten() {
         println!(
             "  {} {} — {}",

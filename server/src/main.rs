@@ -89,6 +89,8 @@ fn run_client(cmd: cli::Command) -> ExitCode {
             cli::Command::Alerts(cmd) => client::alerts(cmd).await,
             cli::Command::Webhooks(cmd) => client::webhooks(cmd).await,
             cli::Command::PlanFailover(a) => client::plan_failover(a).await,
+            cli::Command::PlanTestFailover(a) => client::plan_test_failover(a).await,
+            cli::Command::PlanCleanupTestFailover(a) => client::plan_cleanup_test_failover(a).await,
             cli::Command::Jobs { id, wait, server } => client::jobs(server, id.as_deref(), *wait).await,
             cli::Command::JobAction { id, action, wait, server } => client::job_action(server, id, action, *wait).await,
             cli::Command::Agents(cmd) => client::agents(cmd).await,
