@@ -516,7 +516,8 @@ impl Service {
                 if let Ok(next) = lifecycle::next(rec.item.state, event) {
                     rec.item.state = next;
                 }
-                if matches!(event, Event::Started(_)) {
+                // A drill is no answer to a failed production job: that failure stays on the item.
+                if matches!(event, Event::Started(op) if !op.is_drill()) {
                     rec.item.last_failure = None;
                 }
                 Ok(())
@@ -568,7 +569,11 @@ impl Service {
             if let Ok(next) = lifecycle::next(started, event) {
                 rec.item.state = next;
             }
-            rec.item.last_failure = failure.clone();
+            // A failed drill stays on its job page and its report: it must not make the item's health worse, where
+            // R-C3 would then refuse a real failover; nor may a drill's success hide a failed production job.
+            if !req.operation.is_drill() {
+                rec.item.last_failure = failure.clone();
+            }
             Ok(())
         })
         .await

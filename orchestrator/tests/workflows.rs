@@ -258,3 +258,33 @@ async fn an_items_retention_prunes_its_old_recovery_points_at_the_next_cycle() {
     let used_after = undo_bytes();
     assert!(used_after < used_before, "the journal's undo logs shrank: {used_before} → {used_after} bytes");
 }
+
+/// A failed drill stays on its job and its report: the item's health and its failover are untouched (R-C3 would
+/// refuse a real failover of an item whose health a drill had made worse), and its cleanup still removes the test
+/// VM. Here the network stops being isolated between the drill's start and its checks.
+#[tokio::test]
+async fn a_failed_drill_leaves_the_items_health_and_its_failover_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = service(dir.path(), false).await;
+    run(&s, "web01", Operation::Reprotect, &req("mt-win-01", "ps-azure-01", None), "k-r").await;
+    let drill = Request { network: Some("drill-isolated".into()), ..Request::default() };
+    let job = s.start("web01", Operation::TestFailover, &drill, "k-t").await.unwrap();
+    s.set_network_isolation("drill-isolated", false).await.unwrap();
+    assert!(s.work_once("test-worker").await.unwrap());
+    let job = s.jobs.get(&job.id).await.unwrap();
+    assert_eq!(job.state, JobState::Failed, "{:?}", job.tasks);
+    let failed = job.tasks.iter().find(|t| t.state.as_str() == "failed").unwrap();
+    assert_eq!(failed.step, "check-test-vm");
+    assert!(failed.error.as_deref().unwrap_or("").contains("no longer marked isolated"), "{failed:?}");
+
+    let (item, _) = s.item("web01").await.unwrap();
+    assert_eq!(item.health, orchestrator::domain::Health::Normal, "{:?}", item.health_errors);
+    assert!(item.last_failure.is_none(), "{:?}", item.last_failure);
+    assert!(item.drill.is_some(), "the test VM exists until its cleanup");
+    let report = s.drills().get(&job.id).await.unwrap().unwrap();
+    assert_eq!(report.status, "checks-failed");
+    let failover = s.dry_run("web01", Operation::Failover, &Request::default()).await.unwrap();
+    assert!(failover.allowed, "{:?}", failover.refusals());
+    run(&s, "web01", Operation::CleanupTestFailover, &Request::default(), "k-c").await;
+    assert!(s.item("web01").await.unwrap().0.drill.is_none());
+}
