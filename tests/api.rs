@@ -254,6 +254,27 @@ async fn the_article_over_the_rest_api_with_refusals_explained() {
         assert_eq!(api.get(&format!("items/{item}")).await.1["item"]["state"], "failed-back-commit-pending");
     }
 
+    // The plan commits as a whole (issue 12 §3): a preview, then every item's commit, group after group, each with
+    // its own steps; afterwards a cancel of the plan's failover is refused, naming the rule.
+    let (status, preview, _) = api.post("plans/plan-erp/commit?dry_run=true", "{}", None).await;
+    assert_eq!((status, preview["allowed"].as_bool()), (200, Some(true)), "{preview}");
+    assert_eq!(preview["groups"].as_array().unwrap().len(), 2, "{preview}");
+    let (status, v, _) = api.post("plans/plan-erp/commit", r#"{"reason": "ERP runs on-premises again"}"#, None).await;
+    assert_eq!(status, 202, "{v}");
+    let j = common::wait_job(&api.http, &portal.url, v["job_id"].as_str().unwrap()).await;
+    assert_eq!(j["job"]["state"], "succeeded", "{j}");
+    let names: Vec<&str> = j["job"]["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(names[0].starts_with("Group 1: commit erp-db, deleting its cloud VM"), "{names:?}");
+    let first: Value = serde_json::from_str(j["job"]["tasks"][0]["result"].as_str().unwrap()).unwrap();
+    assert!(first["steps"][0]["name"].as_str().unwrap().starts_with("Delete cloud VM"), "{first}");
+    for item in ["erp-db", "erp-app", "erp-web"] {
+        let (_, it) = api.get(&format!("items/{item}")).await;
+        assert_eq!(it["item"]["state"], "committed-on-primary", "{it}");
+        assert_eq!(it["item"]["cloud_vm"]["deleted"], true, "{it}");
+    }
+    let (status, err, _) = api.post("plans/plan-erp/cancel-failover", "{}", None).await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("R-W3")), "{err}");
+
     // Refused scenarios say why, with their rule IDs.
     let alt = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01", "datastore": "vmfs-01"});
     for (item, rule) in [("phys08", "R-P2"), ("mig01", "R-B1")] {
@@ -1418,6 +1439,15 @@ async fn a_drill_runs_on_an_isolated_network_beside_replication_and_leaves_a_rep
     let cloud = root.join(rec["cloud_disks"][0].as_str().unwrap());
     common::same_disk(&test_disk, "vmdk", &cloud, "vpc", "the test VM's disk is the chosen point");
 
+    // A drill's job is the Drill operator's to act on (an ended one cannot be cancelled: 409, not 403); a
+    // production job is not.
+    let (status, err, _) = dora.post(&format!("jobs/{drill_id}/cancel"), "", None).await;
+    assert_eq!(status, 409, "{err}");
+    let (_, jobs) = api.get("jobs?kind=reprotect").await;
+    let reprotect = jobs["jobs"][0]["job"]["id"].as_str().unwrap().to_owned();
+    let (status, err, _) = dora.post(&format!("jobs/{reprotect}/cancel"), "", None).await;
+    assert_eq!(status, 403, "{err}");
+
     // Replication goes on beside the drill: a newer point arrives while the test VM exists.
     let before = pts["points"].as_array().unwrap().len();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -1816,4 +1846,90 @@ async fn a_recovery_plan_is_drilled_as_a_whole_and_cleaned_up() {
     assert_eq!((status, err["rule"].as_str()), (409, Some("DR-3")), "{err}");
     let (status, _, _) = dora.post("plans/plan-erp/drill", "{}", None).await;
     assert_eq!(status, 404, "an unknown plan action");
+}
+
+/// Issue 12 §4: the cloud VM started again after a failback, before commit, puts the item in split-brain. The API
+/// shows both copies' last writes, refuses commit and a resolution without a reason (SB-2), raises an alert, and
+/// ends it only by the operator's choice: the cloud copy's divergent blocks are kept until the next commit.
+#[tokio::test]
+async fn a_split_brain_is_shown_and_ended_only_by_the_operators_choice_with_a_reason() {
+    let portal = Portal::start(&[]);
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
+    let rp = json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"});
+    api.act("web01", "reprotect", rp, "sb-r1").await;
+    api.act("web01", "failover", json!({"point": {"type": "latest"}}), "sb-f1").await;
+    let (status, err, _) = api.post("infrastructure/faults", r#"{"start_cloud_vm": "nope"}"#, None).await;
+    assert_eq!(status, 404, "{err}");
+    // Someone starts the cloud VM again, in the Azure portal, before commit.
+    let (status, _, _) = api.post("infrastructure/faults", r#"{"start_cloud_vm": "web01"}"#, None).await;
+    assert_eq!(status, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let it = loop {
+        let (_, it) = api.get("items/web01").await;
+        if it["item"]["state"] == "split-brain" {
+            break it;
+        }
+        assert!(Instant::now() < deadline, "no split-brain: {it}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let sb = &it["item"]["split_brain"];
+    assert_eq!((sb["from"].as_str(), sb["intruder"].as_str()), (Some("failed-back-commit-pending"), Some("recovery")));
+    assert!(sb["cloud_last_write_at"].is_u64() && sb["onprem_last_write_at"].is_u64(), "{it}");
+    let ops: Vec<&str> = it["allowed_operations"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(ops.contains(&"keep-cloud-copy") && ops.contains(&"keep-on-premises-copy"), "{ops:?}");
+    assert!(!ops.contains(&"commit"), "{ops:?}");
+    let (status, err, _) = api.post("items/web01/commit", "{}", None).await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("R-W3")), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("split-brain"), "{err}");
+    let (status, err, _) = api.post("items/web01/keep-on-premises-copy", "{}", None).await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("SB-2")), "{err}");
+    assert!(err["recommended_action"].as_str().unwrap().contains("Type why"), "{err}");
+    let (status, err, _) = api.post("items/sql01/keep-cloud-copy", r#"{"reason": "x"}"#, None).await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("SB-1")), "only an item in split-brain: {err}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, a) = api.get("alerts").await;
+        let open =
+            a["alerts"].as_array().unwrap().iter().find(|a| a["kind"] == "split-brain" && a["subject"] == "web01");
+        if let Some(alert) = open {
+            assert!(alert["message"].as_str().unwrap().contains("choose the copy that wins"), "{alert}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no split-brain alert: {a}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let body = json!({"reason": "the on-premises VM is production since the failback; the cloud start was a mistake"});
+    let (status, plan, _) = api.post("items/web01/keep-on-premises-copy?dry_run=true", &body.to_string(), None).await;
+    assert_eq!((status, plan["allowed"].as_bool()), (200, Some(true)), "{plan}");
+    let job = api.act("web01", "keep-on-premises-copy", body, "sb-k1").await;
+    let steps: Vec<&str> =
+        job["job"]["tasks"].as_array().unwrap().iter().map(|t| t["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["keep-divergent-blocks", "shut-down-cloud-vm"], "{job}");
+    let (_, it) = api.get("items/web01").await;
+    assert_eq!(it["item"]["state"], "failed-back-commit-pending", "{it}");
+    assert!(it["item"]["split_brain"].is_null(), "{it}");
+    assert_eq!(it["item"]["cloud_vm"]["running"], false, "{it}");
+    let kept = &it["item"]["kept_copies"][0];
+    assert_eq!((kept["site"].as_str(), kept["job"].as_str()), (Some("recovery"), job["job"]["id"].as_str()), "{it}");
+    let file = portal.data_dir.join("estate").join(kept["files"][0].as_str().unwrap());
+    assert!(file.exists(), "{}", file.display());
+    let (_, audit) = api.get("audit").await;
+    assert!(audit.to_string().contains("the cloud start was a mistake"), "the reason is audited");
+
+    // The alert resolves on its own; the commit removes the kept blocks.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, a) = api.get("alerts").await;
+        if !a["alerts"].as_array().unwrap().iter().any(|a| a["kind"] == "split-brain") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the split-brain alert stays open: {a}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    api.act("web01", "commit", json!({}), "sb-c1").await;
+    let (_, it) = api.get("items/web01").await;
+    assert!(it["item"]["kept_copies"].is_null(), "{it}");
+    assert!(!file.exists(), "{}", file.display());
 }

@@ -680,6 +680,20 @@ async fn a_recovery_plan_fails_over_from_its_page() {
     }
     goto(&c, &portal.url, "/jobs?plan=plan-erp").await;
     wait_css(&c, &format!(r#"tr[data-job="{job}"]"#), 10).await;
+    // The plan's failover cancelled as a whole from its page (issue 12 §3): every item is protected again.
+    goto(&c, &portal.url, "/recovery-plans/plan-erp").await;
+    click(&c, r#"[data-testid="plan-cancel-failover"]"#).await;
+    wait_css(&c, "#plan-cancel-failover-dialog[open]", 10).await;
+    let warning = text(&c, "#plan-cancel-failover-dialog [data-testid=warning]").await;
+    assert!(warning.contains("erp-db, erp-app, erp-web") || warning.contains("erp-db"), "{warning}");
+    type_into(&c, "#plan-cancel-failover-dialog textarea[name=reason]", "ERP stays in Azure for now").await;
+    click(&c, r#"#plan-cancel-failover-dialog [data-testid="confirm"]"#).await;
+    wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
+    watch_job(&c).await;
+    for item in ["erp-db", "erp-app", "erp-web"] {
+        let v = api(&portal, "GET", &format!("items/{item}"), Value::Null).await;
+        assert_eq!(v["item"]["state"], "protected-to-primary", "{item}: {v}");
+    }
     c.close().await.unwrap();
 }
 
@@ -1058,5 +1072,48 @@ async fn alerts_are_acknowledged_and_protection_settings_changed_in_the_portal()
     }
     let p = api(&portal, "GET", "items/web01/protection", Value::Null).await;
     assert_eq!(p["chosen"]["retention_min"], 120);
+    c.close().await.unwrap();
+}
+
+/// Issue 12 §4 in the portal: an item in split-brain shows a banner with both copies' last writes and the two ways
+/// out; the operator keeps the cloud copy with a reason (the dry run passes once it is typed), and the item page then
+/// lists the blocks kept from the on-premises copy.
+#[tokio::test]
+async fn a_split_brain_is_shown_and_ended_from_the_items_page() {
+    if !e2e_enabled() {
+        return;
+    }
+    let (portal, _driver, c) = admin_on("/").await;
+    api_job(&portal, "web01", "reprotect", json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"}))
+        .await;
+    api(&portal, "POST", "infrastructure/faults", json!({"start_onprem_vm": "web01"})).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api(&portal, "GET", "items/web01", Value::Null).await["item"]["state"] != "split-brain" {
+        assert!(Instant::now() < deadline, "no split-brain");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    goto(&c, &portal.url, "/replicated-items/web01").await;
+    let banner = text(&c, r#"[data-testid="split-brain"]"#).await;
+    assert!(
+        banner.contains("Split-brain: both copies changed") && banner.contains("powered on outside Homeward"),
+        "{banner}"
+    );
+    assert!(!text(&c, r#"[data-testid="onprem-last-write"]"#).await.contains("not since"), "{banner}");
+    click(&c, r#"[data-testid="split-brain"] button[data-op="keep-cloud-copy"]"#).await;
+    wait_css(&c, "#keep-cloud-copy-dialog[open]", 10).await;
+    let dry = live_text(&c, r#"#keep-cloud-copy-dialog [data-testid="dry-run"]"#).await;
+    assert!(dry.contains("refused") && dry.contains("SB-2"), "no reason yet: {dry}");
+    type_into(&c, "#keep-cloud-copy-dialog textarea[name=reason]", "the on-premises VM was started by mistake").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !live_text(&c, r#"#keep-cloud-copy-dialog [data-testid="dry-run"]"#).await.contains("every check passed") {
+        assert!(Instant::now() < deadline, "the dry run did not follow the reason");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shot(&c, "split-brain-light").await;
+    click(&c, r#"#keep-cloud-copy-dialog [data-testid="confirm"]"#).await;
+    watch_job(&c).await;
+    goto(&c, &portal.url, "/replicated-items/web01").await;
+    let kept = text(&c, r#"[data-testid="kept-copies"]"#).await;
+    assert!(kept.contains("on-premises") && kept.contains("started by mistake"), "{kept}");
     c.close().await.unwrap();
 }

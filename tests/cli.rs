@@ -271,6 +271,42 @@ fn the_cli_runs_a_drill_and_prints_its_report() {
     let (code, _, err) = hw(&portal, &["networks", "production", "no-such-net"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no network"), "{err}");
+
+    // Split-brain (issue 12 §4): only an item in it may be resolved; a reason is required; then the cloud copy wins.
+    let keep = ["resolve-split-brain", "lin01", "--keep", "cloud", "--reason", "the cloud VM is production"];
+    let (code, _, err) = hw(&portal, &keep);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("refused (SB-1)"), "{err}");
+    let (code, _, err) = hw(&portal, &["resolve-split-brain", "lin01", "--keep", "nowhere", "--reason", "x"]);
+    assert_eq!(code, 2, "{err}");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let faults = format!("{}api/v1/infrastructure/faults", portal.url);
+    let (status, v) = rt.block_on(common::post(&portal.http, &faults, r#"{"start_onprem_vm": "lin01"}"#, "sb-cli"));
+    assert_eq!(status, 200, "{v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, out, _) = hw(&portal, &["items"]);
+        if out.lines().any(|l| l.contains("lin01") && l.contains("split-brain")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no split-brain: {out}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let (code, _, err) = hw(&portal, &["resolve-split-brain", "lin01", "--keep", "cloud", "--reason", " "]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("refused (SB-2)"), "{err}");
+    let (code, out, err) = hw(&portal, &[&keep[..], &["--wait"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(": succeeded") && out.contains("Keep the on-premises VM's divergent blocks"), "{out}");
+    let (_, out, _) = hw(&portal, &["items"]);
+    assert!(out.lines().any(|l| l.contains("lin01") && l.contains("protected-to-primary")), "{out}");
+
+    // A recovery plan's commit and cancel failover (issue 12 §3): refused while its items are not failed back.
+    let (code, _, err) = hw(&portal, &["plan-commit", "plan-erp", "--reason", "ERP back home"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("refused (R-W3)"), "{err}");
+    let (code, _, err) = hw(&portal, &["plan-cancel-failover", "plan-erp"]);
+    assert_eq!(code, 3, "{err}");
 }
 
 /// Alerts and webhooks from the command line: a full datastore's alert listed and acknowledged; a webhook added

@@ -177,6 +177,7 @@ pub(crate) mod server {
             retention_min: input.retention_min,
             app_consistent_every_min: input.app_consistent_every_min,
             rpo_threshold_min: input.rpo_threshold_min,
+            reason: some(&input.reason),
         }
     }
 
@@ -366,6 +367,29 @@ pub async fn plan_drill(
     Ok(job.id)
 }
 
+/// Commits a failed-back recovery plan, or cancels its failback (`op`: `commit` or `cancel-failover`), item after
+/// item, group after group; refused as a whole when any item may not.
+#[server(endpoint = "portal/plan-operate", input = leptos::server_fn::codec::Json)]
+pub async fn plan_operate(plan: String, op: String, reason: String, key: String) -> Result<String, PortalError> {
+    use orchestrator::acting::Actor;
+    use orchestrator::lifecycle::Operation;
+    let user = server::signed_in()?;
+    let c = server::service_ctx()?;
+    let operation = server::operation(&op)?;
+    if !matches!(operation, Operation::Commit | Operation::CancelFailover) {
+        server::status(http::StatusCode::BAD_REQUEST);
+        return Err(PortalError::Conflict(format!("{op} is not a recovery plan's commit or cancel failover.")));
+    }
+    let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
+    let key = server::key(&user.name, &key, &format!("{plan}-{op}"));
+    let job = actor
+        .plan_action(&plan, operation, orchestrator::service::PlanAction::default(), &key, Some(&reason))
+        .await
+        .map_err(|e| server::portal_error(operation, e))?;
+    crate::data::server::invalidate();
+    Ok(job.id)
+}
+
 /// Fails a whole recovery plan over, group by group.
 #[server(endpoint = "portal/plan-failover", input = leptos::server_fn::codec::Json)]
 pub async fn plan_failover(plan: String, choice: String, reason: String, key: String) -> Result<String, PortalError> {
@@ -401,7 +425,7 @@ pub async fn job_action(id: String, action: String) -> Result<String, PortalErro
 
 /// Turns one fault knob of the demo estate (Administrator): `vcenter_connected` (true/false),
 /// `master_target_snapshots` (a number), `agent_registration_delay_min` (minutes), `fill_datastore`,
-/// `free_datastore`, `delete_original_vm`, `register_agent` (an id).
+/// `free_datastore`, `delete_original_vm`, `register_agent`, `start_cloud_vm`, `start_onprem_vm` (an id).
 #[server(endpoint = "portal/fault", input = leptos::server_fn::codec::Json)]
 pub async fn set_fault(knob: String, value: String) -> Result<(), PortalError> {
     use orchestrator::acting::Actor;

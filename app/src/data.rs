@@ -89,7 +89,13 @@ pub(crate) mod server {
             replication_group: item.replication_group.clone(),
             active_job,
             allowed: ops.iter().filter(|(_, r)| r.is_empty()).map(|(op, _)| words(op)).collect(),
-            refused: ops.iter().flat_map(|(op, rs)| refused_rows(*op, rs)).collect(),
+            // The split-brain's two ways out are offered by its banner only, where the item is in one: a row needs
+            // no sentence on why every other item is not.
+            refused: ops
+                .iter()
+                .filter(|(op, _)| !op.resolves_split_brain())
+                .flat_map(|(op, rs)| refused_rows(*op, rs))
+                .collect(),
         }
     }
 
@@ -534,6 +540,32 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
         networks,
         drills,
         protection,
+        split_brain: item.split_brain.as_ref().filter(|_| item.state == lifecycle::State::SplitBrain).map(|sb| {
+            SplitBrainView {
+                detected_at: sb.detected_at,
+                cause: if sb.intruder == orchestrator::domain::Site::Primary {
+                    "the on-premises VM was powered on outside Homeward while the item was protected to on-premises"
+                } else {
+                    "the cloud VM was started again after the failback, before commit"
+                }
+                .into(),
+                cloud_last_write_at: sb.cloud_last_write_at,
+                onprem_last_write_at: sb.onprem_last_write_at,
+            }
+        }),
+        kept_copies: item
+            .kept_copies
+            .iter()
+            .map(|k| KeptCopyView {
+                job: k.job.clone(),
+                site: if k.site == orchestrator::domain::Site::Primary { "on-premises" } else { "cloud" }.into(),
+                kept_at: k.kept_at,
+                reason: k.reason.clone(),
+                blocks: k.blocks,
+                bytes: k.bytes,
+                files: k.files.clone(),
+            })
+            .collect(),
     }))
 }
 

@@ -57,6 +57,7 @@ pub(crate) fn ItemPage() -> impl IntoView {
                         }).collect_view()}
                     </div>
                     {(!may).then(|| view! { <p class="why-inline" data-testid="role-note">{denied.clone()}</p> })}
+                    <crate::split_brain::SplitBrainPanel d=d.clone() may=may denied=denied.clone()/>
                     {r.active_job.clone().map(|j| view! { <p class="notice">"A job is running on this item: "<a href=format!("/jobs/{j}")>{j.clone()}</a></p> })}
                     {d.initial_sync.clone().map(|sync| {
                         // Measured progress when the worker has reported it; the dry run's estimate until then.
@@ -107,6 +108,7 @@ pub(crate) fn ItemPage() -> impl IntoView {
                     </section>
                     <ProtectionPanel d=d.clone() may=may changed=Callback::new(move |()| item.refetch())/>
                     {crate::drills::drill_panel(&d)}
+                    {crate::split_brain::kept_copies_panel(&d)}
                     <section class="panel"><h2>"Jobs"</h2>{job_table(d.jobs.clone())}<p><a href=format!("/jobs?item={}", r.id)>"All jobs of this item"</a></p></section>
                     <ReprotectWizard open=open_of("reprotect") d=d.clone()/>
                     <FailoverDialog open=open_of("failover") d=d.clone() op="failover"/>
@@ -226,8 +228,11 @@ pub(crate) fn dry_run_view(v: DryRunView) -> impl IntoView {
                 {v.location.clone().map(|l| view! { <dt>"Location"</dt><dd data-testid="dry-location">{format!("{l} location")}</dd> })}
                 {v.location_note.clone().map(|n| view! { <dt>"Why"</dt><dd>{n}</dd> })}
                 {v.transfer.clone().map(|t| view! { <dt>"Transfer"</dt><dd>{words(&t)}</dd> })}
-                <dt>"Data to move"</dt><dd data-testid="dry-bytes">{fmt_bytes(v.bytes_to_move)}</dd>
-                <dt>"Estimated time"</dt><dd>{v.eta_seconds.map(|s| fmt_duration(s * 1000)).unwrap_or_else(|| "—".into())}</dd>
+                // Only an operation that copies between the sites moves data (not a failover, a commit or a drill).
+                {v.transfer.is_some().then(|| view! {
+                    <dt>"Data to move"</dt><dd data-testid="dry-bytes">{fmt_bytes(v.bytes_to_move)}</dd>
+                    <dt>"Estimated time"</dt><dd>{v.eta_seconds.map(|s| fmt_duration(s * 1000)).unwrap_or_else(|| "—".into())}</dd>
+                })}
                 {v.target_host.clone().map(|h| view! { <dt>"Target host"</dt><dd>{h}</dd> })}
                 {v.target_datastore.clone().map(|h| view! { <dt>"Target datastore"</dt><dd>{h}</dd> })}
             </dl>
@@ -434,7 +439,7 @@ fn FailoverDialog(open: RwSignal<bool>, d: ItemDetail, op: &'static str) -> impl
 /// Commit, cancel failover and re-protect: what will happen (and be deleted) in words, the dry run's checks and
 /// tasks, a reason, and the confirmation.
 #[component]
-fn ConfirmDialog(
+pub(crate) fn ConfirmDialog(
     open: RwSignal<bool>,
     d: ItemDetail,
     op: &'static str,
@@ -454,16 +459,30 @@ fn ConfirmDialog(
     let id = d.row.id.clone();
     let id2 = id.clone();
     let needs_ps = op == "reprotect-to-cloud";
+    // Choosing a split-brain's winner: the reason goes to the core too (SB-2), kept with the loser's blocks.
+    let resolves = matches!(op, "keep-cloud-copy" | "keep-on-premises-copy");
     let input = move || ActionInput {
         process_server: needs_ps.then(|| ps.get()),
         notes: notes.then(|| note.get()),
+        // Untracked: the dry run follows the reason's presence (below), not every keystroke.
+        reason: resolves.then(|| reason.get_untracked()),
         ..ActionInput::default()
     };
+    let id3 = id2.clone();
     Effect::new(move |_| {
         if open.get() {
             key.set(new_key());
             dry.dispatch(DryRun { id: id2.clone(), op: op.into(), input: input() });
         }
+    });
+    // The dry run again once a split-brain's reason is typed (or erased): its SB-2 check depends on it.
+    let has_reason = Memo::new(move |_| !reason.get().trim().is_empty());
+    Effect::new(move |before: Option<bool>| {
+        let now = has_reason.get();
+        if resolves && before.is_some_and(|b| b != now) && open.get_untracked() {
+            dry.dispatch(DryRun { id: id3.clone(), op: op.into(), input: input() });
+        }
+        now
     });
     let choices = d.cloud_process_servers.clone();
     view! {

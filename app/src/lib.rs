@@ -18,6 +18,8 @@ mod drills;
 mod item;
 pub mod model;
 mod pages;
+mod plans;
+mod split_brain;
 pub mod ui;
 pub mod vault;
 

@@ -187,6 +187,33 @@ pub struct ItemDetail {
     /// The item's last drills, newest first.
     pub drills: Vec<DrillRow>,
     pub protection: ProtectionView,
+    /// While both copies have changed: what was seen, for the choice of the winning copy.
+    pub split_brain: Option<SplitBrainView>,
+    /// The divergent blocks of copies that lost a split-brain, kept until the next commit.
+    pub kept_copies: Vec<KeptCopyView>,
+}
+
+/// A split-brain as the item page shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SplitBrainView {
+    pub detected_at: u64,
+    /// In words: "the on-premises VM was powered on outside Homeward while protected to on-premises".
+    pub cause: String,
+    pub cloud_last_write_at: Option<u64>,
+    pub onprem_last_write_at: Option<u64>,
+}
+
+/// What a split-brain's losing copy had, kept until the next commit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeptCopyView {
+    pub job: String,
+    /// `cloud` or `on-premises`.
+    pub site: String,
+    pub kept_at: u64,
+    pub reason: String,
+    pub blocks: u64,
+    pub bytes: u64,
+    pub files: Vec<String>,
 }
 
 /// A drill (test failover) as its report shows it.
@@ -260,6 +287,9 @@ pub struct ActionInput {
     pub app_consistent_every_min: Option<u32>,
     #[serde(default)]
     pub rpo_threshold_min: Option<u32>,
+    /// Split-brain: why the chosen copy wins (kept with the other copy's blocks).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// An item's protection settings as the item page shows them: chosen (none: the vault's default) and effective.

@@ -333,7 +333,7 @@ pub(crate) fn ReplicatedItems() -> impl IntoView {
             <label>"State "
                 <select name="state">
                     <option value="" selected=move || state.get().is_empty()>"any"</option>
-                    {["committed-in-cloud", "reprotect-in-progress", "protected-to-primary", "failback-in-progress", "failed-back-commit-pending", "committed-on-primary", "reprotect-to-cloud-in-progress", "protected-to-cloud"].into_iter().map(|s| view! {
+                    {["committed-in-cloud", "reprotect-in-progress", "protected-to-primary", "failback-in-progress", "failed-back-commit-pending", "committed-on-primary", "reprotect-to-cloud-in-progress", "protected-to-cloud", "split-brain"].into_iter().map(|s| view! {
                         <option value=s selected=move || state.get() == s>{words(s)}</option>
                     }).collect_view()}
                 </select>
@@ -475,12 +475,14 @@ pub(crate) fn PlanPage() -> impl IntoView {
                 let may_drill = me.as_ref().is_some_and(|m| m.may_drill);
                 let drill_denied = me.as_ref().and_then(|m| m.drill_denied.clone()).unwrap_or_default();
                 let drill_plan = p.clone();
+                let end_plan = p.clone();
                 let pid = p.id.clone();
                 let choices = p.choices.clone();
                 Ok(view! {
                     <h1>{p.name.clone()}" "<small>{p.id.clone()}</small></h1>
                     <div class="toolbar" role="toolbar">
                         <button type="button" data-testid="plan-failover" disabled=!may title=denied.clone() on:click=move |_| { key.set(new_key()); open.set(true); }>"Failover (from Azure)"</button>
+                        <crate::plans::PlanCommit plan=end_plan may=may denied=denied.clone()/>
                         <crate::drills::PlanDrill plan=drill_plan may=may_drill denied=drill_denied/>
                         {(!may).then(|| view! { <span class="why-inline">{denied.clone()}</span> })}
                     </div>
@@ -678,8 +680,14 @@ fn job_view(j: JobRow, me: Option<Me>, live: bool, act: ServerAction<JobAction>)
     } else {
         format!("/replicated-items/{}", j.target)
     };
-    let may = me.as_ref().is_some_and(|m| m.may_operate);
-    let denied = me.as_ref().and_then(|m| m.operate_denied.clone()).unwrap_or_default();
+    // A drill's job is the Drill operator's to act on too (the server's `Actor::job_action` decides; this only
+    // offers the buttons it would accept).
+    let drill = matches!(j.kind.trim_start_matches("plan-"), "test-failover" | "cleanup-test-failover");
+    let may = me.as_ref().is_some_and(|m| m.may_operate || (drill && m.may_drill));
+    let denied = me
+        .as_ref()
+        .and_then(|m| if drill { m.drill_denied.clone() } else { m.operate_denied.clone() })
+        .unwrap_or_default();
     let terminal = matches!(j.state.as_str(), "succeeded" | "failed" | "cancelled");
     let done = j.tasks.iter().filter(|t| t.state == "succeeded").count();
     let total = j.tasks.len().max(1);
@@ -796,6 +804,12 @@ pub(crate) fn Infrastructure() -> impl IntoView {
                                         <option value="">"choose…"</option>{i.datastores.iter().map(|d| view! { <option value=d.clone()>{d.clone()}</option> }).collect_view()}
                                     </select></label>
                                     <label>"Delete the original VM of "<select on:change=move |ev| { let v = event_target_value(&ev); if !v.is_empty() { knob("delete_original_vm", v) } }>
+                                        <option value="">"choose…"</option>{i.items.iter().map(|d| view! { <option value=d.clone()>{d.clone()}</option> }).collect_view()}
+                                    </select></label>
+                                    <label>"Start the cloud VM, outside Homeward, of "<select data-testid="start-cloud-vm" on:change=move |ev| { let v = event_target_value(&ev); if !v.is_empty() { knob("start_cloud_vm", v) } }>
+                                        <option value="">"choose…"</option>{i.items.iter().map(|d| view! { <option value=d.clone()>{d.clone()}</option> }).collect_view()}
+                                    </select></label>
+                                    <label>"Power on the on-premises VM, outside Homeward, of "<select data-testid="start-onprem-vm" on:change=move |ev| { let v = event_target_value(&ev); if !v.is_empty() { knob("start_onprem_vm", v) } }>
                                         <option value="">"choose…"</option>{i.items.iter().map(|d| view! { <option value=d.clone()>{d.clone()}</option> }).collect_view()}
                                     </select></label>
                                 </div>

@@ -116,7 +116,12 @@ impl Actor<'_> {
 
     /// Cancels, restarts or resumes a job (Operator or Administrator).
     pub async fn job_action(&self, id: &str, action: JobAction, reason: Option<&str>) -> Result<JobState, ActError> {
-        let result = match self.user.role.may(Permission::Operate) {
+        // A drill's job is the Drill operator's to cancel, restart or resume, as the drill itself is.
+        let needs = match self.service.jobs.get(id).await {
+            Ok(job) if crate::lifecycle::is_drill_kind(&job.kind) => Permission::TestFailover,
+            _ => Permission::Operate,
+        };
+        let result = match self.user.role.may(needs) {
             Ok(()) => {
                 let jobs = &self.service.jobs;
                 let r: Result<JobState, ServiceError> = match action {

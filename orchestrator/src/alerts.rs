@@ -17,6 +17,8 @@ pub enum AlertKind {
     ConnectionFailing,
     AgentOffline,
     DatastoreNearlyFull,
+    /// Both copies of an item changed after a failover; it waits for the operator's choice.
+    SplitBrain,
 }
 
 impl AlertKind {
@@ -66,6 +68,23 @@ fn minutes(ms: Millis) -> String {
 pub fn conditions(i: &Inputs) -> Vec<Condition> {
     let mut out = Vec::new();
     for item in i.items {
+        if let Some(sb) = item.split_brain.as_ref().filter(|_| item.state == State::SplitBrain) {
+            let written = |t: Option<Millis>| t.map_or("before then".to_owned(), utc_text);
+            out.push(Condition {
+                kind: AlertKind::SplitBrain,
+                subject: item.id.clone(),
+                severity: Health::Critical,
+                message: format!(
+                    "{} is in split-brain since {}: both copies changed (cloud last written {}, on-premises {}). \
+                     Nothing replicates until you choose the copy that wins on the item's page; the other copy's \
+                     divergent blocks are kept until the next commit.",
+                    item.name,
+                    utc_text(sb.detected_at),
+                    written(sb.cloud_last_write_at),
+                    written(sb.onprem_last_write_at)
+                ),
+            });
+        }
         // Only an item that replicates and has finished its first sync has an RPO to keep.
         if !matches!(item.state, State::ProtectedToPrimary | State::ProtectedToCloud) {
             continue;
@@ -230,11 +249,30 @@ impl Alerts {
     }
 
     async fn get(&self, id: &str) -> Result<Option<Alert>, sqlx::Error> {
+        let mut conn = self.db.pool.acquire().await?;
+        Self::get_on(&mut conn, id).await
+    }
+
+    async fn get_on(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Option<Alert>, sqlx::Error> {
         let row: Option<AlertRow> = sqlx::query_as(&format!("select {COLUMNS} from alerts where id = $1"))
             .bind(id)
-            .fetch_optional(&self.db.pool)
+            .fetch_optional(&mut *conn)
             .await?;
         Ok(row.and_then(AlertRow::into_alert))
+    }
+
+    /// The alert that just opened or resolved, with its webhook deliveries queued in the same transaction: a
+    /// webhook hears of every change that is recorded, and of none that is not.
+    async fn announce(
+        tx: &mut sqlx::AnyConnection,
+        id: &str,
+        event: &'static str,
+        at: Millis,
+    ) -> Result<Option<Change>, sqlx::Error> {
+        let Some(alert) = Self::get_on(tx, id).await? else { return Ok(None) };
+        let payload = serde_json::json!({"event": event, "at": at, "alert": alert});
+        crate::webhooks::Webhooks::enqueue_on(tx, crate::webhooks::EventKind::Alert, event, &payload, at).await?;
+        Ok(Some(Change { alert, event }))
     }
 
     /// Opens an alert for each new condition, refreshes the open ones that still hold, resolves those that do not;
@@ -259,6 +297,7 @@ impl Alerts {
                 }
                 None => {
                     let id = format!("alr-{}", uuid::Uuid::now_v7());
+                    let mut tx = self.db.pool.begin().await?;
                     // Another node may have opened it a moment ago: the index keeps one, the loser changes nothing.
                     let done = sqlx::query(
                         "insert into alerts (id, kind, subject, severity, message, started_at, last_seen_at) \
@@ -270,27 +309,26 @@ impl Alerts {
                     .bind(wire_name(&c.severity))
                     .bind(&c.message)
                     .bind(at as i64)
-                    .execute(&self.db.pool)
+                    .execute(&mut *tx)
                     .await?;
                     if done.rows_affected() == 1 {
-                        if let Some(alert) = self.get(&id).await? {
-                            changes.push(Change { alert, event: "alert.opened" });
-                        }
+                        changes.extend(Self::announce(&mut tx, &id, "alert.opened", at).await?);
                     }
+                    tx.commit().await?;
                 }
             }
         }
         for a in open.iter().filter(|a| !now.iter().any(|c| c.kind == a.kind && c.subject == a.subject)) {
+            let mut tx = self.db.pool.begin().await?;
             let done = sqlx::query("update alerts set resolved_at = $2 where id = $1 and resolved_at is null")
                 .bind(&a.id)
                 .bind(at as i64)
-                .execute(&self.db.pool)
+                .execute(&mut *tx)
                 .await?;
             if done.rows_affected() == 1 {
-                if let Some(alert) = self.get(&a.id).await? {
-                    changes.push(Change { alert, event: "alert.resolved" });
-                }
+                changes.extend(Self::announce(&mut tx, &a.id, "alert.resolved", at).await?);
             }
+            tx.commit().await?;
         }
         Ok(changes)
     }
@@ -367,15 +405,8 @@ impl crate::service::Service {
             .collect();
         let inputs = Inputs { items: &items, connections, agents, inventory: &doc.inventory, now };
         let found = conditions(&inputs);
-        let changes = self.alerts().reconcile(&found, now).await.map_err(crate::estate::EstateError::from)?;
-        let hooks = self.webhooks();
-        for c in &changes {
-            let payload = serde_json::json!({"event": c.event, "at": now, "alert": c.alert});
-            if let Err(e) = hooks.enqueue(crate::webhooks::EventKind::Alert, c.event, &payload, now).await {
-                tracing::warn!(error = %e, alert = %c.alert.id, "an alert's webhook delivery could not be queued");
-            }
-        }
-        Ok(changes)
+        // Each change and its webhook deliveries commit together; one that fails is found again next time.
+        Ok(self.alerts().reconcile(&found, now).await.map_err(crate::estate::EstateError::from)?)
     }
 }
 

@@ -223,6 +223,8 @@ pub fn seed(estate: &Estate) -> Result<EstateDoc, EstateError> {
             agent_registered: true,
             last_failure: None,
             drill: None,
+            split_brain: None,
+            kept_copies: Vec::new(),
             protection: Default::default(),
             disk_bytes: DISK_BYTES,
         };
@@ -315,6 +317,8 @@ pub fn add_fleet(estate: &Estate, doc: &mut EstateDoc, n: usize) -> Result<(), E
                 agent_registered: true,
                 last_failure: None,
                 drill: None,
+                split_brain: None,
+                kept_copies: Vec::new(),
                 protection: Default::default(),
                 disk_bytes: FLEET_DISK_BYTES,
             },

@@ -223,6 +223,43 @@ pub struct ReplicatedItem {
     /// How its recovery points are kept and taken, and when its RPO alerts.
     #[serde(default)]
     pub protection: ProtectionSettings,
+    /// While in split-brain: when it was found and each copy's last write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_brain: Option<SplitBrain>,
+    /// The divergent blocks of copies that lost a split-brain, kept until the next commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_copies: Vec<KeptCopy>,
+}
+
+/// Both copies of an item changed after a failover: what was seen, for the operator who chooses the winner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitBrain {
+    pub detected_at: Millis,
+    /// The state the item was in: protected to on-premises (the on-premises VM was powered on outside Homeward) or
+    /// failed back waiting for commit (the cloud VM was started again).
+    pub from: crate::lifecycle::State,
+    /// The copy that ran when it should not have.
+    pub intruder: Site,
+    /// When each copy was last seen written (a running VM writes); none when it has not run since the split was
+    /// found.
+    pub cloud_last_write_at: Option<Millis>,
+    pub onprem_last_write_at: Option<Millis>,
+}
+
+/// What a split-brain's losing copy had that the winner has not: its differing blocks, at their offsets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptCopy {
+    /// The resolving job's id.
+    pub job: String,
+    /// The copy that lost.
+    pub site: Site,
+    pub kept_at: Millis,
+    pub reason: String,
+    /// One file per disk (relative to the estate root): the loser's differing blocks at their offsets, the rest
+    /// unallocated.
+    pub files: Vec<String>,
+    pub blocks: u64,
+    pub bytes: u64,
 }
 
 /// Recovery points are kept this long unless an item says otherwise (Azure Site Recovery's default is a day).

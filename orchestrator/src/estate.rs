@@ -77,6 +77,12 @@ pub struct FaultKnobs {
     pub app_consistent_every_ms: Option<u64>,
     /// Caps replication at this many bytes per second; 0 lifts the cap.
     pub replication_bytes_per_s: Option<u64>,
+    /// Starts this item's cloud VM outside Homeward, as someone in the Azure portal would.
+    #[serde(default)]
+    pub start_cloud_vm: Option<String>,
+    /// Powers this item's on-premises VM on outside Homeward, as someone in the vSphere client would.
+    #[serde(default)]
+    pub start_onprem_vm: Option<String>,
 }
 
 impl FaultKnobs {
@@ -99,6 +105,23 @@ impl FaultKnobs {
                 vm.exists = false;
             }
             r.onprem_disks.clear();
+            r.onprem_power = false;
+        }
+        // Someone starts a VM behind Homeward's back (the Azure portal, the vSphere client): where only the other
+        // copy may run, the next replication round finds a split-brain.
+        if let Some(id) = &self.start_cloud_vm {
+            let r = doc.item_mut(id)?;
+            if r.item.cloud_vm.as_ref().is_none_or(|v| v.deleted) {
+                return Err(EstateError::UnknownItem(format!("cloud VM of {id}")));
+            }
+            r.cloud_power = true;
+        }
+        if let Some(id) = &self.start_onprem_vm {
+            let r = doc.item_mut(id)?;
+            if !r.item.onprem.as_ref().is_some_and(|v| v.exists) || r.onprem_disks.is_empty() {
+                return Err(EstateError::UnknownItem(format!("on-premises VM of {id}")));
+            }
+            r.onprem_power = true;
         }
         if let Some(c) = self.vcenter_connected {
             doc.inventory.vcenters.iter_mut().for_each(|v| v.connected = c);

@@ -47,6 +47,7 @@ pub mod recovery_site;
 pub mod replication;
 pub mod rules;
 pub mod service;
+pub mod split_brain;
 pub mod webhooks;
 pub mod worker;
 pub mod workflows;

@@ -23,6 +23,9 @@ pub enum State {
     /// Back on-premises, unprotected.
     CommittedOnPrimary,
     ReprotectToCloudInProgress,
+    /// Both copies changed after a failover: the passive VM ran outside Homeward beside the active one. Nothing
+    /// replicates until the operator chooses the copy that wins.
+    SplitBrain,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -45,9 +48,15 @@ pub enum Operation {
     TestFailover,
     /// Removes the drill's VM and records the operator's notes.
     CleanupTestFailover,
+    /// Ends a split-brain with the cloud copy winning: the on-premises VM's divergent blocks are kept, it is shut
+    /// down and its replica is brought back to the cloud's; the item is protected to on-premises again.
+    KeepCloudCopy,
+    /// Ends a split-brain with the on-premises copy winning: the cloud VM's divergent blocks are kept and it is
+    /// shut down; the item waits for commit, as after a failback.
+    KeepOnPremisesCopy,
 }
 
-pub const OPERATIONS: [Operation; 10] = [
+pub const OPERATIONS: [Operation; 12] = [
     Operation::FailoverToCloud,
     Operation::CommitInCloud,
     Operation::Reprotect,
@@ -58,12 +67,19 @@ pub const OPERATIONS: [Operation; 10] = [
     Operation::ReprotectToCloud,
     Operation::TestFailover,
     Operation::CleanupTestFailover,
+    Operation::KeepCloudCopy,
+    Operation::KeepOnPremisesCopy,
 ];
 
 impl Operation {
     /// A drill leaves the item's state and its replication alone; only the Drill operator's permission is needed.
     pub fn is_drill(self) -> bool {
         matches!(self, Operation::TestFailover | Operation::CleanupTestFailover)
+    }
+
+    /// The operations that end a split-brain, one per winning copy.
+    pub fn resolves_split_brain(self) -> bool {
+        matches!(self, Operation::KeepCloudCopy | Operation::KeepOnPremisesCopy)
     }
 }
 
@@ -73,6 +89,9 @@ pub enum Event {
     Started(Operation),
     Succeeded(Operation),
     Failed(Operation),
+    /// The passive copy was found running beside the active one (the cloud VM started again before commit, or the
+    /// on-premises VM powered on outside Homeward while protected to on-premises).
+    Diverged,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +132,12 @@ pub fn next(state: State, event: Event) -> Result<State, InvalidTransition> {
         (S::ProtectedToPrimary, Started(O::TestFailover | O::CleanupTestFailover)) => S::ProtectedToPrimary,
         (S::ProtectedToPrimary, Succeeded(O::TestFailover | O::CleanupTestFailover)) => S::ProtectedToPrimary,
         (S::ProtectedToPrimary, Failed(O::TestFailover | O::CleanupTestFailover)) => S::ProtectedToPrimary,
+        // Split-brain: entered when both copies change, left only by the operator's choice of the winning copy.
+        (S::ProtectedToPrimary | S::FailedBackCommitPending, Diverged) => S::SplitBrain,
+        (S::SplitBrain, Started(O::KeepCloudCopy | O::KeepOnPremisesCopy)) => S::SplitBrain,
+        (S::SplitBrain, Failed(O::KeepCloudCopy | O::KeepOnPremisesCopy)) => S::SplitBrain,
+        (S::SplitBrain, Succeeded(O::KeepCloudCopy)) => S::ProtectedToPrimary,
+        (S::SplitBrain, Succeeded(O::KeepOnPremisesCopy)) => S::FailedBackCommitPending,
         _ => return Err(InvalidTransition { state, event }),
     };
     Ok(to)
@@ -154,6 +179,7 @@ pub fn required_state(op: Operation) -> State {
             State::FailedBackCommitPending
         }
         Operation::ReprotectToCloud => State::CommittedOnPrimary,
+        Operation::KeepCloudCopy | Operation::KeepOnPremisesCopy => State::SplitBrain,
     }
 }
 
@@ -165,7 +191,14 @@ fn lifecycle_rule(op: Operation) -> &'static str {
         Operation::Commit | Operation::CancelFailover | Operation::ChangeRecoveryPoint => "R-W3",
         // R-W4: once re-protected, the VM "can be failed over again".
         Operation::ReprotectToCloud | Operation::FailoverToCloud | Operation::CommitInCloud => "R-W4",
+        Operation::KeepCloudCopy | Operation::KeepOnPremisesCopy => "SB-1",
     }
+}
+
+/// Whether a job's kind is a drill's: an item's test failover or its cleanup, or a plan's (`plan-test-failover`).
+pub fn is_drill_kind(kind: &str) -> bool {
+    let op = kind.strip_prefix("plan-").unwrap_or(kind);
+    serde_json::from_value::<Operation>(serde_json::Value::String(op.to_owned())).is_ok_and(Operation::is_drill)
 }
 
 /// An operation as the portal names it, for sentences.
@@ -181,6 +214,8 @@ pub fn operation_words(op: Operation) -> &'static str {
         Operation::ReprotectToCloud => "re-protect to the cloud",
         Operation::TestFailover => "test failover",
         Operation::CleanupTestFailover => "test failover cleanup",
+        Operation::KeepCloudCopy => "keep the cloud copy",
+        Operation::KeepOnPremisesCopy => "keep the on-premises copy",
     }
 }
 
@@ -197,6 +232,7 @@ pub fn state_words(s: State) -> &'static str {
         State::CommitInProgress => "committing",
         State::CommittedOnPrimary => "back on-premises, unprotected",
         State::ReprotectToCloudInProgress => "being re-protected to the cloud",
+        State::SplitBrain => "in split-brain: both copies changed",
     }
 }
 
@@ -217,6 +253,9 @@ fn state_check(item: &ReplicatedItem, op: Operation) -> Check {
         Operation::TestFailover | Operation::CleanupTestFailover => {
             "Reprotect the item to on-premises first and wait until it is protected; drills run from its recovery \
              points."
+        }
+        Operation::KeepCloudCopy | Operation::KeepOnPremisesCopy => {
+            "Nothing to resolve: only an item whose cloud and on-premises copies both changed is in split-brain."
         }
     };
     Err(Refusal::new(
@@ -247,6 +286,9 @@ pub struct Request {
     /// Test failover cleanup: what the drill showed, for its report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
+    /// Split-brain resolution: why this copy wins, typed by the operator (kept with the divergent blocks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Reprotect and re-protect: how long recovery points are kept, how often an app-consistent one is taken, the
     /// RPO past which the item alerts (minutes; the vault's defaults when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -343,6 +385,8 @@ pub enum Step {
     CheckTestVm,
     RemoveTestVm,
     RecordCleanup,
+    /// Split-brain: the losing copy's blocks that differ from the winner's, kept until the next commit.
+    KeepDivergentBlocks,
 }
 
 impl Step {
@@ -425,7 +469,9 @@ pub fn moves_disks(op: Operation) -> bool {
         | Operation::FailoverToCloud
         | Operation::CommitInCloud
         | Operation::TestFailover
-        | Operation::CleanupTestFailover => false,
+        | Operation::CleanupTestFailover
+        | Operation::KeepCloudCopy
+        | Operation::KeepOnPremisesCopy => false,
     }
 }
 
@@ -466,7 +512,14 @@ pub fn dry_run(
             let vm = item.cloud_vm.as_ref().map_or("the cloud VM".to_owned(), |v| format!("cloud VM {}", v.id));
             plan.tasks = vec![
                 t(Step::DeleteCloudVm, format!("Delete {vm} and its disks")),
-                t(Step::MarkCommitted, "Mark the item committed on-premises"),
+                t(
+                    Step::MarkCommitted,
+                    if item.kept_copies.is_empty() {
+                        "Mark the item committed on-premises"
+                    } else {
+                        "Mark the item committed on-premises; remove the blocks kept from its split-brain"
+                    },
+                ),
             ];
         }
         Operation::CancelFailover => {
@@ -508,6 +561,7 @@ pub fn dry_run(
             plan.tasks = vec![t(Step::CommitInCloud, "Commit the failover: delete the cloud replication disks")]
         }
         Operation::TestFailover => test_failover(item, inv, req, &mut c, &mut plan),
+        Operation::KeepCloudCopy | Operation::KeepOnPremisesCopy => split_brain(item, op, req, &mut c, &mut plan),
         Operation::CleanupTestFailover => {
             match &item.drill {
                 None => {
@@ -783,6 +837,47 @@ fn notes_check(notes: Option<&str>) -> Check {
         )),
         _ => Ok(()),
     }
+}
+
+/// The typed reason a split-brain resolution needs: it says later why one side's writes were set aside.
+fn reason_check(reason: Option<&str>) -> Check {
+    let n = reason.map_or(0, |r| r.trim().chars().count());
+    if n == 0 {
+        return Err(Refusal::new(
+            "SB-2",
+            "Choosing the copy that wins a split-brain needs a reason.",
+            "Type why this copy wins (what ran where, who decided); it is kept with the other copy's blocks.",
+        ));
+    }
+    if n > 4000 {
+        return Err(Refusal::new(
+            "SB-2",
+            format!("The reason has {n} characters; at most 4000 are kept."),
+            "Shorten the reason to 4000 characters or fewer.",
+        ));
+    }
+    Ok(())
+}
+
+/// Ends a split-brain: the loser's divergent blocks are kept first (nothing it wrote is lost), then the loser is
+/// shut down; a winning cloud copy is replicated to on-premises again.
+fn split_brain(item: &ReplicatedItem, op: Operation, req: &Request, c: &mut Checks, plan: &mut Plan) {
+    c.add("a reason is given", "SB-2", reason_check(req.reason.as_deref()));
+    let cloud = item.cloud_vm.as_ref().map_or("the cloud VM".to_owned(), |v| format!("cloud VM {}", v.id));
+    // The resync's size is known only once both sides are hashed: the plan names no transfer (a delta follows).
+    plan.tasks = if op == Operation::KeepCloudCopy {
+        vec![
+            t(Step::KeepDivergentBlocks, "Keep the on-premises VM's divergent blocks until the next commit"),
+            t(Step::ShutDownOnPrem, "Shut down the on-premises VM"),
+            t(Step::RestartCloudVm, format!("Attach the replica disks on-premises and keep {cloud} running")),
+            t(Step::ResumeReplication, "Bring the replica back to the cloud copy and resume replication"),
+        ]
+    } else {
+        vec![
+            t(Step::KeepDivergentBlocks, format!("Keep the divergent blocks of {cloud} until the next commit")),
+            t(Step::ShutDownCloudVm, format!("Shut down {cloud}")),
+        ]
+    };
 }
 
 fn cleanup_tasks(vm: &str) -> Vec<PlannedTask> {

@@ -504,6 +504,8 @@ mod tests {
                 disk_bytes: 16 << 20,
                 last_failure: None,
                 drill: None,
+                split_brain: None,
+                kept_copies: Vec::new(),
                 protection: Default::default(),
             },
             cloud_disks: vec!["recovery/web01/disk0.vhd".into()],

@@ -40,6 +40,12 @@ impl Service {
             if active.contains_key(&rec.item.id) {
                 continue;
             }
+            // A copy running where it may not: stop before a cycle overwrites what it wrote (nothing resyncs on its
+            // own after a split-brain).
+            if crate::split_brain::intruder(rec).is_some() {
+                self.enter_split_brain(&rec.item.id, now).await?;
+                continue;
+            }
             let protected = matches!(rec.item.state, State::ProtectedToPrimary | State::ProtectedToCloud);
             let due = protected && now.saturating_sub(rec.last_cycle_at) >= doc.replication.crash_consistent_every_ms;
             let writes = doc.replication.guest_bytes_per_tick > 0 && (rec.cloud_power || rec.onprem_power);
@@ -131,20 +137,34 @@ impl Service {
         let mut app = true;
         let mut keep_ms: Millis = 0;
         for rec in doc.items.iter().filter(|r| ids.contains(&r.item.id)) {
-            let running = if rec.cloud_power && !rec.item.cloud_vm.as_ref().is_some_and(|v| v.deleted) {
-                &rec.cloud_disks
+            // Found running where it may not since the round began: the next round puts it in split-brain.
+            if crate::split_brain::intruder(rec).is_some() {
+                continue;
+            }
+            let cloud_runs = rec.cloud_power && !rec.item.cloud_vm.as_ref().is_some_and(|v| v.deleted);
+            let split = rec.item.state == State::SplitBrain;
+            // In split-brain both VMs run and both write; otherwise the one that runs.
+            let running: Vec<&String> = if split {
+                let cloud = rec.cloud_disks.iter().filter(|_| cloud_runs);
+                cloud.chain(rec.onprem_disks.iter().filter(|_| rec.onprem_power)).collect()
+            } else if cloud_runs {
+                rec.cloud_disks.iter().collect()
             } else if rec.onprem_power {
-                &rec.onprem_disks
+                rec.onprem_disks.iter().collect()
             } else {
-                &Vec::new()
+                Vec::new()
             };
-            // A cloud VM whose disks are page blobs runs in Azure: nothing here simulates its guest.
-            let simulated = !(rec.cloud_storage.is_some() && std::ptr::eq(running, &rec.cloud_disks));
-            if policy.guest_bytes_per_tick > 0 && simulated {
-                for d in running {
+            if split && (cloud_runs || rec.onprem_power) {
+                self.note_split_brain_writes(&rec.item.id, now).await?;
+            }
+            if policy.guest_bytes_per_tick > 0 {
+                // A cloud VM whose disks are page blobs runs in Azure: nothing here simulates its guest.
+                for d in running.into_iter().filter(|d| !(rec.cloud_storage.is_some() && rec.cloud_disks.contains(d))) {
                     let Ok(img) = replicator::DiskImage::open(&self.estate.path(d)) else { continue };
                     let pattern = replicator::workload::Pattern::HotSpot { hot_fraction: 0.05, hot_share: 0.9 };
-                    let mut w = replicator::workload::GuestWriter::open(&img, BLOCK_SIZE, pattern, now)?;
+                    // Two guests (a split-brain's) write their own data: the on-premises one from another seed.
+                    let seed = if rec.onprem_disks.contains(d) { now ^ 0x5eed } else { now };
+                    let mut w = replicator::workload::GuestWriter::open(&img, BLOCK_SIZE, pattern, seed)?;
                     w.step(policy.guest_bytes_per_tick)?;
                     w.quiesce()?;
                 }

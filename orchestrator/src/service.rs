@@ -46,17 +46,31 @@ pub enum ServiceError {
 pub(crate) const PLAN_ITEM_FAILOVER: &str = "plan-item-failover/";
 pub(crate) const PLAN_ITEM_TEST_FAILOVER: &str = "plan-item-test-failover/";
 pub(crate) const PLAN_ITEM_CLEANUP: &str = "plan-item-cleanup-test-failover/";
+pub(crate) const PLAN_ITEM_COMMIT: &str = "plan-item-commit/";
+pub(crate) const PLAN_ITEM_CANCEL: &str = "plan-item-cancel-failover/";
 
 /// The operations a recovery plan runs as a whole.
-pub const PLAN_OPERATIONS: [Operation; 3] =
-    [Operation::Failover, Operation::TestFailover, Operation::CleanupTestFailover];
+pub const PLAN_OPERATIONS: [Operation; 5] = [
+    Operation::Failover,
+    Operation::Commit,
+    Operation::CancelFailover,
+    Operation::TestFailover,
+    Operation::CleanupTestFailover,
+];
 
 fn plan_task_prefix(op: Operation) -> &'static str {
     match op {
         Operation::TestFailover => PLAN_ITEM_TEST_FAILOVER,
         Operation::CleanupTestFailover => PLAN_ITEM_CLEANUP,
+        Operation::Commit => PLAN_ITEM_COMMIT,
+        Operation::CancelFailover => PLAN_ITEM_CANCEL,
         _ => PLAN_ITEM_FAILOVER,
     }
+}
+
+/// Whether a plan-level operation chooses a recovery point for each item (R-RP1/R-RP2 over the plan).
+fn plan_needs_point(op: Operation) -> bool {
+    matches!(op, Operation::Failover | Operation::TestFailover)
 }
 
 /// A plan job's kind, e.g. `plan-test-failover`.
@@ -70,6 +84,8 @@ pub(crate) fn plan_item_task(step: &str) -> Option<(&str, Operation)> {
         (PLAN_ITEM_FAILOVER, Operation::Failover),
         (PLAN_ITEM_TEST_FAILOVER, Operation::TestFailover),
         (PLAN_ITEM_CLEANUP, Operation::CleanupTestFailover),
+        (PLAN_ITEM_COMMIT, Operation::Commit),
+        (PLAN_ITEM_CANCEL, Operation::CancelFailover),
     ]
     .into_iter()
     .find_map(|(prefix, op)| step.strip_prefix(prefix).map(|item| (item, op)))
@@ -391,7 +407,8 @@ impl Service {
             items.retain(|i| i.drill.is_some());
         }
         let refs: Vec<&ReplicatedItem> = items.iter().collect();
-        let (chosen, mut refusals) = if op == Operation::CleanupTestFailover {
+        let needs_point = plan_needs_point(op);
+        let (chosen, mut refusals) = if !needs_point {
             (None, Vec::new())
         } else {
             match crate::points::plan_points(&refs, &what.choice) {
@@ -399,7 +416,7 @@ impl Service {
                 Err(r) => (None, vec![r]),
             }
         };
-        if items.is_empty() {
+        if items.is_empty() && op == Operation::CleanupTestFailover {
             refusals.push(Refusal::new(
                 "DR-3",
                 format!("No item of {} has a test failover to clean up.", plan.name),
@@ -418,7 +435,6 @@ impl Service {
             let ctx = self.context(&item.id).await?;
             let p = lifecycle::dry_run(item, &doc.inventory, op, &req, &ctx, &DataEstimate::default());
             refusals.extend(p.refusals());
-            let needs_point = op != Operation::CleanupTestFailover;
             previews.insert(
                 item.id.clone(),
                 PlanItemPreview {
@@ -485,6 +501,10 @@ impl Service {
                 let name = match op {
                     Operation::TestFailover => format!("Group {}: test failover of {} at point {pid}", g + 1, it.item),
                     Operation::CleanupTestFailover => format!("Group {}: clean up the test VM of {}", g + 1, it.item),
+                    Operation::Commit => format!("Group {}: commit {}, deleting its cloud VM", g + 1, it.item),
+                    Operation::CancelFailover => {
+                        format!("Group {}: cancel the failback of {}; its cloud VM runs again", g + 1, it.item)
+                    }
                     _ => format!("Group {}: fail over {} to point {pid}", g + 1, it.item),
                 };
                 tasks.push((format!("{}{}", plan_task_prefix(op), it.item), name));
@@ -516,6 +536,7 @@ impl Service {
                 if let Ok(next) = lifecycle::next(rec.item.state, event) {
                     rec.item.state = next;
                 }
+                crate::split_brain::settle(rec);
                 // A drill is no answer to a failed production job: that failure stays on the item.
                 if matches!(event, Event::Started(op) if !op.is_drill()) {
                     rec.item.last_failure = None;
@@ -539,7 +560,7 @@ impl Service {
             return Ok(());
         }
         let req = serde_json::from_str::<JobRequest>(&job.request).ok();
-        let words = req.as_ref().map_or("plan failover", |r| lifecycle::operation_words(r.operation));
+        let words = req.as_ref().map_or("recovery plan job", |r| lifecycle::operation_words(r.operation));
         // A failed job stays on its item until the next one starts or succeeds: the item page says what happened
         // and what to do, whatever replication reports meanwhile.
         let failure = match end {
@@ -569,6 +590,7 @@ impl Service {
             if let Ok(next) = lifecycle::next(started, event) {
                 rec.item.state = next;
             }
+            crate::split_brain::settle(rec);
             // A failed drill stays on its job page and its report: it must not make the item's health worse, where
             // R-C3 would then refuse a real failover; nor may a drill's success hide a failed production job.
             if !req.operation.is_drill() {

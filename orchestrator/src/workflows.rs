@@ -394,10 +394,10 @@ impl TaskExecutor for Workflows<'_> {
         self.data_ms.store(0, Ordering::Relaxed);
         *self.link.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let mut out = if let Some((item, op)) = plan_item_task(&task.step) {
-            if op == Operation::Failover {
-                self.plan_item_failover(job, item).await?
-            } else {
-                self.plan_item_drill(job, item, op).await?
+            match op {
+                Operation::Failover => self.plan_item_failover(job, item).await?,
+                Operation::TestFailover | Operation::CleanupTestFailover => self.plan_item_drill(job, item, op).await?,
+                _ => self.plan_item_op(job, item, op).await?,
             }
         } else {
             let req: JobRequest = serde_json::from_str(&job.request)
@@ -530,6 +530,8 @@ impl Workflows<'_> {
             r.replica_disks = disks.clone();
             r.onprem_disks = disks.clone();
             r.item.onprem = Some(new_vm(vm.clone(), host, &ds, &sizes));
+            // The new VM is made powered off: it runs only once failed back to.
+            r.onprem_power = false;
             Ok(())
         })
         .await?;
@@ -583,26 +585,76 @@ impl Workflows<'_> {
             self.service.transition(id, Event::Started(Operation::Failover)).await.map_err(estate_err)?;
         }
         let sub = JobRequest { item: id.to_owned(), operation: Operation::Failover, request, plan };
+        let (bytes, steps) = self.item_steps(&job.id, &sub).await?;
+        Ok(outcome(bytes, serde_json::json!({"item": id, "point": point, "steps": steps})))
+    }
+
+    /// A plan task's item through its own steps, as its own job would run them (the item was moved by `Started`):
+    /// `Succeeded` at the end, `Failed` at the first failure, which names the item and the step. Returns the bytes
+    /// and the steps' names, bytes and times, kept in the plan task's result so the job page shows them under it.
+    async fn item_steps(&self, job_id: &str, sub: &JobRequest) -> Result<(u64, Vec<serde_json::Value>), TaskFailure> {
+        let (id, op) = (sub.item.as_str(), sub.operation);
         let mut bytes = 0u64;
-        // The VM's own steps, kept in the plan task's result so the job page shows them under it.
         let mut steps = Vec::new();
         for t in sub.plan.tasks.clone() {
             let started = std::time::Instant::now();
-            match self.exec_step(&job.id, &sub, t.step).await {
+            match self.exec_step(job_id, sub, t.step).await {
                 Ok(o) => {
                     bytes += o.bytes as u64;
                     let ms = started.elapsed().as_millis() as u64;
                     steps.push(serde_json::json!({"name": t.name, "bytes": o.bytes, "ms": ms}));
                 }
                 Err(mut f) => {
-                    let _ = self.service.transition(id, Event::Failed(Operation::Failover)).await;
+                    let _ = self.service.transition(id, Event::Failed(op)).await;
                     f.error = format!("{id} at \u{201c}{}\u{201d}: {}", t.name, f.error);
                     return Err(f);
                 }
             }
         }
-        self.service.transition(id, Event::Succeeded(Operation::Failover)).await.map_err(estate_err)?;
-        Ok(outcome(bytes, serde_json::json!({"item": id, "point": point, "steps": steps})))
+        self.service
+            .transition(id, Event::Succeeded(op))
+            .await
+            .map_err(|e| fail(e.to_string(), "Check the database and the server log."))?;
+        Ok((bytes, steps))
+    }
+
+    /// One item of a recovery plan's commit or cancel failover: the item's own steps. Idempotent after a crash: an
+    /// item already where the operation takes it is done, one left half-way runs its (idempotent) steps again.
+    async fn plan_item_op(&self, job: &Job, id: &str, op: Operation) -> Result<TaskOutcome, TaskFailure> {
+        let estate_err = |e: ServiceError| fail(e.to_string(), "Check the database and the server log.");
+        let (rec, _) = self.record(id).await?;
+        let (done, running) = match op {
+            Operation::Commit => (State::CommittedOnPrimary, State::CommitInProgress),
+            _ => (State::ProtectedToPrimary, State::FailbackInProgress),
+        };
+        if rec.item.state == done {
+            return Ok(outcome(0, serde_json::json!({"item": id, "already": true})));
+        }
+        let resumed = rec.item.state == running;
+        let now = (self.service.clock)();
+        let doc = self.service.doc().await.map_err(estate_err)?;
+        let mut item = self.service.estate.view(&doc, id, now).map_err(|e| estate_err(e.into()))?;
+        if resumed {
+            item.state = State::FailedBackCommitPending;
+        }
+        let ctx = Context { now, active_job: None };
+        let plan = lifecycle::dry_run(&item, &doc.inventory, op, &Request::default(), &ctx, &DataEstimate::default());
+        if !plan.allowed && !resumed {
+            let r = plan.refusals();
+            return Err(fail(
+                format!(
+                    "{id}: {}",
+                    r.iter().map(|r| format!("{} ({})", r.message, r.rule)).collect::<Vec<_>>().join("; ")
+                ),
+                r.first().map(|r| r.recommended_action.clone()).unwrap_or_default(),
+            ));
+        }
+        if !resumed {
+            self.service.transition(id, Event::Started(op)).await.map_err(estate_err)?;
+        }
+        let sub = JobRequest { item: id.to_owned(), operation: op, request: Request::default(), plan };
+        let (bytes, steps) = self.item_steps(&job.id, &sub).await?;
+        Ok(outcome(bytes, serde_json::json!({"item": id, "steps": steps})))
     }
 
     /// One item of a recovery plan's test failover or its cleanup: the item's own drill steps. Each item's drill is
@@ -758,6 +810,8 @@ impl Workflows<'_> {
                     r.replica_disks = disks.clone();
                     r.onprem_disks = disks.clone();
                     r.item.onprem = Some(new_vm(format!("vm-{id}"), host, &ds, &sizes));
+                    // The new VM is made powered off: it runs only once failed back to.
+                    r.onprem_power = false;
                     Ok(())
                 })
                 .await?;
@@ -967,7 +1021,26 @@ impl Workflows<'_> {
                 .await?;
                 Ok(outcome(0, serde_json::json!({"deleted": rec.cloud_disks, "deleted_in_azure": in_azure})))
             }
-            Step::MarkCommitted => Ok(outcome(0, serde_json::json!({}))),
+            Step::MarkCommitted => {
+                // What lost a split-brain is kept until this commit.
+                let (rec, _) = self.record(id).await?;
+                let kept = rec.item.kept_copies.clone();
+                if !kept.is_empty() {
+                    let root = self.service.estate.path("");
+                    let removed = kept.clone();
+                    tokio::task::spawn_blocking(move || crate::split_brain::remove_kept(&root, &removed))
+                        .await
+                        .map_err(|e| fail(format!("removing the kept blocks stopped: {e}"), "Restart the job."))?
+                        .map_err(|e| fail(format!("cannot remove the kept blocks: {e}"), "Check the estate folder."))?;
+                    self.update(id, |r, _| {
+                        r.item.kept_copies.clear();
+                        Ok(())
+                    })
+                    .await?;
+                }
+                let files: Vec<&String> = kept.iter().flat_map(|k| &k.files).collect();
+                Ok(outcome(0, serde_json::json!({"kept_copies_removed": files})))
+            }
             Step::CommitInCloud => {
                 // The cloud VM runs on its own disks since the failover; the replication copies it was made from
                 // are not needed any more (a later reprotect starts from the running VM's disks).
@@ -1022,6 +1095,7 @@ impl Workflows<'_> {
             Step::CheckTestVm => self.check_test_vm(id).await,
             Step::RemoveTestVm => self.remove_test_vm(id).await,
             Step::RecordCleanup => self.record_cleanup(job_id, req).await,
+            Step::KeepDivergentBlocks => self.keep_divergent(job_id, req).await,
             Step::CheckAgent => {
                 let now = (self.service.clock)();
                 let doc = self.service.doc().await.map_err(|e| fail(e.to_string(), "Check the estate folder."))?;

@@ -112,6 +112,8 @@ fn web01() -> ReplicatedItem {
         agent_registered: true,
         last_failure: None,
         drill: None,
+        split_brain: None,
+        kept_copies: Vec::new(),
         protection: Default::default(),
         disk_bytes: 1 << 30,
     }
@@ -635,8 +637,9 @@ fn allowed_operations_lists_only_what_the_state_allows_and_says_why_for_the_rest
     assert_eq!(allowed, vec![Operation::Reprotect]);
     for (op, why) in &ops {
         if *op != Operation::Reprotect {
+            // The article's rules, and the split-brain's own (SB-1: only an item in one may be resolved).
             assert!(
-                why.iter().all(|r| r.rule.starts_with("R-") && !r.recommended_action.is_empty()),
+                why.iter().all(|r| (r.rule.starts_with("R-") || r.rule == "SB-1") && !r.recommended_action.is_empty()),
                 "{op:?}: {why:?}"
             );
         }
@@ -716,4 +719,49 @@ fn drills_need_an_isolated_network_run_one_at_a_time_and_never_move_the_state() 
         }
         assert!(op.is_drill());
     }
+}
+
+/// Split-brain (issue 12 §4): entered from protected-to-primary or from failed back waiting for commit when both
+/// copies changed, left only by keeping one copy, with a reason (SB-2); nothing else is allowed meanwhile, and only an
+/// item in split-brain may be resolved (SB-1).
+#[test]
+fn a_split_brain_is_left_only_by_keeping_one_copy_with_a_reason() {
+    use Event::*;
+    assert_eq!(next(State::ProtectedToPrimary, Diverged), Ok(State::SplitBrain));
+    assert_eq!(next(State::FailedBackCommitPending, Diverged), Ok(State::SplitBrain));
+    assert!(next(State::CommittedInCloud, Diverged).is_err());
+    assert!(next(State::FailbackInProgress, Diverged).is_err(), "a running failback is not interrupted");
+    assert_eq!(next(State::SplitBrain, Started(Operation::KeepCloudCopy)), Ok(State::SplitBrain));
+    assert_eq!(next(State::SplitBrain, Succeeded(Operation::KeepCloudCopy)), Ok(State::ProtectedToPrimary));
+    assert_eq!(next(State::SplitBrain, Succeeded(Operation::KeepOnPremisesCopy)), Ok(State::FailedBackCommitPending));
+    assert_eq!(next(State::SplitBrain, Failed(Operation::KeepOnPremisesCopy)), Ok(State::SplitBrain));
+    assert!(next(State::SplitBrain, Started(Operation::Commit)).is_err());
+
+    let item = in_state(web01(), State::SplitBrain);
+    let ops = allowed_operations(&item, &inventory(), &ctx());
+    let allowed: Vec<Operation> = ops.iter().filter(|(_, r)| r.is_empty()).map(|(op, _)| *op).collect();
+    assert_eq!(allowed, [Operation::KeepCloudCopy, Operation::KeepOnPremisesCopy]);
+    let run = |item: &ReplicatedItem, op, reason: Option<&str>| {
+        let req = Request { reason: reason.map(Into::into), ..Request::default() };
+        dry_run(item, &inventory(), op, &req, &ctx(), &DataEstimate::default())
+    };
+    let p = run(&item, Operation::KeepCloudCopy, None);
+    assert_eq!(p.refusals().iter().map(|r| r.rule.as_str()).collect::<Vec<_>>(), ["SB-2"]);
+    assert_eq!(run(&item, Operation::KeepCloudCopy, Some("  ")).refusals()[0].rule, "SB-2");
+    let p = run(&item, Operation::KeepCloudCopy, Some(&"x".repeat(4001)));
+    assert!(p.refusals()[0].message.contains("4001"), "{p:?}");
+    let p = run(&item, Operation::KeepOnPremisesCopy, Some("on-premises is production since the failback"));
+    assert!(p.allowed, "{p:?}");
+    assert_eq!(p.tasks.iter().map(|t| t.step).collect::<Vec<_>>(), [Step::KeepDivergentBlocks, Step::ShutDownCloudVm]);
+    let p = run(&item, Operation::KeepCloudCopy, Some("the on-premises VM was started by mistake"));
+    let steps: Vec<Step> = p.tasks.iter().map(|t| t.step).collect();
+    assert_eq!(
+        steps,
+        [Step::KeepDivergentBlocks, Step::ShutDownOnPrem, Step::RestartCloudVm, Step::ResumeReplication],
+        "the loser's blocks are kept before anything else"
+    );
+    let protected = in_state(web01(), State::ProtectedToPrimary);
+    let p = run(&protected, Operation::KeepCloudCopy, Some("why"));
+    assert_eq!(p.refusals()[0].rule, "SB-1", "{p:?}");
+    assert!(p.refusals()[0].message.contains("split-brain"), "{p:?}");
 }

@@ -288,3 +288,135 @@ async fn a_failed_drill_leaves_the_items_health_and_its_failover_alone() {
     run(&s, "web01", Operation::CleanupTestFailover, &Request::default(), "k-c").await;
     assert!(s.item("web01").await.unwrap().0.drill.is_none());
 }
+
+/// A replication round per call, a cycle at every round and a guest that writes between them.
+async fn busy_guests(s: &Service) {
+    s.estate
+        .update(|doc| {
+            doc.replication.crash_consistent_every_ms = 0;
+            doc.replication.guest_bytes_per_tick = 1 << 20;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+async fn round(s: &Service) {
+    let shutdown = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    s.replication_round("replication/test", &shutdown).await.unwrap();
+}
+
+fn knobs(json: serde_json::Value) -> orchestrator::estate::FaultKnobs {
+    serde_json::from_value(json).unwrap()
+}
+
+/// The on-premises VM powered on outside Homeward while the item is protected to on-premises writes the replica:
+/// the next round finds a split-brain and stops (no cycle overwrites those writes, no point is taken). The
+/// operator keeps the cloud copy with a reason: the on-premises VM's divergent blocks are kept, it is shut down, the
+/// replica is the cloud copy again and replication resumes on a new chain of points (the old ones cannot be
+/// restored any more); the next commit removes what was kept.
+#[tokio::test]
+async fn a_split_brain_on_premises_is_found_and_ended_by_keeping_the_cloud_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = service(dir.path(), false).await;
+    run(&s, "web01", Operation::Reprotect, &req("mt-win-01", "ps-azure-01", None), "k-r").await;
+    busy_guests(&s).await;
+    round(&s).await;
+    let points_before = s.item("web01").await.unwrap().0.recovery_points.len();
+    assert!(points_before >= 2, "{points_before}");
+
+    s.apply_faults(&knobs(serde_json::json!({"start_onprem_vm": "web01"}))).await.unwrap();
+    round(&s).await;
+    let (item, _) = s.item("web01").await.unwrap();
+    assert_eq!(item.state, State::SplitBrain);
+    let sb = item.split_brain.clone().expect("the split-brain is recorded");
+    assert_eq!(sb.from, State::ProtectedToPrimary);
+    assert_eq!(sb.intruder, orchestrator::domain::Site::Primary);
+    assert!(sb.cloud_last_write_at.is_some() && sb.onprem_last_write_at.is_some(), "{sb:?}");
+    // Both VMs run and write; nothing replicates.
+    round(&s).await;
+    round(&s).await;
+    let (item, _) = s.item("web01").await.unwrap();
+    assert_eq!(item.recovery_points.len(), points_before, "no cycle in split-brain");
+    assert!(item.split_brain.as_ref().unwrap().onprem_last_write_at >= sb.onprem_last_write_at);
+    let changes = s.evaluate_alerts().await.unwrap();
+    assert!(changes.iter().any(|c| format!("{c:?}").contains("split-brain")), "{changes:?}");
+
+    let failover = s.dry_run("web01", Operation::Failover, &Request::default()).await.unwrap();
+    assert!(failover.refusals().iter().any(|r| r.rule == "R-W2"), "{:?}", failover.refusals());
+    let no_reason = s.dry_run("web01", Operation::KeepCloudCopy, &Request::default()).await.unwrap();
+    assert!(!no_reason.allowed);
+    assert_eq!(no_reason.refusals()[0].rule, "SB-2", "{:?}", no_reason.refusals());
+    assert!(matches!(
+        s.start("web01", Operation::KeepCloudCopy, &Request::default(), "k-none").await,
+        Err(ServiceError::Refused(r)) if r[0].rule == "SB-2"
+    ));
+
+    let why = Request {
+        reason: Some("the on-premises VM was started by mistake during patching".into()),
+        ..Request::default()
+    };
+    let job = run(&s, "web01", Operation::KeepCloudCopy, &why, "k-keep").await;
+    assert_eq!(job.tasks.len(), 4);
+    let doc = s.doc().await.unwrap();
+    let rec = doc.items.iter().find(|r| r.item.id == "web01").unwrap().clone();
+    assert_eq!(rec.item.state, State::ProtectedToPrimary);
+    assert!(rec.item.split_brain.is_none());
+    assert!(!rec.onprem_power && rec.cloud_power);
+    let kept = &rec.item.kept_copies;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].site, orchestrator::domain::Site::Primary);
+    assert_eq!(kept[0].reason, why.reason.clone().unwrap());
+    assert!(kept[0].blocks > 0 && kept[0].bytes >= kept[0].blocks, "{:?}", kept[0]);
+    let root = dir.path().join("estate");
+    let file = root.join(&kept[0].files[0]);
+    assert!(file.exists(), "{}", file.display());
+    // The replica is the cloud copy again, on a new chain: one point, from the resync.
+    let cloud = replicator::DiskImage::open(&root.join(&rec.cloud_disks[0])).unwrap();
+    let replica = replicator::DiskImage::open(&root.join(&rec.replica_disks[0])).unwrap();
+    same_disk(&cloud.path, cloud.format.qemu_name(), &replica.path, replica.format.qemu_name());
+    let points = s.item("web01").await.unwrap().0.recovery_points;
+    assert_eq!(points.len(), 1, "only the resync's point: {points:?}");
+
+    // Replication goes on; a failback and its commit remove what was kept.
+    round(&s).await;
+    run(&s, "web01", Operation::Failover, &Request { point: Some(PointChoice::Latest), ..Request::default() }, "k-f")
+        .await;
+    run(&s, "web01", Operation::Commit, &Request::default(), "k-c").await;
+    assert!(!file.exists(), "the commit removed the kept blocks");
+    assert!(s.item("web01").await.unwrap().0.kept_copies.is_empty());
+}
+
+/// The cloud VM started again after a failback, before commit: split-brain. Keeping the on-premises copy shuts the
+/// cloud VM down and keeps its divergent blocks; the replica's points are untouched (nothing wrote the replica) and
+/// the item waits for commit again.
+#[tokio::test]
+async fn a_split_brain_after_failback_is_ended_by_keeping_the_on_premises_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = service(dir.path(), false).await;
+    run(&s, "web01", Operation::Reprotect, &req("mt-win-01", "ps-azure-01", None), "k-r").await;
+    run(&s, "web01", Operation::Failover, &Request { point: Some(PointChoice::Latest), ..Request::default() }, "k-f")
+        .await;
+    busy_guests(&s).await;
+    let points_before = s.item("web01").await.unwrap().0.recovery_points;
+    s.apply_faults(&knobs(serde_json::json!({"start_cloud_vm": "web01"}))).await.unwrap();
+    round(&s).await;
+    let (item, _) = s.item("web01").await.unwrap();
+    assert_eq!(item.state, State::SplitBrain);
+    assert_eq!(item.split_brain.as_ref().unwrap().intruder, orchestrator::domain::Site::Recovery);
+    round(&s).await;
+    let commit = s.dry_run("web01", Operation::Commit, &Request::default()).await.unwrap();
+    assert!(!commit.allowed, "no commit while both copies changed");
+
+    let why = Request { reason: Some("on-premises is production since the failback".into()), ..Request::default() };
+    run(&s, "web01", Operation::KeepOnPremisesCopy, &why, "k-keep").await;
+    let doc = s.doc().await.unwrap();
+    let rec = doc.items.iter().find(|r| r.item.id == "web01").unwrap();
+    assert_eq!(rec.item.state, State::FailedBackCommitPending);
+    assert!(!rec.cloud_power && rec.onprem_power);
+    assert_eq!(rec.item.kept_copies[0].site, orchestrator::domain::Site::Recovery);
+    assert!(rec.item.kept_copies[0].blocks > 0, "{:?}", rec.item.kept_copies);
+    assert_eq!(s.item("web01").await.unwrap().0.recovery_points, points_before, "the replica's points stay");
+    round(&s).await;
+    assert_eq!(state(&s, "web01").await, State::FailedBackCommitPending, "no split-brain once the cloud VM is off");
+}

@@ -160,6 +160,18 @@ impl Journal {
         Ok(info)
     }
 
+    /// Forgets every point and its undo log: the target was written outside replication (a VM ran on it), so
+    /// undoing the logged cycles no longer leads back to any point. The next cycle starts a new chain.
+    pub fn discard_all(&mut self) -> Result<usize> {
+        let gone: Vec<PointInfo> = std::mem::take(&mut self.points);
+        self.save()?;
+        for p in &gone {
+            let path = self.undo_path(p.seq);
+            fileio::remove_durably(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(gone.len())
+    }
+
     fn save(&self) -> Result<()> {
         let p = self.dir.join("points.json");
         let body = serde_json::to_vec_pretty(&self.points).expect("points serialise");

@@ -751,10 +751,13 @@ fn parse_operation(action: &str) -> Result<Operation, ApiError> {
         "commit-in-cloud" => Operation::CommitInCloud,
         "test-failover" => Operation::TestFailover,
         "cleanup-test-failover" => Operation::CleanupTestFailover,
+        "keep-cloud-copy" => Operation::KeepCloudCopy,
+        "keep-on-premises-copy" => Operation::KeepOnPremisesCopy,
         other => {
             return Err(ApiError::NotFound(format!(
                 "no action {other:?}; use reprotect, failover, commit, cancel-failover, change-recovery-point, \
-                 reprotect-to-cloud, failover-to-cloud, commit-in-cloud, test-failover or cleanup-test-failover"
+                 reprotect-to-cloud, failover-to-cloud, commit-in-cloud, test-failover, cleanup-test-failover, \
+                 keep-cloud-copy or keep-on-premises-copy"
             )))
         }
     })
@@ -786,6 +789,8 @@ async fn item_action(
         }
         body_into(v)?
     };
+    // Choosing a split-brain's winner needs the reason in the core too (SB-2): it is kept with the loser's blocks.
+    let req = if op.resolves_split_brain() { Request { reason: reason.clone(), ..req } } else { req };
     if q.dry_run {
         let plan = s.dry_run(&id, op, &req).await?;
         return Ok(Json(plan).into_response());
@@ -818,7 +823,8 @@ struct PlanBody {
     reason: Option<String>,
 }
 
-/// A plan-level operation: `failover`, `test-failover` or `cleanup-test-failover`; `?dry_run=true` previews it.
+/// A plan-level operation: `failover`, `commit`, `cancel-failover`, `test-failover` or `cleanup-test-failover`;
+/// `?dry_run=true` previews it.
 async fn plan_action(
     State(s): State<Svc>,
     Extension(user): Extension<User>,
@@ -830,11 +836,14 @@ async fn plan_action(
 ) -> Result<Response, ApiError> {
     let op = match action.as_str() {
         "failover" => Operation::Failover,
+        "commit" => Operation::Commit,
+        "cancel-failover" => Operation::CancelFailover,
         "test-failover" => Operation::TestFailover,
         "cleanup-test-failover" => Operation::CleanupTestFailover,
         other => {
             return Err(ApiError::NotFound(format!(
-                "no plan action {other:?}; use failover, test-failover or cleanup-test-failover"
+                "no plan action {other:?}; use failover, commit, cancel-failover, test-failover or \
+                 cleanup-test-failover"
             )))
         }
     };
@@ -1192,7 +1201,7 @@ fn complete_openapi(mut doc: Value) -> Value {
                        "app_consistent_every_min": {"type": "integer", "minimum": 1, "maximum": 720, "description": "reprotect, reprotect-to-cloud: minutes between app-consistent points (default: the vault's policy)"},
                        "rpo_threshold_min": {"type": "integer", "minimum": 1, "maximum": 1440, "description": "reprotect, reprotect-to-cloud: the RPO past which the item alerts (default 15)"},
                        "notes": {"type": "string", "maxLength": 4000, "description": "cleanup-test-failover: what the drill showed, for its report"},
-                       "reason": text("Why, for the audit log")}),
+                       "reason": text("Why, for the audit log; keep-cloud-copy and keep-on-premises-copy require it (SB-2) and keep it with the losing copy's blocks")}),
                 &[],
             ),
             "/api/v1/plans/{id}/{action}" => object(
@@ -1275,9 +1284,13 @@ fn complete_openapi(mut doc: Value) -> Value {
                 "commit-in-cloud",
                 "test-failover",
                 "cleanup-test-failover",
+                "keep-cloud-copy",
+                "keep-on-premises-copy",
             ]),
             "/api/v1/jobs/{id}/{action}" => Some(vec!["cancel", "restart", "resume"]),
-            "/api/v1/plans/{id}/{action}" => Some(vec!["failover", "test-failover", "cleanup-test-failover"]),
+            "/api/v1/plans/{id}/{action}" => {
+                Some(vec!["failover", "commit", "cancel-failover", "test-failover", "cleanup-test-failover"])
+            }
             "/api/v1/accounts/{name}/{action}" => Some(vec!["role", "disable", "enable", "revoke"]),
             _ => None,
         }
@@ -1333,11 +1346,12 @@ fn openapi_paths() -> Value {
                     {"name": "state", "in": "query", "schema": {"type": "string", "enum": [
                         "protected-to-cloud", "failover-to-cloud-in-progress", "failed-over-to-cloud", "committed-in-cloud",
                         "reprotect-in-progress", "protected-to-primary", "failback-in-progress", "failed-back-commit-pending",
-                        "commit-in-progress", "committed-on-primary", "reprotect-to-cloud-in-progress"]}},
+                        "commit-in-progress", "committed-on-primary", "reprotect-to-cloud-in-progress", "split-brain"]}},
                     {"name": "health", "in": "query", "schema": {"type": "string", "enum": ["normal", "warning", "critical"]}},
                     {"name": "allows", "in": "query", "schema": {"type": "string", "enum": [
                         "reprotect", "failover", "commit", "cancel-failover", "change-recovery-point", "reprotect-to-cloud",
-                        "failover-to-cloud", "commit-in-cloud", "test-failover", "cleanup-test-failover"]}},
+                        "failover-to-cloud", "commit-in-cloud", "test-failover", "cleanup-test-failover",
+                        "keep-cloud-copy", "keep-on-premises-copy"]}},
                     {"name": "q", "in": "query", "description": "Part of the item's name", "schema": {"type": "string"}},
                     {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": ITEMS_MAX_LIMIT, "default": ITEMS_DEFAULT_LIMIT}}

@@ -52,6 +52,9 @@ pub enum Command {
     TestFailover(crate::client::TestFailoverArgs),
     /// End a drill: power off and delete its test VM; --notes go into the drill's report.
     CleanupTestFailover(crate::client::CleanupArgs),
+    /// End an item's split-brain: --keep names the copy that wins, --reason says why; the other copy's divergent
+    /// blocks are kept until the next commit.
+    ResolveSplitBrain(crate::client::SplitBrainArgs),
     /// List drills (test failovers) with their reports, or show one; --csv prints a report as CSV.
     Drills(crate::client::DrillsArgs),
     /// Alerts, through the API: list the open ones (or all), acknowledge one.
@@ -76,6 +79,10 @@ pub enum Command {
     PlanTestFailover(crate::client::PlanDrillArgs),
     /// End a recovery plan's drill: every test VM of its items is powered off and deleted.
     PlanCleanupTestFailover(crate::client::PlanCleanupArgs),
+    /// Commit a failed-back recovery plan: every item's cloud VM is deleted, group after group (R-W3).
+    PlanCommit(crate::client::PlanOpArgs),
+    /// Cancel a recovery plan's failback before commit: every item's cloud VM runs again, group after group.
+    PlanCancelFailover(crate::client::PlanOpArgs),
     /// Run a site agent: a process server (cloud side) or a master target (on-premises). The first start enrolls
     /// with the token an Administrator made (`homeward agents enroll`); later starts reuse the agent's certificate.
     Agent(AgentArgs),

@@ -1,7 +1,8 @@
 //! Command-line clients of the REST API: `homeward items`, `homeward reprotect|failover|commit|cancel-failover|
 //! change-recovery-point|reprotect-to-cloud|failover-to-cloud|commit-in-cloud`, `homeward test-failover|
-//! cleanup-test-failover`, `homeward drills`, `homeward networks`, `homeward plan-failover`, `homeward jobs`,
-//! `homeward job-action`. They only call `/api/v1`; every decision stays on the server.
+//! cleanup-test-failover`, `homeward resolve-split-brain`, `homeward drills`, `homeward networks`,
+//! `homeward plan-failover`, `homeward jobs`, `homeward job-action`. They only call `/api/v1`; every decision stays
+//! on the server.
 
 use std::time::Duration;
 
@@ -97,6 +98,23 @@ pub struct CleanupArgs {
     /// What the drill showed, kept in its report (at most 4000 characters).
     #[arg(long)]
     pub notes: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SplitBrainArgs {
+    pub item: String,
+    #[command(flatten)]
+    pub server: Server,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The copy that wins: cloud (the on-premises VM is shut down and its replica brought back to the cloud's) or
+    /// on-premises (the cloud VM is shut down; the item then waits for commit). The other copy's divergent blocks
+    /// are kept until the next commit.
+    #[arg(long, value_parser = ["cloud", "on-premises"])]
+    pub keep: String,
+    /// Why this copy wins (required; kept with the other copy's blocks and in the audit log).
+    #[arg(long)]
+    pub reason: String,
 }
 
 #[derive(Debug, Args)]
@@ -379,6 +397,12 @@ pub async fn cleanup_test_failover(a: &CleanupArgs) -> Result<(), Failure> {
     Run { server: &a.server, args: &a.run }.post(&url, body, print_plan).await
 }
 
+pub async fn resolve_split_brain(a: &SplitBrainArgs) -> Result<(), Failure> {
+    let op = if a.keep == "cloud" { "keep-cloud-copy" } else { "keep-on-premises-copy" };
+    let url = format!("{}/items/{}/{op}", base(&a.server), a.item);
+    Run { server: &a.server, args: &a.run }.post(&url, json!({"reason": a.reason}), print_plan).await
+}
+
 fn seconds(ms: &Value) -> String {
     ms.as_u64().map_or("-".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0))
 }
@@ -521,6 +545,29 @@ pub struct PlanCleanupArgs {
     /// What the drill showed, kept in each item's drill report.
     #[arg(long)]
     pub notes: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanOpArgs {
+    /// The recovery plan's id (`GET /api/v1/plans` lists them).
+    pub plan: String,
+    #[command(flatten)]
+    pub server: Server,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Why: recorded in the audit log.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+/// A recovery plan's commit or cancel failover (`op`), every item group after group.
+pub async fn plan_op(a: &PlanOpArgs, op: &str) -> Result<(), Failure> {
+    let mut body = json!({});
+    if let Some(r) = &a.reason {
+        body["reason"] = json!(r);
+    }
+    let url = format!("{}/plans/{}/{op}", base(&a.server), urlencoding(&a.plan));
+    Run { server: &a.server, args: &a.run }.post(&url, body, print_plan_preview).await
 }
 
 pub async fn plan_test_failover(a: &PlanDrillArgs) -> Result<(), Failure> {

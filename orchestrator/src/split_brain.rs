@@ -1,0 +1,239 @@
+//! Split-brain: both copies of an item changed after a failover — the cloud VM was started again before commit, or
+//! the on-premises VM was powered on outside Homeward while protected to on-premises. The replication rounds find it
+//! and stop: nothing resyncs on its own. The operator chooses the copy that wins, with a typed reason; the loser's
+//! divergent blocks are kept (one file per disk, the differing blocks at their offsets) until the next commit.
+
+use std::path::{Path, PathBuf};
+
+use crate::domain::*;
+use crate::estate::ItemRecord;
+use crate::jobs::{TaskFailure, TaskOutcome};
+use crate::lifecycle::{self, Event, Operation, State};
+use crate::service::{JobRequest, Service, ServiceError, BLOCK_SIZE};
+use crate::workflows::{fail, outcome, Workflows};
+
+/// Whether the cloud VM of the record runs (a deleted one never does).
+fn cloud_runs(rec: &ItemRecord) -> bool {
+    rec.cloud_power && !rec.item.cloud_vm.as_ref().is_some_and(|v| v.deleted)
+}
+
+/// The copy that runs when only the other one may: the on-premises VM while the item is protected to on-premises
+/// (it writes the replica the cloud's changes go to), or the cloud VM after a failback, before commit. Pure.
+pub fn intruder(rec: &ItemRecord) -> Option<Site> {
+    match rec.item.state {
+        State::ProtectedToPrimary if rec.onprem_power => Some(Site::Primary),
+        State::FailedBackCommitPending if cloud_runs(rec) => Some(Site::Recovery),
+        _ => None,
+    }
+}
+
+/// What a split-brain does to the item's health: critical, with what to do, for as long as it lasts.
+fn health_error(intruder: Site) -> String {
+    let what = if intruder == Site::Primary {
+        "the on-premises VM was powered on outside Homeward while protected to on-premises"
+    } else {
+        "the cloud VM was started again before commit"
+    };
+    format!("Split-brain: {what}, so both copies changed — choose the copy that wins on the item's page.")
+}
+
+/// Once the item has left split-brain (its resolution succeeded), the record and the health it set go.
+pub(crate) fn settle(rec: &mut ItemRecord) {
+    if rec.item.state != State::SplitBrain {
+        if let Some(sb) = rec.item.split_brain.take() {
+            let ours = health_error(sb.intruder);
+            rec.item.health_errors.retain(|e| *e != ours);
+            if rec.item.health_errors.is_empty() {
+                rec.item.health = Health::Normal;
+            }
+        }
+    }
+}
+
+/// The side that loses when `op` resolves a split-brain.
+fn loser(op: Operation) -> Site {
+    if op == Operation::KeepCloudCopy {
+        Site::Primary
+    } else {
+        Site::Recovery
+    }
+}
+
+impl Service {
+    /// Puts the item in split-brain if one of its copies runs when it may not (checked again inside the update, so
+    /// a job that started meanwhile wins). Returns whether it did.
+    pub(crate) async fn enter_split_brain(&self, id: &str, now: Millis) -> Result<bool, ServiceError> {
+        let entered = self
+            .estate
+            .update_item(id, |rec, _| {
+                let Some(intruder) = intruder(rec) else { return Ok(false) };
+                let from = rec.item.state;
+                let Ok(next) = lifecycle::next(from, Event::Diverged) else { return Ok(false) };
+                rec.item.state = next;
+                rec.item.health = Health::Critical;
+                rec.item.health_errors.insert(0, health_error(intruder));
+                rec.item.split_brain = Some(SplitBrain {
+                    detected_at: now,
+                    from,
+                    intruder,
+                    cloud_last_write_at: cloud_runs(rec).then_some(now),
+                    onprem_last_write_at: rec.onprem_power.then_some(now),
+                });
+                Ok(true)
+            })
+            .await?;
+        if entered {
+            tracing::warn!(item = id, "split-brain: both copies changed; waiting for the operator's choice");
+        }
+        Ok(entered)
+    }
+
+    /// While in split-brain, the copies that run keep writing: their last write times move with them.
+    pub(crate) async fn note_split_brain_writes(&self, id: &str, now: Millis) -> Result<(), ServiceError> {
+        self.estate
+            .update_item(id, |rec, _| {
+                let (cloud, onprem) = (cloud_runs(rec), rec.onprem_power);
+                if let Some(sb) = rec.item.split_brain.as_mut() {
+                    if cloud {
+                        sb.cloud_last_write_at = Some(now);
+                    }
+                    if onprem {
+                        sb.onprem_last_write_at = Some(now);
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Copies the blocks of `loser` that differ from `winner` into a new raw file `out` of the loser's size, at their
+/// offsets (the rest stays a hole), and makes it durable. Returns the blocks and bytes kept. Blocking IO.
+pub fn keep_divergent_blocks(loser: &Path, winner: &Path, out: &Path) -> Result<(u64, u64), replicator::Error> {
+    use replicator::fileio;
+    let l = replicator::DiskImage::open(loser)?;
+    let w = replicator::DiskImage::open(winner)?;
+    let (lf, wf) = (l.open_data_read()?, w.open_data_read()?);
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| replicator::Error::io(dir, e))?;
+    }
+    let of = std::fs::File::create(out).map_err(|e| replicator::Error::io(out, e))?;
+    // A raw image is a whole number of sectors.
+    of.set_len(l.size.div_ceil(512) * 512).map_err(|e| replicator::Error::io(out, e))?;
+    let bs = BLOCK_SIZE as u64;
+    let (mut a, mut b) = (vec![0u8; BLOCK_SIZE as usize], vec![0u8; BLOCK_SIZE as usize]);
+    let (mut blocks, mut bytes) = (0u64, 0u64);
+    let mut at = 0u64;
+    while at < l.size {
+        let n = bs.min(l.size - at) as usize;
+        fileio::read_at(&lf, &mut a[..n], at).map_err(|e| replicator::Error::io(loser, e))?;
+        let theirs = if at + n as u64 <= w.size {
+            fileio::read_at(&wf, &mut b[..n], at).map_err(|e| replicator::Error::io(winner, e))?;
+            &b[..n]
+        } else {
+            // Past the winner's end: only the loser's non-zero data differs.
+            b[..n].fill(0);
+            let have = w.size.saturating_sub(at) as usize;
+            if have > 0 {
+                fileio::read_at(&wf, &mut b[..have], at).map_err(|e| replicator::Error::io(winner, e))?;
+            }
+            &b[..n]
+        };
+        if a[..n] != *theirs {
+            fileio::write_at(&of, &a[..n], at).map_err(|e| replicator::Error::io(out, e))?;
+            blocks += 1;
+            bytes += n as u64;
+        }
+        at += n as u64;
+    }
+    of.sync_all().map_err(|e| replicator::Error::io(out, e))?;
+    fileio::sync_parent(out).map_err(|e| replicator::Error::io(out, e))?;
+    Ok((blocks, bytes))
+}
+
+/// Removes the kept copies' files (at commit). Blocking IO.
+pub fn remove_kept(root: &Path, kept: &[KeptCopy]) -> std::io::Result<()> {
+    for k in kept {
+        for f in &k.files {
+            replicator::fileio::remove_durably(&root.join(f))?;
+        }
+        if let Some(dir) = k.files.first().and_then(|f| root.join(f).parent().map(Path::to_path_buf)) {
+            // Empty now; a folder left by hand stays.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    Ok(())
+}
+
+impl Workflows<'_> {
+    /// The first step of a split-brain resolution: the losing copy's blocks that differ from the winner's are kept
+    /// until the next commit, with the operator's reason. When the on-premises VM ran on the replica itself, the
+    /// replica's recovery points are forgotten too: undoing the logged cycles no longer leads back to them.
+    pub(crate) async fn keep_divergent(&self, job_id: &str, req: &JobRequest) -> Result<TaskOutcome, TaskFailure> {
+        let id = req.item.as_str();
+        let (rec, _) = self.record(id).await?;
+        let Some(sb) = rec.item.split_brain.clone() else {
+            return Err(fail(
+                format!("{id} is not in split-brain any more"),
+                "Refresh the item and look at its state.",
+            ));
+        };
+        let lost = loser(req.operation);
+        let root = self.service.estate.path("");
+        let mut triples: Vec<(PathBuf, PathBuf, String)> = Vec::new();
+        for (i, (c, o)) in rec.cloud_disks.iter().zip(&rec.onprem_disks).enumerate() {
+            let (c, o) = (self.service.estate.path(c), self.service.estate.path(o));
+            let (l, w) = if lost == Site::Primary { (o, c) } else { (c, o) };
+            triples.push((l, w, format!("kept/{id}/{job_id}/{}-disk{i}.raw", wire_name(&lost))));
+        }
+        let replica_written = sb.from == State::ProtectedToPrimary;
+        let replicas: Vec<PathBuf> = rec.replica_disks.iter().map(|d| self.service.estate.path(d)).collect();
+        let work = {
+            let (triples, root) = (triples.clone(), root.clone());
+            move || -> Result<(u64, u64, usize), replicator::Error> {
+                let (mut blocks, mut bytes) = (0, 0);
+                for (l, w, out) in &triples {
+                    let (b, n) = keep_divergent_blocks(l, w, &root.join(out))?;
+                    blocks += b;
+                    bytes += n;
+                }
+                let mut forgotten = 0;
+                if replica_written {
+                    for r in &replicas {
+                        let img = replicator::DiskImage::open(r)?;
+                        forgotten +=
+                            replicator::journal::Journal::open(&img.state_dir().join("points"))?.discard_all()?;
+                    }
+                }
+                Ok((blocks, bytes, forgotten))
+            }
+        };
+        let (blocks, bytes, forgotten) = tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| fail(format!("keeping the divergent blocks stopped: {e}"), "Restart the job."))?
+            .map_err(|e| fail(e.to_string(), "Free space in the estate folder, then restart the job."))?;
+        let kept = KeptCopy {
+            job: job_id.to_owned(),
+            site: lost,
+            kept_at: (self.service.clock)(),
+            reason: req.request.reason.clone().unwrap_or_default(),
+            files: triples.iter().map(|(_, _, f)| f.clone()).collect(),
+            blocks,
+            bytes,
+        };
+        let files = kept.files.clone();
+        self.update(id, |r, _| {
+            // A restarted job replaces what its first attempt kept.
+            r.item.kept_copies.retain(|k| k.job != kept.job);
+            r.item.kept_copies.push(kept.clone());
+            Ok(())
+        })
+        .await?;
+        Ok(outcome(
+            0,
+            serde_json::json!({"loser": lost, "files": files, "blocks": blocks, "bytes": bytes,
+                "points_forgotten": forgotten}),
+        ))
+    }
+}
