@@ -3,10 +3,7 @@
 //! client without a certificate, a certificate from another CA and an unregistered certificate of the vault's CA
 //! are all refused; revoking stops the running agent at its next heartbeat.
 
-mod common;
-#[path = "support/emulators.rs"]
-mod emulators;
-
+use crate::{common, emulators};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

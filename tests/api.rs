@@ -1,12 +1,7 @@
 //! The REST API end to end on the demo estate that the first start seeds: the article's failback driven over HTTP,
 //! refusals with their rule IDs (409), unknown ids (404), malformed input (400/422).
 
-#[path = "support/arm.rs"]
-mod arm;
-mod common;
-#[path = "support/emulators.rs"]
-mod emulators;
-
+use crate::{arm, common, emulators};
 use std::time::{Duration, Instant};
 
 use common::Portal;

@@ -5,12 +5,7 @@
 //!
 //! Slow (starts a browser), so it runs when HOMEWARD_E2E=1, which `./x test` and CI set.
 
-#[path = "support/arm.rs"]
-mod arm;
-mod common;
-#[path = "support/emulators.rs"]
-mod emulators;
-
+use crate::{arm, common, emulators};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

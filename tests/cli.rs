@@ -1,10 +1,7 @@
 //! The API's command-line clients against a running server on the demo estate: the refused scenarios name their
 //! rule (exit code 3), the article's steps run with --wait, a dry run prints its checks.
 
-#[path = "support/arm.rs"]
-mod arm;
-mod common;
-
+use crate::{arm, common};
 use common::{run_homeward, Portal};
 
 fn hw(portal: &Portal, args: &[&str]) -> (i32, String, String) {

@@ -2,8 +2,7 @@
 //! protected item keeps gaining recovery points; then the reprotect is cancelled mid-sync — its sync stops at the
 //! next chunk, the job ends cancelled, and the item is back in the state it had before.
 
-mod common;
-
+use crate::common;
 use std::time::{Duration, Instant};
 
 use common::{get, post, start_action, wait_job, wait_until_moving, Portal};

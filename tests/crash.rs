@@ -4,8 +4,7 @@
 //! HOMEWARD_CRASH_SEEDS. Each seed has its own data dir and server, so three run at a time: a seed spends most of
 //! its time waiting for its server.
 
-mod common;
-
+use crate::common;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,8 +2,7 @@
 //! errors for bad images, a cycle between two processes over TCP, and the crash suite (a sync process killed at
 //! random points, then resumed: identical bytes, at most one chunk sent again).
 
-mod common;
-
+use crate::common;
 use std::path::Path;
 use std::process::{Command, Output};
 

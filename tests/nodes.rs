@@ -3,8 +3,7 @@
 //! ends exactly once, no finished task runs again, the disks match (`qemu-img compare`), and ten concurrent
 //! failover requests for one item from both nodes start one job.
 
-mod common;
-
+use crate::common;
 use std::path::Path;
 
 use common::{get, post, same_disk, start_action, wait_job, wait_until_moving, Portal};

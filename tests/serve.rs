@@ -1,8 +1,7 @@
 //! `homeward serve` end to end, without a browser: database creation, /healthz, server-rendered pages, the
 //! server function over HTTP, and one-line errors with exit code 2 for bad input.
 
-mod common;
-
+use crate::common;
 use common::{engine, run_homeward, Portal};
 
 async fn get(c: &reqwest::Client, url: &str) -> (u16, String, String) {

@@ -162,7 +162,9 @@ pub struct Service {
 /// refusal quotes it), never 0 while bytes move.
 fn with_sync_progress(item: &mut ReplicatedItem, progress: Option<&(u64, u64)>) {
     if let (lifecycle::State::ReprotectInProgress, Some(&(done, total))) = (item.state, progress) {
-        item.initial_sync_percent = item.initial_sync_percent.max((done.min(total) * 100 / total.max(1)) as u8).min(99);
+        // Rounded up: a sync that has moved a byte never reads 0 %; it reads 100 % only once its job has ended.
+        let pct = (done.min(total) * 100).div_ceil(total.max(1));
+        item.initial_sync_percent = item.initial_sync_percent.max(pct as u8).min(99);
     }
 }
 
