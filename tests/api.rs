@@ -1928,3 +1928,65 @@ async fn a_split_brain_is_shown_and_ended_only_by_the_operators_choice_with_a_re
     assert!(it["item"]["kept_copies"].is_null(), "{it}");
     assert!(!file.exists(), "{}", file.display());
 }
+
+/// Issue 12 §3: recovery plans are created, changed and removed by an Operator (a Reader is refused); a plan is
+/// checked whole, every problem named at once (422); a new plan runs like any other (its dry run); removing it leaves
+/// its items alone.
+#[tokio::test]
+async fn recovery_plans_are_created_edited_and_removed_with_every_problem_named() {
+    let portal = Portal::start(&[]);
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
+    let reader = common::client_with_token(&portal.add_user("rita", "reader"));
+    let body = json!({"name": "Web tier", "groups": [["web01"], ["app02", "lin01"]]});
+    let r = reader.post(format!("{}plans", api.base)).json(&body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let (status, v, _) = api.post("plans", &body.to_string(), None).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["plan"]["id"], "plan-web-tier", "{v}");
+    let (status, v) = api.get("plans/plan-web-tier").await;
+    assert_eq!((status, v["plan"]["groups"][1][1].as_str()), (200, Some("lin01")), "{v}");
+
+    // Every problem at once, each saying what to enter.
+    let bad = json!({"name": "erp FAILBACK", "groups": [["web01", "web01"], [], ["nope", "erp-db"]]});
+    let (status, err, _) = api.post("plans", &bad.to_string(), None).await;
+    assert_eq!(status, 422, "{err}");
+    let m = err["message"].as_str().unwrap();
+    for want in [
+        "another plan is named erp FAILBACK",
+        "group 2 is empty",
+        "web01 is in the plan twice",
+        "no replicated item nope",
+        "replication group rg-erp fails over to one shared point: add all its items (erp-db, erp-app, erp-web)",
+    ] {
+        assert!(m.contains(want), "{want:?} in {m}");
+    }
+    let eight = json!({"name": "Too many", "groups": (0..8).map(|_| vec!["web01"]).collect::<Vec<_>>()});
+    let (status, err, _) = api.post("plans", &eight.to_string(), None).await;
+    assert_eq!(status, 422, "{err}");
+    assert!(err["message"].as_str().unwrap().contains("at most 7"), "{err}");
+    let (status, err, _) = api.post("plans", r#"{"name": "x", "groups": [["web01"]], "grups": 1}"#, None).await;
+    assert_eq!(status, 400, "{err}");
+
+    // Changed: one group now; the plan's dry run follows it.
+    let put = json!({"name": "Web tier", "groups": [["lin01", "web01"]]});
+    let r = api.http.put(format!("{}plans/plan-web-tier", api.base)).json(&put).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = api.http.put(format!("{}plans/plan-nope", api.base)).json(&put).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let (status, preview, _) =
+        api.post("plans/plan-web-tier/failover?dry_run=true", r#"{"point": {"type": "latest-processed"}}"#, None).await;
+    assert_eq!(status, 200, "{preview}");
+    let groups = preview["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{preview}");
+    assert_eq!(groups[0][0]["item"], "lin01", "{preview}");
+
+    let (status, _) = api.delete("plans/plan-web-tier").await;
+    assert_eq!(status, 200);
+    let (status, _) = api.get("plans/plan-web-tier").await;
+    assert_eq!(status, 404);
+    let (status, _) = api.delete("plans/plan-web-tier").await;
+    assert_eq!(status, 404);
+    assert_eq!(api.get("items/web01").await.0, 200, "the items stay");
+    let (_, audit) = api.get("audit").await;
+    assert!(audit.to_string().contains("Web tier: lin01, web01"), "the plan as entered is audited");
+}

@@ -1112,3 +1112,47 @@ async fn a_split_brain_is_shown_and_ended_from_the_items_page() {
     assert!(kept.contains("on-premises") && kept.contains("started by mistake"), "{kept}");
     c.close().await.unwrap();
 }
+
+/// Issue 12 §3: an Operator shapes a recovery plan in the portal — a name, items added to two groups, one moved to
+/// the group before — saves it, finds it on its own page, and removes it.
+#[tokio::test]
+async fn a_recovery_plan_is_created_edited_and_removed_in_the_portal() {
+    if !e2e_enabled() {
+        return;
+    }
+    let (portal, _driver, c) = admin_on("/recovery-plans").await;
+    click(&c, r#"[data-testid="new-plan"]"#).await;
+    wait_css(&c, "#plan-editor[open]", 10).await;
+    type_into(&c, r#"#plan-editor input[name="plan-name"]"#, "Web tier").await;
+    wait_css(&c, r#"#plan-editor select[name="add-to-group-1"] option[value="web01"]"#, 10).await;
+    choose(&c, r#"#plan-editor select[name="add-to-group-1"]"#, "web01").await;
+    click(&c, r#"#plan-editor [data-testid="add-group"]"#).await;
+    wait_css(&c, r#"#plan-editor select[name="add-to-group-2"]"#, 5).await;
+    choose(&c, r#"#plan-editor select[name="add-to-group-2"]"#, "lin01").await;
+    choose(&c, r#"#plan-editor select[name="add-to-group-2"]"#, "app02").await;
+    click(&c, r#"#plan-editor li[data-item="app02"] button[aria-label="Move app02 to the group before"]"#).await;
+    let groups = live_text(&c, r#"#plan-editor [data-testid="plan-groups"]"#).await;
+    assert!(groups.contains("Group 2"), "{groups}");
+    shot(&c, "plan-editor-light").await;
+    click(&c, r#"#plan-editor [data-testid="save-plan"]"#).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c.current_url().await.unwrap().as_str().ends_with("/recovery-plans/plan-web-tier") {
+        assert!(Instant::now() < deadline, "the saved plan's page did not open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v = api(&portal, "GET", "plans/plan-web-tier", Value::Null).await;
+    assert_eq!(v["plan"]["groups"], json!([["web01", "app02"], ["lin01"]]), "{v}");
+    let shown = text(&c, "ol.groups").await;
+    assert!(shown.contains("Group 2") && shown.contains("lin01"), "{shown}");
+    click(&c, r#"[data-testid="remove-plan"]"#).await;
+    wait_css(&c, "#remove-plan-dialog[open]", 10).await;
+    click(&c, r#"#remove-plan-dialog [data-testid="confirm"]"#).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c.current_url().await.unwrap().as_str().ends_with("/recovery-plans") {
+        assert!(Instant::now() < deadline, "the plans page did not open after the removal");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = portal.http.get(format!("{}api/v1/plans/plan-web-tier", portal.url)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    c.close().await.unwrap();
+}

@@ -304,6 +304,23 @@ fn the_cli_runs_a_drill_and_prints_its_report() {
     assert!(err.contains("refused (R-W3)"), "{err}");
     let (code, _, err) = hw(&portal, &["plan-cancel-failover", "plan-erp"]);
     assert_eq!(code, 3, "{err}");
+
+    // Plans shaped from the command line.
+    let (code, out, err) = hw(&portal, &["plans", "create", "Linux", "--group", "lin01", "--group", "web01, app02"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("plan-linux") && out.contains("lin01 → web01, app02"), "{out}");
+    let (code, out, err) = hw(&portal, &["plans", "edit", "plan-linux", "--group", "lin01,web01"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Linux") && out.contains("lin01, web01"), "{out}");
+    let (code, _, err) = hw(&portal, &["plans", "edit", "plan-linux", "--group", "lin01,lin01"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("lin01 is in the plan twice"), "{err}");
+    let (code, out, _) = hw(&portal, &["plans", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("plan-erp") && out.contains("plan-linux"), "{out}");
+    let (code, out, err) = hw(&portal, &["plans", "remove", "plan-linux"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("plan plan-linux removed"), "{out}");
 }
 
 /// Alerts and webhooks from the command line: a full datastore's alert listed and acknowledged; a webhook added

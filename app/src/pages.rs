@@ -419,10 +419,25 @@ pub(crate) fn ReplicatedItems() -> impl IntoView {
 #[component]
 pub(crate) fn RecoveryPlans() -> impl IntoView {
     let plans = Resource::new(|| (), |_| data::list_plans());
+    let me = expect_context::<MeResource>();
+    let new_plan = RwSignal::new(false);
     view! {
         <Title text="Recovery plans · Homeward"/>
         <h1>"Recovery plans"</h1>
         <p class="lead">"Ordered groups of replicated items that fail over together: a group starts when the previous one has finished."</p>
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                let me = me.await.ok().flatten();
+                let may = me.as_ref().is_some_and(|m| m.may_operate);
+                let denied = me.as_ref().and_then(|m| m.operate_denied.clone()).unwrap_or_default();
+                view! {
+                    <div class="toolbar" role="toolbar">
+                        <button type="button" data-testid="new-plan" disabled=!may title=denied on:click=move |_| new_plan.set(true)>"New plan…"</button>
+                    </div>
+                    {may.then(|| view! { <crate::plans::PlanEditor plan=None open=new_plan/> })}
+                }
+            })}
+        </Suspense>
         <Suspense fallback=|| loading("recovery plans")>
             {move || Suspend::new(async move {
                 let plans = plans.await?;
@@ -476,6 +491,7 @@ pub(crate) fn PlanPage() -> impl IntoView {
                 let drill_denied = me.as_ref().and_then(|m| m.drill_denied.clone()).unwrap_or_default();
                 let drill_plan = p.clone();
                 let end_plan = p.clone();
+                let edited_plan = p.clone();
                 let pid = p.id.clone();
                 let choices = p.choices.clone();
                 Ok(view! {
@@ -483,6 +499,7 @@ pub(crate) fn PlanPage() -> impl IntoView {
                     <div class="toolbar" role="toolbar">
                         <button type="button" data-testid="plan-failover" disabled=!may title=denied.clone() on:click=move |_| { key.set(new_key()); open.set(true); }>"Failover (from Azure)"</button>
                         <crate::plans::PlanCommit plan=end_plan may=may denied=denied.clone()/>
+                        <crate::plans::PlanEdit plan=edited_plan may=may denied=denied.clone()/>
                         <crate::drills::PlanDrill plan=drill_plan may=may_drill denied=drill_denied/>
                         {(!may).then(|| view! { <span class="why-inline">{denied.clone()}</span> })}
                     </div>

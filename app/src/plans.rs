@@ -80,3 +80,180 @@ pub(crate) fn PlanCommit(plan: PlanRow, may: bool, denied: String) -> impl IntoV
             "Cancel the plan's failover")}
     }
 }
+
+/// Every replicated item as the plan editor offers it: (id, name).
+#[server(endpoint = "portal/plan-items", input = leptos::server_fn::codec::GetUrl)]
+pub async fn plan_items() -> Result<Vec<(String, String)>, PortalError> {
+    crate::actions::server::signed_in()?;
+    let rows = crate::data::server::all_rows().await.map_err(|e| PortalError::Server(e.to_string()))?;
+    Ok(rows.iter().map(|r| (r.id.clone(), r.name.clone())).collect())
+}
+
+/// Creates a plan (`id` empty) or replaces plan `id`'s name and groups (Operator); returns the plan's id.
+#[server(endpoint = "portal/plan-save", input = leptos::server_fn::codec::Json)]
+pub async fn save_plan(id: String, name: String, groups: Vec<Vec<String>>) -> Result<String, PortalError> {
+    use crate::actions::server;
+    use orchestrator::acting::Actor;
+    use orchestrator::lifecycle::Operation;
+    let user = server::signed_in()?;
+    let c = server::service_ctx()?;
+    let spec = orchestrator::plans::PlanSpec { name, groups };
+    let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
+    let existing = (!id.is_empty()).then_some(id.as_str());
+    let (action, target) =
+        if existing.is_some() { ("plan-change", id.clone()) } else { ("plan-create", spec.name.clone()) };
+    let plan = actor
+        .edit_plan(action, &target, spec.words(), c.service.save_plan(existing, spec.clone()))
+        .await
+        .map_err(|e| server::portal_error(Operation::Failover, e))?;
+    crate::data::server::invalidate();
+    Ok(plan.id)
+}
+
+/// Removes a plan (Operator).
+#[server(endpoint = "portal/plan-remove", input = leptos::server_fn::codec::Json)]
+pub async fn remove_plan(id: String) -> Result<(), PortalError> {
+    use crate::actions::server;
+    use orchestrator::acting::Actor;
+    use orchestrator::lifecycle::Operation;
+    let user = server::signed_in()?;
+    let c = server::service_ctx()?;
+    let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
+    actor
+        .edit_plan("plan-remove", &id, format!("plan {id} removed"), c.service.remove_plan(&id))
+        .await
+        .map_err(|e| server::portal_error(Operation::Failover, e))?;
+    crate::data::server::invalidate();
+    Ok(())
+}
+
+/// The plan editor: a name and ordered groups of items — add an item to a group, move it to the group before or
+/// after, remove it; add or remove a group. The server checks the whole plan when it is saved and says every
+/// problem at once (an item twice, an empty group, a replication group split).
+#[component]
+pub(crate) fn PlanEditor(
+    /// The plan to change, or none for a new one.
+    plan: Option<PlanRow>,
+    open: RwSignal<bool>,
+) -> impl IntoView {
+    let id = plan.as_ref().map(|p| p.id.clone()).unwrap_or_default();
+    let name = RwSignal::new(plan.as_ref().map(|p| p.name.clone()).unwrap_or_default());
+    let start: Vec<Vec<String>> = match &plan {
+        Some(p) => p.groups.iter().map(|g| g.iter().map(|i| i.id.clone()).collect()).collect(),
+        None => vec![Vec::new()],
+    };
+    let groups = RwSignal::new(start);
+    // Each group's "add an item" choice, set back to "choose…" once the item is added (the list is rebuilt in place,
+    // and a select keeps its selected position otherwise). At most 7 groups.
+    let picks: [RwSignal<String>; 7] = std::array::from_fn(|_| RwSignal::new(String::new()));
+    let items = Resource::new(|| (), |_| plan_items());
+    let save = ServerAction::<SavePlan>::new();
+    let navigate = leptos_router::hooks::use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(saved)) = save.value().get() {
+            open.set(false);
+            navigate(&format!("/recovery-plans/{saved}"), Default::default());
+        }
+    });
+    let title = if plan.is_some() { "Edit the recovery plan" } else { "New recovery plan" };
+    let label_of = move |all: &[(String, String)], id: &str| {
+        all.iter().find(|(i, _)| i == id).map_or_else(|| id.to_owned(), |(_, n)| n.clone())
+    };
+    view! {
+        <Modal open=open title=title.to_owned() id="plan-editor">
+            <label class="block">"Name"
+                <input type="text" name="plan-name" maxlength="100" prop:value=move || name.get() on:input=move |ev| name.set(event_target_value(&ev))/>
+            </label>
+            <Suspense fallback=|| loading("the replicated items")>
+                {move || Suspend::new(async move {
+                    // Unreadable, the list is empty: the items already in the plan still show, by id.
+                    let all = items.await.unwrap_or_default();
+                    view! {
+                        <ol class="editor-groups" data-testid="plan-groups">
+                            {move || {
+                                let gs = groups.get();
+                                let n = gs.len();
+                                let placed: Vec<String> = gs.iter().flatten().cloned().collect();
+                                gs.into_iter().enumerate().map(|(g, members)| {
+                                    let all = all.clone();
+                                    let free: Vec<(String, String)> = all.iter().filter(|(i, _)| !placed.contains(i)).cloned().collect();
+                                    view! {
+                                        <li class="panel" data-group={g + 1}>
+                                            <h3>{format!("Group {}", g + 1)}</h3>
+                                            {if members.is_empty() { view! { <p class="muted">"No item yet."</p> }.into_any() } else {
+                                                view! { <ul>{members.into_iter().map(|m| {
+                                                    let (m1, m2, m3) = (m.clone(), m.clone(), m.clone());
+                                                    view! { <li data-item=m.clone()>{label_of(&all, &m)}" "
+                                                        <button type="button" disabled={g == 0} aria-label=format!("Move {m} to the group before")
+                                                            on:click=move |_| groups.update(|gs| if g > 0 { gs[g].retain(|i| *i != m1); gs[g - 1].push(m1.clone()); })>"↑"</button>
+                                                        <button type="button" disabled={g + 1 == n} aria-label=format!("Move {m} to the group after")
+                                                            on:click=move |_| groups.update(|gs| if g + 1 < gs.len() { gs[g].retain(|i| *i != m2); gs[g + 1].push(m2.clone()); })>"↓"</button>
+                                                        <button type="button" aria-label=format!("Remove {m} from the plan")
+                                                            on:click=move |_| groups.update(|gs| gs[g].retain(|i| *i != m3))>"Remove"</button>
+                                                    </li> }
+                                                }).collect_view()}</ul> }.into_any()
+                                            }}
+                                            <label>"Add an item "
+                                                <select name=format!("add-to-group-{}", g + 1) prop:value=move || picks[g.min(6)].get() on:change=move |ev| {
+                                                    let v = event_target_value(&ev);
+                                                    if !v.is_empty() { groups.update(|gs| gs[g].push(v)); }
+                                                    picks[g.min(6)].set(String::new());
+                                                }>
+                                                    <option value="">"choose…"</option>
+                                                    {free.into_iter().map(|(i, label)| view! { <option value=i>{label}</option> }).collect_view()}
+                                                </select>
+                                            </label>
+                                            {(n > 1).then(|| view! { <button type="button" on:click=move |_| groups.update(|gs| { gs.remove(g); })>"Remove this group"</button> })}
+                                        </li>
+                                    }
+                                }).collect_view()
+                            }}
+                        </ol>
+                    }
+                })}
+            </Suspense>
+            <button type="button" data-testid="add-group" disabled=move || groups.with(|gs| gs.len() >= 7)
+                on:click=move |_| groups.update(|gs| gs.push(Vec::new()))>"Add a group"</button>
+            <p class="muted">"Groups run in order: a group starts when the previous one has finished. At most 7 groups; each item once; a replication group's items together."</p>
+            {move || save.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
+            <div class="actions">
+                <button type="button" on:click=move |_| open.set(false)>"Cancel"</button>
+                <button type="button" class="primary" data-testid="save-plan" disabled=move || name.get().trim().is_empty() || save.pending().get()
+                    on:click=move |_| { save.dispatch(SavePlan { id: id.clone(), name: name.get(), groups: groups.get() }); }>
+                    {move || if save.pending().get() { "Saving…" } else { "Save the plan" }}
+                </button>
+            </div>
+        </Modal>
+    }
+}
+
+/// The plan page's Edit… and Remove… buttons, with the editor and the removal's confirmation.
+#[component]
+pub(crate) fn PlanEdit(plan: PlanRow, may: bool, denied: String) -> impl IntoView {
+    let editing = RwSignal::new(false);
+    let removing = RwSignal::new(false);
+    let remove = ServerAction::<RemovePlan>::new();
+    let navigate = leptos_router::hooks::use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(())) = remove.value().get() {
+            removing.set(false);
+            navigate("/recovery-plans", Default::default());
+        }
+    });
+    let id = plan.id.clone();
+    let name = plan.name.clone();
+    view! {
+        <button type="button" data-testid="edit-plan" disabled=!may title=denied.clone() on:click=move |_| editing.set(true)>"Edit…"</button>
+        <button type="button" data-testid="remove-plan" disabled=!may title=denied on:click=move |_| removing.set(true)>"Remove…"</button>
+        {may.then(|| view! { <PlanEditor plan=Some(plan.clone()) open=editing/> })}
+        <Modal open=removing title=format!("Remove the recovery plan {name}") id="remove-plan-dialog">
+            <p class="warning">"The plan goes; its items, their protection and the plan's past jobs stay."</p>
+            {move || remove.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
+            <div class="actions">
+                <button type="button" on:click=move |_| removing.set(false)>"Keep it"</button>
+                <button type="button" class="primary danger" data-testid="confirm" disabled=move || remove.pending().get()
+                    on:click=move |_| { remove.dispatch(RemovePlan { id: id.clone() }); }>"Remove the plan"</button>
+            </div>
+        </Modal>
+    }
+}

@@ -366,6 +366,26 @@ impl Actor<'_> {
         result
     }
 
+    /// Creates, changes or removes a recovery plan (Operator or Administrator), and records it with `detail` (the
+    /// plan as entered).
+    pub async fn edit_plan<T>(
+        &self,
+        action: &str,
+        target: &str,
+        detail: String,
+        change: impl std::future::Future<Output = Result<T, ServiceError>>,
+    ) -> Result<T, ActError> {
+        let result = match self.user.role.may(Permission::Operate) {
+            Ok(()) => change.await.map_err(ActError::from),
+            Err(d) => Err(d.into()),
+        };
+        let mut e = self.entry(action, target, None);
+        e.outcome = "applied".into();
+        e.detail = Some(detail);
+        self.record(e, &result, None).await;
+        result
+    }
+
     /// Applies an administrative change (fault knobs, accounts) after checking the role, and records it.
     pub async fn administer<T>(
         &self,

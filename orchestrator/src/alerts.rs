@@ -377,11 +377,14 @@ impl crate::service::Service {
     /// queued for the webhooks that take alerts.
     pub async fn evaluate_alerts(&self) -> Result<Vec<Change>, crate::service::ServiceError> {
         let now = (self.clock)();
-        let doc = self.doc().await?;
-        let mut items = Vec::with_capacity(doc.items.len());
-        for rec in &doc.items {
-            items.push(self.estate.view_of(&doc, rec, now)?);
-        }
+        let doc = std::sync::Arc::new(self.doc().await?);
+        // Each item's recovery points come from its replica's journal: file reads, off the runtime's threads.
+        let (estate, d) = (self.estate.clone(), doc.clone());
+        let items = tokio::task::spawn_blocking(move || {
+            d.items.iter().map(|rec| estate.view_of(&d, rec, now)).collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| crate::service::ServiceError::Invalid(format!("evaluating the alerts stopped: {e}")))??;
         let connections = self
             .connections
             .list()

@@ -41,6 +41,7 @@ pub mod drills;
 pub mod estate;
 pub mod jobs;
 pub mod lifecycle;
+pub mod plans;
 pub mod points;
 pub mod primary_site;
 pub mod recovery_site;

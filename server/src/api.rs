@@ -294,7 +294,8 @@ pub fn router(service: Svc, accounts: Accounts, plane: AgentPlane) -> Router {
         .route("/items/{id}/points", get(item_points))
         .route("/items/{id}/protection", get(get_protection).put(put_protection))
         .route("/items/{id}/{action}", post(item_action))
-        .route("/plans", get(list_plans))
+        .route("/plans", get(list_plans).post(create_plan))
+        .route("/plans/{id}", get(get_plan).put(update_plan).delete(remove_plan))
         .route("/plans/{id}/{action}", post(plan_action))
         .route("/jobs", get(list_jobs))
         .route("/jobs/{id}", get(get_job))
@@ -810,6 +811,53 @@ async fn item_action(
 
 async fn list_plans(State(s): State<Svc>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "plans": s.doc().await?.plans })))
+}
+
+async fn get_plan(State(s): State<Svc>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let doc = s.doc().await?;
+    let plan =
+        doc.plans.into_iter().find(|p| p.id == id).ok_or_else(|| {
+            ApiError::NotFound(format!("There is no recovery plan {id}; GET /api/v1/plans lists them."))
+        })?;
+    Ok(Json(json!({ "plan": plan })))
+}
+
+/// A new recovery plan (Operator): `{"name", "groups": [["item", …], …]}`, checked whole (422 with every problem).
+async fn create_plan(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let spec: orchestrator::plans::PlanSpec = body_into(json_body(&body)?)?;
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    let plan = actor.edit_plan("plan-create", spec.name.trim(), spec.words(), s.save_plan(None, spec.clone())).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "plan": plan }))).into_response())
+}
+
+/// Replaces a plan's name and groups (Operator); refused while one of its jobs runs.
+async fn update_plan(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let spec: orchestrator::plans::PlanSpec = body_into(json_body(&body)?)?;
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    let plan = actor.edit_plan("plan-change", &id, spec.words(), s.save_plan(Some(&id), spec.clone())).await?;
+    Ok(Json(json!({ "plan": plan })))
+}
+
+async fn remove_plan(
+    State(s): State<Svc>,
+    Extension(user): Extension<User>,
+    Extension(accounts): Extension<Accounts>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let actor = Actor { user: &user, accounts: &accounts, service: &s };
+    actor.edit_plan("plan-remove", &id, format!("plan {id} removed"), s.remove_plan(&id)).await?;
+    Ok(Json(json!({ "removed": id })))
 }
 
 #[derive(Deserialize)]
@@ -1335,6 +1383,9 @@ fn complete_openapi(mut doc: Value) -> Value {
 
 fn openapi_paths() -> Value {
     let err = json!({"$ref": "#/components/schemas/Error"});
+    let plan_spec = json!({"type": "object", "additionalProperties": false, "required": ["name", "groups"], "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 100},
+        "groups": {"type": "array", "minItems": 1, "maxItems": 7, "items": {"type": "array", "minItems": 1, "items": {"type": "string"}}}}});
     let path = |summary: &str, method: &str| json!({ method: {"summary": summary, "responses": {"200": {"description": "OK"}, "404": {"description": "Unknown id", "content": {"application/json": {"schema": err}}}}}});
     json!({
         "openapi": "3.0.3",
@@ -1365,8 +1416,16 @@ fn openapi_paths() -> Value {
                 "parameters": [{"name": "dry_run", "in": "query", "schema": {"type": "boolean"}}, {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
                 "responses": {"202": {"description": "Job started; Location names it"}, "200": {"description": "Dry-run plan"}, "409": {"description": "Refused, with the rule ID", "content": {"application/json": {"schema": err}}}, "400": {"description": "Malformed"}, "422": {"description": "Invalid"}}
             }},
-            "/api/v1/plans": path("Recovery plans with their ordered groups", "get"),
-            "/api/v1/plans/{id}/{action}": path("failover: fail a recovery plan over, group by group (body: {point: {type: latest-processed | latest-app-consistent}}) | test-failover: a drill of every item, group by group, on an isolated network (body: {network, point?}; a Drill operator may) | cleanup-test-failover: remove the plan's test VMs (body: {notes?}); ?dry_run=true returns the preview: groups in order, each item's point, data loss, checks and tasks", "post"),
+            "/api/v1/plans": {"get": {"summary": "Recovery plans with their ordered groups", "responses": {"200": {"description": "{plans}"}}},
+                "post": {"summary": "Create a recovery plan (Operator): a name and up to 7 ordered groups of item ids; every item once, a replication group whole and in one group",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": plan_spec.clone()}}},
+                    "responses": {"201": {"description": "{plan}"}, "400": {"description": "Malformed or unknown field"}, "403": {"description": "Not an Operator"}, "422": {"description": "The plan does not hold: every problem, with what to enter", "content": {"application/json": {"schema": err}}}}}},
+            "/api/v1/plans/{id}": {"get": {"summary": "One recovery plan", "responses": {"200": {"description": "{plan}"}, "404": {"description": "Unknown plan", "content": {"application/json": {"schema": err}}}}},
+                "put": {"summary": "Replace a recovery plan's name and groups (Operator); refused while one of its jobs runs",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": plan_spec}}},
+                    "responses": {"200": {"description": "{plan}"}, "400": {"description": "Malformed or unknown field"}, "403": {"description": "Not an Operator"}, "404": {"description": "Unknown plan", "content": {"application/json": {"schema": err}}}, "422": {"description": "The plan does not hold, or one of its jobs runs", "content": {"application/json": {"schema": err}}}}},
+                "delete": {"summary": "Remove a recovery plan (Operator); its items and jobs stay", "responses": {"200": {"description": "{removed}"}, "403": {"description": "Not an Operator"}, "404": {"description": "Unknown plan", "content": {"application/json": {"schema": err}}}, "422": {"description": "One of its jobs runs", "content": {"application/json": {"schema": err}}}}}},
+            "/api/v1/plans/{id}/{action}": path("failover: fail a recovery plan over, group by group (body: {point: {type: latest-processed | latest-app-consistent}}) | commit: commit every item, group by group | cancel-failover: cancel every item's failback, group by group | test-failover: a drill of every item, group by group, on an isolated network (body: {network, point?}; a Drill operator may) | cleanup-test-failover: remove the plan's test VMs (body: {notes?}); ?dry_run=true returns the preview: groups in order, each item's point, data loss, checks and tasks", "post"),
             "/api/v1/jobs": path("List jobs (filters: item, state, kind)", "get"),
             "/api/v1/jobs/{id}": path("A job with its tasks and allowed actions", "get"),
             "/api/v1/jobs/{id}/{action}": path("cancel | restart | resume", "post"),

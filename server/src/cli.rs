@@ -72,6 +72,9 @@ pub enum Command {
     /// production (Administrator).
     #[command(subcommand)]
     Networks(crate::client::NetworksCommand),
+    /// Recovery plans, through the API: list them; create, edit or remove one (Operator).
+    #[command(subcommand)]
+    Plans(crate::client::PlansCommand),
     /// Fail a recovery plan back, group after group; --dry-run shows each item's point and checks.
     PlanFailover(crate::client::PlanArgs),
     /// A drill of a whole recovery plan: each item's test VM from its point, group after group, on an isolated

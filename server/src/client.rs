@@ -153,6 +153,39 @@ pub enum NetworksCommand {
 }
 
 #[derive(Debug, clap::Subcommand)]
+pub enum PlansCommand {
+    /// The recovery plans with their groups.
+    List {
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Create a plan (Operator): --group takes the item ids of one group, comma-separated, in order.
+    Create {
+        name: String,
+        #[arg(long = "group", value_name = "ITEM,ITEM…", required = true)]
+        groups: Vec<String>,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Replace a plan's groups (and its name with --name) (Operator).
+    Edit {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long = "group", value_name = "ITEM,ITEM…", required = true)]
+        groups: Vec<String>,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Remove a plan (Operator); its items and jobs stay.
+    Remove {
+        id: String,
+        #[command(flatten)]
+        server: Server,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
 pub enum ProtectionCommand {
     /// The item's settings: as chosen and as they apply.
     Show {
@@ -480,6 +513,65 @@ fn urlencoding(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+fn print_recovery_plan(p: &Value) {
+    let groups: Vec<String> = p["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| g.as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+        .collect();
+    println!("{:<20} {:<24} {}", p["id"].as_str().unwrap_or(""), p["name"].as_str().unwrap_or(""), groups.join(" → "));
+}
+
+pub async fn plans(cmd: &PlansCommand) -> Result<(), Failure> {
+    let split = |groups: &[String]| -> Vec<Vec<String>> {
+        groups
+            .iter()
+            .map(|g| g.split(',').map(str::trim).filter(|i| !i.is_empty()).map(str::to_owned).collect())
+            .collect()
+    };
+    let (s, v) = match cmd {
+        PlansCommand::List { server } => {
+            let (_, v) = call(server, reqwest::Method::GET, &format!("{}/plans", base(server)), None, None).await?;
+            if server.json {
+                println!("{v}");
+            } else {
+                println!("{:<20} {:<24} groups", "plan", "name");
+                v["plans"].as_array().into_iter().flatten().for_each(print_recovery_plan);
+            }
+            return Ok(());
+        }
+        PlansCommand::Create { name, groups, server } => {
+            let body = json!({"name": name, "groups": split(groups)});
+            (server, call(server, reqwest::Method::POST, &format!("{}/plans", base(server)), Some(body), None).await?.1)
+        }
+        PlansCommand::Edit { id, name, groups, server } => {
+            let url = format!("{}/plans/{}", base(server), urlencoding(id));
+            let name = match name {
+                Some(n) => n.clone(),
+                None => call(server, reqwest::Method::GET, &url, None, None).await?.1["plan"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            };
+            let body = json!({"name": name, "groups": split(groups)});
+            (server, call(server, reqwest::Method::PUT, &url, Some(body), None).await?.1)
+        }
+        PlansCommand::Remove { id, server } => {
+            let url = format!("{}/plans/{}", base(server), urlencoding(id));
+            call(server, reqwest::Method::DELETE, &url, None, None).await?;
+            println!("plan {id} removed");
+            return Ok(());
+        }
+    };
+    if s.json {
+        println!("{v}");
+    } else {
+        print_recovery_plan(&v["plan"]);
+    }
+    Ok(())
 }
 
 pub async fn networks(cmd: &NetworksCommand) -> Result<(), Failure> {

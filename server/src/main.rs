@@ -86,6 +86,7 @@ fn run_client(cmd: cli::Command) -> ExitCode {
             cli::Command::Drills(a) => client::drills(a).await,
             cli::Command::ResolveSplitBrain(a) => client::resolve_split_brain(a).await,
             cli::Command::Networks(cmd) => client::networks(cmd).await,
+            cli::Command::Plans(cmd) => client::plans(cmd).await,
             cli::Command::Protection(cmd) => client::protection(cmd).await,
             cli::Command::Alerts(cmd) => client::alerts(cmd).await,
             cli::Command::Webhooks(cmd) => client::webhooks(cmd).await,
