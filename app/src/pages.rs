@@ -507,7 +507,7 @@ pub(crate) fn PlanPage() -> impl IntoView {
                         {p.groups.into_iter().enumerate().map(|(n, g)| view! {
                             <li class="panel">
                                 <h2>{format!("Group {}", n + 1)}</h2>
-                                <table class="grid compact"><tbody>{g.into_iter().map(|i| view! {
+                                <table class="grid compact"><thead><tr><th scope="col">"Item"</th><th scope="col">"State"</th><th scope="col">"Health"</th><th scope="col">"Replication group"</th></tr></thead><tbody>{g.into_iter().map(|i| view! {
                                     <tr><th scope="row"><a href=format!("/replicated-items/{}", i.id)>{i.name.clone()}</a></th><td>{words(&i.state)}</td><td class=format!("health {}", i.health)>{i.health.clone()}</td><td>{i.replication_group.clone().unwrap_or_default()}</td></tr>
                                 }).collect_view()}</tbody></table>
                             </li>

@@ -375,15 +375,7 @@ impl Actor<'_> {
         detail: String,
         change: impl std::future::Future<Output = Result<T, ServiceError>>,
     ) -> Result<T, ActError> {
-        let result = match self.user.role.may(Permission::Operate) {
-            Ok(()) => change.await.map_err(ActError::from),
-            Err(d) => Err(d.into()),
-        };
-        let mut e = self.entry(action, target, None);
-        e.outcome = "applied".into();
-        e.detail = Some(detail);
-        self.record(e, &result, None).await;
-        result
+        self.change(Permission::Operate, action, target, detail, change).await
     }
 
     /// Applies an administrative change (fault knobs, accounts) after checking the role, and records it.
@@ -394,7 +386,19 @@ impl Actor<'_> {
         detail: String,
         change: impl std::future::Future<Output = Result<T, ServiceError>>,
     ) -> Result<T, ActError> {
-        let result = match self.user.role.may(Permission::Administer) {
+        self.change(Permission::Administer, action, target, detail, change).await
+    }
+
+    /// A change that is not a job, after checking `needs`, recorded with `detail`.
+    async fn change<T>(
+        &self,
+        needs: Permission,
+        action: &str,
+        target: &str,
+        detail: String,
+        change: impl std::future::Future<Output = Result<T, ServiceError>>,
+    ) -> Result<T, ActError> {
+        let result = match self.user.role.may(needs) {
             Ok(()) => change.await.map_err(ActError::from),
             Err(d) => Err(d.into()),
         };

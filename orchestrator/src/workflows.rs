@@ -24,6 +24,16 @@ pub(crate) fn fail(error: impl Into<String>, action: impl Into<String>) -> TaskF
     TaskFailure::fatal(error, action)
 }
 
+/// A plan task whose item may not take its operation now: the item, every refusal with its rule, and the first
+/// refusal's recommended action.
+fn refused(id: &str, plan: &lifecycle::Plan) -> TaskFailure {
+    let r = plan.refusals();
+    fail(
+        format!("{id}: {}", r.iter().map(|r| format!("{} ({})", r.message, r.rule)).collect::<Vec<_>>().join("; ")),
+        r.first().map(|r| r.recommended_action.clone()).unwrap_or_default(),
+    )
+}
+
 pub(crate) fn outcome(bytes: u64, result: serde_json::Value) -> TaskOutcome {
     TaskOutcome { bytes: bytes as i64, result: result.to_string() }
 }
@@ -575,11 +585,7 @@ impl Workflows<'_> {
         let plan =
             lifecycle::dry_run(&item, &doc.inventory, Operation::Failover, &request, &ctx, &DataEstimate::default());
         if !plan.allowed && !resumed {
-            let r = plan.refusals();
-            return Err(fail(
-                r.iter().map(|r| format!("{} ({})", r.message, r.rule)).collect::<Vec<_>>().join("; "),
-                r.first().map(|r| r.recommended_action.clone()).unwrap_or_default(),
-            ));
+            return Err(refused(id, &plan));
         }
         if !resumed {
             self.service.transition(id, Event::Started(Operation::Failover)).await.map_err(estate_err)?;
@@ -640,14 +646,7 @@ impl Workflows<'_> {
         let ctx = Context { now, active_job: None };
         let plan = lifecycle::dry_run(&item, &doc.inventory, op, &Request::default(), &ctx, &DataEstimate::default());
         if !plan.allowed && !resumed {
-            let r = plan.refusals();
-            return Err(fail(
-                format!(
-                    "{id}: {}",
-                    r.iter().map(|r| format!("{} ({})", r.message, r.rule)).collect::<Vec<_>>().join("; ")
-                ),
-                r.first().map(|r| r.recommended_action.clone()).unwrap_or_default(),
-            ));
+            return Err(refused(id, &plan));
         }
         if !resumed {
             self.service.transition(id, Event::Started(op)).await.map_err(estate_err)?;
@@ -694,14 +693,7 @@ impl Workflows<'_> {
             return Ok(outcome(0, serde_json::json!({"item": id, "already": true})));
         }
         if !plan.allowed && !done_already {
-            let r = plan.refusals();
-            return Err(fail(
-                format!(
-                    "{id}: {}",
-                    r.iter().map(|r| format!("{} ({})", r.message, r.rule)).collect::<Vec<_>>().join("; ")
-                ),
-                r.first().map(|r| r.recommended_action.clone()).unwrap_or_default(),
-            ));
+            return Err(refused(id, &plan));
         }
         let sub = JobRequest { item: id.to_owned(), operation: op, request, plan };
         let step_job = if op == Operation::TestFailover { drill_id.as_str() } else { job.id.as_str() };
