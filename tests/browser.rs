@@ -151,8 +151,18 @@ async fn live_text(c: &Client, css: &str) -> String {
     v.as_str().unwrap_or_default().to_owned()
 }
 
+/// Clicks `css`, finding it again when a re-render (a refetch after an action) replaced it between finding and
+/// clicking (a stale element); a few times at most.
 async fn click(c: &Client, css: &str) {
-    wait_css(c, css, 20).await.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+    for attempt in 1..=5 {
+        match wait_css(c, css, 20).await.click().await {
+            Ok(()) => return,
+            Err(e) if attempt < 5 && e.to_string().contains("stale element") => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("click {css}: {e}"),
+        }
+    }
 }
 
 async fn type_into(c: &Client, css: &str, s: &str) {
