@@ -202,15 +202,51 @@ async fn the_article_over_the_rest_api_with_refusals_explained() {
     let app = json!({"point": {"type": "latest-app-consistent"}});
     let (status, err, _) = api.post("plans/plan-erp/failover", &app.to_string(), None).await;
     assert_eq!((status, err["rule"].as_str()), (409, Some("R-RP3")), "{err}");
-    for (n, item) in ["erp-db", "erp-app", "erp-web"].iter().enumerate() {
-        let mt = if *item == "erp-web" { "mt-linux-01" } else { "mt-win-01" };
-        api.act(
-            item,
-            "reprotect",
-            json!({"master_target": mt, "process_server": "ps-azure-01"}),
-            &format!("t-erp-{n}"),
+    // The plan reprotects as a whole (issue 12 §3): each item takes the listed master target that runs its
+    // operating system; a field the action does not take is refused, not ignored.
+    let rp = json!({"process_server": "ps-azure-01", "master_targets": ["mt-win-01", "mt-linux-01"],
+        "retention_min": 180});
+    let (status, err, _) = api
+        .post(
+            "plans/plan-erp/failover",
+            &json!({"point": {"type": "latest-processed"},
+        "master_targets": ["mt-win-01"]})
+            .to_string(),
+            None,
         )
         .await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["message"].as_str().unwrap().contains("not taken by the plan's failover"), "{err}");
+    let (status, err, _) = api
+        .post(
+            "plans/plan-erp/reprotect",
+            &json!({"master_targets": ["mt-linux-01"],
+        "process_server": "ps-azure-01"})
+            .to_string(),
+            None,
+        )
+        .await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("R-W1")), "Windows VMs and a Linux master target: {err}");
+    let (status, preview, _) = api.post("plans/plan-erp/reprotect?dry_run=true", &rp.to_string(), None).await;
+    assert_eq!((status, preview["allowed"].as_bool()), (200, Some(true)), "{preview}");
+    let chosen: Vec<(&str, &str)> = preview["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g.as_array().unwrap())
+        .map(|it| (it["item"].as_str().unwrap(), it["master_target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(chosen, [("erp-db", "mt-win-01"), ("erp-app", "mt-win-01"), ("erp-web", "mt-linux-01")]);
+    assert!(preview["groups"][0][0]["bytes_to_move"].as_u64().unwrap() > 0, "{preview}");
+    let (status, v, _) = api.post("plans/plan-erp/reprotect", &rp.to_string(), Some("t-plan-rp")).await;
+    assert_eq!(status, 202, "{v}");
+    let j = common::wait_job(&api.http, &portal.url, v["job_id"].as_str().unwrap()).await;
+    assert_eq!(j["job"]["state"], "succeeded", "{j}");
+    assert_eq!(j["job"]["kind"], "plan-reprotect", "{j}");
+    for item in ["erp-db", "erp-app", "erp-web"] {
+        let (_, it) = api.get(&format!("items/{item}")).await;
+        assert_eq!(it["item"]["state"], "protected-to-primary", "{it}");
+        assert_eq!(it["item"]["protection"]["retention_min"], 180, "the plan's settings reach every item: {it}");
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     let plan_job = loop {
@@ -245,6 +281,18 @@ async fn the_article_over_the_rest_api_with_refusals_explained() {
     assert!(steps.iter().any(|s| s.starts_with("Materialise the disks at recovery point")), "{first}");
     let points: Vec<String> = names.iter().map(|n| n.rsplit(' ').next().unwrap().to_owned()).collect();
     assert!(points.windows(2).all(|w| w[0] == w[1]), "one common point for the replication group: {names:?}");
+    // Group 2's two VMs fail back side by side: each one's steps begin before the other's end. Group 2 starts
+    // once group 1 has finished.
+    let span = |i: usize| {
+        let r: Value = serde_json::from_str(job["job"]["tasks"][i]["result"].as_str().unwrap()).unwrap();
+        let steps = r["steps"].as_array().unwrap().clone();
+        let first = steps[0]["started_at"].as_u64().unwrap();
+        let last = steps.last().unwrap();
+        (first, last["started_at"].as_u64().unwrap() + last["ms"].as_u64().unwrap())
+    };
+    let (db, app, web) = (span(0), span(1), span(2));
+    assert!(app.0 < web.1 && web.0 < app.1, "group 2 ran one VM after the other: {app:?} {web:?}");
+    assert!(db.1 <= app.0 + 1 && db.1 <= web.0 + 1, "group 2 began before group 1 ended: {db:?} {app:?} {web:?}");
     for item in ["erp-db", "erp-app", "erp-web"] {
         assert_eq!(api.get(&format!("items/{item}")).await.1["item"]["state"], "failed-back-commit-pending");
     }

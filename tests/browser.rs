@@ -153,9 +153,12 @@ async fn live_text(c: &Client, css: &str) -> String {
 
 /// Clicks `css`, finding it again when a re-render (a refetch after an action) replaced it between finding and
 /// clicking (a stale element); a few times at most.
+/// Clicks the element once it is enabled: a dialog's confirm button waits for its dry run, and a click on a disabled
+/// button is lost without an error.
 async fn click(c: &Client, css: &str) {
+    let enabled = format!("{css}:not([disabled])");
     for attempt in 1..=5 {
-        match wait_css(c, css, 20).await.click().await {
+        match wait_css(c, &enabled, 20).await.click().await {
             Ok(()) => return,
             Err(e) if attempt < 5 && e.to_string().contains("stale element") => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -632,14 +635,38 @@ async fn a_recovery_plan_fails_over_from_its_page() {
     }
     let portal = Portal::start(&[]);
     api(&portal, "POST", "infrastructure/faults", json!({"guest_bytes_per_tick": 0})).await;
-    for item in ["erp-db", "erp-app", "erp-web"] {
-        let os = if item == "erp-web" { "mt-linux-01" } else { "mt-win-01" };
-        api_job(&portal, item, "reprotect", json!({"master_target": os, "process_server": "ps-azure-01"})).await;
-    }
     let driver = ChromeDriver::start();
     let c = driver.session(1280, false).await;
     c.goto(&portal.url).await.unwrap();
     sign_in(&c, &portal.url, "admin", "/recovery-plans/plan-erp").await;
+    // The plan reprotects as a whole (issue 12 §3): a master target per operating system; the dry run shows each
+    // item's, and goes stale when a choice changes.
+    click(&c, r#"[data-testid="plan-reprotect"]"#).await;
+    wait_css(&c, "#plan-reprotect-dialog[open]", 10).await;
+    let d = "#plan-reprotect-dialog";
+    choose(&c, &format!(r#"{d} select[name="master_target_windows"]"#), "mt-win-01").await;
+    choose(&c, &format!(r#"{d} select[name="process_server"]"#), "ps-azure-01").await;
+    type_into(&c, &format!("{d} textarea[name=reason]"), "Azure region back to normal").await;
+    click(&c, &format!(r#"{d} [data-testid="review"]"#)).await;
+    wait_css(&c, &format!(r#"{d} [data-testid="dry-run"]"#), 20).await;
+    let refused = text(&c, &format!(r#"{d} [data-testid="dry-run"]"#)).await;
+    assert!(refused.contains("refused") && refused.contains("R-W1"), "erp-web needs a Linux master target: {refused}");
+    choose(&c, &format!(r#"{d} select[name="master_target_linux"]"#), "mt-linux-01").await;
+    let stale = c.find_all(Locator::Css(&format!(r#"{d} [data-testid="dry-run"]"#))).await.unwrap();
+    assert!(stale.is_empty(), "a changed choice hides the dry run it no longer answers");
+    click(&c, &format!(r#"{d} [data-testid="review"]"#)).await;
+    wait_css(&c, &format!(r#"{d} tr[data-item="erp-web"]"#), 20).await;
+    let web = text(&c, &format!(r#"{d} tr[data-item="erp-web"]"#)).await;
+    assert!(web.contains("mt-linux-01") && web.contains("passed"), "{web}");
+    shot(&c, "plan-reprotect-dialog-light").await;
+    click(&c, &format!(r#"{d} [data-testid="confirm"]"#)).await;
+    wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
+    watch_job(&c).await;
+    for item in ["erp-db", "erp-app", "erp-web"] {
+        let v = api(&portal, "GET", &format!("items/{item}"), Value::Null).await;
+        assert_eq!(v["item"]["state"], "protected-to-primary", "{item}: {v}");
+    }
+    goto(&c, &portal.url, "/recovery-plans/plan-erp").await;
     // First a drill of the whole plan (issue 12 §2, §3), then its cleanup, from the plan page.
     click(&c, r#"[data-testid="plan-test-failover"]"#).await;
     wait_css(&c, "#plan-test-failover-dialog[open]", 10).await;

@@ -298,6 +298,19 @@ fn the_cli_runs_a_drill_and_prints_its_report() {
     let (_, out, _) = hw(&portal, &["items"]);
     assert!(out.lines().any(|l| l.contains("lin01") && l.contains("protected-to-primary")), "{out}");
 
+    // A recovery plan's reprotect (issue 12 §3): the dry run shows each item's master target, by its operating
+    // system; one master target for both systems is refused with R-W1; then the plan reprotects and waits.
+    let rp = ["plan-reprotect", "plan-erp", "--process-server", "ps-azure-01", "--master-target", "mt-win-01"];
+    let (code, out, err) = hw(&portal, &[&rp[..], &["--master-target", "mt-linux-01", "--dry-run"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("erp-web through mt-linux-01") && out.contains("erp-db through mt-win-01"), "{out}");
+    let (code, out, _) = hw(&portal, &[&rp[..], &["--dry-run"]].concat());
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("R-W1") && out.contains("needs a Linux master target"), "{out}");
+    let (code, out, err) = hw(&portal, &[&rp[..], &["--master-target", "mt-linux-01", "--wait"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(": succeeded"), "{out}");
+
     // A recovery plan's commit and cancel failover (issue 12 §3): refused while its items are not failed back.
     let (code, _, err) = hw(&portal, &["plan-commit", "plan-erp", "--reason", "ERP back home"]);
     assert_eq!(code, 3, "{err}");

@@ -356,6 +356,7 @@ pub async fn plan_drill(
         choice: server::point_choice(&choice),
         network: some(network),
         notes: some(notes),
+        ..Default::default()
     };
     let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
     let key = server::key(&user.name, &key, &format!("{plan}-{op}"));
@@ -363,6 +364,89 @@ pub async fn plan_drill(
         .plan_action(&plan, operation, what, &key, Some(&reason))
         .await
         .map_err(|e| server::portal_error(operation, e))?;
+    crate::data::server::invalidate();
+    Ok(job.id)
+}
+
+/// A plan reprotect's choices as the core takes them: one process server, the master targets chosen (each item
+/// takes the one that runs its operating system), a datastore for items whose original VM is gone.
+#[cfg(feature = "ssr")]
+fn plan_reprotect_choice(
+    process_server: String,
+    master_targets: Vec<String>,
+    datastore: String,
+) -> orchestrator::service::PlanAction {
+    let some = |s: String| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+    let reprotect = orchestrator::service::PlanReprotect {
+        process_server: some(process_server),
+        master_targets: master_targets.into_iter().filter_map(some).collect(),
+        datastore: some(datastore),
+        ..Default::default()
+    };
+    orchestrator::service::PlanAction { reprotect, ..Default::default() }
+}
+
+/// A plan reprotect's dry run: each item's master target, location, transfer and data to move, and every refusal.
+#[server(endpoint = "portal/plan-reprotect-preview", input = leptos::server_fn::codec::Json)]
+pub async fn plan_reprotect_preview(
+    plan: String,
+    process_server: String,
+    master_targets: Vec<String>,
+    datastore: String,
+) -> Result<PlanPreviewView, PortalError> {
+    use orchestrator::lifecycle::Operation;
+    server::signed_in()?;
+    let c = server::service_ctx()?;
+    let what = plan_reprotect_choice(process_server, master_targets, datastore);
+    let p = c.service.plan_preview(&plan, Operation::Reprotect, &what).await.map_err(|e| match e {
+        orchestrator::service::ServiceError::NotFound(m) => {
+            server::status(http::StatusCode::NOT_FOUND);
+            PortalError::Conflict(m)
+        }
+        other => PortalError::Server(other.to_string()),
+    })?;
+    let wire = |v: Option<String>| v.map(|s| s.replace('-', " ")).unwrap_or_default();
+    let items = p
+        .groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, items)| {
+            items.iter().map(move |it| PlanPreviewLine {
+                group: g + 1,
+                item: it.name.clone(),
+                master_target: it.master_target.clone().unwrap_or_default(),
+                location: wire(it.location.map(|l| orchestrator::domain::wire_name(&l))),
+                transfer: wire(it.transfer.map(|t| orchestrator::domain::wire_name(&t))),
+                bytes: it.bytes_to_move.unwrap_or(0),
+                allowed: it.allowed,
+            })
+        })
+        .collect();
+    let refusals = crate::data::server::refused_rows(Operation::Reprotect, &p.refusals);
+    Ok(PlanPreviewView { allowed: p.allowed, refusals, items })
+}
+
+/// Reprotects a recovery plan to on-premises, a group's items side by side, group after group; returns the job id.
+#[server(endpoint = "portal/plan-reprotect", input = leptos::server_fn::codec::Json)]
+pub async fn plan_reprotect(
+    plan: String,
+    process_server: String,
+    master_targets: Vec<String>,
+    datastore: String,
+    reason: String,
+    key: String,
+) -> Result<String, PortalError> {
+    use orchestrator::acting::Actor;
+    use orchestrator::lifecycle::Operation;
+    let user = server::signed_in()?;
+    let c = server::service_ctx()?;
+    let what = plan_reprotect_choice(process_server, master_targets, datastore);
+    let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
+    let key = server::key(&user.name, &key, &format!("{plan}-reprotect"));
+    let job = actor
+        .plan_action(&plan, Operation::Reprotect, what, &key, Some(&reason))
+        .await
+        .map_err(|e| server::portal_error(Operation::Reprotect, e))?;
     crate::data::server::invalidate();
     Ok(job.id)
 }

@@ -643,10 +643,42 @@ pub async fn get_plan(id: String) -> Result<Option<PlanRow>, ServerFnError> {
     let members: std::collections::HashSet<&String> = p.groups.iter().flatten().collect();
     let drilled = doc.items.iter().filter(|r| members.contains(&r.item.id) && r.item.drill.is_some()).count();
     let networks = network_choices(&doc.inventory);
+    let inv = &doc.inventory;
+    let master_targets = |os: orchestrator::domain::OsFamily| {
+        inv.master_targets
+            .iter()
+            .filter(|m| m.os == os)
+            .map(|m| Choice {
+                id: m.id.clone(),
+                label: format!("{} (on {})", m.id, m.host),
+                disabled: refused(orchestrator::rules::r_c2_master_target_has_no_snapshots(m)),
+                reach: vec![m.host.clone()],
+            })
+            .collect()
+    };
+    let reprotect = PlanReprotectOptions {
+        windows_master_targets: master_targets(orchestrator::domain::OsFamily::Windows),
+        linux_master_targets: master_targets(orchestrator::domain::OsFamily::Linux),
+        process_servers: process_server_choices(
+            &inv.process_servers,
+            orchestrator::rules::r_w1_process_server_in_recovery,
+        ),
+        datastores: inv
+            .datastores
+            .iter()
+            .map(|d| Choice {
+                id: d.id.clone(),
+                label: format!("{} ({}, {} GiB free)", d.id, words(&d.kind).to_uppercase(), d.free_bytes >> 30),
+                disabled: None,
+                reach: d.hosts.clone(),
+            })
+            .collect(),
+    };
     let all = all_rows().await?;
     let mut row = plan_row(&s, &all, p, true).await?;
     row.networks = networks;
     row.drilled = drilled;
+    row.reprotect = reprotect;
     Ok(Some(row))
 }
 
@@ -724,7 +756,8 @@ async fn plan_row(
             .map(job_row)
             .collect();
     }
-    Ok(PlanRow { id: p.id, name: p.name, groups, choices, jobs, networks: Vec::new(), drilled: 0 })
+    let reprotect = PlanReprotectOptions::default();
+    Ok(PlanRow { id: p.id, name: p.name, groups, choices, jobs, networks: Vec::new(), drilled: 0, reprotect })
 }
 
 #[server(endpoint = "portal/infrastructure", input = leptos::server_fn::codec::GetUrl)]

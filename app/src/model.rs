@@ -475,6 +475,38 @@ pub struct PlanRow {
     /// How many of its items have a test VM now.
     #[serde(default)]
     pub drilled: usize,
+    /// What the plan's reprotect offers (the plan page only).
+    #[serde(default)]
+    pub reprotect: PlanReprotectOptions,
+}
+
+/// What a plan's reprotect offers: master targets of each operating system, the cloud's process servers, and
+/// datastores for items whose original VM is gone.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlanReprotectOptions {
+    pub windows_master_targets: Vec<Choice>,
+    pub linux_master_targets: Vec<Choice>,
+    pub process_servers: Vec<Choice>,
+    pub datastores: Vec<Choice>,
+}
+
+/// A plan reprotect's dry run: whether it may start, why not, and each item's master target, location and data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanPreviewView {
+    pub allowed: bool,
+    pub refusals: Vec<Refused>,
+    pub items: Vec<PlanPreviewLine>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanPreviewLine {
+    pub group: usize,
+    pub item: String,
+    pub master_target: String,
+    pub location: String,
+    pub transfer: String,
+    pub bytes: u64,
+    pub allowed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

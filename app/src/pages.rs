@@ -492,11 +492,13 @@ pub(crate) fn PlanPage() -> impl IntoView {
                 let drill_plan = p.clone();
                 let end_plan = p.clone();
                 let edited_plan = p.clone();
+                let reprotect_plan = p.clone();
                 let pid = p.id.clone();
                 let choices = p.choices.clone();
                 Ok(view! {
                     <h1>{p.name.clone()}" "<small>{p.id.clone()}</small></h1>
                     <div class="toolbar" role="toolbar">
+                        <crate::plans::PlanReprotect plan=reprotect_plan may=may denied=denied.clone()/>
                         <button type="button" data-testid="plan-failover" disabled=!may title=denied.clone() on:click=move |_| { key.set(new_key()); open.set(true); }>"Failover (from Azure)"</button>
                         <crate::plans::PlanCommit plan=end_plan may=may denied=denied.clone()/>
                         <crate::plans::PlanEdit plan=edited_plan may=may denied=denied.clone()/>

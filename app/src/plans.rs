@@ -1,5 +1,6 @@
-//! A recovery plan's commit and cancel failover, from the plan page: each asks for a reason and says what it does to
-//! every item; commit, which deletes every cloud VM, names them and is styled as the irreversible step it is.
+//! A recovery plan's reprotect, commit and cancel failover, from the plan page: each asks for a reason and says what
+//! it does to every item; commit, which deletes every cloud VM, names them and is styled as the irreversible step it
+//! is; the reprotect's dry run lists each item's master target and data to move.
 
 use leptos::prelude::*;
 
@@ -78,6 +79,94 @@ pub(crate) fn PlanCommit(plan: PlanRow, may: bool, denied: String) -> impl IntoV
         {dialog("cancel-failover", cancel, format!("Cancel the failover of the recovery plan {plan_name}"),
             format!("Every item of this plan goes back to the cloud, group after group: its on-premises VM is shut down, its cloud VM runs again and replication to on-premises resumes ({all}). What the on-premises VMs wrote since the failover is not kept."),
             "Cancel the plan's failover")}
+    }
+}
+
+/// A recovery plan's reprotect to on-premises: a master target for each operating system (each item takes the one
+/// that runs its own), the process server in Azure, a datastore for items whose original VM is gone. The dry run
+/// lists each item's master target, location and data to move; it answers the choices it was asked with, so a
+/// changed choice hides it and Start waits for a new one.
+#[component]
+pub(crate) fn PlanReprotect(plan: PlanRow, may: bool, denied: String) -> impl IntoView {
+    let open = RwSignal::new(false);
+    let (windows, linux) = (RwSignal::new(String::new()), RwSignal::new(String::new()));
+    let (ps, ds) = (RwSignal::new(String::new()), RwSignal::new(String::new()));
+    let reason = RwSignal::new(String::new());
+    let key = RwSignal::new(String::new());
+    let preview = ServerAction::<crate::actions::PlanReprotectPreview>::new();
+    let act = ServerAction::<crate::actions::PlanReprotect>::new();
+    let navigate = leptos_router::hooks::use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(job)) = act.value().get() {
+            navigate(&format!("/jobs/{job}"), Default::default());
+        }
+    });
+    let choices = move || (ps.get(), vec![windows.get(), linux.get()], ds.get());
+    let asked = RwSignal::new(None::<(String, Vec<String>, String)>);
+    let fresh = move || !preview.pending().get() && asked.get().is_some_and(|a| a == choices());
+    let allowed = move || fresh() && preview.value().get().is_some_and(|r| r.is_ok_and(|v| v.allowed));
+    let blocked = not_ready(&plan, "reprotect");
+    let why = (!blocked.is_empty()).then(|| blocked.join("\n"));
+    let title = if may { why.clone().unwrap_or_default() } else { denied };
+    let opts = plan.reprotect.clone();
+    let (p1, p2) = (plan.id.clone(), plan.id.clone());
+    view! {
+        <button type="button" data-testid="plan-reprotect" disabled=!may || why.is_some() title=title
+            on:click=move |_| { key.set(new_key()); asked.set(None); open.set(true); }>"Reprotect…"</button>
+        <Modal open=open title=format!("Reprotect the recovery plan {}", plan.name) id="plan-reprotect-dialog">
+            <p class="direction">"Direction: "<strong>"from Azure → on-premises"</strong>". The process server sends each item's disks to its master target: into its original VM (only what changed) or, where that VM is gone, a new one on the datastore below (a full copy). A group's items replicate side by side; the next group starts when they are protected."</p>
+            {crate::item::select("Master target for Windows VMs", "master_target_windows", opts.windows_master_targets, windows)}
+            {crate::item::select("Master target for Linux VMs", "master_target_linux", opts.linux_master_targets, linux)}
+            {crate::item::select("Process server (in Azure)", "process_server", opts.process_servers, ps)}
+            {crate::item::select("Datastore (only for items whose original VM is gone)", "datastore", opts.datastores, ds)}
+            {crate::item::reason_field(reason)}
+            <div class="actions">
+                <button type="button" data-testid="review" disabled=move || preview.pending().get()
+                    on:click=move |_| {
+                        let (process_server, master_targets, datastore) = choices();
+                        asked.set(Some(choices()));
+                        preview.dispatch(crate::actions::PlanReprotectPreview { plan: p1.clone(), process_server, master_targets, datastore });
+                    }>
+                    {move || if preview.pending().get() { "Checking…" } else { "Review (dry run)" }}
+                </button>
+            </div>
+            {move || fresh().then(|| preview.value().get()).flatten().map(|r| match r {
+                Ok(v) => plan_preview_view(v).into_any(),
+                Err(e) => portal_error(&e),
+            })}
+            {move || act.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
+            <div class="actions">
+                <button type="button" on:click=move |_| open.set(false)>"Cancel"</button>
+                <button type="button" class="primary" data-testid="confirm"
+                    disabled=move || !allowed() || reason.get().trim().is_empty() || act.pending().get()
+                    on:click=move |_| {
+                        let (process_server, master_targets, datastore) = choices();
+                        act.dispatch(crate::actions::PlanReprotect { plan: p2.clone(), process_server, master_targets, datastore, reason: reason.get(), key: key.get() });
+                    }>
+                    {move || if act.pending().get() { "Starting…" } else { "Start the plan's reprotect" }}
+                </button>
+            </div>
+        </Modal>
+    }
+}
+
+/// A plan reprotect's dry run: its refusals, then each item's choice, group by group.
+fn plan_preview_view(v: PlanPreviewView) -> impl IntoView {
+    view! {
+        <section class="dry-run" data-testid="dry-run" aria-live="polite">
+            <h3>{if v.allowed { "Dry run: every item may be reprotected" } else { "Dry run: refused" }}</h3>
+            {(!v.refusals.is_empty()).then(|| refusal_list(v.refusals.clone()))}
+            <table class="grid compact">
+                <thead><tr><th scope="col">"Group"</th><th scope="col">"Item"</th><th scope="col">"Master target"</th><th scope="col">"Location"</th><th scope="col">"Copy"</th><th scope="col">"Data to move"</th><th scope="col">"Checks"</th></tr></thead>
+                <tbody>{v.items.into_iter().map(|l| view! {
+                    <tr data-item=l.item.clone()>
+                        <td>{l.group}</td><th scope="row">{l.item.clone()}</th><td>{l.master_target.clone()}</td>
+                        <td>{l.location.clone()}</td><td>{l.transfer.clone()}</td><td>{fmt_bytes(l.bytes)}</td>
+                        <td>{if l.allowed { "passed" } else { "refused" }}</td>
+                    </tr>
+                }).collect_view()}</tbody>
+            </table>
+        </section>
     }
 }
 

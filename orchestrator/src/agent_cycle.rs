@@ -199,7 +199,10 @@ impl Workflows<'_> {
             };
             if seq >= 0 && a.total_bytes > 0 {
                 if let Ok(mut s) = self.progress.lock() {
-                    *s = Some(jobs::TaskProgress { seq, done: a.done_bytes, total: a.total_bytes, sent: a.wire_bytes });
+                    s.insert(
+                        seq,
+                        jobs::TaskProgress { seq, done: a.done_bytes, total: a.total_bytes, sent: a.wire_bytes },
+                    );
                 }
             }
             match a.state {

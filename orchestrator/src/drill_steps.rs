@@ -100,7 +100,7 @@ impl Workflows<'_> {
                     .map_err(|e| fail(format!("{}: {e}", dir.display()), "Check the datastore."))?;
             }
             let no_space = format!("Free space on datastore {ds}, then restart the job.");
-            bytes += self.materialise(replica, &point.id, disk, &no_space)?;
+            bytes += self.materialise(replica, &point.id, disk, &no_space).await?;
             files.push(path);
         }
         if let Some(vc) = self.vcenter_for(&drill.host).await? {
@@ -146,7 +146,12 @@ impl Workflows<'_> {
         // The disks, hashed again now that the VM has them: the same digest the point recorded at the replica.
         let mut mismatched = Vec::new();
         for (replica, disk) in rec.replica_disks.iter().zip(&d.disks) {
-            match disk_matches_point(&self.service.estate.path(replica), &self.service.estate.path(disk), &d.point.id) {
+            let (r, t, point) = (self.service.estate.path(replica), self.service.estate.path(disk), d.point.id.clone());
+            // Hashing a whole disk: off the async threads, as the other items of a plan's group go on meanwhile.
+            let matched = tokio::task::spawn_blocking(move || disk_matches_point(&r, &t, &point))
+                .await
+                .unwrap_or_else(|e| Err(replicator::Error::Invalid(format!("the check stopped: {e}"))));
+            match matched {
                 Ok(true) => {}
                 Ok(false) => mismatched.push(format!("{disk} differs from the point")),
                 Err(e) => mismatched.push(format!("{disk}: {e}")),

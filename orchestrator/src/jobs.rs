@@ -408,7 +408,8 @@ impl JobStore {
     }
 
     /// How far each running initial replication is, by item: (bytes examined, bytes in all), as its worker last
-    /// reported. One query for every item, or for one.
+    /// reported — an item's own reprotect, or its task in a recovery plan's reprotect (step
+    /// `plan-item-reprotect/<item>`). One query for every item, or for one.
     pub async fn initial_sync_progress(
         &self,
         item: Option<&str>,
@@ -419,13 +420,15 @@ impl JobStore {
             progress_done: i64,
             progress_total: i64,
         }
-        let rows: Vec<Progress> = sqlx::query_as(
-            "select j.item_id as item_id, t.progress_done as progress_done, t.progress_total as progress_total \
+        const ITEM: &str = "coalesce(j.item_id, substr(t.step, 21))"; // 21: just past `plan-item-reprotect/`
+        let rows: Vec<Progress> = sqlx::query_as(&format!(
+            "select {ITEM} as item_id, t.progress_done as progress_done, t.progress_total as progress_total \
              from jobs j join tasks t on t.job_id = j.id \
-             where j.state = 'in-progress' and j.item_id is not null and (cast($1 as text) is null or j.item_id = $1) \
-             and t.step = 'initial-replication' and t.state = 'in-progress' \
-             and t.progress_done is not null and t.progress_total > 0",
-        )
+             where j.state = 'in-progress' and (cast($1 as text) is null or {ITEM} = $1) \
+             and ((j.item_id is not null and t.step = 'initial-replication') \
+               or (j.item_id is null and t.step like 'plan-item-reprotect/%')) \
+             and t.state = 'in-progress' and t.progress_done is not null and t.progress_total > 0",
+        ))
         .bind(item)
         .fetch_all(&self.db.pool)
         .await?;
@@ -595,14 +598,13 @@ impl JobStore {
         self.fenced_task_update(lease, seq, set, "('in-progress')", values).await
     }
 
-    /// A retryable failure with attempts left: the task keeps its error and waits; the job lets go of its lease
-    /// until the next attempt's time, when any worker may claim it. Returns that time.
-    pub async fn retry_task_later(
+    /// Retryable failures with attempts left (`(seq, error, recommended action)`): each task keeps its error and
+    /// waits; the job lets go of its lease until the next attempt's time, when any worker may claim it. Returns
+    /// that time.
+    pub async fn retry_tasks_later(
         &self,
         lease: &Lease,
-        seq: i64,
-        error: &str,
-        action: &str,
+        tasks: &[(i64, String, String)],
         backoff_ms: Millis,
     ) -> Result<Millis, JobError> {
         let mut tx = self.db.pool.begin().await?;
@@ -616,18 +618,20 @@ impl JobStore {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(at) = at else { return Err(JobError::Fenced(lease.job_id.clone())) };
-        sqlx::query(
-            "update tasks set state = 'not-started', finished_at = null, error = $3, recommended_action = $4, \
-             next_attempt_at = $5, progress_done = null, progress_total = null \
-             where job_id = $1 and seq = $2 and state = 'in-progress'",
-        )
-        .bind(&lease.job_id)
-        .bind(seq)
-        .bind(error)
-        .bind(action)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
+        for (seq, error, action) in tasks {
+            sqlx::query(
+                "update tasks set state = 'not-started', finished_at = null, error = $3, recommended_action = $4, \
+                 next_attempt_at = $5, progress_done = null, progress_total = null \
+                 where job_id = $1 and seq = $2 and state = 'in-progress'",
+            )
+            .bind(&lease.job_id)
+            .bind(seq)
+            .bind(error)
+            .bind(action)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(at as Millis)
     }
@@ -908,6 +912,22 @@ pub trait TaskExecutor {
         false
     }
 
+    /// Tasks that follow one another in the job with the same key run side by side (the items of one group of a
+    /// recovery plan); `None` runs the task on its own.
+    fn side_by_side(&self, _job: &Job, _task: &Task) -> Option<String> {
+        None
+    }
+
+    /// Runs several tasks at once, each result in its task's place. By default one after the other: an executor
+    /// whose tasks share state overrides it with one that gives each task its own.
+    async fn run_together(&self, job: &Job, tasks: &[&Task]) -> Vec<Result<TaskOutcome, TaskFailure>> {
+        let mut out = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            out.push(guarded(job, t, self.run(job, t)).await);
+        }
+        out
+    }
+
     /// Records what the job's end changes (the item's lifecycle state) on `tx`, the transaction that records the
     /// job's end: both happen, or neither.
     async fn on_finish(&self, _tx: &mut sqlx::AnyConnection, _job: &Job, _end: JobState) -> Result<(), JobError> {
@@ -950,6 +970,30 @@ impl TaskExecutor for NothingElse {
     }
 }
 
+/// A task's run with a panic in its step turned into the task's failure, so one defect fails its task rather than
+/// the worker.
+pub async fn guarded(
+    job: &Job,
+    task: &Task,
+    run: impl std::future::Future<Output = Result<TaskOutcome, TaskFailure>>,
+) -> Result<TaskOutcome, TaskFailure> {
+    use futures_util::FutureExt;
+    // On the heap: a workflow's step is a deep future, and the thread polling it (a worker's, a test's) has an
+    // ordinary stack.
+    match std::panic::AssertUnwindSafe(Box::pin(run)).catch_unwind().await {
+        Ok(done) => done,
+        Err(payload) => {
+            let msg = panic_message(payload.as_ref());
+            tracing::error!(job = %job.id, task = %task.name, panic = %msg, "a workflow step panicked");
+            Err(TaskFailure::fatal(
+                format!("the step stopped on an internal error: {msg}"),
+                "This is a defect in Homeward: send the server log with the job's id to support, then restart the \
+                 job.",
+            ))
+        }
+    }
+}
+
 /// The text of a panic's payload.
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
@@ -968,15 +1012,24 @@ pub async fn run_job(
     exec: &impl TaskExecutor,
     lease_ms: Millis,
 ) -> Result<JobState, JobError> {
-    use futures_util::FutureExt;
     // Read once: while this worker holds the lease nobody else changes the tasks, and the heartbeat before each
-    // task answers whether a cancel was requested — a job of hundreds of tasks is not re-read per task.
+    // batch answers whether a cancel was requested — a job of hundreds of tasks is not re-read per task.
     let job = db_retry("reading the job", || store.get(&lease.job_id)).await?;
     if job.cancel_requested {
         return end_job(store, lease, exec).await;
     }
-    for task in job.tasks.iter().filter(|t| t.state != JobState::Succeeded) {
-        if task.state == JobState::Failed {
+    let left: Vec<&Task> = job.tasks.iter().filter(|t| t.state != JobState::Succeeded).collect();
+    let mut at = 0;
+    while at < left.len() {
+        // The next batch: one task, or the tasks after it that run side by side with it.
+        let key = exec.side_by_side(&job, left[at]);
+        let mut until = at + 1;
+        while key.is_some() && until < left.len() && exec.side_by_side(&job, left[until]) == key {
+            until += 1;
+        }
+        let batch = &left[at..until];
+        at = until;
+        if batch.iter().any(|t| t.state == JobState::Failed) {
             return end_job(store, lease, exec).await;
         }
         if exec.stopping() {
@@ -987,36 +1040,40 @@ pub async fn run_job(
         if db_retry("renewing the lease", || store.heartbeat(lease, lease_ms)).await? {
             return end_job(store, lease, exec).await;
         }
-        if let Some(item) = exec.item_of(&job, task) {
-            // A replication round may be writing the item's disks: it lets go at its next heartbeat.
-            while !db_retry("taking the item", || store.take_item_for_job(&item, &job.id)).await? {
-                if db_retry("renewing the lease", || store.heartbeat(lease, lease_ms)).await? {
-                    return end_job(store, lease, exec).await;
+        for task in batch {
+            if let Some(item) = exec.item_of(&job, task) {
+                // A replication round may be writing the item's disks: it lets go at its next heartbeat.
+                while !db_retry("taking the item", || store.take_item_for_job(&item, &job.id)).await? {
+                    if db_retry("renewing the lease", || store.heartbeat(lease, lease_ms)).await? {
+                        return end_job(store, lease, exec).await;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
-        db_retry("starting the task", || store.start_task(lease, task.seq)).await?;
-        let ran = std::panic::AssertUnwindSafe(exec.run(&job, task)).catch_unwind().await;
-        let failure = match ran {
-            Ok(Ok(o)) => {
-                db_retry("recording the result", || store.complete_task(lease, task.seq, o.bytes, &o.result)).await?;
-                continue;
-            }
-            Ok(Err(f)) => f,
-            Err(payload) => {
-                let msg = panic_message(payload.as_ref());
-                tracing::error!(job = %job.id, task = %task.name, panic = %msg, "a workflow step panicked");
-                TaskFailure::fatal(
-                    format!("the step stopped on an internal error: {msg}"),
-                    "This is a defect in Homeward: send the server log with the job's id to support, then restart \
-                     the job.",
-                )
-            }
+        for task in batch {
+            db_retry("starting the task", || store.start_task(lease, task.seq)).await?;
+        }
+        let ran = match batch {
+            [task] => vec![guarded(&job, task, exec.run(&job, task)).await],
+            _ => exec.run_together(&job, batch).await,
         };
+        let mut failures = Vec::new();
+        for (task, ran) in batch.iter().zip(ran) {
+            match ran {
+                Ok(o) => {
+                    db_retry("recording the result", || store.complete_task(lease, task.seq, o.bytes, &o.result))
+                        .await?
+                }
+                Err(f) => failures.push((*task, f)),
+            }
+        }
+        if failures.is_empty() {
+            continue;
+        }
         if exec.stopping() {
-            // The node is shutting down: the step runs again wherever the job is claimed next.
-            tracing::info!(job = %job.id, task = %task.name, "handing the job back: this node is shutting down");
+            // The node is shutting down: the steps run again wherever the job is claimed next.
+            tracing::info!(job = %job.id, "handing the job back: this node is shutting down");
             db_retry("handing the job back", || store.release(lease)).await?;
             return Ok(JobState::InProgress);
         }
@@ -1024,22 +1081,30 @@ pub async fn run_job(
         if db_retry("reading the job", || store.get(&lease.job_id)).await?.cancel_requested {
             return end_job(store, lease, exec).await;
         }
-        let attempt = task.attempts + 1;
-        if failure.retryable && attempt < store.retry.max_attempts {
-            let backoff = store.retry.backoff(attempt);
-            let error = format!("attempt {attempt} of {}: {}", store.retry.max_attempts, failure.error);
-            let at = db_retry("scheduling the next attempt", || {
-                store.retry_task_later(lease, task.seq, &error, &failure.recommended_action, backoff)
-            })
-            .await?;
-            tracing::warn!(job = %job.id, task = %task.name, error = %failure.error, next_attempt_at = at,
-                "a task failed; it will be tried again");
+        let again = |(task, f): &(&Task, TaskFailure)| f.retryable && task.attempts + 1 < store.retry.max_attempts;
+        if failures.iter().all(again) {
+            // Every failure is worth another attempt: the job waits for the longest backoff among them, and the
+            // batch's failed tasks run again together (its succeeded ones are not run again).
+            let backoff = failures.iter().map(|(t, _)| store.retry.backoff(t.attempts + 1)).max().unwrap_or(0);
+            let retries: Vec<(i64, String, String)> = failures
+                .iter()
+                .map(|(t, f)| {
+                    let error = format!("attempt {} of {}: {}", t.attempts + 1, store.retry.max_attempts, f.error);
+                    (t.seq, error, f.recommended_action.clone())
+                })
+                .collect();
+            let at =
+                db_retry("scheduling the next attempt", || store.retry_tasks_later(lease, &retries, backoff)).await?;
+            for (task, f) in &failures {
+                tracing::warn!(job = %job.id, task = %task.name, error = %f.error, next_attempt_at = at,
+                    "a task failed; it will be tried again");
+            }
             return Ok(JobState::InProgress);
         }
-        db_retry("recording the failure", || {
-            store.fail_task(lease, task.seq, &failure.error, &failure.recommended_action)
-        })
-        .await?;
+        for (task, f) in &failures {
+            db_retry("recording the failure", || store.fail_task(lease, task.seq, &f.error, &f.recommended_action))
+                .await?;
+        }
         return end_job(store, lease, exec).await;
     }
     end_job(store, lease, exec).await

@@ -42,7 +42,8 @@ pub enum ServiceError {
     Webhook(#[from] crate::webhooks::WebhookError),
 }
 
-/// Task step prefixes of a recovery plan's per-item tasks: failover, test failover, test failover cleanup.
+/// Task step prefixes of a recovery plan's per-item tasks, one per operation a plan runs as a whole.
+pub(crate) const PLAN_ITEM_REPROTECT: &str = "plan-item-reprotect/";
 pub(crate) const PLAN_ITEM_FAILOVER: &str = "plan-item-failover/";
 pub(crate) const PLAN_ITEM_TEST_FAILOVER: &str = "plan-item-test-failover/";
 pub(crate) const PLAN_ITEM_CLEANUP: &str = "plan-item-cleanup-test-failover/";
@@ -50,7 +51,8 @@ pub(crate) const PLAN_ITEM_COMMIT: &str = "plan-item-commit/";
 pub(crate) const PLAN_ITEM_CANCEL: &str = "plan-item-cancel-failover/";
 
 /// The operations a recovery plan runs as a whole.
-pub const PLAN_OPERATIONS: [Operation; 5] = [
+pub const PLAN_OPERATIONS: [Operation; 6] = [
+    Operation::Reprotect,
     Operation::Failover,
     Operation::Commit,
     Operation::CancelFailover,
@@ -64,6 +66,7 @@ fn plan_task_prefix(op: Operation) -> &'static str {
         Operation::CleanupTestFailover => PLAN_ITEM_CLEANUP,
         Operation::Commit => PLAN_ITEM_COMMIT,
         Operation::CancelFailover => PLAN_ITEM_CANCEL,
+        Operation::Reprotect => PLAN_ITEM_REPROTECT,
         _ => PLAN_ITEM_FAILOVER,
     }
 }
@@ -81,6 +84,7 @@ pub fn plan_kind(op: Operation) -> String {
 /// The item task of a plan job, by its step: the item and the operation.
 pub(crate) fn plan_item_task(step: &str) -> Option<(&str, Operation)> {
     [
+        (PLAN_ITEM_REPROTECT, Operation::Reprotect),
         (PLAN_ITEM_FAILOVER, Operation::Failover),
         (PLAN_ITEM_TEST_FAILOVER, Operation::TestFailover),
         (PLAN_ITEM_CLEANUP, Operation::CleanupTestFailover),
@@ -91,13 +95,50 @@ pub(crate) fn plan_item_task(step: &str) -> Option<(&str, Operation)> {
     .find_map(|(prefix, op)| step.strip_prefix(prefix).map(|item| (item, op)))
 }
 
-/// What a plan-level operation was asked with: the point choice (R-RP1/R-RP2), and for drills the isolated
-/// network and the cleanup's notes.
+/// What a plan-level operation was asked with: the point choice (R-RP1/R-RP2), for drills the isolated network
+/// and the cleanup's notes, and for a reprotect what each item's reprotect is given.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PlanAction {
     pub choice: PointChoice,
     pub network: Option<String>,
     pub notes: Option<String>,
+    #[serde(default)]
+    pub reprotect: PlanReprotect,
+}
+
+/// A plan's reprotect: one process server for every item; master targets of which each item takes the first that
+/// runs its operating system (R-W1); a datastore for items whose original VM is gone; and protection settings for
+/// every item (each keeps its own where one is not given).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlanReprotect {
+    pub process_server: Option<String>,
+    pub master_targets: Vec<String>,
+    pub datastore: Option<String>,
+    pub retention_min: Option<u32>,
+    pub app_consistent_every_min: Option<u32>,
+    pub rpo_threshold_min: Option<u32>,
+}
+
+impl PlanReprotect {
+    /// One item's reprotect request: the first listed master target that runs the item's operating system, or the
+    /// first listed (whose refusal then names R-W1 and what to choose).
+    pub fn request_for(&self, item: &ReplicatedItem, inv: &crate::domain::Inventory) -> Request {
+        let fits = |m: &&String| inv.master_target(m).is_some_and(|mt| mt.os == item.os.family);
+        let master_target = self.master_targets.iter().find(fits).or(self.master_targets.first()).cloned();
+        Request {
+            master_target,
+            process_server: self.process_server.clone(),
+            datastore: self.datastore.clone(),
+            retention_min: self.retention_min,
+            app_consistent_every_min: self.app_consistent_every_min,
+            rpo_threshold_min: self.rpo_threshold_min,
+            ..Request::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self == &PlanReprotect::default()
+    }
 }
 
 /// A recovery plan's job: the plan and the point chosen for each item (R-RP1/R-RP2), and a drill's network and
@@ -111,6 +152,13 @@ pub struct PlanJobRequest {
     pub network: Option<String>,
     #[serde(default)]
     pub notes: Option<String>,
+    /// The items of each group, in the plan's order: a group's items run side by side, and the next group starts
+    /// when they have all succeeded. Absent from jobs of earlier versions, whose items run one after the other.
+    #[serde(default)]
+    pub groups: Vec<Vec<String>>,
+    /// A reprotect's request for each item (its master target, process server, datastore and settings).
+    #[serde(default)]
+    pub requests: std::collections::BTreeMap<String, Request>,
 }
 
 /// A plan failover's dry run (`?dry_run=true` on the plan's failover).
@@ -122,7 +170,8 @@ pub struct PlanPreview {
     /// Whether the plan may fail over as a whole (every item allowed, every item with a point).
     pub allowed: bool,
     pub refusals: Vec<Refusal>,
-    /// In the order the job runs them: a group starts when the previous one has finished.
+    /// In the order the job runs them: a group's items side by side, and a group starts when the previous one has
+    /// finished.
     pub groups: Vec<Vec<PlanItemPreview>>,
 }
 
@@ -130,6 +179,15 @@ pub struct PlanPreview {
 pub struct PlanItemPreview {
     pub item: String,
     pub name: String,
+    /// A reprotect's: the master target the item takes, where its disks go and what crosses the link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<lifecycle::Location>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<lifecycle::Transfer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_to_move: Option<u64>,
     pub point: Option<RecoveryPoint>,
     pub data_loss_ms: Option<Millis>,
     pub allowed: bool,
@@ -428,20 +486,25 @@ impl Service {
         let mut previews = std::collections::HashMap::new();
         for item in &items {
             let point = chosen.as_ref().and_then(|c| c.iter().find(|(i, _)| i == &item.id)).map(|(_, p)| p);
-            let req = Request {
-                point: point.map(|p| PointChoice::Specific(p.id.clone())),
-                network: what.network.clone(),
-                notes: what.notes.clone(),
-                ..Request::default()
-            };
+            let req = self.plan_item_request(op, what, item, &doc.inventory, point);
             let ctx = self.context(&item.id).await?;
-            let p = lifecycle::dry_run(item, &doc.inventory, op, &req, &ctx, &DataEstimate::default());
+            // A reprotect quotes what crosses the link for each item, as its own dry run does.
+            let est = match doc.items.iter().find(|r| r.item.id == item.id) {
+                Some(rec) if lifecycle::moves_disks(op) => self.estimate(rec).await,
+                _ => DataEstimate::default(),
+            };
+            let p = lifecycle::dry_run(item, &doc.inventory, op, &req, &ctx, &est);
             refusals.extend(p.refusals());
+            let reprotect = op == Operation::Reprotect;
             previews.insert(
                 item.id.clone(),
                 PlanItemPreview {
                     item: item.id.clone(),
                     name: item.name.clone(),
+                    master_target: req.master_target.clone().filter(|_| reprotect),
+                    location: p.location.filter(|_| reprotect),
+                    transfer: p.transfer.filter(|_| reprotect),
+                    bytes_to_move: Some(p.bytes_to_move).filter(|_| reprotect),
                     point: point.cloned(),
                     data_loss_ms: point.and(p.data_loss_ms),
                     allowed: p.allowed && (point.is_some() || !needs_point),
@@ -464,6 +527,26 @@ impl Service {
         })
     }
 
+    /// What one item of a plan-level operation is asked: its point, the drill's network and notes, or its reprotect.
+    fn plan_item_request(
+        &self,
+        op: Operation,
+        what: &PlanAction,
+        item: &ReplicatedItem,
+        inv: &crate::domain::Inventory,
+        point: Option<&RecoveryPoint>,
+    ) -> Request {
+        if op == Operation::Reprotect {
+            return what.reprotect.request_for(item, inv);
+        }
+        Request {
+            point: point.map(|p| PointChoice::Specific(p.id.clone())),
+            network: what.network.clone(),
+            notes: what.notes.clone(),
+            ..Request::default()
+        }
+    }
+
     /// Fails a recovery plan over, group after group, each item to the point R-RP1/R-RP2 choose; refused as a
     /// whole (R-RP3: every item needs a point) when any item may not fail over.
     pub async fn start_plan_failover(
@@ -476,7 +559,7 @@ impl Service {
         self.start_plan_action(plan_id, Operation::Failover, what, key).await
     }
 
-    /// Runs a plan-level operation (failover, test failover, test failover cleanup) as one job: a task per item,
+    /// Runs a plan-level operation (`PLAN_OPERATIONS`) as one job: a task per item, a group's items side by side,
     /// group after group; refused as a whole when any item may not.
     pub async fn start_plan_action(
         &self,
@@ -497,10 +580,22 @@ impl Service {
         }
         let mut tasks = Vec::new();
         let mut points = Vec::new();
+        let mut requests = std::collections::BTreeMap::new();
+        let doc = if op == Operation::Reprotect { Some(self.doc().await?) } else { None };
         for (g, group) in preview.groups.iter().enumerate() {
             for it in group {
                 let pid = it.point.as_ref().map(|p| p.id.clone()).unwrap_or_default();
+                if let Some(doc) = &doc {
+                    let item = self.estate.view(doc, &it.item, (self.clock)())?;
+                    requests.insert(it.item.clone(), what.reprotect.request_for(&item, &doc.inventory));
+                }
                 let name = match op {
+                    Operation::Reprotect => format!(
+                        "Group {}: reprotect {} to on-premises through master target {}",
+                        g + 1,
+                        it.item,
+                        it.master_target.as_deref().unwrap_or("?")
+                    ),
                     Operation::TestFailover => format!("Group {}: test failover of {} at point {pid}", g + 1, it.item),
                     Operation::CleanupTestFailover => format!("Group {}: clean up the test VM of {}", g + 1, it.item),
                     Operation::Commit => format!("Group {}: commit {}, deleting its cloud VM", g + 1, it.item),
@@ -519,6 +614,8 @@ impl Service {
             points,
             network: what.network,
             notes: what.notes,
+            groups: preview.groups.iter().map(|g| g.iter().map(|it| it.item.clone()).collect()).collect(),
+            requests,
         };
         let new = NewJob {
             id: jobs::new_id(),

@@ -164,7 +164,7 @@ fn heartbeat(
     let mut last_renewed = Instant::now();
     let mut next_renewal = Instant::now() + Duration::from_millis(lease_ms / 3);
     let mut next_look = Instant::now();
-    let mut flushed = None;
+    let mut flushed = std::collections::BTreeMap::new();
     Keeper::start("lease-heartbeat", Duration::from_millis(300), move |rt| {
         if shutdown.load(Ordering::Relaxed) {
             cancel.store(true, Ordering::Relaxed);
@@ -204,10 +204,13 @@ fn heartbeat(
                 }
             }
         }
-        let now = progress.lock().ok().and_then(|p| *p);
-        if let Some(p) = now.filter(|_| now != flushed) {
-            if rt.block_on(store.task_progress(&lease, &p)).is_ok() {
-                flushed = now;
+        // Every running task's progress that moved since the last beat (several run at once in a plan's group).
+        let now = progress.lock().map(|p| p.clone()).unwrap_or_default();
+        for (seq, p) in now {
+            if flushed.get(&seq) != Some(&p) {
+                // Best effort: a task that ended meanwhile refuses it, and its result replaces it anyway.
+                let _ = rt.block_on(store.task_progress(&lease, &p));
+                flushed.insert(seq, p);
             }
         }
         true

@@ -77,7 +77,8 @@ fn blob_access(
 }
 
 /// The running task's latest progress, shared by the task (writer) and the heartbeat thread (which persists it).
-pub(crate) type ProgressSlot = Arc<Mutex<Option<jobs::TaskProgress>>>;
+/// The running tasks' progress by task, flushed by the job's heartbeat.
+pub(crate) type ProgressSlot = Arc<Mutex<std::collections::BTreeMap<i64, jobs::TaskProgress>>>;
 
 pub(crate) struct Workflows<'a> {
     pub(crate) service: &'a Service,
@@ -95,6 +96,8 @@ pub(crate) struct Workflows<'a> {
     pub(crate) fence: Option<Fence>,
     /// How the running task's last cycle went between agents (added to the task's result).
     link: Mutex<Option<serde_json::Value>>,
+    /// The group of each item of the recovery plan job being run (read from its request once).
+    plan_groups: Mutex<Option<(String, HashMap<String, usize>)>>,
 }
 
 impl<'a> Workflows<'a> {
@@ -113,7 +116,15 @@ impl<'a> Workflows<'a> {
             data_ms: AtomicU64::new(0),
             fence,
             link: Mutex::new(None),
+            plan_groups: Mutex::new(None),
         }
+    }
+
+    /// An executor for one of several tasks that run at once: the same claim, cancel and progress, its own task.
+    fn fork(&self) -> Workflows<'a> {
+        let mut w = Workflows::new(self.service, self.cancel.clone(), self.stopping.clone(), self.fence.clone());
+        w.progress = self.progress.clone();
+        w
     }
 
     pub(crate) fn current_task(&self) -> i64 {
@@ -205,13 +216,12 @@ impl Workflows<'_> {
         }
         let paths: Vec<(std::path::PathBuf, std::path::PathBuf)> =
             pairs.iter().map(|(s, d)| (self.service.estate.path(s), self.service.estate.path(d))).collect();
-        let refs: Vec<(&Path, &Path)> = paths.iter().map(|(s, d)| (s.as_path(), d.as_path())).collect();
         let seq = self.current_task.load(Ordering::Relaxed);
         let slot = self.progress.clone();
         let progress: Option<replicator::sync::ProgressFn> = (seq >= 0).then(|| {
             std::sync::Arc::new(move |p: &replicator::Progress| {
                 if let Ok(mut s) = slot.lock() {
-                    *s = Some(jobs::TaskProgress { seq, done: p.done, total: p.total, sent: p.sent });
+                    s.insert(seq, jobs::TaskProgress { seq, done: p.done, total: p.total, sent: p.sent });
                 }
             }) as replicator::sync::ProgressFn
         });
@@ -226,7 +236,13 @@ impl Workflows<'_> {
             ..Default::default()
         };
         let started = std::time::Instant::now();
-        let reports = replicator::sync::sync_vm(&refs, &opts);
+        // Disk-bound: off the async threads, so the other items of a recovery plan's group sync at the same time.
+        let reports = tokio::task::spawn_blocking(move || {
+            let refs: Vec<(&Path, &Path)> = paths.iter().map(|(s, d)| (s.as_path(), d.as_path())).collect();
+            replicator::sync::sync_vm(&refs, &opts)
+        })
+        .await
+        .unwrap_or_else(|e| Err(replicator::Error::Invalid(format!("the sync stopped on an internal error: {e}"))));
         self.data_ms.fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
         let reports = reports.map_err(|e| {
             if self.cancel.load(Ordering::Relaxed) {
@@ -399,6 +415,26 @@ impl TaskExecutor for Workflows<'_> {
         self.stopping.load(Ordering::Relaxed)
     }
 
+    /// A recovery plan's items of one group run side by side.
+    fn side_by_side(&self, job: &Job, task: &Task) -> Option<String> {
+        let (item, _) = plan_item_task(&task.step)?;
+        let mut cached = self.plan_groups.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.as_ref().is_none_or(|(id, _)| id != &job.id) {
+            let groups = serde_json::from_str::<PlanJobRequest>(&job.request).map(|r| r.groups).unwrap_or_default();
+            let of = groups.into_iter().enumerate().flat_map(|(g, items)| items.into_iter().map(move |i| (i, g)));
+            *cached = Some((job.id.clone(), of.collect()));
+        }
+        cached.as_ref().and_then(|(_, of)| of.get(item)).map(|g| format!("group {}", g + 1))
+    }
+
+    /// Each task with an executor of its own (its progress, bytes and link), all on this claim. The disk-bound
+    /// parts of the steps run on blocking threads, so the items really move at the same time.
+    async fn run_together(&self, job: &Job, tasks: &[&Task]) -> Vec<Result<TaskOutcome, TaskFailure>> {
+        let forks: Vec<Workflows> = tasks.iter().map(|_| self.fork()).collect();
+        let runs = forks.iter().zip(tasks).map(|(w, t)| jobs::guarded(job, t, w.run(job, t)));
+        futures_util::future::join_all(runs).await
+    }
+
     async fn run(&self, job: &Job, task: &Task) -> Result<TaskOutcome, TaskFailure> {
         self.current_task.store(task.seq, Ordering::Relaxed);
         self.data_ms.store(0, Ordering::Relaxed);
@@ -432,26 +468,37 @@ impl TaskExecutor for Workflows<'_> {
 impl Workflows<'_> {
     /// Writes recovery point `point_id` of the disk `from` (its journal undoes the newer writes) as a new image
     /// `to`, in the format its name gives; returns the disk's size. Idempotent: a rerun after a crash starts over.
-    pub(crate) fn materialise(&self, from: &str, point_id: &str, to: &str, no_space: &str) -> Result<u64, TaskFailure> {
-        let disk = replicator::DiskImage::open(&self.service.estate.path(from))
-            .map_err(|e| fail(e.to_string(), format!("Check the disk {from}.")))?;
-        let journal = replicator::journal::Journal::open(&disk.state_dir().join("points"))
-            .map_err(|e| fail(e.to_string(), format!("Check the recovery-point journal of {from}.")))?;
-        let seq =
-            journal.points().iter().find(|p| p.id == point_id).map(|p| p.seq).ok_or_else(|| {
+    /// Disk-bound: it runs off the async threads, so the other items of a recovery plan's group go on meanwhile.
+    pub(crate) async fn materialise(
+        &self,
+        from: &str,
+        point_id: &str,
+        to: &str,
+        no_space: &str,
+    ) -> Result<u64, TaskFailure> {
+        let (source, target) = (self.service.estate.path(from), self.service.estate.path(to));
+        let (from, point_id, to, no_space) = (from.to_owned(), point_id.to_owned(), to.to_owned(), no_space.to_owned());
+        let (size, ms) = tokio::task::spawn_blocking(move || {
+            let disk = replicator::DiskImage::open(&source)
+                .map_err(|e| fail(e.to_string(), format!("Check the disk {from}.")))?;
+            let journal = replicator::journal::Journal::open(&disk.state_dir().join("points"))
+                .map_err(|e| fail(e.to_string(), format!("Check the recovery-point journal of {from}.")))?;
+            let seq = journal.points().iter().find(|p| p.id == point_id).map(|p| p.seq).ok_or_else(|| {
                 fail(format!("point {point_id} is gone from {from}"), "Choose another recovery point.")
             })?;
-        let target = self.service.estate.path(to);
-        let _ = std::fs::remove_file(&target);
-        if to.ends_with(".vmdk") {
-            let stem = target.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-            let _ = std::fs::remove_file(target.with_file_name(format!("{stem}-flat.vmdk")));
-        }
-        let started = std::time::Instant::now();
-        let restored = journal.restore(&disk, seq, &target);
-        self.data_ms.fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        restored.map_err(|e| fail(e.to_string(), no_space))?;
-        Ok(disk.size)
+            let _ = std::fs::remove_file(&target);
+            if to.ends_with(".vmdk") {
+                let stem = target.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+                let _ = std::fs::remove_file(target.with_file_name(format!("{stem}-flat.vmdk")));
+            }
+            let started = std::time::Instant::now();
+            journal.restore(&disk, seq, &target).map_err(|e| fail(e.to_string(), no_space))?;
+            Ok::<_, TaskFailure>((disk.size, started.elapsed().as_millis() as u64))
+        })
+        .await
+        .map_err(|e| fail(format!("the restore stopped on an internal error: {e}"), "Restart the job."))??;
+        self.data_ms.fetch_add(ms, Ordering::Relaxed);
+        Ok(size)
     }
 
     /// Original location on a connected vCenter: the item's VM there (by the item's name, as the rules saw it in the
@@ -603,12 +650,12 @@ impl Workflows<'_> {
         let mut bytes = 0u64;
         let mut steps = Vec::new();
         for t in sub.plan.tasks.clone() {
-            let started = std::time::Instant::now();
+            let (started, at) = (std::time::Instant::now(), (self.service.clock)());
             match self.exec_step(job_id, sub, t.step).await {
                 Ok(o) => {
                     bytes += o.bytes as u64;
                     let ms = started.elapsed().as_millis() as u64;
-                    steps.push(serde_json::json!({"name": t.name, "bytes": o.bytes, "ms": ms}));
+                    steps.push(serde_json::json!({"name": t.name, "bytes": o.bytes, "started_at": at, "ms": ms}));
                 }
                 Err(mut f) => {
                     let _ = self.service.transition(id, Event::Failed(op)).await;
@@ -624,14 +671,19 @@ impl Workflows<'_> {
         Ok((bytes, steps))
     }
 
-    /// One item of a recovery plan's commit or cancel failover: the item's own steps. Idempotent after a crash: an
-    /// item already where the operation takes it is done, one left half-way runs its (idempotent) steps again.
+    /// One item of a recovery plan's reprotect, commit or cancel failover: the item's own steps, with the request
+    /// the plan chose for it (a reprotect's master target, process server and settings). Idempotent after a crash:
+    /// an item already where the operation takes it is done, one left half-way runs its (idempotent) steps again.
     async fn plan_item_op(&self, job: &Job, id: &str, op: Operation) -> Result<TaskOutcome, TaskFailure> {
         let estate_err = |e: ServiceError| fail(e.to_string(), "Check the database and the server log.");
+        let preq: PlanJobRequest = serde_json::from_str(&job.request)
+            .map_err(|e| fail(format!("unreadable plan job: {e}"), "Start the plan's action again."))?;
+        let request = preq.requests.get(id).cloned().unwrap_or_default();
         let (rec, _) = self.record(id).await?;
-        let (done, running) = match op {
-            Operation::Commit => (State::CommittedOnPrimary, State::CommitInProgress),
-            _ => (State::ProtectedToPrimary, State::FailbackInProgress),
+        let (running, done) = match op {
+            Operation::Commit => (State::CommitInProgress, State::CommittedOnPrimary),
+            Operation::Reprotect => (State::ReprotectInProgress, State::ProtectedToPrimary),
+            _ => (State::FailbackInProgress, State::ProtectedToPrimary),
         };
         if rec.item.state == done {
             return Ok(outcome(0, serde_json::json!({"item": id, "already": true})));
@@ -641,17 +693,18 @@ impl Workflows<'_> {
         let doc = self.service.doc().await.map_err(estate_err)?;
         let mut item = self.service.estate.view(&doc, id, now).map_err(|e| estate_err(e.into()))?;
         if resumed {
-            item.state = State::FailedBackCommitPending;
+            // Planned again from where the operation started, as its first run planned it.
+            item.state = lifecycle::required_state(op);
         }
         let ctx = Context { now, active_job: None };
-        let plan = lifecycle::dry_run(&item, &doc.inventory, op, &Request::default(), &ctx, &DataEstimate::default());
+        let plan = lifecycle::dry_run(&item, &doc.inventory, op, &request, &ctx, &DataEstimate::default());
         if !plan.allowed && !resumed {
             return Err(refused(id, &plan));
         }
         if !resumed {
             self.service.transition(id, Event::Started(op)).await.map_err(estate_err)?;
         }
-        let sub = JobRequest { item: id.to_owned(), operation: op, request: Request::default(), plan };
+        let sub = JobRequest { item: id.to_owned(), operation: op, request, plan };
         let (bytes, steps) = self.item_steps(&job.id, &sub).await?;
         Ok(outcome(bytes, serde_json::json!({"item": id, "steps": steps})))
     }
@@ -700,15 +753,14 @@ impl Workflows<'_> {
         let mut bytes = 0u64;
         let mut steps = Vec::new();
         for t in sub.plan.tasks.clone() {
-            let started = std::time::Instant::now();
+            let (started, at) = (std::time::Instant::now(), (self.service.clock)());
             let o = self.exec_step(step_job, &sub, t.step).await.map_err(|mut f| {
                 f.error = format!("{id} at \u{201c}{}\u{201d}: {}", t.name, f.error);
                 f
             })?;
             bytes += o.bytes as u64;
-            steps.push(
-                serde_json::json!({"name": t.name, "bytes": o.bytes, "ms": started.elapsed().as_millis() as u64}),
-            );
+            let ms = started.elapsed().as_millis() as u64;
+            steps.push(serde_json::json!({"name": t.name, "bytes": o.bytes, "started_at": at, "ms": ms}));
         }
         let mut result = serde_json::json!({"item": id, "point": point, "steps": steps});
         if op == Operation::TestFailover {
@@ -904,8 +956,9 @@ impl Workflows<'_> {
                 let mut bytes = 0;
                 for r in &rec.replica_disks {
                     let rel = r.replace(".vmdk", "-failback.vmdk");
-                    bytes +=
-                        self.materialise(r, &point_id, &rel, "Free space on the datastore, then restart the job.")?;
+                    bytes += self
+                        .materialise(r, &point_id, &rel, "Free space on the datastore, then restart the job.")
+                        .await?;
                     out.push(rel);
                 }
                 self.update(id, |r, _| {
@@ -1162,8 +1215,9 @@ impl Workflows<'_> {
                 let mut bytes = 0;
                 for (i, c) in rec.cloud_disks.iter().enumerate() {
                     let rel = format!("recovery/{id}/failover-disk{i}.vhd");
-                    bytes +=
-                        self.materialise(c, &point_id, &rel, "Free space in the cloud folder, then restart the job.")?;
+                    bytes += self
+                        .materialise(c, &point_id, &rel, "Free space in the cloud folder, then restart the job.")
+                        .await?;
                     disks.push(rel);
                 }
                 if let Some(conn) = &rec.cloud_storage {

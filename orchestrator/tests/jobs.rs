@@ -223,6 +223,108 @@ async fn a_retryable_failure_is_tried_again_after_a_growing_backoff_up_to_the_at
     }
 }
 
+/// A recovery plan's engine in miniature: tasks named `gN …` belong to group N and run side by side with the rest
+/// of their group; a task of group 2 on its first attempt waits until its group's other task has started too, so
+/// running them one after the other times out.
+struct Grouped {
+    rec: Recorder,
+    together: tokio::sync::Barrier,
+}
+
+impl TaskExecutor for Grouped {
+    async fn run(&self, job: &Job, task: &Task) -> Result<TaskOutcome, TaskFailure> {
+        if task.name.starts_with("g2 ") && task.attempts == 0 {
+            let met = tokio::time::timeout(std::time::Duration::from_secs(5), self.together.wait()).await;
+            if met.is_err() {
+                return Err(TaskFailure::fatal(format!("{} ran alone", task.name), "Run the group together."));
+            }
+        }
+        self.rec.run(job, task).await
+    }
+
+    fn side_by_side(&self, _job: &Job, task: &Task) -> Option<String> {
+        task.name.split(' ').next().map(str::to_owned)
+    }
+
+    async fn run_together(&self, job: &Job, tasks: &[&Task]) -> Vec<Result<TaskOutcome, TaskFailure>> {
+        futures_util::future::join_all(tasks.iter().map(|t| guarded(job, t, self.run(job, t)))).await
+    }
+}
+
+#[tokio::test]
+async fn a_groups_tasks_run_side_by_side_and_only_the_failed_ones_run_again() {
+    for (s, _d) in stores().await {
+        s.create(new_job("j1", "web01", "k1", &["g1 a", "g2 b", "g2 c", "g3 d"])).await.unwrap();
+        let g = Grouped { rec: Recorder::default(), together: tokio::sync::Barrier::new(2) };
+        g.rec.flaky.borrow_mut().insert("g2 c".into(), 1);
+        // Group 2 runs together; c's retryable failure hands the job back, and b's success stays recorded.
+        let lease = s.claim("w1", LEASE).await.unwrap().unwrap();
+        assert_eq!(run_job(&s, &lease, &g, LEASE).await.unwrap(), JobState::InProgress);
+        let job = s.get("j1").await.unwrap();
+        let states: Vec<JobState> = job.tasks.iter().map(|t| t.state).collect();
+        use JobState::*;
+        assert_eq!(states, [Succeeded, Succeeded, NotStarted, NotStarted], "{:?}", job.tasks);
+        assert!(job.tasks[2].error.as_deref().unwrap().contains("attempt 1 of"), "{:?}", job.tasks[2].error);
+        // The next attempt runs only c, then group 3.
+        expire_lease(&s, "j1").await;
+        let lease = s.claim("w2", LEASE).await.unwrap().unwrap();
+        assert_eq!(run_job(&s, &lease, &g, LEASE).await.unwrap(), JobState::Succeeded);
+        let mut ran = g.rec.ran.borrow().clone();
+        ran[1..3].sort(); // side by side: in either order
+        assert_eq!(ran, ["j1:g1 a", "j1:g2 b", "j1:g2 c", "j1:g2 c", "j1:g3 d"]);
+
+        // A fatal failure in a group: its other tasks finish and are recorded, later groups never start.
+        s.create(new_job("j2", "db01", "k2", &["g2 e", "g2 f", "g3 h"])).await.unwrap();
+        let g = Grouped {
+            rec: Recorder { fail: vec!["g2 e".into()], ..Default::default() },
+            together: tokio::sync::Barrier::new(2),
+        };
+        let lease = s.claim("w1", LEASE).await.unwrap().unwrap();
+        assert_eq!(run_job(&s, &lease, &g, LEASE).await.unwrap(), JobState::Failed);
+        let job = s.get("j2").await.unwrap();
+        let states: Vec<JobState> = job.tasks.iter().map(|t| t.state).collect();
+        assert_eq!(states, [Failed, Succeeded, NotStarted], "{:?}", job.tasks);
+        assert!(job.error.as_deref().unwrap().contains("g2 e failed"), "{:?}", job.error);
+        assert!(!g.rec.ran.borrow().iter().any(|t| t.ends_with("g3 h")));
+    }
+}
+
+#[tokio::test]
+async fn an_items_initial_sync_progress_is_read_from_its_own_reprotect_or_its_plans() {
+    for (s, _d) in stores().await {
+        s.create(new_job("j1", "web01", "k1", &["initial replication"])).await.unwrap();
+        let plan = NewJob {
+            id: "p1".into(),
+            kind: "plan-reprotect".into(),
+            item_id: None,
+            plan_id: Some("plan-erp".into()),
+            request: "{}".into(),
+            idempotency_key: "k2".into(),
+            tasks: vec![
+                ("plan-item-reprotect/erp-db".into(), "Group 1: reprotect erp-db".into()),
+                ("plan-item-reprotect/erp-app".into(), "Group 2: reprotect erp-app".into()),
+            ],
+        };
+        s.create(plan).await.unwrap();
+        let mut leases = HashMap::new();
+        for _ in 0..2 {
+            let l = s.claim("w1", LEASE).await.unwrap().unwrap();
+            leases.insert(l.job_id.clone(), l);
+        }
+        for (job, seq, done) in [("j1", 0, 10), ("p1", 0, 30)] {
+            let lease = &leases[job];
+            s.start_task(lease, seq).await.unwrap();
+            s.task_progress(lease, &TaskProgress { seq, done, total: 100, sent: done }).await.unwrap();
+        }
+        let all = s.initial_sync_progress(None).await.unwrap();
+        assert_eq!(
+            (all.get("web01"), all.get("erp-db"), all.get("erp-app")),
+            (Some(&(10, 100)), Some(&(30, 100)), None)
+        );
+        assert_eq!(s.initial_sync_progress(Some("erp-db")).await.unwrap().len(), 1);
+    }
+}
+
 #[tokio::test]
 async fn a_panicking_step_fails_its_task_with_the_panic_message_and_releases_the_item() {
     for (s, _d) in stores().await {

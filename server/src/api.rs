@@ -868,11 +868,19 @@ struct PlanBody {
     network: Option<String>,
     /// Test failover cleanup: the notes for each drill's report.
     notes: Option<String>,
+    /// Reprotect: the process server, the master targets (each item takes the first that runs its operating
+    /// system), a datastore for items whose original VM is gone, and protection settings for every item.
+    process_server: Option<String>,
+    master_targets: Option<Vec<String>>,
+    datastore: Option<String>,
+    retention_min: Option<u32>,
+    app_consistent_every_min: Option<u32>,
+    rpo_threshold_min: Option<u32>,
     reason: Option<String>,
 }
 
-/// A plan-level operation: `failover`, `commit`, `cancel-failover`, `test-failover` or `cleanup-test-failover`;
-/// `?dry_run=true` previews it.
+/// A plan-level operation: `reprotect`, `failover`, `commit`, `cancel-failover`, `test-failover` or
+/// `cleanup-test-failover`; `?dry_run=true` previews it.
 async fn plan_action(
     State(s): State<Svc>,
     Extension(user): Extension<User>,
@@ -883,6 +891,7 @@ async fn plan_action(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let op = match action.as_str() {
+        "reprotect" => Operation::Reprotect,
         "failover" => Operation::Failover,
         "commit" => Operation::Commit,
         "cancel-failover" => Operation::CancelFailover,
@@ -890,7 +899,7 @@ async fn plan_action(
         "cleanup-test-failover" => Operation::CleanupTestFailover,
         other => {
             return Err(ApiError::NotFound(format!(
-                "no plan action {other:?}; use failover, commit, cancel-failover, test-failover or \
+                "no plan action {other:?}; use reprotect, failover, commit, cancel-failover, test-failover or \
                  cleanup-test-failover"
             )))
         }
@@ -902,8 +911,34 @@ async fn plan_action(
             "body: send point, e.g. {\"point\": {\"type\": \"latest-processed\"}}".into(),
         ));
     }
-    let what =
-        orchestrator::service::PlanAction { choice: b.point.unwrap_or_default(), network: b.network, notes: b.notes };
+    let reprotect = orchestrator::service::PlanReprotect {
+        process_server: b.process_server,
+        master_targets: b.master_targets.unwrap_or_default(),
+        datastore: b.datastore,
+        retention_min: b.retention_min,
+        app_consistent_every_min: b.app_consistent_every_min,
+        rpo_threshold_min: b.rpo_threshold_min,
+    };
+    // A field the action does not take is refused, not ignored.
+    let given = [
+        ("point", b.point.is_some(), matches!(op, Operation::Failover | Operation::TestFailover)),
+        ("network", b.network.is_some(), op == Operation::TestFailover),
+        ("notes", b.notes.is_some(), op == Operation::CleanupTestFailover),
+        (
+            "process_server, master_targets, datastore and the settings",
+            !reprotect.is_empty(),
+            op == Operation::Reprotect,
+        ),
+    ];
+    if let Some((field, _, _)) = given.iter().find(|(_, sent, takes)| *sent && !takes) {
+        return Err(ApiError::BadRequest(format!("body: {field}: not taken by the plan's {action}; leave it out")));
+    }
+    let what = orchestrator::service::PlanAction {
+        choice: b.point.unwrap_or_default(),
+        network: b.network,
+        notes: b.notes,
+        reprotect,
+    };
     if q.dry_run {
         let preview = s.plan_preview(&id, op, &what).await?;
         return Ok(Json(preview).into_response());
@@ -1255,6 +1290,12 @@ fn complete_openapi(mut doc: Value) -> Value {
             "/api/v1/plans/{id}/{action}" => object(
                 json!({"point": point.clone(), "network": text("test-failover: the isolated network"),
                        "notes": {"type": "string", "maxLength": 4000, "description": "cleanup-test-failover: for each drill's report"},
+                       "process_server": text("reprotect: the process server in Azure that sends every item's disks"),
+                       "master_targets": {"type": "array", "items": {"type": "string"}, "description": "reprotect: master targets on-premises; each item takes the first that runs its operating system (R-W1)"},
+                       "datastore": text("reprotect: for items whose original VM is gone, where the re-created VM's disks go"),
+                       "retention_min": {"type": "integer", "minimum": 1, "maximum": 43200, "description": "reprotect: minutes every item's recovery points are kept"},
+                       "app_consistent_every_min": {"type": "integer", "minimum": 1, "maximum": 720, "description": "reprotect: every item's app-consistent frequency"},
+                       "rpo_threshold_min": {"type": "integer", "minimum": 1, "maximum": 1440, "description": "reprotect: every item's RPO threshold"},
                        "reason": text("Why, for the audit log")}),
                 &[],
             ),
@@ -1336,9 +1377,14 @@ fn complete_openapi(mut doc: Value) -> Value {
                 "keep-on-premises-copy",
             ]),
             "/api/v1/jobs/{id}/{action}" => Some(vec!["cancel", "restart", "resume"]),
-            "/api/v1/plans/{id}/{action}" => {
-                Some(vec!["failover", "commit", "cancel-failover", "test-failover", "cleanup-test-failover"])
-            }
+            "/api/v1/plans/{id}/{action}" => Some(vec![
+                "reprotect",
+                "failover",
+                "commit",
+                "cancel-failover",
+                "test-failover",
+                "cleanup-test-failover",
+            ]),
             "/api/v1/accounts/{name}/{action}" => Some(vec!["role", "disable", "enable", "revoke"]),
             _ => None,
         }
@@ -1425,7 +1471,7 @@ fn openapi_paths() -> Value {
                     "requestBody": {"required": true, "content": {"application/json": {"schema": plan_spec}}},
                     "responses": {"200": {"description": "{plan}"}, "400": {"description": "Malformed or unknown field"}, "403": {"description": "Not an Operator"}, "404": {"description": "Unknown plan", "content": {"application/json": {"schema": err}}}, "422": {"description": "The plan does not hold, or one of its jobs runs", "content": {"application/json": {"schema": err}}}}},
                 "delete": {"summary": "Remove a recovery plan (Operator); its items and jobs stay", "responses": {"200": {"description": "{removed}"}, "403": {"description": "Not an Operator"}, "404": {"description": "Unknown plan", "content": {"application/json": {"schema": err}}}, "422": {"description": "One of its jobs runs", "content": {"application/json": {"schema": err}}}}}},
-            "/api/v1/plans/{id}/{action}": path("failover: fail a recovery plan over, group by group (body: {point: {type: latest-processed | latest-app-consistent}}) | commit: commit every item, group by group | cancel-failover: cancel every item's failback, group by group | test-failover: a drill of every item, group by group, on an isolated network (body: {network, point?}; a Drill operator may) | cleanup-test-failover: remove the plan's test VMs (body: {notes?}); ?dry_run=true returns the preview: groups in order, each item's point, data loss, checks and tasks", "post"),
+            "/api/v1/plans/{id}/{action}": path("reprotect: reprotect every item to on-premises, a group's items side by side (body: {process_server, master_targets: [..], datastore?, retention_min?, app_consistent_every_min?, rpo_threshold_min?}) | failover: fail a recovery plan over, group by group (body: {point: {type: latest-processed | latest-app-consistent}}) | commit: commit every item, group by group | cancel-failover: cancel every item's failback, group by group | test-failover: a drill of every item, group by group, on an isolated network (body: {network, point?}; a Drill operator may) | cleanup-test-failover: remove the plan's test VMs (body: {notes?}); ?dry_run=true returns the preview: groups in order, each item's point, data loss, checks and tasks", "post"),
             "/api/v1/jobs": path("List jobs (filters: item, state, kind)", "get"),
             "/api/v1/jobs/{id}": path("A job with its tasks and allowed actions", "get"),
             "/api/v1/jobs/{id}/{action}": path("cancel | restart | resume", "post"),

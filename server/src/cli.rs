@@ -75,6 +75,9 @@ pub enum Command {
     /// Recovery plans, through the API: list them; create, edit or remove one (Operator).
     #[command(subcommand)]
     Plans(crate::client::PlansCommand),
+    /// Reprotect a recovery plan to on-premises, a group's items side by side, group after group: each item takes
+    /// the first --master-target that runs its operating system; --dry-run shows each one's choice and data to move.
+    PlanReprotect(crate::client::PlanReprotectArgs),
     /// Fail a recovery plan back, group after group; --dry-run shows each item's point and checks.
     PlanFailover(crate::client::PlanArgs),
     /// A drill of a whole recovery plan: each item's test VM from its point, group after group, on an isolated

@@ -640,6 +640,57 @@ pub struct PlanCleanupArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PlanReprotectArgs {
+    /// The recovery plan's id (`GET /api/v1/plans` lists them).
+    pub plan: String,
+    #[command(flatten)]
+    pub server: Server,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The process server in the cloud that sends every item's disks.
+    #[arg(long)]
+    pub process_server: String,
+    /// A master target on-premises; give one per operating system the plan's VMs run (Windows, Linux). Each item
+    /// takes the first given that runs its own.
+    #[arg(long = "master-target", required = true)]
+    pub master_targets: Vec<String>,
+    /// For items whose original VM is gone: the datastore their re-created VM's disks go to.
+    #[arg(long)]
+    pub datastore: Option<String>,
+    /// Protection settings for every item, in minutes (each keeps its own where one is left out).
+    #[arg(long)]
+    pub retention_min: Option<u32>,
+    #[arg(long)]
+    pub app_consistent_every_min: Option<u32>,
+    #[arg(long)]
+    pub rpo_threshold_min: Option<u32>,
+    /// Why: recorded in the audit log.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+pub async fn plan_reprotect(a: &PlanReprotectArgs) -> Result<(), Failure> {
+    let mut body = json!({"process_server": a.process_server, "master_targets": a.master_targets});
+    for (field, value) in [
+        ("retention_min", a.retention_min),
+        ("app_consistent_every_min", a.app_consistent_every_min),
+        ("rpo_threshold_min", a.rpo_threshold_min),
+    ] {
+        if let Some(v) = value {
+            body[field] = json!(v);
+        }
+    }
+    if let Some(d) = &a.datastore {
+        body["datastore"] = json!(d);
+    }
+    if let Some(r) = &a.reason {
+        body["reason"] = json!(r);
+    }
+    let url = format!("{}/plans/{}/reprotect", base(&a.server), urlencoding(&a.plan));
+    Run { server: &a.server, args: &a.run }.post(&url, body, print_plan_preview).await
+}
+
+#[derive(Debug, Args)]
 pub struct PlanOpArgs {
     /// The recovery plan's id (`GET /api/v1/plans` lists them).
     pub plan: String,
@@ -735,11 +786,20 @@ fn print_plan_preview(v: &Value) {
     for (g, group) in v["groups"].as_array().into_iter().flatten().enumerate() {
         println!("  group {}:", g + 1);
         for it in group.as_array().into_iter().flatten() {
+            let verdict = if it["allowed"] == true { "ok" } else { "REFUSED" };
+            let name = it["name"].as_str().unwrap_or("");
+            if let Some(mt) = it["master_target"].as_str() {
+                // A reprotect: where each item goes and what crosses the link.
+                let (location, transfer) =
+                    (it["location"].as_str().unwrap_or("?"), it["transfer"].as_str().unwrap_or("?"));
+                let mib = it["bytes_to_move"].as_u64().unwrap_or(0).div_ceil(1 << 20);
+                println!("    {name} through {mt}, {location} location, {transfer} copy of {mib} MiB: {verdict}");
+                continue;
+            }
             let point = it["point"]["id"].as_str().unwrap_or("no point");
             let loss =
                 it["data_loss_ms"].as_u64().map_or(String::new(), |ms| format!(", {} s of writes lost", ms / 1000));
-            let verdict = if it["allowed"] == true { "ok" } else { "REFUSED" };
-            println!("    {} at {point}{loss}: {verdict}", it["name"].as_str().unwrap_or(""));
+            println!("    {name} at {point}{loss}: {verdict}");
         }
     }
 }

@@ -93,6 +93,7 @@ fn run_client(cmd: cli::Command) -> ExitCode {
             cli::Command::PlanFailover(a) => client::plan_failover(a).await,
             cli::Command::PlanTestFailover(a) => client::plan_test_failover(a).await,
             cli::Command::PlanCleanupTestFailover(a) => client::plan_cleanup_test_failover(a).await,
+            cli::Command::PlanReprotect(a) => client::plan_reprotect(a).await,
             cli::Command::PlanCommit(a) => client::plan_op(a, "commit").await,
             cli::Command::PlanCancelFailover(a) => client::plan_op(a, "cancel-failover").await,
             cli::Command::Jobs { id, wait, server } => client::jobs(server, id.as_deref(), *wait).await,
