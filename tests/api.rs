@@ -204,8 +204,14 @@ async fn the_article_over_the_rest_api_with_refusals_explained() {
     assert_eq!((status, err["rule"].as_str()), (409, Some("R-RP3")), "{err}");
     // The plan reprotects as a whole (issue 12 §3): each item takes the listed master target that runs its
     // operating system; a field the action does not take is refused, not ignored.
+    // The plan's own protection settings (issue 12 §5) reach every item its reprotect protects, under those the
+    // reprotect itself is given.
+    let shape = json!({"name": "ERP failback", "groups": [["erp-db"], ["erp-app", "erp-web"]],
+        "protection": {"retention_min": 180, "rpo_threshold_min": 20}});
+    let r = api.http.put(format!("{}plans/plan-erp", api.base)).json(&shape).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
     let rp = json!({"process_server": "ps-azure-01", "master_targets": ["mt-win-01", "mt-linux-01"],
-        "retention_min": 180});
+        "rpo_threshold_min": 30});
     let (status, err, _) = api
         .post(
             "plans/plan-erp/failover",
@@ -246,7 +252,8 @@ async fn the_article_over_the_rest_api_with_refusals_explained() {
     for item in ["erp-db", "erp-app", "erp-web"] {
         let (_, it) = api.get(&format!("items/{item}")).await;
         assert_eq!(it["item"]["state"], "protected-to-primary", "{it}");
-        assert_eq!(it["item"]["protection"]["retention_min"], 180, "the plan's settings reach every item: {it}");
+        let p = &it["item"]["protection"];
+        assert_eq!((&p["retention_min"], &p["rpo_threshold_min"]), (&json!(180), &json!(30)), "{it}");
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     let plan_job = loop {
@@ -1995,7 +2002,8 @@ async fn recovery_plans_are_created_edited_and_removed_with_every_problem_named(
     assert_eq!((status, v["plan"]["groups"][1][1].as_str()), (200, Some("lin01")), "{v}");
 
     // Every problem at once, each saying what to enter.
-    let bad = json!({"name": "erp FAILBACK", "groups": [["web01", "web01"], [], ["nope", "erp-db"]]});
+    let bad = json!({"name": "erp FAILBACK", "groups": [["web01", "web01"], [], ["nope", "erp-db"]],
+        "protection": {"retention_min": 0}});
     let (status, err, _) = api.post("plans", &bad.to_string(), None).await;
     assert_eq!(status, 422, "{err}");
     let m = err["message"].as_str().unwrap();
@@ -2005,6 +2013,7 @@ async fn recovery_plans_are_created_edited_and_removed_with_every_problem_named(
         "web01 is in the plan twice",
         "no replicated item nope",
         "replication group rg-erp fails over to one shared point: add all its items (erp-db, erp-app, erp-web)",
+        "the plan's protection settings: the retention is 0 minutes; enter 1 to 43200",
     ] {
         assert!(m.contains(want), "{want:?} in {m}");
     }

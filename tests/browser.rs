@@ -1170,6 +1170,8 @@ async fn a_recovery_plan_is_created_edited_and_removed_in_the_portal() {
     click(&c, r#"#plan-editor li[data-item="app02"] button[aria-label="Move app02 to the group before"]"#).await;
     let groups = live_text(&c, r#"#plan-editor [data-testid="plan-groups"]"#).await;
     assert!(groups.contains("Group 2"), "{groups}");
+    // The plan's protection settings, which its reprotect gives every item (issue 12 §5).
+    type_into(&c, r#"#plan-editor input[name="retention_min"]"#, "240").await;
     shot(&c, "plan-editor-light").await;
     click(&c, r#"#plan-editor [data-testid="save-plan"]"#).await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -1179,6 +1181,7 @@ async fn a_recovery_plan_is_created_edited_and_removed_in_the_portal() {
     }
     let v = api(&portal, "GET", "plans/plan-web-tier", Value::Null).await;
     assert_eq!(v["plan"]["groups"], json!([["web01", "app02"], ["lin01"]]), "{v}");
+    assert_eq!(v["plan"]["protection"]["retention_min"], 240, "{v}");
     let shown = text(&c, "ol.groups").await;
     assert!(shown.contains("Group 2") && shown.contains("lin01"), "{shown}");
     click(&c, r#"[data-testid="remove-plan"]"#).await;

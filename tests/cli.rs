@@ -319,12 +319,17 @@ fn the_cli_runs_a_drill_and_prints_its_report() {
     assert_eq!(code, 3, "{err}");
 
     // Plans shaped from the command line.
-    let (code, out, err) = hw(&portal, &["plans", "create", "Linux", "--group", "lin01", "--group", "web01, app02"]);
+    let create = ["plans", "create", "Linux", "--group", "lin01", "--group", "web01, app02", "--retention-min", "240"];
+    let (code, out, err) = hw(&portal, &create);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("plan-linux") && out.contains("lin01 → web01, app02"), "{out}");
-    let (code, out, err) = hw(&portal, &["plans", "edit", "plan-linux", "--group", "lin01,web01"]);
+    assert!(out.contains("reprotect defaults: retention 240 min"), "{out}");
+    // An edit keeps the settings it is not given.
+    let (code, out, err) =
+        hw(&portal, &["plans", "edit", "plan-linux", "--group", "lin01,web01", "--rpo-threshold-min", "20"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Linux") && out.contains("lin01, web01"), "{out}");
+    assert!(out.contains("retention 240 min, rpo threshold 20 min"), "{out}");
     let (code, _, err) = hw(&portal, &["plans", "edit", "plan-linux", "--group", "lin01,lin01"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("lin01 is in the plan twice"), "{err}");

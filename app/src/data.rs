@@ -757,7 +757,22 @@ async fn plan_row(
             .collect();
     }
     let reprotect = PlanReprotectOptions::default();
-    Ok(PlanRow { id: p.id, name: p.name, groups, choices, jobs, networks: Vec::new(), drilled: 0, reprotect })
+    let protection = PlanProtection {
+        retention_min: p.protection.retention_min,
+        app_consistent_every_min: p.protection.app_consistent_every_min,
+        rpo_threshold_min: p.protection.rpo_threshold_min,
+    };
+    Ok(PlanRow {
+        id: p.id,
+        name: p.name,
+        groups,
+        choices,
+        jobs,
+        networks: Vec::new(),
+        drilled: 0,
+        reprotect,
+        protection,
+    })
 }
 
 #[server(endpoint = "portal/infrastructure", input = leptos::server_fn::codec::GetUrl)]

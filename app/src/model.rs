@@ -478,6 +478,31 @@ pub struct PlanRow {
     /// What the plan's reprotect offers (the plan page only).
     #[serde(default)]
     pub reprotect: PlanReprotectOptions,
+    /// What the plan's reprotect gives each item (minutes; none: the item's own).
+    #[serde(default)]
+    pub protection: PlanProtection,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlanProtection {
+    pub retention_min: Option<u32>,
+    pub app_consistent_every_min: Option<u32>,
+    pub rpo_threshold_min: Option<u32>,
+}
+
+impl PlanProtection {
+    /// The settings chosen, in words ("" when none is).
+    pub fn words(&self) -> String {
+        [
+            ("recovery points kept", self.retention_min),
+            ("an app-consistent point every", self.app_consistent_every_min),
+            ("RPO threshold", self.rpo_threshold_min),
+        ]
+        .iter()
+        .filter_map(|(what, v)| v.map(|m| format!("{what} {m} min")))
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
 }
 
 /// What a plan's reprotect offers: master targets of each operating system, the cloud's process servers, and

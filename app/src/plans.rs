@@ -119,6 +119,10 @@ pub(crate) fn PlanReprotect(plan: PlanRow, may: bool, denied: String) -> impl In
             {crate::item::select("Master target for Linux VMs", "master_target_linux", opts.linux_master_targets, linux)}
             {crate::item::select("Process server (in Azure)", "process_server", opts.process_servers, ps)}
             {crate::item::select("Datastore (only for items whose original VM is gone)", "datastore", opts.datastores, ds)}
+            <p class="muted" data-testid="plan-protection-words">{match plan.protection.words() {
+                w if w.is_empty() => "Protection settings: each item keeps its own (the plan sets none; Edit… sets them).".to_owned(),
+                w => format!("Protection settings the plan gives every item: {w}."),
+            }}</p>
             {crate::item::reason_field(reason)}
             <div class="actions">
                 <button type="button" data-testid="review" disabled=move || preview.pending().get()
@@ -178,15 +182,26 @@ pub async fn plan_items() -> Result<Vec<(String, String)>, PortalError> {
     Ok(rows.iter().map(|r| (r.id.clone(), r.name.clone())).collect())
 }
 
-/// Creates a plan (`id` empty) or replaces plan `id`'s name and groups (Operator); returns the plan's id.
+/// Creates a plan (`id` empty) or replaces plan `id`'s name, groups and protection settings (Operator); returns the
+/// plan's id.
 #[server(endpoint = "portal/plan-save", input = leptos::server_fn::codec::Json)]
-pub async fn save_plan(id: String, name: String, groups: Vec<Vec<String>>) -> Result<String, PortalError> {
+pub async fn save_plan(
+    id: String,
+    name: String,
+    groups: Vec<Vec<String>>,
+    protection: PlanProtection,
+) -> Result<String, PortalError> {
     use crate::actions::server;
     use orchestrator::acting::Actor;
     use orchestrator::lifecycle::Operation;
     let user = server::signed_in()?;
     let c = server::service_ctx()?;
-    let spec = orchestrator::plans::PlanSpec { name, groups };
+    let protection = orchestrator::domain::ProtectionSettings {
+        retention_min: protection.retention_min,
+        app_consistent_every_min: protection.app_consistent_every_min,
+        rpo_threshold_min: protection.rpo_threshold_min,
+    };
+    let spec = orchestrator::plans::PlanSpec { name, groups, protection };
     let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
     let existing = (!id.is_empty()).then_some(id.as_str());
     let (action, target) =
@@ -232,6 +247,10 @@ pub(crate) fn PlanEditor(
         None => vec![Vec::new()],
     };
     let groups = RwSignal::new(start);
+    let chosen = plan.as_ref().map(|p| p.protection).unwrap_or_default();
+    let retention = RwSignal::new(chosen.retention_min);
+    let app = RwSignal::new(chosen.app_consistent_every_min);
+    let rpo = RwSignal::new(chosen.rpo_threshold_min);
     // Each group's "add an item" choice, set back to "choose…" once the item is added (the list is rebuilt in place,
     // and a select keeps its selected position otherwise). At most 7 groups.
     let picks: [RwSignal<String>; 7] = std::array::from_fn(|_| RwSignal::new(String::new()));
@@ -303,16 +322,36 @@ pub(crate) fn PlanEditor(
             </Suspense>
             <button type="button" data-testid="add-group" disabled=move || groups.with(|gs| gs.len() >= 7)
                 on:click=move |_| groups.update(|gs| gs.push(Vec::new()))>"Add a group"</button>
-            <p class="muted">"Groups run in order: a group starts when the previous one has finished. At most 7 groups; each item once; a replication group's items together."</p>
+            <p class="muted">"Groups run in order: a group starts when the previous one has finished, and a group's items run side by side. At most 7 groups; each item once; a replication group's items together."</p>
+            <fieldset data-testid="plan-protection">
+                <legend>"Protection the plan's reprotect gives each item (minutes; empty: the item's own)"</legend>
+                {plan_minutes("Keep recovery points for", "retention_min", retention)}
+                {plan_minutes("Take an app-consistent point every", "app_consistent_every_min", app)}
+                {plan_minutes("Alert when the RPO passes", "rpo_threshold_min", rpo)}
+            </fieldset>
             {move || save.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
             <div class="actions">
                 <button type="button" on:click=move |_| open.set(false)>"Cancel"</button>
                 <button type="button" class="primary" data-testid="save-plan" disabled=move || name.get().trim().is_empty() || save.pending().get()
-                    on:click=move |_| { save.dispatch(SavePlan { id: id.clone(), name: name.get(), groups: groups.get() }); }>
+                    on:click=move |_| {
+                        let protection = PlanProtection { retention_min: retention.get(), app_consistent_every_min: app.get(), rpo_threshold_min: rpo.get() };
+                        save.dispatch(SavePlan { id: id.clone(), name: name.get(), groups: groups.get(), protection });
+                    }>
                     {move || if save.pending().get() { "Saving…" } else { "Save the plan" }}
                 </button>
             </div>
         </Modal>
+    }
+}
+
+/// A minutes field of the plan's protection settings; empty is none.
+fn plan_minutes(label: &'static str, name: &'static str, value: RwSignal<Option<u32>>) -> impl IntoView {
+    view! {
+        <label class="block">{label}
+            <input type="number" min="1" name=name placeholder="the item's own"
+                prop:value=move || value.get().map(|v| v.to_string()).unwrap_or_default()
+                on:input=move |ev| value.set(event_target_value(&ev).trim().parse().ok())/>
+        </label>
     }
 }
 

@@ -252,6 +252,7 @@ pub fn seed(estate: &Estate) -> Result<EstateDoc, EstateError> {
             id: "plan-erp".into(),
             name: "ERP failback".into(),
             groups: vec![vec!["erp-db".into()], vec!["erp-app".into(), "erp-web".into()]],
+            protection: Default::default(),
         }],
         // Agents take a few minutes to register after a failback boots the VM (R-A1).
         faults: Faults { agent_registration_delay_min: 5 },
@@ -350,5 +351,6 @@ pub fn add_fleet_plan(doc: &mut EstateDoc) {
         id: "plan-fleet".into(),
         name: format!("Fleet failback ({} items)", ids.len()),
         groups: ids.chunks(50).map(<[String]>::to_vec).collect(),
+        protection: Default::default(),
     });
 }

@@ -48,6 +48,9 @@ pub struct RecoveryPlan {
     pub name: String,
     /// Ordered groups of item ids: a group starts when the previous one has finished.
     pub groups: Vec<Vec<String>>,
+    /// What the plan's reprotect gives each item unless it is given its own settings.
+    #[serde(default)]
+    pub protection: crate::domain::ProtectionSettings,
 }
 
 /// Fault knobs for tests and demos.
@@ -255,6 +258,7 @@ struct PlanRow {
     id: String,
     name: String,
     groups: String,
+    protection: String,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, EstateError> {
@@ -274,9 +278,10 @@ async fn read(conn: &mut sqlx::AnyConnection) -> Result<EstateDoc, EstateError> 
             .ok_or(EstateError::Missing)?;
     let items: Vec<ItemRow> =
         sqlx::query_as("select id, record from estate_items order by position, id").fetch_all(&mut *conn).await?;
-    let plans: Vec<PlanRow> = sqlx::query_as("select id, name, groups from recovery_plans order by position, id")
-        .fetch_all(&mut *conn)
-        .await?;
+    let plans: Vec<PlanRow> =
+        sqlx::query_as("select id, name, groups, protection from recovery_plans order by position, id")
+            .fetch_all(&mut *conn)
+            .await?;
     Ok(EstateDoc {
         inventory: decode("inventory", &settings.inventory)?,
         faults: decode("fault knobs", &settings.faults)?,
@@ -284,7 +289,14 @@ async fn read(conn: &mut sqlx::AnyConnection) -> Result<EstateDoc, EstateError> 
         items: items.iter().map(|r| decode(&format!("item {}", r.id), &r.record)).collect::<Result<_, _>>()?,
         plans: plans
             .into_iter()
-            .map(|p| Ok(RecoveryPlan { groups: decode(&format!("plan {}", p.id), &p.groups)?, id: p.id, name: p.name }))
+            .map(|p| {
+                Ok(RecoveryPlan {
+                    groups: decode(&format!("plan {}", p.id), &p.groups)?,
+                    protection: decode(&format!("plan {}'s protection", p.id), &p.protection)?,
+                    id: p.id,
+                    name: p.name,
+                })
+            })
             .collect::<Result<_, EstateError>>()?,
     })
 }
@@ -347,13 +359,16 @@ async fn write(
     if before.map(|b| &b.plans) != Some(&after.plans) {
         sqlx::query("delete from recovery_plans").execute(&mut *conn).await?;
         for (position, p) in after.plans.iter().enumerate() {
-            sqlx::query("insert into recovery_plans (id, position, name, groups) values ($1, $2, $3, $4)")
-                .bind(&p.id)
-                .bind(position as i64)
-                .bind(&p.name)
-                .bind(encode(&p.groups))
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "insert into recovery_plans (id, position, name, groups, protection) values ($1, $2, $3, $4, $5)",
+            )
+            .bind(&p.id)
+            .bind(position as i64)
+            .bind(&p.name)
+            .bind(encode(&p.groups))
+            .bind(encode(&p.protection))
+            .execute(&mut *conn)
+            .await?;
         }
     }
     Ok(())

@@ -11,19 +11,32 @@ use crate::service::{Service, ServiceError};
 pub const MAX_GROUPS: usize = 7;
 const MAX_NAME: usize = 100;
 
-/// A plan as entered: its name and its groups of item ids, in order.
+/// A plan as entered: its name, its groups of item ids in order, and the protection settings its reprotect gives
+/// each item unless given others.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanSpec {
     pub name: String,
     pub groups: Vec<Vec<String>>,
+    #[serde(default)]
+    pub protection: crate::domain::ProtectionSettings,
 }
 
 impl PlanSpec {
-    /// The plan in words, for the audit log: "ERP: erp-db → erp-app, erp-web".
+    /// The plan in words, for the audit log: "ERP: erp-db → erp-app, erp-web (retention 180 min)".
     pub fn words(&self) -> String {
         let groups: Vec<String> = self.groups.iter().map(|g| g.join(", ")).collect();
-        format!("{}: {}", self.name.trim(), groups.join(" → "))
+        let p = &self.protection;
+        let settings: Vec<String> = [
+            ("retention", p.retention_min),
+            ("app-consistent every", p.app_consistent_every_min),
+            ("RPO threshold", p.rpo_threshold_min),
+        ]
+        .iter()
+        .filter_map(|(what, v)| v.map(|m| format!("{what} {m} min")))
+        .collect();
+        let settings = if settings.is_empty() { String::new() } else { format!(" ({})", settings.join(", ")) };
+        format!("{}: {}{settings}", self.name.trim(), groups.join(" → "))
     }
 }
 
@@ -59,6 +72,7 @@ pub fn problems(spec: &PlanSpec, doc: &EstateDoc, id: Option<&str>) -> Vec<Strin
             out.push(format!("there is no replicated item {id}"));
         }
     }
+    out.extend(spec.protection.problems().into_iter().map(|p| format!("the plan's protection settings: {p}")));
     // A replication group fails over to one shared point (R-RP2): all its members are in the plan (in any groups).
     let mut groups: Vec<&str> = Vec::new();
     for rec in &doc.items {
@@ -147,6 +161,7 @@ impl Service {
                     id: id.map_or_else(|| new_id(&spec.name, doc), str::to_owned),
                     name: spec.name.trim().to_owned(),
                     groups: spec.groups.clone(),
+                    protection: spec.protection,
                 };
                 match doc.plans.iter_mut().find(|p| p.id == plan.id) {
                     Some(p) => *p = plan.clone(),

@@ -121,17 +121,22 @@ pub struct PlanReprotect {
 
 impl PlanReprotect {
     /// One item's reprotect request: the first listed master target that runs the item's operating system, or the
-    /// first listed (whose refusal then names R-W1 and what to choose).
-    pub fn request_for(&self, item: &ReplicatedItem, inv: &crate::domain::Inventory) -> Request {
+    /// first listed (whose refusal then names R-W1 and what to choose); the settings given, else the plan's.
+    pub fn request_for(
+        &self,
+        item: &ReplicatedItem,
+        inv: &crate::domain::Inventory,
+        plan_defaults: &ProtectionSettings,
+    ) -> Request {
         let fits = |m: &&String| inv.master_target(m).is_some_and(|mt| mt.os == item.os.family);
         let master_target = self.master_targets.iter().find(fits).or(self.master_targets.first()).cloned();
         Request {
             master_target,
             process_server: self.process_server.clone(),
             datastore: self.datastore.clone(),
-            retention_min: self.retention_min,
-            app_consistent_every_min: self.app_consistent_every_min,
-            rpo_threshold_min: self.rpo_threshold_min,
+            retention_min: self.retention_min.or(plan_defaults.retention_min),
+            app_consistent_every_min: self.app_consistent_every_min.or(plan_defaults.app_consistent_every_min),
+            rpo_threshold_min: self.rpo_threshold_min.or(plan_defaults.rpo_threshold_min),
             ..Request::default()
         }
     }
@@ -486,7 +491,7 @@ impl Service {
         let mut previews = std::collections::HashMap::new();
         for item in &items {
             let point = chosen.as_ref().and_then(|c| c.iter().find(|(i, _)| i == &item.id)).map(|(_, p)| p);
-            let req = self.plan_item_request(op, what, item, &doc.inventory, point);
+            let req = self.plan_item_request(op, what, plan, item, &doc.inventory, point);
             let ctx = self.context(&item.id).await?;
             // A reprotect quotes what crosses the link for each item, as its own dry run does.
             let est = match doc.items.iter().find(|r| r.item.id == item.id) {
@@ -532,12 +537,13 @@ impl Service {
         &self,
         op: Operation,
         what: &PlanAction,
+        plan: &crate::estate::RecoveryPlan,
         item: &ReplicatedItem,
         inv: &crate::domain::Inventory,
         point: Option<&RecoveryPoint>,
     ) -> Request {
         if op == Operation::Reprotect {
-            return what.reprotect.request_for(item, inv);
+            return what.reprotect.request_for(item, inv, &plan.protection);
         }
         Request {
             point: point.map(|p| PointChoice::Specific(p.id.clone())),
@@ -587,7 +593,8 @@ impl Service {
                 let pid = it.point.as_ref().map(|p| p.id.clone()).unwrap_or_default();
                 if let Some(doc) = &doc {
                     let item = self.estate.view(doc, &it.item, (self.clock)())?;
-                    requests.insert(it.item.clone(), what.reprotect.request_for(&item, &doc.inventory));
+                    let defaults = doc.plans.iter().find(|p| p.id == plan_id).map(|p| p.protection).unwrap_or_default();
+                    requests.insert(it.item.clone(), what.reprotect.request_for(&item, &doc.inventory, &defaults));
                 }
                 let name = match op {
                     Operation::Reprotect => format!(

@@ -822,7 +822,8 @@ async fn get_plan(State(s): State<Svc>, Path(id): Path<String>) -> Result<Json<V
     Ok(Json(json!({ "plan": plan })))
 }
 
-/// A new recovery plan (Operator): `{"name", "groups": [["item", …], …]}`, checked whole (422 with every problem).
+/// A new recovery plan (Operator): `{"name", "groups": [["item", …], …], "protection"?}`, checked whole (422 with
+/// every problem).
 async fn create_plan(
     State(s): State<Svc>,
     Extension(user): Extension<User>,
@@ -835,7 +836,7 @@ async fn create_plan(
     Ok((StatusCode::CREATED, Json(json!({ "plan": plan }))).into_response())
 }
 
-/// Replaces a plan's name and groups (Operator); refused while one of its jobs runs.
+/// Replaces a plan's name, groups and protection settings (Operator); refused while one of its jobs runs.
 async fn update_plan(
     State(s): State<Svc>,
     Extension(user): Extension<User>,
@@ -1431,7 +1432,11 @@ fn openapi_paths() -> Value {
     let err = json!({"$ref": "#/components/schemas/Error"});
     let plan_spec = json!({"type": "object", "additionalProperties": false, "required": ["name", "groups"], "properties": {
         "name": {"type": "string", "minLength": 1, "maxLength": 100},
-        "groups": {"type": "array", "minItems": 1, "maxItems": 7, "items": {"type": "array", "minItems": 1, "items": {"type": "string"}}}}});
+        "groups": {"type": "array", "minItems": 1, "maxItems": 7, "items": {"type": "array", "minItems": 1, "items": {"type": "string"}}},
+        "protection": {"type": "object", "additionalProperties": false, "description": "What the plan's reprotect gives each item unless it is given its own (minutes; absent: the vault's default)", "properties": {
+            "retention_min": {"type": "integer", "minimum": 1, "maximum": 43200, "nullable": true},
+            "app_consistent_every_min": {"type": "integer", "minimum": 1, "maximum": 720, "nullable": true},
+            "rpo_threshold_min": {"type": "integer", "minimum": 1, "maximum": 1440, "nullable": true}}}}});
     let path = |summary: &str, method: &str| json!({ method: {"summary": summary, "responses": {"200": {"description": "OK"}, "404": {"description": "Unknown id", "content": {"application/json": {"schema": err}}}}}});
     json!({
         "openapi": "3.0.3",

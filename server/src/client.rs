@@ -165,15 +165,19 @@ pub enum PlansCommand {
         #[arg(long = "group", value_name = "ITEM,ITEM…", required = true)]
         groups: Vec<String>,
         #[command(flatten)]
+        protection: PlanProtectionArgs,
+        #[command(flatten)]
         server: Server,
     },
-    /// Replace a plan's groups (and its name with --name) (Operator).
+    /// Replace a plan's groups (and its name with --name, its protection settings with theirs) (Operator).
     Edit {
         id: String,
         #[arg(long)]
         name: Option<String>,
         #[arg(long = "group", value_name = "ITEM,ITEM…", required = true)]
         groups: Vec<String>,
+        #[command(flatten)]
+        protection: PlanProtectionArgs,
         #[command(flatten)]
         server: Server,
     },
@@ -183,6 +187,35 @@ pub enum PlansCommand {
         #[command(flatten)]
         server: Server,
     },
+}
+
+/// What a plan's reprotect gives each item unless it is given its own (minutes; left out: the vault's default, or
+/// on edit the plan's current one).
+#[derive(Debug, Args)]
+pub struct PlanProtectionArgs {
+    #[arg(long)]
+    pub retention_min: Option<u32>,
+    #[arg(long)]
+    pub app_consistent_every_min: Option<u32>,
+    #[arg(long)]
+    pub rpo_threshold_min: Option<u32>,
+}
+
+impl PlanProtectionArgs {
+    /// The settings as JSON, each given one over `current`'s.
+    fn over(&self, current: &Value) -> Value {
+        let mut out = json!({});
+        for (field, given) in [
+            ("retention_min", self.retention_min),
+            ("app_consistent_every_min", self.app_consistent_every_min),
+            ("rpo_threshold_min", self.rpo_threshold_min),
+        ] {
+            if let Some(v) = given.map(Value::from).or_else(|| current.get(field).filter(|v| !v.is_null()).cloned()) {
+                out[field] = v;
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -523,6 +556,13 @@ fn print_recovery_plan(p: &Value) {
         .map(|g| g.as_array().into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
         .collect();
     println!("{:<20} {:<24} {}", p["id"].as_str().unwrap_or(""), p["name"].as_str().unwrap_or(""), groups.join(" → "));
+    let settings: Vec<String> = ["retention_min", "app_consistent_every_min", "rpo_threshold_min"]
+        .iter()
+        .filter_map(|f| p["protection"][f].as_u64().map(|v| format!("{} {v} min", f.trim_end_matches("_min"))))
+        .collect();
+    if !settings.is_empty() {
+        println!("{:<20} reprotect defaults: {}", "", settings.join(", ").replace('_', " "));
+    }
 }
 
 pub async fn plans(cmd: &PlansCommand) -> Result<(), Failure> {
@@ -543,20 +583,16 @@ pub async fn plans(cmd: &PlansCommand) -> Result<(), Failure> {
             }
             return Ok(());
         }
-        PlansCommand::Create { name, groups, server } => {
-            let body = json!({"name": name, "groups": split(groups)});
+        PlansCommand::Create { name, groups, protection, server } => {
+            let body = json!({"name": name, "groups": split(groups), "protection": protection.over(&Value::Null)});
             (server, call(server, reqwest::Method::POST, &format!("{}/plans", base(server)), Some(body), None).await?.1)
         }
-        PlansCommand::Edit { id, name, groups, server } => {
+        PlansCommand::Edit { id, name, groups, protection, server } => {
             let url = format!("{}/plans/{}", base(server), urlencoding(id));
-            let name = match name {
-                Some(n) => n.clone(),
-                None => call(server, reqwest::Method::GET, &url, None, None).await?.1["plan"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            };
-            let body = json!({"name": name, "groups": split(groups)});
+            let current = call(server, reqwest::Method::GET, &url, None, None).await?.1;
+            let name = name.clone().unwrap_or_else(|| current["plan"]["name"].as_str().unwrap_or_default().to_owned());
+            let settings = protection.over(&current["plan"]["protection"]);
+            let body = json!({"name": name, "groups": split(groups), "protection": settings});
             (server, call(server, reqwest::Method::PUT, &url, Some(body), None).await?.1)
         }
         PlansCommand::Remove { id, server } => {
