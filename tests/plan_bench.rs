@@ -34,6 +34,7 @@ async fn claims_per_second(url: &str) -> f64 {
             request: "{}".into(),
             idempotency_key: format!("bench-{i}"),
             tasks: vec![("noop".into(), "No-op".into())],
+            items: Vec::new(),
         };
         store.create(new).await.unwrap();
     }

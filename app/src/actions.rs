@@ -42,13 +42,13 @@ pub(crate) mod server {
                 PortalError::Refused(refused_rows(op, &r))
             }
             // The same answer as the dry run's R-W5 refusal: one cause, one shape.
-            ActError::Service(ServiceError::Job(JobError::ItemBusy { active_job })) => {
+            ActError::Service(ServiceError::Job(JobError::ItemBusy { item, active_job })) => {
                 status(S::CONFLICT);
                 PortalError::Refused(refused_rows(
                     op,
                     &[orchestrator::rules::Refusal::new(
                         "R-W5",
-                        format!("Job {active_job} is still running on this item."),
+                        format!("Job {active_job} is still running on {item}."),
                         format!("Wait for job {active_job} to finish, or cancel it from its job page."),
                     )],
                 ))

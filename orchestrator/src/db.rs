@@ -174,6 +174,16 @@ impl Db {
         }
     }
 
+    /// Run first in a transaction that checks that items are free and then takes them for a job. On PostgreSQL
+    /// such transactions wait for each other here, so each one's check sees what the one before committed; SQLite
+    /// needs nothing, as the transaction's first statement is a write and holds the database's write lock.
+    pub fn items_claim_lock(&self) -> Option<&'static str> {
+        match self.backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some("select pg_advisory_xact_lock(7158)"),
+        }
+    }
+
     pub async fn now(&self) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar(&format!("select {} as now", self.now_ms())).fetch_one(&self.pool).await
     }

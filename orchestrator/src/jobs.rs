@@ -127,6 +127,8 @@ pub struct NewJob {
     pub idempotency_key: String,
     /// (step code, display name), in order.
     pub tasks: Vec<(String, String)>,
+    /// The items a recovery plan's job works on: each is busy while the job is active, as if its own job ran (R-W5).
+    pub items: Vec<String>,
 }
 
 /// A claim on a job: valid while the fencing token is the job's current one.
@@ -139,8 +141,8 @@ pub struct Lease {
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    #[error("job {active_job} is still running on this item (R-W5); wait for it or cancel it")]
-    ItemBusy { active_job: String },
+    #[error("job {active_job} is still running on {item} (R-W5); wait for it or cancel it")]
+    ItemBusy { item: String, active_job: String },
     #[error("the idempotency key {key} was already used for a different request (job {job})")]
     IdempotencyConflict { key: String, job: String },
     #[error("no job {0}")]
@@ -334,6 +336,9 @@ impl JobStore {
             return Err(JobError::IdempotencyConflict { key: new.idempotency_key, job: existing.id });
         }
         let mut tx = self.db.pool.begin().await?;
+        if let Some(lock) = self.db.items_claim_lock() {
+            sqlx::query(lock).execute(&mut *tx).await?;
+        }
         let inserted = sqlx::query(&self.sql(
             "insert into jobs (id, kind, item_id, plan_id, state, idempotency_key, request, created_at) \
              values ($1, $2, $3, $4, 'not-started', $5, $6, {now})",
@@ -359,11 +364,47 @@ impl JobStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        for item in &new.items {
+            sqlx::query("insert into job_items (job_id, item_id) values ($1, $2)")
+                .bind(&new.id)
+                .bind(item)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let items: Vec<&str> = new.item_id.iter().chain(&new.items).map(String::as_str).collect();
+        if let Some((item, active_job)) = Self::busy_item(&mut tx, &new.id, &items).await? {
+            drop(tx);
+            return Err(JobError::ItemBusy { item, active_job });
+        }
         match tx.commit().await {
             Ok(()) => Ok((self.get(&new.id).await?, true)),
             // PostgreSQL may report a unique violation only at commit.
             Err(e) => Err(self.explain_conflict(e, new.item_id.as_deref(), &new.idempotency_key).await),
         }
+    }
+
+    /// The first of `items` that an active job other than `job` works on, with that job: a recovery plan's job
+    /// holds its items, which the index of one active job per item cannot see (one query per item).
+    async fn busy_item(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        job: &str,
+        items: &[&str],
+    ) -> Result<Option<(String, String)>, JobError> {
+        for item in items {
+            let active: Option<String> = sqlx::query_scalar(&format!(
+                "select id from jobs where item_id = $1 and id <> $2 and state in {ACTIVE} \
+                 union all select j.id from jobs j join job_items ji on ji.job_id = j.id \
+                 where ji.item_id = $1 and j.id <> $2 and j.state in {ACTIVE} limit 1"
+            ))
+            .bind(item)
+            .bind(job)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(active_job) = active {
+                return Ok(Some((item.to_string(), active_job)));
+            }
+        }
+        Ok(None)
     }
 
     /// Maps a violated unique constraint, by its name, to the client error it means.
@@ -372,7 +413,7 @@ impl JobStore {
             Some(Unique::OneActiveJobPerItem) => {
                 if let Some(item) = item {
                     if let Ok(Some(active)) = self.active_job_for_item(item).await {
-                        return JobError::ItemBusy { active_job: active };
+                        return JobError::ItemBusy { item: item.to_owned(), active_job: active };
                     }
                 }
             }
@@ -386,11 +427,16 @@ impl JobStore {
         JobError::Db(e)
     }
 
+    /// The active job that works on `item`: its own, or a recovery plan's that includes it.
     pub async fn active_job_for_item(&self, item: &str) -> Result<Option<String>, JobError> {
-        Ok(sqlx::query_scalar(&format!("select id from jobs where item_id = $1 and state in {ACTIVE}"))
-            .bind(item)
-            .fetch_optional(&self.db.pool)
-            .await?)
+        Ok(sqlx::query_scalar(&format!(
+            "select id from jobs where item_id = $1 and state in {ACTIVE} \
+             union all select j.id from jobs j join job_items ji on ji.job_id = j.id \
+             where ji.item_id = $1 and j.state in {ACTIVE} limit 1"
+        ))
+        .bind(item)
+        .fetch_optional(&self.db.pool)
+        .await?)
     }
 
     /// Every active job by item, in one query (the items list shows them for thousands of items).
@@ -400,10 +446,13 @@ impl JobStore {
             item_id: String,
             id: String,
         }
-        let rows: Vec<Active> =
-            sqlx::query_as(&format!("select item_id, id from jobs where item_id is not null and state in {ACTIVE}"))
-                .fetch_all(&self.db.pool)
-                .await?;
+        let rows: Vec<Active> = sqlx::query_as(&format!(
+            "select item_id, id from jobs where item_id is not null and state in {ACTIVE} \
+             union all select ji.item_id as item_id, j.id as id from jobs j join job_items ji on ji.job_id = j.id \
+             where j.state in {ACTIVE}"
+        ))
+        .fetch_all(&self.db.pool)
+        .await?;
         Ok(rows.into_iter().map(|r| (r.item_id, r.id)).collect())
     }
 
@@ -746,6 +795,9 @@ impl JobStore {
             return Err(JobError::NotAllowed { job: id.to_owned(), state: job.state.as_str(), action: "restart" });
         }
         let mut tx = self.db.pool.begin().await?;
+        if let Some(lock) = self.db.items_claim_lock() {
+            sqlx::query(lock).execute(&mut *tx).await?;
+        }
         let r = sqlx::query(
             "update jobs set state = 'not-started', error = null, recommended_action = null, cancel_requested = 0, \
              finished_at = null, epoch = epoch + 1 where id = $1 and state in ('failed', 'cancelled')",
@@ -762,6 +814,16 @@ impl JobStore {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+                // A job takes its items back only if no other job (a plan's included) started on one meanwhile.
+                let items: Vec<String> = sqlx::query_scalar("select item_id from job_items where job_id = $1")
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let items: Vec<&str> = job.item_id.iter().chain(&items).map(String::as_str).collect();
+                if let Some((item, active_job)) = Self::busy_item(&mut tx, id, &items).await? {
+                    drop(tx);
+                    return Err(JobError::ItemBusy { item, active_job });
+                }
                 tx.commit().await?;
                 Ok(())
             }

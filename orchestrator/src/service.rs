@@ -433,6 +433,7 @@ impl Service {
             request: serde_json::to_string(&request).unwrap(),
             idempotency_key: key.to_owned(),
             tasks,
+            items: Vec::new(),
         };
         let (job, created) = self.jobs.create(new).await?;
         if created {
@@ -632,6 +633,7 @@ impl Service {
             request: serde_json::to_string(&request).unwrap(),
             idempotency_key: key.to_owned(),
             tasks,
+            items: request.groups.iter().flatten().cloned().collect(),
         };
         Ok(self.jobs.create(new).await?.0)
     }

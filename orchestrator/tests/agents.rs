@@ -107,6 +107,7 @@ mod assignments {
             request: "{}".into(),
             idempotency_key: format!("k-{id}"),
             tasks: vec![("initial-replication".into(), "Initial replication".into())],
+            items: Vec::new(),
         }
     }
 

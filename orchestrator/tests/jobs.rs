@@ -37,6 +37,7 @@ fn new_job(id: &str, item: &str, key: &str, tasks: &[&str]) -> NewJob {
         request: format!("{{\"item\":\"{item}\"}}"),
         idempotency_key: key.into(),
         tasks: tasks.iter().map(|t| (t.replace(' ', "-"), t.to_string())).collect(),
+        items: Vec::new(),
     }
 }
 
@@ -93,12 +94,86 @@ async fn r_w5_an_item_has_at_most_one_active_job_and_requests_are_idempotent() {
         // A second job on the same item is refused, naming the active one — the constraint is recognised by its
         // name on either engine.
         let e = s.create(new_job("j3", "web01", "k3", &["a"])).await.unwrap_err();
-        assert!(matches!(&e, JobError::ItemBusy { active_job } if active_job == "j1"), "{:?}: {e}", s.db.backend);
+        assert!(matches!(&e, JobError::ItemBusy { active_job, .. } if active_job == "j1"), "{:?}: {e}", s.db.backend);
         assert!(e.to_string().contains("R-W5"));
         // Once the first ends, the item takes a new job.
         let lease = s.claim("w1", LEASE).await.unwrap().unwrap();
         run_job(&s, &lease, &Recorder::default(), LEASE).await.unwrap();
         s.create(new_job("j4", "web01", "k4", &["a"])).await.unwrap();
+    }
+}
+
+fn plan_job(id: &str, key: &str, items: &[&str]) -> NewJob {
+    NewJob {
+        id: id.into(),
+        kind: "plan-failover".into(),
+        item_id: None,
+        plan_id: Some("plan-erp".into()),
+        request: "{}".into(),
+        idempotency_key: key.into(),
+        tasks: items.iter().map(|i| (format!("plan-item-failover/{i}"), format!("Group 1: fail over {i}"))).collect(),
+        items: items.iter().map(|i| i.to_string()).collect(),
+    }
+}
+
+/// A recovery plan's job works on several items: while it is active each of them is as busy as under a job of its
+/// own, both ways round, and a restarted job takes its items back only when they are free.
+#[tokio::test]
+async fn r_w5_a_plans_job_holds_its_items_like_their_own_jobs() {
+    for (s, _d) in stores().await {
+        s.create(plan_job("p1", "k1", &["erp-db", "erp-app"])).await.unwrap();
+        let busy = |e: JobError| match e {
+            JobError::ItemBusy { item, active_job } => (item, active_job),
+            e => panic!("{:?}: {e}", s.db.backend),
+        };
+        let e = s.create(new_job("j1", "erp-app", "k2", &["a"])).await.unwrap_err();
+        assert_eq!(busy(e), ("erp-app".into(), "p1".into()));
+        assert_eq!(s.active_job_for_item("erp-db").await.unwrap().as_deref(), Some("p1"));
+        let by_item = s.active_jobs_by_item().await.unwrap();
+        assert_eq!((by_item.get("erp-db"), by_item.get("erp-app")), (Some(&"p1".into()), Some(&"p1".into())));
+        // Another plan sharing one item waits its turn; an item outside the plan is free.
+        let e = s.create(plan_job("p2", "k3", &["web01", "erp-db"])).await.unwrap_err();
+        assert_eq!(busy(e), ("erp-db".into(), "p1".into()));
+        s.create(new_job("j2", "web01", "k4", &["a"])).await.unwrap();
+        // Nothing of a refused job is left behind.
+        assert!(matches!(s.get("p2").await, Err(JobError::NotFound(_))));
+        assert!(matches!(s.get("j1").await, Err(JobError::NotFound(_))));
+
+        // The plan's job ends: its items take jobs again, and restarting it is refused while one of them has one.
+        s.cancel("p1").await.unwrap();
+        assert_eq!(s.active_job_for_item("erp-db").await.unwrap(), None);
+        s.create(new_job("j3", "erp-db", "k5", &["a"])).await.unwrap();
+        let e = s.restart("p1").await.unwrap_err();
+        assert_eq!(busy(e), ("erp-db".into(), "j3".into()));
+        assert_eq!(s.get("p1").await.unwrap().state, JobState::Cancelled, "a refused restart changes nothing");
+        s.cancel("j3").await.unwrap();
+        s.restart("p1").await.unwrap();
+        assert_eq!(s.active_job_for_item("erp-app").await.unwrap().as_deref(), Some("p1"));
+        // A single item's job restarted while a plan holds its item is refused the same way.
+        let e = s.restart("j3").await.unwrap_err();
+        assert_eq!(busy(e), ("erp-db".into(), "p1".into()));
+
+        // Racing plans and single jobs over one item: exactly one wins, the others are told which job holds it
+        // (rounds, since one round may not overlap the racers' transactions at all).
+        for round in 0..10 {
+            let (a, b) = (format!("race{round}-a"), format!("race{round}-b"));
+            let racers = (0..8).map(|i| {
+                let (s, a, b) = (s.clone(), a.clone(), b.clone());
+                async move {
+                    let id = format!("race{round}-{i}");
+                    let new = if i % 2 == 0 { plan_job(&id, &id, &[&a, &b]) } else { new_job(&id, &b, &id, &["a"]) };
+                    s.create(new).await.map(|(j, _)| j.id)
+                }
+            });
+            let results = futures_util::future::join_all(racers).await;
+            let won: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            assert_eq!(won.len(), 1, "{:?}: {results:?}", s.db.backend);
+            for r in &results {
+                if let Err(e) = r {
+                    assert!(matches!(e, JobError::ItemBusy { active_job, .. } if active_job == won[0]), "{e}");
+                }
+            }
+        }
     }
 }
 
@@ -304,6 +379,7 @@ async fn an_items_initial_sync_progress_is_read_from_its_own_reprotect_or_its_pl
                 ("plan-item-reprotect/erp-db".into(), "Group 1: reprotect erp-db".into()),
                 ("plan-item-reprotect/erp-app".into(), "Group 2: reprotect erp-app".into()),
             ],
+            items: vec!["erp-db".into(), "erp-app".into()],
         };
         s.create(plan).await.unwrap();
         let mut leases = HashMap::new();

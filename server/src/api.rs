@@ -179,9 +179,9 @@ impl From<JobError> for ApiError {
         match e {
             JobError::NotFound(id) => ApiError::NotFound(format!("no job {id}")),
             // The same shape as the dry run's R-W5 refusal: one cause, one answer, whichever check saw it first.
-            JobError::ItemBusy { active_job } => ApiError::Refused(vec![orchestrator::rules::Refusal::new(
+            JobError::ItemBusy { item, active_job } => ApiError::Refused(vec![orchestrator::rules::Refusal::new(
                 "R-W5",
-                format!("Job {active_job} is still running on this item."),
+                format!("Job {active_job} is still running on {item}."),
                 format!("Wait for job {active_job} to finish, or cancel it from its job page."),
             )]),
             e @ JobError::IdempotencyConflict { .. } => ApiError::Conflict {
