@@ -1984,6 +1984,115 @@ async fn a_split_brain_is_shown_and_ended_only_by_the_operators_choice_with_a_re
     assert!(!file.exists(), "{}", file.display());
 }
 
+/// Issue 14 §4: an online verification of an item's on-premises replica (a scrub). Intact after the reprotect; a
+/// block that rots on the datastore behind the replicator's back is found, turns the item critical (failover refused
+/// by R-C3) and opens an alert; the next cycle compares the whole replica with the cloud copy, rewrites the block and
+/// the alert resolves; a verification then finds it intact again.
+#[tokio::test]
+async fn a_replica_is_verified_in_place_and_a_rotten_block_is_rewritten_by_the_next_cycle() {
+    let portal = Portal::start(&[]);
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
+    let faults = |body: &'static str| {
+        let api = &api;
+        async move { assert_eq!(api.post("infrastructure/faults", body, None).await.0, 200) }
+    };
+    // No cycle runs on its own until the test asks for one.
+    faults(r#"{"guest_bytes_per_tick": 0, "crash_consistent_every_ms": 3600000, "app_consistent_every_ms": 3600000}"#)
+        .await;
+    let (status, err, _) = api.post("items/web01/verify-replica", "{}", None).await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("R-W2")), "only a replica protected to on-premises: {err}");
+    assert!(err["message"].as_str().unwrap().contains("replica verification needs it protected"), "{err}");
+    let (status, err, _) = api.post("items/web01/verify-replicas", "{}", None).await;
+    assert_eq!(status, 404, "{err}");
+    assert!(err.to_string().contains("verify-replica"), "the actions are named: {err}");
+    api.act("web01", "reprotect", json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"}), "vr-r").await;
+    let (status, plan, _) = api.post("items/web01/verify-replica?dry_run=true", "{}", None).await;
+    assert_eq!((status, plan["allowed"].as_bool()), (200, Some(true)), "{plan}");
+    assert_eq!(plan["tasks"][0]["step"], "verify-replica", "{plan}");
+    let reader = common::client_with_token(&portal.add_user("rita", "reader"));
+    let r = reader.post(format!("{}items/web01/verify-replica", api.base)).body("{}").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+
+    let result =
+        |job: &Value| -> Value { serde_json::from_str(job["job"]["tasks"][0]["result"].as_str().unwrap()).unwrap() };
+    let job = api.act("web01", "verify-replica", json!({}), "vr-v1").await;
+    let found = result(&job);
+    assert_eq!((found["intact"].as_bool(), found["mismatched_blocks"].as_u64()), (Some(true), Some(0)), "{found}");
+    assert!(found["bytes_read"].as_u64().unwrap() > 0 && found["blocks"].as_u64().unwrap() > 0, "{found}");
+    let (_, it) = api.get("items/web01").await;
+    assert_eq!(it["item"]["verification"]["mismatched_blocks"], 0, "{it}");
+
+    // One block of the replica's data file rots on the datastore.
+    let mut stack = vec![portal.data_dir.join("estate")];
+    let mut flats = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            let name = p.to_string_lossy().into_owned();
+            if p.is_dir() {
+                stack.push(p);
+            } else if name.contains("web01") && name.ends_with("-flat.vmdk") && !name.contains("failback") {
+                flats.push(p);
+            }
+        }
+    }
+    assert_eq!(flats.len(), 1, "web01's replica is one VMDK: {flats:?}");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&flats[0]).unwrap();
+        f.write_all_at(b"bit rot", 4096).unwrap();
+    }
+    let job = api.act("web01", "verify-replica", json!({}), "vr-v2").await;
+    let found = result(&job);
+    assert_eq!((found["intact"].as_bool(), found["mismatched_blocks"].as_u64()), (Some(false), Some(1)), "{found}");
+    assert_eq!(found["disks"][0]["first_mismatched_blocks"], json!([0]), "{found}");
+    let (_, it) = api.get("items/web01").await;
+    assert_eq!(it["item"]["health"], "critical", "{it}");
+    assert!(it["item"]["verification"]["repaired_at"].is_null(), "{it}");
+    let (status, plan, _) =
+        api.post("items/web01/failover?dry_run=true", r#"{"point": {"type": "latest"}}"#, None).await;
+    assert_eq!((status, plan["allowed"].as_bool()), (200, Some(false)), "no failback onto a damaged replica: {plan}");
+    assert!(plan.to_string().contains("R-C3"), "{plan}");
+    let alert = |open: bool| {
+        let api = &api;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let (_, a) = api.get("alerts").await;
+                let found = a["alerts"].as_array().unwrap().iter().find(|a| a["kind"] == "replica-damaged").cloned();
+                if found.is_some() == open {
+                    return found;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the replica-damaged alert is not {}: {a}",
+                    ["resolved", "open"][open as usize]
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let opened = alert(true).await.unwrap();
+    assert!(opened["message"].as_str().unwrap().contains("do not fail back"), "{opened}");
+
+    // The next cycle compares the whole replica with the cloud copy (its hashes were dropped) and rewrites it.
+    faults(r#"{"crash_consistent_every_ms": 100}"#).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let it = loop {
+        let (_, it) = api.get("items/web01").await;
+        if it["item"]["verification"]["repaired_at"].is_u64() {
+            break it;
+        }
+        assert!(Instant::now() < deadline, "no cycle rewrote the replica: {it}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(it["item"]["health"], "normal", "{it}");
+    alert(false).await;
+    faults(r#"{"crash_consistent_every_ms": 3600000}"#).await;
+    let job = api.act("web01", "verify-replica", json!({}), "vr-v3").await;
+    assert_eq!(result(&job)["intact"], true, "{job}");
+}
+
 /// Issue 12 §3: recovery plans are created, changed and removed by an Operator (a Reader is refused); a plan is
 /// checked whole, every problem named at once (422); a new plan runs like any other (its dry run); removing it leaves
 /// its items alone.

@@ -413,6 +413,20 @@ async fn the_article_in_the_browser_with_a_reader_refused() {
     shot(&c, "job-light").await;
     api(&portal, "POST", "infrastructure/faults", json!({"replication_bytes_per_s": 0})).await;
 
+    // Verify the replica before failing back: a job like the others, its finding on the item page.
+    goto(&c, &portal.url, "/replicated-items/web01").await;
+    click(&c, r#"button[data-op="verify-replica"]"#).await;
+    wait_css(&c, "#verify-replica-dialog[open]", 10).await;
+    let warning = text(&c, r#"#verify-replica-dialog [data-testid="warning"]"#).await;
+    assert!(warning.contains("Nothing is written"), "{warning}");
+    type_into(&c, r#"#verify-replica-dialog textarea[name="reason"]"#, "scrub before the failback").await;
+    click(&c, r#"#verify-replica-dialog [data-testid="confirm"]"#).await;
+    wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
+    watch_job(&c).await;
+    goto(&c, &portal.url, "/replicated-items/web01").await;
+    let found = text(&c, r#"[data-testid="verification"]"#).await;
+    assert!(found.contains("Intact:") && found.contains("blocks compared"), "{found}");
+
     // Confirm failover: direction spelled out, app-consistent point with its data-loss window, acknowledgement.
     goto(&c, &portal.url, "/replicated-items/web01").await;
     click(&c, r#"button[data-op="failover"]"#).await;

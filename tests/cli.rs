@@ -49,6 +49,9 @@ fn the_cli_drives_the_api_and_explains_refusals() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(": succeeded") && out.contains("Initial replication"), "{out}");
+    let (code, out, err) = hw(&portal, &["verify-replica", "web01", "--wait"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("replica intact:") && out.contains("blocks compared"), "{out}");
     let (code, out, err) = hw(&portal, &["failover", "web01", "--point", "latest-app-consistent", "--wait"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Re-enable VMware Tools (R-T1)"), "{out}");
@@ -56,7 +59,7 @@ fn the_cli_drives_the_api_and_explains_refusals() {
     assert_eq!(code, 0, "{err}");
     let (code, out, _) = hw(&portal, &["jobs"]);
     assert_eq!(code, 0);
-    assert_eq!(out.lines().filter(|l| l.contains("succeeded")).count(), 3, "{out}");
+    assert_eq!(out.lines().filter(|l| l.contains("succeeded")).count(), 4, "{out}");
     // Every operation the API offers has its command: the forward failover (refused until re-protect, R-W4) and
     // a recovery plan's failover with its dry run (each group's items, refused while they have no point).
     let (code, out, _) = hw(&portal, &["failover-to-cloud", "web01", "--dry-run"]);

@@ -566,6 +566,15 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
                 files: k.files.clone(),
             })
             .collect(),
+        verification: item.verification.as_ref().map(|v| VerificationView {
+            job: v.job.clone(),
+            finished_at: v.finished_at,
+            blocks: v.blocks,
+            bytes_read: v.bytes_read,
+            mismatched_blocks: v.mismatched_blocks,
+            damaged_disks: v.damaged_disks.clone(),
+            repaired_at: v.repaired_at,
+        }),
     }))
 }
 

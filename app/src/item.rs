@@ -19,7 +19,7 @@ pub(crate) fn ItemPage() -> impl IntoView {
     let id = Memo::new(move |_| params.read().get("id").unwrap_or_default());
     let item = Resource::new(move || id.get(), data::get_item);
     let action = query_param("action");
-    let dialogs: [(&'static str, RwSignal<bool>); 10] = ITEM_OPERATIONS.map(|op| (op, RwSignal::new(false)));
+    let dialogs: [(&'static str, RwSignal<bool>); 11] = ITEM_OPERATIONS.map(|op| (op, RwSignal::new(false)));
     // `?action=failover` (the row menu's links) opens that dialog once the page is interactive.
     Effect::new(move |_| {
         let a = action.get();
@@ -109,6 +109,7 @@ pub(crate) fn ItemPage() -> impl IntoView {
                     <ProtectionPanel d=d.clone() may=may changed=Callback::new(move |()| item.refetch())/>
                     {crate::drills::drill_panel(&d)}
                     {crate::split_brain::kept_copies_panel(&d)}
+                    {verification_panel(&d)}
                     <section class="panel"><h2>"Jobs"</h2>{job_table(d.jobs.clone())}<p><a href=format!("/jobs?item={}", r.id)>"All jobs of this item"</a></p></section>
                     <ReprotectWizard open=open_of("reprotect") d=d.clone()/>
                     <FailoverDialog open=open_of("failover") d=d.clone() op="failover"/>
@@ -138,6 +139,9 @@ pub(crate) fn ItemPage() -> impl IntoView {
                             None => "There is no test VM to clean up.".into(),
                         }
                         confirm="Delete the test VM" notes=true/>
+                    <ConfirmDialog open=open_of("verify-replica") d=d.clone() op="verify-replica" title="Verify the on-premises replica"
+                        warning=format!("Reads every block of {}'s on-premises replica and compares it with the hash its last replication cycle recorded. Nothing is written; replication waits while it reads. If a block differs, the item turns critical, an alert opens, and the next cycle compares the whole replica with the cloud copy and rewrites what differs.", r.name)
+                        confirm="Verify"/>
                 }.into_any())
             })}
         </Suspense>
@@ -548,4 +552,22 @@ pub(crate) fn BulkReprotect(
             </div>
         </Modal>
     }
+}
+
+/// The last verification of the on-premises replica: when, what it read, and whether it found damage that the next
+/// cycle has yet to rewrite.
+fn verification_panel(d: &ItemDetail) -> impl IntoView {
+    d.verification.clone().map(|v| {
+        let (class, words) = match (v.damaged_disks.is_empty(), v.repaired_at) {
+            (true, _) => ("health normal", format!("Intact: {} blocks compared, {} read.", v.blocks, fmt_bytes(v.bytes_read))),
+            (false, None) => ("health critical", format!("Damaged: {} block(s) on {} differ from their recorded hashes. The next replication cycle rewrites them from the cloud copy; fail back only after it has run.", v.mismatched_blocks, v.damaged_disks.join(", "))),
+            (false, Some(at)) => ("health warning", format!("{} block(s) differed on {}; rewritten from the cloud copy by the cycle of {}. Verify again to confirm.", v.mismatched_blocks, v.damaged_disks.join(", "), fmt_time(at))),
+        };
+        view! {
+            <section class="panel" data-testid="verification"><h2>"Replica verification"</h2>
+                <p class=class>{words}</p>
+                <p class="muted">"Last verified "<a href=format!("/jobs/{}", v.job)>{fmt_time(v.finished_at)}</a></p>
+            </section>
+        }
+    })
 }

@@ -191,6 +191,21 @@ pub struct ItemDetail {
     pub split_brain: Option<SplitBrainView>,
     /// The divergent blocks of copies that lost a split-brain, kept until the next commit.
     pub kept_copies: Vec<KeptCopyView>,
+    /// The last verification of the on-premises replica.
+    pub verification: Option<VerificationView>,
+}
+
+/// What the last verification of an item's on-premises replica found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerificationView {
+    pub job: String,
+    pub finished_at: u64,
+    pub blocks: u64,
+    pub bytes_read: u64,
+    pub mismatched_blocks: u64,
+    pub damaged_disks: Vec<String>,
+    /// When the next cycle rewrote the differing blocks from the cloud copy.
+    pub repaired_at: Option<u64>,
 }
 
 /// A split-brain as the item page shows it.

@@ -269,7 +269,7 @@ pub(crate) fn why_not(r: &ItemRow, op: &str, me: Option<&Me>) -> Option<String> 
 }
 
 /// Every operation of a replicated item, in the order of its lifecycle; the toolbar and the row menu offer these.
-pub(crate) const ITEM_OPERATIONS: [&str; 10] = [
+pub(crate) const ITEM_OPERATIONS: [&str; 11] = [
     "reprotect",
     "failover",
     "change-recovery-point",
@@ -280,6 +280,7 @@ pub(crate) const ITEM_OPERATIONS: [&str; 10] = [
     "commit-in-cloud",
     "test-failover",
     "cleanup-test-failover",
+    "verify-replica",
 ];
 
 pub(crate) fn op_label(op: &str) -> &'static str {
@@ -294,6 +295,7 @@ pub(crate) fn op_label(op: &str) -> &'static str {
         "commit-in-cloud" => "Commit in Azure",
         "test-failover" => "Test failover",
         "cleanup-test-failover" => "Clean up test failover",
+        "verify-replica" => "Verify replica",
         _ => "Operation",
     }
 }

@@ -19,6 +19,9 @@ pub enum AlertKind {
     DatastoreNearlyFull,
     /// Both copies of an item changed after a failover; it waits for the operator's choice.
     SplitBrain,
+    /// A verification found blocks of an item's on-premises replica that differ from their recorded hashes, and no
+    /// cycle has rewritten them yet.
+    ReplicaDamaged,
 }
 
 impl AlertKind {
@@ -82,6 +85,22 @@ pub fn conditions(i: &Inputs) -> Vec<Condition> {
                     utc_text(sb.detected_at),
                     written(sb.cloud_last_write_at),
                     written(sb.onprem_last_write_at)
+                ),
+            });
+        }
+        if let Some(v) = item.verification.as_ref().filter(|v| v.damaged()) {
+            out.push(Condition {
+                kind: AlertKind::ReplicaDamaged,
+                subject: item.id.clone(),
+                severity: Health::Critical,
+                message: format!(
+                    "{}'s on-premises replica was damaged when verified at {}: {} block(s) of {} differ from their \
+                     recorded hashes. Its next replication cycle compares the whole replica with the cloud copy and \
+                     rewrites them; do not fail back before it has run.",
+                    item.name,
+                    utc_text(v.finished_at),
+                    v.mismatched_blocks,
+                    v.damaged_disks.join(", ")
                 ),
             });
         }

@@ -225,6 +225,7 @@ pub fn seed(estate: &Estate) -> Result<EstateDoc, EstateError> {
             drill: None,
             split_brain: None,
             kept_copies: Vec::new(),
+            verification: None,
             protection: Default::default(),
             disk_bytes: DISK_BYTES,
         };
@@ -320,6 +321,7 @@ pub fn add_fleet(estate: &Estate, doc: &mut EstateDoc, n: usize) -> Result<(), E
                 drill: None,
                 split_brain: None,
                 kept_copies: Vec::new(),
+                verification: None,
                 protection: Default::default(),
                 disk_bytes: FLEET_DISK_BYTES,
             },

@@ -229,6 +229,32 @@ pub struct ReplicatedItem {
     /// The divergent blocks of copies that lost a split-brain, kept until the next commit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept_copies: Vec<KeptCopy>,
+    /// The last verification of the on-premises replica against its recorded block hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<ReplicaVerification>,
+}
+
+/// What the last verification of an item's on-premises replica found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaVerification {
+    /// The verifying job's id.
+    pub job: String,
+    pub finished_at: Millis,
+    pub blocks: u64,
+    pub bytes_read: u64,
+    /// Blocks whose bytes differed from their recorded hash (0: the replica is intact).
+    pub mismatched_blocks: u64,
+    /// The disks with differing blocks (or whose recorded hashes disagree with their newest point's digest).
+    pub damaged_disks: Vec<String>,
+    /// When the next replication cycle compared the whole replica with the cloud copy and rewrote those blocks.
+    pub repaired_at: Option<Millis>,
+}
+
+impl ReplicaVerification {
+    /// Damage that no cycle has rewritten yet: a failback now could boot from it.
+    pub fn damaged(&self) -> bool {
+        !self.damaged_disks.is_empty() && self.repaired_at.is_none()
+    }
 }
 
 /// Both copies of an item changed after a failover: what was seen, for the operator who chooses the winner.

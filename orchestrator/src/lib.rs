@@ -49,6 +49,7 @@ pub mod replication;
 pub mod rules;
 pub mod service;
 pub mod split_brain;
+mod verify_replica;
 pub mod webhooks;
 pub mod worker;
 pub mod workflows;

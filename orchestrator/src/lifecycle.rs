@@ -54,9 +54,12 @@ pub enum Operation {
     /// Ends a split-brain with the on-premises copy winning: the cloud VM's divergent blocks are kept and it is
     /// shut down; the item waits for commit, as after a failback.
     KeepOnPremisesCopy,
+    /// Re-reads the on-premises replica and compares every block with the hash its last cycle recorded (a scrub);
+    /// a difference drops those hashes, so the next cycle compares the whole replica with the cloud copy.
+    VerifyReplica,
 }
 
-pub const OPERATIONS: [Operation; 12] = [
+pub const OPERATIONS: [Operation; 13] = [
     Operation::FailoverToCloud,
     Operation::CommitInCloud,
     Operation::Reprotect,
@@ -69,6 +72,7 @@ pub const OPERATIONS: [Operation; 12] = [
     Operation::CleanupTestFailover,
     Operation::KeepCloudCopy,
     Operation::KeepOnPremisesCopy,
+    Operation::VerifyReplica,
 ];
 
 impl Operation {
@@ -132,6 +136,10 @@ pub fn next(state: State, event: Event) -> Result<State, InvalidTransition> {
         (S::ProtectedToPrimary, Started(O::TestFailover | O::CleanupTestFailover)) => S::ProtectedToPrimary,
         (S::ProtectedToPrimary, Succeeded(O::TestFailover | O::CleanupTestFailover)) => S::ProtectedToPrimary,
         (S::ProtectedToPrimary, Failed(O::TestFailover | O::CleanupTestFailover)) => S::ProtectedToPrimary,
+        // A verification reads the replica beside the replication; whatever it finds, the item stays protected.
+        (S::ProtectedToPrimary, Started(O::VerifyReplica) | Succeeded(O::VerifyReplica) | Failed(O::VerifyReplica)) => {
+            S::ProtectedToPrimary
+        }
         // Split-brain: entered when both copies change, left only by the operator's choice of the winning copy.
         (S::ProtectedToPrimary | S::FailedBackCommitPending, Diverged) => S::SplitBrain,
         (S::SplitBrain, Started(O::KeepCloudCopy | O::KeepOnPremisesCopy)) => S::SplitBrain,
@@ -174,7 +182,9 @@ pub fn required_state(op: Operation) -> State {
         Operation::FailoverToCloud => State::ProtectedToCloud,
         Operation::CommitInCloud => State::FailedOverToCloud,
         Operation::Reprotect => State::CommittedInCloud,
-        Operation::Failover | Operation::TestFailover | Operation::CleanupTestFailover => State::ProtectedToPrimary,
+        Operation::Failover | Operation::TestFailover | Operation::CleanupTestFailover | Operation::VerifyReplica => {
+            State::ProtectedToPrimary
+        }
         Operation::Commit | Operation::CancelFailover | Operation::ChangeRecoveryPoint => {
             State::FailedBackCommitPending
         }
@@ -187,7 +197,9 @@ pub fn required_state(op: Operation) -> State {
 fn lifecycle_rule(op: Operation) -> &'static str {
     match op {
         Operation::Reprotect => "R-W1",
-        Operation::Failover | Operation::TestFailover | Operation::CleanupTestFailover => "R-W2",
+        Operation::Failover | Operation::TestFailover | Operation::CleanupTestFailover | Operation::VerifyReplica => {
+            "R-W2"
+        }
         Operation::Commit | Operation::CancelFailover | Operation::ChangeRecoveryPoint => "R-W3",
         // R-W4: once re-protected, the VM "can be failed over again".
         Operation::ReprotectToCloud | Operation::FailoverToCloud | Operation::CommitInCloud => "R-W4",
@@ -216,6 +228,7 @@ pub fn operation_words(op: Operation) -> &'static str {
         Operation::CleanupTestFailover => "test failover cleanup",
         Operation::KeepCloudCopy => "keep the cloud copy",
         Operation::KeepOnPremisesCopy => "keep the on-premises copy",
+        Operation::VerifyReplica => "replica verification",
     }
 }
 
@@ -256,6 +269,10 @@ fn state_check(item: &ReplicatedItem, op: Operation) -> Check {
         }
         Operation::KeepCloudCopy | Operation::KeepOnPremisesCopy => {
             "Nothing to resolve: only an item whose cloud and on-premises copies both changed is in split-brain."
+        }
+        Operation::VerifyReplica => {
+            "Reprotect the item to on-premises first and wait until it is protected: verification reads the replica \
+             a failback would start from."
         }
     };
     Err(Refusal::new(
@@ -387,6 +404,8 @@ pub enum Step {
     RecordCleanup,
     /// Split-brain: the losing copy's blocks that differ from the winner's, kept until the next commit.
     KeepDivergentBlocks,
+    /// Every block of the on-premises replica read again and compared with its recorded hash.
+    VerifyReplica,
 }
 
 impl Step {
@@ -471,7 +490,8 @@ pub fn moves_disks(op: Operation) -> bool {
         | Operation::TestFailover
         | Operation::CleanupTestFailover
         | Operation::KeepCloudCopy
-        | Operation::KeepOnPremisesCopy => false,
+        | Operation::KeepOnPremisesCopy
+        | Operation::VerifyReplica => false,
     }
 }
 
@@ -562,6 +582,12 @@ pub fn dry_run(
         }
         Operation::TestFailover => test_failover(item, inv, req, &mut c, &mut plan),
         Operation::KeepCloudCopy | Operation::KeepOnPremisesCopy => split_brain(item, op, req, &mut c, &mut plan),
+        Operation::VerifyReplica => {
+            plan.tasks = vec![t(
+                Step::VerifyReplica,
+                "Read every block of the on-premises replica and compare it with the hash its last cycle recorded",
+            )]
+        }
         Operation::CleanupTestFailover => {
             match &item.drill {
                 None => {

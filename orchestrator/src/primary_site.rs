@@ -506,6 +506,7 @@ mod tests {
                 drill: None,
                 split_brain: None,
                 kept_copies: Vec::new(),
+                verification: None,
                 protection: Default::default(),
             },
             cloud_disks: vec!["recovery/web01/disk0.vhd".into()],

@@ -217,6 +217,13 @@ impl Service {
                             }
                             r.item.health = Health::Normal;
                             r.item.health_errors.clear();
+                            // A verification dropped the replica's hashes: this cycle compared all of it with the
+                            // cloud copy and rewrote what differed.
+                            if let Some(v) = r.item.verification.as_mut().filter(|v| v.damaged()) {
+                                if r.item.state == State::ProtectedToPrimary {
+                                    v.repaired_at = Some(now);
+                                }
+                            }
                         }
                         // A failed cycle shows on the item (and blocks failover by R-C3) until one succeeds.
                         Err(f) => {

@@ -10,7 +10,7 @@ use crate::estate::{Estate, EstateDoc, EstateError, ItemRecord};
 use crate::jobs::{self, Job, JobError, JobState, JobStore, NewJob};
 use crate::lifecycle::{self, Context, DataEstimate, Event, Operation, Plan, Request};
 use crate::points::PointChoice;
-use crate::rules::Refusal;
+use crate::rules::{CheckOutcome, Refusal};
 
 pub const BLOCK_SIZE: u32 = 64 << 10;
 
@@ -405,7 +405,34 @@ impl Service {
         let ctx = self.context(id).await?;
         // Only the operations that copy whole disks quote bytes and an ETA; the others answer without reading disks.
         let est = if lifecycle::moves_disks(op) { self.estimate(rec).await } else { DataEstimate::default() };
-        Ok(lifecycle::dry_run(&item, &doc.inventory, op, req, &ctx, &est))
+        let mut plan = lifecycle::dry_run(&item, &doc.inventory, op, req, &ctx, &est);
+        if op == Operation::VerifyReplica {
+            let agent = match item.master_target.as_deref() {
+                Some(mt) => self.agents.find(mt, ctx.now).await.ok(),
+                None => None,
+            };
+            let check = match agent {
+                None => Ok(()),
+                Some(a) => Err(Refusal::new(
+                    "VR-1",
+                    format!(
+                        "The replica of {} is written by master target {}'s agent, on its machine; the control plane \
+                         verifies only the replicas it writes itself.",
+                        item.name, a.name
+                    ),
+                    "Nothing to do here: every cycle through the agents already compares the replica's whole-disk \
+                     digest, computed from its own bytes, with the cloud copy's.",
+                )),
+            };
+            plan.checks.push(CheckOutcome {
+                rule: "VR-1".into(),
+                check: "the control plane writes the replica".into(),
+                passed: check.is_ok(),
+                refusal: check.err(),
+            });
+            plan.allowed = plan.checks.iter().all(|c| c.passed);
+        }
+        Ok(plan)
     }
 
     /// Starts `op` on the item as a job, or refuses with every rule that blocks it. Idempotent per key.

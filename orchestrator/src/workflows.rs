@@ -283,7 +283,7 @@ impl Workflows<'_> {
     /// The disk pairs as the two agents name them, or `None` when this node moves the cycle itself: a disk on a
     /// connected vCenter's datastore (an absolute path in the folder this node reaches) goes through the agents only
     /// when the agent at its end mounts that datastore (`--datastore`), and is then named `[datastore] path`.
-    async fn through_agents(
+    pub(crate) async fn through_agents(
         &self,
         pairs: &[(String, String)],
         sender: &crate::agents::Agent,
@@ -348,7 +348,7 @@ impl Workflows<'_> {
     }
 
     /// The agents that move an item's cycle in one direction, by the reprotect's choices or the item's record.
-    fn route(&self, rec: &ItemRecord, inv: &Inventory, to_primary: bool, req: &JobRequest) -> Route {
+    pub(crate) fn route(&self, rec: &ItemRecord, inv: &Inventory, to_primary: bool, req: &JobRequest) -> Route {
         let (ps, mt) = (req.request.process_server.as_deref(), req.request.master_target.as_deref());
         Route::for_item(&rec.item, inv, to_primary, ps, mt)
     }
@@ -366,7 +366,18 @@ impl Workflows<'_> {
         consistency: replicator::Consistency,
         extra: &[String],
     ) -> Result<(u64, String), TaskFailure> {
-        self.cycle(route, pairs, mode, consistency, &blobs_of(rec, extra), retention(rec)).await
+        let done = self.cycle(route, pairs, mode, consistency, &blobs_of(rec, extra), retention(rec)).await?;
+        // A job's cycle is the item's latest one: the replication rounds count their interval from it.
+        let now = (self.service.clock)();
+        self.update(&rec.item.id, |r, _| {
+            r.last_cycle_at = now;
+            if consistency == replicator::Consistency::AppConsistent {
+                r.last_app_cycle_at = now;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(done)
     }
 }
 
@@ -815,6 +826,7 @@ impl Workflows<'_> {
         let id = req.item.as_str();
         let plan = &req.plan;
         match step {
+            Step::VerifyReplica => self.verify_replica(job_id, req).await,
             Step::PowerOffOnPrem => {
                 // The first step of an original-location reprotect: the VM in a connected vCenter becomes the item's,
                 // and the disks in a connected storage account the cloud VM's.

@@ -114,6 +114,7 @@ fn web01() -> ReplicatedItem {
         drill: None,
         split_brain: None,
         kept_copies: Vec::new(),
+        verification: None,
         protection: Default::default(),
         disk_bytes: 1 << 30,
     }
@@ -711,13 +712,13 @@ fn drills_need_an_isolated_network_run_one_at_a_time_and_never_move_the_state() 
     assert_eq!(f.tasks[1].step, Step::RecordCleanup);
     let ops = allowed_operations(&drilled, &inventory(), &ctx());
     let allowed: Vec<Operation> = ops.iter().filter(|(_, r)| r.is_empty()).map(|(op, _)| *op).collect();
-    assert_eq!(allowed, [Operation::Failover, Operation::CleanupTestFailover]);
+    assert_eq!(allowed, [Operation::Failover, Operation::CleanupTestFailover, Operation::VerifyReplica]);
 
-    for op in [Operation::TestFailover, Operation::CleanupTestFailover] {
+    for op in [Operation::TestFailover, Operation::CleanupTestFailover, Operation::VerifyReplica] {
         for event in [Started(op), Succeeded(op), Failed(op)] {
             assert_eq!(next(State::ProtectedToPrimary, event), Ok(State::ProtectedToPrimary), "{event:?}");
         }
-        assert!(op.is_drill());
+        assert_eq!(op.is_drill(), op != Operation::VerifyReplica, "a verification is an Operator's, not a drill");
     }
 }
 

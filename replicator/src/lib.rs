@@ -9,6 +9,7 @@
 //! * [`journal`]: recovery points on the target (crash- or app-consistent), kept with a retention policy and
 //!   restorable to the exact bytes, through an undo journal.
 //! * [`workload`]: a simulated guest writing to a source disk, with a quiesce hook.
+//! * [`verify`]: a scrub of a replica at rest against the block hashes its last cycle recorded.
 //! * [`bench`]: the side-by-side benchmark against rsync, cp and the read floor.
 //!
 //! Architecture Invariant: no database and no web here. The orchestrator drives this crate; this crate never calls
@@ -21,6 +22,7 @@ pub mod hashes;
 pub mod image;
 pub mod journal;
 pub mod sync;
+pub mod verify;
 pub mod wire;
 pub mod workload;
 

@@ -740,28 +740,16 @@ struct ActionQuery {
     dry_run: bool,
 }
 
+/// The item actions by their wire names, in the lifecycle's order.
+fn item_actions() -> Vec<String> {
+    orchestrator::lifecycle::OPERATIONS.iter().map(orchestrator::domain::wire_name).collect()
+}
+
 fn parse_operation(action: &str) -> Result<Operation, ApiError> {
-    Ok(match action {
-        "reprotect" => Operation::Reprotect,
-        "failover" => Operation::Failover,
-        "commit" => Operation::Commit,
-        "cancel-failover" => Operation::CancelFailover,
-        "change-recovery-point" => Operation::ChangeRecoveryPoint,
-        "reprotect-to-cloud" => Operation::ReprotectToCloud,
-        "failover-to-cloud" => Operation::FailoverToCloud,
-        "commit-in-cloud" => Operation::CommitInCloud,
-        "test-failover" => Operation::TestFailover,
-        "cleanup-test-failover" => Operation::CleanupTestFailover,
-        "keep-cloud-copy" => Operation::KeepCloudCopy,
-        "keep-on-premises-copy" => Operation::KeepOnPremisesCopy,
-        other => {
-            return Err(ApiError::NotFound(format!(
-                "no action {other:?}; use reprotect, failover, commit, cancel-failover, change-recovery-point, \
-                 reprotect-to-cloud, failover-to-cloud, commit-in-cloud, test-failover, cleanup-test-failover, \
-                 keep-cloud-copy or keep-on-premises-copy"
-            )))
-        }
-    })
+    orchestrator::lifecycle::OPERATIONS
+        .into_iter()
+        .find(|op| orchestrator::domain::wire_name(op) == action)
+        .ok_or_else(|| ApiError::NotFound(format!("no action {action:?}; use one of {}", item_actions().join(", "))))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1361,22 +1349,10 @@ fn complete_openapi(mut doc: Value) -> Value {
             _ => object(json!({}), &[]),
         }
     };
+    let item_actions = item_actions();
     let actions = |path: &str| -> Option<Vec<&str>> {
         match path {
-            "/api/v1/items/{id}/{action}" => Some(vec![
-                "reprotect",
-                "failover",
-                "commit",
-                "cancel-failover",
-                "change-recovery-point",
-                "reprotect-to-cloud",
-                "failover-to-cloud",
-                "commit-in-cloud",
-                "test-failover",
-                "cleanup-test-failover",
-                "keep-cloud-copy",
-                "keep-on-premises-copy",
-            ]),
+            "/api/v1/items/{id}/{action}" => Some(item_actions.iter().map(String::as_str).collect()),
             "/api/v1/jobs/{id}/{action}" => Some(vec!["cancel", "restart", "resume"]),
             "/api/v1/plans/{id}/{action}" => Some(vec![
                 "reprotect",
@@ -1450,10 +1426,7 @@ fn openapi_paths() -> Value {
                         "reprotect-in-progress", "protected-to-primary", "failback-in-progress", "failed-back-commit-pending",
                         "commit-in-progress", "committed-on-primary", "reprotect-to-cloud-in-progress", "split-brain"]}},
                     {"name": "health", "in": "query", "schema": {"type": "string", "enum": ["normal", "warning", "critical"]}},
-                    {"name": "allows", "in": "query", "schema": {"type": "string", "enum": [
-                        "reprotect", "failover", "commit", "cancel-failover", "change-recovery-point", "reprotect-to-cloud",
-                        "failover-to-cloud", "commit-in-cloud", "test-failover", "cleanup-test-failover",
-                        "keep-cloud-copy", "keep-on-premises-copy"]}},
+                    {"name": "allows", "in": "query", "schema": {"type": "string", "enum": item_actions()}},
                     {"name": "q", "in": "query", "description": "Part of the item's name", "schema": {"type": "string"}},
                     {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": ITEMS_MAX_LIMIT, "default": ITEMS_DEFAULT_LIMIT}}

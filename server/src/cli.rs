@@ -52,6 +52,9 @@ pub enum Command {
     TestFailover(crate::client::TestFailoverArgs),
     /// End a drill: power off and delete its test VM; --notes go into the drill's report.
     CleanupTestFailover(crate::client::CleanupArgs),
+    /// Verify an item's on-premises replica: every block read again and compared with the hash its last cycle
+    /// recorded; a difference makes the next cycle compare the whole replica with the cloud copy (Operator).
+    VerifyReplica(crate::client::ItemOpArgs),
     /// End an item's split-brain: --keep names the copy that wins, --reason says why; the other copy's divergent
     /// blocks are kept until the next commit.
     ResolveSplitBrain(crate::client::SplitBrainArgs),

@@ -88,6 +88,16 @@ pub struct TestFailoverArgs {
     pub reason: Option<String>,
 }
 
+/// An item action that takes nothing but the item.
+#[derive(Debug, Args)]
+pub struct ItemOpArgs {
+    pub item: String,
+    #[command(flatten)]
+    pub server: Server,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct CleanupArgs {
     pub item: String,
@@ -461,6 +471,11 @@ pub async fn cleanup_test_failover(a: &CleanupArgs) -> Result<(), Failure> {
     }
     let url = format!("{}/items/{}/cleanup-test-failover", base(&a.server), a.item);
     Run { server: &a.server, args: &a.run }.post(&url, body, print_plan).await
+}
+
+pub async fn item_op(a: &ItemOpArgs, op: &str) -> Result<(), Failure> {
+    let url = format!("{}/items/{}/{op}", base(&a.server), a.item);
+    Run { server: &a.server, args: &a.run }.post(&url, json!({}), print_plan).await
 }
 
 pub async fn resolve_split_brain(a: &SplitBrainArgs) -> Result<(), Failure> {
@@ -1081,6 +1096,20 @@ fn print_job(v: &Value) {
         );
         if let Some(e) = t["error"].as_str() {
             println!("      error: {e}\n      what to do: {}", t["recommended_action"].as_str().unwrap_or(""));
+        }
+        let result: Value = t["result"].as_str().and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default();
+        // A verification's finding is the point of its job.
+        if let Some(intact) = result["intact"].as_bool() {
+            let read = replicator::human_bytes(result["bytes_read"].as_u64().unwrap_or(0));
+            if intact {
+                println!("      replica intact: {} blocks compared, {read} read", result["blocks"]);
+            } else {
+                println!(
+                    "      replica DAMAGED: {} of {} blocks differ from their recorded hashes; the next cycle \
+                     compares the whole replica with the cloud copy and rewrites them",
+                    result["mismatched_blocks"], result["blocks"]
+                );
+            }
         }
     }
 }

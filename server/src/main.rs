@@ -83,6 +83,7 @@ fn run_client(cmd: cli::Command) -> ExitCode {
             cli::Command::CommitInCloud(a) => client::action("commit-in-cloud", a).await,
             cli::Command::TestFailover(a) => client::test_failover(a).await,
             cli::Command::CleanupTestFailover(a) => client::cleanup_test_failover(a).await,
+            cli::Command::VerifyReplica(a) => client::item_op(a, "verify-replica").await,
             cli::Command::Drills(a) => client::drills(a).await,
             cli::Command::ResolveSplitBrain(a) => client::resolve_split_brain(a).await,
             cli::Command::Networks(cmd) => client::networks(cmd).await,
