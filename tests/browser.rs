@@ -343,6 +343,16 @@ async fn portal_hydrates_and_navigates_without_a_full_reload() {
     assert!(c.find(Locator::Css(r#"tr[data-item="web01"]"#)).await.is_err(), "the search filters the table");
     let kept = c.execute("return window.__homewardMarker === 42;", vec![]).await.unwrap();
     assert_eq!(kept, Value::Bool(true));
+
+    // Before hydration the page says it is busy and its script-driven buttons are inert (a click would be lost);
+    // once hydrated they are live.
+    let html = portal.http.get(format!("{}replicated-items", portal.url)).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains(r#"<body aria-busy="true">"#), "the server-rendered page is marked busy");
+    let pointer = r#"return [document.body.getAttribute('aria-busy'),
+        getComputedStyle(document.querySelector('button[type="button"]')).pointerEvents];"#;
+    assert_eq!(c.execute(pointer, vec![]).await.unwrap(), json!([null, "auto"]), "hydrated: live");
+    c.execute("document.body.setAttribute('aria-busy', 'true'); return null;", vec![]).await.unwrap();
+    assert_eq!(c.execute(pointer, vec![]).await.unwrap(), json!(["true", "none"]), "not hydrated: inert");
     c.close().await.unwrap();
 }
 

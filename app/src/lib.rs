@@ -53,7 +53,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>
-            <body>
+            // Busy until the wasm has hydrated the page: the script-driven buttons do nothing before then, so the style
+            // sheet makes them look and act inert (a click on them would be lost).
+            <body aria-busy="true">
                 <App/>
             </body>
         </html>
@@ -79,6 +81,7 @@ pub fn App() -> impl IntoView {
         #[cfg(feature = "hydrate")]
         if let Some(body) = document().body() {
             let _ = body.set_attribute("data-hydrated", "true");
+            let _ = body.remove_attribute("aria-busy");
             // Epoch ms, for the benchmark's navigation-to-interactive figure.
             let _ = body.set_attribute("data-hydrated-at", &ui::now_ms().to_string());
         }
