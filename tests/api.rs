@@ -881,6 +881,39 @@ async fn an_item_fails_back_into_a_connected_vcenter_through_its_api() {
     assert!(!test_disk.exists(), "and its disk");
     api.post("infrastructure/networks/VM%20Network", r#"{"isolated": false}"#, None).await;
 
+    // Someone powers app02's VM on in vCenter, behind Homeward's back, while the item is protected to on-premises:
+    // vCenter's next report puts the item in split-brain (nothing resyncs on its own); keeping the cloud copy
+    // powers the VM off through vCenter and the item is protected again.
+    let vc = orchestrator::connectors::vsphere::Vcenter::connect(orchestrator::connectors::vsphere::VcenterConfig {
+        url: vcsim.url.clone(),
+        user: vcsim.user.clone(),
+        password: vcsim.password.clone(),
+        thumbprint: Some(orchestrator::connectors::Thumbprint::parse(&vcsim.thumbprint).unwrap()),
+    })
+    .await
+    .unwrap();
+    let id = vc.inventory().await.unwrap().vms.into_iter().find(|v| v.name == "app02").unwrap().id;
+    vc.power_on(&id).await.unwrap();
+    let (_, it) = api.get("items/app02").await;
+    assert_eq!(it["item"]["state"], "protected-to-primary", "nothing is known before vCenter reports it: {it}");
+    api.post("connections/vcenter-01/refresh", "{}", None).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let it = loop {
+        let (_, it) = api.get("items/app02").await;
+        if it["item"]["state"] == "split-brain" {
+            break it;
+        }
+        assert!(Instant::now() < deadline, "vCenter's report of the VM running made no split-brain: {it}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(it["item"]["split_brain"]["intruder"], "primary", "{it}");
+    let reason = json!({"reason": "started by mistake in vCenter; the cloud copy is production"});
+    api.act("app02", "keep-cloud-copy", reason, "vc-sb").await;
+    let (_, v, _) = api.post("connections/vcenter-01/refresh", "{}", None).await;
+    assert_eq!(vm(&v).unwrap()["power"], "off", "the losing VM was powered off through vCenter");
+    let (_, it) = api.get("items/app02").await;
+    assert_eq!(it["item"]["state"], "protected-to-primary", "{it}");
+
     // Failover to the latest point: the cloud VM shuts down, one more cycle, the disk at that point is attached and
     // the VM powered on through vCenter.
     api.act("app02", "failover", json!({"point": {"type": "latest"}}), "vc-failover").await;

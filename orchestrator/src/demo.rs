@@ -236,6 +236,7 @@ pub fn seed(estate: &Estate) -> Result<EstateDoc, EstateError> {
             replica_disks: Vec::new(),
             cloud_power: true,
             onprem_power: s.original_on.is_some(),
+            onprem_power_set_at: 0,
             vmware_tools: match s.os.0 {
                 OsFamily::Windows => "disabled".into(),
                 OsFamily::Linux => "uninstalled".into(),
@@ -330,6 +331,7 @@ pub fn add_fleet(estate: &Estate, doc: &mut EstateDoc, n: usize) -> Result<(), E
             replica_disks: Vec::new(),
             cloud_power: true,
             onprem_power: false,
+            onprem_power_set_at: 0,
             vmware_tools: match family {
                 OsFamily::Windows => "disabled".into(),
                 OsFamily::Linux => "uninstalled".into(),

@@ -27,6 +27,9 @@ pub struct ItemRecord {
     pub replica_disks: Vec<String>,
     pub cloud_power: bool,
     pub onprem_power: bool,
+    /// When Homeward last powered the on-premises VM on or off: a vCenter report from before then says nothing new.
+    #[serde(default)]
+    pub onprem_power_set_at: Millis,
     /// "enabled"/"disabled" (Windows) or "installed"/"uninstalled" (Linux) (R-T1).
     pub vmware_tools: String,
     /// The recovery point the last failback materialised.

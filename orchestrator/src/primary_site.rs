@@ -141,6 +141,29 @@ pub fn overlay_items(items: &mut [ItemRecord], name: &str, view: &InventoryView)
     }
 }
 
+/// The items protected to on-premises whose VM in vCenter `name` its check at `reported_at` found powered on, after
+/// Homeward last powered it on or off: the VM runs outside Homeward, writing the replica the cloud's changes go to.
+/// Their record says so (`onprem_power`), and the next replication round puts them in split-brain. Pure.
+pub fn overlay_power(items: &mut [ItemRecord], view: &InventoryView, reported_at: Millis) {
+    let vms: std::collections::HashMap<&str, &crate::connections::VmView> =
+        view.vms.iter().map(|v| (v.name.as_str(), v)).collect();
+    for rec in items.iter_mut() {
+        if rec.item.state != crate::lifecycle::State::ProtectedToPrimary
+            || rec.onprem_power
+            || !bound_to_vcenter(rec)
+            || reported_at <= rec.onprem_power_set_at
+        {
+            continue;
+        }
+        let Some(vm) = rec.item.onprem.as_ref().and_then(|vm| vms.get(vm.id.as_str())) else { continue };
+        // vCenter names a host only for a VM on one of its own hosts: the same name in another vCenter is another VM.
+        let on_its_host = vm.host.as_deref() == rec.item.onprem.as_ref().map(|v| v.host.as_str());
+        if vm.power == "on" && on_its_host {
+            rec.onprem_power = true;
+        }
+    }
+}
+
 /// The file behind `[datastore] folder/name.vmdk`, when this node reaches the datastore's folder.
 fn file_of(view: &InventoryView, backing: &str) -> Option<PathBuf> {
     let (ds, rel) = backing.strip_prefix('[')?.split_once(']')?;
@@ -514,6 +537,7 @@ mod tests {
             replica_disks: vec![],
             cloud_power: true,
             onprem_power: false,
+            onprem_power_set_at: 0,
             vmware_tools: "disabled".into(),
             failed_back_point: None,
             last_cycle_at: 0,
@@ -572,5 +596,43 @@ mod tests {
         let url = format!("ds://{}", dir.path().display());
         assert_eq!(datastore_folder(&url).as_deref(), Some(dir.path()));
         assert_eq!(datastore_folder("ds:///vmfs/volumes/5f0c-…/"), None);
+    }
+
+    #[test]
+    fn a_bound_vm_reported_powered_on_after_homeward_last_powered_it_runs_outside_homeward() {
+        use crate::lifecycle::State;
+        let mut v = view("connected", 0);
+        let vm = |power: &str, host: &str| VmView {
+            name: "vm-web01".into(),
+            power: power.into(),
+            host: Some(host.into()),
+            tools: String::new(),
+            disks: vec![],
+            disk_bytes: vec![],
+            snapshots: 0,
+        };
+        v.vms.push(vm("on", "esxi-01"));
+        let bound = vec!["/srv/ds/web01/web01.vmdk".to_owned()];
+        let item = |state: State, disks: Vec<String>, set_at: Millis| ItemRecord {
+            onprem_power_set_at: set_at,
+            ..record(state, disks)
+        };
+        let mut items = vec![
+            item(State::ProtectedToPrimary, bound.clone(), 100),
+            item(State::ProtectedToPrimary, bound.clone(), 300),
+            item(State::FailedBackCommitPending, bound.clone(), 100),
+            item(State::ProtectedToPrimary, vec!["primary/vmfs-01/web01/disk0.vmdk".into()], 100),
+        ];
+        overlay_power(&mut items, &v, 200);
+        let on: Vec<bool> = items.iter().map(|r| r.onprem_power).collect();
+        assert_eq!(on, [true, false, false, false], "a report older than Homeward's last power change says nothing");
+        let mine = v.vms.len() - 1;
+        v.vms[mine] = vm("off", "esxi-01");
+        let mut items = vec![item(State::ProtectedToPrimary, bound.clone(), 100)];
+        overlay_power(&mut items, &v, 200);
+        assert!(!items[0].onprem_power);
+        v.vms[mine] = vm("on", "esx-other");
+        overlay_power(&mut items, &v, 200);
+        assert!(!items[0].onprem_power, "a VM of that name on another host is another VM");
     }
 }

@@ -43,7 +43,7 @@ impl Service {
             // A copy running where it may not: stop before a cycle overwrites what it wrote (nothing resyncs on its
             // own after a split-brain).
             if crate::split_brain::intruder(rec).is_some() {
-                self.enter_split_brain(&rec.item.id, now).await?;
+                self.enter_split_brain(&rec.item.id, now, rec.onprem_power).await?;
                 continue;
             }
             let protected = matches!(rec.item.state, State::ProtectedToPrimary | State::ProtectedToCloud);

@@ -243,6 +243,9 @@ impl Service {
         for (c, inv) in self.connections.vcenters().await? {
             crate::primary_site::overlay(&mut doc.inventory, &c.name, &inv, c.last_error.is_none());
             crate::primary_site::overlay_items(&mut doc.items, &c.name, &inv);
+            if let Some(at) = c.last_ok_at {
+                crate::primary_site::overlay_power(&mut doc.items, &inv, at);
+            }
         }
         Ok(doc)
     }

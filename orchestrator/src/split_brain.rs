@@ -62,10 +62,20 @@ fn loser(op: Operation) -> Site {
 impl Service {
     /// Puts the item in split-brain if one of its copies runs when it may not (checked again inside the update, so
     /// a job that started meanwhile wins). Returns whether it did.
-    pub(crate) async fn enter_split_brain(&self, id: &str, now: Millis) -> Result<bool, ServiceError> {
+    /// `seen_onprem_power`: the on-premises VM as the round saw it, a connected vCenter's report included.
+    pub(crate) async fn enter_split_brain(
+        &self,
+        id: &str,
+        now: Millis,
+        seen_onprem_power: bool,
+    ) -> Result<bool, ServiceError> {
         let entered = self
             .estate
             .update_item(id, |rec, _| {
+                if seen_onprem_power && rec.item.state == State::ProtectedToPrimary {
+                    // vCenter found it running: that is a fact about the VM, recorded as Homeward's own switches are.
+                    rec.onprem_power = true;
+                }
                 let Some(intruder) = intruder(rec) else { return Ok(false) };
                 let from = rec.item.state;
                 let Ok(next) = lifecycle::next(from, Event::Diverged) else { return Ok(false) };

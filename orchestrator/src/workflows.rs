@@ -594,12 +594,14 @@ impl Workflows<'_> {
         let created = created?;
         let disks: Vec<String> = created.disks.iter().map(|p| p.display().to_string()).collect();
         let (vm, host, ds) = (created.name.clone(), host.to_owned(), ds.to_owned());
+        let now = (self.service.clock)();
         self.update(id, |r, _| {
             r.replica_disks = disks.clone();
             r.onprem_disks = disks.clone();
             r.item.onprem = Some(new_vm(vm.clone(), host, &ds, &sizes));
             // The new VM is made powered off: it runs only once failed back to.
             r.onprem_power = false;
+            r.onprem_power_set_at = now;
             Ok(())
         })
         .await?;
@@ -806,9 +808,13 @@ impl Workflows<'_> {
                 }
             }
         }
+        let now = (self.service.clock)();
         self.update(id, |r, _| {
             match site {
-                Site::Primary => r.onprem_power = on,
+                Site::Primary => {
+                    r.onprem_power = on;
+                    r.onprem_power_set_at = now;
+                }
                 Site::Recovery => r.cloud_power = on,
             }
             Ok(())
@@ -862,12 +868,14 @@ impl Workflows<'_> {
                     disks.push(rel);
                     sizes.push(size);
                 }
+                let now = (self.service.clock)();
                 self.update(id, |r, _| {
                     r.replica_disks = disks.clone();
                     r.onprem_disks = disks.clone();
                     r.item.onprem = Some(new_vm(format!("vm-{id}"), host, &ds, &sizes));
                     // The new VM is made powered off: it runs only once failed back to.
                     r.onprem_power = false;
+                    r.onprem_power_set_at = now;
                     Ok(())
                 })
                 .await?;
@@ -1028,6 +1036,7 @@ impl Workflows<'_> {
                 let now = (self.service.clock)();
                 self.update(id, |r, _| {
                     r.onprem_power = true;
+                    r.onprem_power_set_at = now;
                     r.item.booted_at = Some(now);
                     r.item.agent_registered = false;
                     Ok(())
