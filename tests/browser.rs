@@ -563,7 +563,38 @@ async fn the_article_in_the_browser_with_a_reader_refused() {
     c.close().await.unwrap();
 }
 
-/// Every page, light and dark (and the items at phone width), into target/screenshots for review.
+/// The visible, enabled elements matching `css` whose text colour has less than WCAG's 4.5:1 contrast against the
+/// first opaque background behind it, with their ratio.
+async fn low_contrast(c: &Client, css: &str) -> Vec<String> {
+    let js = r#"
+        const lum = c => {
+            const [r, g, b] = c.match(/[\d.]+/g).slice(0, 3).map(Number).map(v => {
+                v /= 255;
+                return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+            });
+            return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+        };
+        const behind = e => {
+            for (; e; e = e.parentElement) {
+                const m = getComputedStyle(e).backgroundColor.match(/[\d.]+/g);
+                if (m && (m.length < 4 || Number(m[3]) > 0.5)) return getComputedStyle(e).backgroundColor;
+            }
+            return 'rgb(255, 255, 255)';
+        };
+        const out = [];
+        for (const e of document.querySelectorAll(arguments[0])) {
+            if (!e.getClientRects().length || e.disabled || !e.textContent.trim()) continue;
+            const [a, b] = [lum(getComputedStyle(e).color), lum(behind(e))];
+            const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+            if (ratio < 4.5) out.push(e.outerHTML.slice(0, 90) + ' ' + ratio.toFixed(2));
+        }
+        return out;"#;
+    let v = c.execute(js, vec![json!(css)]).await.unwrap();
+    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap_or_default().to_owned()).collect()
+}
+
+/// Every page, light and dark (and the items at phone width), into target/screenshots for review, each checked for
+/// text under 4.5:1 contrast on its buttons, badges and health words.
 #[tokio::test]
 async fn screenshots_of_every_page_light_and_dark() {
     if !e2e_enabled() {
@@ -606,6 +637,8 @@ async fn screenshots_of_every_page_light_and_dark() {
             }
             let theme = if dark { "dark" } else { "light" };
             let suffix = if width == 390 { "-390" } else { "" };
+            let low = low_contrast(&c, "button.primary, button.danger, .badge, .health, .checks li.pass span").await;
+            assert!(low.is_empty(), "{name} ({theme}): text under 4.5:1 against its background: {low:#?}");
             shot(&c, &format!("{name}-{theme}{suffix}")).await;
         }
         c.close().await.unwrap();
