@@ -455,6 +455,19 @@ async fn the_article_in_the_browser_with_a_reader_refused() {
     let (failover_job, _) = watch_job(&c).await;
     let job = api(&portal, "GET", &format!("jobs/{failover_job}"), Value::Null).await;
     assert_eq!(job["job"]["kind"], "failover");
+    // The job's page tells whoever opens its link who started it and why, the point and the data loss chosen, and
+    // once it has ended what the item allows next.
+    assert_eq!(text(&c, "main h1").await, "Failover of web01");
+    let next = text(&c, r#"[data-testid="next-steps"]"#).await;
+    assert!(
+        next.contains("Commit") && next.contains("Change recovery point") && next.contains("Cancel failover"),
+        "{next}"
+    );
+    assert!(text(&c, r#"[data-testid="started-by"]"#).await.starts_with("admin"));
+    assert_eq!(text(&c, r#"[data-testid="why"]"#).await, "failback rehearsal done, going home");
+    let point = text(&c, r#"[data-testid="point"]"#).await;
+    assert!(point.starts_with("app consistent point of") && point.ends_with("UTC"), "{point}");
+    assert!(!text(&c, r#"[data-testid="data-loss"]"#).await.is_empty());
     assert!(job["job"]["request"].as_str().unwrap().contains("latest-app-consistent"), "{job}");
 
     // Before commit, the recovery point can still change (the same dialog, another operation).

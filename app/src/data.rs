@@ -630,6 +630,55 @@ pub async fn get_job(id: String) -> Result<Option<JobRow>, ServerFnError> {
     }
 }
 
+/// The job's story for its page: title in words, who started it and why, the point and data loss chosen, and once it
+/// has ended what its item allows next.
+#[server(endpoint = "portal/job-story", input = leptos::server_fn::codec::GetUrl)]
+pub async fn get_job_story(id: String) -> Result<Option<JobStory>, ServerFnError> {
+    use orchestrator::service::JobRequest;
+    let c = server::ctx()?;
+    let j = match c.service.jobs.get(&id).await {
+        Ok(j) => j,
+        Err(orchestrator::jobs::JobError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(server::internal(e)),
+    };
+    let (log, _) = c.accounts.audit_log(None, Some(&id), 20, 0).await.map_err(server::internal)?;
+    let started = log.into_iter().find(|e| e.outcome == "started" && e.job_id.as_deref() == Some(id.as_str()));
+    let what = {
+        let w = j.kind.replace('-', " ");
+        let mut chars = w.chars();
+        chars.next().map(|f| f.to_uppercase().chain(chars).collect::<String>()).unwrap_or_default()
+    };
+    let target = match (&j.item_id, &j.plan_id) {
+        (Some(item), _) => item.clone(),
+        (None, Some(plan)) => {
+            let doc = c.service.doc().await.map_err(server::internal)?;
+            doc.plans.iter().find(|p| &p.id == plan).map_or_else(|| plan.clone(), |p| p.name.clone())
+        }
+        _ => String::new(),
+    };
+    let request = serde_json::from_str::<JobRequest>(&j.request).ok();
+    let point = request.as_ref().and_then(|r| r.plan.point.as_ref()).map(|p| {
+        format!("{} point of {}", server::words(&p.kind).replace('-', " "), orchestrator::domain::utc_text(p.time))
+    });
+    let mut next = Vec::new();
+    if j.state.is_terminal() {
+        if let Some(item) = &j.item_id {
+            if let Ok((_, ops)) = c.service.item(item).await {
+                next = ops.iter().filter(|(_, why)| why.is_empty()).map(|(op, _)| server::words(op)).collect();
+            }
+        }
+    }
+    Ok(Some(JobStory {
+        title: format!("{what} of {target}"),
+        started_by: started.as_ref().map(|e| format!("{} ({})", e.user_name, e.role)),
+        reason: started.and_then(|e| e.reason),
+        point,
+        data_loss_ms: request.as_ref().and_then(|r| r.plan.data_loss_ms),
+        next,
+        item: j.item_id.clone(),
+    }))
+}
+
 #[server(endpoint = "portal/plans", input = leptos::server_fn::codec::GetUrl)]
 pub async fn list_plans() -> Result<Vec<PlanRow>, ServerFnError> {
     use server::*;

@@ -382,6 +382,25 @@ pub struct JobRow {
     pub tasks: Vec<TaskRow>,
 }
 
+/// What a job's page tells a teammate who opens its link: what it is in words, who started it and why, the point
+/// and the data loss chosen, and what the item allows next.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobStory {
+    /// "Failover of web01", "Plan failover of ERP".
+    pub title: String,
+    /// "admin (Administrator)".
+    pub started_by: Option<String>,
+    /// The reason typed when it was started.
+    pub reason: Option<String>,
+    /// "app-consistent point of 2026-12-07 10:31:02 UTC".
+    pub point: Option<String>,
+    pub data_loss_ms: Option<u64>,
+    /// Once the job has ended: the item's operations allowed now, as the item page offers them.
+    pub next: Vec<String>,
+    /// The item whose operations `next` names.
+    pub item: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobPage {
     pub rows: Vec<JobRow>,

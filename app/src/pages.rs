@@ -649,6 +649,11 @@ pub(crate) fn JobPage() -> impl IntoView {
             generation.update(|g| *g += 1);
         }
     });
+    // Read again when the job ends: what its item allows next is known only then.
+    let ended = Memo::new(move |_| {
+        live.get().is_some_and(|j| matches!(j.state.as_str(), "succeeded" | "failed" | "cancelled"))
+    });
+    let story = Resource::new(move || (id.get(), ended.get()), |(id, _)| data::get_job_story(id));
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
         use wasm_bindgen::closure::Closure;
@@ -691,6 +696,29 @@ pub(crate) fn JobPage() -> impl IntoView {
                 }.into_any())
             })}
         </Suspense>
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move { story.await.ok().flatten().map(story_view) })}
+        </Suspense>
+    }
+}
+
+/// Who started the job and why, the point and data loss chosen, and the item's next step.
+fn story_view(s: JobStory) -> impl IntoView {
+    let item = s.item.clone().unwrap_or_default();
+    view! {
+        <section class="panel" data-testid="job-story" aria-label=s.title.clone()>
+            <dl class="props">
+                <dt>"Started by"</dt><dd data-testid="started-by">{s.started_by.clone().unwrap_or_else(|| "— (not in the audit log)".into())}</dd>
+                <dt>"Why"</dt><dd data-testid="why">{s.reason.clone().unwrap_or_else(|| "— (no reason given)".into())}</dd>
+                {s.point.clone().map(|p| view! { <dt>"Recovery point"</dt><dd data-testid="point">{p}</dd> })}
+                {s.data_loss_ms.map(|ms| view! { <dt>"Data loss chosen"</dt><dd data-testid="data-loss">{if ms == 0 { "none (the latest point)".to_owned() } else { fmt_duration(ms) }}</dd> })}
+            </dl>
+            {(!s.next.is_empty()).then(|| view! {
+                <p class="next-steps" data-testid="next-steps">"Next for "{item.clone()}": "
+                    {s.next.iter().map(|op| view! { <a class="button" data-op=op.clone() href=format!("/replicated-items/{item}?action={op}")>{op_label(op)}</a>" " }).collect_view()}
+                </p>
+            })}
+        </section>
     }
 }
 
@@ -713,7 +741,7 @@ fn job_view(j: JobRow, me: Option<Me>, live: bool, act: ServerAction<JobAction>)
     let done = j.tasks.iter().filter(|t| t.state == "succeeded").count();
     let total = j.tasks.len().max(1);
     view! {
-        <h1>{format!("{} · {}", words(&j.kind), j.target)}</h1>
+        <h1>{job_title(&j.kind, &j.target)}</h1>
         <section class="panel">
             <dl class="props">
                 <dt>"Job"</dt><dd data-testid="job-id">{j.id.clone()}</dd>
@@ -1230,4 +1258,12 @@ pub(crate) fn NotFound() -> impl IntoView {
         <h1>"Page not found"</h1>
         <p>"This address is not part of the vault. Use the navigation on the left."</p>
     }
+}
+
+/// A job as a person names it: "Failover of web01", "Plan failover of plan-erp".
+pub(crate) fn job_title(kind: &str, target: &str) -> String {
+    let w = words(kind);
+    let mut c = w.chars();
+    let first = c.next().map(|f| f.to_uppercase().collect::<String>()).unwrap_or_default();
+    format!("{first}{} of {target}", c.as_str())
 }
