@@ -652,6 +652,27 @@ async fn screenshots_of_every_page_light_and_dark() {
             let suffix = if width == 390 { "-390" } else { "" };
             let low = low_contrast(&c, "button.primary, button.danger, .badge, .health, .checks li.pass span").await;
             assert!(low.is_empty(), "{name} ({theme}): text under 4.5:1 against its background: {low:#?}");
+            if width == 390 {
+                // A phone scrolls the page down, never sideways: wide tables scroll inside their own region.
+                // What reaches past the window outside any region that scrolls on its own.
+                let js = r#"const w = window.innerWidth, wide = [];
+                    // Inside a region that scrolls on its own, unless positioned out of it (its containing block above).
+                    const clipped = e => {
+                        let out = getComputedStyle(e).position === 'absolute' || getComputedStyle(e).position === 'fixed';
+                        for (let a = e.parentElement; a && a !== document.body; a = a.parentElement) {
+                            const s = getComputedStyle(a);
+                            if (s.overflowX !== 'visible' && !out) return true;
+                            if (out && s.position !== 'static') out = false;
+                        }
+                        return false;
+                    };
+                    for (const e of document.querySelectorAll('body *'))
+                        if (e.getBoundingClientRect().right > w + 1 && !clipped(e))
+                            wide.push(e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right));
+                    return [document.documentElement.scrollWidth, w, wide.slice(0, 8)];"#;
+                let widths = c.execute(js, vec![]).await.unwrap();
+                assert!(widths[0].as_u64() <= widths[1].as_u64(), "{name} at 390 px scrolls sideways: {widths}");
+            }
             shot(&c, &format!("{name}-{theme}{suffix}")).await;
         }
         c.close().await.unwrap();

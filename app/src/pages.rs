@@ -372,7 +372,7 @@ pub(crate) fn ReplicatedItems() -> impl IntoView {
                 }
                 Ok(view! {
                     <crate::item::BulkReprotect open=bulk_open selected=selected choices=p.process_servers_to_cloud.clone()/>
-                    <div class="table-wrap">
+                    <div class="table-wrap" tabindex="0" role="region" aria-label="Replicated items">
                         <table class="grid" data-testid="items">
                             <thead><tr>
                                 <th scope="col"><span class="sr-only">"Select"</span></th>
@@ -558,7 +558,7 @@ pub(crate) fn job_table(jobs: Vec<JobRow>) -> AnyView {
         return view! { <p class="muted">"No jobs yet."</p> }.into_any();
     }
     view! {
-        <div class="table-wrap">
+        <div class="table-wrap" tabindex="0" role="region" aria-label="Jobs">
             <table class="grid" data-testid="jobs">
                 <thead><tr><th scope="col">"Job"</th><th scope="col">"Operation"</th><th scope="col">"Target"</th><th scope="col">"State"</th><th scope="col">"Started"</th><th scope="col">"Duration"</th></tr></thead>
                 <tbody>{jobs.into_iter().map(|j| {
