@@ -787,8 +787,11 @@ async fn a_recovery_plan_fails_over_from_its_page() {
     assert!(dialog.contains("from Azure → on-premises") && dialog.contains("erp-db: rp-"), "{dialog}");
     click(&c, r#"#plan-failover-dialog input[value="latest-processed"]"#).await;
     type_into(&c, "#plan-failover-dialog textarea", "ERP back home").await;
+    let confirm = wait_css(&c, r#"#plan-failover-dialog [data-testid="confirm"]"#, 5).await;
+    assert!(!confirm.is_enabled().await.unwrap(), "the plan's failover needs the acknowledgement, as an item's does");
+    click(&c, r#"#plan-failover-dialog [data-testid="ack"]"#).await;
     shot(&c, "plan-failover-dialog-light").await;
-    click(&c, "#plan-failover-dialog button.primary").await;
+    click(&c, r#"#plan-failover-dialog [data-testid="confirm"]"#).await;
     wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
     let (job, _) = watch_job(&c).await;
     let tasks = text(&c, r#"[data-testid="tasks"]"#).await;

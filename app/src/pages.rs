@@ -471,6 +471,8 @@ pub(crate) fn PlanPage() -> impl IntoView {
     let open = RwSignal::new(false);
     let choice = RwSignal::new("latest-processed".to_owned());
     let reason = RwSignal::new(String::new());
+    // The same acknowledgement as a single item's failover: it shuts down production VMs.
+    let ack = RwSignal::new(false);
     let key = RwSignal::new(String::new());
     let act = ServerAction::<PlanFailover>::new();
     let navigate = leptos_router::hooks::use_navigate();
@@ -497,6 +499,7 @@ pub(crate) fn PlanPage() -> impl IntoView {
                 let reprotect_plan = p.clone();
                 let pid = p.id.clone();
                 let choices = p.choices.clone();
+                let members: usize = p.groups.iter().map(|g| g.len()).sum();
                 Ok(view! {
                     <h1>{p.name.clone()}" "<small>{p.id.clone()}</small></h1>
                     <div class="toolbar" role="toolbar">
@@ -537,11 +540,13 @@ pub(crate) fn PlanPage() -> impl IntoView {
                                 }
                             }).collect_view()}
                         </fieldset>
+                        <label class="check"><input type="checkbox" data-testid="ack" prop:checked=move || ack.get() on:change=move |ev| ack.set(event_target_checked(&ev))/>
+                            {format!(" I understand that the cloud VMs of the plan's {members} items will be shut down, and that each on-premises VM starts from its chosen recovery point.")}</label>
                         <label>"Reason (goes to the audit log) "<textarea prop:value=move || reason.get() on:input=move |ev| reason.set(event_target_value(&ev)) required=true/></label>
                         {move || act.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
                         <div class="actions">
                             <button type="button" on:click=move |_| open.set(false)>"Cancel"</button>
-                            <button type="button" class="primary" disabled=move || act.pending().get() || reason.get().trim().is_empty()
+                            <button type="button" class="primary danger" data-testid="confirm" disabled=move || !ack.get() || act.pending().get() || reason.get().trim().is_empty()
                                 on:click={let pid = pid.clone(); move |_| { act.dispatch(PlanFailover { plan: pid.clone(), choice: choice.get(), reason: reason.get(), key: key.get() }); }}>
                                 {move || if act.pending().get() { "Starting…" } else { "Fail over the plan" }}
                             </button>
