@@ -307,6 +307,13 @@ async fn portal_hydrates_and_navigates_without_a_full_reload() {
     sign_in(&c, &portal.url, "admin", "/").await;
     assert_eq!(text(&c, r#"[data-testid="vault-name"]"#).await, "contoso-dr-vault");
     assert_eq!(text(&c, r#"[data-testid="role"]"#).await, "Administrator");
+    // The overview's attention list names every kind, not only broken health: phys08 (Windows Server 2008 R2) and
+    // the migrated mig01 can never fail back, though their health is normal.
+    let attention = text(&c, r#"[data-testid="attention"]"#).await;
+    assert!(
+        attention.contains("phys08: can never fail back") && attention.contains("mig01: can never fail back"),
+        "{attention}"
+    );
 
     // A full reload would drop this marker; client-side routing keeps it.
     c.execute("window.__homewardMarker = 42; return null;", vec![]).await.unwrap();

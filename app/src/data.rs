@@ -1104,12 +1104,41 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
         v.sort();
         v
     };
-    let attention = all
+    let alerts = s.alerts().list(false, 1000).await.map_err(internal)?;
+    let rpo_breached: std::collections::HashSet<&str> = alerts
         .iter()
-        .filter(|r| r.health != "normal")
-        .take(20)
-        .map(|r| (r.id.clone(), r.health_errors.first().cloned().unwrap_or_else(|| format!("health {}", r.health))))
+        .filter(|a| a.kind == orchestrator::alerts::AlertKind::RpoBreached)
+        .map(|a| a.subject.as_str())
         .collect();
+    // Every kind that needs a person, each item once with its first reason: broken health, RPO past its threshold,
+    // an infrastructure fault blocking its failover, a failback waiting for commit, an item that can never fail back,
+    // one back on-premises without protection.
+    let refusal = |r: &ItemRow, op: &str, rules: &[&str]| {
+        r.refused.iter().find(|x| x.operation == op && rules.contains(&x.rule.as_str())).map(|x| x.message.clone())
+    };
+    let mut attention: Vec<(String, String)> = Vec::new();
+    for r in all.iter() {
+        let why = if r.health != "normal" {
+            Some(r.health_errors.first().cloned().unwrap_or_else(|| format!("replication health is {}.", r.health)))
+        } else if rpo_breached.contains(r.id.as_str()) {
+            Some("its RPO is past its threshold (see Alerts).".to_owned())
+        } else if let Some(m) = refusal(r, "failover", &["R-C4", "R-C2", "R-P3", "R-I1"]) {
+            Some(format!("failover blocked by the infrastructure: {m}"))
+        } else if r.state == "failed-back-commit-pending" {
+            Some("failed back, waiting for commit (or cancel): the cloud VM still exists.".to_owned())
+        } else if let Some(m) = refusal(r, "reprotect", &["R-P2", "R-B1"]) {
+            Some(format!("can never fail back: {m}"))
+        } else if r.state == "committed-on-primary" {
+            Some("back on-premises and unprotected: re-protect it to Azure.".to_owned())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            attention.push((r.id.clone(), why));
+        }
+    }
+    let needing_attention = attention.len();
+    attention.truncate(20);
     let running =
         s.jobs.list(200).await.map_err(internal)?.into_iter().filter(|j| !j.state.is_terminal()).map(job_row).collect();
     // RPO over the last two hours, from the recovery points: at each moment, the age of the newest point then.
@@ -1133,7 +1162,6 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
     }
     let last_drill =
         s.drills().list(None, 1).await.map_err(internal)?.into_iter().next().map(|d| (d.id, d.item_name, d.started_at));
-    let alerts = s.alerts().list(false, 1000).await.map_err(internal)?;
     let critical = alerts.iter().filter(|a| a.severity == orchestrator::domain::Health::Critical).count();
     Ok(OverviewData {
         open_alerts: (alerts.len(), critical),
@@ -1143,6 +1171,7 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
         by_state: count(&|r| r.state.clone()),
         by_health: count(&|r| r.health.clone()),
         attention,
+        needing_attention,
         running,
         rpo,
         rpo_window_min: WINDOW_MIN,

@@ -605,6 +605,8 @@ pub struct OverviewData {
     pub by_state: Vec<(String, usize)>,
     pub by_health: Vec<(String, usize)>,
     pub attention: Vec<(String, String)>,
+    /// How many items need attention in all (`attention` lists the first 20).
+    pub needing_attention: usize,
     pub running: Vec<JobRow>,
     /// (item, [(minutes ago, RPO seconds)]) for replicating items, at most 12 items.
     pub rpo: Vec<(String, Vec<(u32, u64)>)>,

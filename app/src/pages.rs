@@ -123,11 +123,11 @@ pub(crate) fn Overview() -> impl IntoView {
                         }}
                     </section>
                     <section class="panel" aria-labelledby="attention-h">
-                        <h2 id="attention-h">"Needing attention"</h2>
+                        <h2 id="attention-h">{format!("Needing attention ({})", d.needing_attention)}</h2>
                         {if d.attention.is_empty() {
-                            view! { <p class="muted">"Every item's replication health is normal."</p> }.into_any()
+                            view! { <p class="muted">"Nothing: every item is healthy, within its RPO and able to fail over or back."</p> }.into_any()
                         } else {
-                            view! { <ul>{d.attention.into_iter().map(|(id, why)| view! {
+                            view! { <ul data-testid="attention">{d.attention.into_iter().map(|(id, why)| view! {
                                 <li><a href=format!("/replicated-items/{id}")><strong>{id.clone()}</strong></a>": "{why}</li>
                             }).collect_view()}</ul> }.into_any()
                         }}
