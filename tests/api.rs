@@ -981,14 +981,6 @@ async fn an_item_fails_back_into_a_connected_vcenter_through_its_api() {
 
     // Someone removes web01's VM in vCenter before the failback is committed: cancelling the failback stops at its
     // first step with vCenter's answer and what to check, and the item shows it.
-    let vc = orchestrator::connectors::vsphere::Vcenter::connect(orchestrator::connectors::vsphere::VcenterConfig {
-        url: vcsim.url.clone(),
-        user: vcsim.user.clone(),
-        password: vcsim.password.clone(),
-        thumbprint: Some(orchestrator::connectors::Thumbprint::parse(&vcsim.thumbprint).unwrap()),
-    })
-    .await
-    .unwrap();
     let id = vc.inventory().await.unwrap().vms.into_iter().find(|v| v.name == "web01").unwrap().id;
     vc.power_off(&id).await.unwrap();
     vc.destroy_vm(&id).await.unwrap();

@@ -92,21 +92,10 @@ impl Workflows<'_> {
                 }
             }
         }
-        if !unverifiable.is_empty() {
-            // Nothing recorded to compare with: its last cycle did not finish, and the next one compares the whole
-            // replica with the cloud copy anyway. Claiming "verified" here would be a lie.
-            return Err(fail(
-                format!(
-                    "{} has no recorded block hashes to compare with (its last replication cycle did not finish)",
-                    unverifiable.join(", ")
-                ),
-                "Wait for the item's next replication cycle to finish (it compares the whole replica with the cloud \
-                 copy), then verify again.",
-            ));
-        }
         // A table that disagrees with its own point counts as damage even with no differing block.
         let damaged = !v.damaged_disks.is_empty();
         let summary = v.clone();
+        let partial = unverifiable.clone();
         self.update(id, move |r, _| {
             if damaged {
                 r.item.health = Health::Critical;
@@ -121,10 +110,26 @@ impl Workflows<'_> {
                     ),
                 );
             }
-            r.item.verification = Some(summary);
+            // A verification with a disk it could not read is no finding of "intact"; damage found on the others
+            // still counts (their hashes are gone already).
+            if damaged || partial.is_empty() {
+                r.item.verification = Some(summary);
+            }
             Ok(())
         })
         .await?;
+        if !unverifiable.is_empty() {
+            // Nothing recorded to compare with: its last cycle did not finish, and the next one compares the whole
+            // replica with the cloud copy anyway. Claiming "verified" here would be a lie.
+            return Err(fail(
+                format!(
+                    "{} has no recorded block hashes to compare with (its last replication cycle did not finish)",
+                    unverifiable.join(", ")
+                ),
+                "Wait for the item's next replication cycle to finish (it compares the whole replica with the cloud \
+                 copy), then verify again.",
+            ));
+        }
         Ok(outcome(
             0,
             serde_json::json!({

@@ -708,29 +708,19 @@ pub struct PlanReprotectArgs {
     /// For items whose original VM is gone: the datastore their re-created VM's disks go to.
     #[arg(long)]
     pub datastore: Option<String>,
-    /// Protection settings for every item, in minutes (each keeps its own where one is left out).
-    #[arg(long)]
-    pub retention_min: Option<u32>,
-    #[arg(long)]
-    pub app_consistent_every_min: Option<u32>,
-    #[arg(long)]
-    pub rpo_threshold_min: Option<u32>,
+    // Protection settings for every item, in minutes (each keeps the plan's, else its own, where one is left out).
+    #[command(flatten)]
+    pub protection: PlanProtectionArgs,
     /// Why: recorded in the audit log.
     #[arg(long)]
     pub reason: Option<String>,
 }
 
 pub async fn plan_reprotect(a: &PlanReprotectArgs) -> Result<(), Failure> {
-    let mut body = json!({"process_server": a.process_server, "master_targets": a.master_targets});
-    for (field, value) in [
-        ("retention_min", a.retention_min),
-        ("app_consistent_every_min", a.app_consistent_every_min),
-        ("rpo_threshold_min", a.rpo_threshold_min),
-    ] {
-        if let Some(v) = value {
-            body[field] = json!(v);
-        }
-    }
+    // The given settings only: the plan's own defaults apply under them on the server.
+    let mut body = a.protection.over(&json!({}));
+    body["process_server"] = json!(a.process_server);
+    body["master_targets"] = json!(a.master_targets);
     if let Some(d) = &a.datastore {
         body["datastore"] = json!(d);
     }
