@@ -1231,8 +1231,16 @@ async fn a_split_brain_is_shown_and_ended_from_the_items_page() {
     assert!(!text(&c, r#"[data-testid="onprem-last-write"]"#).await.contains("not since"), "{banner}");
     click(&c, r#"[data-testid="split-brain"] button[data-op="keep-cloud-copy"]"#).await;
     wait_css(&c, "#keep-cloud-copy-dialog[open]", 10).await;
-    let dry = live_text(&c, r#"#keep-cloud-copy-dialog [data-testid="dry-run"]"#).await;
-    assert!(dry.contains("refused") && dry.contains("SB-2"), "no reason yet: {dry}");
+    // The dialog's dry run arrives after it opens: wait for it (bounded), then it refuses for want of a reason.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let dry = live_text(&c, r#"#keep-cloud-copy-dialog [data-testid="dry-run"]"#).await;
+        if dry.contains("refused") && dry.contains("SB-2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reason yet: {dry}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     type_into(&c, "#keep-cloud-copy-dialog textarea[name=reason]", "the on-premises VM was started by mistake").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !live_text(&c, r#"#keep-cloud-copy-dialog [data-testid="dry-run"]"#).await.contains("every check passed") {
