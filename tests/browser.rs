@@ -613,6 +613,25 @@ async fn low_contrast(c: &Client, css: &str) -> Vec<String> {
     v.as_array().unwrap().iter().map(|s| s.as_str().unwrap_or_default().to_owned()).collect()
 }
 
+/// axe-core (npm, installed by ./x setup) run on the page as it stands: its violations, one line each (rule, impact,
+/// the first nodes' selectors and what to fix).
+async fn axe_violations(c: &Client) -> Vec<String> {
+    static AXE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let source = AXE.get_or_init(|| {
+        let root = Command::new("npm").args(["root", "-g"]).output().expect("npm not found: run ./x setup");
+        let path = PathBuf::from(String::from_utf8_lossy(&root.stdout).trim()).join("axe-core/axe.min.js");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run ./x setup (installs npm's axe-core)", path.display()))
+    });
+    c.execute(&format!("if (!window.axe) {{ {source} }} return null;"), vec![]).await.unwrap();
+    let js = r#"const done = arguments[arguments.length - 1];
+        axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations.map(v =>
+            `${v.id} (${v.impact}): ${v.nodes.length} node(s), e.g. ${v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(' | ')}: ${v.nodes[0].failureSummary.replace(/\s+/g, ' ')}`)),
+            e => done(['axe failed: ' + e]));"#;
+    let v = c.execute_async(js, vec![]).await.unwrap();
+    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap_or_default().to_owned()).collect()
+}
+
 /// Every page, light and dark (and dark at phone width), into target/screenshots for review, each checked for
 /// text under 4.5:1 contrast on its buttons, badges and health words.
 #[tokio::test]
@@ -630,20 +649,27 @@ async fn screenshots_of_every_page_light_and_dark() {
         ("items", "/replicated-items".to_owned()),
         ("item", "/replicated-items/web01".to_owned()),
         ("failover-dialog", "/replicated-items/web01?action=failover".to_owned()),
+        ("reprotect-dialog", "/replicated-items/sql01?action=reprotect".to_owned()),
         ("plans", "/recovery-plans".to_owned()),
         ("plan", "/recovery-plans/plan-erp".to_owned()),
         ("jobs", "/jobs".to_owned()),
         ("job", format!("/jobs/{job}")),
         ("infrastructure", "/infrastructure".to_owned()),
+        ("alerts", "/alerts".to_owned()),
+        ("drills", "/drills".to_owned()),
         ("audit", "/audit".to_owned()),
         ("accounts", "/accounts".to_owned()),
     ];
     let driver = ChromeDriver::start();
+    let mut inaccessible = Vec::new();
     for (dark, width) in [(false, 1280), (true, 1280), (true, 390)] {
         let c = driver.session(width, dark).await;
         c.goto(&portal.url).await.unwrap();
         if dark && width == 1280 {
             shot(&c, "login-dark").await;
+        }
+        for v in axe_violations(&c).await {
+            inaccessible.push(format!("login ({}): {v}", if dark { "dark" } else { "light" }));
         }
         sign_in(&c, &portal.url, "admin", "/").await;
         for (name, path) in &pages {
@@ -656,6 +682,10 @@ async fn screenshots_of_every_page_light_and_dark() {
             let suffix = if width == 390 { "-390" } else { "" };
             let low = low_contrast(&c, "button.primary, button.danger, .badge, .health, .checks li.pass span").await;
             assert!(low.is_empty(), "{name} ({theme}): text under 4.5:1 against its background: {low:#?}");
+            // Every page's findings first, then one failure naming them all.
+            for v in axe_violations(&c).await {
+                inaccessible.push(format!("{name} ({theme}{suffix}): {v}"));
+            }
             if width == 390 {
                 // A phone scrolls the page down, never sideways: wide tables scroll inside their own region.
                 // What reaches past the window outside any region that scrolls on its own.
@@ -681,6 +711,7 @@ async fn screenshots_of_every_page_light_and_dark() {
         }
         c.close().await.unwrap();
     }
+    assert!(inaccessible.is_empty(), "axe-core finds {} violation(s):\n{}", inaccessible.len(), inaccessible.join("\n"));
 }
 
 /// A recovery plan failed over from its page (R-RP1: latest processed gives every item its own newest point), groups

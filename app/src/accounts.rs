@@ -243,7 +243,7 @@ fn AccountsPanel() -> impl IntoView {
                         Err(e) => return portal_error(&e),
                     };
                     view! {
-                        <div class="table-wrap"><table class="grid">
+                        <div class="table-wrap" tabindex="0" role="region" aria-label="Table of accounts"><table class="grid">
                             <thead><tr>
                                 <th scope="col">"Account"</th><th scope="col">"Role"</th><th scope="col">"State"</th>
                                 <th scope="col">"Signed in"</th><th scope="col">"Created"</th><th scope="col">"Actions"</th>

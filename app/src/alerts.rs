@@ -161,7 +161,7 @@ pub(crate) fn AlertsPage() -> impl IntoView {
                     view! { <p class="muted" data-testid="no-alerts">"No open alert: every item keeps its RPO, every site connection and agent answers, every datastore has room."</p> }.into_any()
                 } else {
                     view! {
-                        <div class="table-wrap"><table class="grid" data-testid="alerts">
+                        <div class="table-wrap" tabindex="0" role="region" aria-label="Alerts"><table class="grid" data-testid="alerts">
                             <thead><tr><th scope="col">"Since"</th><th scope="col">"Severity"</th><th scope="col">"What"</th><th scope="col">"About"</th><th scope="col">"Details and what to do"</th><th scope="col">"State"</th></tr></thead>
                             <tbody>{rows.into_iter().map(|a| {
                                 let id = a.id.clone();

@@ -62,7 +62,7 @@ fn checks_summary(d: &DrillRow) -> String {
 
 pub(crate) fn drill_table(rows: Vec<DrillRow>, with_item: bool) -> impl IntoView {
     view! {
-        <div class="table-wrap"><table class="grid compact" data-testid="drills">
+        <div class="table-wrap" tabindex="0" role="region" aria-label="Drills"><table class="grid compact" data-testid="drills">
             <thead><tr>
                 <th scope="col">"Started"</th>
                 {with_item.then(|| view! { <th scope="col">"Item"</th> })}
@@ -269,7 +269,7 @@ pub(crate) fn NetworksPanel(networks: Vec<NetworkRow>, admin: bool, changed: Cal
         <section class="panel" aria-labelledby="networks-h" data-testid="networks">
             <h2 id="networks-h">"Networks"</h2>
             <p class="muted">"Test failovers put their VM on an isolated network only: a copy on a production network would answer for the real machine. Administrators mark them; every change is audited."</p>
-            <div class="table-wrap"><table class="grid">
+            <div class="table-wrap" tabindex="0" role="region" aria-label="Table of networks"><table class="grid">
                 <thead><tr><th scope="col">"Network"</th><th scope="col">"vCenter"</th><th scope="col">"Isolation"</th>{admin.then(|| view! { <th scope="col">"Change"</th> })}</tr></thead>
                 <tbody>{networks.into_iter().map(|n| {
                     let name = n.name.clone();

@@ -101,7 +101,7 @@ pub(crate) fn ItemPage() -> impl IntoView {
                     </section>
                     <section class="panel"><h2>{format!("Recovery points ({})", d.points.len())}</h2>
                         {if d.points.is_empty() { view! { <p class="muted">"No recovery point yet: failback needs one (R-RP3)."</p> }.into_any() } else {
-                            view! { <div class="table-wrap scroll"><table class="grid compact" data-testid="points"><thead><tr><th scope="col">"Time"</th><th scope="col">"Type"</th><th scope="col">"Data lost against the latest"</th><th scope="col">"Id"</th></tr></thead><tbody>
+                            view! { <div class="table-wrap scroll" tabindex="0" role="region" aria-label="Recovery points"><table class="grid compact" data-testid="points"><thead><tr><th scope="col">"Time"</th><th scope="col">"Type"</th><th scope="col">"Data lost against the latest"</th><th scope="col">"Id"</th></tr></thead><tbody>
                                 {d.points.iter().take(50).map(|p| view! { <tr><td>{fmt_time(p.time)}</td><td>{words(&p.kind)}</td><td>{if p.data_loss_ms == 0 { "none (latest)".into() } else { fmt_duration(p.data_loss_ms) }}</td><td><code>{p.id.clone()}</code></td></tr> }).collect_view()}
                             </tbody></table></div> }.into_any()
                         }}

@@ -447,7 +447,7 @@ pub(crate) fn RecoveryPlans() -> impl IntoView {
                     return Ok::<_, ServerFnError>(view! { <section class="panel empty"><p class="empty-title">"No recovery plans in this vault yet."</p></section> }.into_any());
                 }
                 Ok(view! {
-                    <div class="table-wrap"><table class="grid" data-testid="plans">
+                    <div class="table-wrap" tabindex="0" role="region" aria-label="Recovery plans"><table class="grid" data-testid="plans">
                         <thead><tr><th scope="col">"Plan"</th><th scope="col">"Groups"</th><th scope="col">"Items"</th></tr></thead>
                         <tbody>{plans.into_iter().map(|p| view! {
                             <tr>
@@ -828,7 +828,7 @@ pub(crate) fn Infrastructure() -> impl IntoView {
                     {i.sections.into_iter().map(|s| view! {
                         <section class="panel">
                             <h2>{s.title.clone()}</h2>
-                            <div class="table-wrap"><table class="grid">
+                            <div class="table-wrap" tabindex="0" role="region" aria-label=s.title.clone()><table class="grid">
                                 <thead><tr>{s.columns.iter().map(|c| view! { <th scope="col">{c.clone()}</th> }).collect_view()}</tr></thead>
                                 <tbody>{s.rows.into_iter().map(|r| view! { <tr>{r.into_iter().map(|c| view! { <td>{c}</td> }).collect_view()}</tr> }).collect_view()}</tbody>
                             </table></div>
@@ -959,17 +959,17 @@ fn ConnectionsPanel(admin: bool) -> impl IntoView {
                                     }}
                                     {(!c.hosts.is_empty()).then(|| view! {
                                         <details><summary>"Hosts, datastores and VMs"</summary>
-                                            <div class="table-wrap"><table class="grid">
+                                            <div class="table-wrap" tabindex="0" role="region" aria-label="ESXi hosts"><table class="grid">
                                                 <caption>"ESXi hosts"</caption>
                                                 <thead><tr><th scope="col">"Host"</th><th scope="col">"Cluster"</th><th scope="col">"State"</th></tr></thead>
                                                 <tbody>{c.hosts.iter().map(|(n, cl, st, m)| view! { <tr><td>{n.clone()}</td><td>{cl.clone()}</td><td>{if *m { format!("{st}, in maintenance") } else { st.clone() }}</td></tr> }).collect_view()}</tbody>
                                             </table></div>
-                                            <div class="table-wrap"><table class="grid">
+                                            <div class="table-wrap" tabindex="0" role="region" aria-label="Datastores"><table class="grid">
                                                 <caption>"Datastores"</caption>
                                                 <thead><tr><th scope="col">"Datastore"</th><th scope="col">"Type"</th><th scope="col">"Free"</th><th scope="col">"Capacity"</th><th scope="col">"Accessible"</th></tr></thead>
                                                 <tbody>{c.datastores.iter().map(|(n, k, f, cap, a)| view! { <tr><td>{n.clone()}</td><td>{k.clone()}</td><td>{fmt_bytes(*f)}</td><td>{fmt_bytes(*cap)}</td><td>{if *a { "yes" } else { "no" }}</td></tr> }).collect_view()}</tbody>
                                             </table></div>
-                                            <div class="table-wrap"><table class="grid">
+                                            <div class="table-wrap" tabindex="0" role="region" aria-label="Virtual machines"><table class="grid">
                                                 <caption>"Virtual machines"</caption>
                                                 <thead><tr><th scope="col">"VM"</th><th scope="col">"Power"</th><th scope="col">"Host"</th><th scope="col">"Disks"</th></tr></thead>
                                                 <tbody>{c.vms.iter().map(|(n, p, h, d)| view! { <tr><td>{n.clone()}</td><td>{p.clone()}</td><td>{h.clone()}</td><td>{d.join(", ")}</td></tr> }).collect_view()}</tbody>
@@ -978,7 +978,7 @@ fn ConnectionsPanel(admin: bool) -> impl IntoView {
                                     })}
                                     {(!c.cloud_vms.is_empty()).then(|| view! {
                                         <details><summary>"Cloud VMs"</summary>
-                                            <div class="table-wrap"><table class="grid">
+                                            <div class="table-wrap" tabindex="0" role="region" aria-label="Cloud VMs"><table class="grid">
                                                 <caption>"Virtual machines in the resource group"</caption>
                                                 <thead><tr><th scope="col">"VM"</th><th scope="col">"Provisioning"</th><th scope="col">"Disks"</th></tr></thead>
                                                 <tbody>{c.cloud_vms.iter().map(|(n, p, d)| view! { <tr><td>{n.clone()}</td><td>{p.clone()}</td><td>{d.join(", ")}</td></tr> }).collect_view()}</tbody>
@@ -1094,7 +1094,7 @@ fn AgentsPanel(admin: bool) -> impl IntoView {
                         <p class="muted small">"Vault CA fingerprint (SHA-256): "<code>{v.ca_fingerprint.clone()}</code></p>
                         {empty.then(|| view! { <p class="muted">"No agent is enrolled yet."</p> })}
                         {(!empty).then(|| view! {
-                            <div class="table-wrap"><table class="grid">
+                            <div class="table-wrap" tabindex="0" role="region" aria-label="Agents"><table class="grid">
                                 <thead><tr><th scope="col">"Name"</th><th scope="col">"Role"</th><th scope="col">"Site"</th><th scope="col">"State"</th><th scope="col">"Last heartbeat"</th><th scope="col">"Version"</th><th scope="col">"Disks"</th><th scope="col">"Free"</th><th scope="col">"Throughput"</th><th scope="col">"Rate cap"</th>{admin.then(|| view! { <th scope="col"><span class="sr-only">"Actions"</span></th> })}</tr></thead>
                                 <tbody>{v.rows.into_iter().map(|a| {
                                     let (id, name) = (a.id.clone(), a.name.clone());
@@ -1209,7 +1209,7 @@ pub(crate) fn Audit() -> impl IntoView {
             {move || Suspend::new(async move {
                 let p = log.await?;
                 Ok::<_, ServerFnError>(view! {
-                    <div class="table-wrap"><table class="grid" data-testid="audit">
+                    <div class="table-wrap" tabindex="0" role="region" aria-label="Audit log"><table class="grid" data-testid="audit">
                         <thead><tr><th scope="col">"When"</th><th scope="col">"Who"</th><th scope="col">"Action"</th><th scope="col">"Target"</th><th scope="col">"Outcome"</th><th scope="col">"Reason"</th><th scope="col">"Job"</th></tr></thead>
                         <tbody>{p.rows.into_iter().map(|r| view! {
                             <tr>
