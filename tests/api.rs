@@ -332,7 +332,20 @@ async fn the_article_over_the_rest_api_with_refusals_explained() {
         assert_eq!(status, 409, "{item}: {err}");
         assert_eq!(err["rule"], rule, "{item}: {err}");
         assert!(!err["recommended_action"].as_str().unwrap().is_empty());
+        // The item says so itself, as the portal's status does: nothing of Homeward's clears it.
+        let (_, it) = api.get(&format!("items/{item}")).await;
+        assert_eq!(it["attention"]["kind"], "never-fails-back", "{it}");
+        assert_eq!(it["attention"]["clear"], Value::Null, "{it}");
     }
+    // Failed back and committed, the plan's items are unprotected; re-protecting to Azure clears that once their
+    // agents register (R-A1), which the item says rather than offering an action that would be refused.
+    let (_, it) = api.get("items/erp-db").await;
+    assert_eq!(it["attention"]["kind"], "unprotected", "{it}");
+    assert_eq!(it["attention"]["clear"], Value::Null, "{it}");
+    assert!(
+        it["attention"]["detail"].as_str().unwrap().contains("Not yet: The agent on erp-db has not registered"),
+        "{it}"
+    );
     let (status, err, _) = api.post("items/web01/failover", "{}", None).await;
     assert_eq!((status, err["code"].as_str()), (409, Some("refused")));
 

@@ -311,7 +311,7 @@ async fn portal_hydrates_and_navigates_without_a_full_reload() {
     // the migrated mig01 can never fail back, though their health is normal.
     let attention = text(&c, r#"[data-testid="attention"]"#).await;
     assert!(
-        attention.contains("phys08: can never fail back") && attention.contains("mig01: can never fail back"),
+        attention.contains("phys08: Cannot fail back") && attention.contains("mig01: Cannot fail back"),
         "{attention}"
     );
 
@@ -341,6 +341,13 @@ async fn portal_hydrates_and_navigates_without_a_full_reload() {
     let row = wait_css(&c, r#"table[data-testid="items"] tr[data-item="phys08"]"#, 10).await;
     let html = row.html(false).await.unwrap();
     assert!(html.contains("R-P2") && html.contains("2008 R2 SP1"), "{html}");
+    // Its row shows the status in words beside the state, not only in a tooltip; the badge is a link a keyboard
+    // reaches, and its accessible description is the reason.
+    let status = wait_css(&c, r#"tr[data-item="phys08"] a.status[data-attention="never-fails-back"]"#, 5).await;
+    assert!(status.text().await.unwrap().ends_with("Cannot fail back"));
+    let why = status.attr("title").await.unwrap().unwrap_or_default();
+    assert!(why.contains("2008 R2"), "{why}");
+    assert!(c.find(Locator::Css(r#"tr[data-item="web01"] a.status"#)).await.is_err(), "web01 needs nobody");
     type_into(&c, r#"input[name="q"]"#, "erp").await;
     click(&c, r#".filters button[type="submit"]"#).await;
     wait_css(&c, r#"tr[data-item="erp-db"]"#, 10).await;
@@ -490,9 +497,12 @@ async fn the_article_in_the_browser_with_a_reader_refused() {
     let job = api(&portal, "GET", &format!("jobs/{change_job}"), Value::Null).await;
     assert_eq!(job["job"]["kind"], "change-recovery-point", "{job}");
 
-    // Commit names what it deletes.
+    // The item's banner says it waits for commit and offers that one action, whose dialog names what it deletes.
     goto(&c, &portal.url, "/replicated-items/web01").await;
-    click(&c, r#"button[data-op="commit"]"#).await;
+    let banner = text(&c, r#"[data-testid="attention"][data-kind="commit-pending"]"#).await;
+    assert!(banner.contains("Waiting for commit"), "{banner}");
+    assert!(banner.contains("the cloud VM still exists"), "{banner}");
+    click(&c, r#"[data-testid="attention"] button[data-testid="attention-action"]"#).await;
     wait_css(&c, "#commit-dialog[open]", 10).await;
     let warning = text(&c, r#"#commit-dialog [data-testid="warning"]"#).await;
     assert!(warning.contains("deletes the cloud VM") && warning.contains("resource group"), "{warning}");
@@ -502,8 +512,11 @@ async fn the_article_in_the_browser_with_a_reader_refused() {
     wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
     watch_job(&c).await;
 
-    // Re-protect the selected, failed-back item to Azure (R-W4) from the items table.
+    // Re-protect the selected, failed-back item to Azure (R-W4) from the items table, where its row says it is
+    // unprotected.
     goto(&c, &portal.url, "/replicated-items?state=committed-on-primary").await;
+    let status = text(&c, r#"tr[data-item="web01"] a.status.waiting[data-attention="unprotected"]"#).await;
+    assert!(status.ends_with("Unprotected"), "{status}");
     click(&c, r#"tr[data-item="web01"] input[type="checkbox"]"#).await;
     click(&c, r#"[data-testid="bulk-reprotect"]"#).await;
     wait_css(&c, "#bulk-dialog[open]", 10).await;
@@ -648,6 +661,7 @@ async fn screenshots_of_every_page_light_and_dark() {
         ("overview", "/".to_owned()),
         ("items", "/replicated-items".to_owned()),
         ("item", "/replicated-items/web01".to_owned()),
+        ("item-attention", "/replicated-items/phys08".to_owned()),
         ("failover-dialog", "/replicated-items/web01?action=failover".to_owned()),
         ("reprotect-dialog", "/replicated-items/sql01?action=reprotect".to_owned()),
         ("plans", "/recovery-plans".to_owned()),
@@ -680,7 +694,8 @@ async fn screenshots_of_every_page_light_and_dark() {
             }
             let theme = if dark { "dark" } else { "light" };
             let suffix = if width == 390 { "-390" } else { "" };
-            let low = low_contrast(&c, "button.primary, button.danger, .badge, .health, .checks li.pass span").await;
+            let low =
+                low_contrast(&c, "button.primary, button.danger, .badge, .health, .status, .checks li.pass span").await;
             assert!(low.is_empty(), "{name} ({theme}): text under 4.5:1 against its background: {low:#?}");
             // Every page's findings first, then one failure naming them all.
             for v in axe_violations(&c).await {
@@ -711,7 +726,12 @@ async fn screenshots_of_every_page_light_and_dark() {
         }
         c.close().await.unwrap();
     }
-    assert!(inaccessible.is_empty(), "axe-core finds {} violation(s):\n{}", inaccessible.len(), inaccessible.join("\n"));
+    assert!(
+        inaccessible.is_empty(),
+        "axe-core finds {} violation(s):\n{}",
+        inaccessible.len(),
+        inaccessible.join("\n")
+    );
 }
 
 /// A recovery plan failed over from its page (R-RP1: latest processed gives every item its own newest point), groups

@@ -16,6 +16,7 @@ pub(crate) mod server {
 
     use leptos::prelude::*;
     use orchestrator::accounts::User;
+    pub use orchestrator::alerts::AlertKind;
     use orchestrator::domain::{ReplicatedItem, Site};
     use orchestrator::lifecycle::{self, Operation};
     use orchestrator::rules::Refusal;
@@ -63,10 +64,32 @@ pub(crate) mod server {
             .collect()
     }
 
+    pub fn attention_row(a: orchestrator::attention::Attention) -> AttentionRow {
+        use orchestrator::attention::Clear;
+        let (operation, link) = match a.clear {
+            Some(Clear::Operation { operation }) => (Some(words(&operation)), None),
+            Some(Clear::Job { job }) => (None, Some((format!("/jobs/{job}"), "Open the failed job".to_owned()))),
+            Some(Clear::Infrastructure) => {
+                (None, Some(("/infrastructure".to_owned(), "Open the infrastructure".to_owned())))
+            }
+            Some(Clear::Alerts) => (None, Some(("/alerts".to_owned(), "Open the alerts".to_owned()))),
+            None => (None, None),
+        };
+        AttentionRow {
+            kind: words(&a.kind),
+            title: a.kind.title().to_owned(),
+            detail: a.detail,
+            critical: a.kind.critical(),
+            operation,
+            link,
+        }
+    }
+
     pub fn item_row(
         item: &ReplicatedItem,
         ops: &[(Operation, Vec<Refusal>)],
         active_job: Option<String>,
+        rpo_breached: bool,
         now: u64,
     ) -> ItemRow {
         let latest = item.recovery_points.iter().max_by_key(|p| p.time);
@@ -88,6 +111,7 @@ pub(crate) mod server {
             initial_sync_percent: item.initial_sync_percent,
             replication_group: item.replication_group.clone(),
             active_job,
+            attention: orchestrator::attention::attention(item, ops, rpo_breached).map(attention_row),
             allowed: ops.iter().filter(|(_, r)| r.is_empty()).map(|(op, _)| words(op)).collect(),
             // The split-brain's two ways out are offered by its banner only, where the item is in one: a row needs
             // no sentence on why every other item is not.
@@ -115,13 +139,14 @@ pub(crate) mod server {
             }
         }
         let active = s.jobs.active_jobs_by_item().await.map_err(internal)?;
+        let breached = s.alerts().open_subjects(AlertKind::RpoBreached).await.map_err(internal)?;
         let now = (s.clock)();
         let rows: Vec<ItemRow> = s
             .all_items()
             .await
             .map_err(internal)?
             .iter()
-            .map(|(item, ops)| item_row(item, ops, active.get(&item.id).cloned(), now))
+            .map(|(item, ops)| item_row(item, ops, active.get(&item.id).cloned(), breached.contains(&item.id), now))
             .collect();
         let rows = Arc::new(rows);
         *CACHE.lock().map_err(internal)? = Some((Instant::now(), stamp, rows.clone()));
@@ -337,7 +362,8 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
     let inv = &doc.inventory;
     let now = (s.clock)();
     let active = s.jobs.active_job_for_item(&id).await.map_err(internal)?;
-    let row = item_row(&item, &ops, active, now);
+    let breached = s.alerts().open_subjects(AlertKind::RpoBreached).await.map_err(internal)?.contains(&id);
+    let row = item_row(&item, &ops, active, breached, now);
     let latest = item.recovery_points.iter().map(|p| p.time).max().unwrap_or(0);
     let mut points: Vec<PointRow> = item.recovery_points.iter().map(|p| point_row(p, latest)).collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.time));
@@ -445,7 +471,7 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
         ("Name".to_owned(), item.name.clone()),
         ("Machine type".into(), crate::pages::machine_label(&words(&item.machine)).into()),
         ("Operating system".into(), item.os.name.clone()),
-        ("Protection state".into(), words(&item.state)),
+        ("Protection state".into(), crate::ui::words(&words(&item.state))),
         ("Replication direction".into(), row.direction.clone()),
         ("Active location".into(), row.location.clone()),
         ("Configuration server".into(), item.original_configuration_server.clone()),
@@ -1105,40 +1131,13 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
         v
     };
     let alerts = s.alerts().list(false, 1000).await.map_err(internal)?;
-    let rpo_breached: std::collections::HashSet<&str> = alerts
+    // Every kind that needs a person, each item once with its first reason (orchestrator::attention).
+    let attention: Vec<(String, String)> = all
         .iter()
-        .filter(|a| a.kind == orchestrator::alerts::AlertKind::RpoBreached)
-        .map(|a| a.subject.as_str())
+        .filter_map(|r| r.attention.as_ref().map(|a| (r.id.clone(), format!("{}: {}", a.title, a.detail))))
         .collect();
-    // Every kind that needs a person, each item once with its first reason: broken health, RPO past its threshold,
-    // an infrastructure fault blocking its failover, a failback waiting for commit, an item that can never fail back,
-    // one back on-premises without protection.
-    let refusal = |r: &ItemRow, op: &str, rules: &[&str]| {
-        r.refused.iter().find(|x| x.operation == op && rules.contains(&x.rule.as_str())).map(|x| x.message.clone())
-    };
-    let mut attention: Vec<(String, String)> = Vec::new();
-    for r in all.iter() {
-        let why = if r.health != "normal" {
-            Some(r.health_errors.first().cloned().unwrap_or_else(|| format!("replication health is {}.", r.health)))
-        } else if rpo_breached.contains(r.id.as_str()) {
-            Some("its RPO is past its threshold (see Alerts).".to_owned())
-        } else if let Some(m) = refusal(r, "failover", &["R-C4", "R-C2", "R-P3", "R-I1"]) {
-            Some(format!("failover blocked by the infrastructure: {m}"))
-        } else if r.state == "failed-back-commit-pending" {
-            Some("failed back, waiting for commit (or cancel): the cloud VM still exists.".to_owned())
-        } else if let Some(m) = refusal(r, "reprotect", &["R-P2", "R-B1"]) {
-            Some(format!("can never fail back: {m}"))
-        } else if r.state == "committed-on-primary" {
-            Some("back on-premises and unprotected: re-protect it to Azure.".to_owned())
-        } else {
-            None
-        };
-        if let Some(why) = why {
-            attention.push((r.id.clone(), why));
-        }
-    }
     let needing_attention = attention.len();
-    attention.truncate(20);
+    let attention = attention.into_iter().take(20).collect();
     let running =
         s.jobs.list(200).await.map_err(internal)?.into_iter().filter(|j| !j.state.is_terminal()).map(job_row).collect();
     // RPO over the last two hours, from the recovery points: at each moment, the age of the newest point then.

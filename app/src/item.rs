@@ -44,6 +44,26 @@ pub(crate) fn ItemPage() -> impl IntoView {
                 let denied = me.as_ref().and_then(|m| m.operate_denied.clone()).unwrap_or_default();
                 Ok(view! {
                     <h1>{r.name.clone()}" "<small>{words(&r.state)}</small></h1>
+                    // What needs a person, with the one action that clears it (split-brain has its own panel below).
+                    {r.attention.clone().filter(|a| a.kind != "split-brain").map(|a| {
+                        let severity = if a.critical { "critical" } else { "waiting" };
+                        let action = match (a.operation.as_deref().and_then(|op| ITEM_OPERATIONS.into_iter().find(|o| *o == op)), a.link.clone()) {
+                            (Some(op), _) if may => {
+                                let open = open_of(op);
+                                let class = if op == "commit" { "danger" } else { "primary" };
+                                Some(view! { <button type="button" class=class data-testid="attention-action" on:click=move |_| open.set(true)>{format!("{}…", op_label(op))}</button> }.into_any())
+                            }
+                            (Some(_), _) => Some(view! { <span class="muted small">{denied.clone()}</span> }.into_any()),
+                            (None, Some((href, text))) => Some(view! { <a data-testid="attention-action" href=href>{text}</a> }.into_any()),
+                            (None, None) => None,
+                        };
+                        view! {
+                            <section class=format!("panel banner {severity}") role="status" data-testid="attention" data-kind=a.kind.clone()>
+                                <p><span class=format!("status {severity}")><span class="status-icon" aria-hidden="true">{if a.critical { "!" } else { "i" }}</span>{a.title.clone()}</span>" "{a.detail.clone()}</p>
+                                {action.map(|v| view! { <p>{v}</p> })}
+                            </section>
+                        }
+                    })}
                     <div class="toolbar" role="toolbar" aria-label="Operations" data-testid="item-toolbar">
                         {ITEM_OPERATIONS.into_iter().map(|op| {
                             let open = open_of(op);

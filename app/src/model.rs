@@ -97,6 +97,24 @@ pub struct ItemRow {
     pub active_job: Option<String>,
     pub allowed: Vec<String>,
     pub refused: Vec<Refused>,
+    /// What needs a person, if anything (the first kind that applies).
+    pub attention: Option<AttentionRow>,
+}
+
+/// What on an item needs a person, and the one action that clears it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttentionRow {
+    /// e.g. `commit-pending`, for styling and tests.
+    pub kind: String,
+    /// Two or three words: "Waiting for commit".
+    pub title: String,
+    pub detail: String,
+    /// Stops protection or recovery now (shown as critical) rather than waiting on a person.
+    pub critical: bool,
+    /// The item's operation that clears it (its dialog), e.g. `commit`.
+    pub operation: Option<String>,
+    /// Otherwise the page where it is cleared: (address, link text).
+    pub link: Option<(String, String)>,
 }
 
 /// One page of the replicated items table.

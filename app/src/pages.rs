@@ -399,7 +399,8 @@ pub(crate) fn ReplicatedItems() -> impl IntoView {
                                             <td>{machine_label(&r.machine)}</td>
                                             <td>{r.os.clone()}</td>
                                             <td>{r.direction.clone()}</td>
-                                            <td>{words(&r.state)}{r.active_job.clone().map(|j| view! { " "<a class="badge in-progress" href=format!("/jobs/{j}")>"job running"</a> })}</td>
+                                            <td>{words(&r.state)}{r.active_job.clone().map(|j| view! { " "<a class="badge in-progress" href=format!("/jobs/{j}")>"job running"</a> })}
+                                                {r.attention.as_ref().map(|a| view! { <br/>{attention_badge(&r.id, a)} })}</td>
                                             <td class=format!("health {}", r.health)>{r.health.clone()}</td>
                                             <td>{r.location.clone()}</td>
                                             <td>{latest}</td>

@@ -56,6 +56,18 @@ pub fn badge(state: &str) -> impl IntoView {
     view! { <span class=format!("badge {state}")>{words(state)}</span> }
 }
 
+/// An item's status when it needs a person: icon, colour and words, a link to the item, whose banner says what to
+/// do; the sentence is its tooltip, which is also its accessible description.
+pub fn attention_badge(id: &str, a: &crate::model::AttentionRow) -> impl IntoView {
+    let severity = if a.critical { "critical" } else { "waiting" };
+    view! {
+        <a class=format!("status {severity}") href=format!("/replicated-items/{id}") title=a.detail.clone()
+            data-attention=a.kind.clone()>
+            <span class="status-icon" aria-hidden="true">{if a.critical { "!" } else { "i" }}</span>{a.title.clone()}
+        </a>
+    }
+}
+
 pub fn loading(what: &'static str) -> impl IntoView {
     view! { <section class="panel" aria-busy="true"><p>{format!("Loading {what}…")}</p></section> }
 }

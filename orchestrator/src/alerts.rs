@@ -364,6 +364,16 @@ impl Alerts {
         Ok(rows.into_iter().filter_map(AlertRow::into_alert).collect())
     }
 
+    /// The subjects of every open alert of one kind (the items whose RPO is breached, say), however many.
+    pub async fn open_subjects(&self, kind: AlertKind) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+        let subjects: Vec<String> =
+            sqlx::query_scalar("select subject from alerts where resolved_at is null and kind = $1")
+                .bind(wire_name(&kind))
+                .fetch_all(&self.db.pool)
+                .await?;
+        Ok(subjects.into_iter().collect())
+    }
+
     /// A person has seen it: it stays listed as acknowledged until its condition clears.
     pub async fn acknowledge(&self, id: &str, by: &str, at: Millis) -> Result<Alert, AlertError> {
         let alert = self.get(id).await?.ok_or_else(|| AlertError::NotFound(id.to_owned()))?;

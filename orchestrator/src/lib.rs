@@ -9,6 +9,7 @@
 //!   operations with the reason for each refused one, and the dry run of an operation (checks, original or
 //!   alternate location, bytes to move, ETA, the tasks the job will run).
 //! * [`points`]: which recovery point a failover uses (R-RP1 … R-RP4), for one item or a recovery plan.
+//! * [`attention`]: what on an item needs a person, and the one action that clears it.
 //!
 //! * [`agents`]: the site agents (process servers, master targets), their enrollment and heartbeats.
 //! * [`assignments`]: a cycle handed to two agents, fenced by the job or round that created it.
@@ -31,6 +32,7 @@ pub mod agent_cycle;
 pub mod agents;
 pub mod alerts;
 pub mod assignments;
+pub mod attention;
 pub mod connections;
 pub mod connectors;
 pub mod db;

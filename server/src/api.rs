@@ -2,6 +2,7 @@
 //! ID where one applies, the message and the recommended action: a refused action is 409, an unknown id 404,
 //! malformed input 400 or 422.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -600,6 +601,8 @@ struct ItemView<'a> {
     latest_recovery_point: Option<&'a orchestrator::domain::RecoveryPoint>,
     allowed_operations: Vec<Operation>,
     refused_operations: Vec<RefusedOperation<'a>>,
+    /// What needs a person, if anything, and what clears it (the portal's status and banner).
+    attention: Option<orchestrator::attention::Attention>,
 }
 
 #[derive(serde::Serialize)]
@@ -609,8 +612,9 @@ struct RefusedOperation<'a> {
 }
 
 impl<'a> ItemView<'a> {
-    fn of((item, ops): &'a ItemAndOperations) -> ItemView<'a> {
+    fn of((item, ops): &'a ItemAndOperations, rpo_breached: &HashSet<String>) -> ItemView<'a> {
         ItemView {
+            attention: orchestrator::attention::attention(item, ops, rpo_breached.contains(&item.id)),
             item,
             latest_recovery_point: item.recovery_points.iter().max_by_key(|p| p.time),
             allowed_operations: ops.iter().filter(|(_, r)| r.is_empty()).map(|(op, _)| *op).collect(),
@@ -713,8 +717,9 @@ async fn list_items(State(s): State<Svc>, Params(f): Params<ItemQuery>) -> Resul
     // refusals only for the page.
     let (page, total) = s.items_page(|i| f.keeps(i), f.allows, f.offset, limit).await?;
     let end = f.offset.saturating_add(page.len());
+    let breached = rpo_breached(&s).await?;
     let list = ItemList {
-        items: page.iter().map(ItemView::of).collect(),
+        items: page.iter().map(|i| ItemView::of(i, &breached)).collect(),
         total,
         offset: f.offset,
         limit,
@@ -725,7 +730,15 @@ async fn list_items(State(s): State<Svc>, Params(f): Params<ItemQuery>) -> Resul
 
 async fn get_item(State(s): State<Svc>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let found = s.item(&id).await?;
-    Ok(Json(ItemView::of(&found)).into_response())
+    Ok(Json(ItemView::of(&found, &rpo_breached(&s).await?)).into_response())
+}
+
+/// The items whose RPO alert is open.
+async fn rpo_breached(s: &Svc) -> Result<HashSet<String>, ApiError> {
+    s.alerts()
+        .open_subjects(orchestrator::alerts::AlertKind::RpoBreached)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 async fn item_points(State(s): State<Svc>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
