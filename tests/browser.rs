@@ -533,6 +533,18 @@ async fn the_article_in_the_browser_with_a_reader_refused() {
     goto(&c, &portal.url, "/replicated-items/phys08").await;
     let toolbar = wait_css(&c, r#"[data-testid="item-toolbar"]"#, 10).await.html(false).await.unwrap();
     assert!(toolbar.contains("R-P2") && toolbar.contains("2008 R2 SP1"), "{toolbar}");
+    // Also in the open, for a keyboard or a touch screen: the first reason of each refused operation in words,
+    // the rule a small link after it, to what the rule says.
+    click(&c, r#"[data-testid="why-not"] summary"#).await;
+    let reason = text(&c, r#"[data-testid="why-not"] li[data-op="reprotect"]"#).await;
+    assert!(
+        reason.starts_with("Reprotect: phys08 is a physical Windows Server 2008 R2 SP1") && reason.contains("R-P2"),
+        "{reason}"
+    );
+    click(&c, r#"[data-testid="why-not"] li[data-op="reprotect"] a.rule"#).await;
+    let rule = text(&c, r##"table[data-testid="rules"] tr#R-P2"##).await;
+    assert!(rule.contains("2008 R2 SP1") && rule.contains("cannot be failed back"), "{rule}");
+    assert_eq!(c.current_url().await.unwrap().fragment(), Some("R-P2"));
 
     // The audit log: who, what, why, linked to the job.
     goto(&c, &portal.url, "/audit").await;
@@ -673,6 +685,7 @@ async fn screenshots_of_every_page_light_and_dark() {
         ("drills", "/drills".to_owned()),
         ("audit", "/audit".to_owned()),
         ("accounts", "/accounts".to_owned()),
+        ("rules", "/rules#R-P2".to_owned()),
     ];
     let driver = ChromeDriver::start();
     let mut inaccessible = Vec::new();

@@ -68,15 +68,28 @@ pub(crate) fn ItemPage() -> impl IntoView {
                         {ITEM_OPERATIONS.into_iter().map(|op| {
                             let open = open_of(op);
                             match why_not(&r, op, me.as_ref()) {
-                                Some(tip) => {
-                                    let shown = tip.clone();
-                                    view! { <span class="op-wrap"><button type="button" disabled=true data-op=op title=tip aria-describedby=format!("why-{op}")>{op_label(op)}</button><span class="tooltip" role="tooltip" id=format!("why-{op}")>{shown}</span></span> }.into_any()
+                                Some(why) => {
+                                    view! { <span class="op-wrap"><button type="button" disabled=true data-op=op title=why.line() aria-describedby=format!("why-{op}")>{op_label(op)}</button><span class="tooltip" role="tooltip" id=format!("why-{op}")>{why.line()}</span></span> }.into_any()
                                 }
                                 None => view! { <button type="button" class="primary" data-op=op on:click=move |_| open.set(true)>{op_label(op)}</button> }.into_any(),
                             }
                         }).collect_view()}
                     </div>
                     {(!may).then(|| view! { <p class="why-inline" data-testid="role-note">{denied.clone()}</p> })}
+                    // The reasons in the open, for keyboards and touch screens (a disabled button takes no focus and
+                    // a phone cannot hover): one per operation, the first that applies, with its rule's link.
+                    {
+                        let reasons: Vec<(&'static str, crate::pages::WhyNot)> = ITEM_OPERATIONS.into_iter().filter_map(|op| why_not(&r, op, me.as_ref()).filter(|w| w.rule.is_some()).map(|w| (op, w))).collect();
+                        (!reasons.is_empty()).then(|| view! {
+                            <details class="why-not" data-testid="why-not">
+                                <summary>{format!("Why {} of {} operations are not available now", reasons.len(), ITEM_OPERATIONS.len())}</summary>
+                                <ul>{reasons.into_iter().map(|(op, w)| view! {
+                                    <li data-op=op><strong>{op_label(op)}</strong>": "{w.reason.clone()}" "{w.rule.clone().map(rule_link)}
+                                        {(w.more > 0).then(|| view! { <span class="muted small">{format!(" ({} more once this is met)", w.more)}</span> })}</li>
+                                }).collect_view()}</ul>
+                            </details>
+                        })
+                    }
                     <crate::split_brain::SplitBrainPanel d=d.clone() may=may denied=denied.clone()/>
                     {r.active_job.clone().map(|j| view! { <p class="notice">"A job is running on this item: "<a href=format!("/jobs/{j}")>{j.clone()}</a></p> })}
                     {d.initial_sync.clone().map(|sync| {
@@ -264,7 +277,7 @@ pub(crate) fn dry_run_view(v: DryRunView) -> impl IntoView {
                 {v.checks.into_iter().map(|c| view! {
                     <li class=if c.passed { "pass" } else { "fail" }>
                         <span aria-hidden="true">{if c.passed { "✓ " } else { "✗ " }}</span>
-                        <span class="rule">{c.rule.clone()}</span>" "{c.check.clone()}
+                        {c.check.clone()}" "{rule_link(c.rule.clone())}
                         {(!c.passed).then(|| view! { <div>{c.message.clone()}" "<em class="todo">{c.action.clone()}</em></div> })}
                     </li>
                 }).collect_view()}

@@ -19,6 +19,7 @@ mod item;
 pub mod model;
 mod pages;
 mod plans;
+mod rules;
 mod split_brain;
 pub mod ui;
 pub mod vault;
@@ -108,6 +109,7 @@ pub fn App() -> impl IntoView {
                         <li><A href="/infrastructure">"Site Recovery infrastructure"</A></li>
                         <li><A href="/audit">"Audit log"</A></li>
                         <li><A href="/accounts">"Accounts"</A></li>
+                        <li><A href="/rules">"Rules"</A></li>
                     </ul>
                 </nav>
                 <main id="main">
@@ -126,6 +128,7 @@ pub fn App() -> impl IntoView {
                             <Route path=path!("/drills/:id") view=drills::DrillReportPage/>
                             <Route path=path!("/audit") view=pages::Audit/>
                             <Route path=path!("/accounts") view=accounts::AccountsPage/>
+                            <Route path=path!("/rules") view=rules::RulesPage/>
                             <Route path=path!("/login") view=pages::Login/>
                         </Routes>
                     </ErrorBoundary>

@@ -184,9 +184,8 @@ pub(crate) fn ops_menu(r: &ItemRow, me: Option<&Me>) -> impl IntoView {
                 {ops.into_iter().map(|op| {
                     let label = op_label(op);
                     match why_not(r, op, me) {
-                        Some(tip) => {
-                            let shown = tip.clone();
-                            view! { <li role="menuitem" aria-disabled="true" class="disabled" title=tip>{label}<span class="why">{shown}</span></li> }.into_any()
+                        Some(why) => {
+                            view! { <li role="menuitem" aria-disabled="true" class="disabled" title=why.line()>{label}<span class="why">{why.reason.clone()}</span></li> }.into_any()
                         }
                         None => view! { <li role="menuitem"><a href=format!("/replicated-items/{id}?action={op}")>{label}</a></li> }.into_any(),
                     }
@@ -248,23 +247,42 @@ fn escape_closes_menu(ev: leptos::ev::KeyboardEvent) {
 
 /// Why `op` is not offered on this row to this person: the rules' refusals (rule, sentence, what to do), else the
 /// role's; `None` when it is offered. The row menu and the item page's toolbar both show this text.
-pub(crate) fn why_not(r: &ItemRow, op: &str, me: Option<&Me>) -> Option<String> {
-    let rules: Vec<String> = r
-        .refused
-        .iter()
-        .filter(|x| x.operation == op)
-        .map(|w| format!("{}: {} {}", w.rule, w.message, w.action))
-        .collect();
-    if !rules.is_empty() {
-        return Some(rules.join("\n"));
+/// Why an operation is not offered: the first reason that applies (the item's state before the rest), in words,
+/// with its rule; how many more reasons the rules gave.
+#[derive(Clone)]
+pub(crate) struct WhyNot {
+    pub reason: String,
+    pub rule: Option<String>,
+    pub more: usize,
+}
+
+impl WhyNot {
+    /// One line for a tooltip: the reason, then the rule.
+    pub fn line(&self) -> String {
+        match &self.rule {
+            Some(rule) => format!("{} ({rule})", self.reason),
+            None => self.reason.clone(),
+        }
+    }
+}
+
+pub(crate) fn why_not(r: &ItemRow, op: &str, me: Option<&Me>) -> Option<WhyNot> {
+    let mut refused = r.refused.iter().filter(|x| x.operation == op);
+    if let Some(first) = refused.next() {
+        return Some(WhyNot {
+            reason: format!("{} {}", first.message, first.action),
+            rule: Some(first.rule.clone()),
+            more: refused.count(),
+        });
     }
     let drill = matches!(op, "test-failover" | "cleanup-test-failover");
+    let denied = |m: Option<String>| Some(WhyNot { reason: m.unwrap_or_default(), rule: None, more: 0 });
     match me {
         Some(m) if drill && m.may_drill => None,
-        Some(m) if drill => Some(m.drill_denied.clone().unwrap_or_default()),
+        Some(m) if drill => denied(m.drill_denied.clone()),
         Some(m) if m.may_operate => None,
-        Some(m) => Some(m.operate_denied.clone().unwrap_or_default()),
-        None => Some("Sign in to act on replicated items.".into()),
+        Some(m) => denied(m.operate_denied.clone()),
+        None => denied(Some("Sign in to act on replicated items.".into())),
     }
 }
 

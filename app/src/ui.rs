@@ -72,12 +72,17 @@ pub fn loading(what: &'static str) -> impl IntoView {
     view! { <section class="panel" aria-busy="true"><p>{format!("Loading {what}…")}</p></section> }
 }
 
-/// Refusals as the portal shows them everywhere: rule, sentence, what to do.
+/// A rule ID as a small link to what the rule says, on the rules page.
+pub fn rule_link(rule: String) -> impl IntoView {
+    view! { <a class="rule" href=format!("/rules#{rule}") title="What this rule says">{rule.clone()}</a> }
+}
+
+/// Refusals as the portal shows them everywhere: the sentence, what to do, then the rule.
 pub fn refusal_list(rs: Vec<crate::model::Refused>) -> impl IntoView {
     view! {
         <ul class="refusals">
             {rs.into_iter().map(|r| view! {
-                <li><span class="rule">{r.rule}</span>" "{r.message}" "<em class="todo">{r.action}</em></li>
+                <li>{r.message}" "<em class="todo">{r.action}</em>" "{rule_link(r.rule)}</li>
             }).collect_view()}
         </ul>
     }

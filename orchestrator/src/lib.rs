@@ -48,6 +48,7 @@ pub mod points;
 pub mod primary_site;
 pub mod recovery_site;
 pub mod replication;
+pub mod rule_catalogue;
 pub mod rules;
 pub mod service;
 pub mod split_brain;
