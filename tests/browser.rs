@@ -749,25 +749,54 @@ async fn screenshots_of_every_page_light_and_dark() {
 
 /// A recovery plan failed over from its page (R-RP1: latest processed gives every item its own newest point), groups
 /// in order; the plan's job is then listed on the plan page and by the jobs filter in the URL.
-/// The rows' operations menus behave as menus (issue 15): opening one (by the keyboard too) closes the one open
-/// before, and Escape closes it and gives the focus back to its button.
+/// The rows' operations menus behave as menus (issue 15): the first row's opens whole, outside the table's scroll
+/// box, below its button; opening another (by the keyboard too) closes it; the arrow keys move between the entries;
+/// Escape closes the menu and gives the focus back to its button.
 #[tokio::test]
 async fn row_menus_open_one_at_a_time_and_escape_closes_them() {
     if !e2e_enabled() {
         return;
     }
     let (_portal, _driver, c) = admin_on("/replicated-items").await;
-    let menu = |row: usize| format!("tbody tr:nth-child({row}) details.row-menu");
+    let button = |row: usize| format!("tbody tr:nth-child({row}) .row-menu .menu-button");
     let open = |row: usize| {
         let c = &c;
-        let css = format!("{}[open]", menu(row));
-        async move { c.find(Locator::Css(&css)).await.is_ok() }
+        let css = format!("tbody tr:nth-child({row}) .row-menu ul");
+        async move {
+            let v =
+                c.execute("return document.querySelector(arguments[0]).matches(':popover-open');", vec![json!(css)]);
+            v.await.unwrap() == json!(true)
+        }
     };
-    click(&c, &format!("{} summary", menu(1))).await;
+    click(&c, &button(1)).await;
     assert!(open(1).await, "the first row's menu opened");
+    // Whole and on top: the points at its top and bottom edges are the menu's own, not the table's or the page's,
+    // and it starts below its button.
+    let geometry = r#"const m = document.querySelector('tbody tr:nth-child(1) .row-menu ul');
+        const b = document.querySelector('tbody tr:nth-child(1) .row-menu .menu-button').getBoundingClientRect();
+        const r = m.getBoundingClientRect(), x = r.left + r.width / 2;
+        return [m.contains(document.elementFromPoint(x, r.top + 4)), m.contains(document.elementFromPoint(x, r.bottom - 4)),
+                r.top >= b.bottom - 1 || r.bottom <= b.top + 1, r.top >= 0 && r.bottom <= window.innerHeight,
+                Math.round(r.height)];"#;
+    let g = c.execute(geometry, vec![]).await.unwrap();
+    assert_eq!(g.as_array().unwrap()[..4], [json!(true), json!(true), json!(true), json!(true)], "menu geometry: {g}");
+    assert!(g[4].as_u64().unwrap() > 200, "the menu is not squeezed into the table's row: {g}");
+    shot(&c, "row-menu-light").await;
+    // The focus is on its first entry; the arrow keys move it down and round.
+    let focused = "return document.activeElement.textContent;";
+    assert!(c.execute(focused, vec![]).await.unwrap().as_str().unwrap().starts_with("Reprotect"));
+    let down = fantoccini::key::Key::Down.to_string();
+    c.active_element().await.unwrap().send_keys(&down).await.unwrap();
+    assert!(c.execute(focused, vec![]).await.unwrap().as_str().unwrap().starts_with("Unplanned failover"));
+    c.active_element().await.unwrap().send_keys(&fantoccini::key::Key::Up.to_string()).await.unwrap();
+    c.active_element().await.unwrap().send_keys(&fantoccini::key::Key::Up.to_string()).await.unwrap();
+    assert!(
+        c.execute(focused, vec![]).await.unwrap().as_str().unwrap().starts_with("Verify replica"),
+        "Up wraps round"
+    );
     // The keyboard opens the next row's menu (the first one's list covers that button for a pointer).
     let enter = fantoccini::key::Key::Enter.to_string();
-    wait_css(&c, &format!("{} summary", menu(2)), 5).await.send_keys(&enter).await.unwrap();
+    wait_css(&c, &button(2), 5).await.send_keys(&enter).await.unwrap();
     assert!(open(2).await, "the second row's menu opened");
     assert!(!open(1).await, "and the first one closed");
     c.active_element().await.unwrap().send_keys(&fantoccini::key::Key::Escape.to_string()).await.unwrap();
@@ -777,10 +806,7 @@ async fn row_menus_open_one_at_a_time_and_escape_closes_them() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let focused = c
-        .execute(
-            "return document.activeElement === document.querySelector(arguments[0]);",
-            vec![json!(format!("{} summary", menu(2)))],
-        )
+        .execute("return document.activeElement === document.querySelector(arguments[0]);", vec![json!(button(2))])
         .await
         .unwrap();
     assert_eq!(focused, json!(true), "the focus is back on the menu's button");

@@ -173,80 +173,90 @@ fn sort_link(label: &'static str, key: &'static str, sort: &str, desc: bool) -> 
 }
 
 /// The operations menu of one row: allowed ones as links that open the dialog on the item page; the others
-/// disabled with why not (rule, sentence, what to do).
+/// disabled with the first reason in one line. A popover: it opens in the top layer, anchored to its button, so the
+/// table's scroll box neither clips it nor scrolls under it; the browser keeps one open at a time and closes it on
+/// Escape or a click elsewhere, giving the focus back to the button; the arrow keys move between the entries.
 pub(crate) fn ops_menu(r: &ItemRow, me: Option<&Me>) -> impl IntoView {
-    let ops = ITEM_OPERATIONS;
     let id = r.id.clone();
+    // A CSS dashed identifier and an element id from the item id, whatever characters it has.
+    let key: String = r.id.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let menu = format!("ops-{key}");
     view! {
-        <details class="row-menu" on:toggle=one_menu_open on:keydown=escape_closes_menu>
-            <summary aria-label=format!("Operations for {}", r.name)>"⋯"</summary>
-            <ul role="menu">
-                {ops.into_iter().map(|op| {
+        <div class="row-menu">
+            <button type="button" class="menu-button" popovertarget=menu.clone() aria-haspopup="menu"
+                aria-label=format!("Operations for {}", r.name) style=format!("anchor-name: --{menu}")>"⋯"</button>
+            <ul role="menu" id=menu.clone() popover="auto" aria-label=format!("Operations for {}", r.name)
+                style=format!("position-anchor: --{menu}") on:toggle=focus_first_entry on:keydown=arrow_keys_move>
+                {ITEM_OPERATIONS.into_iter().map(|op| {
                     let label = op_label(op);
                     match why_not(r, op, me) {
-                        Some(why) => {
-                            view! { <li role="menuitem" aria-disabled="true" class="disabled" title=why.line()>{label}<span class="why">{why.reason.clone()}</span></li> }.into_any()
-                        }
-                        None => view! { <li role="menuitem"><a href=format!("/replicated-items/{id}?action={op}")>{label}</a></li> }.into_any(),
+                        Some(why) => view! {
+                            <li role="none" class="disabled"><span role="menuitem" aria-disabled="true" tabindex="-1" title=why.line()>
+                                {label}<span class="why">{why.reason.clone()}</span></span></li>
+                        }.into_any(),
+                        None => view! { <li role="none"><a role="menuitem" href=format!("/replicated-items/{id}?action={op}")>{label}</a></li> }.into_any(),
                     }
                 }).collect_view()}
             </ul>
-        </details>
+        </div>
     }
 }
 
-/// A row menu that opens closes the others: one menu at a time, as a menu bar behaves.
-fn one_menu_open(ev: leptos::ev::Event) {
+/// A menu that opens puts the focus on its first entry, from where the arrow keys move.
+fn focus_first_entry(ev: leptos::ev::Event) {
     #[cfg(feature = "hydrate")]
     {
         use wasm_bindgen::JsCast;
-        let Some(opened) = ev.target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()) else { return };
-        if !opened.has_attribute("open") {
+        let Some(menu) = ev.target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()) else { return };
+        if !menu.matches(":popover-open").unwrap_or(false) {
             return;
         }
-        let Some(others) = web_sys::window()
-            .and_then(|w| w.document())
-            .and_then(|d| d.query_selector_all("details.row-menu[open]").ok())
-        else {
-            return;
-        };
-        for i in 0..others.length() {
-            if let Some(other) = others.item(i).and_then(|n| n.dyn_into::<web_sys::Element>().ok()) {
-                if other != opened {
-                    let _ = other.remove_attribute("open");
-                }
-            }
+        if let Some(first) = menu
+            .query_selector("[role=menuitem]")
+            .ok()
+            .flatten()
+            .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
+        {
+            let _ = first.focus();
         }
     }
     #[cfg(not(feature = "hydrate"))]
     let _ = ev;
 }
 
-/// Escape closes an open row menu and gives the focus back to its button.
-fn escape_closes_menu(ev: leptos::ev::KeyboardEvent) {
+/// Up and down arrows (and Home, End) move the focus between a menu's entries, wrapping round, as menus do.
+fn arrow_keys_move(ev: leptos::ev::KeyboardEvent) {
     #[cfg(feature = "hydrate")]
     {
         use wasm_bindgen::JsCast;
-        if ev.key() != "Escape" {
+        let key = ev.key();
+        if !matches!(key.as_str(), "ArrowDown" | "ArrowUp" | "Home" | "End") {
             return;
         }
         let Some(menu) = ev.current_target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()) else { return };
-        if menu.has_attribute("open") {
-            ev.prevent_default();
-            let _ = menu.remove_attribute("open");
-            if let Some(button) = menu.query_selector("summary").ok().flatten() {
-                if let Ok(button) = button.dyn_into::<web_sys::HtmlElement>() {
-                    let _ = button.focus();
-                }
-            }
+        let Ok(entries) = menu.query_selector_all("[role=menuitem]") else { return };
+        let n = entries.length();
+        if n == 0 {
+            return;
+        }
+        ev.prevent_default();
+        let active: Option<web_sys::Node> =
+            web_sys::window().and_then(|w| w.document()).and_then(|d| d.active_element()).map(Into::into);
+        let at = (0..n).find(|i| entries.item(*i).is_some_and(|e| Some(e) == active));
+        let next = match (key.as_str(), at) {
+            ("ArrowDown", Some(i)) => (i + 1) % n,
+            ("ArrowUp", Some(i)) => (i + n - 1) % n,
+            ("End", _) | ("ArrowUp", None) => n - 1,
+            _ => 0,
+        };
+        if let Some(e) = entries.item(next).and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok()) {
+            let _ = e.focus();
         }
     }
     #[cfg(not(feature = "hydrate"))]
     let _ = ev;
 }
 
-/// Why `op` is not offered on this row to this person: the rules' refusals (rule, sentence, what to do), else the
-/// role's; `None` when it is offered. The row menu and the item page's toolbar both show this text.
 /// Why an operation is not offered: the first reason that applies (the item's state before the rest), in words,
 /// with its rule; how many more reasons the rules gave.
 #[derive(Clone)]
