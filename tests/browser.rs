@@ -458,7 +458,21 @@ async fn the_article_in_the_browser_with_a_reader_refused() {
     assert!(text(&c, r#"#failover-dialog [data-testid="direction"]"#).await.contains("from Azure → on-premises"));
     let dialog = text(&c, "#failover-dialog").await;
     assert!(dialog.contains("Latest app-consistent") && dialog.contains("Latest processed"), "{dialog}");
+    // The dialog never goes stale: a point taken while it is open is offered without reopening it, and the data
+    // loss is said again beside the button for the choice as it is now.
+    let newest = r#"#failover-dialog label[data-choice="latest-processed"] [data-testid="point-time"]"#;
+    let before = live_text(&c, newest).await;
+    assert!(!before.is_empty(), "the latest processed point is shown");
+    api(&portal, "POST", "infrastructure/faults", json!({"crash_consistent_every_ms": 1000})).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while live_text(&c, newest).await == before {
+        assert!(Instant::now() < deadline, "the open dialog still shows {before} 30 s later");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    api(&portal, "POST", "infrastructure/faults", json!({"crash_consistent_every_ms": 30000})).await;
     click(&c, r#"#failover-dialog input[type="radio"][value="latest-app-consistent"]"#).await;
+    let loss = live_text(&c, r#"#failover-dialog [data-testid="loss-now"]"#).await;
+    assert!(loss.starts_with("Starts from ") && loss.contains("(app consistent)"), "{loss}");
     let confirm = wait_css(&c, r#"#failover-dialog [data-testid="confirm"]"#, 5).await;
     assert!(!confirm.is_enabled().await.unwrap(), "failover needs the acknowledgement and a reason first");
     click(&c, r#"#failover-dialog [data-testid="ack"]"#).await;

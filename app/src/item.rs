@@ -414,7 +414,29 @@ fn FailoverDialog(open: RwSignal<bool>, d: ItemDetail, op: &'static str) -> impl
         }
     });
     let id = d.row.id.clone();
-    let points = d.points.clone();
+    // The choices and points as they are now: read again every 5 s while the dialog is open, so that a point taken
+    // meanwhile is offered, and the data loss said is the one the failover will have.
+    let live = RwSignal::new((d.choices.clone(), d.points.clone()));
+    #[cfg(feature = "hydrate")]
+    {
+        let id = id.clone();
+        let refresh = move || {
+            if !open.get_untracked() {
+                return;
+            }
+            let id = id.clone();
+            leptos::task::spawn_local(async move {
+                if let Ok(Some(d)) = crate::data::get_item(id).await {
+                    if live.get_untracked() != (d.choices.clone(), d.points.clone()) {
+                        live.set((d.choices, d.points));
+                    }
+                }
+            });
+        };
+        if let Ok(handle) = set_interval_with_handle(refresh, std::time::Duration::from_secs(5)) {
+            on_cleanup(move || handle.clear());
+        }
+    }
     let cloud = d
         .cloud_vm
         .clone()
@@ -428,31 +450,45 @@ fn FailoverDialog(open: RwSignal<bool>, d: ItemDetail, op: &'static str) -> impl
             {drill.map(|l| view! { <p class="warning" data-testid="drill-first">{format!("A test failover exists: its VM {} on network {} is powered off and deleted first, as the failover's first tasks. Its report stays.", l.vm, l.network)}</p> })}
             <fieldset>
                 <legend>"Recovery point"</legend>
-                {d.choices.iter().map(|c| {
+                {move || live.get().0.into_iter().map(|c| {
                     let (v, v2) = (c.choice.clone(), c.choice.clone());
                     view! {
-                        <label class="choice">
+                        <label class="choice" data-choice=c.choice.clone()>
                             <input type="radio" name=format!("{op}-point") value=c.choice.clone() prop:checked=move || choice.get() == v on:change=move |_| choice.set(v2.clone())/>
                             <strong>{c.label.clone()}</strong>
-                            {c.point.clone().map(|p| view! { <span class="muted">{format!(" · {} · {}", fmt_time(p.time), words(&p.kind))}</span>{if p.data_loss_ms == 0 { view! { <span>" · no data lost against the latest point"</span> }.into_any() } else { view! { <span class="loss">{format!(" · loses the last {}", fmt_duration(p.data_loss_ms))}</span> }.into_any() }} })}
+                            {c.point.clone().map(|p| view! { <span class="muted" data-testid="point-time">{format!(" · {} · {}", fmt_time(p.time), words(&p.kind))}</span>{if p.data_loss_ms == 0 { view! { <span>" · no data lost against the latest point"</span> }.into_any() } else { view! { <span class="loss">{format!(" · loses the last {}", fmt_duration(p.data_loss_ms))}</span> }.into_any() }} })}
                             <div class="muted small">{c.note.clone()}</div>
                         </label>
                     }
                 }).collect_view()}
-                {(!points.is_empty()).then(|| {
-                    let pts = points.clone();
-                    view! {
+                {move || {
+                    let pts = live.get().1;
+                    (!pts.is_empty()).then(|| view! {
                         <label class="choice">
                             <input type="radio" name=format!("{op}-point") value="specific" prop:checked=move || choice.get() == "specific" on:change=move |_| choice.set("specific".into())/>
                             <strong>"A specific point"</strong>
                             <select aria-label="Recovery point" on:change=move |ev| { specific.set(event_target_value(&ev)); choice.set("specific".into()); }>
                                 <option value="">"choose…"</option>
-                                {pts.into_iter().map(|p| view! { <option value=p.id.clone()>{format!("{} · {} · loses {}", fmt_time(p.time), words(&p.kind), if p.data_loss_ms == 0 { "nothing".into() } else { fmt_duration(p.data_loss_ms) })}</option> }).collect_view()}
+                                {pts.into_iter().map(|p| { let id = p.id.clone(); view! { <option value=p.id.clone() selected=move || specific.get() == id>{format!("{} · {} · loses {}", fmt_time(p.time), words(&p.kind), if p.data_loss_ms == 0 { "nothing".into() } else { fmt_duration(p.data_loss_ms) })}</option> } }).collect_view()}
                             </select>
                         </label>
-                    }
-                })}
+                    })
+                }}
             </fieldset>
+            // Said again beside the button, from the points as they are now.
+            <p data-testid="loss-now" aria-live="polite">{move || {
+                let (choices, points) = live.get();
+                let chosen = if choice.get() == "specific" {
+                    points.into_iter().find(|p| p.id == specific.get())
+                } else {
+                    choices.into_iter().find(|c| c.choice == choice.get()).and_then(|c| c.point)
+                };
+                match chosen {
+                    Some(p) if p.data_loss_ms == 0 => format!("Starts from {} ({}): nothing lost against the latest point.", fmt_time(p.time), words(&p.kind)),
+                    Some(p) => format!("Starts from {} ({}): loses the last {} written in Azure.", fmt_time(p.time), words(&p.kind), fmt_duration(p.data_loss_ms)),
+                    None => "Choose a recovery point.".to_owned(),
+                }
+            }}</p>
             <label class="check"><input type="checkbox" data-testid="ack" prop:checked=move || ack.get() on:change=move |ev| ack.set(event_target_checked(&ev))/>
                 {if change {
                     " I understand that the on-premises VM restarts from the chosen recovery point and loses what it wrote since the failback.".to_owned()
