@@ -536,6 +536,14 @@ async fn the_article_in_the_browser_with_a_reader_refused() {
     wait_css(&c, "#bulk-dialog[open]", 10).await;
     choose(&c, r#"#bulk-dialog select[name="process_server"]"#, "cs-01").await;
     type_into(&c, r#"#bulk-dialog textarea[name="reason"]"#, "protect again").await;
+    // A dry run first: nothing starts before each item's checks were reviewed for this process server.
+    let start = wait_css(&c, "#bulk-dialog button.primary", 5).await;
+    assert!(!start.is_enabled().await.unwrap(), "Re-protect waits for the review");
+    click(&c, r#"#bulk-dialog [data-testid="bulk-review"]"#).await;
+    let row = text(&c, r#"#bulk-dialog [data-testid="bulk-dry-run"] tr[data-item="web01"]"#).await;
+    assert!(row.starts_with("web01 ready") && row.contains(" B"), "{row}");
+    assert_eq!(text(&c, "#bulk-dialog button.primary").await, "Re-protect 1 item(s) that passed");
+    shot(&c, "bulk-dialog-light").await;
     click(&c, "#bulk-dialog button.primary").await;
     click(&c, "#bulk-dialog .results a").await;
     wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;

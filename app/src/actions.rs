@@ -277,6 +277,49 @@ pub async fn set_protection(
     Ok(())
 }
 
+/// Items per bulk request at most: one request may not become thousands of jobs, dry runs and audit lines.
+const BULK_MAX_ITEMS: usize = 500;
+
+/// The dry run of re-protecting several items to the cloud (R-W4) with one process server: each item's checks,
+/// the first failed one said, and the data to move. Nothing starts.
+#[server(endpoint = "portal/reprotect-many-dry-run", input = leptos::server_fn::codec::Json)]
+pub async fn reprotect_many_dry_run(ids: Vec<String>, process_server: String) -> Result<Vec<BulkDryRow>, PortalError> {
+    use orchestrator::lifecycle::Operation;
+    server::signed_in()?;
+    let c = server::service_ctx()?;
+    if ids.len() > BULK_MAX_ITEMS {
+        server::status(http::StatusCode::BAD_REQUEST);
+        return Err(PortalError::Conflict(format!(
+            "{} items in one request; at most {BULK_MAX_ITEMS}. Select fewer and repeat.",
+            ids.len()
+        )));
+    }
+    let input = ActionInput { process_server: Some(process_server), ..ActionInput::default() };
+    let request = server::request(&input);
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        let plan = c
+            .service
+            .dry_run(&id, Operation::ReprotectToCloud, &request)
+            .await
+            .map_err(|e| server::portal_error(Operation::ReprotectToCloud, e.into()))?;
+        let why_not = plan.checks.iter().find_map(|c| c.refusal.as_ref()).map(|r| Refused {
+            operation: "reprotect-to-cloud".into(),
+            rule: r.rule.clone(),
+            message: r.message.clone(),
+            action: r.recommended_action.clone(),
+        });
+        rows.push(BulkDryRow {
+            id,
+            allowed: plan.allowed,
+            why_not,
+            bytes_to_move: plan.bytes_to_move,
+            eta_seconds: plan.eta_seconds,
+        });
+    }
+    Ok(rows)
+}
+
 /// Re-protects several failed-back items to the cloud (R-W4): one job each. Returns (item, job id or why not).
 #[server(endpoint = "portal/reprotect-many", input = leptos::server_fn::codec::Json)]
 pub async fn reprotect_many(
@@ -287,8 +330,7 @@ pub async fn reprotect_many(
 ) -> Result<Vec<(String, Result<String, String>)>, PortalError> {
     use orchestrator::acting::Actor;
     use orchestrator::lifecycle::Operation;
-    /// Items per request at most: one request may not become thousands of jobs and audit lines.
-    const MAX_ITEMS: usize = 500;
+    const MAX_ITEMS: usize = BULK_MAX_ITEMS;
     let user = server::signed_in()?;
     let c = server::service_ctx()?;
     let mut seen = std::collections::HashSet::new();

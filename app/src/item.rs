@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_navigate, use_params_map};
 
-use crate::actions::{DryRun, ReprotectMany, SetProtection, StartAction};
+use crate::actions::{DryRun, ReprotectMany, ReprotectManyDryRun, SetProtection, StartAction};
 use crate::data;
 use crate::model::*;
 use crate::pages::{job_table, op_label, why_not, ITEM_OPERATIONS};
@@ -593,20 +593,61 @@ pub(crate) fn BulkReprotect(
     let ps = RwSignal::new(String::new());
     let reason = RwSignal::new(String::new());
     let key = RwSignal::new(String::new());
+    let dry = ServerAction::<ReprotectManyDryRun>::new();
     let act = ServerAction::<ReprotectMany>::new();
     Effect::new(move |_| {
         if open.get() {
             key.set(new_key());
             act.value().set(None);
+            dry.value().set(None);
         }
     });
+    // The dry run answers for the items and the process server it was made with: a change makes it stale.
+    Effect::new(move |_| {
+        selected.track();
+        ps.track();
+        dry.value().set(None);
+    });
+    // The items the dry run passed: only those start.
+    let ready = move || -> Vec<String> {
+        dry.value()
+            .get()
+            .and_then(|r| r.ok())
+            .map(|rows| rows.into_iter().filter(|r| r.allowed).map(|r| r.id).collect())
+            .unwrap_or_default()
+    };
     view! {
         <Modal open=open title="Re-protect selected items to Azure" id="bulk-dialog">
             <p>"Items: "<strong>{move || selected.get().join(", ")}</strong></p>
             {select("Process server (on-premises, sends data to Azure)", "process_server", choices.clone(), ps)}
+            <p><button type="button" data-testid="bulk-review" disabled=move || ps.get().is_empty() || dry.pending().get()
+                on:click=move |_| { dry.dispatch(ReprotectManyDryRun { ids: selected.get(), process_server: ps.get() }); }>
+                {move || if dry.pending().get() { "Reviewing…" } else { "Review" }}</button>
+                <span class="muted small">" Each item's checks and the data it moves, before anything starts."</span></p>
+            {move || dry.value().get().map(|r| match r {
+                Ok(rows) => view! {
+                    <div class="table-wrap" tabindex="0" role="region" aria-label="Dry run of each item" aria-live="polite">
+                        <table class="grid compact" data-testid="bulk-dry-run">
+                            <thead><tr><th scope="col">"Item"</th><th scope="col">"Dry run"</th><th scope="col">"Data to move"</th><th scope="col">"Estimated time"</th></tr></thead>
+                            <tbody>{rows.into_iter().map(|r| view! {
+                                <tr data-item=r.id.clone()>
+                                    <th scope="row">{r.id.clone()}</th>
+                                    <td>{match r.why_not.clone() {
+                                        None => view! { <span class="badge succeeded">"ready"</span> }.into_any(),
+                                        Some(w) => view! { <span class="badge failed">"refused"</span>" "{w.message}" "<em class="todo">{w.action}</em>" "{rule_link(w.rule)} }.into_any(),
+                                    }}</td>
+                                    <td>{if r.allowed { fmt_bytes(r.bytes_to_move) } else { "—".into() }}</td>
+                                    <td>{r.eta_seconds.filter(|_| r.allowed).map(|s| fmt_duration(s * 1000)).unwrap_or_else(|| "—".into())}</td>
+                                </tr>
+                            }).collect_view()}</tbody>
+                        </table>
+                    </div>
+                }.into_any(),
+                Err(e) => portal_error(&e),
+            })}
             {reason_field(reason)}
             {move || act.value().get().map(|r| match r {
-                Ok(rows) => view! { <ul class="results">{rows.into_iter().map(|(id, r)| match r {
+                Ok(rows) => view! { <ul class="results" data-testid="bulk-results">{rows.into_iter().map(|(id, r)| match r {
                     Ok(job) => view! { <li>{id}": job "<a href=format!("/jobs/{job}")>{job.clone()}</a></li> }.into_any(),
                     Err(e) => view! { <li class="why-inline">{id}": "{e}</li> }.into_any(),
                 }).collect_view()}</ul> }.into_any(),
@@ -614,9 +655,13 @@ pub(crate) fn BulkReprotect(
             })}
             <div class="actions">
                 <button type="button" on:click=move |_| open.set(false)>"Close"</button>
-                <button type="button" class="primary" disabled=move || ps.get().is_empty() || reason.get().trim().is_empty() || act.pending().get() || act.value().get().is_some()
-                    on:click=move |_| { act.dispatch(ReprotectMany { ids: selected.get(), process_server: ps.get(), reason: reason.get(), key: key.get() }); }>
-                    {move || format!("Re-protect {} item(s)", selected.get().len())}
+                <button type="button" class="primary" disabled=move || ready().is_empty() || reason.get().trim().is_empty() || act.pending().get() || act.value().get().is_some()
+                    title="Review first: only the items whose dry run passed start"
+                    on:click=move |_| { act.dispatch(ReprotectMany { ids: ready(), process_server: ps.get(), reason: reason.get(), key: key.get() }); }>
+                    {move || match (dry.value().get().is_some(), ready().len()) {
+                        (false, _) => "Re-protect (review first)".to_owned(),
+                        (true, n) => format!("Re-protect {n} item(s) that passed"),
+                    }}
                 </button>
             </div>
         </Modal>

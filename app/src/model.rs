@@ -347,6 +347,17 @@ pub struct CheckRow {
     pub action: String,
 }
 
+/// One item of a bulk re-protect's dry run: whether it would start, and if not the first reason; what it moves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BulkDryRow {
+    pub id: String,
+    pub allowed: bool,
+    /// The first failed check: sentence and what to do, with its rule.
+    pub why_not: Option<Refused>,
+    pub bytes_to_move: u64,
+    pub eta_seconds: Option<u64>,
+}
+
 /// The dry run shown before confirming.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DryRunView {
