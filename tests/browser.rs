@@ -348,6 +348,9 @@ async fn portal_hydrates_and_navigates_without_a_full_reload() {
     let why = status.attr("title").await.unwrap().unwrap_or_default();
     assert!(why.contains("2008 R2"), "{why}");
     assert!(c.find(Locator::Css(r#"tr[data-item="web01"] a.status"#)).await.is_err(), "web01 needs nobody");
+    // States in one vocabulary, as a badge whose shape and colour say their kind.
+    let state = text(&c, r#"tr[data-item="phys08"] .state.state-rest[data-state="committed-in-cloud"]"#).await;
+    assert_eq!(state, "committed in cloud");
     type_into(&c, r#"input[name="q"]"#, "erp").await;
     click(&c, r#".filters button[type="submit"]"#).await;
     wait_css(&c, r#"tr[data-item="erp-db"]"#, 10).await;

@@ -43,7 +43,7 @@ pub(crate) fn ItemPage() -> impl IntoView {
                 let may = me.as_ref().is_some_and(|m| m.may_operate);
                 let denied = me.as_ref().and_then(|m| m.operate_denied.clone()).unwrap_or_default();
                 Ok(view! {
-                    <h1>{r.name.clone()}" "<small>{words(&r.state)}</small></h1>
+                    <h1>{r.name.clone()}" "<small>{state_badge(&r.state)}</small></h1>
                     // What needs a person, with the one action that clears it (split-brain has its own panel below).
                     {r.attention.clone().filter(|a| a.kind != "split-brain").map(|a| {
                         let severity = if a.critical { "critical" } else { "waiting" };

@@ -91,7 +91,7 @@ pub(crate) fn Overview() -> impl IntoView {
                             <h2 id="states-h">"Protection state"</h2>
                             <ul class="counts">
                                 {d.by_state.into_iter().map(|(s, n)| view! {
-                                    <li><a href=format!("/replicated-items?state={s}")><strong>{n}</strong>" "{words(&s)}</a></li>
+                                    <li><a href=format!("/replicated-items?state={s}")><strong>{n}</strong>" "{state_badge(&s)}</a></li>
                                 }).collect_view()}
                             </ul>
                         </section>
@@ -427,7 +427,7 @@ pub(crate) fn ReplicatedItems() -> impl IntoView {
                                             <td>{machine_label(&r.machine)}</td>
                                             <td>{r.os.clone()}</td>
                                             <td>{r.direction.clone()}</td>
-                                            <td>{words(&r.state)}{r.active_job.clone().map(|j| view! { " "<a class="badge in-progress" href=format!("/jobs/{j}")>"job running"</a> })}
+                                            <td>{state_badge(&r.state)}{r.active_job.clone().map(|j| view! { " "<a class="badge in-progress" href=format!("/jobs/{j}")>"job running"</a> })}
                                                 {r.attention.as_ref().map(|a| view! { <br/>{attention_badge(&r.id, a)} })}</td>
                                             <td class=format!("health {}", r.health)>{r.health.clone()}</td>
                                             <td>{r.location.clone()}</td>
@@ -544,7 +544,7 @@ pub(crate) fn PlanPage() -> impl IntoView {
                             <li class="panel">
                                 <h2>{format!("Group {}", n + 1)}</h2>
                                 <table class="grid compact"><thead><tr><th scope="col">"Item"</th><th scope="col">"State"</th><th scope="col">"Health"</th><th scope="col">"Replication group"</th></tr></thead><tbody>{g.into_iter().map(|i| view! {
-                                    <tr><th scope="row"><a href=format!("/replicated-items/{}", i.id)>{i.name.clone()}</a></th><td>{words(&i.state)}</td><td class=format!("health {}", i.health)>{i.health.clone()}</td><td>{i.replication_group.clone().unwrap_or_default()}</td></tr>
+                                    <tr><th scope="row"><a href=format!("/replicated-items/{}", i.id)>{i.name.clone()}</a></th><td>{state_badge(&i.state)}</td><td class=format!("health {}", i.health)>{i.health.clone()}</td><td>{i.replication_group.clone().unwrap_or_default()}</td></tr>
                                 }).collect_view()}</tbody></table>
                             </li>
                         }).collect_view()}

@@ -56,6 +56,20 @@ pub fn badge(state: &str) -> impl IntoView {
     view! { <span class=format!("badge {state}")>{words(state)}</span> }
 }
 
+/// A protection state as a badge: a shape and a colour for its kind, and the state in words. Protected (a filled
+/// circle), moving (a ring: a job or the initial replication runs), waiting on a person (a square), at rest with
+/// nothing replicating (an outlined square), split-brain (a diamond). Shapes as well as colours, for colour blindness.
+pub fn state_badge(state: &str) -> impl IntoView {
+    let kind = match state {
+        "protected-to-cloud" | "protected-to-primary" => "protected",
+        "split-brain" => "danger",
+        "failed-back-commit-pending" | "failed-over-to-cloud" => "waiting",
+        s if s.ends_with("-in-progress") => "moving",
+        _ => "rest",
+    };
+    view! { <span class=format!("state state-{kind}") data-state=state.to_owned()>{words(state)}</span> }
+}
+
 /// An item's status when it needs a person: icon, colour and words, a link to the item, whose banner says what to
 /// do; the sentence is its tooltip, which is also its accessible description.
 pub fn attention_badge(id: &str, a: &crate::model::AttentionRow) -> impl IntoView {
