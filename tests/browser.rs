@@ -137,6 +137,19 @@ async fn wait_css(c: &Client, css: &str, secs: u64) -> fantoccini::elements::Ele
     }
 }
 
+/// Waits (at most 10 s) until the element's attribute has the value, as the page re-renders.
+async fn wait_attr(c: &Client, css: &str, attr: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = wait_css(c, css, 5).await.attr(attr).await.ok().flatten();
+        if now.as_deref() == Some(value) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{css} kept {attr}={now:?}, not {value}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn text(c: &Client, css: &str) -> String {
     wait_css(c, css, 20).await.text().await.unwrap()
 }
@@ -422,12 +435,21 @@ async fn the_article_in_the_browser_with_a_reader_refused() {
     let mts = wait_css(&c, r#"#reprotect-dialog select[name="master_target"]"#, 5).await.html(false).await.unwrap();
     assert!(mts.contains("mt-win-01") && !mts.contains("mt-linux-01"), "only master targets matching the OS: {mts}");
     choose(&c, r#"#reprotect-dialog select[name="master_target"]"#, "mt-win-01").await;
+    // A datastore the master target's host cannot reach is shown, disabled, with why (not hidden).
+    let far = wait_css(&c, r#"#reprotect-dialog select[name="datastore"] option[value="vmfs-02"]"#, 5).await;
+    assert!(!far.is_enabled().await.unwrap(), "vmfs-02 is not reachable from esxi-01");
+    let why = far.text().await.unwrap();
+    assert!(why.contains("not reachable from esxi-01"), "{why}");
     choose(&c, r#"#reprotect-dialog select[name="process_server"]"#, "ps-azure-01").await;
     choose(&c, r#"#reprotect-dialog select[name="datastore"]"#, "vmfs-01").await;
     type_into(&c, r#"#reprotect-dialog textarea[name="reason"]"#, "power back in DC1, change CHG-42").await;
     click(&c, r#"#reprotect-dialog [data-testid="review"]"#).await;
     let dry = text(&c, r#"#reprotect-dialog [data-testid="dry-run"]"#).await;
     assert!(dry.contains("every check passed") && dry.contains("original location"), "{dry}");
+    // Reprotect overwrites the on-premises VM's disks: acknowledged first, like every disruptive action.
+    let confirm = wait_css(&c, r#"#reprotect-dialog button.danger[data-testid="confirm"]"#, 5).await;
+    assert!(!confirm.is_enabled().await.unwrap(), "reprotect waits for the acknowledgement");
+    click(&c, r#"#reprotect-dialog [data-testid="ack"]"#).await;
     shot(&c, "reprotect-wizard-light").await;
     click(&c, r#"#reprotect-dialog [data-testid="confirm"]"#).await;
     wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
@@ -439,6 +461,21 @@ async fn the_article_in_the_browser_with_a_reader_refused() {
     assert_eq!(c.current_url().await.unwrap().path(), format!("/jobs/{reprotect_job}"));
     shot(&c, "job-light").await;
     api(&portal, "POST", "infrastructure/faults", json!({"replication_bytes_per_s": 0})).await;
+
+    // The overview charts the item's RPO with its axis labelled, the alert threshold drawn, and the value now.
+    goto(&c, &portal.url, "/").await;
+    let row = r#"[data-testid="rpo"] tr:has(a[href="/replicated-items/web01"])"#;
+    wait_css(&c, row, 10).await;
+    let chart = c
+        .execute(
+            &format!("const r = document.querySelector('{row}'); r.scrollIntoView(); return r.textContent"),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let chart = chart.as_str().unwrap_or_default();
+    assert!(chart.contains("2 h ago") && chart.contains("now") && chart.contains("alert above 15 min"), "{chart}");
+    shot(&c, "overview-rpo-light").await;
 
     // Verify the replica before failing back: a job like the others, its finding on the item page.
     goto(&c, &portal.url, "/replicated-items/web01").await;
@@ -519,11 +556,20 @@ async fn the_article_in_the_browser_with_a_reader_refused() {
     let banner = text(&c, r#"[data-testid="attention"][data-kind="commit-pending"]"#).await;
     assert!(banner.contains("Waiting for commit"), "{banner}");
     assert!(banner.contains("the cloud VM still exists"), "{banner}");
-    click(&c, r#"[data-testid="attention"] button[data-testid="attention-action"]"#).await;
+    // Commit is irreversible: red wherever it is offered, unlike its harmless neighbours.
+    wait_css(&c, r#"[data-testid="item-toolbar"] button.danger[data-op="commit"]"#, 5).await;
+    wait_css(&c, r#"[data-testid="item-toolbar"] button.primary[data-op="cancel-failover"]"#, 5).await;
+    click(&c, r#"[data-testid="attention"] button.danger[data-testid="attention-action"]"#).await;
     wait_css(&c, "#commit-dialog[open]", 10).await;
     let warning = text(&c, r#"#commit-dialog [data-testid="warning"]"#).await;
     assert!(warning.contains("deletes the cloud VM") && warning.contains("resource group"), "{warning}");
     type_into(&c, r#"#commit-dialog textarea[name="reason"]"#, "on-premises verified by app team").await;
+    // Irreversible: red, and not before the deletion is acknowledged in words.
+    let confirm = wait_css(&c, r#"#commit-dialog button.danger[data-testid="confirm"]"#, 5).await;
+    assert!(!confirm.is_enabled().await.unwrap(), "commit waits for the acknowledgement");
+    let ack = text(&c, r#"#commit-dialog label.ack"#).await;
+    assert!(ack.contains("cannot be brought back"), "{ack}");
+    click(&c, r#"#commit-dialog [data-testid="ack"]"#).await;
     shot(&c, "commit-dialog-light").await;
     click(&c, r#"#commit-dialog [data-testid="confirm"]"#).await;
     wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
@@ -869,6 +915,10 @@ async fn a_recovery_plan_fails_over_from_its_page() {
     let web = text(&c, &format!(r#"{d} tr[data-item="erp-web"]"#)).await;
     assert!(web.contains("mt-linux-01") && web.contains("passed"), "{web}");
     shot(&c, "plan-reprotect-dialog-light").await;
+    // The same acknowledgement and danger styling as a single item's reprotect.
+    let confirm = wait_css(&c, &format!(r#"{d} button.danger[data-testid="confirm"]"#), 5).await;
+    assert!(!confirm.is_enabled().await.unwrap(), "the plan's reprotect waits for the acknowledgement");
+    click(&c, &format!(r#"{d} [data-testid="ack"]"#)).await;
     click(&c, &format!(r#"{d} [data-testid="confirm"]"#)).await;
     wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
     watch_job(&c).await;
@@ -882,6 +932,13 @@ async fn a_recovery_plan_fails_over_from_its_page() {
     wait_css(&c, "#plan-test-failover-dialog[open]", 10).await;
     choose(&c, r#"#plan-test-failover-dialog select[name="network"]"#, "drill-isolated").await;
     type_into(&c, "#plan-test-failover-dialog textarea[name=reason]", "ERP drill").await;
+    // A drill touches nothing of production: no acknowledgement, no danger.
+    assert!(c
+        .find(Locator::Css(
+            r#"#plan-test-failover-dialog [data-testid="ack"], #plan-test-failover-dialog button.danger"#
+        ))
+        .await
+        .is_err());
     click(&c, r#"#plan-test-failover-dialog [data-testid="confirm"]"#).await;
     wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
     watch_job(&c).await;
@@ -895,6 +952,7 @@ async fn a_recovery_plan_fails_over_from_its_page() {
     wait_css(&c, "#plan-cleanup-dialog[open]", 10).await;
     type_into(&c, "#plan-cleanup-dialog textarea[name=notes]", "ERP answered").await;
     type_into(&c, "#plan-cleanup-dialog textarea[name=reason]", "drill done").await;
+    click(&c, r#"#plan-cleanup-dialog [data-testid="ack"]"#).await;
     click(&c, r#"#plan-cleanup-dialog [data-testid="confirm"]"#).await;
     wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
     watch_job(&c).await;
@@ -932,6 +990,7 @@ async fn a_recovery_plan_fails_over_from_its_page() {
     let warning = text(&c, "#plan-cancel-failover-dialog [data-testid=warning]").await;
     assert!(warning.contains("erp-db, erp-app, erp-web") || warning.contains("erp-db"), "{warning}");
     type_into(&c, "#plan-cancel-failover-dialog textarea[name=reason]", "ERP stays in Azure for now").await;
+    click(&c, r#"#plan-cancel-failover-dialog [data-testid="ack"]"#).await;
     click(&c, r#"#plan-cancel-failover-dialog [data-testid="confirm"]"#).await;
     wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
     watch_job(&c).await;
@@ -1240,6 +1299,7 @@ async fn a_drill_operator_runs_a_test_failover_and_reads_its_report() {
     assert!(warning.contains("web01-test"), "{warning}");
     type_into(&c, "#cleanup-test-failover-dialog textarea[name=notes]", "IIS answered; sign-in worked").await;
     type_into(&c, "#cleanup-test-failover-dialog textarea[name=reason]", "drill done").await;
+    click(&c, r#"#cleanup-test-failover-dialog [data-testid="ack"]"#).await;
     click(&c, r#"#cleanup-test-failover-dialog [data-testid="confirm"]"#).await;
     wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
     watch_job(&c).await;
@@ -1311,7 +1371,7 @@ async fn alerts_are_acknowledged_and_protection_settings_changed_in_the_portal()
     type_into(&c, r#"[data-testid="protection"] input[name="retention_min"]"#, "120").await;
     click(&c, r#"[data-testid="save-protection"]"#).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while live_text(&c, r#"[data-testid="retention"]"#).await != "2 h 0 min" {
+    while live_text(&c, r#"[data-testid="retention"]"#).await != "2 h" {
         assert!(Instant::now() < deadline, "retention shows {}", live_text(&c, r#"[data-testid="retention"]"#).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -1362,6 +1422,7 @@ async fn a_split_brain_is_shown_and_ended_from_the_items_page() {
         assert!(Instant::now() < deadline, "the dry run did not follow the reason");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    click(&c, r#"#keep-cloud-copy-dialog [data-testid="ack"]"#).await;
     shot(&c, "split-brain-light").await;
     click(&c, r#"#keep-cloud-copy-dialog [data-testid="confirm"]"#).await;
     watch_job(&c).await;
@@ -1415,5 +1476,47 @@ async fn a_recovery_plan_is_created_edited_and_removed_in_the_portal() {
     }
     let r = portal.http.get(format!("{}api/v1/plans/plan-web-tier", portal.url)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 404);
+    c.close().await.unwrap();
+}
+
+/// Issue 15: the demo estate's fault knobs show their state as switches (`role=switch`, `aria-checked`) that turn
+/// it back; an event that cannot be turned back (deleting the original VM) is chosen, then confirmed in words, and
+/// "Keep it as it is" leaves the estate untouched.
+#[tokio::test]
+async fn fault_knobs_are_switches_and_irreversible_ones_ask_first() {
+    if !e2e_enabled() {
+        return;
+    }
+    let (portal, _driver, c) = admin_on("/infrastructure").await;
+    let vc = r#"button[role="switch"][data-knob="vcenter_connected"]"#;
+    wait_attr(&c, vc, "aria-checked", "true").await;
+    click(&c, vc).await;
+    wait_attr(&c, vc, "aria-checked", "false").await;
+    let infra = api(&portal, "GET", "infrastructure", Value::Null).await;
+    assert!(infra["inventory"]["vcenters"].as_array().unwrap().iter().all(|v| v["connected"] == false), "{infra}");
+    click(&c, vc).await;
+    wait_attr(&c, vc, "aria-checked", "true").await;
+    let full = wait_css(&c, r#"button[role="switch"][data-knob="datastore-full-vmfs-02"]"#, 5).await;
+    assert_eq!(full.attr("aria-checked").await.unwrap().as_deref(), Some("false"));
+    c.execute(r#"document.querySelector('[data-testid="fault-switches"]').scrollIntoView()"#, vec![]).await.unwrap();
+    shot(&c, "infrastructure-faults-light").await;
+
+    // Deleting the original VM asks first; keeping it changes nothing.
+    let knob = r#"[data-knob="delete_original_vm"]"#;
+    choose(&c, &format!("{knob} select"), "sql01").await;
+    click(&c, &format!("{knob} button.danger")).await;
+    let ask = text(&c, &format!(r#"{knob} [data-testid="knob-confirm"]"#)).await;
+    assert!(ask.contains("sql01") && ask.contains("cannot be undone"), "{ask}");
+    click(&c, &format!(r#"{knob} [data-testid="knob-confirm"] button:not(.danger)"#)).await;
+    assert!(c.find(Locator::Css(&format!(r#"{knob} [data-testid="knob-confirm"]"#))).await.is_err());
+    let item = api(&portal, "GET", "items/sql01", Value::Null).await;
+    assert_eq!(item["item"]["onprem"]["exists"], true, "kept: {item}");
+    click(&c, &format!("{knob} button.danger")).await;
+    click(&c, &format!(r#"{knob} [data-testid="knob-confirm-yes"]"#)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api(&portal, "GET", "items/sql01", Value::Null).await["item"]["onprem"]["exists"] != false {
+        assert!(Instant::now() < deadline, "the original VM was not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     c.close().await.unwrap();
 }

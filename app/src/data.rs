@@ -954,7 +954,12 @@ pub async fn infrastructure() -> Result<InfraView, ServerFnError> {
         sections,
         networks,
         // The demo's "fill a datastore" switch acts on the local estate's datastores, not on a real vCenter's.
-        datastores: inv.datastores.iter().filter(|d| !real.contains(&d.id)).map(|d| d.id.clone()).collect(),
+        datastores: inv
+            .datastores
+            .iter()
+            .filter(|d| !real.contains(&d.id))
+            .map(|d| (d.id.clone(), d.free_bytes == 0))
+            .collect(),
         items: doc.items.iter().map(|r| r.item.id.clone()).collect(),
         vcenter_connected: inv.vcenters.iter().all(|v| v.connected),
         master_target_snapshots: inv.master_targets.iter().map(|m| m.snapshots).max().unwrap_or(0),
@@ -1157,7 +1162,11 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
                 Some((ago, (t - newest) / 1000))
             })
             .collect();
-        rpo.push((r.id.clone(), series));
+        rpo.push(RpoSeries {
+            item: r.id.clone(),
+            samples: series,
+            threshold_s: item.protection.rpo_threshold_ms() / 1000,
+        });
     }
     let last_drill =
         s.drills().list(None, 1).await.map_err(internal)?.into_iter().next().map(|d| (d.id, d.item_name, d.started_at));

@@ -301,6 +301,7 @@ pub(crate) fn PlanDrill(plan: PlanRow, may: bool, denied: String) -> impl IntoVi
     let notes = RwSignal::new(String::new());
     let reason = RwSignal::new(String::new());
     let key = RwSignal::new(String::new());
+    let ack = RwSignal::new(false);
     let act = ServerAction::<crate::actions::PlanDrill>::new();
     let navigate = leptos_router::hooks::use_navigate();
     Effect::new(move |_| {
@@ -314,8 +315,8 @@ pub(crate) fn PlanDrill(plan: PlanRow, may: bool, denied: String) -> impl IntoVi
     view! {
         <button type="button" data-testid="plan-test-failover" disabled=!may title=denied.clone()
             on:click=move |_| { key.set(new_key()); test.set(true); }>"Test failover"</button>
-        <button type="button" data-testid="plan-cleanup" disabled=!may || drilled == 0 title=if may { cleanup_why.to_owned() } else { denied.clone() }
-            on:click=move |_| { key.set(new_key()); clean.set(true); }>{format!("Clean up test failover ({drilled})")}</button>
+        <button type="button" class=op_class("cleanup-test-failover") data-testid="plan-cleanup" disabled=!may || drilled == 0 title=if may { cleanup_why.to_owned() } else { denied.clone() }
+            on:click=move |_| { key.set(new_key()); ack.set(false); clean.set(true); }>{format!("Clean up test failover ({drilled})")}</button>
         <Modal open=test title=format!("Test failover of the recovery plan {}", plan.name) id="plan-test-failover-dialog">
             <p class="direction">"A drill of every item, group after group: each one's copy starts on-premises from its recovery point, on an isolated network. The cloud VMs keep running and replication goes on."</p>
             {crate::item::select("Network (isolated)", "network", plan.networks.clone(), network)}
@@ -340,11 +341,12 @@ pub(crate) fn PlanDrill(plan: PlanRow, may: bool, denied: String) -> impl IntoVi
             <label class="block">"Notes for the drill reports"
                 <textarea name="notes" rows="3" maxlength="4000" prop:value=move || notes.get() on:input=move |ev| notes.set(event_target_value(&ev))></textarea>
             </label>
+            {acknowledgement("cleanup-test-failover", ack)}
             {crate::item::reason_field(reason)}
             {move || act.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
             <div class="actions">
                 <button type="button" on:click=move |_| clean.set(false)>"Keep them"</button>
-                <button type="button" class="primary danger" data-testid="confirm" disabled=move || reason.get().trim().is_empty() || act.pending().get()
+                <button type="button" class=confirm_class("cleanup-test-failover") data-testid="confirm" disabled=move || !acknowledged("cleanup-test-failover", ack) || reason.get().trim().is_empty() || act.pending().get()
                     on:click=move |_| { act.dispatch(crate::actions::PlanDrill { plan: p2.clone(), op: "cleanup-test-failover".into(), choice: String::new(), network: String::new(), notes: notes.get(), reason: reason.get(), key: key.get() }); }>
                     {move || if act.pending().get() { "Starting…" } else { "Delete the test VMs" }}
                 </button>

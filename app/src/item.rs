@@ -50,8 +50,7 @@ pub(crate) fn ItemPage() -> impl IntoView {
                         let action = match (a.operation.as_deref().and_then(|op| ITEM_OPERATIONS.into_iter().find(|o| *o == op)), a.link.clone()) {
                             (Some(op), _) if may => {
                                 let open = open_of(op);
-                                let class = if op == "commit" { "danger" } else { "primary" };
-                                Some(view! { <button type="button" class=class data-testid="attention-action" on:click=move |_| open.set(true)>{format!("{}…", op_label(op))}</button> }.into_any())
+                                Some(view! { <button type="button" class=op_class(op) data-testid="attention-action" on:click=move |_| open.set(true)>{format!("{}…", op_label(op))}</button> }.into_any())
                             }
                             (Some(_), _) => Some(view! { <span class="muted small">{denied.clone()}</span> }.into_any()),
                             (None, Some((href, text))) => Some(view! { <a data-testid="attention-action" href=href>{text}</a> }.into_any()),
@@ -71,7 +70,7 @@ pub(crate) fn ItemPage() -> impl IntoView {
                                 Some(why) => {
                                     view! { <span class="op-wrap"><button type="button" disabled=true data-op=op title=why.line() aria-describedby=format!("why-{op}")>{op_label(op)}</button><span class="tooltip" role="tooltip" id=format!("why-{op}")>{why.line()}</span></span> }.into_any()
                                 }
-                                None => view! { <button type="button" class="primary" data-op=op on:click=move |_| open.set(true)>{op_label(op)}</button> }.into_any(),
+                                None => view! { <button type="button" class=op_class(op) data-op=op on:click=move |_| open.set(true)>{op_label(op)}</button> }.into_any(),
                             }
                         }).collect_view()}
                     </div>
@@ -317,6 +316,7 @@ fn ReprotectWizard(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
     let rpo = RwSignal::new(d.protection.rpo_threshold_min);
     let reason = RwSignal::new(String::new());
     let key = RwSignal::new(String::new());
+    let ack = RwSignal::new(false);
     let dry = ServerAction::<DryRun>::new();
     let act = start_action();
     let id = d.row.id.clone();
@@ -335,6 +335,7 @@ fn ReprotectWizard(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
     Effect::new(move |_| {
         if open.get() {
             key.set(new_key());
+            ack.set(false);
             dry.value().set(None);
         }
     });
@@ -349,11 +350,27 @@ fn ReprotectWizard(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
     };
     let hosts = opts.master_target_hosts.clone();
     let all_ds = opts.datastores.clone();
-    // Only datastores the chosen master target's host can reach.
-    let reachable = move || {
+    // Every datastore, those the chosen master target's host cannot reach disabled with that reason (not hidden:
+    // the operator looking for one sees why it is not offered).
+    let reachable = Memo::new(move |_| {
         let host = hosts.iter().find(|(m, _)| *m == mt.get()).map(|(_, h)| h.clone());
-        all_ds.iter().filter(|c| host.as_ref().is_none_or(|h| c.reach.contains(h))).cloned().collect::<Vec<_>>()
-    };
+        all_ds
+            .iter()
+            .map(|c| match &host {
+                Some(h) if !c.reach.contains(h) && c.disabled.is_none() => {
+                    Choice { disabled: Some(format!("not reachable from {h}, the host of {}", mt.get())), ..c.clone() }
+                }
+                _ => c.clone(),
+            })
+            .collect::<Vec<_>>()
+    });
+    // A datastore chosen before the master target changed, that its host cannot reach, is chosen no more.
+    Effect::new(move |_| {
+        let list = reachable.get();
+        if list.iter().any(|c| c.id == ds.get_untracked() && c.disabled.is_some()) {
+            ds.set(String::new());
+        }
+    });
     let (id2, id3) = (id.clone(), id.clone());
     let location = opts.location.clone();
     view! {
@@ -364,7 +381,7 @@ fn ReprotectWizard(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
             <div class="form-grid">
                 {select("Master target (matching the VM's OS)", "master_target", opts.master_targets.clone(), mt)}
                 {select("Process server (in Azure)", "process_server", opts.process_servers.clone(), ps)}
-                {move || select("Datastore (reachable from the master target's host)", "datastore", reachable(), ds)}
+                {move || select("Datastore (reachable from the master target's host)", "datastore", reachable.get(), ds)}
             </div>
             <details class="protection-choices"><summary>"Recovery points and RPO alert (minutes; empty is the vault's default)"</summary>
                 <div class="form-grid">
@@ -381,11 +398,12 @@ fn ReprotectWizard(open: RwSignal<bool>, d: ItemDetail) -> impl IntoView {
                 </button>
             </div>
             {move || dry.value().get().map(|r| match r { Ok(v) => dry_run_view(v).into_any(), Err(e) => portal_error(&e) })}
+            {acknowledgement("reprotect", ack)}
             {move || act.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
             <div class="actions">
                 <button type="button" on:click=move |_| open.set(false)>"Cancel"</button>
-                <button type="button" class="primary" data-testid="confirm"
-                    disabled=move || !dry.value().get().is_some_and(|r| r.is_ok_and(|v| v.allowed)) || reason.get().trim().is_empty() || act.pending().get()
+                <button type="button" class=confirm_class("reprotect") data-testid="confirm"
+                    disabled=move || !dry.value().get().is_some_and(|r| r.is_ok_and(|v| v.allowed)) || !acknowledged("reprotect", ack) || reason.get().trim().is_empty() || act.pending().get()
                     on:click=move |_| { act.dispatch(StartAction { id: id3.clone(), op: "reprotect".into(), input: input(), reason: reason.get(), key: key.get() }); }>
                     {move || if act.pending().get() { "Starting…" } else { "Start reprotect" }}
                 </button>
@@ -527,6 +545,7 @@ pub(crate) fn ConfirmDialog(
     let reason = RwSignal::new(String::new());
     let key = RwSignal::new(String::new());
     let ps = RwSignal::new(String::new());
+    let ack = RwSignal::new(false);
     let dry = ServerAction::<DryRun>::new();
     let act = start_action();
     let id = d.row.id.clone();
@@ -545,6 +564,7 @@ pub(crate) fn ConfirmDialog(
     Effect::new(move |_| {
         if open.get() {
             key.set(new_key());
+            ack.set(false);
             dry.dispatch(DryRun { id: id2.clone(), op: op.into(), input: input() });
         }
     });
@@ -569,12 +589,13 @@ pub(crate) fn ConfirmDialog(
                 </label>
             })}
             {move || dry.value().get().map(|r| match r { Ok(v) => dry_run_view(v).into_any(), Err(e) => portal_error(&e) })}
+            {acknowledgement(op, ack)}
             {reason_field(reason)}
             {move || act.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
             <div class="actions">
                 <button type="button" on:click=move |_| open.set(false)>"Keep it as it is"</button>
-                <button type="button" class="primary danger" data-testid="confirm"
-                    disabled=move || reason.get().trim().is_empty() || act.pending().get() || (needs_ps && ps.get().is_empty())
+                <button type="button" class=confirm_class(op) data-testid="confirm"
+                    disabled=move || !acknowledged(op, ack) || reason.get().trim().is_empty() || act.pending().get() || (needs_ps && ps.get().is_empty())
                     on:click=move |_| { act.dispatch(StartAction { id: id.clone(), op: op.into(), input: input(), reason: reason.get(), key: key.get() }); }>
                     {move || if act.pending().get() { "Starting…".to_owned() } else { confirm.to_owned() }}
                 </button>

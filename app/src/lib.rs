@@ -15,6 +15,7 @@ pub mod actions;
 mod alerts;
 pub mod data;
 mod drills;
+mod faults;
 mod item;
 pub mod model;
 mod pages;

@@ -450,7 +450,8 @@ pub struct Section {
 pub struct InfraView {
     pub sections: Vec<Section>,
     pub networks: Vec<NetworkRow>,
-    pub datastores: Vec<String>,
+    /// The demo estate's datastores, and whether each is full (a fault knob).
+    pub datastores: Vec<(String, bool)>,
     pub items: Vec<String>,
     pub vcenter_connected: bool,
     pub master_target_snapshots: u32,
@@ -627,6 +628,16 @@ pub struct AuditPage {
     pub per_page: usize,
 }
 
+/// One item's RPO over the overview's window, against its alert threshold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RpoSeries {
+    pub item: String,
+    /// (minutes ago, RPO seconds): the age of the newest recovery point at that minute; none before the first.
+    pub samples: Vec<(u32, u64)>,
+    /// The RPO above which the item alerts (its own setting or the default), seconds.
+    pub threshold_s: u64,
+}
+
 /// The overview: counts, running jobs, attention, and each item's RPO over the last hours.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OverviewData {
@@ -637,8 +648,8 @@ pub struct OverviewData {
     /// How many items need attention in all (`attention` lists the first 20).
     pub needing_attention: usize,
     pub running: Vec<JobRow>,
-    /// (item, [(minutes ago, RPO seconds)]) for replicating items, at most 12 items.
-    pub rpo: Vec<(String, Vec<(u32, u64)>)>,
+    /// Replicating items' RPO over the window, at most 12 items.
+    pub rpo: Vec<RpoSeries>,
     pub rpo_window_min: u32,
     /// The newest drill: its id, the item's name, when it started.
     pub last_drill: Option<(String, String, u64)>,

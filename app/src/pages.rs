@@ -26,33 +26,45 @@ pub(crate) fn error_list(errors: ArcRwSignal<Errors>) -> impl IntoView {
     }
 }
 
-/// A small chart of one item's RPO over the window (inline SVG: no library, nothing to download). Each sample is
-/// the age of the newest recovery point at that minute; samples before the item's first point are absent.
-fn rpo_chart(series: &[(u32, u64)], window_min: u32) -> impl IntoView {
-    let (w, h) = (180.0_f64, 36.0_f64);
-    let max = series.iter().map(|(_, s)| *s).max().unwrap_or(1).max(60) as f64;
-    let xy = |(ago, s): &(u32, u64)| {
-        (w - (*ago as f64 / window_min as f64) * (w - 4.0) - 2.0, h - 3.0 - (*s as f64 / max) * (h - 6.0))
-    };
-    let pts = series
-        .iter()
-        .map(|p| {
-            let (x, y) = xy(p);
-            format!("{x:.1},{y:.1}")
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
-    let last = series.last().map(xy);
+/// One item's RPO over the window as a labelled chart (inline SVG: no library, nothing to download): time runs
+/// left to right to "now", the dashed line is the item's alert threshold, and the scale's top is written at the
+/// left. Each sample is the age of the newest recovery point at that minute; samples before the first point are
+/// absent.
+fn rpo_chart(r: &RpoSeries, window_min: u32) -> impl IntoView {
+    let (w, h) = (320.0_f64, 66.0_f64);
+    let (top, bottom, left, right) = (8.0, 50.0, 2.0, w - 2.0);
+    let highest = r.samples.iter().map(|(_, s)| *s).max().unwrap_or(0);
+    // The scale always shows the threshold, with room above it, so a breach reads as "above the line".
+    let max = highest.max(r.threshold_s + r.threshold_s / 4).max(60);
+    // A round top for the scale: whole minutes, or five of them past ten.
+    let step = if max > 600 { 300 } else { 60 };
+    let max = max.div_ceil(step) * step;
+    let max = max as f64;
+    let x = |ago: u32| right - (ago as f64 / window_min as f64) * (right - left);
+    let y = |s: u64| bottom - (s as f64 / max) * (bottom - top);
+    let pts = r.samples.iter().map(|(ago, s)| format!("{:.1},{:.1}", x(*ago), y(*s))).collect::<Vec<_>>().join(" ");
+    let last = r.samples.last().map(|(ago, s)| (x(*ago), y(*s), *s > r.threshold_s));
+    let ty = y(r.threshold_s);
+    let hours = |m: u32| if m.is_multiple_of(60) { format!("{} h ago", m / 60) } else { format!("{m} min ago") };
     let label = format!(
-        "RPO over the last {} min; highest {}",
-        window_min,
-        fmt_duration(series.iter().map(|(_, s)| *s).max().unwrap_or(0) * 1000)
+        "RPO of {} over the last {}: highest {}, now {}; alert above {}",
+        r.item,
+        fmt_duration(u64::from(window_min) * 60_000),
+        fmt_duration(highest * 1000),
+        r.samples.last().map(|(_, s)| fmt_duration(s * 1000)).unwrap_or_else(|| "unknown".into()),
+        fmt_duration(r.threshold_s * 1000)
     );
     view! {
-        <svg class="spark" viewBox=format!("0 0 {w} {h}") width="180" height="36" role="img" aria-label=label>
-            <line x1="0" y1=h - 2.0 x2=w y2=h - 2.0 class="axis"/>
+        <svg class="spark" viewBox=format!("0 0 {w} {h}") width="320" height="66" role="img" aria-label=label>
+            <line x1=left y1=bottom x2=right y2=bottom class="axis"/>
+            <line x1=left y1=ty x2=right y2=ty class="target"/>
+            <text x=left + 2.0 y=top - 1.0 class="tick">{fmt_duration(max as u64 * 1000)}</text>
+            <text x=right - 2.0 y=ty - 2.0 class="tick" text-anchor="end">{format!("alert above {}", fmt_duration(r.threshold_s * 1000))}</text>
+            <text x=left y=h - 3.0 class="tick">{hours(window_min)}</text>
+            <text x=(left + right) / 2.0 y=h - 3.0 class="tick" text-anchor="middle">{hours(window_min / 2)}</text>
+            <text x=right y=h - 3.0 class="tick" text-anchor="end">"now"</text>
             <polyline points=pts fill="none" stroke="currentColor" stroke-width="1.5"/>
-            {last.map(|(x, y)| view! { <circle cx=x cy=y r="2.5" fill="currentColor"/> })}
+            {last.map(|(cx, cy, breached)| view! { <circle cx=cx cy=cy r="3" class=if breached { "breached" } else { "" } fill="currentColor"/> })}
         </svg>
     }
 }
@@ -138,10 +150,19 @@ pub(crate) fn Overview() -> impl IntoView {
                             view! { <p class="muted">"No item replicates now; RPO appears once reprotect has produced recovery points."</p> }.into_any()
                         } else {
                             let window = d.rpo_window_min;
-                            view! { <table class="grid compact"><tbody>{d.rpo.into_iter().map(|(id, s)| {
-                                let now = s.last().map(|(_, v)| fmt_duration(v * 1000)).unwrap_or_else(|| "—".into());
-                                view! { <tr><th scope="row"><a href=format!("/replicated-items/{id}")>{id.clone()}</a></th><td>{rpo_chart(&s, window)}</td><td>{now}</td></tr> }
-                            }).collect_view()}</tbody></table> }.into_any()
+                            view! { <div class="table-wrap" tabindex="0" role="region" aria-label="RPO of each item"><table class="grid compact" data-testid="rpo">
+                                <thead><tr><th scope="col">"Item"</th><th scope="col">"RPO over the window"</th><th scope="col">"Now"</th><th scope="col">"Alert above"</th></tr></thead>
+                                <tbody>{d.rpo.into_iter().map(|r| {
+                                    let breached = r.samples.last().is_some_and(|(_, v)| *v > r.threshold_s);
+                                    let now = r.samples.last().map(|(_, v)| fmt_duration(v * 1000)).unwrap_or_else(|| "—".into());
+                                    view! { <tr>
+                                        <th scope="row"><a href=format!("/replicated-items/{}", r.item)>{r.item.clone()}</a></th>
+                                        <td>{rpo_chart(&r, window)}</td>
+                                        <td class=if breached { "health critical" } else { "" }>{now}{breached.then_some(" (breached)")}</td>
+                                        <td>{fmt_duration(r.threshold_s * 1000)}</td>
+                                    </tr> }
+                                }).collect_view()}</tbody>
+                            </table></div> }.into_any()
                         }}
                     </section>
                 })
@@ -194,7 +215,7 @@ pub(crate) fn ops_menu(r: &ItemRow, me: Option<&Me>) -> impl IntoView {
                             <li role="none" class="disabled"><span role="menuitem" aria-disabled="true" tabindex="-1" title=why.line()>
                                 {label}<span class="why">{why.reason.clone()}</span></span></li>
                         }.into_any(),
-                        None => view! { <li role="none"><a role="menuitem" href=format!("/replicated-items/{id}?action={op}")>{label}</a></li> }.into_any(),
+                        None => view! { <li role="none"><a role="menuitem" class=(op_impact(op) == "destroys").then_some("danger") href=format!("/replicated-items/{id}?action={op}")>{label}</a></li> }.into_any(),
                     }
                 }).collect_view()}
             </ul>
@@ -562,7 +583,7 @@ pub(crate) fn PlanPage() -> impl IntoView {
                                         <input type="radio" name="plan-point" value=c.choice.clone() prop:checked=move || choice.get() == v on:change=move |_| choice.set(v2.clone())/>
                                         <strong>{c.label.clone()}</strong>" "
                                         {match c.refused.clone() {
-                                            Some(r) => view! { <span class="why-inline">{format!("{}: {} {}", r.rule, r.message, r.action)}</span> }.into_any(),
+                                            Some(r) => view! { <span class="why-inline">{format!("{} {} ", r.message, r.action)}{rule_link(r.rule.clone())}</span> }.into_any(),
                                             None => view! { <ul class="muted small">{c.points.iter().map(|(i, id, t)| view! { <li>{format!("{i}: {id} ({})", fmt_time(*t))}</li> }).collect_view()}</ul> }.into_any(),
                                         }}
                                     </label>
@@ -852,7 +873,7 @@ pub(crate) fn Infrastructure() -> impl IntoView {
                 let me = me.await.ok().flatten();
                 let i = infra.await?;
                 let admin = me.as_ref().is_some_and(|m| m.may_administer);
-                let knob = move |k: &'static str, v: String| { set.dispatch(SetFault { knob: k.into(), value: v }); };
+                let knobs = admin.then(|| crate::faults::fault_knobs(&i, set));
                 Ok::<_, ServerFnError>(view! {
                     {i.sections.into_iter().map(|s| view! {
                         <section class="panel">
@@ -872,32 +893,8 @@ pub(crate) fn Infrastructure() -> impl IntoView {
                         {if !admin {
                             view! { <p class="why-inline">"Your role cannot change the infrastructure. Ask an Administrator."</p> }.into_any()
                         } else {
-                            let (vc, snaps, delay) = (i.vcenter_connected, i.master_target_snapshots, i.agent_registration_delay_min);
-                            view! {
-                                <div class="knobs">
-                                    <button type="button" on:click=move |_| knob("vcenter_connected", (!vc).to_string())>{if vc { "Disconnect vCenter (R-C4)" } else { "Reconnect vCenter" }}</button>
-                                    <button type="button" on:click=move |_| knob("master_target_snapshots", if snaps > 0 { "0".into() } else { "1".into() })>{if snaps > 0 { "Delete master target snapshots" } else { "Take a master target snapshot (R-C2)" }}</button>
-                                    <button type="button" on:click=move |_| knob("agent_registration_delay_min", if delay > 0 { "0".into() } else { "5".into() })>{if delay > 0 { "Agents register at once" } else { "Agents take 5 min to register (R-A1)" }}</button>
-                                </div>
-                                <div class="knobs">
-                                    <label>"Fill datastore "<select on:change=move |ev| { let v = event_target_value(&ev); if !v.is_empty() { knob("fill_datastore", v) } }>
-                                        <option value="">"choose…"</option>{i.datastores.iter().map(|d| view! { <option value=d.clone()>{d.clone()}</option> }).collect_view()}
-                                    </select></label>
-                                    <label>"Free datastore "<select on:change=move |ev| { let v = event_target_value(&ev); if !v.is_empty() { knob("free_datastore", v) } }>
-                                        <option value="">"choose…"</option>{i.datastores.iter().map(|d| view! { <option value=d.clone()>{d.clone()}</option> }).collect_view()}
-                                    </select></label>
-                                    <label>"Delete the original VM of "<select on:change=move |ev| { let v = event_target_value(&ev); if !v.is_empty() { knob("delete_original_vm", v) } }>
-                                        <option value="">"choose…"</option>{i.items.iter().map(|d| view! { <option value=d.clone()>{d.clone()}</option> }).collect_view()}
-                                    </select></label>
-                                    <label>"Start the cloud VM, outside Homeward, of "<select data-testid="start-cloud-vm" on:change=move |ev| { let v = event_target_value(&ev); if !v.is_empty() { knob("start_cloud_vm", v) } }>
-                                        <option value="">"choose…"</option>{i.items.iter().map(|d| view! { <option value=d.clone()>{d.clone()}</option> }).collect_view()}
-                                    </select></label>
-                                    <label>"Power on the on-premises VM, outside Homeward, of "<select data-testid="start-onprem-vm" on:change=move |ev| { let v = event_target_value(&ev); if !v.is_empty() { knob("start_onprem_vm", v) } }>
-                                        <option value="">"choose…"</option>{i.items.iter().map(|d| view! { <option value=d.clone()>{d.clone()}</option> }).collect_view()}
-                                    </select></label>
-                                </div>
-                                {move || set.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
-                            }.into_any()
+                            knobs.into_any()
+
                         }}
                     </section>
                 })

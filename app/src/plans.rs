@@ -27,6 +27,7 @@ pub(crate) fn PlanCommit(plan: PlanRow, may: bool, denied: String) -> impl IntoV
     let cancel = RwSignal::new(false);
     let reason = RwSignal::new(String::new());
     let key = RwSignal::new(String::new());
+    let ack = RwSignal::new(false);
     let act = ServerAction::<PlanOperate>::new();
     let navigate = leptos_router::hooks::use_navigate();
     Effect::new(move |_| {
@@ -43,8 +44,8 @@ pub(crate) fn PlanCommit(plan: PlanRow, may: bool, denied: String) -> impl IntoV
     let button = move |op: &'static str, label: &'static str, blocked: Option<String>, open: RwSignal<bool>| {
         let title = if may { blocked.clone().unwrap_or_default() } else { denied.clone() };
         view! {
-            <button type="button" data-testid=format!("plan-{op}") disabled=!may || blocked.is_some() title=title
-                on:click=move |_| { key.set(new_key()); open.set(true); }>{label}</button>
+            <button type="button" class=op_class(op) data-testid=format!("plan-{op}") disabled=!may || blocked.is_some() title=title
+                on:click=move |_| { key.set(new_key()); ack.set(false); open.set(true); }>{label}</button>
         }
     };
     let (plan_id, plan_name) = (plan.id.clone(), plan.name.clone());
@@ -57,11 +58,12 @@ pub(crate) fn PlanCommit(plan: PlanRow, may: bool, denied: String) -> impl IntoV
         view! {
             <Modal open=open title=title id=format!("plan-{op}-dialog")>
                 <p class="warning" data-testid="warning">{warning}</p>
+                {acknowledgement(op, ack)}
                 {crate::item::reason_field(reason)}
                 {move || act.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
                 <div class="actions">
                     <button type="button" on:click=move |_| open.set(false)>"Keep it as it is"</button>
-                    <button type="button" class="primary danger" data-testid="confirm" disabled=move || reason.get().trim().is_empty() || act.pending().get()
+                    <button type="button" class=confirm_class(op) data-testid="confirm" disabled=move || !acknowledged(op, ack) || reason.get().trim().is_empty() || act.pending().get()
                         on:click=move |_| { act.dispatch(PlanOperate { plan: pid.clone(), op: op.into(), reason: reason.get(), key: key.get() }); }>
                         {move || if act.pending().get() { "Starting…" } else { confirm }}
                     </button>
@@ -93,6 +95,7 @@ pub(crate) fn PlanReprotect(plan: PlanRow, may: bool, denied: String) -> impl In
     let (ps, ds) = (RwSignal::new(String::new()), RwSignal::new(String::new()));
     let reason = RwSignal::new(String::new());
     let key = RwSignal::new(String::new());
+    let ack = RwSignal::new(false);
     let preview = ServerAction::<crate::actions::PlanReprotectPreview>::new();
     let act = ServerAction::<crate::actions::PlanReprotect>::new();
     let navigate = leptos_router::hooks::use_navigate();
@@ -112,7 +115,7 @@ pub(crate) fn PlanReprotect(plan: PlanRow, may: bool, denied: String) -> impl In
     let (p1, p2) = (plan.id.clone(), plan.id.clone());
     view! {
         <button type="button" data-testid="plan-reprotect" disabled=!may || why.is_some() title=title
-            on:click=move |_| { key.set(new_key()); asked.set(None); open.set(true); }>"Reprotect…"</button>
+            on:click=move |_| { key.set(new_key()); ack.set(false); asked.set(None); open.set(true); }>"Reprotect…"</button>
         <Modal open=open title=format!("Reprotect the recovery plan {}", plan.name) id="plan-reprotect-dialog">
             <p class="direction">"Direction: "<strong>"from Azure → on-premises"</strong>". The process server sends each item's disks to its master target: into its original VM (only what changed) or, where that VM is gone, a new one on the datastore below (a full copy). A group's items replicate side by side; the next group starts when they are protected."</p>
             {crate::item::select("Master target for Windows VMs", "master_target_windows", opts.windows_master_targets, windows)}
@@ -138,11 +141,12 @@ pub(crate) fn PlanReprotect(plan: PlanRow, may: bool, denied: String) -> impl In
                 Ok(v) => plan_preview_view(v).into_any(),
                 Err(e) => portal_error(&e),
             })}
+            {acknowledgement("reprotect", ack)}
             {move || act.value().get().and_then(|r| r.err()).map(|e| portal_error(&e))}
             <div class="actions">
                 <button type="button" on:click=move |_| open.set(false)>"Cancel"</button>
-                <button type="button" class="primary" data-testid="confirm"
-                    disabled=move || !allowed() || reason.get().trim().is_empty() || act.pending().get()
+                <button type="button" class=confirm_class("reprotect") data-testid="confirm"
+                    disabled=move || !allowed() || !acknowledged("reprotect", ack) || reason.get().trim().is_empty() || act.pending().get()
                     on:click=move |_| {
                         let (process_server, master_targets, datastore) = choices();
                         act.dispatch(crate::actions::PlanReprotect { plan: p2.clone(), process_server, master_targets, datastore, reason: reason.get(), key: key.get() });

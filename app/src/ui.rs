@@ -27,7 +27,10 @@ pub fn fmt_duration(ms: u64) -> String {
     match s {
         0 if ms > 0 => format!("{ms} ms"),
         0..=59 => format!("{s} s"),
+        // Whole minutes and hours without a trailing "0 s" / "0 min": thresholds read as they were set.
+        60..=3599 if s.is_multiple_of(60) => format!("{} min", s / 60),
         60..=3599 => format!("{} min {} s", s / 60, s % 60),
+        _ if s % 3600 < 60 => format!("{} h", s / 3600),
         _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
     }
 }
@@ -80,6 +83,75 @@ pub fn attention_badge(id: &str, a: &crate::model::AttentionRow) -> impl IntoVie
             <span class="status-icon" aria-hidden="true">{if a.critical { "!" } else { "i" }}</span>{a.title.clone()}
         </a>
     }
+}
+
+/// How far an item operation reaches — `destroys`, `disrupts` or `harmless` — as the core classifies it
+/// (`orchestrator::Operation::impact`; a test keeps the two equal). Every face styles and confirms by it.
+pub fn op_impact(op: &str) -> &'static str {
+    match op {
+        "commit" | "commit-in-cloud" | "cleanup-test-failover" => "destroys",
+        "reprotect-to-cloud" | "test-failover" | "verify-replica" => "harmless",
+        // Failover, change of point, cancel, reprotect, failover to Azure, and choosing a split-brain's winner.
+        _ => "disrupts",
+    }
+}
+
+/// The class of an operation's button: destructive ones stand out from their harmless neighbours wherever they
+/// are offered (toolbar, row menu, banner, plan page), and every confirm button of a non-harmless one is red.
+pub fn op_class(op: &str) -> &'static str {
+    match op_impact(op) {
+        "destroys" => "danger",
+        _ => "primary",
+    }
+}
+
+/// The confirm button's class in an operation's dialog.
+pub fn confirm_class(op: &str) -> &'static str {
+    match op_impact(op) {
+        "harmless" => "primary",
+        _ => "primary danger",
+    }
+}
+
+/// What the person confirming a destructive or disruptive operation ticks first, in the operation's own words;
+/// none for a harmless one.
+pub fn acknowledgement_text(op: &str) -> Option<&'static str> {
+    Some(match op {
+        "commit" => "I understand that the cloud VM and its disks are deleted in Azure and cannot be brought back.",
+        "commit-in-cloud" => {
+            "I understand that the replication disks and their recovery points are deleted and cannot be brought back."
+        }
+        "cleanup-test-failover" => "I understand that the test VMs and their disks are deleted.",
+        "reprotect" => "I understand that the target VM's disks on-premises are overwritten with the cloud VM's data.",
+        "failover" | "change-recovery-point" => {
+            "I understand that the cloud VM is shut down and the on-premises VM starts from the chosen recovery point."
+        }
+        "cancel-failover" => {
+            "I understand that the on-premises VM shuts down and what it wrote since the failback is overwritten."
+        }
+        "failover-to-cloud" => {
+            "I understand that the on-premises VM shuts down and what it wrote after the recovery point is not in Azure."
+        }
+        "keep-cloud-copy" => "I understand that the on-premises VM shuts down and its replica goes back to the cloud copy.",
+        "keep-on-premises-copy" => "I understand that the cloud VM shuts down.",
+        _ => return None,
+    })
+}
+
+/// The acknowledgement's checkbox (`data-testid=ack`) for a non-harmless operation; the dialog keeps its confirm
+/// button disabled until it is ticked (see `acknowledged`).
+pub fn acknowledgement(op: &str, ack: RwSignal<bool>) -> Option<impl IntoView + use<>> {
+    acknowledgement_text(op).map(|text| {
+        view! {
+            <label class="check ack"><input type="checkbox" data-testid="ack" prop:checked=move || ack.get()
+                on:change=move |ev| ack.set(event_target_checked(&ev))/>" "{text}</label>
+        }
+    })
+}
+
+/// Whether the dialog of `op` may confirm: ticked, or nothing to tick.
+pub fn acknowledged(op: &str, ack: RwSignal<bool>) -> bool {
+    acknowledgement_text(op).is_none() || ack.get()
 }
 
 pub fn loading(what: &'static str) -> impl IntoView {
@@ -232,6 +304,18 @@ pub fn now_ms() -> u64 {
 mod tests {
     use super::*;
 
+    /// The portal's classes and acknowledgements follow the core's classification of every operation.
+    #[cfg(feature = "ssr")]
+    #[test]
+    fn every_operation_is_confirmed_as_far_as_it_reaches() {
+        for op in orchestrator::lifecycle::OPERATIONS {
+            let name = orchestrator::domain::wire_name(&op);
+            let impact = orchestrator::domain::wire_name(&op.impact());
+            assert_eq!(op_impact(&name), impact, "{name}");
+            assert_eq!(acknowledgement_text(&name).is_some(), impact != "harmless", "{name}");
+        }
+    }
+
     #[test]
     fn times_render_as_utc_calendar_dates() {
         assert_eq!(fmt_time(0), "1970-01-01 00:00:00 UTC");
@@ -245,6 +329,8 @@ mod tests {
         assert_eq!(fmt_duration(250), "250 ms");
         assert_eq!(fmt_duration(95_000), "1 min 35 s");
         assert_eq!(fmt_duration(7_260_000), "2 h 1 min");
+        assert_eq!(fmt_duration(900_000), "15 min");
+        assert_eq!(fmt_duration(7_200_000), "2 h");
         assert_eq!(fmt_bytes(512), "512 B");
         assert_eq!(fmt_bytes(16 << 20), "16.0 MiB");
     }

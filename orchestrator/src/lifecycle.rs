@@ -85,6 +85,36 @@ impl Operation {
     pub fn resolves_split_brain(self) -> bool {
         matches!(self, Operation::KeepCloudCopy | Operation::KeepOnPremisesCopy)
     }
+
+    /// What the operation does to machines and data, so every face asks the same confirmation for it.
+    pub fn impact(self) -> Impact {
+        match self {
+            // Deletes the cloud VM, the replication disks with their points, or the drill's VM: no way back.
+            Operation::Commit | Operation::CommitInCloud | Operation::CleanupTestFailover => Impact::Destroys,
+            // Shuts a running VM down, or overwrites what a VM wrote since a point.
+            Operation::Reprotect
+            | Operation::Failover
+            | Operation::ChangeRecoveryPoint
+            | Operation::CancelFailover
+            | Operation::FailoverToCloud
+            | Operation::KeepCloudCopy
+            | Operation::KeepOnPremisesCopy => Impact::Disrupts,
+            // Production keeps running as it is: new replication, a copy on an isolated network, a read.
+            Operation::ReprotectToCloud | Operation::TestFailover | Operation::VerifyReplica => Impact::Harmless,
+        }
+    }
+}
+
+/// How far an operation reaches: the portal styles and confirms by it (danger and an acknowledgement for all but
+/// harmless ones).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Impact {
+    /// Deletes a VM or data that nothing can bring back.
+    Destroys,
+    /// Stops a running VM or overwrites what it wrote; the item can be brought back by another operation.
+    Disrupts,
+    Harmless,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
