@@ -353,7 +353,16 @@ async fn portal_hydrates_and_navigates_without_a_full_reload() {
     c.find(Locator::LinkText("Replicated items")).await.unwrap().click().await.unwrap();
     let row = wait_css(&c, r#"table[data-testid="items"] tr[data-item="phys08"]"#, 10).await;
     let html = row.html(false).await.unwrap();
-    assert!(html.contains("R-P2") && html.contains("2008 R2 SP1"), "{html}");
+    assert!(html.contains("2008 R2 SP1"), "{html}");
+    // Its menu, once opened, says why failover is refused, with the rule.
+    click(&c, r#"tr[data-item="phys08"] .menu-button"#).await;
+    let why = r#"tr[data-item="phys08"] .row-menu li.disabled .why"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !live_text(&c, why).await.contains("(R-P2)") {
+        assert!(Instant::now() < deadline, "phys08's menu gave no R-P2 reason: {}", live_text(&c, why).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.active_element().await.unwrap().send_keys(&fantoccini::key::Key::Escape.to_string()).await.unwrap();
     // Its row shows the status in words beside the state, not only in a tooltip; the badge is a link a keyboard
     // reaches, and its accessible description is the reason.
     let status = wait_css(&c, r#"tr[data-item="phys08"] a.status[data-attention="never-fails-back"]"#, 5).await;
@@ -839,8 +848,17 @@ async fn row_menus_open_one_at_a_time_and_escape_closes_them() {
             v.await.unwrap() == json!(true)
         }
     };
+    // The entries and the rules' reasons are not in the page: a menu makes them when it first opens.
+    let why = r#"tbody tr:nth-child(1) .row-menu li.disabled .why"#;
+    let before = c.execute("return document.querySelector(arguments[0]) === null", vec![json!(why)]).await.unwrap();
+    assert_eq!(before, json!(true), "no entries before the menu opens");
     click(&c, &button(1)).await;
     assert!(open(1).await, "the first row's menu opened");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !live_text(&c, why).await.contains("(R-") {
+        assert!(Instant::now() < deadline, "the menu's reasons did not arrive: {}", live_text(&c, why).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Whole and on top: the points at its top and bottom edges are the menu's own, not the table's or the page's,
     // and it starts below its button.
     let geometry = r#"const m = document.querySelector('tbody tr:nth-child(1) .row-menu ul');

@@ -278,6 +278,7 @@ pub async fn set_protection(
 }
 
 /// Items per bulk request at most: one request may not become thousands of jobs, dry runs and audit lines.
+#[cfg(feature = "ssr")]
 const BULK_MAX_ITEMS: usize = 500;
 
 /// The dry run of re-protecting several items to the cloud (R-W4) with one process server: each item's checks,

@@ -292,6 +292,14 @@ pub async fn whoami() -> Result<Option<Me>, ServerFnError> {
     }))
 }
 
+/// Why each operation an item does not allow now is refused: the first rule of each, with what to do. An items
+/// table row's menu asks for it when it opens. An unknown item has none.
+#[server(endpoint = "portal/items/refusals", input = leptos::server_fn::codec::GetUrl)]
+pub async fn item_refusals(id: String) -> Result<Vec<Refused>, ServerFnError> {
+    let all = server::all_rows().await?;
+    Ok(all.iter().find(|r| r.id == id).map(|r| r.refused.clone()).unwrap_or_default())
+}
+
 /// One page of replicated items. `sort`: name, machine, os, state, health, location, latest, rpo.
 #[server(endpoint = "portal/items", input = leptos::server_fn::codec::GetUrl)]
 pub async fn list_items(
@@ -335,7 +343,13 @@ pub async fn list_items(
     let pages = total.div_ceil(PER_PAGE).max(1);
     let page = page.clamp(1, pages);
     Ok(ItemPage {
-        rows: rows.into_iter().skip((page - 1) * PER_PAGE).take(PER_PAGE).cloned().collect(),
+        // Without the refusals' texts: a row's menu asks for them when it opens (`item_refusals`).
+        rows: rows
+            .into_iter()
+            .skip((page - 1) * PER_PAGE)
+            .take(PER_PAGE)
+            .map(|r| ItemRow { refused: Vec::new(), health_errors: Vec::new(), ..r.clone() })
+            .collect(),
         total,
         vault_total: all.len(),
         page,
@@ -513,15 +527,7 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
         ));
     }
     let cloud_vm = item.cloud_vm.as_ref().filter(|v| !v.deleted).map(|v| (v.id.clone(), v.resource_group.clone()));
-    let item_jobs: Vec<orchestrator::jobs::Job> = s
-        .jobs
-        .list(500)
-        .await
-        .map_err(internal)?
-        .into_iter()
-        .filter(|j| j.item_id.as_deref() == Some(id.as_str()))
-        .take(20)
-        .collect();
+    let item_jobs: Vec<orchestrator::jobs::Job> = s.jobs.list_for_item(&id, 20).await.map_err(internal)?;
     // A running reprotect: how far its initial replication should be, by the dry run's estimate.
     let initial_sync = item_jobs.iter().find(|j| !j.state.is_terminal() && j.kind == "reprotect").and_then(|j| {
         let req: orchestrator::service::JobRequest = serde_json::from_str(&j.request).ok()?;

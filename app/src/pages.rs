@@ -197,52 +197,87 @@ fn sort_link(label: &'static str, key: &'static str, sort: &str, desc: bool) -> 
 /// disabled with the first reason in one line. A popover: it opens in the top layer, anchored to its button, so the
 /// table's scroll box neither clips it nor scrolls under it; the browser keeps one open at a time and closes it on
 /// Escape or a click elsewhere, giving the focus back to the button; the arrow keys move between the entries.
+///
+/// Fifty rows of eleven entries, with the rules' reasons, would be most of the page's weight: the entries are made
+/// the first time the menu opens (its button is inert until the page is hydrated anyway), and the reasons are asked
+/// for then. A role's reason is known here already.
 pub(crate) fn ops_menu(r: &ItemRow, me: Option<&Me>) -> impl IntoView {
-    let id = r.id.clone();
     // A CSS dashed identifier and an element id from the item id, whatever characters it has.
     let key: String = r.id.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
     let menu = format!("ops-{key}");
+    let opened = RwSignal::new(false);
+    let reasons = RwSignal::new(None::<Vec<Refused>>);
+    let on_toggle = {
+        let id = r.id.clone();
+        move |ev: leptos::ev::Event| {
+            #[cfg(feature = "hydrate")]
+            {
+                use wasm_bindgen::JsCast;
+                let Some(menu) = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlElement>().ok()) else { return };
+                if !menu.matches(":popover-open").unwrap_or(false) {
+                    return;
+                }
+                opened.set(true);
+                if reasons.get_untracked().is_none() {
+                    let id = id.clone();
+                    reasons.set(Some(Vec::new()));
+                    leptos::task::spawn_local(async move {
+                        match crate::data::item_refusals(id).await {
+                            Ok(list) => reasons.set(Some(list)),
+                            // Asked again at the next opening.
+                            Err(_) => reasons.set(None),
+                        }
+                    });
+                }
+                // The entries render after this handler: focus the first one on the next frame.
+                request_animation_frame(move || focus_first_entry(&menu));
+            }
+            #[cfg(not(feature = "hydrate"))]
+            let _ = (ev, &id, opened, reasons);
+        }
+    };
+    let (id, allowed, me) = (r.id.clone(), r.allowed.clone(), me.cloned());
+    let entries = move || {
+        ITEM_OPERATIONS.into_iter().map(|op| {
+            let label = op_label(op);
+            let role = role_denied(op, me.as_ref());
+            if role.is_none() && allowed.iter().any(|a| a == op) {
+                return view! { <li role="none"><a role="menuitem" class=(op_impact(op) == "destroys").then_some("danger") href=format!("/replicated-items/{id}?action={op}")>{label}</a></li> }.into_any();
+            }
+            let why = move || match &role {
+                Some(w) => w.line(),
+                None => reasons.with(|list| {
+                    list.iter().flatten().find(|x| x.operation == op).map(|f| format!("{} {} ({})", f.message, f.action, f.rule)).unwrap_or_default()
+                }),
+            };
+            let why2 = why.clone();
+            view! {
+                <li role="none" class="disabled"><span role="menuitem" aria-disabled="true" tabindex="-1" title=why>
+                    {label}<span class="why">{why2}</span></span></li>
+            }.into_any()
+        }).collect_view()
+    };
     view! {
         <div class="row-menu">
             <button type="button" class="menu-button" popovertarget=menu.clone() aria-haspopup="menu"
                 aria-label=format!("Operations for {}", r.name) style=format!("anchor-name: --{menu}")>"⋯"</button>
             <ul role="menu" id=menu.clone() popover="auto" aria-label=format!("Operations for {}", r.name)
-                style=format!("position-anchor: --{menu}") on:toggle=focus_first_entry on:keydown=arrow_keys_move>
-                {ITEM_OPERATIONS.into_iter().map(|op| {
-                    let label = op_label(op);
-                    match why_not(r, op, me) {
-                        Some(why) => view! {
-                            <li role="none" class="disabled"><span role="menuitem" aria-disabled="true" tabindex="-1" title=why.line()>
-                                {label}<span class="why">{why.reason.clone()}</span></span></li>
-                        }.into_any(),
-                        None => view! { <li role="none"><a role="menuitem" class=(op_impact(op) == "destroys").then_some("danger") href=format!("/replicated-items/{id}?action={op}")>{label}</a></li> }.into_any(),
-                    }
-                }).collect_view()}
+                style=format!("position-anchor: --{menu}") on:toggle=on_toggle on:keydown=arrow_keys_move>
+                {move || opened.get().then(entries.clone())}
             </ul>
         </div>
     }
 }
 
 /// A menu that opens puts the focus on its first entry, from where the arrow keys move.
-fn focus_first_entry(ev: leptos::ev::Event) {
-    #[cfg(feature = "hydrate")]
+#[cfg(feature = "hydrate")]
+fn focus_first_entry(menu: &web_sys::HtmlElement) {
+    use wasm_bindgen::JsCast;
+    if let Some(first) =
+        menu.query_selector("[role=menuitem]").ok().flatten().and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
     {
-        use wasm_bindgen::JsCast;
-        let Some(menu) = ev.target().and_then(|t| t.dyn_into::<web_sys::Element>().ok()) else { return };
-        if !menu.matches(":popover-open").unwrap_or(false) {
-            return;
-        }
-        if let Some(first) = menu
-            .query_selector("[role=menuitem]")
-            .ok()
-            .flatten()
-            .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
-        {
-            let _ = first.focus();
-        }
+        let _ = first.focus();
     }
-    #[cfg(not(feature = "hydrate"))]
-    let _ = ev;
 }
 
 /// Up and down arrows (and Home, End) move the focus between a menu's entries, wrapping round, as menus do.
@@ -306,6 +341,11 @@ pub(crate) fn why_not(r: &ItemRow, op: &str, me: Option<&Me>) -> Option<WhyNot> 
             more: refused.count(),
         });
     }
+    role_denied(op, me)
+}
+
+/// Why this person's role may not run `op` at all, whatever the item's state.
+pub(crate) fn role_denied(op: &str, me: Option<&Me>) -> Option<WhyNot> {
     let drill = matches!(op, "test-failover" | "cleanup-test-failover");
     let denied = |m: Option<String>| Some(WhyNot { reason: m.unwrap_or_default(), rule: None, more: 0 });
     match me {

@@ -523,17 +523,28 @@ impl JobStore {
         .bind(limit)
         .fetch_all(&self.db.pool)
         .await?;
-        let mut by_job: std::collections::HashMap<String, Vec<Task>> = std::collections::HashMap::new();
-        for t in tasks {
-            by_job.entry(t.job_id.clone()).or_default().push(t.into());
-        }
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let tasks = by_job.remove(&r.id).unwrap_or_default();
-                r.into_job(tasks)
-            })
-            .collect())
+        Ok(with_tasks(rows, tasks))
+    }
+
+    /// The newest `limit` jobs of one item (its own, not its plans'), with their tasks: two indexed queries, however
+    /// many jobs the vault holds.
+    pub async fn list_for_item(&self, item: &str, limit: i64) -> Result<Vec<Job>, JobError> {
+        let rows: Vec<JobRow> = sqlx::query_as(&format!(
+            "select {JOB_COLUMNS} from jobs where item_id = $1 order by created_at desc, id limit $2"
+        ))
+        .bind(item)
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let tasks: Vec<TaskRow> = sqlx::query_as(&format!(
+            "select {TASK_COLUMNS} from tasks where job_id in \
+             (select id from jobs where item_id = $1 order by created_at desc, id limit $2) order by job_id, seq"
+        ))
+        .bind(item)
+        .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?;
+        Ok(with_tasks(rows, tasks))
     }
 
     /// Claims one runnable job in one statement: not started; or in progress with its lease run out (its worker
@@ -1170,4 +1181,18 @@ pub async fn run_job(
         return end_job(store, lease, exec).await;
     }
     end_job(store, lease, exec).await
+}
+
+/// Jobs in the rows' order, each with its tasks (in `seq` order as queried).
+fn with_tasks(rows: Vec<JobRow>, tasks: Vec<TaskRow>) -> Vec<Job> {
+    let mut by_job: std::collections::HashMap<String, Vec<Task>> = std::collections::HashMap::new();
+    for t in tasks {
+        by_job.entry(t.job_id.clone()).or_default().push(t.into());
+    }
+    rows.into_iter()
+        .map(|r| {
+            let tasks = by_job.remove(&r.id).unwrap_or_default();
+            r.into_job(tasks)
+        })
+        .collect()
 }

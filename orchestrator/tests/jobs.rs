@@ -103,6 +103,28 @@ async fn r_w5_an_item_has_at_most_one_active_job_and_requests_are_idempotent() {
     }
 }
 
+/// An item's page lists its own jobs, each with its tasks, whatever other items' jobs the vault holds.
+#[tokio::test]
+async fn an_items_jobs_are_listed_by_the_item_with_their_tasks() {
+    for (s, _dir) in stores().await {
+        s.create(new_job("j1", "web01", "k1", &["a", "b"])).await.unwrap();
+        let lease = s.claim("w1", LEASE).await.unwrap().unwrap();
+        run_job(&s, &lease, &Recorder::default(), LEASE).await.unwrap();
+        s.create(new_job("j2", "web01", "k2", &["c"])).await.unwrap();
+        s.create(new_job("j3", "sql01", "k3", &["d"])).await.unwrap();
+        let web = s.list_for_item("web01", 10).await.unwrap();
+        let ids: HashSet<&str> = web.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(ids, HashSet::from(["j1", "j2"]), "{:?}", s.db.backend);
+        let j1 = web.iter().find(|j| j.id == "j1").unwrap();
+        assert_eq!(j1.tasks.iter().map(|t| t.step.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert!(web.iter().all(|j| j.tasks.iter().all(|t| t.step != "d")), "no other item's tasks");
+        assert_eq!(s.list_for_item("web01", 1).await.unwrap().len(), 1);
+        let sql = s.list_for_item("sql01", 10).await.unwrap();
+        assert_eq!(sql.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["j3"]);
+        assert!(s.list_for_item("nothing", 10).await.unwrap().is_empty());
+    }
+}
+
 fn plan_job(id: &str, key: &str, items: &[&str]) -> NewJob {
     NewJob {
         id: id.into(),
