@@ -928,6 +928,9 @@ async fn a_recovery_plan_fails_over_from_its_page() {
     choose(&c, &format!(r#"{d} select[name="master_target_linux"]"#), "mt-linux-01").await;
     let stale = c.find_all(Locator::Css(&format!(r#"{d} [data-testid="dry-run"]"#))).await.unwrap();
     assert!(stale.is_empty(), "a changed choice hides the dry run it no longer answers");
+    // Protection settings for every item of the plan, chosen in the dialog.
+    click(&c, &format!(r#"{d} [data-testid="plan-protection"] summary"#)).await;
+    type_into(&c, &format!(r#"{d} input[name="retention_min"]"#), "90").await;
     click(&c, &format!(r#"{d} [data-testid="review"]"#)).await;
     wait_css(&c, &format!(r#"{d} tr[data-item="erp-web"]"#), 20).await;
     let web = text(&c, &format!(r#"{d} tr[data-item="erp-web"]"#)).await;
@@ -943,6 +946,8 @@ async fn a_recovery_plan_fails_over_from_its_page() {
     for item in ["erp-db", "erp-app", "erp-web"] {
         let v = api(&portal, "GET", &format!("items/{item}"), Value::Null).await;
         assert_eq!(v["item"]["state"], "protected-to-primary", "{item}: {v}");
+        let p = api(&portal, "GET", &format!("items/{item}/protection"), Value::Null).await;
+        assert_eq!(p["chosen"]["retention_min"], 90, "{item}: {p}");
     }
     goto(&c, &portal.url, "/recovery-plans/plan-erp").await;
     // First a drill of the whole plan (issue 12 §2, §3), then its cleanup, from the plan page.

@@ -418,13 +418,16 @@ fn plan_reprotect_choice(
     process_server: String,
     master_targets: Vec<String>,
     datastore: String,
+    protection: PlanProtection,
 ) -> orchestrator::service::PlanAction {
     let some = |s: String| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
     let reprotect = orchestrator::service::PlanReprotect {
         process_server: some(process_server),
         master_targets: master_targets.into_iter().filter_map(some).collect(),
         datastore: some(datastore),
-        ..Default::default()
+        retention_min: protection.retention_min,
+        app_consistent_every_min: protection.app_consistent_every_min,
+        rpo_threshold_min: protection.rpo_threshold_min,
     };
     orchestrator::service::PlanAction { reprotect, ..Default::default() }
 }
@@ -436,11 +439,13 @@ pub async fn plan_reprotect_preview(
     process_server: String,
     master_targets: Vec<String>,
     datastore: String,
+    /// Settings every item gets (minutes; none: the plan's, else each item's own).
+    protection: PlanProtection,
 ) -> Result<PlanPreviewView, PortalError> {
     use orchestrator::lifecycle::Operation;
     server::signed_in()?;
     let c = server::service_ctx()?;
-    let what = plan_reprotect_choice(process_server, master_targets, datastore);
+    let what = plan_reprotect_choice(process_server, master_targets, datastore, protection);
     let p = c.service.plan_preview(&plan, Operation::Reprotect, &what).await.map_err(|e| match e {
         orchestrator::service::ServiceError::NotFound(m) => {
             server::status(http::StatusCode::NOT_FOUND);
@@ -476,6 +481,7 @@ pub async fn plan_reprotect(
     process_server: String,
     master_targets: Vec<String>,
     datastore: String,
+    protection: PlanProtection,
     reason: String,
     key: String,
 ) -> Result<String, PortalError> {
@@ -483,7 +489,7 @@ pub async fn plan_reprotect(
     use orchestrator::lifecycle::Operation;
     let user = server::signed_in()?;
     let c = server::service_ctx()?;
-    let what = plan_reprotect_choice(process_server, master_targets, datastore);
+    let what = plan_reprotect_choice(process_server, master_targets, datastore, protection);
     let actor = Actor { user: &user, accounts: &c.accounts, service: &c.service };
     let key = server::key(&user.name, &key, &format!("{plan}-reprotect"));
     let job = actor

@@ -104,8 +104,19 @@ pub(crate) fn PlanReprotect(plan: PlanRow, may: bool, denied: String) -> impl In
             navigate(&format!("/jobs/{job}"), Default::default());
         }
     });
-    let choices = move || (ps.get(), vec![windows.get(), linux.get()], ds.get());
-    let asked = RwSignal::new(None::<(String, Vec<String>, String)>);
+    // Protection settings for every item: the plan's to start with; empty keeps each item's own.
+    let (retention, app, rpo) = (
+        RwSignal::new(plan.protection.retention_min),
+        RwSignal::new(plan.protection.app_consistent_every_min),
+        RwSignal::new(plan.protection.rpo_threshold_min),
+    );
+    let protection = move || PlanProtection {
+        retention_min: retention.get(),
+        app_consistent_every_min: app.get(),
+        rpo_threshold_min: rpo.get(),
+    };
+    let choices = move || (ps.get(), vec![windows.get(), linux.get()], ds.get(), protection());
+    let asked = RwSignal::new(None::<(String, Vec<String>, String, PlanProtection)>);
     let fresh = move || !preview.pending().get() && asked.get().is_some_and(|a| a == choices());
     let allowed = move || fresh() && preview.value().get().is_some_and(|r| r.is_ok_and(|v| v.allowed));
     let blocked = not_ready(&plan, "reprotect");
@@ -126,13 +137,20 @@ pub(crate) fn PlanReprotect(plan: PlanRow, may: bool, denied: String) -> impl In
                 w if w.is_empty() => "Protection settings: each item keeps its own (the plan sets none; Edit… sets them).".to_owned(),
                 w => format!("Protection settings the plan gives every item: {w}."),
             }}</p>
+            <details class="protection-choices" data-testid="plan-protection"><summary>"Recovery points and RPO alert for every item (minutes; empty keeps each item's own)"</summary>
+                <div class="form-grid">
+                    {plan_minutes("Keep recovery points for", "retention_min", retention)}
+                    {plan_minutes("App-consistent point every", "app_consistent_every_min", app)}
+                    {plan_minutes("Alert when the RPO exceeds", "rpo_threshold_min", rpo)}
+                </div>
+            </details>
             {crate::item::reason_field(reason)}
             <div class="actions">
                 <button type="button" data-testid="review" disabled=move || preview.pending().get()
                     on:click=move |_| {
-                        let (process_server, master_targets, datastore) = choices();
+                        let (process_server, master_targets, datastore, protection) = choices();
                         asked.set(Some(choices()));
-                        preview.dispatch(crate::actions::PlanReprotectPreview { plan: p1.clone(), process_server, master_targets, datastore });
+                        preview.dispatch(crate::actions::PlanReprotectPreview { plan: p1.clone(), process_server, master_targets, datastore, protection });
                     }>
                     {move || if preview.pending().get() { "Checking…" } else { "Review (dry run)" }}
                 </button>
@@ -148,8 +166,8 @@ pub(crate) fn PlanReprotect(plan: PlanRow, may: bool, denied: String) -> impl In
                 <button type="button" class=confirm_class("reprotect") data-testid="confirm"
                     disabled=move || !allowed() || !acknowledged("reprotect", ack) || reason.get().trim().is_empty() || act.pending().get()
                     on:click=move |_| {
-                        let (process_server, master_targets, datastore) = choices();
-                        act.dispatch(crate::actions::PlanReprotect { plan: p2.clone(), process_server, master_targets, datastore, reason: reason.get(), key: key.get() });
+                        let (process_server, master_targets, datastore, protection) = choices();
+                        act.dispatch(crate::actions::PlanReprotect { plan: p2.clone(), process_server, master_targets, datastore, protection, reason: reason.get(), key: key.get() });
                     }>
                     {move || if act.pending().get() { "Starting…" } else { "Start the plan's reprotect" }}
                 </button>
