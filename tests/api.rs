@@ -1296,6 +1296,46 @@ async fn the_cloud_vm_in_an_azure_subscription_is_powered_off_and_deleted_throug
     assert_eq!(arm.vm("azvm-web01").unwrap().power, "running");
 }
 
+/// Split-brain found through Azure (issue 12 §4): after a failback the cloud VM is powered off through Resource
+/// Manager; someone starts it again in the Azure portal before commit. Homeward asks Azure for the VM's instance view,
+/// finds it running, and puts the item in split-brain before a cycle overwrites anything; commit is refused until
+/// the operator chooses a copy.
+#[tokio::test]
+async fn a_cloud_vm_started_in_azure_before_commit_is_a_split_brain() {
+    let arm = arm::Arm::start("rg-dr", &["azvm-web01"]);
+    let portal = Portal::start(&[]);
+    let api = Api { base: format!("{}api/v1/", portal.url), http: portal.http.clone() };
+    api.post("infrastructure/faults", r#"{"guest_bytes_per_tick": 0}"#, None).await;
+    let subscription = json!({"kind": "azure-subscription", "name": "azure-dr", "tenant": arm::TENANT,
+        "client_id": arm::CLIENT_ID, "client_secret": arm::CLIENT_SECRET, "subscription": arm::SUBSCRIPTION,
+        "resource_group": "rg-dr", "management_url": arm.url, "authority_url": arm.url, "thumbprint": arm.thumbprint});
+    let (s, v, _) = api.post("connections", &subscription.to_string(), None).await;
+    assert_eq!(s, 201, "{v}");
+    api.act("web01", "reprotect", json!({"master_target": "mt-win-01", "process_server": "ps-azure-01"}), "sb-r").await;
+    api.act("web01", "failover", json!({"point": {"type": "latest"}}), "sb-f").await;
+    assert_eq!(arm.vm("azvm-web01").unwrap().power, "stopped");
+    // Waiting for commit, with the cloud VM off: no split-brain.
+    let (_, it) = api.get("items/web01").await;
+    assert_eq!(it["item"]["state"], "failed-back-commit-pending", "{it}");
+
+    arm.set_power("azvm-web01", "running");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let it = loop {
+        let (_, it) = api.get("items/web01").await;
+        if it["item"]["state"] == "split-brain" {
+            break it;
+        }
+        assert!(std::time::Instant::now() < deadline, "the running cloud VM was not noticed: {it}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    assert_eq!(it["item"]["split_brain"]["intruder"], "recovery", "{it}");
+    let errors = it["item"]["health_errors"].to_string();
+    assert!(errors.contains("the cloud VM was started again before commit"), "{errors}");
+    assert!(arm.requests().iter().any(|r| r.contains("/virtualMachines/azvm-web01?") && r.contains("instanceView")));
+    let (s, v, _) = api.post("items/web01/commit", "{}", None).await;
+    assert_eq!(s, 409, "commit waits for the operator's choice: {v}");
+}
+
 /// R-C2 from what vCenter reports: the Windows master target is a VM of the connected vCenter with a snapshot, so a
 /// failover through it is refused before any job starts, naming the rule and what to do.
 #[tokio::test]

@@ -389,6 +389,13 @@ impl CloudVmSite {
         Ok(Some(CloudVmSite { name: conn.name, vm: vm.id.clone(), compute }))
     }
 
+    /// Whether Azure reports the cloud VM running (or starting), from its instance view.
+    pub async fn running(&self) -> Result<bool, TaskFailure> {
+        let failure = |e| arm_failure(&self.name, &format!("read the power state of VM {}", self.vm), e);
+        let state = self.compute.vm(&self.vm).await.map_err(failure)?.power.unwrap_or_default();
+        Ok(state == "running" || state == "starting")
+    }
+
     /// Powers the cloud VM off or starts it; nothing is sent when it is in that state already.
     pub async fn power(&self, on: bool) -> Result<serde_json::Value, TaskFailure> {
         let operation = if on { "start" } else { "power off" };

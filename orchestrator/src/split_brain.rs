@@ -98,6 +98,52 @@ impl Service {
         Ok(entered)
     }
 
+    /// Items waiting for commit whose cloud VM is in a connected Azure subscription: Azure is asked for each VM's
+    /// power state (its instance view). One found running again — started in the Azure portal, say — while its item
+    /// waits for commit and no job of Homeward's works on it is a split-brain, as the demo estate's switch makes one.
+    /// Returns how many items it put in split-brain. A VM Azure cannot be asked about is left for the next call.
+    pub async fn watch_cloud_power(&self) -> Result<usize, ServiceError> {
+        let doc = self.doc().await?;
+        let active = self.jobs.active_jobs_by_item().await?;
+        let mut found = 0;
+        for rec in &doc.items {
+            if rec.item.state != State::FailedBackCommitPending || rec.cloud_power || active.contains_key(&rec.item.id)
+            {
+                continue;
+            }
+            let Some(vm) = rec.item.cloud_vm.as_ref().filter(|v| !v.deleted) else { continue };
+            let running = match crate::recovery_site::CloudVmSite::for_vm(&self.connections, vm).await {
+                Ok(Some(site)) => site.running().await,
+                Ok(None) => continue,
+                Err(e) => Err(e),
+            };
+            match running {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(item = %rec.item.id, error = %e.error, "the cloud VM's power state could not be read");
+                    continue;
+                }
+            }
+            // Checked again inside the update: a job that started meanwhile (a cancelled failover starts the VM
+            // itself) has moved the item on, and wins.
+            let marked = self
+                .estate
+                .update_item(&rec.item.id, |r, _| {
+                    let still = r.item.state == State::FailedBackCommitPending && !r.cloud_power;
+                    if still {
+                        r.cloud_power = true;
+                    }
+                    Ok(still)
+                })
+                .await?;
+            if marked && self.enter_split_brain(&rec.item.id, (self.clock)(), false).await? {
+                found += 1;
+            }
+        }
+        Ok(found)
+    }
+
     /// While in split-brain, the copies that run keep writing: their last write times move with them.
     pub(crate) async fn note_split_brain_writes(&self, id: &str, now: Millis) -> Result<(), ServiceError> {
         self.estate

@@ -128,6 +128,7 @@ pub async fn run(args: ServeArgs) -> Result<(), ServeError> {
     let replication = orchestrator::replication::spawn(service.clone(), &node, shutdown.clone(), rt);
     let health = Health { db: db.clone(), node: node.id.clone(), workers: workers.clone(), service: service.clone() };
     spawn_connection_checks(service.clone(), shutdown.clone());
+    spawn_cloud_power_watch(service.clone(), shutdown.clone());
     orchestrator::alerts::spawn(service.clone(), shutdown.clone());
 
     // The agents' endpoint: mutual TLS with certificates of the vault's own CA.
@@ -461,7 +462,6 @@ async fn healthz(h: Health) -> impl IntoResponse {
     }
 }
 
-/// Creates the data directory and proves it is writable now, rather than failing on the first job.
 /// Checks the site connections again in the background (each one every few minutes, see
 /// `orchestrator::connections::CHECK_EVERY_MS`), so a vCenter or storage account that went away shows as failing
 /// on the Infrastructure page and in the API before anyone acts on it.
@@ -476,6 +476,20 @@ fn spawn_connection_checks(service: Arc<Service>, shutdown: Arc<AtomicBool>) {
     });
 }
 
+/// Asks Azure every few seconds for the power state of the cloud VMs whose items wait for commit: one started again
+/// outside Homeward is a split-brain, found before the next replication cycle overwrites what it wrote.
+fn spawn_cloud_power_watch(service: Arc<Service>, shutdown: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        while !shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Err(e) = service.watch_cloud_power().await {
+                tracing::warn!(error = %e, "watching the cloud VMs' power failed");
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+    });
+}
+
+/// Creates the data directory and proves it is writable now, rather than failing on the first job.
 fn prepare_data_dir(dir: &Path) -> Result<(), ServeError> {
     let err = |source| ServeError::DataDir { path: dir.to_path_buf(), source };
     std::fs::create_dir_all(dir).map_err(err)?;

@@ -128,6 +128,13 @@ impl Arm {
         self.state.lock().unwrap().tokens
     }
 
+    /// Sets a VM's power state as someone in the Azure portal would (`running`, `stopped`, `deallocated`).
+    pub fn set_power(&self, vm: &str, power: &str) {
+        if let Some(v) = self.state.lock().unwrap().vms.get_mut(vm) {
+            v.power = power.to_owned();
+        }
+    }
+
     pub fn refuse_power_off(&self, vm: &str) {
         self.state.lock().unwrap().refuse_power_off = Some(vm.to_owned());
     }
