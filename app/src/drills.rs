@@ -313,7 +313,7 @@ pub(crate) fn PlanDrill(plan: PlanRow, may: bool, denied: String) -> impl IntoVi
     let drilled = plan.drilled;
     let cleanup_why = if drilled == 0 { "No item of this plan has a test VM." } else { "" };
     view! {
-        <button type="button" data-testid="plan-test-failover" disabled=!may title=denied.clone()
+        <button type="button" class=op_class("test-failover") data-testid="plan-test-failover" disabled=!may title=denied.clone()
             on:click=move |_| { key.set(new_key()); test.set(true); }>"Test failover"</button>
         <button type="button" class=op_class("cleanup-test-failover") data-testid="plan-cleanup" disabled=!may || drilled == 0 title=if may { cleanup_why.to_owned() } else { denied.clone() }
             on:click=move |_| { key.set(new_key()); ack.set(false); clean.set(true); }>{format!("Clean up test failover ({drilled})")}</button>

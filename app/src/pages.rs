@@ -594,7 +594,7 @@ pub(crate) fn PlanPage() -> impl IntoView {
                     <h1>{p.name.clone()}" "<small>{p.id.clone()}</small></h1>
                     <div class="toolbar" role="toolbar">
                         <crate::plans::PlanReprotect plan=reprotect_plan may=may denied=denied.clone()/>
-                        <button type="button" data-testid="plan-failover" disabled=!may title=denied.clone() on:click=move |_| { key.set(new_key()); open.set(true); }>"Failover (from Azure)"</button>
+                        <button type="button" class=op_class("failover") data-testid="plan-failover" disabled=!may title=denied.clone() on:click=move |_| { key.set(new_key()); open.set(true); }>"Failover (from Azure)"</button>
                         <crate::plans::PlanCommit plan=end_plan may=may denied=denied.clone()/>
                         <crate::plans::PlanEdit plan=edited_plan may=may denied=denied.clone()/>
                         <crate::drills::PlanDrill plan=drill_plan may=may_drill denied=drill_denied/>

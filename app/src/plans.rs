@@ -125,7 +125,7 @@ pub(crate) fn PlanReprotect(plan: PlanRow, may: bool, denied: String) -> impl In
     let opts = plan.reprotect.clone();
     let (p1, p2) = (plan.id.clone(), plan.id.clone());
     view! {
-        <button type="button" data-testid="plan-reprotect" disabled=!may || why.is_some() title=title
+        <button type="button" class=op_class("reprotect") data-testid="plan-reprotect" disabled=!may || why.is_some() title=title
             on:click=move |_| { key.set(new_key()); ack.set(false); asked.set(None); open.set(true); }>"Reprotect…"</button>
         <Modal open=open title=format!("Reprotect the recovery plan {}", plan.name) id="plan-reprotect-dialog">
             <p class="direction">"Direction: "<strong>"from Azure → on-premises"</strong>". The process server sends each item's disks to its master target: into its original VM (only what changed) or, where that VM is gone, a new one on the datastore below (a full copy). A group's items replicate side by side; the next group starts when they are protected."</p>
