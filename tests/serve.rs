@@ -74,9 +74,14 @@ async fn pages_are_server_rendered_with_the_vault_name_and_the_hydration_script(
             "/{path} lacks the hydration script"
         );
     }
-    // The items page is rendered with the demo estate's data, refusals explained.
+    // The items page is rendered with the demo estate's data and each item's status; a row's refusals come when
+    // its menu opens, from their own server function, explained with the rule.
     let (_, _, html) = get(&portal.http, &format!("{}replicated-items", portal.url)).await;
-    assert!(html.contains("web01") && html.contains("phys08") && html.contains("R-P2"), "items page without data");
+    assert!(html.contains("web01") && html.contains("phys08") && html.contains("Cannot fail back"), "without data");
+    assert!(!html.contains("R-P2"), "the refusals' texts are not in the page");
+    let (status, _, json) = get(&portal.http, &format!("{}api/portal/items/refusals?id=phys08", portal.url)).await;
+    assert_eq!(status, 200, "{json}");
+    assert!(json.contains("R-P2") && json.contains("2008 R2"), "{json}");
     let (status, _, html) = get(&portal.http, &format!("{}jobs/no-such-job", portal.url)).await;
     assert_eq!(status, 200);
     assert!(html.contains("Job not found"));
