@@ -44,10 +44,11 @@ pub async fn get_vault_summary() -> Result<VaultSummary, ServerFnError> {
 
 #[cfg(feature = "ssr")]
 pub async fn read_summary(db: &orchestrator::db::Db) -> Result<VaultSummary, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Vault {
-        name: String,
-        created_at: String,
+    orchestrator::row! {
+        struct Vault {
+            name: String,
+            created_at: String,
+        }
     }
     let v: Vault = sqlx::query_as("select name, created_at from vault where id = 1").fetch_one(&db.pool).await?;
     let schema_version = db.applied_version().await?.unwrap_or(0);

@@ -357,15 +357,16 @@ impl Accounts {
 
     /// Every account as an Administrator manages it: role, whether disabled, and its live sign-ins.
     pub async fn accounts(&self, now: Millis) -> Result<Vec<Account>, AccountError> {
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            name: String,
-            role: String,
-            created_at: i64,
-            disabled_at: Option<i64>,
-            sessions: i64,
-            tokens: i64,
-            token_used_at: Option<i64>,
+        crate::row! {
+            struct Row {
+                name: String,
+                role: String,
+                created_at: i64,
+                disabled_at: Option<i64>,
+                sessions: i64,
+                tokens: i64,
+                token_used_at: Option<i64>,
+            }
         }
         let rows: Vec<Row> = sqlx::query_as(
             "select u.name as name, u.role as role, u.created_at as created_at, u.disabled_at as disabled_at, \

@@ -268,22 +268,23 @@ fn digest(token: &str) -> String {
     blake3::hash(token.as_bytes()).to_hex().to_string()
 }
 
-#[derive(sqlx::FromRow)]
-struct AgentRow {
-    id: String,
-    name: String,
-    role: String,
-    site: String,
-    created_at: i64,
-    created_by: String,
-    enroll_expires_at: i64,
-    cert_fingerprint: Option<String>,
-    enrolled_at: Option<i64>,
-    last_heartbeat_at: Option<i64>,
-    version: Option<String>,
-    inventory: Option<String>,
-    revoked_at: Option<i64>,
-    max_bytes_per_s: Option<i64>,
+crate::row! {
+    struct AgentRow {
+        id: String,
+        name: String,
+        role: String,
+        site: String,
+        created_at: i64,
+        created_by: String,
+        enroll_expires_at: i64,
+        cert_fingerprint: Option<String>,
+        enrolled_at: Option<i64>,
+        last_heartbeat_at: Option<i64>,
+        version: Option<String>,
+        inventory: Option<String>,
+        revoked_at: Option<i64>,
+        max_bytes_per_s: Option<i64>,
+    }
 }
 
 const COLUMNS: &str = "id, name, role, site, created_at, created_by, enroll_expires_at, cert_fingerprint, \
@@ -540,15 +541,16 @@ impl Agents {
     }
 }
 
-/// An assignment as an agent's activity counts it.
-#[derive(sqlx::FromRow)]
-struct StreamRow {
-    sender_id: String,
-    receiver_id: String,
-    state: String,
-    wire_bytes: i64,
-    taken_at: Option<i64>,
-    updated_at: i64,
+crate::row! {
+    /// An assignment as an agent's activity counts it.
+    struct StreamRow {
+        sender_id: String,
+        receiver_id: String,
+        state: String,
+        wire_bytes: i64,
+        taken_at: Option<i64>,
+        updated_at: i64,
+    }
 }
 
 #[cfg(test)]

@@ -190,18 +190,19 @@ pub struct Alert {
     pub state: &'static str,
 }
 
-#[derive(sqlx::FromRow)]
-struct AlertRow {
-    id: String,
-    kind: String,
-    subject: String,
-    severity: String,
-    message: String,
-    started_at: i64,
-    last_seen_at: i64,
-    resolved_at: Option<i64>,
-    acknowledged_at: Option<i64>,
-    acknowledged_by: Option<String>,
+crate::row! {
+    struct AlertRow {
+        id: String,
+        kind: String,
+        subject: String,
+        severity: String,
+        message: String,
+        started_at: i64,
+        last_seen_at: i64,
+        resolved_at: Option<i64>,
+        acknowledged_at: Option<i64>,
+        acknowledged_by: Option<String>,
+    }
 }
 
 const COLUMNS: &str =

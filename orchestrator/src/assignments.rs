@@ -160,21 +160,22 @@ pub enum AssignmentError {
     Db(#[from] sqlx::Error),
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    id: String,
-    job_id: Option<String>,
-    sender_id: String,
-    receiver_id: String,
-    spec: String,
-    state: String,
-    done_bytes: i64,
-    total_bytes: i64,
-    wire_bytes: i64,
-    result: Option<String>,
-    error: Option<String>,
-    age_ms: i64,
-    silent_ms: i64,
+crate::row! {
+    struct Row {
+        id: String,
+        job_id: Option<String>,
+        sender_id: String,
+        receiver_id: String,
+        spec: String,
+        state: String,
+        done_bytes: i64,
+        total_bytes: i64,
+        wire_bytes: i64,
+        result: Option<String>,
+        error: Option<String>,
+        age_ms: i64,
+        silent_ms: i64,
+    }
 }
 
 impl Row {

@@ -309,24 +309,25 @@ pub struct Connection {
     pub inventory: Option<Snapshot>,
 }
 
-#[derive(sqlx::FromRow)]
-struct ConnectionRow {
-    id: String,
-    kind: String,
-    name: String,
-    url: String,
-    user_name: Option<String>,
-    container: Option<String>,
-    authority: Option<String>,
-    credential_kind: String,
-    secret_sealed: String,
-    thumbprint: Option<String>,
-    created_at: i64,
-    created_by: String,
-    checked_at: i64,
-    last_ok_at: Option<i64>,
-    last_error: Option<String>,
-    inventory: Option<String>,
+crate::row! {
+    struct ConnectionRow {
+        id: String,
+        kind: String,
+        name: String,
+        url: String,
+        user_name: Option<String>,
+        container: Option<String>,
+        authority: Option<String>,
+        credential_kind: String,
+        secret_sealed: String,
+        thumbprint: Option<String>,
+        created_at: i64,
+        created_by: String,
+        checked_at: i64,
+        last_ok_at: Option<i64>,
+        last_error: Option<String>,
+        inventory: Option<String>,
+    }
 }
 
 const COLUMNS: &str =

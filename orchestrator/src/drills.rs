@@ -46,26 +46,27 @@ pub struct Drill {
     pub status: &'static str,
 }
 
-#[derive(sqlx::FromRow)]
-struct DrillRow {
-    id: String,
-    item_id: String,
-    item_name: String,
-    vm: String,
-    host: String,
-    network: String,
-    point_id: String,
-    point_time: i64,
-    point_kind: String,
-    disks: String,
-    started_at: i64,
-    powered_on_at: Option<i64>,
-    checks: String,
-    cleaned_at: Option<i64>,
-    cleanup_job_id: Option<String>,
-    notes: Option<String>,
-    started_by: Option<String>,
-    cleaned_by: Option<String>,
+crate::row! {
+    struct DrillRow {
+        id: String,
+        item_id: String,
+        item_name: String,
+        vm: String,
+        host: String,
+        network: String,
+        point_id: String,
+        point_time: i64,
+        point_kind: String,
+        disks: String,
+        started_at: i64,
+        powered_on_at: Option<i64>,
+        checks: String,
+        cleaned_at: Option<i64>,
+        cleanup_job_id: Option<String>,
+        notes: Option<String>,
+        started_by: Option<String>,
+        cleaned_by: Option<String>,
+    }
 }
 
 const SELECT: &str = "select d.id as id, d.item_id as item_id, d.item_name as item_name, d.vm as vm, d.host as host, \

@@ -243,25 +243,35 @@ pub struct Estate {
     pub db: Db,
 }
 
-#[derive(sqlx::FromRow)]
-struct SettingsRow {
-    inventory: String,
-    faults: String,
-    replication: String,
+crate::row! {
+    struct SettingsRow {
+        inventory: String,
+        faults: String,
+        replication: String,
+    }
 }
 
-#[derive(sqlx::FromRow)]
-struct ItemRow {
-    id: String,
-    record: String,
+crate::row! {
+    struct PlacedItemRow {
+        position: i64,
+        record: String,
+    }
 }
 
-#[derive(sqlx::FromRow)]
-struct PlanRow {
-    id: String,
-    name: String,
-    groups: String,
-    protection: String,
+crate::row! {
+    struct ItemRow {
+        id: String,
+        record: String,
+    }
+}
+
+crate::row! {
+    struct PlanRow {
+        id: String,
+        name: String,
+        groups: String,
+        protection: String,
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> Result<T, EstateError> {
@@ -407,6 +417,35 @@ impl Estate {
     pub async fn load(&self) -> Result<EstateDoc, EstateError> {
         let mut conn = self.db.pool.acquire().await?;
         read(&mut conn).await
+    }
+
+    /// The estate with only the items `ids` (those that exist, in the estate's order) and no plans: what a step
+    /// acting on a few items needs, without decoding every item's record.
+    pub async fn load_items(&self, ids: &[String]) -> Result<EstateDoc, EstateError> {
+        let mut conn = self.db.pool.acquire().await?;
+        let settings: SettingsRow =
+            sqlx::query_as("select inventory, faults, replication from estate_settings where id = 1")
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or(EstateError::Missing)?;
+        let mut items: Vec<(i64, ItemRecord)> = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row: Option<PlacedItemRow> = sqlx::query_as("select position, record from estate_items where id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some(row) = row {
+                items.push((row.position, decode(&format!("item {id}"), &row.record)?));
+            }
+        }
+        items.sort_by(|a, b| (a.0, &a.1.item.id).cmp(&(b.0, &b.1.item.id)));
+        Ok(EstateDoc {
+            inventory: decode("inventory", &settings.inventory)?,
+            faults: decode("fault knobs", &settings.faults)?,
+            replication: decode("replication policy", &settings.replication)?,
+            items: items.into_iter().map(|(_, r)| r).collect(),
+            plans: Vec::new(),
+        })
     }
 
     /// Describes a new estate, once, even when several nodes start together: from the `estate.json` an earlier

@@ -211,43 +211,45 @@ enum Value {
 
 const ACTIVE: &str = "('not-started', 'in-progress', 'suspended')";
 
-/// A job row, decoded by column name.
-#[derive(sqlx::FromRow)]
-struct JobRow {
-    id: String,
-    kind: String,
-    item_id: Option<String>,
-    plan_id: Option<String>,
-    state: String,
-    request: String,
-    error: Option<String>,
-    recommended_action: Option<String>,
-    cancel_requested: i64,
-    created_at: i64,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
+crate::row! {
+    /// A job row, decoded by column name.
+    struct JobRow {
+        id: String,
+        kind: String,
+        item_id: Option<String>,
+        plan_id: Option<String>,
+        state: String,
+        request: String,
+        error: Option<String>,
+        recommended_action: Option<String>,
+        cancel_requested: i64,
+        created_at: i64,
+        started_at: Option<i64>,
+        finished_at: Option<i64>,
+    }
 }
 
 const JOB_COLUMNS: &str = "id, kind, item_id, plan_id, state, request, error, recommended_action, \
                            cancel_requested, created_at, started_at, finished_at";
 
-#[derive(sqlx::FromRow)]
-struct TaskRow {
-    job_id: String,
-    seq: i64,
-    step: String,
-    name: String,
-    state: String,
-    attempts: i64,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
-    bytes: i64,
-    result: Option<String>,
-    error: Option<String>,
-    recommended_action: Option<String>,
-    progress_done: Option<i64>,
-    progress_total: Option<i64>,
-    next_attempt_at: Option<i64>,
+crate::row! {
+    struct TaskRow {
+        job_id: String,
+        seq: i64,
+        step: String,
+        name: String,
+        state: String,
+        attempts: i64,
+        started_at: Option<i64>,
+        finished_at: Option<i64>,
+        bytes: i64,
+        result: Option<String>,
+        error: Option<String>,
+        recommended_action: Option<String>,
+        progress_done: Option<i64>,
+        progress_total: Option<i64>,
+        next_attempt_at: Option<i64>,
+    }
 }
 
 const TASK_COLUMNS: &str = "job_id, seq, step, name, state, attempts, started_at, finished_at, bytes, result, error, \
@@ -441,10 +443,11 @@ impl JobStore {
 
     /// Every active job by item, in one query (the items list shows them for thousands of items).
     pub async fn active_jobs_by_item(&self) -> Result<std::collections::HashMap<String, String>, JobError> {
-        #[derive(sqlx::FromRow)]
-        struct Active {
-            item_id: String,
-            id: String,
+        crate::row! {
+            struct Active {
+                item_id: String,
+                id: String,
+            }
         }
         let rows: Vec<Active> = sqlx::query_as(&format!(
             "select item_id, id from jobs where item_id is not null and state in {ACTIVE} \
@@ -463,11 +466,12 @@ impl JobStore {
         &self,
         item: Option<&str>,
     ) -> Result<std::collections::HashMap<String, (u64, u64)>, JobError> {
-        #[derive(sqlx::FromRow)]
-        struct Progress {
-            item_id: String,
-            progress_done: i64,
-            progress_total: i64,
+        crate::row! {
+            struct Progress {
+                item_id: String,
+                progress_done: i64,
+                progress_total: i64,
+            }
         }
         const ITEM: &str = "coalesce(j.item_id, substr(t.step, 21))"; // 21: just past `plan-item-reprotect/`
         let rows: Vec<Progress> = sqlx::query_as(&format!(
@@ -562,10 +566,11 @@ impl JobStore {
              returning id, fencing_token",
             self.db.skip_locked()
         ));
-        #[derive(sqlx::FromRow)]
-        struct Claimed {
-            id: String,
-            fencing_token: i64,
+        crate::row! {
+            struct Claimed {
+                id: String,
+                fencing_token: i64,
+            }
         }
         let claimed: Option<Claimed> = sqlx::query_as(&sql)
             .bind(owner)

@@ -126,7 +126,7 @@ impl Service {
         cancel: Arc<AtomicBool>,
         fence: Option<Fence>,
     ) -> Result<(), ServiceError> {
-        let doc = self.doc().await?;
+        let doc = self.doc_of(ids).await?;
         let now = (self.clock)();
         let policy = doc.replication.clone();
         let mut pairs: Vec<(String, String)> = Vec::new();

@@ -239,7 +239,18 @@ impl Service {
     /// The estate as the rules see it: the local estate, with the primary site as each connected vCenter last
     /// reported it ([`crate::primary_site::overlay`]).
     pub async fn doc(&self) -> Result<EstateDoc, ServiceError> {
-        let mut doc = self.estate.load().await?;
+        let doc = self.estate.load().await?;
+        self.overlaid(doc).await
+    }
+
+    /// [`Service::doc`] with only the items `ids` (see [`crate::estate::Estate::load_items`]): a replication round
+    /// reads each unit's few items again under its holds, not the whole estate once per unit.
+    pub async fn doc_of(&self, ids: &[String]) -> Result<EstateDoc, ServiceError> {
+        let doc = self.estate.load_items(ids).await?;
+        self.overlaid(doc).await
+    }
+
+    async fn overlaid(&self, mut doc: EstateDoc) -> Result<EstateDoc, ServiceError> {
         for (c, inv) in self.connections.vcenters().await? {
             crate::primary_site::overlay(&mut doc.inventory, &c.name, &inv, c.last_error.is_none());
             crate::primary_site::overlay_items(&mut doc.items, &c.name, &inv);
@@ -745,12 +756,13 @@ impl Service {
         job: &Job,
         operation: &str,
     ) -> Result<crate::domain::JobFailure, EstateError> {
-        #[derive(sqlx::FromRow)]
-        struct Failed {
-            name: Option<String>,
-            error: Option<String>,
-            recommended_action: Option<String>,
-            finished_at: Option<i64>,
+        crate::row! {
+            struct Failed {
+                name: Option<String>,
+                error: Option<String>,
+                recommended_action: Option<String>,
+                finished_at: Option<i64>,
+            }
         }
         let row: Option<Failed> = sqlx::query_as(
             "select t.name as name, coalesce(t.error, j.error) as error, \

@@ -51,14 +51,15 @@ pub struct Delivery {
     pub delivered_at: Option<Millis>,
 }
 
-#[derive(sqlx::FromRow)]
-struct WebhookRow {
-    id: String,
-    url: String,
-    secret_sealed: String,
-    events: String,
-    created_at: i64,
-    created_by: String,
+crate::row! {
+    struct WebhookRow {
+        id: String,
+        url: String,
+        secret_sealed: String,
+        events: String,
+        created_at: i64,
+        created_by: String,
+    }
 }
 
 impl WebhookRow {
@@ -73,19 +74,20 @@ impl WebhookRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct DeliveryRow {
-    id: String,
-    webhook_id: String,
-    event: String,
-    payload: String,
-    state: String,
-    attempts: i64,
-    next_attempt_at: i64,
-    last_status: Option<i64>,
-    last_error: Option<String>,
-    created_at: i64,
-    delivered_at: Option<i64>,
+crate::row! {
+    struct DeliveryRow {
+        id: String,
+        webhook_id: String,
+        event: String,
+        payload: String,
+        state: String,
+        attempts: i64,
+        next_attempt_at: i64,
+        last_status: Option<i64>,
+        last_error: Option<String>,
+        created_at: i64,
+        delivered_at: Option<i64>,
+    }
 }
 
 impl DeliveryRow {

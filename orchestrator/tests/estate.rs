@@ -87,3 +87,25 @@ async fn concurrent_updates_from_several_nodes_lose_nothing_and_a_failed_one_cha
 fn db_url(db: &Db) -> String {
     db.target.clone()
 }
+
+/// A replication round reads each unit's items again under its holds: only those records, in the estate's order,
+/// with the same settings as the whole document (an unknown id is left out, not an error: it was just removed).
+#[tokio::test]
+async fn a_few_items_are_read_without_the_rest_of_the_estate() {
+    for db in databases().await {
+        let root = tempfile::tempdir().unwrap();
+        let estate = Estate::new(root.path(), db.clone());
+        estate.create_once(orchestrator::demo::seed).await.unwrap();
+        let whole = estate.load().await.unwrap();
+        assert!(whole.items.len() > 3 && !whole.plans.is_empty());
+        let (first, third) = (whole.items[0].clone(), whole.items[2].clone());
+        let ids = [third.item.id.clone(), "no-such-item".to_owned(), first.item.id.clone()];
+        let some = estate.load_items(&ids).await.unwrap();
+        assert_eq!(some.items, vec![first, third], "{:?}: the two known items, in the estate's order", db.backend);
+        assert!(some.plans.is_empty());
+        assert_eq!(
+            (&some.inventory, &some.faults, &some.replication),
+            (&whole.inventory, &whole.faults, &whole.replication)
+        );
+    }
+}
