@@ -2046,6 +2046,28 @@ async fn a_split_brain_is_shown_and_ended_only_by_the_operators_choice_with_a_re
     let (_, audit) = api.get("audit").await;
     assert!(audit.to_string().contains("the cloud start was a mistake"), "the reason is audited");
 
+    // SB-3: the cloud copy's kept blocks are a point to change to before commit, listed with the item's points.
+    let kept_job = kept["job"].as_str().unwrap().to_owned();
+    let (_, points) = api.get("items/web01/points").await;
+    let choice = json!({"type": "kept-copy", "id": kept_job});
+    assert!(points["choices"].as_array().unwrap().iter().any(|c| c["choice"] == choice), "{points}");
+    let wrong = json!({"point": {"type": "kept-copy", "id": "job-nope"}}).to_string();
+    let (status, err, _) = api.post("items/web01/change-recovery-point", &wrong, None).await;
+    assert_eq!((status, err["rule"].as_str()), (409, Some("SB-3")), "{err}");
+    assert!(err["recommended_action"].as_str().unwrap().contains(&kept_job), "names the kept copies: {err}");
+    let (status, err, _) =
+        api.post("plans/plan-erp/failover?dry_run=true", &json!({"point": choice}).to_string(), None).await;
+    assert!(matches!(status, 200 | 409) && err.to_string().contains("SB-3"), "not for a plan: {status} {err}");
+    let body = json!({"point": choice});
+    let (status, plan, _) = api.post("items/web01/change-recovery-point?dry_run=true", &body.to_string(), None).await;
+    assert_eq!((status, plan["allowed"].as_bool()), (200, Some(true)), "{plan}");
+    assert!(plan.to_string().contains("kept from the cloud copy's split-brain"), "{plan}");
+    let job = api.act("web01", "change-recovery-point", body, "sb-p1").await;
+    let materialised = job["job"]["tasks"].as_array().unwrap().iter().find(|t| t["step"] == "materialise-disks");
+    let result: Value = serde_json::from_str(materialised.unwrap()["result"].as_str().unwrap()).unwrap();
+    assert_eq!(result["kept_copy"]["job"].as_str(), Some(kept_job.as_str()), "{result}");
+    assert_eq!(result["kept_copy"]["site"], "recovery", "{result}");
+
     // The alert resolves on its own; the commit removes the kept blocks.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -1452,6 +1452,21 @@ async fn a_split_brain_is_shown_and_ended_from_the_items_page() {
     goto(&c, &portal.url, "/replicated-items/web01").await;
     let kept = text(&c, r#"[data-testid="kept-copies"]"#).await;
     assert!(kept.contains("on-premises") && kept.contains("started by mistake"), "{kept}");
+    // SB-3: the failover offers the kept blocks over the newest point, and the job lays them over it.
+    click(&c, r#"button[data-op="failover"]"#).await;
+    wait_css(&c, "#failover-dialog[open]", 10).await;
+    let offered = text(&c, r#"#failover-dialog label[data-choice^="kept:"]"#).await;
+    assert!(offered.contains("on-premises copy's kept blocks") && offered.contains("SB-3"), "{offered}");
+    click(&c, r#"#failover-dialog input[type="radio"][value^="kept:"]"#).await;
+    click(&c, r#"#failover-dialog [data-testid="ack"]"#).await;
+    type_into(&c, r#"#failover-dialog textarea[name="reason"]"#, "bring back what the on-premises VM wrote").await;
+    click(&c, r#"#failover-dialog [data-testid="confirm"]"#).await;
+    wait_css(&c, r#"[data-testid="job-state"]"#, 20).await;
+    let (job_id, _) = watch_job(&c).await;
+    let job = api(&portal, "GET", &format!("jobs/{job_id}"), Value::Null).await;
+    let tasks = job["job"]["tasks"].as_array().unwrap();
+    let materialised = tasks.iter().find(|t| t["step"] == "materialise-disks").expect("a materialise task");
+    assert!(materialised["result"].as_str().unwrap().contains("kept_copy"), "{job}");
     c.close().await.unwrap();
 }
 

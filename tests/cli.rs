@@ -300,6 +300,15 @@ fn the_cli_runs_a_drill_and_prints_its_report() {
     assert!(out.contains(": succeeded") && out.contains("Keep the on-premises VM's divergent blocks"), "{out}");
     let (_, out, _) = hw(&portal, &["items"]);
     assert!(out.lines().any(|l| l.contains("lin01") && l.contains("protected-to-primary")), "{out}");
+    // SB-3: the on-premises VM's kept blocks are a point the failover can take, named kept:<resolving job>.
+    let (code, out, _) = hw(&portal, &["failover", "lin01", "--point", "kept:job-nope", "--dry-run"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("[FAIL] SB-3") && out.contains("no blocks kept from a split-brain resolved by job job-nope"));
+    let item = rt.block_on(common::get(&portal.http, &format!("{}api/v1/items/lin01", portal.url)));
+    let kept = format!("kept:{}", item["item"]["kept_copies"][0]["job"].as_str().unwrap());
+    let (code, out, err) = hw(&portal, &["failover", "lin01", "--point", &kept, "--dry-run"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("blocks kept from the on-premises copy's split-brain"), "{out}");
 
     // A recovery plan's reprotect (issue 12 §3): the dry run shows each item's master target, by its operating
     // system; one master target for both systems is refused with R-W1; then the plan reprotects and waits.

@@ -161,6 +161,7 @@ pub(crate) mod server {
             "latest-processed" => PointChoice::LatestProcessed,
             "latest" => PointChoice::Latest,
             "latest-app-consistent" => PointChoice::LatestAppConsistent,
+            kept if kept.starts_with("kept:") => PointChoice::KeptCopy(kept["kept:".len()..].to_owned()),
             id => PointChoice::Specific(id.to_owned()),
         }
     }

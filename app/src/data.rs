@@ -385,10 +385,27 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
     let mut choices: Vec<PointChoiceRow> = orchestrator::points::options(&item)
         .into_iter()
         .map(|o| {
-            let (choice, label, note) = match o.choice {
+            let (choice, label, note) = match &o.choice {
+                orchestrator::points::PointChoice::KeptCopy(job) => {
+                    let k = item.kept_copies.iter().find(|k| &k.job == job);
+                    let site = match k.map(|k| k.site) {
+                        Some(orchestrator::domain::Site::Primary) => "on-premises",
+                        _ => "cloud",
+                    };
+                    (
+                        format!("kept:{job}"),
+                        format!("Latest, with the {site} copy's kept blocks"),
+                        format!(
+                            "The newest point with the {} blocks the {site} copy wrote during its split-brain (kept {}) \
+                             laid over it: what that copy wrote comes back; elsewhere the disks are the point's (SB-3).",
+                            k.map_or(0, |k| k.blocks),
+                            k.map_or(String::new(), |k| crate::ui::fmt_time(k.kept_at))
+                        ),
+                    )
+                }
                 orchestrator::points::PointChoice::LatestAppConsistent => (
-                    "latest-app-consistent",
-                    "Latest app-consistent",
+                    "latest-app-consistent".to_owned(),
+                    "Latest app-consistent".to_owned(),
                     if o.data_loss_ms == 0 {
                         "The newest point is app-consistent: no writes are lost against the latest point.".to_owned()
                     } else {
@@ -399,8 +416,8 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
                     },
                 ),
                 _ => (
-                    "latest-processed",
-                    "Latest processed",
+                    "latest-processed".to_owned(),
+                    "Latest processed".to_owned(),
                     format!(
                         "The newest point already processed: no wait ({}; R-RP1, R-RP4).",
                         words(&o.point.kind).replace('-', " ")
@@ -408,8 +425,8 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
                 ),
             };
             PointChoiceRow {
-                choice: choice.into(),
-                label: label.into(),
+                choice,
+                label,
                 point: Some(point_row(&o.point, latest)),
                 note,
             }

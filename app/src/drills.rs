@@ -222,6 +222,13 @@ pub(crate) fn TestFailoverDialog(open: RwSignal<bool>, d: ItemDetail) -> impl In
     let (id, id2) = (d.row.id.clone(), d.row.id.clone());
     let networks = d.networks.clone();
     let points = d.points.clone();
+    // A split-brain's kept blocks over the newest point: a drill is how to look at them before choosing them.
+    let kept: Vec<(String, String)> = d
+        .choices
+        .iter()
+        .filter(|c| c.choice.starts_with("kept:"))
+        .map(|c| (c.choice.clone(), c.label.clone()))
+        .collect();
     view! {
         <Modal open=open title=format!("Test failover: {}", d.row.name) id="test-failover-dialog">
             <p class="direction">"A drill: a copy of "<strong>{d.row.name.clone()}</strong>" starts on-premises from a recovery point, on an isolated network. The cloud VM keeps running and replication goes on; nothing of production changes."</p>
@@ -231,6 +238,7 @@ pub(crate) fn TestFailoverDialog(open: RwSignal<bool>, d: ItemDetail) -> impl In
                     <select name="point" on:change=move |ev| point.set(event_target_value(&ev)) prop:value=move || point.get()>
                         <option value="latest-processed">"Latest processed"</option>
                         <option value="latest-app-consistent">"Latest app-consistent"</option>
+                        {kept.into_iter().map(|(v, l)| view! { <option value=v>{l}</option> }).collect_view()}
                         {points.into_iter().map(|p| view! { <option value=p.id.clone()>{format!("{} · {}", fmt_time(p.time), words(&p.kind))}</option> }).collect_view()}
                     </select>
                 </label>

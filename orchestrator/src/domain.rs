@@ -284,8 +284,20 @@ pub struct KeptCopy {
     /// One file per disk (relative to the estate root): the loser's differing blocks at their offsets, the rest
     /// unallocated.
     pub files: Vec<String>,
+    /// Per disk (relative to the estate root): the offsets of the kept blocks, little-endian u64s, so a failover can
+    /// lay exactly those blocks over a recovery point. Empty for copies kept before there were maps: they cannot be
+    /// chosen as a point.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub block_maps: Vec<String>,
     pub blocks: u64,
     pub bytes: u64,
+}
+
+impl KeptCopy {
+    /// Whether a failover can use it: a block map per disk file.
+    pub fn selectable(&self) -> bool {
+        !self.files.is_empty() && self.block_maps.len() == self.files.len()
+    }
 }
 
 /// Recovery points are kept this long unless an item says otherwise (Azure Site Recovery's default is a day).
@@ -370,6 +382,9 @@ pub struct LiveDrill {
     pub started_at: Millis,
     /// The test VM's disks (relative to the estate root, or absolute in a connected vCenter's datastore).
     pub disks: Vec<String>,
+    /// The job whose split-brain's kept blocks were laid over the point (SB-3), if the drill chose them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_copy: Option<String>,
 }
 
 /// A failed job as its item shows it.

@@ -80,6 +80,10 @@ impl Workflows<'_> {
                     point: point.clone(),
                     started_at: (self.service.clock)(),
                     disks,
+                    kept_copy: match &req.request.point {
+                        Some(crate::points::PointChoice::KeptCopy(job)) => Some(job.clone()),
+                        _ => None,
+                    },
                 };
                 // Recorded before a byte is written: whatever fails from here on, the cleanup knows what to remove.
                 self.service.drills().start(&rec.item, &d).await.map_err(db_failure)?;
@@ -91,16 +95,18 @@ impl Workflows<'_> {
                 d
             }
         };
+        let kept = self.kept_overlay(&rec, req)?;
         let mut bytes = 0;
         let mut files = Vec::new();
-        for (replica, disk) in rec.replica_disks.iter().zip(&drill.disks) {
+        for (i, (replica, disk)) in rec.replica_disks.iter().zip(&drill.disks).enumerate() {
             let path = self.service.estate.path(disk);
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| fail(format!("{}: {e}", dir.display()), "Check the datastore."))?;
             }
             let no_space = format!("Free space on datastore {ds}, then restart the job.");
-            bytes += self.materialise(replica, &point.id, disk, &no_space).await?;
+            let overlay = kept.as_ref().map(|k| (k.files[i].as_str(), k.block_maps[i].as_str()));
+            bytes += self.materialise(replica, &point.id, disk, &no_space, overlay).await?;
             files.push(path);
         }
         if let Some(vc) = self.vcenter_for(&drill.host).await? {
@@ -110,7 +116,8 @@ impl Workflows<'_> {
         }
         Ok(outcome(
             bytes,
-            serde_json::json!({"vm": drill.vm, "network": drill.network, "point": point.id, "disks": drill.disks}),
+            serde_json::json!({"vm": drill.vm, "network": drill.network, "point": point.id, "disks": drill.disks,
+                "kept_copy": kept.map(|k| serde_json::json!({"job": k.job, "site": k.site, "blocks": k.blocks}))}),
         ))
     }
 
@@ -145,10 +152,21 @@ impl Workflows<'_> {
 
         // The disks, hashed again now that the VM has them: the same digest the point recorded at the replica.
         let mut mismatched = Vec::new();
-        for (replica, disk) in rec.replica_disks.iter().zip(&d.disks) {
+        let kept = match &d.kept_copy {
+            Some(job) => Some(
+                crate::points::kept_copy(&rec.item, job)
+                    .map_err(|r| fail(r.message, "Clean up the test failover; the kept blocks are gone."))?
+                    .clone(),
+            ),
+            None => None,
+        };
+        for (i, (replica, disk)) in rec.replica_disks.iter().zip(&d.disks).enumerate() {
             let (r, t, point) = (self.service.estate.path(replica), self.service.estate.path(disk), d.point.id.clone());
+            let overlay = kept.as_ref().and_then(|k| {
+                Some((self.service.estate.path(k.files.get(i)?), self.service.estate.path(k.block_maps.get(i)?)))
+            });
             // Hashing a whole disk: off the async threads, as the other items of a plan's group go on meanwhile.
-            let matched = tokio::task::spawn_blocking(move || disk_matches_point(&r, &t, &point))
+            let matched = tokio::task::spawn_blocking(move || disk_matches_point(&r, &t, &point, overlay))
                 .await
                 .unwrap_or_else(|e| Err(replicator::Error::Invalid(format!("the check stopped: {e}"))));
             match matched {
@@ -161,7 +179,16 @@ impl Workflows<'_> {
             "disks hold the recovery point",
             mismatched.is_empty(),
             if mismatched.is_empty() {
-                format!("{} disk(s) hash to recovery point {}'s digest", d.disks.len(), d.point.id)
+                match &kept {
+                    None => format!("{} disk(s) hash to recovery point {}'s digest", d.disks.len(), d.point.id),
+                    Some(k) => format!(
+                        "{} disk(s) hold the {} blocks kept by job {} and, everywhere else, recovery point {}",
+                        d.disks.len(),
+                        k.blocks,
+                        k.job,
+                        d.point.id
+                    ),
+                }
             } else {
                 mismatched.join("; ")
             },
@@ -273,14 +300,54 @@ impl Workflows<'_> {
 }
 
 /// Whether the test disk hashes to the digest the replica's journal recorded for the point.
-fn disk_matches_point(replica: &Path, disk: &Path, point: &str) -> Result<bool, replicator::Error> {
+/// Whether `disk` holds point `point` of `replica` — with, when `overlay` names a split-brain's kept blocks and
+/// their map, exactly those blocks in their places: the kept blocks are compared byte for byte, and the disk's digest
+/// with the point's own blocks put back where they lie must be the point's.
+fn disk_matches_point(
+    replica: &Path,
+    disk: &Path,
+    point: &str,
+    overlay: Option<(PathBuf, PathBuf)>,
+) -> Result<bool, replicator::Error> {
+    use replicator::hashes;
     let img = replicator::DiskImage::open(replica)?;
     let journal = replicator::journal::Journal::open(&img.state_dir().join("points"))?;
     let Some(p) = journal.points().iter().find(|p| p.id == point).cloned() else {
         return Err(replicator::Error::Invalid(format!("point {point} is gone from the replica's journal")));
     };
     let test = replicator::DiskImage::open(disk)?;
-    Ok(replicator::journal::image_digest(&test, p.block_size)? == p.digest)
+    let Some((kept, map)) = overlay else {
+        return Ok(replicator::journal::image_digest(&test, p.block_size)? == p.digest);
+    };
+    let geom = hashes::Geometry::new(test.size, p.block_size)?;
+    let offsets = std::fs::read(&map).map_err(|e| replicator::Error::io(&map, e))?;
+    let mut blocks = std::collections::HashSet::new();
+    for c in offsets.chunks_exact(8) {
+        let at = u64::from_le_bytes(c.try_into().expect("chunks of 8"));
+        if at % p.block_size as u64 != 0 {
+            return Err(replicator::Error::Invalid(format!("kept block at {at} is not on a block boundary")));
+        }
+        blocks.insert(at / p.block_size as u64);
+    }
+    let at_point = journal.blocks_at(&img, p.seq, &blocks)?;
+    let kf = std::fs::File::open(&kept).map_err(|e| replicator::Error::io(&kept, e))?;
+    let tf = test.open_data_read()?;
+    let (mut hs, mut kept_in_place) = (Vec::with_capacity(geom.blocks() as usize), true);
+    let mut want = vec![0u8; p.block_size as usize];
+    hashes::scan(&tf, &test.data_path, geom, 0, geom.blocks(), |b, data| {
+        match at_point.get(&b) {
+            Some(theirs) => {
+                let n = geom.len(b);
+                replicator::fileio::read_at(&kf, &mut want[..n], geom.offset(b))
+                    .map_err(|e| replicator::Error::io(&kept, e))?;
+                kept_in_place &= data.map_or_else(|| hashes::is_zero(&want[..n]), |d| d == &want[..n]);
+                hs.push(hashes::hash_block(theirs));
+            }
+            None => hs.push(data.map_or_else(|| geom.zero_hash(b), hashes::hash_block)),
+        }
+        Ok(())
+    })?;
+    Ok(kept_in_place && hashes::hex(&hashes::disk_digest(geom, &hs)) == p.digest)
 }
 
 /// Deletes a disk image (its descriptor, its data file and its bookkeeping); the paths removed.

@@ -860,8 +860,9 @@ fn failover(item: &ReplicatedItem, inv: &Inventory, req: &Request, c: &mut Check
     tasks.push(t(
         Step::MaterialiseDisks,
         format!(
-            "Materialise the disks at recovery point {}",
-            plan.point.as_ref().map_or("?".to_owned(), |p| p.id.clone())
+            "Materialise the disks at recovery point {}{}",
+            plan.point.as_ref().map_or("?".to_owned(), |p| p.id.clone()),
+            kept_text(item, &choice)
         ),
     ));
     tasks.push(t(Step::ReattachDisks, "Detach and re-attach the disks (vCenter)"));
@@ -1020,14 +1021,38 @@ fn test_failover(item: &ReplicatedItem, inv: &Inventory, req: &Request, c: &mut 
         t(
             Step::CreateTestVm,
             format!(
-                "Create test VM {name} from recovery point {} on network {}",
+                "Create test VM {name} from recovery point {}{} on network {}",
                 plan.point.as_ref().map_or("?".to_owned(), |p| p.id.clone()),
+                kept_text(item, &choice),
                 req.network.as_deref().unwrap_or("?")
             ),
         ),
         t(Step::PowerOnTestVm, format!("Power on test VM {name}")),
         t(Step::CheckTestVm, "Check the test VM: its disks are the point's, its network is isolated, it runs"),
     ];
+}
+
+/// What a task adds to its point when a split-brain's kept blocks go over it.
+fn kept_text(item: &ReplicatedItem, choice: &PointChoice) -> String {
+    match choice {
+        PointChoice::KeptCopy(job) => match item.kept_copies.iter().find(|k| &k.job == job) {
+            Some(k) => format!(
+                ", with the {} blocks kept from the {} copy's split-brain (job {job}) laid over it",
+                k.blocks,
+                site_words(k.site)
+            ),
+            None => format!(", with the blocks kept by job {job}"),
+        },
+        _ => String::new(),
+    }
+}
+
+/// A site as the user says it.
+fn site_words(site: Site) -> &'static str {
+    match site {
+        Site::Primary => "on-premises",
+        Site::Recovery => "cloud",
+    }
 }
 
 /// The recovery point `choice` picks (R-RP3 when none), and the writes it loses against the newest (R-RP4).
@@ -1047,6 +1072,18 @@ fn choose_point(item: &ReplicatedItem, choice: &PointChoice, c: &mut Checks, pla
 /// cloud replication (the newest processed one unless another is chosen).
 fn failover_to_cloud(item: &ReplicatedItem, req: &Request, c: &mut Checks, plan: &mut Plan) {
     let choice = req.point.clone().unwrap_or(PointChoice::LatestProcessed);
+    if let PointChoice::KeptCopy(job) = &choice {
+        // Kept blocks are on-premises disks' business: the commit before re-protect removed them anyway.
+        let refusal = Refusal::new(
+            "SB-3",
+            format!(
+                "A failover to the cloud starts from the cloud replication's points, not from kept blocks (job {job})."
+            ),
+            "Choose a recovery point of the cloud replication.",
+        );
+        c.add("recovery point available", "SB-3", Err(refusal));
+        return;
+    }
     choose_point(item, &choice, c, plan);
     let mut tasks = vec![t(Step::ShutDownOnPremForCloud, "Shut down the on-premises VM")];
     if choice == PointChoice::Latest {

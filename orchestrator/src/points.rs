@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Millis, PointKind, RecoveryPoint, ReplicatedItem};
+use crate::domain::{KeptCopy, Millis, PointKind, RecoveryPoint, ReplicatedItem};
 use crate::rules::Refusal;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +17,9 @@ pub enum PointChoice {
     LatestAppConsistent,
     /// A point chosen by id.
     Specific(String),
+    /// The newest processed point with the blocks kept from a split-brain's losing copy laid over it, by the
+    /// resolving job's id: what that copy wrote, back in the VM.
+    KeptCopy(String),
 }
 
 /// A choice offered in the confirmation, with what it costs (R-RP4).
@@ -54,7 +57,35 @@ pub fn choose(item: &ReplicatedItem, choice: &PointChoice) -> Result<RecoveryPoi
                 "Pick one of the points listed for the item; older points may have been removed by retention.",
             )
         }),
+        PointChoice::KeptCopy(job) => kept_copy(item, job).map(|_| latest.clone()),
     }
+}
+
+/// The blocks kept from the split-brain that job `job` resolved, when a failover can lay them over a point (SB-3).
+pub fn kept_copy<'a>(item: &'a ReplicatedItem, job: &str) -> Result<&'a KeptCopy, Refusal> {
+    let k = item.kept_copies.iter().find(|k| k.job == job).ok_or_else(|| {
+        Refusal::new(
+            "SB-3",
+            format!("{} has no blocks kept from a split-brain resolved by job {job}.", item.name),
+            if item.kept_copies.is_empty() {
+                "Choose a recovery point: the item has no kept blocks (a commit removes them).".to_owned()
+            } else {
+                let jobs: Vec<&str> = item.kept_copies.iter().map(|k| k.job.as_str()).collect();
+                format!("Choose one of the item's kept copies: {}.", jobs.join(", "))
+            },
+        )
+    })?;
+    if !k.selectable() {
+        return Err(Refusal::new(
+            "SB-3",
+            format!(
+                "The blocks {} kept with job {job} have no block map, so they cannot be laid over a point.",
+                item.name
+            ),
+            "Choose a recovery point; the kept blocks stay in the estate folder until the next commit.",
+        ));
+    }
+    Ok(k)
 }
 
 fn no_point(item: &ReplicatedItem) -> Refusal {
@@ -74,6 +105,9 @@ pub fn options(item: &ReplicatedItem) -> Vec<PointOption> {
         let data_loss_ms = latest.time.saturating_sub(app.time);
         out.push(PointOption { choice: PointChoice::LatestAppConsistent, point: app, data_loss_ms });
     }
+    for k in item.kept_copies.iter().filter(|k| k.selectable()) {
+        out.push(PointOption { choice: PointChoice::KeptCopy(k.job.clone()), point: latest.clone(), data_loss_ms: 0 });
+    }
     out
 }
 
@@ -81,6 +115,13 @@ pub fn options(item: &ReplicatedItem) -> Vec<PointOption> {
 /// item its own newest point, replication group or not. R-RP2: app-consistent gives each replication group the
 /// newest app-consistent point all its members share, and each other item its own.
 pub fn plan_points(items: &[&ReplicatedItem], choice: &PointChoice) -> Result<Vec<(String, RecoveryPoint)>, Refusal> {
+    if let PointChoice::KeptCopy(job) = choice {
+        return Err(Refusal::new(
+            "SB-3",
+            format!("Blocks kept from a split-brain (job {job}) belong to one item, not to a recovery plan."),
+            "Fail the plan over to recovery points; choose the kept blocks in that item's own failover.",
+        ));
+    }
     if let Some(bare) = items.iter().find(|i| i.recovery_points.is_empty()) {
         return Err(Refusal::new(
             "R-RP3",

@@ -40,6 +40,7 @@ pub const CATALOGUE: &[(&str, &str, &str)] = &[
     ("Homeward's own rules", "PS-1", "Protection settings hold: retention 1 to 43200 minutes, an app-consistent point every 1 to 720 minutes, an RPO threshold of 1 to 1440 minutes, and points kept at least as long as the app-consistent frequency."),
     ("Homeward's own rules", "SB-1", "Split-brain (both copies ran and changed after a failover) ends only by choosing the copy to keep; nothing else runs on the item meanwhile."),
     ("Homeward's own rules", "SB-2", "Choosing the copy that wins a split-brain needs a typed reason; it is kept with the losing copy's blocks."),
+    ("Homeward's own rules", "SB-3", "Blocks kept from a split-brain can be chosen as a failover's point (laid over the newest processed point) until the next commit removes them; one item at a time, not a recovery plan."),
     ("Homeward's own rules", "VR-1", "The control plane verifies only the replicas it writes itself; a master target's agent checks its own against the cloud copy every cycle."),
 ];
 

@@ -165,8 +165,14 @@ impl Service {
 }
 
 /// Copies the blocks of `loser` that differ from `winner` into a new raw file `out` of the loser's size, at their
-/// offsets (the rest stays a hole), and makes it durable. Returns the blocks and bytes kept. Blocking IO.
-pub fn keep_divergent_blocks(loser: &Path, winner: &Path, out: &Path) -> Result<(u64, u64), replicator::Error> {
+/// offsets (the rest stays a hole), and their offsets into `map` (little-endian u64s: a hole cannot tell a kept
+/// block of zeros from one not kept); makes both durable. Returns the blocks and bytes kept. Blocking IO.
+pub fn keep_divergent_blocks(
+    loser: &Path,
+    winner: &Path,
+    out: &Path,
+    map: &Path,
+) -> Result<(u64, u64), replicator::Error> {
     use replicator::fileio;
     let l = replicator::DiskImage::open(loser)?;
     let w = replicator::DiskImage::open(winner)?;
@@ -180,6 +186,7 @@ pub fn keep_divergent_blocks(loser: &Path, winner: &Path, out: &Path) -> Result<
     let bs = BLOCK_SIZE as u64;
     let (mut a, mut b) = (vec![0u8; BLOCK_SIZE as usize], vec![0u8; BLOCK_SIZE as usize]);
     let (mut blocks, mut bytes) = (0u64, 0u64);
+    let mut offsets: Vec<u8> = Vec::new();
     let mut at = 0u64;
     while at < l.size {
         let n = bs.min(l.size - at) as usize;
@@ -198,20 +205,60 @@ pub fn keep_divergent_blocks(loser: &Path, winner: &Path, out: &Path) -> Result<
         };
         if a[..n] != *theirs {
             fileio::write_at(&of, &a[..n], at).map_err(|e| replicator::Error::io(out, e))?;
+            offsets.extend_from_slice(&at.to_le_bytes());
             blocks += 1;
             bytes += n as u64;
         }
         at += n as u64;
     }
     of.sync_all().map_err(|e| replicator::Error::io(out, e))?;
+    fileio::write_atomic(map, &offsets).map_err(|e| replicator::Error::io(map, e))?;
     fileio::sync_parent(out).map_err(|e| replicator::Error::io(out, e))?;
     Ok((blocks, bytes))
+}
+
+/// Lays the blocks kept in `kept` (their offsets in `map`) over the disk image `target`, and makes it durable: a
+/// recovery point with what a split-brain's losing copy wrote on top. Returns the bytes written. Blocking IO.
+pub fn lay_kept_blocks(kept: &Path, map: &Path, target: &Path) -> Result<u64, replicator::Error> {
+    use replicator::fileio;
+    let offsets = std::fs::read(map).map_err(|e| replicator::Error::io(map, e))?;
+    if offsets.len() % 8 != 0 {
+        return Err(replicator::Error::io(
+            map,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "a block map is a list of 8-byte offsets"),
+        ));
+    }
+    let kf = std::fs::File::open(kept).map_err(|e| replicator::Error::io(kept, e))?;
+    let kept_len = kf.metadata().map_err(|e| replicator::Error::io(kept, e))?.len();
+    let img = replicator::DiskImage::open(target)?;
+    let tf = img.open_data_rw()?;
+    let mut buf = vec![0u8; BLOCK_SIZE as usize];
+    let mut bytes = 0u64;
+    for chunk in offsets.chunks_exact(8) {
+        let at = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
+        // The last block of a disk whose size is not a whole number of blocks is shorter.
+        let n = (BLOCK_SIZE as u64).min(img.size.saturating_sub(at)).min(kept_len.saturating_sub(at)) as usize;
+        if n == 0 {
+            return Err(replicator::Error::io(
+                target,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("kept block at {at} lies past the disk's end ({} bytes)", img.size),
+                ),
+            ));
+        }
+        fileio::read_at(&kf, &mut buf[..n], at).map_err(|e| replicator::Error::io(kept, e))?;
+        fileio::write_at(&tf, &buf[..n], at).map_err(|e| replicator::Error::io(target, e))?;
+        bytes += n as u64;
+    }
+    tf.sync_all().map_err(|e| replicator::Error::io(target, e))?;
+    Ok(bytes)
 }
 
 /// Removes the kept copies' files (at commit). Blocking IO.
 pub fn remove_kept(root: &Path, kept: &[KeptCopy]) -> std::io::Result<()> {
     for k in kept {
-        for f in &k.files {
+        for f in k.files.iter().chain(&k.block_maps) {
             replicator::fileio::remove_durably(&root.join(f))?;
         }
         if let Some(dir) = k.files.first().and_then(|f| root.join(f).parent().map(Path::to_path_buf)) {
@@ -237,11 +284,12 @@ impl Workflows<'_> {
         };
         let lost = loser(req.operation);
         let root = self.service.estate.path("");
-        let mut triples: Vec<(PathBuf, PathBuf, String)> = Vec::new();
+        let mut triples: Vec<(PathBuf, PathBuf, String, String)> = Vec::new();
         for (i, (c, o)) in rec.cloud_disks.iter().zip(&rec.onprem_disks).enumerate() {
             let (c, o) = (self.service.estate.path(c), self.service.estate.path(o));
             let (l, w) = if lost == Site::Primary { (o, c) } else { (c, o) };
-            triples.push((l, w, format!("kept/{id}/{job_id}/{}-disk{i}.raw", wire_name(&lost))));
+            let stem = format!("kept/{id}/{job_id}/{}-disk{i}", wire_name(&lost));
+            triples.push((l, w, format!("{stem}.raw"), format!("{stem}.blocks")));
         }
         let replica_written = sb.from == State::ProtectedToPrimary;
         let replicas: Vec<PathBuf> = rec.replica_disks.iter().map(|d| self.service.estate.path(d)).collect();
@@ -249,8 +297,8 @@ impl Workflows<'_> {
             let (triples, root) = (triples.clone(), root.clone());
             move || -> Result<(u64, u64, usize), replicator::Error> {
                 let (mut blocks, mut bytes) = (0, 0);
-                for (l, w, out) in &triples {
-                    let (b, n) = keep_divergent_blocks(l, w, &root.join(out))?;
+                for (l, w, out, map) in &triples {
+                    let (b, n) = keep_divergent_blocks(l, w, &root.join(out), &root.join(map))?;
                     blocks += b;
                     bytes += n;
                 }
@@ -274,7 +322,8 @@ impl Workflows<'_> {
             site: lost,
             kept_at: (self.service.clock)(),
             reason: req.request.reason.clone().unwrap_or_default(),
-            files: triples.iter().map(|(_, _, f)| f.clone()).collect(),
+            files: triples.iter().map(|(_, _, f, _)| f.clone()).collect(),
+            block_maps: triples.iter().map(|(_, _, _, m)| m.clone()).collect(),
             blocks,
             bytes,
         };

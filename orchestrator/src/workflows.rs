@@ -477,17 +477,34 @@ impl TaskExecutor for Workflows<'_> {
 }
 
 impl Workflows<'_> {
+    /// The kept blocks a failover or drill lays over its point, when its request chose a kept copy (SB-3), checked
+    /// against the item's disks as they are now.
+    pub(crate) fn kept_overlay(&self, rec: &ItemRecord, req: &JobRequest) -> Result<Option<KeptCopy>, TaskFailure> {
+        let Some(PointChoice::KeptCopy(job)) = &req.request.point else { return Ok(None) };
+        let k = crate::points::kept_copy(&rec.item, job).map_err(|r| fail(r.message, r.recommended_action))?;
+        if k.files.len() != rec.replica_disks.len() {
+            return Err(fail(
+                format!("job {job} kept {} disks' blocks; the replica has {}", k.files.len(), rec.replica_disks.len()),
+                "Choose a recovery point instead.",
+            ));
+        }
+        Ok(Some(k.clone()))
+    }
+
     /// Writes recovery point `point_id` of the disk `from` (its journal undoes the newer writes) as a new image
     /// `to`, in the format its name gives; returns the disk's size. Idempotent: a rerun after a crash starts over.
     /// Disk-bound: it runs off the async threads, so the other items of a recovery plan's group go on meanwhile.
+    /// `overlay`: a split-brain's kept blocks and their map (relative to the estate), laid over the point afterwards.
     pub(crate) async fn materialise(
         &self,
         from: &str,
         point_id: &str,
         to: &str,
         no_space: &str,
+        overlay: Option<(&str, &str)>,
     ) -> Result<u64, TaskFailure> {
         let (source, target) = (self.service.estate.path(from), self.service.estate.path(to));
+        let overlay = overlay.map(|(k, m)| (self.service.estate.path(k), self.service.estate.path(m)));
         let (from, point_id, to, no_space) = (from.to_owned(), point_id.to_owned(), to.to_owned(), no_space.to_owned());
         let (size, ms) = tokio::task::spawn_blocking(move || {
             let disk = replicator::DiskImage::open(&source)
@@ -503,7 +520,12 @@ impl Workflows<'_> {
                 let _ = std::fs::remove_file(target.with_file_name(format!("{stem}-flat.vmdk")));
             }
             let started = std::time::Instant::now();
-            journal.restore(&disk, seq, &target).map_err(|e| fail(e.to_string(), no_space))?;
+            journal.restore(&disk, seq, &target).map_err(|e| fail(e.to_string(), &no_space))?;
+            if let Some((kept, map)) = &overlay {
+                crate::split_brain::lay_kept_blocks(kept, map, &target).map_err(|e| {
+                    fail(e.to_string(), format!("Check the kept blocks in {}; {no_space}", kept.display()))
+                })?;
+            }
             Ok::<_, TaskFailure>((disk.size, started.elapsed().as_millis() as u64))
         })
         .await
@@ -972,12 +994,14 @@ impl Workflows<'_> {
                 .ok_or_else(|| {
                     fail("no recovery point to fail back to (R-RP3)", "Wait for the first recovery point.")
                 })?;
+                let kept = self.kept_overlay(&rec, req)?;
                 let mut out = Vec::new();
                 let mut bytes = 0;
-                for r in &rec.replica_disks {
+                for (i, r) in rec.replica_disks.iter().enumerate() {
                     let rel = r.replace(".vmdk", "-failback.vmdk");
+                    let overlay = kept.as_ref().map(|k| (k.files[i].as_str(), k.block_maps[i].as_str()));
                     bytes += self
-                        .materialise(r, &point_id, &rel, "Free space on the datastore, then restart the job.")
+                        .materialise(r, &point_id, &rel, "Free space on the datastore, then restart the job.", overlay)
                         .await?;
                     out.push(rel);
                 }
@@ -986,7 +1010,11 @@ impl Workflows<'_> {
                     Ok(())
                 })
                 .await?;
-                Ok(outcome(bytes, serde_json::json!({"point": point_id, "disks": out})))
+                let mut result = serde_json::json!({"point": point_id, "disks": out});
+                if let Some(k) = &kept {
+                    result["kept_copy"] = serde_json::json!({"job": k.job, "site": k.site, "blocks": k.blocks});
+                }
+                Ok(outcome(bytes, result))
             }
             Step::ReattachDisks => {
                 let (rec, inv) = self.record(id).await?;
@@ -1237,7 +1265,7 @@ impl Workflows<'_> {
                 for (i, c) in rec.cloud_disks.iter().enumerate() {
                     let rel = format!("recovery/{id}/failover-disk{i}.vhd");
                     bytes += self
-                        .materialise(c, &point_id, &rel, "Free space in the cloud folder, then restart the job.")
+                        .materialise(c, &point_id, &rel, "Free space in the cloud folder, then restart the job.", None)
                         .await?;
                     disks.push(rel);
                 }

@@ -701,6 +701,7 @@ fn drills_need_an_isolated_network_run_one_at_a_time_and_never_move_the_state() 
         point: item.recovery_points[0].clone(),
         started_at: 1,
         disks: vec![],
+        kept_copy: None,
     });
     assert_eq!(refused(&run(&drilled, Operation::TestFailover, &net("bubble"))), ["DR-3"]);
     assert!(run(&drilled, Operation::CleanupTestFailover, &Request::default()).allowed);

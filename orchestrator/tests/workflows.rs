@@ -378,12 +378,72 @@ async fn a_split_brain_on_premises_is_found_and_ended_by_keeping_the_cloud_copy(
     let points = s.item("web01").await.unwrap().0.recovery_points;
     assert_eq!(points.len(), 1, "only the resync's point: {points:?}");
 
-    // Replication goes on; a failback and its commit remove what was kept.
-    round(&s).await;
-    run(&s, "web01", Operation::Failover, &Request { point: Some(PointChoice::Latest), ..Request::default() }, "k-f")
-        .await;
+    // SB-3: the kept blocks are a point a failover can choose — none other than the ones kept, and not for a plan.
+    let wrong = Request { point: Some(PointChoice::KeptCopy("job-nope".into())), ..Request::default() };
+    let plan = s.dry_run("web01", Operation::Failover, &wrong).await.unwrap();
+    assert!(plan.refusals().iter().any(|r| r.rule == "SB-3" && r.message.contains("job-nope")), "{plan:?}");
+    let options = orchestrator::points::options(&s.item("web01").await.unwrap().0);
+    let kept_choice = PointChoice::KeptCopy(kept[0].job.clone());
+    assert!(options.iter().any(|o| o.choice == kept_choice), "offered in the confirmation: {options:?}");
+    let item = s.item("web01").await.unwrap().0;
+    assert_eq!(orchestrator::points::plan_points(&[&item], &kept_choice).unwrap_err().rule, "SB-3");
+
+    // Fail over to the newest point with the on-premises VM's kept blocks over it: what it wrote during the
+    // split-brain is back, block for block, and every other block is the point's (the replica, as no cycle ran).
+    let with_kept = Request { point: Some(kept_choice), ..Request::default() };
+    let plan = s.dry_run("web01", Operation::Failover, &with_kept).await.unwrap();
+    assert!(plan.allowed, "{:?}", plan.refusals());
+    assert!(
+        plan.tasks
+            .iter()
+            .any(|t| t.name.contains(&format!("{} blocks kept from the on-premises copy", kept[0].blocks))),
+        "{:?}",
+        plan.tasks
+    );
+    let map = std::fs::read(root.join(&kept[0].block_maps[0])).unwrap();
+    let offsets: std::collections::HashSet<u64> =
+        map.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(offsets.len() as u64, kept[0].blocks);
+    let replica = replica.open_data_read().unwrap();
+    let kept_file = std::fs::File::open(&file).unwrap();
+    let read = |f: &std::fs::File, at: u64| {
+        use std::os::unix::fs::FileExt;
+        let mut b = vec![0u8; 65536];
+        let n = f.read_at(&mut b, at).unwrap();
+        b.truncate(n);
+        b
+    };
+    let is_point_with_kept_blocks = |disk: &std::path::Path| {
+        let disk = replicator::DiskImage::open(disk).unwrap().open_data_read().unwrap();
+        let (mut from_kept, mut from_point) = (0, 0);
+        let mut at = 0;
+        while at < cloud.size {
+            if offsets.contains(&at) {
+                assert_eq!(read(&disk, at), read(&kept_file, at), "kept block at {at}");
+                from_kept += 1;
+            } else {
+                assert!(read(&disk, at) == read(&replica, at), "the point's block at {at}");
+                from_point += 1;
+            }
+            at += 65536;
+        }
+        assert!(from_kept > 0 && from_point > from_kept, "{from_kept} kept, {from_point} from the point");
+    };
+    // A drill first, to look at them: its test VM's disks are the point with the kept blocks over it.
+    let drill = Request { network: Some("drill-isolated".into()), ..with_kept.clone() };
+    let job = run(&s, "web01", Operation::TestFailover, &drill, "k-t").await;
+    assert!(job.tasks[0].result.as_deref().unwrap_or("").contains("kept_copy"), "{:?}", job.tasks);
+    let test_vm = s.item("web01").await.unwrap().0.drill.expect("a live drill");
+    is_point_with_kept_blocks(&root.join(&test_vm.disks[0]));
+    // Then the failover (its first tasks clean the drill up).
+    let job = run(&s, "web01", Operation::Failover, &with_kept, "k-f").await;
+    assert!(job.tasks.iter().any(|t| t.result.as_deref().unwrap_or("").contains("kept_copy")), "{:?}", job.tasks);
+    is_point_with_kept_blocks(&root.join(rec.replica_disks[0].replace(".vmdk", "-failback.vmdk")));
+
+    // The commit removes what was kept, maps included.
     run(&s, "web01", Operation::Commit, &Request::default(), "k-c").await;
     assert!(!file.exists(), "the commit removed the kept blocks");
+    assert!(!root.join(&kept[0].block_maps[0]).exists(), "and their map");
     assert!(s.item("web01").await.unwrap().0.kept_copies.is_empty());
 }
 

@@ -1250,7 +1250,10 @@ fn complete_openapi(mut doc: Value) -> Value {
         {"type": "object", "required": ["type"], "additionalProperties": false, "properties": {
             "type": {"type": "string", "enum": ["latest-processed", "latest", "latest-app-consistent"]}}},
         {"type": "object", "required": ["type", "id"], "additionalProperties": false, "properties": {
-            "type": {"type": "string", "enum": ["specific"]}, "id": {"type": "string", "description": "The recovery point's id"}}}]});
+            "type": {"type": "string", "enum": ["specific"]}, "id": {"type": "string", "description": "The recovery point's id"}}},
+        {"type": "object", "required": ["type", "id"], "additionalProperties": false, "properties": {
+            "type": {"type": "string", "enum": ["kept-copy"]},
+            "id": {"type": "string", "description": "The id of the job that resolved a split-brain: its kept blocks laid over the newest processed point (failover, change-recovery-point, test-failover; SB-3)"}}}]});
     let role = json!({"type": "string", "enum": ["reader", "drill-operator", "operator", "administrator"]});
     let thumbprint = json!({"type": "string", "description": "the certificate's SHA-1 or SHA-256 thumbprint, e.g. 2C:11:ED:…",
                             "pattern": "^$|^(([0-9A-Fa-f]{2}[: ]?){19}|([0-9A-Fa-f]{2}[: ]?){31})[0-9A-Fa-f]{2}$"});

@@ -49,7 +49,8 @@ pub struct ActionArgs {
     pub process_server: Option<String>,
     #[arg(long)]
     pub datastore: Option<String>,
-    /// latest-processed, latest, latest-app-consistent, or a recovery point id.
+    /// latest-processed, latest, latest-app-consistent, a recovery point id, or kept:JOB (the newest point with the
+    /// blocks a split-brain's losing copy kept, by the resolving job's id).
     #[arg(long)]
     pub point: Option<String>,
 }
@@ -80,7 +81,8 @@ pub struct TestFailoverArgs {
     /// The isolated network the test VM joins (`homeward networks list` shows which are).
     #[arg(long)]
     pub network: String,
-    /// latest-processed (the default), latest-app-consistent, or a recovery point id.
+    /// latest-processed (the default), latest-app-consistent, a recovery point id, or kept:JOB (the newest point with
+    /// the blocks a split-brain's losing copy kept).
     #[arg(long)]
     pub point: Option<String>,
     /// Why: recorded in the audit log.
@@ -448,6 +450,7 @@ pub async fn webhooks(cmd: &WebhooksCommand) -> Result<(), Failure> {
 fn point_body(p: &str) -> Value {
     match p {
         "latest-processed" | "latest" | "latest-app-consistent" => json!({"type": p}),
+        kept if kept.starts_with("kept:") => json!({"type": "kept-copy", "id": &kept["kept:".len()..]}),
         id => json!({"type": "specific", "id": id}),
     }
 }
