@@ -372,7 +372,8 @@ pub async fn get_item(id: String) -> Result<Option<ItemDetail>, ServerFnError> {
         Err(ServiceError::Estate(EstateError::UnknownItem(_))) => return Ok(None),
         Err(e) => return Err(internal(e)),
     };
-    let doc = s.doc().await.map_err(internal)?;
+    // The inventory with this one item: the page needs no other item's record (a vault holds thousands).
+    let doc = s.doc_of(std::slice::from_ref(&id)).await.map_err(internal)?;
     let inv = &doc.inventory;
     let now = (s.clock)();
     let active = s.jobs.active_job_for_item(&id).await.map_err(internal)?;

@@ -272,7 +272,8 @@ impl Service {
 
     /// The item with its allowed operations and, for the others, why not.
     pub async fn item(&self, id: &str) -> Result<(ReplicatedItem, Vec<(Operation, Vec<Refusal>)>), ServiceError> {
-        let doc = self.doc().await?;
+        // Only this item's record: reading the whole estate made one item cost as much as the list.
+        let doc = self.doc_of(&[id.to_owned()]).await?;
         let now = (self.clock)();
         let mut item = self.estate.view(&doc, id, now)?;
         with_sync_progress(&mut item, self.jobs.initial_sync_progress(Some(id)).await?.get(id));

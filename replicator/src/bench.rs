@@ -350,21 +350,20 @@ pub fn run(opts: &BenchOptions, mut out: impl FnMut(&str)) -> Result<BenchReport
         verdict(s.delta_vs_rsync >= 3.0)
     ));
     out(&format!(
-        "  read floor (cat) {:>8.3} s   delta is {:.2}× the floor (≤ 2: {})",
+        "  read floor (cat) {:>8.3} s   delta is {:.2}× the floor (≤ 1.5: {})",
         s.floor_s,
         s.delta_vs_floor,
-        verdict(s.delta_vs_floor <= 2.0)
+        verdict(s.delta_vs_floor <= 1.5)
     ));
     out(&format!("  our full         {:>8.3} s", s.full_s));
+    // The goal is against a durable copy: ours is one (pwrite → fdatasync → cursor); plain cp leaves its bytes in
+    // the page cache, so it is shown for scale only.
+    out(&format!("  cp               {:>8.3} s   full is {:.2}× cp (not durable: for scale)", s.cp_s, s.full_vs_cp));
     out(&format!(
-        "  cp               {:>8.3} s   full is {:.2}× cp (≤ 1.1: {})",
-        s.cp_s,
-        s.full_vs_cp,
-        verdict(s.full_vs_cp <= 1.1)
-    ));
-    out(&format!(
-        "  cp + fdatasync   {:>8.3} s   full is {:.2}× the durable copy (ours is durable: pwrite → fdatasync → cursor)",
-        s.cp_durable_s, s.full_vs_durable_cp
+        "  cp + fdatasync   {:>8.3} s   full is {:.2}× the durable copy (≤ 1.1: {})",
+        s.cp_durable_s,
+        s.full_vs_durable_cp,
+        verdict(s.full_vs_durable_cp <= 1.1)
     ));
     out(&format!(
         "  our incremental  {:>8.3} s   {:.3}× delta (≤ 0.1: {})",
