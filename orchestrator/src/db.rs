@@ -140,10 +140,15 @@ impl Db {
         let backend = Backend::of_url(url).ok_or_else(|| DbError::UnknownScheme(redact(url)))?;
         let target = redact(url);
         let open_err = |e: sqlx::Error| DbError::Open { target: target.clone(), reason: short_reason(&e) };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _| {
+        let pool = Db::pool_options(backend, max_connections).connect(url).await.map_err(open_err)?;
+        sqlx::query("select 1").execute(&pool).await.map_err(open_err)?;
+        Ok(Db { pool, backend, target })
+    }
+
+    /// How every pool of ours opens its connections.
+    fn pool_options(backend: Backend, max_connections: u32) -> AnyPoolOptions {
+        AnyPoolOptions::new().max_connections(max_connections).acquire_timeout(Duration::from_secs(10)).after_connect(
+            move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         // WAL lets the portal read while jobs write; FULL makes every committed transition survive
@@ -156,12 +161,21 @@ impl Db {
                     }
                     Ok(())
                 })
-            })
-            .connect(url)
-            .await
-            .map_err(open_err)?;
-        sqlx::query("select 1").execute(&pool).await.map_err(open_err)?;
-        Ok(Db { pool, backend, target })
+            },
+        )
+    }
+
+    /// The same database through a pool of one connection of its own, opened on first use. A connection belongs to
+    /// the runtime that opened it (its IO is driven there): a thread with a runtime of its own must not borrow
+    /// the pool of another — a single-threaded runtime drives its connections only inside its own `block_on`.
+    /// Call it inside the runtime that will use it (`Runtime::enter`).
+    pub(crate) fn own_pool(&self) -> Db {
+        let options = (*self.pool.connect_options()).clone();
+        Db {
+            pool: Db::pool_options(self.backend, 1).connect_lazy_with(options),
+            backend: self.backend,
+            target: self.target.clone(),
+        }
     }
 
     /// Brings the schema up to date; a schema newer than this binary is refused, never migrated down.

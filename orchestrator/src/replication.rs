@@ -84,9 +84,9 @@ impl Service {
         if held.len() == items.len() {
             let cancel = Arc::new(AtomicBool::new(false));
             let keeper = {
-                let (store, held, holder, cancel, shutdown) =
-                    (self.jobs.clone(), held.clone(), holder.to_owned(), cancel.clone(), shutdown.clone());
-                Keeper::start("replication-lease", Duration::from_secs(1), move |rt| {
+                let (held, holder, cancel, shutdown) =
+                    (held.clone(), holder.to_owned(), cancel.clone(), shutdown.clone());
+                Keeper::start("replication-lease", Duration::from_secs(1), self.jobs.clone(), move |rt, store| {
                     let kept = held.iter().all(|(id, token)| {
                         rt.block_on(store.renew_item_round(id, &holder, *token, ROUND_LEASE_MS)).unwrap_or(false)
                     });

@@ -96,12 +96,13 @@ pub(crate) struct Keeper {
 }
 
 impl Keeper {
-    /// `beat` runs its database calls with `rt.block_on`, on the runtime that was current where the keeper was
-    /// started: one runtime drives every connection's IO, so no connection waits on a thread that is busy
-    /// elsewhere.
-    pub(crate) fn start<F>(name: &str, every: Duration, mut beat: F) -> Keeper
+    /// `beat` runs its database calls with `rt.block_on` through the store it is given: on the process's runtime
+    /// and pool when that runtime has worker threads (one runtime drives every connection's IO, so no connection
+    /// waits on a thread that is busy elsewhere); else on a small runtime and a one-connection pool of the keeper's
+    /// own (see `Db::own_pool`).
+    pub(crate) fn start<F>(name: &str, every: Duration, store: JobStore, mut beat: F) -> Keeper
     where
-        F: FnMut(&Driver) -> bool + Send + 'static,
+        F: FnMut(&Driver, &JobStore) -> bool + Send + 'static,
     {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -110,29 +111,32 @@ impl Keeper {
             .name(name.to_owned())
             .spawn(move || {
                 // A current-thread runtime (a test's) drives IO only inside its own block_on, which may be waiting
-                // for this thread to stop: such a keeper gets a small runtime of its own instead.
-                let own = match current.runtime_flavor() {
+                // for this thread to stop: such a keeper gets a runtime and a connection of its own instead.
+                let (rt, store) = match current.runtime_flavor() {
                     tokio::runtime::RuntimeFlavor::CurrentThread => {
-                        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                            Ok(rt) => Some(rt),
-                            Err(_) => return,
-                        }
+                        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                            return;
+                        };
+                        let own = {
+                            let _in = rt.enter();
+                            JobStore { db: store.db.own_pool(), ..store }
+                        };
+                        (Driver::Own(rt), own)
                     }
-                    _ => None,
-                };
-                let rt = match own {
-                    Some(rt) => Driver::Own(rt),
-                    None => Driver::Shared(current),
+                    _ => (Driver::Shared(current), store),
                 };
                 while !flag.load(Ordering::Relaxed) {
-                    if !beat(&rt) {
-                        return;
+                    if !beat(&rt, &store) {
+                        break;
                     }
                     // Sleep in small steps so a drop is never kept waiting long.
                     let until = Instant::now() + every;
                     while !flag.load(Ordering::Relaxed) && Instant::now() < until {
                         std::thread::sleep(Duration::from_millis(20).min(every));
                     }
+                }
+                if let Driver::Own(_) = rt {
+                    rt.block_on(store.db.pool.close());
                 }
             })
             .ok();
@@ -165,7 +169,7 @@ fn heartbeat(
     let mut next_renewal = Instant::now() + Duration::from_millis(lease_ms / 3);
     let mut next_look = Instant::now();
     let mut flushed = std::collections::BTreeMap::new();
-    Keeper::start("lease-heartbeat", Duration::from_millis(300), move |rt| {
+    Keeper::start("lease-heartbeat", Duration::from_millis(300), store, move |rt, store| {
         if shutdown.load(Ordering::Relaxed) {
             cancel.store(true, Ordering::Relaxed);
         }
@@ -388,4 +392,46 @@ fn worker_loop(
             }
         }
     });
+}
+
+#[cfg(test)]
+#[path = "../../tests/support/postgres.rs"]
+mod postgres;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A test's runtime drives its connections' IO only inside its own `block_on`. A keeper whose database call
+    /// is in flight when the step it guards ends (and the drop joins it, blocking that runtime's thread) must
+    /// still finish that call — on PostgreSQL, whose connections belong to the runtime that opened them, sharing
+    /// the test's pool made the join wait forever.
+    #[test]
+    fn a_keeper_stopped_mid_call_on_a_single_threaded_runtime_ends() {
+        let url = postgres::Cluster::get().database();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let db = crate::db::Db::connect(&url, 4).await.unwrap();
+                let store = JobStore::new(db);
+                let in_call = Arc::new(AtomicBool::new(false));
+                let flag = in_call.clone();
+                let keeper = Keeper::start("test-keeper", Duration::from_millis(10), store, move |rt, store| {
+                    flag.store(true, Ordering::Relaxed);
+                    rt.block_on(sqlx::query("select pg_sleep(0.3)").execute(&store.db.pool)).unwrap();
+                    true
+                });
+                while !in_call.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                drop(keeper);
+            });
+            let _ = done_tx.send(());
+        });
+        assert!(
+            done_rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "the keeper's database call never ended once its runtime's thread waited for it"
+        );
+    }
 }
