@@ -151,6 +151,14 @@ impl Drop for FileLock {
 
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the folder.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> io::Result<()> {
+    replace_contents(path, bytes)?;
+    sync_parent(path)
+}
+
+/// `write_atomic` without the folder's fsync: after a power cut `path` holds either the old bytes or the new,
+/// whole. For a caller that syncs the folder itself later, or to which the old bytes are as safe as the new (a
+/// table checked against a generation recorded elsewhere).
+pub fn replace_contents(path: &std::path::Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     {
@@ -158,8 +166,7 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> io::Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, path)?;
-    sync_parent(path)
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -147,7 +147,16 @@ pub struct HashTable {
 const TABLE_MAGIC: &[u8; 8] = b"HWHASH01";
 
 impl HashTable {
+    /// Replaces the table at `path` durably.
     pub fn save(&self, path: &Path) -> Result<()> {
+        self.save_unsynced_name(path)?;
+        fileio::sync_parent(path).map_err(|e| Error::io(path, e))
+    }
+
+    /// Replaces the table at `path`, whole, but leaves its new name's durability to the caller: after a power cut
+    /// the old table may be back. Only where the old one is then refused anyway (its generation no longer matches)
+    /// or the caller syncs the folder afterwards.
+    pub fn save_unsynced_name(&self, path: &Path) -> Result<()> {
         let mut out = Vec::with_capacity(64 + self.hashes.len() * 32);
         out.extend_from_slice(TABLE_MAGIC);
         out.extend_from_slice(&self.geom.size.to_le_bytes());
@@ -158,7 +167,7 @@ impl HashTable {
         }
         let check = hash_block(&out);
         out.extend_from_slice(&check);
-        fileio::write_atomic(path, &out).map_err(|e| Error::io(path, e))
+        fileio::replace_contents(path, &out).map_err(|e| Error::io(path, e))
     }
 
     /// The table at `path` if it exists, is intact and matches `geom`; anything else means "no usable table".

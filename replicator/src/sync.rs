@@ -502,7 +502,9 @@ fn source_inner(src: &DiskImage, tx: &mut Tx, rx: &mut wire::Rx, opts: &SyncOpti
     // A crash in between leaves the two generations different, which only costs the next cycle a delta.
     let generation = if opts.track {
         let generation = fresh_u64();
-        HashTable { geom, generation, hashes: ours }.save(&table_path)?;
+        // No folder fsync for the table's name: should a power cut bring the old table back, its generation no
+        // longer matches the tracker's (reset durably next) and the next cycle is a delta.
+        HashTable { geom, generation, hashes: ours }.save_unsynced_name(&table_path)?;
         tracker.reset(generation)?;
         generation
     } else {
@@ -744,7 +746,12 @@ fn target_inner(dst: &Path, tx: &Arc<Mutex<Tx>>, rx: &mut wire::Rx, opts: &Targe
             Cursor { mode, next_block, source_generation: start.source_generation, point_id: start.point_id.clone() };
         fileio::write_atomic(&cursor_path, &serde_json::to_vec(&c).unwrap()).map_err(|e| Error::io(&cursor_path, e))
     };
-    write_cursor(start.from_block)?;
+    // A cursor from the start on for a full copy (it resumes as one) and for a resumed cycle; a delta or an
+    // incremental cycle from block 0 needs none until its first checkpoint: interrupted before it, the next cycle
+    // starts from block 0 anyway (the hash table is gone, so a delta). A stale cursor is always replaced.
+    if mode == Mode::Full || start.from_block > 0 || cursor_path.exists() {
+        write_cursor(start.from_block)?;
+    }
 
     // The hashes of the target's bytes that this cycle does not overwrite.
     let hasher = {
@@ -842,7 +849,8 @@ fn target_inner(dst: &Path, tx: &Arc<Mutex<Tx>>, rx: &mut wire::Rx, opts: &Targe
                         Frame::Commit { generation } => generation,
                         f => return Err(Error::Protocol(format!("expected Commit, got {f:?}"))),
                     };
-                    HashTable { geom, generation, hashes: ours }.save(&table_path)?;
+                    // The table's new name is made durable with the cursor's removal, below.
+                    HashTable { geom, generation, hashes: ours }.save_unsynced_name(&table_path)?;
                     let point = journal.commit_point(
                         PointInfo {
                             seq: 0,
@@ -856,8 +864,12 @@ fn target_inner(dst: &Path, tx: &Arc<Mutex<Tx>>, rx: &mut wire::Rx, opts: &Targe
                         opts.retention,
                         now_ms(),
                     )?;
-                    // Durably: a cursor back from a power cut would resume a cycle that has committed.
-                    fileio::remove_durably(&cursor_path).map_err(|e| Error::io(&cursor_path, e))?;
+                    // Durably: a cursor back from a power cut would resume a cycle that has committed. The same
+                    // folder fsync makes the table's name durable (without it, the next cycle is a delta).
+                    match std::fs::remove_file(&cursor_path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&cursor_path, e)),
+                        _ => fileio::sync_parent(&cursor_path).map_err(|e| Error::io(&cursor_path, e))?,
+                    }
                     if let Some(publish) = &opts.after_commit {
                         publish(dst).map_err(Error::Invalid)?;
                     }
