@@ -5,6 +5,8 @@
 //!   (target p50 < 25 ms);
 //! * an item's page with 10 000 jobs in the vault: p50 / p99 over 100 requests (target p50 < 30 ms);
 //! * the wasm module, gzipped (target ≤ 350 KiB);
+//! * dry runs through the API on that vault: commit and cancel-failover (target < 50 ms), reprotect (it reads
+//!   both sides' disks for its estimate; shown beside them);
 //! * headless Chromium: from navigation start to `<body data-hydrated>` (median of 5 loads).
 //!
 //! Runs when HOMEWARD_BENCH=1: `./x bench` builds it in release and runs it.
@@ -88,6 +90,13 @@ async fn portal_benchmark() {
     let jobs = seed_jobs(&portal, &whole, 10_000).await;
     let (item_ms, item_kib) = time_html(&portal, &format!("{}replicated-items/web01", portal.url), 100).await;
 
+    // Dry runs of an item's actions on the same vault: the ones that read no disk, and the reprotect's estimate.
+    let dry = |action: &str| format!("{}api/v1/items/web01/{action}?dry_run=true", portal.url);
+    let reprotect_body = r#"{"master_target":"mt-win-01","process_server":"ps-azure-01"}"#;
+    let commit_ms = time_post(&portal, &dry("commit"), "{}", 40).await;
+    let cancel_ms = time_post(&portal, &dry("cancel-failover"), "{}", 40).await;
+    let reprotect_ms = time_post(&portal, &dry("reprotect"), reprotect_body, 10).await;
+
     let hydrate = hydration_ms(&portal).await;
 
     println!("portal benchmark ({items} replicated items; release build; seeding took {seed_s:.1} s)");
@@ -123,6 +132,22 @@ async fn portal_benchmark() {
         "  wasm                    {:.0} KiB raw, {gz_kib:.0} KiB gzipped; target <= 350 KiB: {:.2}x",
         wasm.len() as f64 / 1024.0,
         gz_kib / 350.0
+    );
+    println!(
+        "  dry run, commit          p50 {:6.2} ms   p99 {:6.2} ms   target < 50 ms: {:.2}x of the budget",
+        pct(&commit_ms, 0.5),
+        pct(&commit_ms, 0.99),
+        pct(&commit_ms, 0.5) / 50.0
+    );
+    println!(
+        "  dry run, cancel-failover p50 {:6.2} ms   p99 {:6.2} ms   target < 50 ms: {:.2}x of the budget",
+        pct(&cancel_ms, 0.5),
+        pct(&cancel_ms, 0.99),
+        pct(&cancel_ms, 0.5) / 50.0
+    );
+    println!(
+        "  dry run, reprotect       p50 {:6.2} ms   (hashes both sides of web01's disk for its estimate)",
+        pct(&reprotect_ms, 0.5)
     );
     match hydrate {
         Some((median, all)) => {
@@ -284,6 +309,24 @@ async fn time_html(portal: &Portal, url: &str, rounds: usize) -> (Vec<f64>, usiz
     }
     ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     (ms, kib)
+}
+
+/// A dry run's time over `rounds` requests (after 5 to warm up), sorted; each must answer a plan.
+async fn time_post(portal: &Portal, url: &str, body: &str, rounds: usize) -> Vec<f64> {
+    let mut ms = Vec::new();
+    for i in 0..rounds + 5 {
+        let t = Instant::now();
+        let r = portal.http.post(url).header("content-type", "application/json").body(body.to_owned()).send().await;
+        let r = r.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{url}");
+        let plan: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert!(plan.get("allowed").is_some(), "{url} answers a plan: {plan}");
+        if i >= 5 {
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    ms
 }
 
 async fn time_get(portal: &Portal, url: &str, rounds: usize) -> (Vec<f64>, usize, serde_json::Value) {

@@ -241,7 +241,8 @@ pub(crate) mod server {
 
     /// Process servers that can send data to Azure (on-premises ones), the others disabled with R-W4.
     pub async fn cloud_process_servers() -> Result<Vec<Choice>, ServerFnError> {
-        let doc = service()?.doc().await.map_err(internal)?;
+        // The inventory alone: no item's record (the items page and every item page ask for this).
+        let doc = service()?.doc_of(&[]).await.map_err(internal)?;
         Ok(process_server_choices(&doc.inventory.process_servers, orchestrator::rules::r_w4_process_server_on_premises))
     }
 
@@ -1172,10 +1173,12 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
     // RPO over the last two hours, from the recovery points: at each moment, the age of the newest point then.
     const WINDOW_MIN: u32 = 120;
     let now = (s.clock)();
-    let doc = s.doc().await.map_err(internal)?;
+    // Only the records of the (at most 12) items the chart shows.
+    let charted: Vec<String> = all.iter().filter(|r| r.rpo_ms.is_some()).take(12).map(|r| r.id.clone()).collect();
+    let doc = s.doc_of(&charted).await.map_err(internal)?;
     let mut rpo = Vec::new();
-    for r in all.iter().filter(|r| r.rpo_ms.is_some()).take(12) {
-        let Ok(item) = s.estate.view(&doc, &r.id, now) else { continue };
+    for id in &charted {
+        let Ok(item) = s.estate.view(&doc, id, now) else { continue };
         let mut times: Vec<u64> = item.recovery_points.iter().map(|p| p.time).collect();
         times.sort_unstable();
         let series = (0..=WINDOW_MIN)
@@ -1187,7 +1190,7 @@ pub async fn overview() -> Result<OverviewData, ServerFnError> {
             })
             .collect();
         rpo.push(RpoSeries {
-            item: r.id.clone(),
+            item: id.clone(),
             samples: series,
             threshold_s: item.protection.rpo_threshold_ms() / 1000,
         });

@@ -414,7 +414,8 @@ impl Service {
     }
 
     pub async fn dry_run(&self, id: &str, op: Operation, req: &Request) -> Result<Plan, ServiceError> {
-        let doc = self.doc().await?;
+        // Only this item's record: its rules read the item and the inventory, never the other items.
+        let doc = self.doc_of(&[id.to_owned()]).await?;
         let item = self.estate.view(&doc, id, (self.clock)())?;
         let rec = doc.items.iter().find(|r| r.item.id == id).expect("view found it");
         let ctx = self.context(id).await?;
