@@ -7,7 +7,9 @@
 //! Recovery points are not stored here: they are read from the replicator's journal on the replica disks, so the
 //! estate never disagrees with the bytes.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -241,6 +243,33 @@ const SEEDING_MARKER: &str = ".seeding";
 pub struct Estate {
     pub root: PathBuf,
     pub db: Db,
+    decoded: Arc<Decoded>,
+}
+
+/// The item records this process decoded last, with the JSON text each came from. A read of the whole estate
+/// still fetches every row (so it sees every node's changes), but parses only the rows whose text changed: with
+/// thousands of items, parsing was most of a list's cost. Keyed by the text itself, not a version: a row changed
+/// by any writer, or damaged, is parsed (and refused) again.
+#[derive(Debug, Default)]
+struct Decoded(Mutex<HashMap<String, (String, ItemRecord)>>);
+
+impl Decoded {
+    fn items(&self, rows: Vec<ItemRow>) -> Result<Vec<ItemRecord>, EstateError> {
+        // Taken out for the walk, so a concurrent read never waits on this one (it parses for itself meanwhile).
+        let mut before = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut now = HashMap::with_capacity(rows.len());
+        let mut items = Vec::with_capacity(rows.len());
+        for row in rows {
+            let rec = match before.remove(&row.id) {
+                Some((text, rec)) if text == row.record => rec,
+                _ => decode(&format!("item {}", row.id), &row.record)?,
+            };
+            items.push(rec.clone());
+            now.insert(row.id, (row.record, rec));
+        }
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = now;
+        Ok(items)
+    }
 }
 
 crate::row! {
@@ -283,7 +312,7 @@ fn encode<T: Serialize>(v: &T) -> String {
 }
 
 /// Reads the whole description on `conn` (inside the caller's transaction, if any).
-async fn read(conn: &mut sqlx::AnyConnection) -> Result<EstateDoc, EstateError> {
+async fn read(conn: &mut sqlx::AnyConnection, decoded: &Decoded) -> Result<EstateDoc, EstateError> {
     let settings: SettingsRow =
         sqlx::query_as("select inventory, faults, replication from estate_settings where id = 1")
             .fetch_optional(&mut *conn)
@@ -299,7 +328,7 @@ async fn read(conn: &mut sqlx::AnyConnection) -> Result<EstateDoc, EstateError> 
         inventory: decode("inventory", &settings.inventory)?,
         faults: decode("fault knobs", &settings.faults)?,
         replication: decode("replication policy", &settings.replication)?,
-        items: items.iter().map(|r| decode(&format!("item {}", r.id), &r.record)).collect::<Result<_, _>>()?,
+        items: decoded.items(items)?,
         plans: plans
             .into_iter()
             .map(|p| {
@@ -389,7 +418,7 @@ async fn write(
 
 impl Estate {
     pub fn new(root: &Path, db: Db) -> Estate {
-        Estate { root: root.to_path_buf(), db }
+        Estate { root: root.to_path_buf(), db, decoded: Arc::default() }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -416,7 +445,7 @@ impl Estate {
 
     pub async fn load(&self) -> Result<EstateDoc, EstateError> {
         let mut conn = self.db.pool.acquire().await?;
-        read(&mut conn).await
+        read(&mut conn, &self.decoded).await
     }
 
     /// The estate with only the items `ids` (those that exist, in the estate's order) and no plans: what a step
@@ -518,7 +547,7 @@ impl Estate {
         if bumped.rows_affected() == 0 {
             return Err(EstateError::Missing);
         }
-        let before = read(&mut tx).await?;
+        let before = read(&mut tx, &self.decoded).await?;
         let mut doc = before.clone();
         let out = f(&mut doc)?;
         write(&mut tx, Some(&before), &doc).await?;

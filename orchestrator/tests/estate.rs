@@ -109,3 +109,39 @@ async fn a_few_items_are_read_without_the_rest_of_the_estate() {
         );
     }
 }
+
+/// Reads of the whole estate parse only the rows whose text changed since this process last parsed them: a row
+/// changed by any other writer is read as it is now, and a damaged one is refused, not served from memory.
+#[tokio::test]
+async fn a_row_changed_behind_a_readers_back_is_read_as_it_is_now() {
+    for db in databases().await {
+        let root = tempfile::tempdir().unwrap();
+        let estate = Estate::new(root.path(), db.clone());
+        estate.create_once(orchestrator::demo::seed).await.unwrap();
+        let before = estate.load().await.unwrap();
+        assert_eq!(estate.load().await.unwrap(), before, "{:?}: an unchanged estate reads the same", db.backend);
+
+        let mut rec = before.items.iter().find(|r| r.item.id == "web01").unwrap().clone();
+        rec.item.name = "renamed by another writer".into();
+        sqlx::query("update estate_items set record = $1 where id = 'web01'")
+            .bind(serde_json::to_string(&rec).unwrap())
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let after = estate.load().await.unwrap();
+        let web01 = after.items.iter().find(|r| r.item.id == "web01").unwrap();
+        assert_eq!(web01.item.name, "renamed by another writer", "{:?}", db.backend);
+        assert_eq!(after.items.len(), before.items.len());
+
+        sqlx::query("update estate_items set record = '{\"item\": 7' where id = 'web01'")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let damaged = estate.load().await;
+        assert!(
+            matches!(&damaged, Err(orchestrator::estate::EstateError::CorruptRow { what, .. }) if what == "item web01"),
+            "{:?}: {damaged:?}",
+            db.backend
+        );
+    }
+}
